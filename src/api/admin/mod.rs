@@ -1,0 +1,88 @@
+//! The admin API: a GitLab-compatible subset under `/api/v4`, authenticated with the
+//! admin token (`PRIVATE-TOKEN`), so python-gitlab and curl users feel at home.
+
+pub mod features;
+pub mod meta;
+pub mod runners;
+
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::api::params::{Check, Params};
+use crate::error::ApiResult;
+
+/// GitLab's `page`/`per_page` (default 20, at most 100).
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub page: usize,
+    pub per_page: usize,
+}
+
+impl Page {
+    pub fn from_check(c: &mut Check<'_>) -> Page {
+        let page = c.int("page").flatten().unwrap_or(1).max(1) as usize;
+        let per_page = c.int("per_page").flatten().unwrap_or(20).clamp(1, 100) as usize;
+        Page { page, per_page }
+    }
+
+    /// One page of `items` as JSON with GitLab's pagination headers (`X-Total`,
+    /// `X-Next-Page`, `Link`, …), which python-gitlab follows.
+    pub fn respond<T: Serialize>(self, req: &HttpRequest, items: Vec<T>) -> HttpResponse {
+        let total = items.len();
+        let total_pages = total.div_ceil(self.per_page).max(1);
+        let slice: Vec<T> = items
+            .into_iter()
+            .skip((self.page - 1) * self.per_page)
+            .take(self.per_page)
+            .collect();
+        let next = (self.page < total_pages).then(|| self.page + 1);
+        let prev = (self.page > 1).then(|| self.page - 1);
+        let link = |page: usize, rel: &str| {
+            let base = req.full_url();
+            let mut url = base.clone();
+            let query: Vec<(String, String)> = base
+                .query_pairs()
+                .filter(|(k, _)| k != "page" && k != "per_page")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .chain([
+                    ("page".into(), page.to_string()),
+                    ("per_page".into(), self.per_page.to_string()),
+                ])
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(query);
+            format!("<{url}>; rel=\"{rel}\"")
+        };
+        let mut links = Vec::new();
+        if let Some(p) = prev {
+            links.push(link(p, "prev"));
+        }
+        if let Some(n) = next {
+            links.push(link(n, "next"));
+        }
+        links.push(link(1, "first"));
+        links.push(link(total_pages, "last"));
+        let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
+        HttpResponse::Ok()
+            .insert_header(("X-Total", total.to_string()))
+            .insert_header(("X-Total-Pages", total_pages.to_string()))
+            .insert_header(("X-Per-Page", self.per_page.to_string()))
+            .insert_header(("X-Page", self.page.to_string()))
+            .insert_header(("X-Next-Page", opt(next)))
+            .insert_header(("X-Prev-Page", opt(prev)))
+            .insert_header(("Link", links.join(", ")))
+            .json(slice)
+    }
+}
+
+pub fn page_of(params: &Params) -> ApiResult<Page> {
+    let mut c = Check::new(params);
+    let page = Page::from_check(&mut c);
+    c.finish()?;
+    Ok(page)
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    meta::configure(cfg);
+    runners::configure(cfg);
+    features::configure(cfg);
+}

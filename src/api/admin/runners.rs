@@ -1,0 +1,452 @@
+//! Admin runner API: `POST /user/runners`, `GET /runners/all`, `GET|PUT|DELETE /runners/:id`,
+//! with GitLab's runner JSON (`API::Entities::Ci::Runner` / `RunnerDetails`).
+
+use std::collections::HashMap;
+
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use chrono::{NaiveDateTime, TimeDelta};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::admin::{page_of, Page};
+use crate::api::params::{params_of, Check, FromParams, Params, Validated};
+use crate::api::runner::runners::RunnerRegistrationDetails;
+use crate::api::{no_content, path_id, serialize_time, serialize_time_opt};
+use crate::auth::AdminAuth;
+use crate::db::enums::{AccessLevel, RegistrationType, RunnerType};
+use crate::db::models::{now, Project, Runner, RunnerChanges, RunnerFilter, RunnerManager};
+use crate::error::{ApiError, ApiResult};
+use crate::service::runners::RunnerSettings;
+use crate::AppState;
+
+/// `Ci::Runner::ONLINE_CONTACT_TIMEOUT`.
+const ONLINE_CONTACT_TIMEOUT: TimeDelta = TimeDelta::hours(2);
+/// `Ci::Runner::STALE_TIMEOUT`.
+const STALE_TIMEOUT: TimeDelta = TimeDelta::days(7);
+
+/// `online`, `offline`, `stale` or `never_contacted`, from `contacted_at` as GitLab derives it.
+pub fn runner_status(runner: &Runner, at: NaiveDateTime) -> &'static str {
+    let last = runner
+        .contacted_at
+        .map_or(runner.created_at, |c| c.max(runner.created_at));
+    if last <= at - STALE_TIMEOUT {
+        "stale"
+    } else if runner.contacted_at.is_none() {
+        "never_contacted"
+    } else if is_online(runner, at) {
+        "online"
+    } else {
+        "offline"
+    }
+}
+
+fn is_online(runner: &Runner, at: NaiveDateTime) -> bool {
+    runner
+        .contacted_at
+        .is_some_and(|c| c > at - ONLINE_CONTACT_TIMEOUT)
+}
+
+/// A runner in a list (`API::Entities::Ci::Runner`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiRunner {
+    pub id: i64,
+    pub description: String,
+    pub ip_address: Option<String>,
+    pub active: bool,
+    pub paused: bool,
+    pub is_shared: bool,
+    #[schema(value_type = String, example = "instance_type")]
+    pub runner_type: RunnerType,
+    pub name: Option<String>,
+    pub online: bool,
+    #[schema(example = "online")]
+    pub status: String,
+}
+
+/// A project a runner is assigned to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiRunnerProject {
+    pub id: i64,
+    pub name: String,
+    pub name_with_namespace: String,
+    pub path: String,
+    pub path_with_namespace: String,
+}
+
+/// One runner in full (`API::Entities::Ci::RunnerDetails`); machine facts come from its
+/// most recently contacted manager.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiRunnerDetails {
+    #[serde(flatten)]
+    pub runner: ApiRunner,
+    pub tag_list: Vec<String>,
+    pub run_untagged: bool,
+    pub locked: bool,
+    pub maximum_timeout: Option<i32>,
+    #[schema(value_type = String)]
+    pub access_level: AccessLevel,
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub platform: Option<String>,
+    pub architecture: Option<String>,
+    #[serde(serialize_with = "serialize_time_opt")]
+    #[schema(value_type = Option<String>)]
+    pub contacted_at: Option<NaiveDateTime>,
+    pub maintenance_note: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    #[schema(value_type = String)]
+    pub created_at: NaiveDateTime,
+    pub projects: Vec<ApiRunnerProject>,
+    pub groups: Vec<serde_json::Value>,
+}
+
+fn api_runner(runner: &Runner, manager: Option<&RunnerManager>, at: NaiveDateTime) -> ApiRunner {
+    ApiRunner {
+        id: runner.id,
+        description: runner.description.clone(),
+        ip_address: manager.and_then(|m| m.ip_address.clone()),
+        active: !runner.paused,
+        paused: runner.paused,
+        is_shared: runner.runner_type == RunnerType::Instance,
+        runner_type: runner.runner_type,
+        name: runner.name.clone(),
+        online: is_online(runner, at),
+        status: runner_status(runner, at).to_string(),
+    }
+}
+
+async fn details(state: &AppState, runner: Runner) -> ApiResult<ApiRunnerDetails> {
+    let mut db = state.db.read().await?;
+    let mut conn = db.conn();
+    let manager = RunnerManager::latest_for_runners(&mut conn, &[runner.id])
+        .await?
+        .pop();
+    let projects = Project::for_runner(&mut conn, runner.id).await?;
+    let at = now();
+    Ok(ApiRunnerDetails {
+        runner: api_runner(&runner, manager.as_ref(), at),
+        tag_list: runner.tags(),
+        run_untagged: runner.run_untagged,
+        locked: runner.locked,
+        maximum_timeout: runner.maximum_timeout,
+        access_level: runner.access_level,
+        version: manager.as_ref().and_then(|m| m.version.clone()),
+        revision: manager.as_ref().and_then(|m| m.revision.clone()),
+        platform: manager.as_ref().and_then(|m| m.platform.clone()),
+        architecture: manager.as_ref().and_then(|m| m.architecture.clone()),
+        contacted_at: runner.contacted_at,
+        maintenance_note: runner.maintenance_note.clone(),
+        created_at: runner.created_at,
+        projects: projects
+            .iter()
+            .map(|p| ApiRunnerProject {
+                id: p.id,
+                name: p.name.clone(),
+                name_with_namespace: p.name_with_namespace(),
+                path: p.path.clone(),
+                path_with_namespace: p.path_with_namespace(),
+            })
+            .collect(),
+        groups: Vec::new(),
+    })
+}
+
+async fn find_runner(state: &AppState, raw_id: &str) -> ApiResult<Runner> {
+    let id = path_id(raw_id, "id")?;
+    let mut db = state.db.read().await?;
+    let found = Runner::find(&mut db.conn(), id).await?;
+    found.ok_or_else(|| ApiError::not_found("Runner"))
+}
+
+/// Params of `POST /user/runners`.
+#[derive(Debug, ToSchema)]
+pub struct CreateRunnerParams {
+    #[schema(value_type = String, example = "instance_type")]
+    pub runner_type: RunnerType,
+    /// Required for `project_type`.
+    pub project_id: Option<i64>,
+    pub description: Option<String>,
+    pub maintenance_note: Option<String>,
+    pub paused: Option<bool>,
+    pub locked: Option<bool>,
+    pub run_untagged: Option<bool>,
+    pub tag_list: Option<Vec<String>>,
+    #[schema(value_type = Option<String>)]
+    pub access_level: Option<AccessLevel>,
+    pub maximum_timeout: Option<i64>,
+}
+
+impl FromParams for CreateRunnerParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let runner_type = if params.get("runner_type").is_none() {
+            c.required_str("runner_type");
+            None
+        } else {
+            c.one_of("runner_type", RunnerType::parse)
+        };
+        let project_id = c.int("project_id").flatten();
+        let description = c.str_max("description", 1024);
+        let maintenance_note = c.str_max("maintenance_note", 1024);
+        let paused = c.bool("paused");
+        let locked = c.bool("locked");
+        let run_untagged = c.bool("run_untagged");
+        let tag_list = c.tags("tag_list");
+        let access_level = c.one_of("access_level", AccessLevel::parse);
+        let maximum_timeout = c.int("maximum_timeout").flatten();
+        c.finish()?;
+        let runner_type = runner_type.unwrap_or(RunnerType::Instance);
+        match runner_type {
+            RunnerType::Project if project_id.is_none() => {
+                return Err(ApiError::bad_request("project_id is required for project_type runners"))
+            }
+            RunnerType::Group => {
+                return Err(ApiError::bad_request(
+                    "group_type runners are not supported: Runway has no groups; use instance_type or project_type",
+                ))
+            }
+            _ => {}
+        }
+        Ok(CreateRunnerParams {
+            runner_type,
+            project_id: if runner_type == RunnerType::Project {
+                project_id
+            } else {
+                None
+            },
+            description,
+            maintenance_note,
+            paused,
+            locked,
+            run_untagged,
+            tag_list,
+            access_level,
+            maximum_timeout,
+        })
+    }
+}
+
+/// Create a runner and get its `glrt-` authentication token (shown once).
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "create_runner",
+    request_body(content = CreateRunnerParams, content_type = "application/json"),
+    security(("private_token" = [])),
+    responses(
+        (status = 201, body = RunnerRegistrationDetails),
+        (status = 400, description = "invalid params"),
+        (status = 401, description = "no or wrong admin token"),
+        (status = 404, description = "project not found"),
+    )
+)]
+#[post("/user/runners")]
+pub async fn create_runner(
+    _admin: AdminAuth,
+    params: Validated<CreateRunnerParams>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let p = params.0;
+    let settings = RunnerSettings {
+        runner_type: p.runner_type,
+        name: None,
+        description: p.description.unwrap_or_default(),
+        maintenance_note: p.maintenance_note,
+        tags: p.tag_list.unwrap_or_default(),
+        run_untagged: p.run_untagged.unwrap_or(true),
+        locked: p.locked.unwrap_or(false),
+        paused: p.paused.unwrap_or(false),
+        access_level: p.access_level.unwrap_or(AccessLevel::NotProtected),
+        maximum_timeout: p.maximum_timeout,
+        project_id: p.project_id,
+    };
+    let created = state
+        .runners
+        .create(settings, RegistrationType::AuthenticatedUser)
+        .await?;
+    Ok(HttpResponse::Created().json(RunnerRegistrationDetails {
+        id: created.runner.id,
+        token: created.token,
+        token_expires_at: created.runner.token_expires_at,
+    }))
+}
+
+/// All runners, filtered by `type`, `paused`, `status`, `tag_list`; paginated.
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "list_runners",
+    params(
+        ("type" = Option<String>, Query, description = "instance_type, group_type or project_type"),
+        ("paused" = Option<bool>, Query),
+        ("status" = Option<String>, Query, description = "online, offline, stale or never_contacted"),
+        ("tag_list" = Option<String>, Query, description = "comma-separated; runners with all of them"),
+        ("page" = Option<i64>, Query), ("per_page" = Option<i64>, Query),
+    ),
+    security(("private_token" = [])),
+    responses((status = 200, body = Vec<ApiRunner>), (status = 401, description = "no or wrong admin token"))
+)]
+#[get("/runners/all")]
+pub async fn list_runners(
+    _admin: AdminAuth,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let params = params_of(&req)?;
+    let mut c = Check::new(&params);
+    let filter = RunnerFilter {
+        runner_type: c.one_of("type", RunnerType::parse),
+        paused: c.bool("paused"),
+        tags: c.tags("tag_list").unwrap_or_default(),
+    };
+    let status = c.one_of("status", |s| {
+        ["online", "offline", "stale", "never_contacted"]
+            .contains(&s)
+            .then(|| s.to_string())
+    });
+    c.finish()?;
+    let page: Page = page_of(&params)?;
+    let mut db = state.db.read().await?;
+    let mut conn = db.conn();
+    let runners = Runner::list(&mut conn, &filter, None).await?;
+    let ids: Vec<i64> = runners.iter().map(|r| r.id).collect();
+    let managers: HashMap<i64, RunnerManager> = RunnerManager::latest_for_runners(&mut conn, &ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.runner_id, m))
+        .collect();
+    let at = now();
+    let items: Vec<ApiRunner> = runners
+        .iter()
+        .map(|r| api_runner(r, managers.get(&r.id), at))
+        .filter(|r| status.as_ref().is_none_or(|s| *s == r.status))
+        .collect();
+    Ok(page.respond(&req, items))
+}
+
+/// One runner in full.
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "get_runner",
+    params(("id" = i64, Path)),
+    security(("private_token" = [])),
+    responses(
+        (status = 200, body = ApiRunnerDetails),
+        (status = 401, description = "no or wrong admin token"),
+        (status = 404, description = "no such runner"),
+    )
+)]
+#[get("/runners/{id}")]
+pub async fn get_runner(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let runner = find_runner(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(details(&state, runner).await?))
+}
+
+/// Params of `PUT /runners/:id`; absent params leave the runner as it is.
+#[derive(Debug, Default, ToSchema)]
+pub struct UpdateRunnerParams {
+    pub description: Option<String>,
+    pub active: Option<bool>,
+    pub paused: Option<bool>,
+    pub tag_list: Option<Vec<String>>,
+    pub run_untagged: Option<bool>,
+    pub locked: Option<bool>,
+    #[schema(value_type = Option<String>)]
+    pub access_level: Option<AccessLevel>,
+    /// Seconds (at least 600); empty to clear.
+    pub maximum_timeout: Option<Option<i64>>,
+    pub maintenance_note: Option<String>,
+}
+
+impl FromParams for UpdateRunnerParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = UpdateRunnerParams {
+            description: c.str_max("description", 1024),
+            active: c.bool("active"),
+            paused: c.bool("paused"),
+            tag_list: c.tags("tag_list"),
+            run_untagged: c.bool("run_untagged"),
+            locked: c.bool("locked"),
+            access_level: c.one_of("access_level", AccessLevel::parse),
+            maximum_timeout: c.int("maximum_timeout"),
+            maintenance_note: c.str_max("maintenance_note", 1024),
+        };
+        c.exclusive("active", "paused");
+        c.finish()?;
+        Ok(p)
+    }
+}
+
+/// Change a runner's settings.
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "update_runner",
+    params(("id" = i64, Path)),
+    request_body(content = UpdateRunnerParams, content_type = "application/json"),
+    security(("private_token" = [])),
+    responses(
+        (status = 200, body = ApiRunnerDetails),
+        (status = 400, description = "invalid params"),
+        (status = 401, description = "no or wrong admin token"),
+        (status = 404, description = "no such runner"),
+    )
+)]
+#[put("/runners/{id}")]
+pub async fn update_runner(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    params: Validated<UpdateRunnerParams>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let current = find_runner(&state, &id).await?;
+    let p = params.0;
+    let changes = RunnerChanges {
+        description: p.description,
+        maintenance_note: p.maintenance_note.map(Some),
+        tag_list: p.tag_list.map(|t| serde_json::json!(t).to_string()),
+        run_untagged: p.run_untagged,
+        locked: p.locked,
+        paused: p.paused.or(p.active.map(|a| !a)),
+        access_level: p.access_level,
+        maximum_timeout: p
+            .maximum_timeout
+            .map(|t| t.map(|t| t.clamp(0, i64::from(i32::MAX)) as i32)),
+        updated_at: None,
+    };
+    let updated = state.runners.update(&current, changes).await?;
+    Ok(HttpResponse::Ok().json(details(&state, updated).await?))
+}
+
+/// Delete a runner.
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "delete_runner_by_id",
+    params(("id" = i64, Path)),
+    security(("private_token" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no or wrong admin token"),
+        (status = 404, description = "no such runner"),
+    )
+)]
+#[delete("/runners/{id}")]
+pub async fn delete_runner_by_id(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let runner = find_runner(&state, &id).await?;
+    state.runners.delete(runner.id).await?;
+    Ok(no_content())
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(create_runner)
+        .service(list_runners)
+        .service(get_runner)
+        .service(update_runner)
+        .service(delete_runner_by_id);
+}

@@ -1,0 +1,6 @@
+//! Tokens and the guards that authenticate requests.
+
+pub mod guards;
+pub mod tokens;
+
+pub use guards::{AdminAuth, Heartbeat, NoHeartbeat, RunnerAuth, RunnerHeaderAuth};

@@ -1,0 +1,199 @@
+//! Settings of `runway serve`: command-line flags, then `RUNWAY_*` environment variables
+//! (clap reads both; a flag wins), then an optional TOML file (`--config`), then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Raw settings as given; every field optional so that the layers can be merged.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RUNWAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// `sqlite:///abs/file.sqlite3` or `postgres://…` (default: SQLite under the data dir).
+    #[arg(long, env = "RUNWAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Folder for artifacts, traces and the default database.
+    #[arg(long, env = "RUNWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base URL put into payloads and shown to users (default: http:// + listen address).
+    #[arg(long, env = "RUNWAY_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+    /// Admin token for the admin API (`PRIVATE-TOKEN`); generated on first start if unset.
+    #[arg(long, env = "RUNWAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Legacy instance registration token for `POST /runners` (unset: legacy registration off).
+    #[arg(long, env = "RUNWAY_REGISTRATION_TOKEN", hide_env_values = true)]
+    pub registration_token: Option<String>,
+    /// Lifetime of runner authentication tokens in seconds (unset or 0: tokens never expire).
+    #[arg(long, env = "RUNWAY_RUNNER_TOKEN_EXPIRES_IN")]
+    pub runner_token_expires_in: Option<u64>,
+    /// Seconds between two heartbeat writes of one runner or runner manager.
+    #[arg(long, env = "RUNWAY_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<u64>,
+    /// Largest JSON or form body accepted, in bytes (413 beyond).
+    #[arg(long, env = "RUNWAY_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Server URL answered by router discovery for runners with the `job_router` flag.
+    #[arg(long, env = "RUNWAY_JOB_ROUTER_URL")]
+    pub job_router_url: Option<String>,
+    /// Maximum number of database connections.
+    #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
+    /// Number of HTTP worker threads (default: one per core).
+    #[arg(long, env = "RUNWAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "RUNWAY_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl SettingsArgs {
+    /// Fills every unset field from `lower`.
+    fn or(self, lower: SettingsArgs) -> SettingsArgs {
+        SettingsArgs {
+            listen: self.listen.or(lower.listen),
+            database_url: self.database_url.or(lower.database_url),
+            data_dir: self.data_dir.or(lower.data_dir),
+            external_url: self.external_url.or(lower.external_url),
+            admin_token: self.admin_token.or(lower.admin_token),
+            registration_token: self.registration_token.or(lower.registration_token),
+            runner_token_expires_in: self
+                .runner_token_expires_in
+                .or(lower.runner_token_expires_in),
+            heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            job_router_url: self.job_router_url.or(lower.job_router_url),
+            database_pool_size: self.database_pool_size.or(lower.database_pool_size),
+            workers: self.workers.or(lower.workers),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Resolved settings; what the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub external_url: String,
+    /// Whether `external_url` was derived from `listen` (and follows the bound port).
+    pub external_url_is_default: bool,
+    pub admin_token: Option<String>,
+    pub registration_token: Option<String>,
+    pub runner_token_expires_in: Option<Duration>,
+    pub heartbeat_interval: Duration,
+    pub max_body_bytes: usize,
+    pub job_router_url: Option<String>,
+    pub database_pool_size: usize,
+    pub workers: usize,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Merges flags/environment over the optional TOML file over the defaults.
+    pub fn resolve(args: SettingsArgs, config_file: Option<&Path>) -> anyhow::Result<Settings> {
+        let file = match config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<SettingsArgs>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => SettingsArgs::default(),
+        };
+        let merged = args.or(file);
+        let listen = merged
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let data_dir = merged
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("runway-data"));
+        let database_url = match merged.database_url {
+            Some(url) => url,
+            None => {
+                let dir = std::path::absolute(&data_dir)
+                    .with_context(|| format!("resolving {}", data_dir.display()))?;
+                format!("sqlite://{}", dir.join("runway.sqlite3").display())
+            }
+        };
+        let external_url_is_default = merged.external_url.is_none();
+        let external_url = merged
+            .external_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_string();
+        let log_format = match merged.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => anyhow::bail!("log format must be text or json, not {other:?}"),
+        };
+        let workers = merged
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        Ok(Settings {
+            listen,
+            database_url,
+            data_dir,
+            external_url,
+            external_url_is_default,
+            admin_token: merged.admin_token.filter(|t| !t.is_empty()),
+            registration_token: merged.registration_token.filter(|t| !t.is_empty()),
+            runner_token_expires_in: merged
+                .runner_token_expires_in
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            heartbeat_interval: Duration::from_secs(merged.heartbeat_interval.unwrap_or(60)),
+            max_body_bytes: merged.max_body_bytes.unwrap_or(1024 * 1024),
+            job_router_url: merged.job_router_url.filter(|u| !u.is_empty()),
+            database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
+            workers: workers.max(1),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runway.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nheartbeat_interval = 5\nexternal_url = \"http://file/\"\n").unwrap();
+        let args = SettingsArgs {
+            external_url: Some("http://flag/".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(args, Some(&file)).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(s.external_url, "http://flag");
+        assert!(
+            s.database_url.starts_with("sqlite:///"),
+            "{}",
+            s.database_url
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runway.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:1\"\n").unwrap();
+        assert!(Settings::resolve(SettingsArgs::default(), Some(&file)).is_err());
+    }
+}

@@ -1,0 +1,291 @@
+//! Storage on two backends behind one pool type.
+//!
+//! Both backends go through diesel-async so that a query is written once (see [`db_run!`]):
+//! PostgreSQL with `AsyncPgConnection`, SQLite with `SyncConnectionWrapper<SqliteConnection>`
+//! (bundled libsqlite3; each query runs on tokio's blocking pool). Both are pooled with
+//! deadpool: an async pool, because handlers await the database and must not block a worker.
+//!
+//! SQLite allows one writer at a time. Instead of racing writers on `BEGIN IMMEDIATE`
+//! and `busy_timeout`, every write goes through a pool of exactly one connection
+//! ([`DbPool::write`]): writes are serialised in-process and a read-then-write transaction
+//! can never fail with `SQLITE_BUSY` on lock upgrade. Readers use their own connections
+//! (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
+
+pub mod enums;
+pub mod models;
+pub mod schema;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::{Connection, SqliteConnection};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures_util::FutureExt;
+
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long a request waits for a pooled connection before answering 503.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend named by a URL's scheme; anything else is an error rather than a new
+    /// empty SQLite file named after a typo.
+    pub fn from_url(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite://") {
+            Ok(Backend::Sqlite)
+        } else {
+            anyhow::bail!("database URL must start with sqlite:// or postgres://")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out waiting for a database connection")]
+    Timeout,
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<deadpool::managed::PoolError<E>>
+    for PoolError
+{
+    fn from(err: deadpool::managed::PoolError<E>) -> Self {
+        match err {
+            deadpool::managed::PoolError::Timeout(_) => PoolError::Timeout,
+            other => PoolError::Other(anyhow::Error::new(other)),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum DbPool {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite {
+        read: Pool<SqliteConn>,
+        write: Pool<SqliteConn>,
+    },
+}
+
+/// A checked-out connection of either backend.
+pub enum DbConn {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConn>),
+}
+
+impl DbConn {
+    /// The borrowed form every model function takes.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            DbConn::Postgres(c) => Conn::Postgres(c),
+            DbConn::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
+/// A borrowed connection of either backend: from the pool ([`DbConn::conn`]) or inside a
+/// transaction ([`crate::transaction!`]), so one model function serves both.
+pub enum Conn<'a> {
+    Postgres(&'a mut AsyncPgConnection),
+    Sqlite(&'a mut SqliteConn),
+}
+
+impl DbPool {
+    /// Opens the pool and runs pending migrations (creating the SQLite file and its folder).
+    pub async fn connect(url: &str, size: usize) -> anyhow::Result<DbPool> {
+        match Backend::from_url(url)? {
+            Backend::Postgres => {
+                run_postgres_migrations(url).await?;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let pool = Pool::builder(manager)
+                    .max_size(size)
+                    .wait_timeout(Some(POOL_WAIT))
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .context("building the PostgreSQL pool")?;
+                Ok(DbPool::Postgres(pool))
+            }
+            Backend::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").to_string();
+                if let Some(dir) = std::path::Path::new(&path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                }
+                run_sqlite_migrations(&path).await?;
+                let read = sqlite_pool(&path, size.clamp(1, 8))?;
+                let write = sqlite_pool(&path, 1)?;
+                Ok(DbPool::Sqlite { read, write })
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbPool::Postgres(_) => Backend::Postgres,
+            DbPool::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// A connection for reads.
+    pub async fn read(&self) -> Result<DbConn, PoolError> {
+        Ok(match self {
+            DbPool::Postgres(pool) => DbConn::Postgres(pool.get().await?),
+            DbPool::Sqlite { read, .. } => DbConn::Sqlite(read.get().await?),
+        })
+    }
+
+    /// The connection for writes (on SQLite the single writer; see the module doc).
+    pub async fn write(&self) -> Result<DbConn, PoolError> {
+        Ok(match self {
+            DbPool::Postgres(pool) => DbConn::Postgres(pool.get().await?),
+            DbPool::Sqlite { write, .. } => DbConn::Sqlite(write.get().await?),
+        })
+    }
+
+    /// Connections in use and the pool's maximum, for readiness and metrics.
+    pub fn status(&self) -> (usize, usize) {
+        let status = match self {
+            DbPool::Postgres(pool) => pool.status(),
+            DbPool::Sqlite { read, .. } => read.status(),
+        };
+        (
+            status.size - status.available.min(status.size),
+            status.max_size,
+        )
+    }
+}
+
+/// Runs `$body` with `$c` bound to the `&mut` connection of whichever backend `$conn`
+/// (a `&mut Conn`) holds. The body is written once and type-checked once per backend, so it
+/// may only use SQL both backends share; where they differ, `match` on [`Conn`] instead.
+#[macro_export]
+macro_rules! db_run {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Postgres(__c) => {
+                let $c = &mut **__c;
+                $body
+            }
+            $crate::db::Conn::Sqlite(__c) => {
+                let $c = &mut **__c;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` (an expression returning `Result<T, E>`, `E: From<diesel::result::Error>`)
+/// in a transaction on `$conn` (a `&mut Conn`), with `$tx` bound to a `&mut Conn` of the
+/// transaction, so model functions run inside it unchanged.
+#[macro_export]
+macro_rules! transaction {
+    ($conn:expr, |$tx:ident| $body:expr) => {{
+        use diesel_async::AsyncConnection as _;
+        match $conn {
+            $crate::db::Conn::Postgres(__c) => {
+                __c.transaction(async move |__t| {
+                    let mut __tx = $crate::db::Conn::Postgres(__t);
+                    let $tx = &mut __tx;
+                    $body
+                })
+                .await
+            }
+            $crate::db::Conn::Sqlite(__c) => {
+                __c.transaction(async move |__t| {
+                    let mut __tx = $crate::db::Conn::Sqlite(__t);
+                    let $tx = &mut __tx;
+                    $body
+                })
+                .await
+            }
+        }
+    }};
+}
+
+fn sqlite_pool(path: &str, size: usize) -> anyhow::Result<Pool<SqliteConn>> {
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_string();
+        async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            // WAL: readers do not block the writer. busy_timeout: a reader that meets a
+            // checkpoint waits instead of failing. NORMAL sync is durable in WAL mode
+            // against process crashes (the last commits may be lost on power loss only).
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA foreign_keys = ON",
+                "PRAGMA synchronous = NORMAL",
+            ] {
+                diesel::sql_query(pragma)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(POOL_WAIT))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .context("building the SQLite pool")
+}
+
+async fn run_sqlite_migrations(path: &str) -> anyhow::Result<()> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut conn = SqliteConnection::establish(&path)
+            .with_context(|| format!("opening SQLite database {path}"))?;
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;",
+        )?;
+        conn.run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("running SQLite migrations: {e}"))?;
+        Ok(())
+    })
+    .await?
+}
+
+async fn run_postgres_migrations(url: &str) -> anyhow::Result<()> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
+            .context("connecting to PostgreSQL")?;
+        conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("running PostgreSQL migrations: {e}"))?;
+        Ok(())
+    })
+    .await?
+}
+
+/// Answers whether the database takes a query (readiness).
+pub async fn ping(pool: &DbPool) -> Result<(), crate::error::ApiError> {
+    let mut db = pool.read().await?;
+    db_run!(&mut db.conn(), |c| diesel::sql_query("SELECT 1")
+        .execute(c)
+        .await)?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Rows and every query on them, as associated functions taking a connection of either
+//! backend (`C: AsyncConnection<Backend = …>` through [`crate::db_run!`]).
+
+pub mod feature_flag;
+pub mod project;
+pub mod runner;
+pub mod runner_manager;
+pub mod setting;
+
+pub use feature_flag::FeatureFlag;
+pub use project::{NewProject, Project};
+pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
+pub use runner_manager::{ManagerHeartbeat, RunnerManager};
+pub use setting::InstanceSetting;
+
+/// Current time as stored: UTC, microsecond precision (what both backends keep), so that a
+/// value read back compares equal to the value written.
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}

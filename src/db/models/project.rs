@@ -1,0 +1,95 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::db::schema::{projects, runner_projects};
+use crate::db::Conn;
+use crate::db_run;
+
+/// A project: where pipelines come from. Its default branch is protected, as in GitLab.
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = projects)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub path: String,
+    pub namespace_path: String,
+    pub description: Option<String>,
+    pub repository_url: Option<String>,
+    pub default_branch: String,
+    pub protected_branches: String,
+    pub build_timeout: i32,
+    pub shared_runners_enabled: bool,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = projects)]
+pub struct NewProject<'a> {
+    pub name: &'a str,
+    pub path: &'a str,
+    pub namespace_path: &'a str,
+    pub description: Option<&'a str>,
+    pub repository_url: Option<&'a str>,
+    pub default_branch: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Project {
+    pub fn path_with_namespace(&self) -> String {
+        format!("{}/{}", self.namespace_path, self.path)
+    }
+
+    pub fn name_with_namespace(&self) -> String {
+        format!("{} / {}", self.namespace_path, self.name)
+    }
+
+    pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Project>> {
+        db_run!(conn, |c| projects::table
+            .find(id)
+            .select(Project::as_select())
+            .first(c)
+            .await
+            .optional())
+    }
+
+    pub async fn create(conn: &mut Conn<'_>, new: NewProject<'_>) -> QueryResult<Project> {
+        db_run!(conn, |c| diesel::insert_into(projects::table)
+            .values(&new)
+            .returning(Project::as_returning())
+            .get_result(c)
+            .await)
+    }
+
+    /// The projects a project runner is assigned to, by id.
+    pub async fn for_runner(conn: &mut Conn<'_>, runner_id: i64) -> QueryResult<Vec<Project>> {
+        db_run!(conn, |c| projects::table
+            .inner_join(runner_projects::table)
+            .filter(runner_projects::runner_id.eq(runner_id))
+            .order(projects::id)
+            .select(Project::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// Assigns a project runner to a project (idempotent).
+    pub async fn assign_runner(
+        conn: &mut Conn<'_>,
+        runner_id: i64,
+        project_id: i64,
+    ) -> QueryResult<()> {
+        let row = (
+            runner_projects::runner_id.eq(runner_id),
+            runner_projects::project_id.eq(project_id),
+            runner_projects::created_at.eq(super::now()),
+        );
+        db_run!(conn, |c| diesel::insert_into(runner_projects::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+}

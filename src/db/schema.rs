@@ -1,0 +1,159 @@
+// The tables of migrations/{sqlite,postgres}; only types both backends share.
+
+diesel::table! {
+    instance_settings (key) {
+        key -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    projects (id) {
+        id -> BigInt,
+        name -> Text,
+        path -> Text,
+        namespace_path -> Text,
+        description -> Nullable<Text>,
+        repository_url -> Nullable<Text>,
+        default_branch -> Text,
+        protected_branches -> Text,
+        build_timeout -> Integer,
+        shared_runners_enabled -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    runners (id) {
+        id -> BigInt,
+        runner_type -> Text,
+        name -> Nullable<Text>,
+        description -> Text,
+        maintenance_note -> Nullable<Text>,
+        tag_list -> Text,
+        run_untagged -> Bool,
+        locked -> Bool,
+        paused -> Bool,
+        access_level -> Text,
+        maximum_timeout -> Nullable<Integer>,
+        token_digest -> Binary,
+        token_prefix -> Text,
+        token_expires_at -> Nullable<Timestamp>,
+        contacted_at -> Nullable<Timestamp>,
+        creation_state -> Text,
+        registration_type -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    runner_projects (runner_id, project_id) {
+        runner_id -> BigInt,
+        project_id -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    runner_managers (id) {
+        id -> BigInt,
+        runner_id -> BigInt,
+        system_xid -> Text,
+        version -> Nullable<Text>,
+        revision -> Nullable<Text>,
+        platform -> Nullable<Text>,
+        architecture -> Nullable<Text>,
+        executor_type -> Nullable<Text>,
+        ip_address -> Nullable<Text>,
+        config -> Text,
+        labels -> Text,
+        runtime_features -> Text,
+        contacted_at -> Nullable<Timestamp>,
+        creation_state -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    pipelines (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        #[sql_name = "ref"]
+        ref_ -> Text,
+        sha -> Text,
+        before_sha -> Text,
+        tag -> Bool,
+        protected -> Bool,
+        source -> Text,
+        status -> Text,
+        ci_config -> Text,
+        variables -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> BigInt,
+        pipeline_id -> BigInt,
+        project_id -> BigInt,
+        name -> Text,
+        stage -> Text,
+        stage_idx -> Integer,
+        status -> Text,
+        when_ -> Text,
+        allow_failure -> Bool,
+        tag_list -> Text,
+        options -> Text,
+        protected -> Bool,
+        timeout -> Nullable<Integer>,
+        token_digest -> Nullable<Binary>,
+        runner_id -> Nullable<BigInt>,
+        runner_manager_id -> Nullable<BigInt>,
+        failure_reason -> Nullable<Text>,
+        exit_code -> Nullable<Integer>,
+        retried -> Bool,
+        lock_version -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        queued_at -> Nullable<Timestamp>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    feature_flags (id) {
+        id -> BigInt,
+        name -> Text,
+        scope_type -> Text,
+        scope_key -> Text,
+        enabled -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(runner_projects -> runners (runner_id));
+diesel::joinable!(runner_projects -> projects (project_id));
+diesel::joinable!(runner_managers -> runners (runner_id));
+diesel::joinable!(pipelines -> projects (project_id));
+diesel::joinable!(jobs -> pipelines (pipeline_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    instance_settings,
+    projects,
+    runners,
+    runner_projects,
+    runner_managers,
+    pipelines,
+    jobs,
+    feature_flags,
+);

@@ -1,0 +1,157 @@
+//! Runway: GitLab's runner API without GitLab. This crate builds the whole application, so
+//! `main`, the integration tests and the benchmarks all run the same app.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod observability;
+pub mod service;
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, NormalizePath};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use utoipa_actix_web::{scope, AppExt, UtoipaApp};
+
+use crate::auth::tokens::{NewToken, TokenDigest};
+use crate::config::Settings;
+use crate::db::models::InstanceSetting;
+use crate::db::DbPool;
+use crate::error::ApiError;
+use crate::service::runners::Runners;
+
+/// Shared state of every worker.
+pub struct AppState {
+    pub db: DbPool,
+    pub settings: Settings,
+    pub runners: Runners,
+    pub admin_digest: TokenDigest,
+    pub registration_digest: Option<TokenDigest>,
+}
+
+/// Registers every documented route on `app`; used for the server and for the document.
+fn routes<T>(app: UtoipaApp<T>) -> UtoipaApp<T>
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
+{
+    app.service(api::health::liveness)
+        .service(api::health::readiness)
+        .service(api::health::health)
+        .service(
+            scope::scope("/api/v4")
+                .wrap(from_fn(api::params::parse_params))
+                // Runner routes first: `/runners/managers` and `/runners/verify` must win
+                // over the admin API's `/runners/{id}`.
+                .configure(api::runner::runners::configure)
+                .configure(api::admin::configure),
+        )
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    let (_, doc) =
+        routes(App::new().into_utoipa_app().openapi(api::openapi::base())).split_for_parts();
+    doc
+}
+
+/// The application for one worker.
+pub fn build_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
+    app.route(
+        "/api/openapi.json",
+        web::get().to(|| async {
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(api::openapi::json())
+        }),
+    )
+    .default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::RouteNotFound)
+    }))
+    .wrap(NormalizePath::trim())
+    .wrap(from_fn(observability::request_context))
+}
+
+/// A bound, not yet running server.
+pub struct Runway {
+    pub addr: SocketAddr,
+    pub state: web::Data<AppState>,
+    /// The admin token, when this start generated it (shown once).
+    pub generated_admin_token: Option<String>,
+    pub server: actix_web::dev::Server,
+}
+
+impl Runway {
+    /// Connects to the database (running migrations), binds the listener and builds the
+    /// server; `.server` still has to be awaited (or spawned).
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Runway> {
+        let db = DbPool::connect(&settings.database_url, settings.database_pool_size).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        if settings.external_url_is_default {
+            settings.external_url = format!("http://{addr}");
+        }
+        let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
+        let state = web::Data::new(AppState {
+            runners: Runners::new(
+                db.clone(),
+                settings.heartbeat_interval,
+                settings.runner_token_expires_in,
+            ),
+            registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
+            admin_digest,
+            db,
+            settings,
+        });
+        let workers = state.settings.workers;
+        let app_state = state.clone();
+        let server = HttpServer::new(move || build_app(app_state.clone()))
+            .workers(workers)
+            .listen(listener)?
+            .run();
+        Ok(Runway {
+            addr,
+            state,
+            generated_admin_token,
+            server,
+        })
+    }
+}
+
+/// The admin token's digest: from the settings, or generated on the first start and kept
+/// (as a digest) in the database, so later starts accept the same token.
+async fn admin_token(
+    settings: &Settings,
+    db: &DbPool,
+) -> anyhow::Result<(TokenDigest, Option<String>)> {
+    if let Some(token) = &settings.admin_token {
+        return Ok((TokenDigest::of(token), None));
+    }
+    const KEY: &str = "admin_token_digest";
+    let mut conn = db.write().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let new = NewToken::generate("glpat-");
+    if InstanceSetting::insert_if_absent(&mut conn.conn(), KEY, &new.digest.to_hex()).await? {
+        return Ok((new.digest, Some(new.token)));
+    }
+    let stored = InstanceSetting::get(&mut conn.conn(), KEY)
+        .await?
+        .context("admin token digest vanished")?;
+    let digest = TokenDigest::from_hex(&stored).context("stored admin token digest is corrupt")?;
+    Ok((digest, None))
+}

@@ -1,0 +1,3 @@
+//! Services: what handlers call. They own transactions and caches; models own SQL.
+
+pub mod runners;

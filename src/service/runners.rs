@@ -1,0 +1,399 @@
+//! Runner lifecycle: authentication (with a short-lived cache keyed by token digest),
+//! heartbeats of runners and runner managers, registration, token reset, deletion.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use dashmap::DashMap;
+use serde_json::{json, Map, Value};
+
+use crate::auth::tokens::{runner_token_prefix, NewToken, TokenDigest, MAX_TOKEN_BYTES};
+use crate::db::enums::{AccessLevel, CreationState, RegistrationType, RunnerType};
+use crate::db::models::{
+    now, ManagerHeartbeat, NewRunner, Project, Runner, RunnerChanges, RunnerManager,
+};
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+use crate::transaction;
+
+/// How long an authenticated runner is served from memory before it is read again. Any
+/// change made through this instance drops the entry at once; a change made by another
+/// instance (PostgreSQL, several servers) is seen within this time.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// `Ci::Runner::TAG_LIST_MAX_LENGTH`.
+const MAX_TAGS: usize = 50;
+/// Minimum `maximum_timeout` GitLab accepts: 10 minutes.
+const MIN_MAXIMUM_TIMEOUT: i64 = 600;
+
+/// Manager id kept for runners that send no `system_id` (`Ci::RunnerManager::LEGACY_SYSTEM_XID`).
+pub const LEGACY_SYSTEM_XID: &str = "<legacy>";
+
+/// Executor names GitLab maps to `executor_type`; anything else is stored as `unknown`.
+const EXECUTOR_TYPES: &[&str] = &[
+    "shell",
+    "docker",
+    "docker-windows",
+    "docker+machine",
+    "kubernetes",
+    "docker-autoscaler",
+    "instance",
+    "custom",
+    "ssh",
+    "parallels",
+    "virtualbox",
+    "docker-ssh",
+    "docker-ssh+machine",
+];
+
+/// The settings a runner is created with (legacy registration or the admin API).
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub runner_type: RunnerType,
+    pub name: Option<String>,
+    pub description: String,
+    pub maintenance_note: Option<String>,
+    pub tags: Vec<String>,
+    pub run_untagged: bool,
+    pub locked: bool,
+    pub paused: bool,
+    pub access_level: AccessLevel,
+    pub maximum_timeout: Option<i64>,
+    pub project_id: Option<i64>,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            runner_type: RunnerType::Instance,
+            name: None,
+            description: String::new(),
+            maintenance_note: None,
+            tags: Vec::new(),
+            run_untagged: true,
+            locked: false,
+            paused: false,
+            access_level: AccessLevel::NotProtected,
+            maximum_timeout: None,
+            project_id: None,
+        }
+    }
+}
+
+/// A runner with its token in clear: answered once, never stored.
+pub struct CreatedRunner {
+    pub runner: Runner,
+    pub token: String,
+}
+
+struct Cached {
+    runner: Arc<Runner>,
+    fetched: Instant,
+}
+
+pub struct Runners {
+    db: DbPool,
+    cache: DashMap<TokenDigest, Cached>,
+    heartbeat_interval: Duration,
+    token_ttl: Option<Duration>,
+}
+
+impl Runners {
+    pub fn new(db: DbPool, heartbeat_interval: Duration, token_ttl: Option<Duration>) -> Runners {
+        Runners {
+            db,
+            cache: DashMap::new(),
+            heartbeat_interval,
+            token_ttl,
+        }
+    }
+
+    /// `authenticate_runner!`: the runner owning `token`; 403 for an unknown or expired one.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Arc<Runner>> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::Forbidden(None));
+        }
+        let digest = TokenDigest::of(token);
+        let cached = self
+            .cache
+            .get(&digest)
+            .filter(|c| c.fetched.elapsed() < AUTH_CACHE_TTL)
+            .map(|c| c.runner.clone());
+        let runner = match cached {
+            Some(runner) => runner,
+            None => {
+                let mut db = self.db.read().await?;
+                let found = Runner::find_by_digest(&mut db.conn(), digest.as_bytes()).await?;
+                let runner = Arc::new(found.ok_or(ApiError::Forbidden(None))?);
+                self.cache.insert(
+                    digest,
+                    Cached {
+                        runner: runner.clone(),
+                        fetched: Instant::now(),
+                    },
+                );
+                runner
+            }
+        };
+        if runner.token_expires_at.is_some_and(|at| at <= now()) {
+            return Err(ApiError::Forbidden(None));
+        }
+        Ok(runner)
+    }
+
+    /// Drops every cached entry of a runner (after any change to it).
+    fn forget(&self, runner_id: i64) {
+        self.cache.retain(|_, c| c.runner.id != runner_id);
+    }
+
+    /// Heartbeat of the runner and of its manager `system_xid`, created on first contact.
+    /// Writes only when something changed or the stored contact time is older than the
+    /// heartbeat interval, so a busy runner does not write on every request (GitLab keeps
+    /// the exact time in Redis and persists it every 40–55 minutes).
+    pub async fn heartbeat(
+        &self,
+        runner: &Arc<Runner>,
+        system_xid: &str,
+        mut beat: ManagerHeartbeat,
+        finish_creation: bool,
+    ) -> ApiResult<RunnerManager> {
+        let at = now();
+        let stale = |contacted: Option<NaiveDateTime>| {
+            contacted
+                .is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
+        };
+        let runner_state = (finish_creation && runner.creation_state != CreationState::Finished)
+            .then_some(CreationState::Finished);
+        if finish_creation {
+            beat.creation_state = Some(CreationState::Finished);
+        }
+        let mut db = self.db.write().await?;
+        let mut conn = db.conn();
+        if stale(runner.contacted_at) || runner_state.is_some() {
+            Runner::touch(&mut conn, runner.id, at, runner_state).await?;
+            self.forget(runner.id);
+        }
+        match RunnerManager::find(&mut conn, runner.id, system_xid).await? {
+            Some(manager) if !beat.changes(&manager) && !stale(manager.contacted_at) => Ok(manager),
+            _ => Ok(RunnerManager::upsert(&mut conn, runner.id, system_xid, &beat, at).await?),
+        }
+    }
+
+    /// Creates a runner with a fresh token (`glrt-` when an admin creates it).
+    pub async fn create(
+        &self,
+        settings: RunnerSettings,
+        registration: RegistrationType,
+    ) -> ApiResult<CreatedRunner> {
+        validate_settings(
+            settings.run_untagged,
+            &settings.tags,
+            settings.maximum_timeout,
+        )?;
+        let by_admin = registration == RegistrationType::AuthenticatedUser;
+        let token = NewToken::generate(&runner_token_prefix(settings.runner_type, by_admin));
+        let at = now();
+        let tag_list = json!(settings.tags).to_string();
+        let new = NewRunner {
+            runner_type: settings.runner_type,
+            name: settings.name.as_deref(),
+            description: &settings.description,
+            maintenance_note: settings.maintenance_note.as_deref(),
+            tag_list,
+            run_untagged: settings.run_untagged,
+            locked: settings.locked,
+            paused: settings.paused,
+            access_level: settings.access_level,
+            maximum_timeout: settings.maximum_timeout.map(clamp_i32),
+            token_digest: token.digest.as_bytes(),
+            token_prefix: &token.display_prefix(),
+            token_expires_at: self.expiry(at),
+            creation_state: CreationState::Started,
+            registration_type: registration,
+            created_at: at,
+            updated_at: at,
+        };
+        let project_id = settings.project_id;
+        let mut db = self.db.write().await?;
+        let runner = transaction!(&mut db.conn(), |tx| {
+            if let Some(project_id) = project_id {
+                if Project::find(tx, project_id).await?.is_none() {
+                    return Err(ApiError::not_found("Project"));
+                }
+            }
+            let runner = Runner::create(tx, new).await?;
+            if let Some(project_id) = project_id {
+                Project::assign_runner(tx, runner.id, project_id).await?;
+            }
+            Ok::<_, ApiError>(runner)
+        })?;
+        Ok(CreatedRunner {
+            runner,
+            token: token.token,
+        })
+    }
+
+    /// Rotates the token: the old one stops working at once.
+    pub async fn reset_token(&self, runner: &Runner) -> ApiResult<CreatedRunner> {
+        let by_admin = runner.registration_type == RegistrationType::AuthenticatedUser;
+        let token = NewToken::generate(&runner_token_prefix(runner.runner_type, by_admin));
+        let expires = self.expiry(now());
+        let mut db = self.db.write().await?;
+        let updated = Runner::set_token(
+            &mut db.conn(),
+            runner.id,
+            token.digest.as_bytes(),
+            &token.display_prefix(),
+            expires,
+        )
+        .await?;
+        self.forget(runner.id);
+        let runner = updated.ok_or(ApiError::Forbidden(None))?;
+        Ok(CreatedRunner {
+            runner,
+            token: token.token,
+        })
+    }
+
+    pub async fn delete(&self, runner_id: i64) -> ApiResult<bool> {
+        let mut db = self.db.write().await?;
+        let deleted = Runner::delete(&mut db.conn(), runner_id).await?;
+        self.forget(runner_id);
+        Ok(deleted)
+    }
+
+    pub async fn delete_manager(&self, runner_id: i64, system_xid: &str) -> ApiResult<bool> {
+        let mut db = self.db.write().await?;
+        Ok(RunnerManager::delete(&mut db.conn(), runner_id, system_xid).await?)
+    }
+
+    pub async fn update(&self, current: &Runner, mut changes: RunnerChanges) -> ApiResult<Runner> {
+        let tags = changes
+            .tag_list
+            .as_deref()
+            .map(|t| serde_json::from_str::<Vec<String>>(t).unwrap_or_default())
+            .unwrap_or_else(|| current.tags());
+        validate_settings(
+            changes.run_untagged.unwrap_or(current.run_untagged),
+            &tags,
+            changes
+                .maximum_timeout
+                .unwrap_or(current.maximum_timeout)
+                .map(i64::from),
+        )?;
+        changes.updated_at = Some(now());
+        let mut db = self.db.write().await?;
+        let updated = Runner::update(&mut db.conn(), current.id, &changes).await?;
+        self.forget(current.id);
+        updated.ok_or_else(|| ApiError::not_found("Runner"))
+    }
+
+    fn expiry(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
+        self.token_ttl
+            .and_then(|ttl| chrono::TimeDelta::from_std(ttl).ok())
+            .map(|ttl| from + ttl)
+    }
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    v.clamp(0, i64::from(i32::MAX)) as i32
+}
+
+/// The model validations of `Ci::Runner` that registration and updates share.
+pub fn validate_settings(
+    run_untagged: bool,
+    tags: &[String],
+    maximum_timeout: Option<i64>,
+) -> ApiResult<()> {
+    if !run_untagged && tags.is_empty() {
+        return Err(ApiError::validation(
+            "tags_list",
+            "can not be empty when runner is not allowed to pick untagged jobs",
+        ));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::validation(
+            "tags_list",
+            format!("Too many tags specified. Please limit the number of tags to {MAX_TAGS}"),
+        ));
+    }
+    if maximum_timeout.is_some_and(|t| t < MIN_MAXIMUM_TIMEOUT) {
+        return Err(ApiError::validation(
+            "maximum_timeout",
+            "needs to be at least 10 minutes",
+        ));
+    }
+    Ok(())
+}
+
+/// What a runner's `info` says about the machine, as GitLab stores it on the manager
+/// (`ci_runner_machines`): lengths cut to GitLab's limits, `config` reduced to `gpus`,
+/// the executor name mapped to an `executor_type`.
+pub fn manager_heartbeat(
+    info: Option<&Map<String, Value>>,
+    ip: Option<String>,
+) -> ManagerHeartbeat {
+    let field = |key: &str, max: usize| -> Option<String> {
+        info.and_then(|i| i.get(key))
+            .and_then(Value::as_str)
+            .map(|s| s.chars().take(max).collect())
+    };
+    let executor_type = field("executor", 255).map(|e| {
+        if EXECUTOR_TYPES.contains(&e.as_str()) {
+            e
+        } else {
+            "unknown".to_string()
+        }
+    });
+    let object = |key: &str| info.and_then(|i| i.get(key)).filter(|v| v.is_object());
+    let config = info.map(|_| {
+        let gpus = object("config").and_then(|c| c.get("gpus")).cloned();
+        match gpus {
+            Some(gpus) => json!({ "gpus": gpus }).to_string(),
+            None => "{}".to_string(),
+        }
+    });
+    ManagerHeartbeat {
+        version: field("version", 2048),
+        revision: field("revision", 255),
+        platform: field("platform", 255),
+        architecture: field("architecture", 255),
+        executor_type,
+        ip_address: ip.map(|ip| ip.chars().take(1024).collect()),
+        config,
+        labels: object("labels").map(Value::to_string),
+        runtime_features: object("features").map(Value::to_string),
+        creation_state: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_stored_as_gitlab_stores_it() {
+        let info = json!({"name":"n","version":"19.4.0","executor":"shell","config":{"gpus":"all","ignored":"x"},
+                          "features":{"cancel_gracefully":true}});
+        let beat = manager_heartbeat(info.as_object(), Some("127.0.0.1".into()));
+        assert_eq!(beat.version.as_deref(), Some("19.4.0"));
+        assert_eq!(beat.executor_type.as_deref(), Some("shell"));
+        assert_eq!(beat.config.as_deref(), Some(r#"{"gpus":"all"}"#));
+        assert_eq!(
+            beat.runtime_features.as_deref(),
+            Some(r#"{"cancel_gracefully":true}"#)
+        );
+        let odd = manager_heartbeat(json!({"executor":"rocket"}).as_object(), None);
+        assert_eq!(odd.executor_type.as_deref(), Some("unknown"));
+    }
+
+    #[test]
+    fn runner_validations_match_gitlab() {
+        assert!(validate_settings(true, &[], None).is_ok());
+        assert!(validate_settings(false, &[], None).is_err());
+        assert!(validate_settings(true, &vec!["t".to_string(); 51], None).is_err());
+        assert!(validate_settings(true, &[], Some(599)).is_err());
+        assert!(validate_settings(true, &[], Some(600)).is_ok());
+    }
+}
