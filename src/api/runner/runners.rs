@@ -72,6 +72,7 @@ pub struct RegisterParams {
 
 impl FromParams for RegisterParams {
     fn from_params(params: &Params) -> ApiResult<Self> {
+        // Checked in the order `runner.rb` declares them: Grape reports errors in that order.
         let mut c = Check::new(params);
         let token = c.required_str("token");
         let description = c.str_max("description", 1024);
@@ -81,9 +82,9 @@ impl FromParams for RegisterParams {
         let active = c.bool("active");
         let paused = c.bool("paused");
         let locked = c.bool("locked");
-        let access_level = c.one_of("access_level", AccessLevel::parse);
         let run_untagged = c.bool("run_untagged");
         let tag_list = c.tags("tag_list");
+        let access_level = c.one_of("access_level", AccessLevel::parse);
         let maximum_timeout = c.int("maximum_timeout").flatten();
         c.exclusive("maintainer_note", "maintenance_note");
         c.exclusive("active", "paused");

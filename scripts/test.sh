@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine as on a used one: formatting and lints, then the
+# unit and integration tests on SQLite and on PostgreSQL (a throwaway server started here),
+# python-gitlab included. Caches (cargo target, Python virtualenv) live outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${RUNWAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runway}
+mkdir -p "$CACHE"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# python-gitlab from PyPI, pinned, in a virtualenv of our own.
+venv="$CACHE/pyvenv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+export RUNWAY_TEST_PYTHON="$venv/bin/python"
+
+# PostgreSQL: a server of our own on a free loopback port, unless one is given.
+if [ -z "${RUNWAY_TEST_DATABASE_URL:-}" ]; then
+  pg_dir=$(mktemp -d /tmp/runway-pg.XXXXXX)
+  trap 'scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+  RUNWAY_TEST_DATABASE_URL=$(RUNWAY_PG_DIR="$pg_dir" scripts/pg.sh)
+  export RUNWAY_TEST_DATABASE_URL
+fi
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked

@@ -1,0 +1,289 @@
+//! `TestApp`: a real Runway server on a random port with a fresh database.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use runway::config::{Settings, SettingsArgs};
+use runway::db::models::{Runner, RunnerFilter, RunnerManager};
+use runway::db::DbPool;
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "glpat-test-admin-token";
+pub const REGISTRATION_TOKEN: &str = "test-registration-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Expands each test body into `<name>::sqlite` and `<name>::postgres`, with `$backend`
+/// bound to the backend.
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn run($backend: $crate::helpers::Backend) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::helpers::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    run($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both_backends;
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    args: SettingsArgs,
+}
+
+impl TestAppBuilder {
+    pub fn token_expires_in(mut self, seconds: u64) -> Self {
+        self.args.runner_token_expires_in = Some(seconds);
+        self
+    }
+
+    pub fn heartbeat_interval(mut self, seconds: u64) -> Self {
+        self.args.heartbeat_interval = Some(seconds);
+        self
+    }
+
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.args.max_body_bytes = Some(bytes);
+        self
+    }
+
+    pub fn without_registration_token(mut self) -> Self {
+        self.args.registration_token = None;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = self.args;
+        args.database_url = Some(match self.backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("runway.sqlite3").display()),
+            Backend::Postgres => fresh_postgres_database().await,
+        });
+        args.data_dir = Some(dir.path().to_path_buf());
+        let settings = Settings::resolve(args, None).expect("settings");
+        let runway = runway::Runway::build(settings)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", runway.addr);
+        let handle = runway.server.handle();
+        tokio::spawn(runway.server);
+        TestApp {
+            base,
+            backend: self.backend,
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            db: runway.state.db.clone(),
+            handle,
+            _dir: dir,
+        }
+    }
+}
+
+/// A fresh, empty database on the test PostgreSQL server.
+async fn fresh_postgres_database() -> String {
+    let url = std::env::var("RUNWAY_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "RUNWAY_TEST_DATABASE_URL is not set: PostgreSQL tests need a server. \
+             Run the suite with scripts/test.sh, which starts one."
+        )
+    });
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    tokio::spawn(connection);
+    let name = format!("runway_test_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub backend: Backend,
+    pub client: Client,
+    pub db: DbPool,
+    handle: actix_web::dev::ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// A response read whole: status, headers and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the status and that the body is exactly `body` (as JSON), with a JSON type.
+    #[track_caller]
+    pub fn assert(&self, status: u16, body: Value) {
+        assert_eq!(self.status, status, "status; body: {}", self.text);
+        assert_eq!(self.json(), body, "body");
+        let content_type = self.header("content-type").unwrap_or("");
+        assert!(
+            content_type.starts_with("application/json"),
+            "content type {content_type:?}"
+        );
+    }
+}
+
+impl TestApp {
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            args: SettingsArgs {
+                listen: Some("127.0.0.1:0".parse().expect("address")),
+                admin_token: Some(ADMIN_TOKEN.into()),
+                registration_token: Some(REGISTRATION_TOKEN.into()),
+                database_pool_size: Some(4),
+                workers: Some(2),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::builder(backend).spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.request(method, path)
+            .header("PRIVATE-TOKEN", ADMIN_TOKEN)
+    }
+
+    pub async fn send(&self, request: RequestBuilder) -> Reply {
+        let response: Response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    /// `POST /api/v4/<path>` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        self.send(
+            self.request(Method::POST, &format!("/api/v4{path}"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Creates a runner through the admin API; returns (id, glrt- token).
+    pub async fn create_runner(&self, body: Value) -> (i64, String) {
+        let reply = self
+            .send(self.admin(Method::POST, "/api/v4/user/runners").json(&body))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let json = reply.json();
+        (
+            json["id"].as_i64().expect("id"),
+            json["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    /// Registers a runner with the legacy registration token; returns (id, token).
+    pub async fn register_runner(&self) -> (i64, String) {
+        let reply = self
+            .post_json(
+                "/runners",
+                serde_json::json!({ "token": REGISTRATION_TOKEN }),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let json = reply.json();
+        (
+            json["id"].as_i64().expect("id"),
+            json["token"].as_str().expect("token").to_string(),
+        )
+    }
+
+    pub async fn runners(&self) -> Vec<Runner> {
+        let mut db = self.db.read().await.expect("connection");
+        Runner::list(&mut db.conn(), &RunnerFilter::default(), None)
+            .await
+            .expect("runners")
+    }
+
+    pub async fn runner(&self, id: i64) -> Option<Runner> {
+        let mut db = self.db.read().await.expect("connection");
+        Runner::find(&mut db.conn(), id).await.expect("runner")
+    }
+
+    pub async fn managers(&self, runner_id: i64) -> Vec<RunnerManager> {
+        let mut db = self.db.read().await.expect("connection");
+        RunnerManager::for_runner(&mut db.conn(), runner_id)
+            .await
+            .expect("managers")
+    }
+
+    /// Every runner and manager row, for "nothing changed" checks.
+    pub async fn snapshot(&self) -> String {
+        let mut out = String::new();
+        for runner in self.runners().await {
+            out.push_str(&format!("{runner:?}\n"));
+            for manager in self.managers(runner.id).await {
+                out.push_str(&format!("  {manager:?}\n"));
+            }
+        }
+        out
+    }
+
+    /// Runs one SQL statement on the app's database (to age tokens and the like).
+    pub async fn execute(&self, sql: &str) {
+        use diesel_async::RunQueryDsl;
+        let mut db = self.db.write().await.expect("connection");
+        runway::db_run!(&mut db.conn(), |c| diesel::sql_query(sql).execute(c).await).expect("sql");
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests over real HTTP on 127.0.0.1. Every case runs on SQLite and on
+//! PostgreSQL (`RUNWAY_TEST_DATABASE_URL`, which `scripts/test.sh` provides).
+
+mod helpers;
+
+mod admin_runners;
+mod bad_input;
+mod features;
+mod meta;
+mod python_gitlab;
+mod runners;
+mod schema;

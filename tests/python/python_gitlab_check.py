@@ -1,0 +1,71 @@
+"""python-gitlab, unchanged, against a running Runway: the admin and runner calls a user
+makes from Python. Usage: python_gitlab_check.py BASE_URL ADMIN_TOKEN REGISTRATION_TOKEN.
+Exits non-zero (with a traceback) on the first thing that does not work."""
+
+import sys
+
+import gitlab
+
+url, admin_token, registration_token = sys.argv[1:4]
+gl = gitlab.Gitlab(url, private_token=admin_token)
+
+gl.auth()
+assert gl.user.username == "root", gl.user.username
+assert gl.user.is_admin is True
+version, revision = gl.version()
+assert version.startswith("18.5.0"), version
+
+# An admin-created runner with a glrt- token.
+created = gl.user.runners.create(
+    {"runner_type": "instance_type", "description": "from python", "tag_list": ["py", "linux"]}
+)
+assert created.token.startswith("glrt-"), created.token
+gl.runners.verify(created.token)
+
+# Legacy registration through python-gitlab's runners.create (POST /runners).
+legacy = gl.runners.create({"token": registration_token, "description": "legacy", "tag_list": "a,b"})
+assert legacy.token and not legacy.token.startswith("glrt-")
+
+listed = gl.runners_all.list(get_all=True)
+assert sorted(r.id for r in listed) == sorted([created.id, legacy.id]), [r.id for r in listed]
+by_id = {r.id: r for r in listed}
+assert by_id[created.id].status == "online", by_id[created.id].status
+assert by_id[legacy.id].status == "never_contacted", by_id[legacy.id].status
+
+# Pagination: python-gitlab follows the Link headers.
+assert len(gl.runners_all.list(per_page=1, get_all=True)) == 2
+assert len(gl.runners_all.list(per_page=1, page=1)) == 1
+
+runner = gl.runners.get(created.id)
+assert runner.description == "from python"
+assert runner.tag_list == ["py", "linux"], runner.tag_list
+runner.description = "renamed"
+runner.tag_list = ["arm"]
+runner.paused = True
+runner.save()
+again = gl.runners.get(created.id)
+assert (again.description, again.tag_list, again.paused) == ("renamed", ["arm"], True), again.attributes
+
+again.delete()
+try:
+    gl.runners.get(created.id)
+    raise AssertionError("deleted runner still found")
+except gitlab.exceptions.GitlabGetError as err:
+    assert err.response_code == 404, err.response_code
+
+try:
+    gl.runners.verify("glrt-not-a-token")
+    raise AssertionError("unknown token verified")
+except gitlab.exceptions.GitlabVerifyError as err:
+    assert err.response_code == 403, err.response_code
+
+gl.runners.delete(legacy.id)
+assert gl.runners_all.list(get_all=True) == []
+
+try:
+    gitlab.Gitlab(url, private_token="wrong").auth()
+    raise AssertionError("wrong admin token accepted")
+except gitlab.exceptions.GitlabAuthenticationError as err:
+    assert err.response_code == 401, err.response_code
+
+print("python-gitlab: all checks passed")
