@@ -1,0 +1,1577 @@
+//! `.gitlab-ci.yml` → a pipeline plan: the jobs to create, in GitLab's semantics, or an
+//! error that names the problem. Nothing here touches the database.
+//!
+//! Supported keywords: `stages`, `variables` (global and job), `default`, `workflow:rules`,
+//! `image`, `services`, `before_script`/`script`/`after_script`, `stage`, `tags`, `when`,
+//! `allow_failure` (with `exit_codes`), `needs`, `dependencies`, `artifacts`, `cache`,
+//! `timeout`, `retry`, `interruptible`, `extends`, hidden `.jobs`, `parallel` (count and
+//! matrix), `rules` with `if`/`when`/`allow_failure`/`variables`, YAML anchors and `<<`.
+//! Any other keyword is refused with a list of what was not understood — never dropped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+use super::duration::parse_seconds;
+use super::expr;
+
+/// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
+const UNSUPPORTED_JOB_KEYS: &[&str] = &[
+    "only",
+    "except",
+    "environment",
+    "release",
+    "trigger",
+    "resource_group",
+    "secrets",
+    "id_tokens",
+    "pages",
+    "hooks",
+    "inherit",
+    "start_in",
+    "coverage",
+    "dast_configuration",
+    "identity",
+    "manual_confirmation",
+    "run",
+    "inputs",
+    "publish",
+];
+const JOB_KEYS: &[&str] = &[
+    "stage",
+    "script",
+    "before_script",
+    "after_script",
+    "image",
+    "services",
+    "variables",
+    "tags",
+    "when",
+    "allow_failure",
+    "needs",
+    "dependencies",
+    "artifacts",
+    "cache",
+    "timeout",
+    "retry",
+    "extends",
+    "parallel",
+    "rules",
+    "interruptible",
+];
+const DEFAULT_KEYS: &[&str] = &[
+    "image",
+    "services",
+    "before_script",
+    "after_script",
+    "tags",
+    "cache",
+    "artifacts",
+    "timeout",
+    "retry",
+    "interruptible",
+];
+const RESERVED_TOP_KEYS: &[&str] = &[
+    "stages",
+    "types",
+    "variables",
+    "default",
+    "workflow",
+    "image",
+    "services",
+    "before_script",
+    "after_script",
+    "cache",
+];
+const UNSUPPORTED_TOP_KEYS: &[&str] = &["include", "spec", "pages"];
+const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
+/// `artifacts:reports` types and the format and file name GitLab sends for each
+/// ‹app/models/concerns/enums/ci/job_artifact.rb›.
+const REPORT_TYPES: &[(&str, &str, &str)] = &[
+    ("junit", "gzip", "junit.xml"),
+    ("dotenv", "gzip", ".env"),
+    ("cobertura", "gzip", "cobertura-coverage.xml"),
+    ("coverage_report", "gzip", "coverage_report.xml"),
+    ("codequality", "raw", "gl-code-quality-report.json"),
+    ("sast", "raw", "gl-sast-report.json"),
+    ("secret_detection", "raw", "gl-secret-detection-report.json"),
+    (
+        "dependency_scanning",
+        "raw",
+        "gl-dependency-scanning-report.json",
+    ),
+    (
+        "container_scanning",
+        "raw",
+        "gl-container-scanning-report.json",
+    ),
+    ("dast", "raw", "gl-dast-report.json"),
+    ("license_scanning", "raw", "gl-license-scanning-report.json"),
+    ("performance", "raw", "performance.json"),
+    ("browser_performance", "raw", "browser-performance.json"),
+    ("load_performance", "raw", "load-performance.json"),
+    ("metrics", "gzip", "metrics.txt"),
+    ("terraform", "raw", "tfplan.json"),
+    ("accessibility", "raw", "gl-accessibility.json"),
+    ("requirements", "raw", "requirements.json"),
+    ("api_fuzzing", "raw", "gl-api-fuzzing-report.json"),
+    ("coverage_fuzzing", "raw", "gl-coverage-fuzzing.json"),
+    ("cyclonedx", "gzip", "gl-sbom.cdx.json"),
+    ("annotations", "gzip", "gl-annotations.json"),
+    ("repository_xray", "gzip", "gl-repository-xray.json"),
+];
+
+/// A job's `when`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+}
+
+impl When {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::Manual => "manual",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<When> {
+        match text {
+            "on_success" => Some(When::OnSuccess),
+            "on_failure" => Some(When::OnFailure),
+            "always" => Some(When::Always),
+            "manual" => Some(When::Manual),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub artifact_type: String,
+    pub artifact_format: String,
+    pub name: String,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactsSpec {
+    pub name: Option<String>,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub untracked: bool,
+    pub when: String,
+    pub expire_in: Option<String>,
+    pub reports: Vec<Report>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheSpec {
+    pub key: String,
+    pub paths: Vec<String>,
+    pub untracked: bool,
+    pub policy: String,
+    pub when: String,
+    pub fallback_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    pub job: String,
+    pub artifacts: bool,
+    /// `optional: true`: dropped when the job is not in the pipeline (planning only).
+    #[serde(skip)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetrySpec {
+    pub max: i64,
+    /// Failure reasons that allow a retry; `always` (or empty) for any.
+    pub when: Vec<String>,
+    pub exit_codes: Vec<i64>,
+}
+
+/// What a job runs: stored with the job (`jobs.options`) and turned into the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub image: Option<ImageSpec>,
+    pub services: Vec<ImageSpec>,
+    /// Global then job variables (a job's own win), then parallel and rule variables.
+    pub variables: Vec<Variable>,
+    pub artifacts: Option<ArtifactsSpec>,
+    pub cache: Vec<CacheSpec>,
+    /// `None`: wait for all earlier stages; `Some`: the DAG edges (possibly none).
+    pub needs: Option<Vec<Need>>,
+    /// `None`: artifacts of all earlier stages (or of `needs`); `Some`: those named.
+    pub dependencies: Option<Vec<String>>,
+    pub retry: RetrySpec,
+    pub allow_failure_exit_codes: Vec<i64>,
+    pub timeout: Option<i64>,
+    pub interruptible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPlan {
+    pub name: String,
+    pub stage: String,
+    pub stage_idx: i32,
+    pub when: When,
+    pub allow_failure: bool,
+    pub tags: Vec<String>,
+    pub spec: JobSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelinePlan {
+    pub stages: Vec<String>,
+    pub jobs: Vec<JobPlan>,
+}
+
+/// A configuration error, worded like GitLab's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn err<T>(message: impl Into<String>) -> Result<T> {
+    Err(ConfigError(message.into()))
+}
+
+/// Plans a pipeline from `.gitlab-ci.yml` text. `context` holds the variables `rules:if`
+/// sees besides the file's own (predefined `CI_*` and the pipeline's variables).
+pub fn plan(yaml: &str, context: &HashMap<String, String>) -> Result<PipelinePlan> {
+    let mut root: Value = serde_yaml::from_str(yaml)
+        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
+    root.apply_merge()
+        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
+    let Value::Mapping(root) = root else {
+        return err(
+            "Invalid configuration format: the file must be a mapping of keywords and jobs",
+        );
+    };
+
+    let mut unsupported: Vec<String> = Vec::new();
+    let mut templates: BTreeMap<String, Mapping> = BTreeMap::new();
+    let mut job_order: Vec<String> = Vec::new();
+    for (key, value) in &root {
+        let key = key_str(key)?;
+        if RESERVED_TOP_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if UNSUPPORTED_TOP_KEYS.contains(&key.as_str()) {
+            unsupported.push(key);
+            continue;
+        }
+        let Value::Mapping(map) = value else {
+            return err(format!("jobs:{key} config should be a hash"));
+        };
+        if !key.starts_with('.') {
+            job_order.push(key.clone());
+        }
+        templates.insert(key, map.clone());
+    }
+    if !unsupported.is_empty() {
+        return err(format!(
+            "Runway does not support these keywords yet: {}",
+            unsupported.join(", ")
+        ));
+    }
+
+    let stages = stages(&root)?;
+    let mut variables = context.clone();
+    let global_vars = variables_of(root.get("variables"), "variables")?;
+    for v in &global_vars {
+        variables
+            .entry(v.key.clone())
+            .or_insert_with(|| v.value.clone());
+    }
+    workflow(&root, &variables)?;
+
+    let mut defaults = Mapping::new();
+    for key in DEFAULT_KEYS {
+        if let Some(v) = root.get(*key) {
+            defaults.insert(Value::from(*key), v.clone());
+        }
+    }
+    if let Some(default) = root.get("default") {
+        let Value::Mapping(default) = default else {
+            return err("default config should be a hash");
+        };
+        for (k, v) in default {
+            let k = key_str(k)?;
+            if !DEFAULT_KEYS.contains(&k.as_str()) {
+                return err(format!("default config contains unknown keys: {k}"));
+            }
+            defaults.insert(Value::from(k), v.clone());
+        }
+    }
+
+    if job_order.is_empty() {
+        return err("jobs config should contain at least one visible job");
+    }
+
+    // Resolve extends and defaults, then plan each job (rules may drop it).
+    let mut planned: Vec<JobPlan> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for name in &job_order {
+        let mut job = resolve_extends(name, &templates, &mut Vec::new())?;
+        for (k, v) in &defaults {
+            if !job.contains_key(k) {
+                job.insert(k.clone(), v.clone());
+            }
+        }
+        let keys: Vec<String> = job.keys().map(key_str).collect::<Result<_>>()?;
+        let unknown: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                !JOB_KEYS.contains(&k.as_str()) && !UNSUPPORTED_JOB_KEYS.contains(&k.as_str())
+            })
+            .collect();
+        if !unknown.is_empty() {
+            problems.push(format!(
+                "jobs:{name} config contains unknown keys: {}",
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            continue;
+        }
+        let not_yet: Vec<&String> = keys
+            .iter()
+            .filter(|k| UNSUPPORTED_JOB_KEYS.contains(&k.as_str()))
+            .collect();
+        if !not_yet.is_empty() {
+            problems.push(format!(
+                "jobs:{name} uses keywords Runway does not support yet: {}",
+                not_yet
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            continue;
+        }
+        match plan_job(name, &job, &stages, &global_vars, &variables) {
+            Ok(Some(jobs)) => planned.extend(jobs),
+            Ok(None) => {}
+            Err(e) => problems.push(e.0),
+        }
+    }
+    if !problems.is_empty() {
+        return err(problems.join("; "));
+    }
+    if planned.is_empty() {
+        return err("Pipeline will not run for the selected trigger. The rules configuration prevented any jobs from being added to the pipeline.");
+    }
+    resolve_needs(&mut planned)?;
+    check_dependencies(&planned)?;
+    Ok(PipelinePlan {
+        stages,
+        jobs: planned,
+    })
+}
+
+fn key_str(key: &Value) -> Result<String> {
+    match key {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => err("Invalid configuration format: keys must be strings"),
+    }
+}
+
+fn stages(root: &Mapping) -> Result<Vec<String>> {
+    let declared = root.get("stages").or_else(|| root.get("types"));
+    let mut stages: Vec<String> = match declared {
+        None => DEFAULT_STAGES.iter().map(|s| s.to_string()).collect(),
+        Some(value) => string_list(value)
+            .ok_or_else(|| ConfigError("stages config should be an array of strings".into()))?,
+    };
+    stages.retain(|s| s != ".pre" && s != ".post");
+    stages.insert(0, ".pre".into());
+    stages.push(".post".into());
+    Ok(stages)
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A string or an array of strings.
+fn string_list(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Sequence(items) => items.iter().map(scalar).collect(),
+        other => scalar(other).map(|s| vec![s]),
+    }
+}
+
+/// A script: a string, or an array of strings nested up to 10 levels (flattened).
+fn script(value: &Value, depth: usize) -> Option<Vec<String>> {
+    match value {
+        Value::Sequence(items) if depth < 10 => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(script(item, depth + 1)?);
+            }
+            Some(out)
+        }
+        Value::Sequence(_) => None,
+        other => scalar(other).map(|s| vec![s]),
+    }
+}
+
+fn variables_of(value: Option<&Value>, what: &str) -> Result<Vec<Variable>> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Value::Mapping(map) = value else {
+        return err(format!("{what} config should be a hash of key value pairs"));
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let key = key_str(k)?;
+        let value = match v {
+            Value::Mapping(m) => m.get("value").and_then(scalar).unwrap_or_default(),
+            Value::Null => String::new(),
+            other => scalar(other).ok_or_else(|| {
+                ConfigError(format!(
+                    "{what} config should be a hash of key value pairs, value can be a hash"
+                ))
+            })?,
+        };
+        out.push(Variable { key, value });
+    }
+    Ok(out)
+}
+
+/// `workflow:rules`: the first matching rule decides; `when: never` or no match stops the
+/// whole pipeline.
+fn workflow(root: &Mapping, vars: &HashMap<String, String>) -> Result<()> {
+    let Some(workflow) = root.get("workflow") else {
+        return Ok(());
+    };
+    let Value::Mapping(workflow) = workflow else {
+        return err("workflow config should be a hash");
+    };
+    for (k, _) in workflow {
+        let k = key_str(k)?;
+        if k != "rules" {
+            return err(format!(
+                "Runway does not support these keywords yet: workflow:{k}"
+            ));
+        }
+    }
+    let Some(rules) = workflow.get("rules") else {
+        return Ok(());
+    };
+    match evaluate_rules(rules, vars, "workflow")? {
+        Some(rule) if rule.when.as_deref() != Some("never") => Ok(()),
+        _ => err("Pipeline filtered out by workflow rules."),
+    }
+}
+
+struct RuleOutcome {
+    when: Option<String>,
+    allow_failure: Option<bool>,
+    variables: Vec<Variable>,
+}
+
+/// The first rule whose `if` holds (a rule without `if` always holds), or `None`.
+fn evaluate_rules(
+    rules: &Value,
+    vars: &HashMap<String, String>,
+    owner: &str,
+) -> Result<Option<RuleOutcome>> {
+    let Value::Sequence(rules) = rules else {
+        return err(format!("{owner}:rules config should be an array of hashes"));
+    };
+    for rule in rules {
+        let Value::Mapping(rule) = rule else {
+            return err(format!("{owner}:rules config should be an array of hashes"));
+        };
+        for (k, _) in rule {
+            let k = key_str(k)?;
+            match k.as_str() {
+                "if" | "when" | "allow_failure" | "variables" => {}
+                "changes" | "exists" | "needs" | "start_in" | "interruptible" => {
+                    return err(format!(
+                        "{owner}:rules uses keywords Runway does not support yet: {k}"
+                    ))
+                }
+                other => {
+                    return err(format!(
+                        "{owner}:rules:rule config contains unknown keys: {other}"
+                    ))
+                }
+            }
+        }
+        let holds = match rule.get("if") {
+            None => true,
+            Some(Value::String(condition)) => expr::evaluate(condition, vars).map_err(|e| {
+                ConfigError(format!("{owner}:rules:if invalid expression syntax: {e}"))
+            })?,
+            Some(_) => return err(format!("{owner}:rules:if should be a string")),
+        };
+        if holds {
+            let when = match rule.get("when") {
+                None => None,
+                Some(v) => {
+                    let w = scalar(v).unwrap_or_default();
+                    if w != "never" && When::parse(&w).is_none() {
+                        return err(format!("{owner}:rules:when unknown value: {w}"));
+                    }
+                    Some(w)
+                }
+            };
+            let allow_failure = match rule.get("allow_failure") {
+                None => None,
+                Some(Value::Bool(b)) => Some(*b),
+                Some(_) => {
+                    return err(format!(
+                        "{owner}:rules:allow_failure should be a boolean value"
+                    ))
+                }
+            };
+            let variables =
+                variables_of(rule.get("variables"), &format!("{owner}:rules:variables"))?;
+            return Ok(Some(RuleOutcome {
+                when,
+                allow_failure,
+                variables,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Deep-merges the job with what it `extends` (parents first; hashes merge, the rest is
+/// replaced), as GitLab does, up to 10 levels.
+fn resolve_extends(
+    name: &str,
+    all: &BTreeMap<String, Mapping>,
+    chain: &mut Vec<String>,
+) -> Result<Mapping> {
+    if chain.iter().any(|c| c == name) {
+        return err(format!("{name}: circular dependency detected in `extends`"));
+    }
+    if chain.len() >= 10 {
+        return err(format!("{name}: nesting too deep in `extends`"));
+    }
+    let job = all.get(name).ok_or_else(|| {
+        ConfigError(format!(
+            "{}: unknown keys in `extends` ({name})",
+            chain.last().map_or(name, |s| s)
+        ))
+    })?;
+    let Some(extends) = job.get("extends") else {
+        return Ok(job.clone());
+    };
+    let parents = string_list(extends).ok_or_else(|| {
+        ConfigError(format!(
+            "jobs:{name}:extends should be a string or an array of strings"
+        ))
+    })?;
+    chain.push(name.to_string());
+    let mut merged = Mapping::new();
+    for parent in parents {
+        let resolved = resolve_extends(&parent, all, chain)?;
+        deep_merge(&mut merged, &resolved);
+    }
+    chain.pop();
+    let mut own = job.clone();
+    own.remove("extends");
+    deep_merge(&mut merged, &own);
+    Ok(merged)
+}
+
+fn deep_merge(base: &mut Mapping, over: &Mapping) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => deep_merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn plan_job(
+    name: &str,
+    job: &Mapping,
+    stages: &[String],
+    global_vars: &[Variable],
+    pipeline_vars: &HashMap<String, String>,
+) -> Result<Option<Vec<JobPlan>>> {
+    if name.chars().count() > 255 {
+        return err(format!(
+            "jobs:{name} name is too long (maximum is 255 characters)"
+        ));
+    }
+    let field = |key: &str| job.get(key).filter(|v| !v.is_null());
+    let at = |key: &str| format!("jobs:{name}:{key}");
+
+    let script_of = |key: &str| -> Result<Vec<String>> {
+        match field(key) {
+            None => Ok(Vec::new()),
+            Some(v) => script(v, 0).ok_or_else(|| {
+                ConfigError(format!("{} config should be a string or a nested array of strings up to 10 levels deep", at(key)))
+            }),
+        }
+    };
+    let script_lines = script_of("script")?;
+    if script_lines.is_empty() {
+        return err(format!(
+            "jobs:{name} config should implement the script:, run:, or trigger: keyword"
+        ));
+    }
+    let stage = match field("stage") {
+        None => "test".to_string(),
+        Some(v) => scalar(v)
+            .ok_or_else(|| ConfigError(format!("{} config should be a string", at("stage"))))?,
+    };
+    let Some(stage_idx) = stages.iter().position(|s| *s == stage) else {
+        return err(format!(
+            "jobs:{name} chosen stage {stage} does not exist; available stages are {}",
+            stages.join(", ")
+        ));
+    };
+
+    let mut when = match field("when") {
+        None => When::OnSuccess,
+        Some(v) => {
+            let text = scalar(v).unwrap_or_default();
+            match When::parse(&text) {
+                Some(w) => w,
+                None if text == "delayed" => {
+                    return err(format!(
+                        "jobs:{name} uses keywords Runway does not support yet: when: delayed"
+                    ))
+                }
+                None => {
+                    return err(format!(
+                        "{} config should be one of on_success, on_failure, always, manual, never",
+                        at("when")
+                    ))
+                }
+            }
+        }
+    };
+    let (mut allow_failure, exit_codes) = match field("allow_failure") {
+        None => (when == When::Manual, Vec::new()),
+        Some(Value::Bool(b)) => (*b, Vec::new()),
+        Some(Value::Mapping(m)) => {
+            let codes = m
+                .get("exit_codes")
+                .and_then(int_list)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{} config should be a boolean or a hash with exit_codes",
+                        at("allow_failure")
+                    ))
+                })?;
+            (false, codes)
+        }
+        Some(_) => {
+            return err(format!(
+                "{} config should be a boolean or a hash with exit_codes",
+                at("allow_failure")
+            ))
+        }
+    };
+
+    let mut variables: Vec<Variable> = global_vars.to_vec();
+    for v in variables_of(field("variables"), &at("variables"))? {
+        upsert_var(&mut variables, v);
+    }
+
+    if let Some(rules) = field("rules") {
+        let mut scope = pipeline_vars.clone();
+        for v in &variables {
+            scope.insert(v.key.clone(), v.value.clone());
+        }
+        match evaluate_rules(rules, &scope, &format!("jobs:{name}"))? {
+            None => return Ok(None),
+            Some(rule) => {
+                match rule.when.as_deref() {
+                    Some("never") => return Ok(None),
+                    Some(w) => {
+                        when = When::parse(w).unwrap_or(When::OnSuccess);
+                        if when == When::Manual && rule.allow_failure.is_none() {
+                            allow_failure = false;
+                        }
+                    }
+                    None => {}
+                }
+                if let Some(af) = rule.allow_failure {
+                    allow_failure = af;
+                }
+                for v in rule.variables {
+                    upsert_var(&mut variables, v);
+                }
+            }
+        }
+    }
+
+    let tags = match field("tags") {
+        None => Vec::new(),
+        Some(v) => string_list(v).ok_or_else(|| {
+            ConfigError(format!(
+                "{} config should be an array of strings",
+                at("tags")
+            ))
+        })?,
+    };
+    let image = field("image")
+        .map(|v| image_spec(v, &at("image")))
+        .transpose()?;
+    let services = match field("services") {
+        None => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| image_spec(v, &at("services")))
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return err(format!(
+                "{} config should be an array of strings or hashes",
+                at("services")
+            ))
+        }
+    };
+    let artifacts = field("artifacts")
+        .map(|v| artifacts_spec(v, &at("artifacts")))
+        .transpose()?;
+    let cache = match field("cache") {
+        None => Vec::new(),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| cache_spec(v, &at("cache")))
+            .collect::<Result<_>>()?,
+        Some(v) => vec![cache_spec(v, &at("cache"))?],
+    };
+    let needs = match field("needs") {
+        None => None,
+        Some(Value::Sequence(items)) => Some(
+            items
+                .iter()
+                .map(|v| need(v, &at("needs")))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        Some(_) => return err(format!("{} config should be an array", at("needs"))),
+    };
+    let dependencies = match field("dependencies") {
+        None => None,
+        Some(v) => Some(string_list(v).ok_or_else(|| {
+            ConfigError(format!(
+                "{} config should be an array of strings",
+                at("dependencies")
+            ))
+        })?),
+    };
+    let timeout = match field("timeout") {
+        None => None,
+        Some(v) => Some(
+            scalar(v)
+                .and_then(|t| parse_seconds(&t))
+                .filter(|t| *t > 0)
+                .ok_or_else(|| {
+                    ConfigError(format!("{} config should be a duration", at("timeout")))
+                })?,
+        ),
+    };
+    let retry = match field("retry") {
+        None => RetrySpec::default(),
+        Some(v) => retry_spec(v, &at("retry"))?,
+    };
+    let interruptible = match field("interruptible") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return err(format!(
+                "{} config should be a boolean value",
+                at("interruptible")
+            ))
+        }
+    };
+
+    let spec = JobSpec {
+        before_script: script_of("before_script")?,
+        script: script_lines,
+        after_script: script_of("after_script")?,
+        image,
+        services,
+        variables,
+        artifacts,
+        cache,
+        needs,
+        dependencies,
+        retry,
+        allow_failure_exit_codes: exit_codes,
+        timeout,
+        interruptible,
+    };
+    let base = JobPlan {
+        name: name.to_string(),
+        stage,
+        stage_idx: stage_idx as i32,
+        when,
+        allow_failure,
+        tags,
+        spec,
+    };
+    match field("parallel") {
+        None => Ok(Some(vec![base])),
+        Some(v) => parallel(base, v, &at("parallel")).map(Some),
+    }
+}
+
+fn upsert_var(vars: &mut Vec<Variable>, v: Variable) {
+    match vars.iter_mut().find(|x| x.key == v.key) {
+        Some(existing) => existing.value = v.value,
+        None => vars.push(v),
+    }
+}
+
+fn int_list(value: &Value) -> Option<Vec<i64>> {
+    match value {
+        Value::Number(n) => n.as_i64().map(|n| vec![n]),
+        Value::Sequence(items) => items.iter().map(|v| v.as_i64()).collect(),
+        _ => None,
+    }
+}
+
+fn image_spec(value: &Value, at: &str) -> Result<ImageSpec> {
+    match value {
+        Value::String(name) => Ok(ImageSpec {
+            name: name.clone(),
+            ..Default::default()
+        }),
+        Value::Mapping(m) => {
+            for (k, _) in m {
+                let k = key_str(k)?;
+                if ![
+                    "name",
+                    "entrypoint",
+                    "command",
+                    "alias",
+                    "pull_policy",
+                    "variables",
+                ]
+                .contains(&k.as_str())
+                {
+                    return err(format!("{at} config contains unknown keys: {k}"));
+                }
+            }
+            let name = m
+                .get("name")
+                .and_then(scalar)
+                .ok_or_else(|| ConfigError(format!("{at} config should have a name")))?;
+            let list = |key: &str| -> Result<Option<Vec<String>>> {
+                m.get(key)
+                    .map(|v| {
+                        string_list(v).ok_or_else(|| {
+                            ConfigError(format!("{at}:{key} config should be an array of strings"))
+                        })
+                    })
+                    .transpose()
+            };
+            Ok(ImageSpec {
+                name,
+                entrypoint: list("entrypoint")?,
+                command: list("command")?,
+                alias: m.get("alias").and_then(scalar),
+                pull_policy: list("pull_policy")?,
+                variables: variables_of(m.get("variables"), &format!("{at}:variables"))?,
+            })
+        }
+        _ => err(format!("{at} config should be a string or a hash")),
+    }
+}
+
+fn artifacts_spec(value: &Value, at: &str) -> Result<ArtifactsSpec> {
+    let Value::Mapping(m) = value else {
+        return err(format!("{at} config should be a hash"));
+    };
+    let mut spec = ArtifactsSpec {
+        when: "on_success".into(),
+        ..Default::default()
+    };
+    for (k, v) in m {
+        let k = key_str(k)?;
+        let list = || {
+            string_list(v).ok_or_else(|| {
+                ConfigError(format!("{at}:{k} config should be an array of strings"))
+            })
+        };
+        match k.as_str() {
+            "paths" => spec.paths = list()?,
+            "exclude" => spec.exclude = list()?,
+            "name" => spec.name = scalar(v),
+            "untracked" => {
+                spec.untracked = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{at}:untracked config should be a boolean value"))
+                })?
+            }
+            "when" => {
+                let w = scalar(v).unwrap_or_default();
+                if !["on_success", "on_failure", "always"].contains(&w.as_str()) {
+                    return err(format!(
+                        "{at}:when config should be on_success, on_failure or always"
+                    ));
+                }
+                spec.when = w;
+            }
+            "expire_in" => {
+                let text = scalar(v).unwrap_or_default();
+                if text != "never" && parse_seconds(&text).is_none() {
+                    return err(format!("{at}:expire_in config should be a duration"));
+                }
+                spec.expire_in = Some(text);
+            }
+            "reports" => {
+                let Value::Mapping(reports) = v else {
+                    return err(format!("{at}:reports config should be a hash"));
+                };
+                for (rk, rv) in reports {
+                    let rk = key_str(rk)?;
+                    let Some((_, format, file)) = REPORT_TYPES.iter().find(|(t, _, _)| *t == rk)
+                    else {
+                        return err(format!("{at}:reports config contains unknown keys: {rk}"));
+                    };
+                    let paths = string_list(rv).ok_or_else(|| {
+                        ConfigError(format!(
+                            "{at}:reports:{rk} config should be an array of strings"
+                        ))
+                    })?;
+                    spec.reports.push(Report {
+                        artifact_type: rk.clone(),
+                        artifact_format: format.to_string(),
+                        name: file.to_string(),
+                        paths,
+                    });
+                }
+            }
+            "expose_as" | "public" | "access" => {
+                return err(format!(
+                    "{at} uses keywords Runway does not support yet: {k}"
+                ))
+            }
+            other => return err(format!("{at} config contains unknown keys: {other}")),
+        }
+    }
+    Ok(spec)
+}
+
+fn cache_spec(value: &Value, at: &str) -> Result<CacheSpec> {
+    let Value::Mapping(m) = value else {
+        return err(format!("{at} config should be a hash"));
+    };
+    let mut spec = CacheSpec {
+        key: "default".into(),
+        policy: "pull-push".into(),
+        when: "on_success".into(),
+        ..Default::default()
+    };
+    for (k, v) in m {
+        let k = key_str(k)?;
+        match k.as_str() {
+            "key" => match v {
+                Value::Mapping(_) => {
+                    return err(format!(
+                        "{at}:key uses keywords Runway does not support yet: files, prefix"
+                    ))
+                }
+                other => {
+                    spec.key = scalar(other)
+                        .ok_or_else(|| ConfigError(format!("{at}:key config should be a string")))?
+                }
+            },
+            "paths" => {
+                spec.paths = string_list(v).ok_or_else(|| {
+                    ConfigError(format!("{at}:paths config should be an array of strings"))
+                })?
+            }
+            "untracked" => {
+                spec.untracked = v.as_bool().ok_or_else(|| {
+                    ConfigError(format!("{at}:untracked config should be a boolean value"))
+                })?
+            }
+            "policy" => {
+                let p = scalar(v).unwrap_or_default();
+                if !["pull-push", "pull", "push"].contains(&p.as_str()) {
+                    return err(format!(
+                        "{at}:policy config should be pull-push, pull or push"
+                    ));
+                }
+                spec.policy = p;
+            }
+            "when" => {
+                let w = scalar(v).unwrap_or_default();
+                if !["on_success", "on_failure", "always"].contains(&w.as_str()) {
+                    return err(format!(
+                        "{at}:when config should be on_success, on_failure or always"
+                    ));
+                }
+                spec.when = w;
+            }
+            "fallback_keys" => {
+                spec.fallback_keys = string_list(v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{at}:fallback_keys config should be an array of strings"
+                    ))
+                })?
+            }
+            "unprotect" => {
+                return err(format!(
+                    "{at} uses keywords Runway does not support yet: unprotect"
+                ))
+            }
+            other => return err(format!("{at} config contains unknown keys: {other}")),
+        }
+    }
+    Ok(spec)
+}
+
+fn need(value: &Value, at: &str) -> Result<Need> {
+    match value {
+        Value::Mapping(m) => {
+            for (k, _) in m {
+                let k = key_str(k)?;
+                match k.as_str() {
+                    "job" | "artifacts" | "optional" => {}
+                    "pipeline" | "project" | "ref" | "parallel" => {
+                        return err(format!(
+                            "{at} uses keywords Runway does not support yet: {k}"
+                        ))
+                    }
+                    other => return err(format!("{at} config contains unknown keys: {other}")),
+                }
+            }
+            let job = m
+                .get("job")
+                .and_then(scalar)
+                .ok_or_else(|| ConfigError(format!("{at} config should name a job")))?;
+            let artifacts = m.get("artifacts").and_then(Value::as_bool).unwrap_or(true);
+            let optional = m.get("optional").and_then(Value::as_bool).unwrap_or(false);
+            Ok(Need {
+                job,
+                artifacts,
+                optional,
+            })
+        }
+        other => scalar(other)
+            .map(|job| Need {
+                job,
+                artifacts: true,
+                optional: false,
+            })
+            .ok_or_else(|| ConfigError(format!("{at} config should be a string or a hash"))),
+    }
+}
+
+fn retry_spec(value: &Value, at: &str) -> Result<RetrySpec> {
+    let max = |v: &Value| -> Result<i64> {
+        v.as_i64()
+            .filter(|n| (0..=2).contains(n))
+            .ok_or_else(|| ConfigError(format!("{at} config should be an integer between 0 and 2")))
+    };
+    match value {
+        Value::Number(_) => Ok(RetrySpec {
+            max: max(value)?,
+            ..Default::default()
+        }),
+        Value::Mapping(m) => {
+            let mut spec = RetrySpec::default();
+            for (k, v) in m {
+                let k = key_str(k)?;
+                match k.as_str() {
+                    "max" => spec.max = max(v)?,
+                    "when" => {
+                        spec.when = string_list(v).ok_or_else(|| {
+                            ConfigError(format!("{at}:when config should be an array of strings"))
+                        })?
+                    }
+                    "exit_codes" => {
+                        spec.exit_codes = int_list(v).ok_or_else(|| {
+                            ConfigError(format!(
+                                "{at}:exit_codes config should be an array of integers"
+                            ))
+                        })?
+                    }
+                    other => return err(format!("{at} config contains unknown keys: {other}")),
+                }
+            }
+            Ok(spec)
+        }
+        _ => err(format!("{at} config should be an integer or a hash")),
+    }
+}
+
+/// `parallel: N` → `name 1/N` … `name N/N`; `parallel: matrix:` → `name: [a, b]` per
+/// combination, with the combination's variables.
+fn parallel(base: JobPlan, value: &Value, at: &str) -> Result<Vec<JobPlan>> {
+    let with = |suffix: String, vars: Vec<Variable>| {
+        let mut job = base.clone();
+        job.name = format!("{}{suffix}", base.name);
+        for v in vars {
+            upsert_var(&mut job.spec.variables, v);
+        }
+        job
+    };
+    let var = |key: &str, value: String| Variable {
+        key: key.to_string(),
+        value,
+    };
+    match value {
+        Value::Number(n) => {
+            let total = n
+                .as_i64()
+                .filter(|n| (1..=200).contains(n))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{at} config should be an integer between 1 and 200"
+                    ))
+                })?;
+            Ok((1..=total)
+                .map(|i| {
+                    with(
+                        format!(" {i}/{total}"),
+                        vec![
+                            var("CI_NODE_INDEX", i.to_string()),
+                            var("CI_NODE_TOTAL", total.to_string()),
+                        ],
+                    )
+                })
+                .collect())
+        }
+        Value::Mapping(m) => {
+            let Some(Value::Sequence(entries)) = m.get("matrix") else {
+                return err(format!(
+                    "{at} config should be an integer or a hash with matrix"
+                ));
+            };
+            let mut combos: Vec<Vec<Variable>> = Vec::new();
+            for entry in entries {
+                let Value::Mapping(entry) = entry else {
+                    return err(format!("{at}:matrix config should be an array of hashes"));
+                };
+                let mut partial: Vec<Vec<Variable>> = vec![Vec::new()];
+                for (k, v) in entry {
+                    let key = key_str(k)?;
+                    let values = string_list(v).ok_or_else(|| {
+                        ConfigError(format!(
+                            "{at}:matrix config should be an array of hashes of strings"
+                        ))
+                    })?;
+                    let mut grown = Vec::with_capacity(partial.len() * values.len());
+                    for combo in &partial {
+                        for value in &values {
+                            let mut c = combo.clone();
+                            c.push(Variable {
+                                key: key.clone(),
+                                value: value.clone(),
+                            });
+                            grown.push(c);
+                        }
+                    }
+                    partial = grown;
+                }
+                combos.extend(partial);
+            }
+            if combos.is_empty() || combos.len() > 200 {
+                return err(format!(
+                    "{at}:matrix config generates {} jobs (maximum allowed is 200)",
+                    combos.len()
+                ));
+            }
+            let total = combos.len();
+            Ok(combos
+                .into_iter()
+                .enumerate()
+                .map(|(i, combo)| {
+                    let label = combo
+                        .iter()
+                        .map(|v| v.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let mut vars = combo;
+                    vars.push(var("CI_NODE_INDEX", (i + 1).to_string()));
+                    vars.push(var("CI_NODE_TOTAL", total.to_string()));
+                    with(format!(": [{label}]"), vars)
+                })
+                .collect())
+        }
+        _ => err(format!("{at} config should be an integer or a hash")),
+    }
+}
+
+/// Expands needs on parallel jobs to every instance, drops optional needs on absent jobs,
+/// refuses needs on absent jobs, and refuses cycles.
+fn resolve_needs(jobs: &mut [JobPlan]) -> Result<()> {
+    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let instances = |base: &str| -> Vec<String> {
+        if names.iter().any(|n| n == base) {
+            return vec![base.to_string()];
+        }
+        names
+            .iter()
+            .filter(|n| {
+                n.starts_with(&format!("{base} ")) && n.contains('/')
+                    || n.starts_with(&format!("{base}: ["))
+            })
+            .cloned()
+            .collect()
+    };
+    for job in jobs.iter_mut() {
+        let Some(needs) = job.spec.needs.take() else {
+            continue;
+        };
+        let mut resolved = Vec::new();
+        for need in needs {
+            let target = need.job.clone();
+            let found = instances(&target);
+            if found.is_empty() {
+                if need.optional {
+                    continue;
+                }
+                return err(format!(
+                    "'{}' job needs '{target}' job, but '{target}' does not exist in the pipeline. This might be because of the only, except, or rules keywords.",
+                    job.name
+                ));
+            }
+            for name in found {
+                if !resolved.iter().any(|n: &Need| n.job == name) {
+                    resolved.push(Need {
+                        job: name,
+                        artifacts: need.artifacts,
+                        optional: false,
+                    });
+                }
+            }
+        }
+        job.spec.needs = Some(resolved);
+    }
+    // Cycle check over the whole graph: needs edges, and stage edges for jobs without needs.
+    let index: HashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.name.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = jobs
+        .iter()
+        .map(|job| match &job.spec.needs {
+            Some(needs) => needs
+                .iter()
+                .filter_map(|n| index.get(n.job.as_str()).copied())
+                .collect(),
+            None => jobs
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.stage_idx < job.stage_idx)
+                .map(|(i, _)| i)
+                .collect(),
+        })
+        .collect();
+    let mut state = vec![0u8; jobs.len()];
+    fn visit(i: usize, edges: &[Vec<usize>], state: &mut [u8]) -> bool {
+        match state[i] {
+            1 => return false,
+            2 => return true,
+            _ => {}
+        }
+        state[i] = 1;
+        for &next in &edges[i] {
+            if !visit(next, edges, state) {
+                return false;
+            }
+        }
+        state[i] = 2;
+        true
+    }
+    for i in 0..jobs.len() {
+        if !visit(i, &edges, &mut state) {
+            return err("The pipeline has circular dependencies");
+        }
+    }
+    Ok(())
+}
+
+fn check_dependencies(jobs: &[JobPlan]) -> Result<()> {
+    let by_name: HashMap<&str, &JobPlan> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    for job in jobs {
+        let Some(deps) = &job.spec.dependencies else {
+            continue;
+        };
+        let needed: HashSet<&str> = job
+            .spec
+            .needs
+            .iter()
+            .flatten()
+            .map(|n| n.job.as_str())
+            .collect();
+        for dep in deps {
+            let ok = match by_name.get(dep.as_str()) {
+                None => false,
+                Some(other) if job.spec.needs.is_some() => needed.contains(other.name.as_str()),
+                Some(other) => other.stage_idx < job.stage_idx,
+            };
+            if !ok {
+                return err(format!("{} job: undefined dependency: {dep}", job.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> HashMap<String, String> {
+        [
+            ("CI_COMMIT_BRANCH", "main"),
+            ("CI_COMMIT_REF_NAME", "main"),
+            ("CI_PIPELINE_SOURCE", "api"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn names(plan: &PipelinePlan) -> Vec<&str> {
+        plan.jobs.iter().map(|j| j.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_full_configuration() {
+        let yaml = r#"
+stages: [build, test, deploy]
+variables:
+  GLOBAL: "g"
+  DESCRIBED: { value: "d", description: "x" }
+default:
+  image: ruby:3.3
+  before_script: [echo default]
+.base: &base
+  tags: [linux]
+  variables: { FROM_BASE: "1" }
+build:
+  <<: *base
+  stage: build
+  script: make
+  artifacts: { paths: [out/], expire_in: 1 week, reports: { junit: rspec.xml } }
+  cache: { key: gems, paths: [vendor/] }
+test:
+  extends: .base
+  stage: test
+  needs: [build]
+  script: ["make test", ["nested"]]
+  parallel: 2
+  retry: { max: 2, when: [script_failure] }
+  allow_failure: { exit_codes: [3] }
+  timeout: 1h 30m
+matrix:
+  stage: test
+  script: echo $OS
+  parallel: { matrix: [ { OS: [linux, mac], ARCH: amd64 } ] }
+deploy:
+  stage: deploy
+  script: deploy
+  when: manual
+  rules:
+    - if: $CI_COMMIT_BRANCH == "main"
+never:
+  script: x
+  rules: [ { if: '$CI_COMMIT_BRANCH == "dev"' } ]
+"#;
+        let plan = plan(yaml, &ctx()).unwrap();
+        assert_eq!(
+            plan.stages,
+            vec![".pre", "build", "test", "deploy", ".post"]
+        );
+        assert_eq!(
+            names(&plan),
+            vec![
+                "build",
+                "test 1/2",
+                "test 2/2",
+                "matrix: [linux, amd64]",
+                "matrix: [mac, amd64]",
+                "deploy"
+            ]
+        );
+        let build = &plan.jobs[0];
+        assert_eq!(build.tags, vec!["linux"]);
+        assert_eq!(
+            build.spec.image.as_ref().map(|i| i.name.as_str()),
+            Some("ruby:3.3")
+        );
+        assert_eq!(build.spec.before_script, vec!["echo default"]);
+        assert_eq!(
+            build
+                .spec
+                .artifacts
+                .as_ref()
+                .map(|a| a.reports[0].artifact_format.as_str()),
+            Some("gzip")
+        );
+        assert!(build.spec.variables.contains(&Variable {
+            key: "DESCRIBED".into(),
+            value: "d".into()
+        }));
+        let test = &plan.jobs[1];
+        assert_eq!(test.spec.script, vec!["make test", "nested"]);
+        assert_eq!(
+            test.spec.needs,
+            Some(vec![Need {
+                job: "build".into(),
+                artifacts: true,
+                optional: false
+            }])
+        );
+        assert_eq!(test.spec.timeout, Some(5400));
+        assert_eq!(test.spec.allow_failure_exit_codes, vec![3]);
+        assert!(test
+            .spec
+            .variables
+            .iter()
+            .any(|v| v.key == "CI_NODE_INDEX" && v.value == "1"));
+        assert!(test.spec.variables.iter().any(|v| v.key == "FROM_BASE"));
+        let deploy = plan.jobs.iter().find(|j| j.name == "deploy").unwrap();
+        assert_eq!((deploy.when, deploy.allow_failure), (When::Manual, true));
+    }
+
+    #[test]
+    fn needs_on_parallel_jobs_expand() {
+        let plan = plan(
+            "a: { script: x, parallel: 2 }\nb: { script: y, needs: [a] }\n",
+            &ctx(),
+        )
+        .unwrap();
+        let needs: Vec<String> = plan.jobs[2]
+            .spec
+            .needs
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|n| n.job)
+            .collect();
+        assert_eq!(needs, vec!["a 1/2", "a 2/2"]);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            ("a: [", "Invalid configuration format"),
+            (
+                "a: { script: x, only: [main] }",
+                "jobs:a uses keywords Runway does not support yet: only",
+            ),
+            (
+                "a: { script: x, bogus: 1 }",
+                "jobs:a config contains unknown keys: bogus",
+            ),
+            (
+                "a: { stage: test }",
+                "jobs:a config should implement the script:, run:, or trigger: keyword",
+            ),
+            (
+                "a: { script: x, stage: nope }",
+                "jobs:a chosen stage nope does not exist",
+            ),
+            (
+                "a: { script: x, needs: [b] }\nb: { script: y, needs: [a] }",
+                "The pipeline has circular dependencies",
+            ),
+            (
+                "a: { script: x, needs: [zz] }",
+                "'a' job needs 'zz' job, but 'zz' does not exist",
+            ),
+            (
+                "include: x.yml\na: { script: x }",
+                "Runway does not support these keywords yet: include",
+            ),
+            (
+                "a: { script: x, extends: .nope }",
+                "unknown keys in `extends`",
+            ),
+            (
+                ".a: { extends: .b }\n.b: { extends: .a }\nc: { extends: .a, script: x }",
+                "circular dependency detected in `extends`",
+            ),
+            (
+                "a: { script: x, rules: [ { if: '$X ==' } ] }",
+                "invalid expression syntax",
+            ),
+            (
+                "a: { script: x, rules: [ { changes: [x] } ] }",
+                "does not support yet: changes",
+            ),
+            (
+                "a: { script: x, dependencies: [b] }\nb: { script: y }",
+                "a job: undefined dependency: b",
+            ),
+            (
+                ".hidden: { script: x }",
+                "jobs config should contain at least one visible job",
+            ),
+            (
+                "a: { script: x, rules: [ { when: never } ] }",
+                "Pipeline will not run",
+            ),
+            (
+                "workflow: { rules: [ { if: '$NOPE' } ] }\na: { script: x }",
+                "Pipeline filtered out by workflow rules.",
+            ),
+            ("a: { script: x, when: delayed }", "when: delayed"),
+            ("- a\n- b", "Invalid configuration format"),
+        ];
+        for (yaml, expected) in cases {
+            match plan(yaml, &ctx()) {
+                Ok(p) => panic!("{yaml:?} planned {:?}", names(&p)),
+                Err(ConfigError(message)) => {
+                    assert!(message.contains(expected), "{yaml:?}: {message}")
+                }
+            }
+        }
+    }
+}

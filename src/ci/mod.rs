@@ -1,0 +1,6 @@
+//! `.gitlab-ci.yml` → pipeline plan, and pipeline progression.
+
+pub mod config;
+pub mod duration;
+pub mod expr;
+pub mod progress;
