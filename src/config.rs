@@ -42,6 +42,15 @@ pub struct SettingsArgs {
     /// Server URL answered by router discovery for runners with the `job_router` flag.
     #[arg(long, env = "RUNWAY_JOB_ROUTER_URL")]
     pub job_router_url: Option<String>,
+    /// Seconds a job request with a current `last_update` is held (0: answer at once).
+    #[arg(long, env = "RUNWAY_LONG_POLL_TIMEOUT")]
+    pub long_poll_timeout: Option<u64>,
+    /// Seconds between trace updates asked of runners (`X-GitLab-Trace-Update-Interval`).
+    #[arg(long, env = "RUNWAY_TRACE_UPDATE_INTERVAL")]
+    pub trace_update_interval: Option<u64>,
+    /// Seconds after which a running job its runner stopped updating is failed.
+    #[arg(long, env = "RUNWAY_STUCK_JOB_TIMEOUT")]
+    pub stuck_job_timeout: Option<u64>,
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
@@ -69,6 +78,9 @@ impl SettingsArgs {
             heartbeat_interval: self.heartbeat_interval.or(lower.heartbeat_interval),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             job_router_url: self.job_router_url.or(lower.job_router_url),
+            long_poll_timeout: self.long_poll_timeout.or(lower.long_poll_timeout),
+            trace_update_interval: self.trace_update_interval.or(lower.trace_update_interval),
+            stuck_job_timeout: self.stuck_job_timeout.or(lower.stuck_job_timeout),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
@@ -97,6 +109,9 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub max_body_bytes: usize,
     pub job_router_url: Option<String>,
+    pub long_poll_timeout: Duration,
+    pub trace_update_interval: Duration,
+    pub stuck_job_timeout: Duration,
     pub database_pool_size: usize,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -158,6 +173,16 @@ impl Settings {
             heartbeat_interval: Duration::from_secs(merged.heartbeat_interval.unwrap_or(60)),
             max_body_bytes: merged.max_body_bytes.unwrap_or(1024 * 1024),
             job_router_url: merged.job_router_url.filter(|u| !u.is_empty()),
+            // 50 s: Workhorse's hold for runner long polls.
+            long_poll_timeout: Duration::from_secs(merged.long_poll_timeout.unwrap_or(50)),
+            // 60 s: GitLab's interval while nobody watches the log.
+            trace_update_interval: Duration::from_secs(
+                merged.trace_update_interval.unwrap_or(60).max(1),
+            ),
+            // 1 h: GitLab's stuck-jobs worker fails running jobs silent for an hour.
+            stuck_job_timeout: Duration::from_secs(
+                merged.stuck_job_timeout.unwrap_or(3600).max(60),
+            ),
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
             workers: workers.max(1),
             log_format,

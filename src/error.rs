@@ -13,6 +13,9 @@ use serde_json::{json, Value};
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The job's status, on every answer to a job route (`Job-Status`).
+pub const JOB_STATUS_HEADER: &str = "Job-Status";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Grape's parameter validation: `{"error":"token is missing"}`, several joined by ", ".
@@ -30,6 +33,10 @@ pub enum ApiError {
     /// `forbidden!(reason)`: `{"message":"403 Forbidden"}` or `… - <reason>`.
     #[error("forbidden")]
     Forbidden(Option<Cow<'static, str>>),
+    /// `authenticate_job!` on a job that is not running: 403 with `Job-Status`, which the
+    /// runner reads to abort the job.
+    #[error("job is not running")]
+    JobNotRunning(crate::db::enums::JobStatus),
     /// `not_found!(what)`: `{"message":"404 <what> Not Found"}` or `{"message":"404 Not Found"}`.
     #[error("not found")]
     NotFound(Option<Cow<'static, str>>),
@@ -89,6 +96,9 @@ impl ApiError {
             ApiError::Forbidden(Some(reason)) => {
                 json!({ "message": format!("403 Forbidden - {reason}") })
             }
+            ApiError::JobNotRunning(_) => {
+                json!({ "message": "403 Forbidden - Job is not processing on runner" })
+            }
             ApiError::NotFound(None) => json!({ "message": "404 Not Found" }),
             ApiError::NotFound(Some(what)) => json!({ "message": format!("404 {what} Not Found") }),
             ApiError::RouteNotFound => json!({ "error": "404 Not Found" }),
@@ -111,6 +121,7 @@ impl ResponseError for ApiError {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::JobNotRunning(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict => StatusCode::CONFLICT,
@@ -128,8 +139,14 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut response = HttpResponseBuilder::new(self.status_code());
-        if matches!(self, ApiError::Unavailable) {
-            response.insert_header((header::RETRY_AFTER, "1"));
+        match self {
+            ApiError::Unavailable => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::JobNotRunning(status) => {
+                response.insert_header((JOB_STATUS_HEADER, status.as_str()));
+            }
+            _ => {}
         }
         response.json(self.body())
     }

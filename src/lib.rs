@@ -8,9 +8,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod observability;
+pub mod queue;
 pub mod service;
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -24,6 +26,8 @@ use crate::config::Settings;
 use crate::db::models::InstanceSetting;
 use crate::db::DbPool;
 use crate::error::ApiError;
+use crate::queue::{Dispatcher, Queue};
+use crate::service::pipelines::Pipelines;
 use crate::service::runners::Runners;
 
 /// Shared state of every worker.
@@ -31,6 +35,9 @@ pub struct AppState {
     pub db: DbPool,
     pub settings: Settings,
     pub runners: Runners,
+    pub queue: Arc<Queue>,
+    pub dispatcher: Dispatcher,
+    pub pipelines: Pipelines,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -49,6 +56,7 @@ where
                 // Runner routes first: `/runners/managers` and `/runners/verify` must win
                 // over the admin API's `/runners/{id}`.
                 .configure(api::runner::runners::configure)
+                .configure(api::runner::jobs::configure)
                 .configure(api::admin::configure),
         )
 }
@@ -109,17 +117,22 @@ impl Runway {
             settings.external_url = format!("http://{addr}");
         }
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
+        let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let state = web::Data::new(AppState {
             runners: Runners::new(
                 db.clone(),
                 settings.heartbeat_interval,
                 settings.runner_token_expires_in,
             ),
+            dispatcher: Dispatcher::new(db.clone(), queue.clone()),
+            pipelines: Pipelines::new(db.clone(), queue.clone()),
+            queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
             db,
             settings,
         });
+        spawn_reaper(state.clone());
         let workers = state.settings.workers;
         let app_state = state.clone();
         let server = HttpServer::new(move || build_app(app_state.clone()))
@@ -133,6 +146,21 @@ impl Runway {
             server,
         })
     }
+}
+
+/// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most.
+fn spawn_reaper(state: web::Data<AppState>) {
+    let period = (state.settings.stuck_job_timeout / 4).min(std::time::Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
+                tracing::error!(error = %e, "reaping stuck jobs failed");
+            }
+        }
+    });
 }
 
 /// The admin token's digest: from the settings, or generated on the first start and kept

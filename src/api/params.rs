@@ -213,7 +213,8 @@ impl<'a> Check<'a> {
         }
     }
 
-    fn invalid(&mut self, key: &str) {
+    /// Records `<key> is invalid` (a value of the wrong type or shape).
+    pub fn invalid(&mut self, key: &str) {
         self.errors.push(format!("{key} is invalid"));
     }
 

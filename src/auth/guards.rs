@@ -14,7 +14,8 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::api::params::params_of;
 use crate::auth::tokens::TokenDigest;
-use crate::db::models::{Runner, RunnerManager};
+use crate::db::enums::JobStatus;
+use crate::db::models::{Job, Runner, RunnerManager};
 use crate::error::{ApiError, ApiResult};
 use crate::service::runners::{manager_heartbeat, LEGACY_SYSTEM_XID};
 use crate::AppState;
@@ -27,14 +28,23 @@ pub struct Heartbeat;
 /// Marker: the guard only authenticates (no heartbeat, no manager row).
 pub struct NoHeartbeat;
 
+/// Marker: heartbeat as a job request does, which also finishes the runner's and the
+/// manager's creation (`creation_state = finished`).
+pub struct Polling;
+
 pub trait HeartbeatMode {
     const HEARTBEAT: bool;
+    const FINISH_CREATION: bool = false;
 }
 impl HeartbeatMode for Heartbeat {
     const HEARTBEAT: bool = true;
 }
 impl HeartbeatMode for NoHeartbeat {
     const HEARTBEAT: bool = false;
+}
+impl HeartbeatMode for Polling {
+    const HEARTBEAT: bool = true;
+    const FINISH_CREATION: bool = true;
 }
 
 fn state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
@@ -83,7 +93,7 @@ impl<H: HeartbeatMode + 'static> FromRequest for RunnerAuth<H> {
                 Some(
                     state
                         .runners
-                        .heartbeat(&runner, &system_xid, beat, false)
+                        .heartbeat(&runner, &system_xid, beat, H::FINISH_CREATION)
                         .await?,
                 )
             } else {
@@ -165,5 +175,81 @@ fn admin(req: &HttpRequest) -> ApiResult<AdminAuth> {
         Ok(AdminAuth)
     } else {
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// The header the runner sends its job token in (`JOB-TOKEN`; Go writes `Job-Token`).
+pub const JOB_TOKEN_HEADER: &str = "JOB-TOKEN";
+
+/// `authenticate_job!` ‹lib/api/ci/helpers/runner.rb›: the job named by the path's `:id`,
+/// authenticated by its token — the `token` param first, else the `JOB-TOKEN` header. 403
+/// when the job does not exist or the token is not its own (deliberately not 404), when it
+/// was erased, and — with `Job-Status` — when it is not running or canceling. With
+/// [`Heartbeat`] the job's runner and runner manager are heartbeated (the manager with
+/// the client's IP only). The job is memoised in the request extensions (`current_job`).
+pub struct JobAuth<H = Heartbeat> {
+    pub job: Job,
+    _mode: PhantomData<H>,
+}
+
+impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let id = req
+                .match_info()
+                .get("id")
+                .and_then(|id| id.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))?;
+            let params = params_of(&req)?;
+            let token = params
+                .text("token")
+                .or_else(|| {
+                    req.headers()
+                        .get(JOB_TOKEN_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .filter(|t| !t.is_empty() && t.len() <= crate::auth::tokens::MAX_TOKEN_BYTES)
+                .ok_or(ApiError::Forbidden(None))?;
+            let job = {
+                let mut db = state.db.read().await?;
+                Job::find(&mut db.conn(), id).await?
+            }
+            .ok_or(ApiError::Forbidden(None))?;
+            let owned = job
+                .token_digest
+                .as_deref()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                .is_some_and(|d| TokenDigest::of(&token).matches(&TokenDigest::from_bytes(d)));
+            if !owned {
+                return Err(ApiError::Forbidden(None));
+            }
+            if job.erased_at.is_some() {
+                return Err(ApiError::forbidden("Job has been erased!"));
+            }
+            if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) {
+                return Err(ApiError::JobNotRunning(job.status));
+            }
+            if H::HEARTBEAT {
+                let ip = req.peer_addr().map(|a| a.ip().to_string());
+                state.runners.heartbeat_job(&job, ip).await?;
+            }
+            tracing::Span::current()
+                .record("job_id", job.id)
+                .record("project_id", job.project_id);
+            if let Some(runner_id) = job.runner_id {
+                tracing::Span::current().record("runner_id", runner_id);
+            }
+            req.extensions_mut().insert(job.clone());
+            Ok(JobAuth {
+                job,
+                _mode: PhantomData,
+            })
+        })
     }
 }

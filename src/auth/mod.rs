@@ -3,4 +3,6 @@
 pub mod guards;
 pub mod tokens;
 
-pub use guards::{AdminAuth, Heartbeat, NoHeartbeat, RunnerAuth, RunnerHeaderAuth};
+pub use guards::{
+    AdminAuth, Heartbeat, JobAuth, NoHeartbeat, Polling, RunnerAuth, RunnerHeaderAuth,
+};

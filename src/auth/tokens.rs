@@ -27,6 +27,10 @@ impl TokenDigest {
         TokenDigest(Sha256::digest(token.as_bytes()).into())
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> TokenDigest {
+        TokenDigest(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -700,15 +700,12 @@ fn plan_job(
         None => (when == When::Manual, Vec::new()),
         Some(Value::Bool(b)) => (*b, Vec::new()),
         Some(Value::Mapping(m)) => {
-            let codes = m
-                .get("exit_codes")
-                .and_then(int_list)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "{} config should be a boolean or a hash with exit_codes",
-                        at("allow_failure")
-                    ))
-                })?;
+            let codes = m.get("exit_codes").and_then(int_list).ok_or_else(|| {
+                ConfigError(format!(
+                    "{} config should be a boolean or a hash with exit_codes",
+                    at("allow_failure")
+                ))
+            })?;
             (false, codes)
         }
         Some(_) => {

@@ -92,6 +92,7 @@ diesel::table! {
         status -> Text,
         ci_config -> Text,
         variables -> Text,
+        stages -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
@@ -120,12 +121,14 @@ diesel::table! {
         failure_reason -> Nullable<Text>,
         exit_code -> Nullable<Integer>,
         retried -> Bool,
+        cancel_gracefully -> Bool,
         lock_version -> Integer,
         created_at -> Timestamp,
         updated_at -> Timestamp,
         queued_at -> Nullable<Timestamp>,
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        erased_at -> Nullable<Timestamp>,
     }
 }
 

@@ -1,3 +1,4 @@
 //! Services: what handlers call. They own transactions and caches; models own SQL.
 
+pub mod pipelines;
 pub mod runners;

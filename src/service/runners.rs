@@ -180,6 +180,42 @@ impl Runners {
         }
     }
 
+    /// Heartbeat from a job route (`PUT /jobs/:id`, `PATCH …/trace`): the job's runner, and
+    /// its manager with the client's IP only; throttled like [`Runners::heartbeat`].
+    pub async fn heartbeat_job(
+        &self,
+        job: &crate::db::models::Job,
+        ip: Option<String>,
+    ) -> ApiResult<()> {
+        let at = now();
+        let stale = |contacted: Option<NaiveDateTime>| {
+            contacted
+                .is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
+        };
+        let mut db = self.db.write().await?;
+        let mut conn = db.conn();
+        if let Some(runner_id) = job.runner_id {
+            if let Some(runner) = Runner::find(&mut conn, runner_id).await? {
+                if stale(runner.contacted_at) {
+                    Runner::touch(&mut conn, runner_id, at, None).await?;
+                    self.forget(runner_id);
+                }
+            }
+        }
+        if let Some(manager_id) = job.runner_manager_id {
+            RunnerManager::touch(
+                &mut conn,
+                manager_id,
+                ip.as_deref(),
+                at,
+                self.heartbeat_interval,
+            )
+            .await?;
+        }
+        crate::db::models::Job::touch(&mut conn, job.id, at).await?;
+        Ok(())
+    }
+
     /// Creates a runner with a fresh token (`glrt-` when an admin creates it).
     pub async fn create(
         &self,

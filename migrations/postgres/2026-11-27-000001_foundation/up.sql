@@ -86,6 +86,7 @@ CREATE TABLE pipelines (
     status TEXT NOT NULL DEFAULT 'created',
     ci_config TEXT NOT NULL,
     variables TEXT NOT NULL DEFAULT '[]',
+    stages TEXT NOT NULL DEFAULT '[]',
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     started_at TIMESTAMP,
@@ -113,12 +114,14 @@ CREATE TABLE jobs (
     failure_reason TEXT,
     exit_code INTEGER,
     retried BOOLEAN NOT NULL DEFAULT FALSE,
+    cancel_gracefully BOOLEAN NOT NULL DEFAULT FALSE,
     lock_version INTEGER NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     queued_at TIMESTAMP,
     started_at TIMESTAMP,
-    finished_at TIMESTAMP
+    finished_at TIMESTAMP,
+    erased_at TIMESTAMP
 );
 CREATE INDEX index_jobs_on_pipeline_id ON jobs (pipeline_id);
 CREATE INDEX index_jobs_on_project_id ON jobs (project_id);

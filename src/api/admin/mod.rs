@@ -3,6 +3,8 @@
 
 pub mod features;
 pub mod meta;
+pub mod pipelines;
+pub mod projects;
 pub mod runners;
 
 use actix_web::{HttpRequest, HttpResponse};
@@ -85,4 +87,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     meta::configure(cfg);
     runners::configure(cfg);
     features::configure(cfg);
+    projects::configure(cfg);
+    pipelines::configure(cfg);
 }

@@ -1,3 +1,5 @@
-//! The runner-facing API (`/api/v4/runners…`, later `/api/v4/jobs…`).
+//! The runner-facing API (`/api/v4/runners…`, `/api/v4/jobs…`).
 
+pub mod jobs;
+pub mod payload;
 pub mod runners;

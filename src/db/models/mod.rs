@@ -2,12 +2,16 @@
 //! backend (`C: AsyncConnection<Backend = …>` through [`crate::db_run!`]).
 
 pub mod feature_flag;
+pub mod job;
+pub mod pipeline;
 pub mod project;
 pub mod runner;
 pub mod runner_manager;
 pub mod setting;
 
 pub use feature_flag::FeatureFlag;
+pub use job::{Job, JobChanges, NewJob};
+pub use pipeline::{NewPipeline, Pipeline};
 pub use project::{NewProject, Project};
 pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
 pub use runner_manager::{ManagerHeartbeat, RunnerManager};

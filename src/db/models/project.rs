@@ -33,6 +33,9 @@ pub struct NewProject<'a> {
     pub description: Option<&'a str>,
     pub repository_url: Option<&'a str>,
     pub default_branch: &'a str,
+    pub protected_branches: String,
+    pub build_timeout: i32,
+    pub shared_runners_enabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -53,6 +56,28 @@ impl Project {
             .first(c)
             .await
             .optional())
+    }
+
+    pub async fn find_by_path(
+        conn: &mut Conn<'_>,
+        namespace: &str,
+        path: &str,
+    ) -> QueryResult<Option<Project>> {
+        db_run!(conn, |c| projects::table
+            .filter(projects::namespace_path.eq(namespace))
+            .filter(projects::path.eq(path))
+            .select(Project::as_select())
+            .first(c)
+            .await
+            .optional())
+    }
+
+    pub async fn all(conn: &mut Conn<'_>) -> QueryResult<Vec<Project>> {
+        db_run!(conn, |c| projects::table
+            .order(projects::id)
+            .select(Project::as_select())
+            .load(c)
+            .await)
     }
 
     pub async fn create(conn: &mut Conn<'_>, new: NewProject<'_>) -> QueryResult<Project> {

@@ -127,6 +127,38 @@ impl RunnerManager {
             .await)
     }
 
+    /// Records a contact (and the IP) unless the stored one is recent and the IP the same.
+    pub async fn touch(
+        conn: &mut Conn<'_>,
+        id: i64,
+        ip: Option<&str>,
+        at: NaiveDateTime,
+        interval: std::time::Duration,
+    ) -> QueryResult<()> {
+        let current: Option<(Option<NaiveDateTime>, Option<String>)> =
+            db_run!(conn, |c| runner_managers::table
+                .find(id)
+                .select((runner_managers::contacted_at, runner_managers::ip_address))
+                .first(c)
+                .await
+                .optional())?;
+        let Some((contacted_at, stored_ip)) = current else {
+            return Ok(());
+        };
+        let recent = contacted_at.is_some_and(|c| (at - c).to_std().unwrap_or_default() < interval);
+        if recent && stored_ip.as_deref() == ip {
+            return Ok(());
+        }
+        db_run!(conn, |c| diesel::update(runner_managers::table.find(id))
+            .set((
+                runner_managers::contacted_at.eq(at),
+                runner_managers::ip_address.eq(ip)
+            ))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
     pub async fn for_runner(
         conn: &mut Conn<'_>,
         runner_id: i64,

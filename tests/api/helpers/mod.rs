@@ -66,6 +66,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn long_poll_timeout(mut self, seconds: u64) -> Self {
+        self.args.long_poll_timeout = Some(seconds);
+        self
+    }
+
     pub fn without_registration_token(mut self) -> Self {
         self.args.registration_token = None;
         self
@@ -94,6 +99,7 @@ impl TestAppBuilder {
                 .build()
                 .expect("client"),
             db: runway.state.db.clone(),
+            state: runway.state.clone(),
             handle,
             _dir: dir,
         }
@@ -126,6 +132,7 @@ pub struct TestApp {
     pub backend: Backend,
     pub client: Client,
     pub db: DbPool,
+    pub state: actix_web::web::Data<runway::AppState>,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
 }
@@ -175,7 +182,9 @@ impl TestApp {
                 listen: Some("127.0.0.1:0".parse().expect("address")),
                 admin_token: Some(ADMIN_TOKEN.into()),
                 registration_token: Some(REGISTRATION_TOKEN.into()),
-                database_pool_size: Some(4),
+                database_pool_size: Some(8),
+                // Tests that want held polls ask for them; the rest answer at once.
+                long_poll_timeout: Some(0),
                 workers: Some(2),
                 ..Default::default()
             },
@@ -286,4 +295,139 @@ impl TestApp {
         let mut db = self.db.write().await.expect("connection");
         runway::db_run!(&mut db.conn(), |c| diesel::sql_query(sql).execute(c).await).expect("sql");
     }
+}
+
+/// Every feature a v19 runner with the shell executor advertises (client reference §3).
+pub fn shell_features() -> Value {
+    serde_json::json!({
+        "variables": true, "image": false, "services": false, "artifacts": true, "cache": true,
+        "fallback_cache_keys": true, "shared": true, "upload_multiple_artifacts": true,
+        "upload_raw_artifacts": true, "session": true, "terminal": true, "refspecs": true,
+        "masking": true, "proxy": false, "raw_variables": true, "artifacts_exclude": true,
+        "multi_build_steps": true, "trace_reset": true, "trace_checksum": true, "trace_size": true,
+        "vault_secrets": true, "cancelable": true, "return_exit_code": true,
+        "service_variables": false, "service_multiple_aliases": false, "image_executor_opts": false,
+        "service_executor_opts": false, "cancel_gracefully": true, "native_steps_integration": true,
+        "two_phase_job_commit": true, "job_inputs": true,
+    })
+}
+
+impl TestApp {
+    /// Creates a project through the admin API; returns its id.
+    pub async fn create_project(&self, body: Value) -> i64 {
+        let reply = self
+            .send(self.admin(Method::POST, "/api/v4/projects").json(&body))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json()["id"].as_i64().expect("id")
+    }
+
+    /// `POST /projects/:id/pipeline` with `ci_config`.
+    pub async fn create_pipeline(&self, project_id: i64, ref_: &str, yaml: &str) -> Reply {
+        self.send(
+            self.admin(
+                Method::POST,
+                &format!("/api/v4/projects/{project_id}/pipeline"),
+            )
+            .json(&serde_json::json!({ "ref": ref_, "ci_config": yaml })),
+        )
+        .await
+    }
+
+    /// Creates a pipeline that must be accepted; returns its id.
+    pub async fn pipeline(&self, project_id: i64, yaml: &str) -> i64 {
+        let reply = self.create_pipeline(project_id, "main", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json()["id"].as_i64().expect("id")
+    }
+
+    /// `POST /jobs/request` as a v19 shell runner.
+    pub async fn request_job(&self, runner_token: &str) -> Reply {
+        self.request_job_with(runner_token, serde_json::json!({}))
+            .await
+    }
+
+    pub async fn request_job_with(&self, runner_token: &str, extra: Value) -> Reply {
+        let mut body = serde_json::json!({
+            "token": runner_token,
+            "system_id": "s_000000000001",
+            "info": { "name": "gitlab-runner", "version": "19.4.0", "executor": "shell", "features": shell_features() },
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        self.send(
+            self.request(Method::POST, "/api/v4/jobs/request")
+                .header("Runner-Token", runner_token)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Polls until a job comes; returns the payload.
+    pub async fn take_job(&self, runner_token: &str) -> Value {
+        let reply = self.request_job(runner_token).await;
+        assert_eq!(
+            reply.status, 201,
+            "expected a job: {} {}",
+            reply.status, reply.text
+        );
+        reply.json()
+    }
+
+    /// `PUT /jobs/:id` as the runner sends it.
+    pub async fn update_job(&self, job: &Value, body: Value) -> Reply {
+        let token = job["token"].as_str().expect("token");
+        let mut body = body;
+        body["token"] = Value::String(token.to_string());
+        self.send(
+            self.request(Method::PUT, &format!("/api/v4/jobs/{}", job["id"]))
+                .header("Job-Token", token)
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `(name, status)` of the latest jobs of a pipeline.
+    pub async fn job_statuses(&self, project_id: i64, pipeline_id: i64) -> Vec<(String, String)> {
+        let reply = self
+            .send(self.admin(
+                Method::GET,
+                &format!("/api/v4/projects/{project_id}/pipelines/{pipeline_id}/jobs?per_page=100"),
+            ))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply
+            .json()
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|j| {
+                (
+                    j["name"].as_str().unwrap_or("").to_string(),
+                    j["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn pipeline_status(&self, project_id: i64, pipeline_id: i64) -> String {
+        let reply = self
+            .send(self.admin(
+                Method::GET,
+                &format!("/api/v4/projects/{project_id}/pipelines/{pipeline_id}"),
+            ))
+            .await;
+        reply.json()["status"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// `[("a", "pending"), …]` from string pairs, for comparisons.
+pub fn statuses(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }

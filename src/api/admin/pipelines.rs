@@ -1,0 +1,286 @@
+//! Pipelines and jobs of a project through the admin API.
+
+use std::collections::HashMap;
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use crate::api::admin::page_of;
+use crate::api::admin::projects::{find_project, job_json, pipeline_json};
+use crate::api::params::params_of;
+use crate::api::path_id;
+use crate::auth::AdminAuth;
+use crate::db::models::{Job, Pipeline, Project, Runner};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+async fn find_pipeline(state: &AppState, project: &Project, raw: &str) -> ApiResult<Pipeline> {
+    let id = path_id(raw, "pipeline_id")?;
+    let mut db = state.db.read().await?;
+    let found = Pipeline::find(&mut db.conn(), id).await?;
+    found
+        .filter(|p| p.project_id == project.id)
+        .ok_or_else(|| ApiError::not_found("Pipeline"))
+}
+
+async fn find_job(state: &AppState, project: &Project, raw: &str) -> ApiResult<Job> {
+    let id = path_id(raw, "job_id")?;
+    let mut db = state.db.read().await?;
+    let found = Job::find(&mut db.conn(), id).await?;
+    found
+        .filter(|j| j.project_id == project.id)
+        .ok_or_else(|| ApiError::not_found("Job"))
+}
+
+/// Jobs as JSON, with their pipelines and runners looked up once each.
+async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResult<Vec<Value>> {
+    let mut db = state.db.read().await?;
+    let mut conn = db.conn();
+    let mut pipelines: HashMap<i64, Pipeline> = HashMap::new();
+    let mut runners: HashMap<i64, Option<Runner>> = HashMap::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if !pipelines.contains_key(&job.pipeline_id) {
+            if let Some(p) = Pipeline::find(&mut conn, job.pipeline_id).await? {
+                pipelines.insert(p.id, p);
+            }
+        }
+        if let Some(runner_id) = job.runner_id {
+            if let std::collections::hash_map::Entry::Vacant(slot) = runners.entry(runner_id) {
+                slot.insert(Runner::find(&mut conn, runner_id).await?);
+            }
+        }
+        let Some(pipeline) = pipelines.get(&job.pipeline_id) else {
+            continue;
+        };
+        let runner = job
+            .runner_id
+            .and_then(|id| runners.get(&id).cloned().flatten());
+        out.push(job_json(
+            job,
+            pipeline,
+            project,
+            runner.as_ref(),
+            &state.settings.external_url,
+        ));
+    }
+    Ok(out)
+}
+
+/// A project's pipelines, newest first.
+#[utoipa::path(tag = "pipelines", operation_id = "list_pipelines", params(("id" = String, Path)),
+    security(("private_token" = [])), responses((status = 200, description = "pipelines"), (status = 404, description = "no such project")))]
+#[get("/projects/{id}/pipelines")]
+pub async fn list_pipelines(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let page = page_of(&params_of(&req)?)?;
+    let mut db = state.db.read().await?;
+    let pipelines = Pipeline::for_project(&mut db.conn(), project.id).await?;
+    let items: Vec<Value> = pipelines
+        .iter()
+        .map(|p| pipeline_json(p, &project, &state.settings.external_url))
+        .collect();
+    Ok(page.respond(&req, items))
+}
+
+/// One pipeline.
+#[utoipa::path(tag = "pipelines", operation_id = "get_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 200, description = "the pipeline"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}")]
+pub async fn get_pipeline(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    Ok(HttpResponse::Ok().json(pipeline_json(
+        &pipeline,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
+/// The latest try of each job of a pipeline (`include_retried=true`: all tries).
+#[utoipa::path(tag = "pipelines", operation_id = "list_pipeline_jobs", params(("id" = String, Path), ("pipeline_id" = i64, Path),
+    ("include_retried" = Option<bool>, Query), ("scope" = Option<String>, Query, description = "a status, or several as scope[]")),
+    security(("private_token" = [])), responses((status = 200, description = "jobs"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}/jobs")]
+pub async fn list_pipeline_jobs(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let params = params_of(&req)?;
+    let page = page_of(&params)?;
+    let mut check = crate::api::params::Check::new(&params);
+    let include_retried = check.bool("include_retried").unwrap_or(false);
+    let scope = check.tags("scope").unwrap_or_default();
+    check.finish()?;
+    let all = {
+        let mut db = state.db.read().await?;
+        Job::for_pipeline(&mut db.conn(), pipeline.id).await?
+    };
+    let jobs: Vec<Job> = all
+        .into_iter()
+        .filter(|j| include_retried || !j.retried)
+        .filter(|j| scope.is_empty() || scope.iter().any(|s| s == j.status.as_str()))
+        .collect();
+    Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
+}
+
+/// Cancel every unfinished job of a pipeline.
+#[utoipa::path(tag = "pipelines", operation_id = "cancel_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the pipeline"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/pipelines/{pipeline_id}/cancel")]
+pub async fn cancel_pipeline(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let pipeline = state.pipelines.cancel_pipeline(pipeline.id).await?;
+    Ok(HttpResponse::Created().json(pipeline_json(
+        &pipeline,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
+/// Retry the failed and canceled jobs of a pipeline.
+#[utoipa::path(tag = "pipelines", operation_id = "retry_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the pipeline"), (status = 403, description = "nothing to retry"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/pipelines/{pipeline_id}/retry")]
+pub async fn retry_pipeline(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let pipeline = state.pipelines.retry_pipeline(pipeline.id).await?;
+    Ok(HttpResponse::Created().json(pipeline_json(
+        &pipeline,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
+/// A project's jobs, newest first.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "list_jobs", params(("id" = String, Path)),
+    security(("private_token" = [])), responses((status = 200, description = "jobs"), (status = 404, description = "no such project")))]
+#[get("/projects/{id}/jobs")]
+pub async fn list_jobs(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let page = page_of(&params_of(&req)?)?;
+    let jobs = {
+        let mut db = state.db.read().await?;
+        Job::for_project(&mut db.conn(), project.id).await?
+    };
+    Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
+}
+
+/// One job.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "get_job", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 200, description = "the job"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/jobs/{job_id}")]
+pub async fn get_job(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, job_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let job = find_job(&state, &project, &job_id).await?;
+    let mut json = jobs_json(&state, &project, std::slice::from_ref(&job)).await?;
+    Ok(HttpResponse::Ok().json(json.pop()))
+}
+
+async fn job_action(
+    state: &AppState,
+    path: (String, String),
+    action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Job>,
+) -> ApiResult<HttpResponse> {
+    let (id, job_id) = path;
+    let project = find_project(state, &id).await?;
+    let job = find_job(state, &project, &job_id).await?;
+    let job = action(state, job.id).await?;
+    let mut json = jobs_json(state, &project, std::slice::from_ref(&job)).await?;
+    Ok(HttpResponse::Created().json(json.pop()))
+}
+
+/// Cancel a job (running jobs of runners that cancel gracefully go through `canceling`).
+#[utoipa::path(tag = "jobs (admin)", operation_id = "cancel_job", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the job"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/jobs/{job_id}/cancel")]
+pub async fn cancel_job(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    job_action(&state, path.into_inner(), async |s, id| {
+        s.pipelines.cancel_job(id).await
+    })
+    .await
+}
+
+/// Retry a finished job: answers the new try.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "retry_job", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the new job"), (status = 403, description = "not retryable"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/jobs/{job_id}/retry")]
+pub async fn retry_job(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    job_action(&state, path.into_inner(), async |s, id| {
+        s.pipelines.retry_job(id).await
+    })
+    .await
+}
+
+/// Start a manual job.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "play_job", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the job"), (status = 403, description = "not playable"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/jobs/{job_id}/play")]
+pub async fn play_job(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    job_action(&state, path.into_inner(), async |s, id| {
+        s.pipelines.play_job(id).await
+    })
+    .await
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(list_pipelines)
+        .service(get_pipeline)
+        .service(list_pipeline_jobs)
+        .service(cancel_pipeline)
+        .service(retry_pipeline)
+        .service(list_jobs)
+        .service(get_job)
+        .service(cancel_job)
+        .service(retry_job)
+        .service(play_job);
+}

@@ -1,0 +1,396 @@
+//! Projects, pipelines and jobs through the admin API, with GitLab's REST shapes
+//! (`API::Entities::Project`, `Ci::Pipeline`, `Ci::Job`), so python-gitlab works unchanged.
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use chrono::NaiveDateTime;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use crate::api::admin::page_of;
+use crate::api::format_time;
+use crate::api::params::{params_of, Check, FromParams, Params, Validated};
+use crate::api::runner::payload::slug;
+use crate::auth::AdminAuth;
+use crate::db::enums::JobStatus;
+use crate::db::models::{now, Job, NewProject, Pipeline, Project, Runner};
+use crate::error::{ApiError, ApiResult};
+use crate::service::pipelines::{NewPipelineRequest, PipelineVariable};
+use crate::AppState;
+
+fn time(t: &Option<NaiveDateTime>) -> Value {
+    t.as_ref().map_or(Value::Null, |t| json!(format_time(t)))
+}
+
+fn duration(start: &Option<NaiveDateTime>, end: &Option<NaiveDateTime>) -> Value {
+    match (start, end) {
+        (Some(s), Some(e)) => json!((*e - *s).num_milliseconds() as f64 / 1000.0),
+        (Some(s), None) => json!((now() - *s).num_milliseconds() as f64 / 1000.0),
+        _ => Value::Null,
+    }
+}
+
+pub fn project_json(p: &Project, base: &str) -> Value {
+    let web_url = format!("{base}/{}", p.path_with_namespace());
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "path": p.path,
+        "name_with_namespace": p.name_with_namespace(),
+        "path_with_namespace": p.path_with_namespace(),
+        "description": p.description,
+        "default_branch": p.default_branch,
+        "visibility": "private",
+        "http_url_to_repo": p.repository_url,
+        "web_url": web_url,
+        "namespace": { "id": 1, "name": p.namespace_path, "path": p.namespace_path, "kind": "group", "full_path": p.namespace_path },
+        "shared_runners_enabled": p.shared_runners_enabled,
+        "build_timeout": p.build_timeout,
+        "protected_branches": serde_json::from_str::<Value>(&p.protected_branches).unwrap_or(json!([])),
+        "created_at": format_time(&p.created_at),
+        "last_activity_at": format_time(&p.updated_at),
+    })
+}
+
+pub fn pipeline_json(p: &Pipeline, project: &Project, base: &str) -> Value {
+    json!({
+        "id": p.id,
+        "iid": p.id,
+        "project_id": p.project_id,
+        "sha": p.sha,
+        "ref": p.ref_,
+        "status": p.status,
+        "source": p.source,
+        "before_sha": p.before_sha,
+        "tag": p.tag,
+        "yaml_errors": null,
+        "created_at": format_time(&p.created_at),
+        "updated_at": format_time(&p.updated_at),
+        "started_at": time(&p.started_at),
+        "finished_at": time(&p.finished_at),
+        "committed_at": null,
+        "duration": duration(&p.started_at, &p.finished_at).as_f64().map(|d| d.round() as i64),
+        "queued_duration": null,
+        "coverage": null,
+        "web_url": format!("{base}/{}/-/pipelines/{}", project.path_with_namespace(), p.id),
+        "user": user_json(base),
+        "detailed_status": { "text": p.status, "label": p.status, "group": p.status },
+    })
+}
+
+fn user_json(base: &str) -> Value {
+    json!({ "id": 1, "username": "root", "name": "Administrator", "state": "active", "web_url": format!("{base}/root") })
+}
+
+pub fn job_json(
+    j: &Job,
+    pipeline: &Pipeline,
+    project: &Project,
+    runner: Option<&Runner>,
+    base: &str,
+) -> Value {
+    let mut value = json!({
+        "id": j.id,
+        "status": j.status,
+        "stage": j.stage,
+        "name": j.name,
+        "ref": pipeline.ref_,
+        "tag": pipeline.tag,
+        "coverage": null,
+        "allow_failure": j.allow_failure,
+        "created_at": format_time(&j.created_at),
+        "started_at": time(&j.started_at),
+        "finished_at": time(&j.finished_at),
+        "erased_at": time(&j.erased_at),
+        "duration": duration(&j.started_at, &j.finished_at),
+        "queued_duration": j.queued_at.map(|q| (j.started_at.unwrap_or_else(now) - q).num_milliseconds() as f64 / 1000.0),
+        "user": user_json(base),
+        "commit": { "id": pipeline.sha, "short_id": pipeline.sha.chars().take(8).collect::<String>(), "title": "" },
+        "pipeline": {
+            "id": pipeline.id, "iid": pipeline.id, "project_id": pipeline.project_id, "sha": pipeline.sha,
+            "ref": pipeline.ref_, "status": pipeline.status, "source": pipeline.source,
+            "created_at": format_time(&pipeline.created_at), "updated_at": format_time(&pipeline.updated_at),
+            "web_url": format!("{base}/{}/-/pipelines/{}", project.path_with_namespace(), pipeline.id),
+        },
+        "web_url": format!("{base}/{}/-/jobs/{}", project.path_with_namespace(), j.id),
+        "project": { "ci_job_token_scope_enabled": false },
+        "artifacts": [],
+        "artifacts_expire_at": null,
+        "tag_list": j.tags(),
+        "when": j.when_,
+        "retried": j.retried,
+        "exit_code": j.exit_code,
+        "runner": runner.map(|r| json!({
+            "id": r.id, "description": r.description, "active": !r.paused, "paused": r.paused,
+            "is_shared": r.runner_type == crate::db::enums::RunnerType::Instance,
+            "runner_type": r.runner_type, "name": r.name,
+        })),
+    });
+    if j.status == JobStatus::Failed {
+        value["failure_reason"] = json!(j.failure_reason);
+    }
+    value
+}
+
+/// Params of `POST /projects`.
+#[derive(Debug, ToSchema)]
+pub struct CreateProjectParams {
+    pub name: Option<String>,
+    pub path: Option<String>,
+    /// Namespace path (default `root`).
+    pub namespace: Option<String>,
+    pub description: Option<String>,
+    /// The URL runners clone (shown as `http_url_to_repo`): a path, `file://` or http(s).
+    pub repository_url: Option<String>,
+    pub default_branch: Option<String>,
+    /// Branches protected besides the default branch.
+    pub protected_branches: Option<Vec<String>>,
+    pub build_timeout: Option<i64>,
+    pub shared_runners_enabled: Option<bool>,
+}
+
+impl FromParams for CreateProjectParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = CreateProjectParams {
+            name: c.str_max("name", 255),
+            path: c.str_max("path", 255),
+            namespace: c.str_max("namespace", 255),
+            description: c.str_max("description", 2000),
+            repository_url: c.str_max("repository_url", 2048),
+            default_branch: c.str_max("default_branch", 255),
+            protected_branches: c.tags("protected_branches"),
+            build_timeout: c.int("build_timeout").flatten(),
+            shared_runners_enabled: c.bool("shared_runners_enabled"),
+        };
+        c.finish()?;
+        if p.name.is_none() && p.path.is_none() {
+            return Err(ApiError::InvalidParams(
+                "name, path are missing, at least one parameter must be provided".into(),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// Create a project.
+#[utoipa::path(tag = "projects", operation_id = "create_project",
+    request_body(content = CreateProjectParams, content_type = "application/json"),
+    security(("private_token" = [])),
+    responses((status = 201, description = "the project"), (status = 400, description = "invalid params or path taken"),
+              (status = 401, description = "no or wrong admin token")))]
+#[post("/projects")]
+pub async fn create_project(
+    _admin: AdminAuth,
+    params: Validated<CreateProjectParams>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let p = params.0;
+    let name = p.name.clone().or(p.path.clone()).unwrap_or_default();
+    let path = p.path.clone().unwrap_or_else(|| slug(&name));
+    let namespace = p.namespace.clone().unwrap_or_else(|| "root".into());
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !s.starts_with(['-', '.'])
+    };
+    if !valid(&path) || !namespace.split('/').all(valid) {
+        return Err(ApiError::validation(
+            "path",
+            "can contain only letters, digits, '_', '-' and '.'. Cannot start with '-' or '.'",
+        ));
+    }
+    if p.build_timeout
+        .is_some_and(|t| !(600..=2_592_000).contains(&t))
+    {
+        return Err(ApiError::validation(
+            "build_timeout",
+            "needs to be between 10 minutes and 1 month",
+        ));
+    }
+    let at = now();
+    let mut db = state.db.write().await?;
+    let mut conn = db.conn();
+    if Project::find_by_path(&mut conn, &namespace, &path)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Validation(
+            json!({ "name": ["has already been taken"], "path": ["has already been taken"] }),
+        ));
+    }
+    let project = Project::create(
+        &mut conn,
+        NewProject {
+            name: &name,
+            path: &path,
+            namespace_path: &namespace,
+            description: p.description.as_deref(),
+            repository_url: p.repository_url.as_deref(),
+            default_branch: p.default_branch.as_deref().unwrap_or("main"),
+            protected_branches: json!(p.protected_branches.unwrap_or_default()).to_string(),
+            build_timeout: p.build_timeout.unwrap_or(3600) as i32,
+            shared_runners_enabled: p.shared_runners_enabled.unwrap_or(true),
+            created_at: at,
+            updated_at: at,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(project_json(&project, &state.settings.external_url)))
+}
+
+/// A project by id or URL-encoded `namespace/path`.
+pub async fn find_project(state: &AppState, raw: &str) -> ApiResult<Project> {
+    let mut db = state.db.read().await?;
+    let mut conn = db.conn();
+    let found = match raw.parse::<i64>() {
+        Ok(id) => Project::find(&mut conn, id).await?,
+        Err(_) => {
+            let decoded = raw.replace("%2F", "/").replace("%2f", "/");
+            match decoded.rsplit_once('/') {
+                Some((ns, path)) => Project::find_by_path(&mut conn, ns, path).await?,
+                None => None,
+            }
+        }
+    };
+    found.ok_or_else(|| ApiError::not_found("Project"))
+}
+
+/// All projects.
+#[utoipa::path(tag = "projects", operation_id = "list_projects", security(("private_token" = [])),
+    responses((status = 200, description = "projects"), (status = 401, description = "no or wrong admin token")))]
+#[get("/projects")]
+pub async fn list_projects(
+    _admin: AdminAuth,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let page = page_of(&params_of(&req)?)?;
+    let mut db = state.db.read().await?;
+    let projects = Project::all(&mut db.conn()).await?;
+    let items: Vec<Value> = projects
+        .iter()
+        .map(|p| project_json(p, &state.settings.external_url))
+        .collect();
+    Ok(page.respond(&req, items))
+}
+
+/// One project.
+#[utoipa::path(tag = "projects", operation_id = "get_project", params(("id" = String, Path, description = "id or URL-encoded path")),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the project"), (status = 404, description = "no such project")))]
+#[get("/projects/{id}")]
+pub async fn get_project(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(project_json(&project, &state.settings.external_url)))
+}
+
+/// Params of `POST /projects/:id/pipeline`.
+#[derive(Debug, ToSchema)]
+pub struct CreatePipelineParams {
+    /// Branch or tag name.
+    #[schema(rename = "ref")]
+    pub ref_: String,
+    pub sha: Option<String>,
+    /// `[{key, value, variable_type}]`.
+    pub variables: Vec<PipelineVariable>,
+    /// Runway: the `.gitlab-ci.yml` text of this pipeline.
+    pub ci_config: Option<String>,
+}
+
+impl FromParams for CreatePipelineParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let ref_ = c.required_str("ref");
+        let sha = c.str_max("sha", 64);
+        let ci_config = c.str("ci_config");
+        let variables = match params.get("variables") {
+            None => Some(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(pipeline_variable).collect(),
+            Some(_) => None,
+        };
+        let variables = variables.unwrap_or_else(|| {
+            c.invalid("variables");
+            Vec::new()
+        });
+        c.finish()?;
+        Ok(CreatePipelineParams {
+            ref_,
+            sha,
+            variables,
+            ci_config,
+        })
+    }
+}
+
+/// One `{key, value, variable_type}` entry; `None` when it is not one.
+fn pipeline_variable(v: &Value) -> Option<PipelineVariable> {
+    let key = v.get("key")?.as_str()?.to_string();
+    let value = match v.get("value") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        None | Some(Value::Null) => String::new(),
+        _ => return None,
+    };
+    Some(PipelineVariable { key, value })
+}
+
+/// Create a pipeline from `ci_config` (Runway) at `ref`.
+#[utoipa::path(tag = "pipelines", operation_id = "create_pipeline", params(("id" = String, Path)),
+    request_body(content = CreatePipelineParams, content_type = "application/json"),
+    security(("private_token" = [])),
+    responses((status = 201, description = "the pipeline"),
+              (status = 400, description = "invalid params, or the configuration is refused: {\"message\":{\"base\":[…]}}"),
+              (status = 404, description = "no such project")))]
+#[post("/projects/{id}/pipeline")]
+pub async fn create_pipeline(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    params: Validated<CreatePipelineParams>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let p = params.0;
+    let Some(ci_config) = p.ci_config else {
+        return Err(ApiError::bad_request(
+            "ci_config is missing: reading .gitlab-ci.yml from the project's repository is not supported yet",
+        ));
+    };
+    let sha = p.sha.unwrap_or_else(|| {
+        let digest = crate::auth::tokens::TokenDigest::of(&format!(
+            "{}\n{}\n{ci_config}",
+            project.id, p.ref_
+        ));
+        digest.to_hex()[..40].to_string()
+    });
+    let pipeline = state
+        .pipelines
+        .create(
+            &project,
+            NewPipelineRequest {
+                ref_: p.ref_,
+                sha,
+                variables: p.variables,
+                ci_config,
+                source: "api".into(),
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(pipeline_json(
+        &pipeline,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(create_project)
+        .service(list_projects)
+        .service(get_project)
+        .service(create_pipeline);
+}

@@ -1,0 +1,192 @@
+//! `/api/v4/jobs…` ‹lib/api/ci/runner.rb›: request a job, update its state.
+
+use actix_web::http::StatusCode;
+use actix_web::{post, put, web, HttpResponse};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::api::params::{Check, FromParams, Params, Validated};
+use crate::api::runner::payload::{self, JobPayload, PayloadContext};
+use crate::auth::{JobAuth, Polling, RunnerAuth};
+use crate::db::enums::JobStatus;
+use crate::error::{ApiError, ApiResult, JOB_STATUS_HEADER};
+use crate::queue::Polled;
+use crate::service::pipelines::JobOutcome;
+use crate::AppState;
+
+pub const LAST_UPDATE_HEADER: &str = "X-GitLab-Last-Update";
+pub const TRACE_UPDATE_INTERVAL_HEADER: &str = "X-GitLab-Trace-Update-Interval";
+
+/// Params of `POST /jobs/request`.
+#[derive(Debug, ToSchema)]
+pub struct JobRequestParams {
+    pub token: String,
+    pub system_id: Option<String>,
+    /// The last `X-GitLab-Last-Update` the runner saw.
+    pub last_update: Option<String>,
+    /// `{name, version, revision, platform, architecture, executor, features, config, labels}`.
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<Map<String, Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub session: Option<Map<String, Value>>,
+}
+
+impl FromParams for JobRequestParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = JobRequestParams {
+            token: c.required_str("token"),
+            system_id: c.str("system_id"),
+            last_update: c.str("last_update"),
+            info: c.object("info"),
+            session: c.object("session"),
+        };
+        c.finish()?;
+        Ok(p)
+    }
+}
+
+/// Ask for a job. 201 with the job, or 204 with `X-GitLab-Last-Update`; a poll whose
+/// `last_update` is current is held until a job arrives or the hold ends.
+#[utoipa::path(
+    tag = "jobs",
+    operation_id = "request_job",
+    request_body(content = JobRequestParams, content_type = "application/json"),
+    security(("runner_token" = [])),
+    responses(
+        (status = 201, body = JobPayload, description = "a job for this runner"),
+        (status = 204, description = "no job", headers(("X-GitLab-Last-Update" = String, description = "queue version to send back as last_update"))),
+        (status = 400, description = "token missing"),
+        (status = 403, description = "unknown or expired runner token"),
+    )
+)]
+#[post("/jobs/request")]
+pub async fn request_job(
+    params: Validated<JobRequestParams>,
+    auth: RunnerAuth<Polling>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let params = params.0;
+    let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
+    let features = params
+        .info
+        .as_ref()
+        .and_then(|i| i.get("features"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    match state
+        .dispatcher
+        .request(
+            &auth.runner,
+            manager,
+            &features,
+            params.last_update.as_deref(),
+        )
+        .await?
+    {
+        Polled::Assigned(assignment) => {
+            let ctx = PayloadContext {
+                external_url: &state.settings.external_url,
+            };
+            let body = payload::build(&assignment, &auth.runner, &ctx);
+            Ok(HttpResponse::Created().json(body))
+        }
+        Polled::Empty { last_update } => Ok(HttpResponse::NoContent()
+            .insert_header((LAST_UPDATE_HEADER, last_update))
+            .finish()),
+    }
+}
+
+/// Params of `PUT /jobs/:id`.
+#[derive(Debug, ToSchema)]
+pub struct UpdateJobParams {
+    /// The job token (required as a param; the header alone is not enough).
+    pub token: String,
+    /// `running`, `success` or `failed`.
+    pub state: Option<String>,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i64>,
+    /// Deprecated form of `output.checksum`.
+    pub checksum: Option<String>,
+    /// `{checksum, bytesize}` of the log as the runner sent it.
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Map<String, Value>>,
+}
+
+impl FromParams for UpdateJobParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = UpdateJobParams {
+            token: c.required_str("token"),
+            state: c.str("state"),
+            failure_reason: c.str("failure_reason"),
+            exit_code: c.int("exit_code").flatten(),
+            checksum: c.str("checksum"),
+            output: c.object("output"),
+        };
+        c.finish()?;
+        Ok(p)
+    }
+}
+
+fn job_response(status: StatusCode, job_status: JobStatus, interval: Option<u64>) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response.insert_header((JOB_STATUS_HEADER, job_status.as_str()));
+    if let Some(seconds) = interval {
+        response.insert_header((TRACE_UPDATE_INTERVAL_HEADER, seconds.to_string()));
+    }
+    // GitLab's body is the status code as text; the runner does not read it.
+    response
+        .content_type("text/plain")
+        .body(status.as_u16().to_string())
+}
+
+/// Report a job's state: `running` (keep-alive), `success` or `failed`. Answers with the
+/// job's status in `Job-Status` (`canceling` asks the runner to cancel gracefully).
+#[utoipa::path(
+    tag = "jobs",
+    operation_id = "update_job",
+    params(("id" = i64, Path)),
+    request_body(content = UpdateJobParams, content_type = "application/json"),
+    security(("job_token" = [])),
+    responses(
+        (status = 200, description = "state recorded", headers(
+            ("Job-Status" = String, description = "the job's status after the update"),
+            ("X-GitLab-Trace-Update-Interval" = String, description = "seconds between trace updates"))),
+        (status = 400, description = "token missing or state unknown"),
+        (status = 403, description = "wrong token, or the job is not running", headers(("Job-Status" = String))),
+    )
+)]
+#[put("/jobs/{id}")]
+pub async fn update_job(
+    params: Validated<UpdateJobParams>,
+    auth: JobAuth,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let p = params.0;
+    let job = auth.job;
+    let interval = Some(state.settings.trace_update_interval.as_secs());
+    let outcome = match p.state.as_deref() {
+        Some("running") => return Ok(job_response(StatusCode::OK, job.status, interval)),
+        Some("success") => JobOutcome {
+            success: true,
+            failure_reason: None,
+            exit_code: None,
+        },
+        Some("failed") => JobOutcome {
+            success: false,
+            failure_reason: p.failure_reason,
+            exit_code: p
+                .exit_code
+                .map(|c| c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+        },
+        _ => return Ok(job_response(StatusCode::BAD_REQUEST, job.status, None)),
+    };
+    let finished = state.pipelines.finish(job.id, outcome).await?;
+    Ok(job_response(StatusCode::OK, finished.status, None))
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(request_job).service(update_job);
+}

@@ -1,0 +1,400 @@
+//! The job payload of `201 POST /jobs/request` (reference §10), with the types exactly as
+//! the Go runner decodes them: a decode failure loses the job (client reference §0).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::ci::config::{ImageSpec, JobSpec};
+use crate::db::enums::RunnerType;
+use crate::db::models::{now, Job, Runner};
+use crate::queue::Assignment;
+use crate::service::pipelines::{pipeline_variables, FAILURE_REASONS};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPayload {
+    pub id: i64,
+    pub token: String,
+    pub allow_git_fetch: bool,
+    #[schema(value_type = Object)]
+    pub job_info: Value,
+    #[schema(value_type = Object)]
+    pub git_info: Value,
+    #[schema(value_type = Object)]
+    pub runner_info: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub variables: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub steps: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub hooks: Vec<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub image: Option<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub services: Vec<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub artifacts: Option<Vec<Value>>,
+    #[schema(value_type = Vec<Object>)]
+    pub cache: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub credentials: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub dependencies: Vec<Value>,
+    #[schema(value_type = Object)]
+    pub features: Value,
+}
+
+/// What the payload needs from the server's settings.
+pub struct PayloadContext<'a> {
+    pub external_url: &'a str,
+}
+
+fn var(key: &str, value: impl Into<String>, public: bool) -> Value {
+    json!({ "key": key, "value": value.into(), "public": public, "masked": false })
+}
+
+/// GitLab's `CI_COMMIT_REF_SLUG`: lower case, non-alphanumerics to `-`, at most 63 chars,
+/// no leading or trailing `-`.
+pub fn slug(text: &str) -> String {
+    let lowered: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let cut: String = lowered.chars().take(63).collect();
+    cut.trim_matches('-').to_string()
+}
+
+fn image_json(image: &ImageSpec, service: bool) -> Value {
+    let mut value = json!({
+        "name": image.name,
+        "entrypoint": image.entrypoint,
+        "ports": [],
+        "executor_opts": {},
+        "pull_policy": image.pull_policy,
+    });
+    if service {
+        value["alias"] = json!(image.alias.clone().unwrap_or_default());
+        value["command"] = json!(image.command);
+        value["variables"] = if image.variables.is_empty() {
+            Value::Null
+        } else {
+            json!(image
+                .variables
+                .iter()
+                .map(|v| json!({ "key": v.key, "value": v.value }))
+                .collect::<Vec<_>>())
+        };
+    }
+    value
+}
+
+/// The job's timeout as sent to the runner: the job's (or project's) timeout, capped by
+/// the runner's `maximum_timeout` (reference §20.1).
+pub fn timeout_for(job: &Job, runner: &Runner) -> i64 {
+    let job_timeout = i64::from(job.timeout.unwrap_or(3600));
+    match runner.maximum_timeout {
+        Some(max) => job_timeout.min(i64::from(max)),
+        None => job_timeout,
+    }
+}
+
+pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPayload {
+    let job = &a.job;
+    let pipeline = &a.pipeline;
+    let project = &a.project;
+    let spec: JobSpec = job.spec();
+    let timeout = timeout_for(job, runner);
+    let server = ctx.external_url.trim_end_matches('/');
+    let project_path = project.path_with_namespace();
+    let project_url = format!("{server}/{project_path}");
+    let (host, port, protocol) = split_url(server);
+    let repo_url = project.repository_url.clone().unwrap_or_default();
+    let sha = pipeline.sha.clone();
+    let depth: i64 = spec
+        .variables
+        .iter()
+        .find(|v| v.key == "GIT_DEPTH")
+        .and_then(|v| v.value.parse().ok())
+        .unwrap_or(20);
+    let ref_type = if pipeline.tag { "tag" } else { "branch" };
+    // GitLab also fetches `refs/pipelines/<id>`, which exists only in its own repositories;
+    // Runway's repositories live elsewhere, so only branch and tag refs are fetched.
+    let refspecs: Vec<String> = if depth > 0 {
+        if pipeline.tag {
+            vec![format!("+refs/tags/{0}:refs/tags/{0}", pipeline.ref_)]
+        } else {
+            vec![format!(
+                "+refs/heads/{0}:refs/remotes/origin/{0}",
+                pipeline.ref_
+            )]
+        }
+    } else {
+        vec![
+            "+refs/heads/*:refs/remotes/origin/*".into(),
+            "+refs/tags/*:refs/tags/*".into(),
+        ]
+    };
+
+    let started_at = job
+        .started_at
+        .map(|t| crate::api::format_time(&t))
+        .unwrap_or_default();
+    let mut variables = vec![
+        var("CI", "true", true),
+        var("GITLAB_CI", "true", true),
+        var("CI_SERVER_URL", server, true),
+        var("CI_SERVER_HOST", host.clone(), true),
+        var("CI_SERVER_PORT", port.to_string(), true),
+        var("CI_SERVER_PROTOCOL", protocol.clone(), true),
+        var("CI_SERVER_NAME", "GitLab", true),
+        var(
+            "CI_SERVER_VERSION",
+            crate::api::admin::meta::GITLAB_API_VERSION,
+            true,
+        ),
+        var("CI_API_V4_URL", format!("{server}/api/v4"), true),
+        var("CI_JOB_ID", job.id.to_string(), true),
+        var(
+            "CI_JOB_URL",
+            format!("{project_url}/-/jobs/{}", job.id),
+            true,
+        ),
+        json!({ "key": "CI_JOB_TOKEN", "value": a.token, "public": false, "masked": true }),
+        var("CI_JOB_NAME", job.name.clone(), true),
+        var("CI_JOB_NAME_SLUG", slug(&job.name), true),
+        var("CI_JOB_STAGE", job.stage.clone(), true),
+        var("CI_JOB_STARTED_AT", started_at, true),
+        var("CI_PIPELINE_ID", pipeline.id.to_string(), true),
+        var("CI_PIPELINE_IID", pipeline.id.to_string(), true),
+        var(
+            "CI_PIPELINE_URL",
+            format!("{project_url}/-/pipelines/{}", pipeline.id),
+            true,
+        ),
+        var("CI_PIPELINE_SOURCE", pipeline.source.clone(), true),
+        var(
+            "CI_PIPELINE_CREATED_AT",
+            crate::api::format_time(&pipeline.created_at),
+            true,
+        ),
+        var("CI_PROJECT_ID", project.id.to_string(), true),
+        var("CI_PROJECT_NAME", project.path.clone(), true),
+        var("CI_PROJECT_TITLE", project.name.clone(), true),
+        var("CI_PROJECT_PATH", project_path.clone(), true),
+        var("CI_PROJECT_PATH_SLUG", slug(&project_path), true),
+        var("CI_PROJECT_NAMESPACE", project.namespace_path.clone(), true),
+        var(
+            "CI_PROJECT_ROOT_NAMESPACE",
+            project.namespace_path.split('/').next().unwrap_or_default(),
+            true,
+        ),
+        var("CI_PROJECT_URL", project_url.clone(), true),
+        var("CI_PROJECT_VISIBILITY", "private", true),
+        var("CI_DEFAULT_BRANCH", project.default_branch.clone(), true),
+        var("CI_CONFIG_PATH", ".gitlab-ci.yml", true),
+        var("CI_COMMIT_SHA", sha.clone(), true),
+        var(
+            "CI_COMMIT_SHORT_SHA",
+            sha.chars().take(8).collect::<String>(),
+            true,
+        ),
+        var("CI_COMMIT_BEFORE_SHA", pipeline.before_sha.clone(), true),
+        var("CI_COMMIT_REF_NAME", pipeline.ref_.clone(), true),
+        var("CI_COMMIT_REF_SLUG", slug(&pipeline.ref_), true),
+        var(
+            "CI_COMMIT_REF_PROTECTED",
+            pipeline.protected.to_string(),
+            true,
+        ),
+        var(
+            if pipeline.tag {
+                "CI_COMMIT_TAG"
+            } else {
+                "CI_COMMIT_BRANCH"
+            },
+            pipeline.ref_.clone(),
+            true,
+        ),
+        var("CI_REPOSITORY_URL", repo_url.clone(), true),
+        var("CI_RUNNER_ID", runner.id.to_string(), true),
+        var("CI_RUNNER_DESCRIPTION", runner.description.clone(), true),
+        var("CI_RUNNER_TAGS", json!(runner.tags()).to_string(), true),
+        var("GITLAB_USER_ID", "1", true),
+        var("GITLAB_USER_LOGIN", "root", true),
+        var("GITLAB_USER_NAME", "Administrator", true),
+        var("GITLAB_USER_EMAIL", "admin@example.com", true),
+    ];
+    // Without a repository there is nothing to clone: the job runs in an empty folder.
+    if repo_url.is_empty() && !spec.variables.iter().any(|v| v.key == "GIT_STRATEGY") {
+        variables.push(var("GIT_STRATEGY", "none", true));
+    }
+    for v in &spec.variables {
+        variables.push(var(&v.key, v.value.clone(), true));
+    }
+    for v in pipeline_variables(pipeline) {
+        variables.push(var(&v.key, v.value, false));
+    }
+
+    let mut steps = vec![json!({
+        "name": "script",
+        "script": spec.before_script.iter().chain(spec.script.iter()).collect::<Vec<_>>(),
+        "timeout": timeout,
+        "when": "on_success",
+        "allow_failure": false,
+    })];
+    if !spec.after_script.is_empty() {
+        steps.push(json!({
+            "name": "after_script",
+            "script": spec.after_script,
+            "timeout": timeout,
+            "when": "always",
+            "allow_failure": true,
+        }));
+    }
+
+    let artifacts = spec.artifacts.as_ref().map(|art| {
+        let mut entries = Vec::new();
+        if !art.paths.is_empty() || art.untracked {
+            let mut entry = json!({
+                "name": art.name.clone().unwrap_or_else(|| "artifacts".into()),
+                "untracked": art.untracked,
+                "paths": art.paths,
+                "when": art.when,
+                "expire_in": art.expire_in,
+                "artifact_type": "archive",
+                "artifact_format": "zip",
+            });
+            if !art.exclude.is_empty() {
+                entry["exclude"] = json!(art.exclude);
+            }
+            entries.push(entry);
+        }
+        for report in &art.reports {
+            entries.push(json!({
+                "name": report.name,
+                "paths": report.paths,
+                "when": "always",
+                "expire_in": art.expire_in,
+                "artifact_type": report.artifact_type,
+                "artifact_format": report.artifact_format,
+            }));
+        }
+        entries
+    });
+
+    let protection = if job.protected {
+        "protected"
+    } else {
+        "non_protected"
+    };
+    let cache: Vec<Value> = spec
+        .cache
+        .iter()
+        .map(|c| {
+            json!({
+                "key": format!("{}-{protection}", c.key),
+                "untracked": c.untracked,
+                "paths": c.paths,
+                "policy": c.policy,
+                "when": c.when,
+                "fallback_keys": c.fallback_keys,
+            })
+        })
+        .collect();
+
+    // Each dependency carries the consuming job's own token (reference §10.10): the
+    // artifact download guard accepts the token of a running job of the same project.
+    let dependencies: Vec<Value> = a
+        .dependencies
+        .iter()
+        .map(|d| json!({ "id": d.id, "name": d.name, "token": a.token }))
+        .collect();
+
+    let time_in_queue = job
+        .queued_at
+        .map(|q| (now() - q).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0)
+        .max(0.0);
+    let running_count = if runner.runner_type == RunnerType::Instance {
+        "0".to_string()
+    } else {
+        "+Inf".to_string()
+    };
+
+    JobPayload {
+        id: job.id,
+        token: a.token.clone(),
+        allow_git_fetch: true,
+        job_info: json!({
+            "id": job.id,
+            "name": job.name,
+            "stage": job.stage,
+            "pipeline_id": pipeline.id,
+            "project_id": project.id,
+            "project_name": project.name,
+            "project_full_path": project_path,
+            "user_id": 1,
+            "scoped_user_id": null,
+            "time_in_queue_seconds": time_in_queue,
+            "project_jobs_running_on_instance_runners_count": running_count,
+            "queue_size": a.queue_size,
+            "queue_depth": 1,
+        }),
+        git_info: json!({
+            "repo_url": repo_url,
+            "ref": pipeline.ref_,
+            "sha": sha,
+            "before_sha": pipeline.before_sha,
+            "ref_type": ref_type,
+            "refspecs": refspecs,
+            "depth": depth,
+            "repo_object_format": "sha1",
+            "protected": pipeline.protected,
+        }),
+        runner_info: json!({ "timeout": timeout, "runner_session_url": null }),
+        variables,
+        steps,
+        hooks: Vec::new(),
+        image: spec.image.as_ref().map(|i| image_json(i, false)),
+        services: spec.services.iter().map(|s| image_json(s, true)).collect(),
+        artifacts,
+        cache,
+        credentials: Vec::new(),
+        dependencies,
+        features: json!({ "trace_sections": true, "failure_reasons": FAILURE_REASONS }),
+    }
+}
+
+/// Host, port and scheme of a URL such as `http://127.0.0.1:8080`.
+fn split_url(url: &str) -> (String, u16, String) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => (
+            host.to_string(),
+            port.parse().unwrap_or(default_port),
+            scheme.to_string(),
+        ),
+        _ => (authority.to_string(), default_port, scheme.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_urls() {
+        assert_eq!(slug("Feature/ABC_12"), "feature-abc-12");
+        assert_eq!(slug("-x-"), "x");
+        assert_eq!(
+            split_url("http://127.0.0.1:8080"),
+            ("127.0.0.1".into(), 8080, "http".into())
+        );
+        assert_eq!(
+            split_url("https://ci.example.com/x"),
+            ("ci.example.com".into(), 443, "https".into())
+        );
+    }
+}

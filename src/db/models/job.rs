@@ -1,0 +1,241 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::ci::config::JobSpec;
+use crate::db::enums::JobStatus;
+use crate::db::schema::jobs;
+use crate::db::Conn;
+use crate::db_run;
+
+/// A job (GitLab's build). Its token exists only while it runs, stored as a digest.
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = jobs)]
+pub struct Job {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_idx: i32,
+    pub status: JobStatus,
+    pub when_: String,
+    pub allow_failure: bool,
+    /// JSON array of tag names.
+    pub tag_list: String,
+    /// JSON of the job's [`JobSpec`].
+    pub options: String,
+    pub protected: bool,
+    pub timeout: Option<i32>,
+    pub token_digest: Option<Vec<u8>>,
+    pub runner_id: Option<i64>,
+    pub runner_manager_id: Option<i64>,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub retried: bool,
+    /// The runner that took the job advertised `cancel_gracefully`.
+    pub cancel_gracefully: bool,
+    pub lock_version: i32,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub queued_at: Option<NaiveDateTime>,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub erased_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = jobs)]
+pub struct NewJob {
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub stage_idx: i32,
+    pub status: JobStatus,
+    pub when_: String,
+    pub allow_failure: bool,
+    pub tag_list: String,
+    pub options: String,
+    pub protected: bool,
+    pub timeout: Option<i32>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Columns a status change may set besides the status.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = jobs)]
+pub struct JobChanges {
+    pub status: Option<JobStatus>,
+    pub failure_reason: Option<Option<String>>,
+    pub exit_code: Option<Option<i32>>,
+    pub allow_failure: Option<bool>,
+    pub queued_at: Option<Option<NaiveDateTime>>,
+    pub started_at: Option<Option<NaiveDateTime>>,
+    pub finished_at: Option<Option<NaiveDateTime>>,
+    pub token_digest: Option<Option<Vec<u8>>>,
+    pub updated_at: Option<NaiveDateTime>,
+    pub retried: Option<bool>,
+}
+
+impl Job {
+    pub fn spec(&self) -> JobSpec {
+        serde_json::from_str(&self.options).unwrap_or_default()
+    }
+
+    pub fn tags(&self) -> Vec<String> {
+        serde_json::from_str(&self.tag_list).unwrap_or_default()
+    }
+
+    pub async fn insert_many(conn: &mut Conn<'_>, new: &[NewJob]) -> QueryResult<Vec<Job>> {
+        let mut created = Vec::with_capacity(new.len());
+        // One statement per job: SQLite's RETURNING with multi-row inserts is not portable
+        // through diesel, and pipelines are small.
+        for job in new {
+            let row: Job = db_run!(conn, |c| diesel::insert_into(jobs::table)
+                .values(job)
+                .returning(Job::as_returning())
+                .get_result(c)
+                .await)?;
+            created.push(row);
+        }
+        Ok(created)
+    }
+
+    pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Job>> {
+        db_run!(conn, |c| jobs::table
+            .find(id)
+            .select(Job::as_select())
+            .first(c)
+            .await
+            .optional())
+    }
+
+    /// Every job of a pipeline (all tries), by id.
+    pub async fn for_pipeline(conn: &mut Conn<'_>, pipeline_id: i64) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::pipeline_id.eq(pipeline_id))
+            .order(jobs::id)
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// A project's jobs, newest first.
+    pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::project_id.eq(project_id))
+            .order(jobs::id.desc())
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// Up to `limit` pending jobs with ids above `after`, oldest first: the candidates a
+    /// runner is matched against.
+    pub async fn pending_after(
+        conn: &mut Conn<'_>,
+        after: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::status.eq(JobStatus::Pending))
+            .filter(jobs::id.gt(after))
+            .order(jobs::id)
+            .limit(limit)
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// Running jobs (for timeouts and lost runners).
+    pub async fn executing(conn: &mut Conn<'_>) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::status.eq_any([JobStatus::Running, JobStatus::Canceling]))
+            .order(jobs::id)
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// Assigns a pending job to a runner: exactly one caller wins, because the update only
+    /// matches while the job is still pending (both backends serialise writers on a row).
+    pub async fn claim(
+        conn: &mut Conn<'_>,
+        id: i64,
+        runner_id: i64,
+        manager_id: i64,
+        token_digest: &[u8],
+        cancel_gracefully: bool,
+        at: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let n = db_run!(conn, |c| diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::status.eq(JobStatus::Pending))
+        )
+        .set((
+            jobs::status.eq(JobStatus::Running),
+            jobs::runner_id.eq(runner_id),
+            jobs::runner_manager_id.eq(manager_id),
+            jobs::token_digest.eq(token_digest),
+            jobs::cancel_gracefully.eq(cancel_gracefully),
+            jobs::started_at.eq(at),
+            jobs::updated_at.eq(at),
+            jobs::lock_version.eq(jobs::lock_version + 1),
+        ))
+        .execute(c)
+        .await)?;
+        Ok(n == 1)
+    }
+
+    /// PostgreSQL only: locks the job's row if it is pending and no other transaction
+    /// holds it (`FOR UPDATE SKIP LOCKED`); false when it is taken or being taken.
+    pub async fn lock_pending(conn: &mut Conn<'_>, id: i64) -> QueryResult<bool> {
+        match conn {
+            Conn::Postgres(c) => {
+                let found: Option<i64> = jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::status.eq(JobStatus::Pending))
+                    .select(jobs::id)
+                    .for_update()
+                    .skip_locked()
+                    .first(&mut **c)
+                    .await
+                    .optional()?;
+                Ok(found.is_some())
+            }
+            // SQLite has no row locks; its single writer makes this unnecessary.
+            Conn::Sqlite(_) => Ok(true),
+        }
+    }
+
+    /// Applies `changes` if the job is still in one of `from`; answers whether it was.
+    pub async fn transition(
+        conn: &mut Conn<'_>,
+        id: i64,
+        from: &[JobStatus],
+        changes: &JobChanges,
+    ) -> QueryResult<bool> {
+        let from = from.to_vec();
+        let n = db_run!(conn, |c| diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(id))
+                .filter(jobs::status.eq_any(from))
+        )
+        .set((changes, jobs::lock_version.eq(jobs::lock_version + 1)))
+        .execute(c)
+        .await)?;
+        Ok(n == 1)
+    }
+
+    /// Marks a job as touched by its runner (PUT/PATCH), for lost-runner detection.
+    pub async fn touch(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<()> {
+        db_run!(conn, |c| diesel::update(jobs::table.find(id))
+            .set(jobs::updated_at.eq(at))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+}

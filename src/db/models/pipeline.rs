@@ -1,0 +1,100 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::db::enums::PipelineStatus;
+use crate::db::schema::pipelines;
+use crate::db::Conn;
+use crate::db_run;
+
+/// A pipeline: one run of a project's `.gitlab-ci.yml` at a ref.
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = pipelines)]
+pub struct Pipeline {
+    pub id: i64,
+    pub project_id: i64,
+    pub ref_: String,
+    pub sha: String,
+    pub before_sha: String,
+    pub tag: bool,
+    pub protected: bool,
+    pub source: String,
+    pub status: PipelineStatus,
+    pub ci_config: String,
+    /// JSON array of `{key, value}`: variables given when the pipeline was created.
+    pub variables: String,
+    /// JSON array of stage names, `.pre` and `.post` included.
+    pub stages: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = pipelines)]
+pub struct NewPipeline<'a> {
+    pub project_id: i64,
+    pub ref_: &'a str,
+    pub sha: &'a str,
+    pub before_sha: &'a str,
+    pub tag: bool,
+    pub protected: bool,
+    pub source: &'a str,
+    pub status: PipelineStatus,
+    pub ci_config: &'a str,
+    pub variables: String,
+    pub stages: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl Pipeline {
+    pub async fn create(conn: &mut Conn<'_>, new: NewPipeline<'_>) -> QueryResult<Pipeline> {
+        db_run!(conn, |c| diesel::insert_into(pipelines::table)
+            .values(&new)
+            .returning(Pipeline::as_returning())
+            .get_result(c)
+            .await)
+    }
+
+    pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Pipeline>> {
+        db_run!(conn, |c| pipelines::table
+            .find(id)
+            .select(Pipeline::as_select())
+            .first(c)
+            .await
+            .optional())
+    }
+
+    /// A project's pipelines, newest first.
+    pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Pipeline>> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::project_id.eq(project_id))
+            .order(pipelines::id.desc())
+            .select(Pipeline::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// Records a new status with its start and finish times.
+    pub async fn set_status(
+        conn: &mut Conn<'_>,
+        id: i64,
+        status: PipelineStatus,
+        started_at: Option<NaiveDateTime>,
+        finished_at: Option<NaiveDateTime>,
+    ) -> QueryResult<()> {
+        let at = super::now();
+        db_run!(conn, |c| diesel::update(pipelines::table.find(id))
+            .set((
+                pipelines::status.eq(status),
+                pipelines::started_at.eq(started_at),
+                pipelines::finished_at.eq(finished_at),
+                pipelines::updated_at.eq(at),
+            ))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! Job dispatch: which runner gets which pending job (GitLab's matching rules), atomic
+//! assignment (exactly one runner per job, on both backends), and the queue version behind
+//! `X-GitLab-Last-Update` and long polling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
+use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
+use crate::db::models::{now, Job, JobChanges, Pipeline, Project, Runner, RunnerManager};
+use crate::db::{Conn, DbPool};
+use crate::error::{ApiError, ApiResult};
+
+/// How many pending jobs are read per round when looking for one a runner can take.
+const CANDIDATE_BATCH: i64 = 100;
+
+/// The queue version: a number bumped whenever a job becomes pending, sent to runners as
+/// `X-GitLab-Last-Update`. A poll carrying the current value has seen everything, so it is
+/// held (long polling) until the version moves or the hold times out, without touching the
+/// database. It starts at a random value so that a runner's value from before a restart
+/// never matches by chance.
+pub struct Queue {
+    version: AtomicU64,
+    changed: Notify,
+    pub poll_timeout: Duration,
+}
+
+impl Queue {
+    pub fn new(poll_timeout: Duration) -> Queue {
+        Queue {
+            version: AtomicU64::new(rand::random::<u32>() as u64),
+            changed: Notify::new(),
+            poll_timeout,
+        }
+    }
+
+    pub fn current(&self) -> String {
+        format!("{:x}", self.version.load(Ordering::Acquire))
+    }
+
+    /// Something runners may want changed: wake every held poll.
+    pub fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the version differs from `seen` (true) or `timeout` passes (false).
+    pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.current() != seen {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.current() != seen;
+            }
+        }
+    }
+}
+
+/// A job handed to a runner, with what its payload is built from.
+pub struct Assignment {
+    pub job: Job,
+    pub pipeline: Pipeline,
+    pub project: Project,
+    /// The job token in clear: sent once, in the payload.
+    pub token: String,
+    /// Jobs whose artifacts this job downloads.
+    pub dependencies: Vec<Job>,
+    pub queue_size: i64,
+}
+
+/// The outcome of a poll.
+pub enum Polled {
+    Assigned(Box<Assignment>),
+    Empty { last_update: String },
+}
+
+/// Runner features a job may require ‹app/models/ci/build.rb› `RUNNER_FEATURES`.
+fn unsupported_by(job: &Job, features: &serde_json::Map<String, serde_json::Value>) -> bool {
+    let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
+    let spec = job.spec();
+    let artifacts = spec.artifacts.as_ref();
+    (artifacts.is_some_and(|a| !a.reports.is_empty()) && !has("upload_multiple_artifacts"))
+        || (artifacts.is_some_and(|a| !a.exclude.is_empty()) && !has("artifacts_exclude"))
+        || ((!spec.allow_failure_exit_codes.is_empty() || !spec.retry.exit_codes.is_empty())
+            && !has("return_exit_code"))
+        || (spec.cache.iter().any(|c| !c.fallback_keys.is_empty()) && !has("fallback_cache_keys"))
+}
+
+/// GitLab's matching rules (reference §20): runner type and project, protected refs,
+/// tags ⊆ runner tags, untagged jobs only for `run_untagged` runners.
+fn can_run(
+    runner: &Runner,
+    runner_tags: &[String],
+    runner_projects: &[i64],
+    job: &Job,
+    project: &Project,
+) -> bool {
+    let scope = match runner.runner_type {
+        RunnerType::Instance => project.shared_runners_enabled,
+        RunnerType::Project => runner_projects.contains(&job.project_id),
+        RunnerType::Group => false,
+    };
+    let job_tags = job.tags();
+    scope
+        && (runner.access_level != AccessLevel::RefProtected || job.protected)
+        && job_tags.iter().all(|t| runner_tags.contains(t))
+        && (!job_tags.is_empty() || runner.run_untagged)
+}
+
+pub struct Dispatcher {
+    db: DbPool,
+    pub queue: Arc<Queue>,
+}
+
+impl Dispatcher {
+    pub fn new(db: DbPool, queue: Arc<Queue>) -> Dispatcher {
+        Dispatcher { db, queue }
+    }
+
+    /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
+    /// find and assign a job.
+    pub async fn request(
+        &self,
+        runner: &Runner,
+        manager: &RunnerManager,
+        features: &serde_json::Map<String, serde_json::Value>,
+        last_update: Option<&str>,
+    ) -> ApiResult<Polled> {
+        if runner.paused {
+            return Ok(Polled::Empty {
+                last_update: self.queue.current(),
+            });
+        }
+        if let Some(seen) = last_update.filter(|s| *s == self.queue.current()) {
+            if !self
+                .queue
+                .wait_for_change(seen, self.queue.poll_timeout)
+                .await
+            {
+                return Ok(Polled::Empty {
+                    last_update: self.queue.current(),
+                });
+            }
+        }
+        // Read the version before looking: a job made pending meanwhile bumps it, so the
+        // runner's next poll is not held and looks again.
+        let version = self.queue.current();
+        match self.pick(runner, manager, features).await? {
+            Some(assignment) => Ok(Polled::Assigned(Box::new(assignment))),
+            None => Ok(Polled::Empty {
+                last_update: version,
+            }),
+        }
+    }
+
+    async fn pick(
+        &self,
+        runner: &Runner,
+        manager: &RunnerManager,
+        features: &serde_json::Map<String, serde_json::Value>,
+    ) -> ApiResult<Option<Assignment>> {
+        let runner_tags = runner.tags();
+        let mut projects: HashMap<i64, Option<Project>> = HashMap::new();
+        let runner_projects: Vec<i64> = if runner.runner_type == RunnerType::Project {
+            let mut db = self.db.read().await?;
+            Project::for_runner(&mut db.conn(), runner.id)
+                .await?
+                .into_iter()
+                .map(|p| p.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let cancel_gracefully = features
+            .get("cancel_gracefully")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let mut after = 0;
+        loop {
+            let candidates = {
+                let mut db = self.db.read().await?;
+                Job::pending_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
+            };
+            let Some(last) = candidates.last() else {
+                return Ok(None);
+            };
+            after = last.id;
+            let queue_size = candidates.len() as i64;
+            for job in candidates {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    projects.entry(job.project_id)
+                {
+                    let mut db = self.db.read().await?;
+                    slot.insert(Project::find(&mut db.conn(), job.project_id).await?);
+                }
+                let Some(Some(project)) = projects.get(&job.project_id) else {
+                    continue;
+                };
+                if !can_run(runner, &runner_tags, &runner_projects, &job, project) {
+                    continue;
+                }
+                if unsupported_by(&job, features) {
+                    self.drop_unsupported(&job).await?;
+                    continue;
+                }
+                let token = NewToken::generate(JOB_TOKEN_PREFIX);
+                if !self
+                    .claim(&job, runner, manager, &token, cancel_gracefully)
+                    .await?
+                {
+                    continue; // another runner got it first
+                }
+                let mut db = self.db.read().await?;
+                let mut conn = db.conn();
+                let job = Job::find(&mut conn, job.id)
+                    .await?
+                    .ok_or(ApiError::Conflict)?;
+                let pipeline = Pipeline::find(&mut conn, job.pipeline_id)
+                    .await?
+                    .ok_or(ApiError::Conflict)?;
+                let dependencies = dependencies_of(&mut conn, &job).await?;
+                return Ok(Some(Assignment {
+                    job,
+                    pipeline,
+                    project: project.clone(),
+                    token: token.token,
+                    dependencies,
+                    queue_size,
+                }));
+            }
+        }
+    }
+
+    /// Assigns `job` to the runner, at most once over all runners and server instances.
+    async fn claim(
+        &self,
+        job: &Job,
+        runner: &Runner,
+        manager: &RunnerManager,
+        token: &NewToken,
+        cancel_gracefully: bool,
+    ) -> ApiResult<bool> {
+        let at = now();
+        let digest = token.digest.as_bytes().to_vec();
+        let mut db = self.db.write().await?;
+        let pipeline_id = job.pipeline_id;
+        // PostgreSQL: lock the row, or skip it when another poll holds it (SKIP LOCKED), so
+        // concurrent polls spread over the queue instead of queueing on one row. SQLite:
+        // writes go through the one writer connection, so this transaction runs alone.
+        // On both, the conditional UPDATE assigns the job only if it is still pending.
+        let claimed = crate::transaction!(&mut db.conn(), |tx| {
+            if !Job::lock_pending(tx, job.id).await? {
+                return Ok::<bool, ApiError>(false);
+            }
+            if !Job::claim(
+                tx,
+                job.id,
+                runner.id,
+                manager.id,
+                &digest,
+                cancel_gracefully,
+                at,
+            )
+            .await?
+            {
+                return Ok(false);
+            }
+            crate::service::pipelines::process(tx, pipeline_id).await?;
+            Ok(true)
+        })?;
+        Ok(claimed)
+    }
+
+    /// A job the runner cannot run (a feature it lacks): failed `runner_unsupported`, as
+    /// GitLab drops it, then its pipeline moves on.
+    async fn drop_unsupported(&self, job: &Job) -> ApiResult<()> {
+        let mut db = self.db.write().await?;
+        let changes = JobChanges {
+            status: Some(JobStatus::Failed),
+            failure_reason: Some(Some("runner_unsupported".into())),
+            finished_at: Some(Some(now())),
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        if Job::transition(&mut db.conn(), job.id, &[JobStatus::Pending], &changes).await? {
+            let pipeline_id = job.pipeline_id;
+            let became_pending = crate::transaction!(&mut db.conn(), |tx| {
+                crate::service::pipelines::process(tx, pipeline_id).await
+            })?;
+            if became_pending {
+                self.queue.bump();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The jobs whose artifacts `job` downloads: those named in `dependencies`, else those it
+/// `needs` with `artifacts: true`, else every job of earlier stages (latest tries).
+pub async fn dependencies_of(conn: &mut Conn<'_>, job: &Job) -> ApiResult<Vec<Job>> {
+    let spec = job.spec();
+    let all = Job::for_pipeline(conn, job.pipeline_id).await?;
+    let latest: Vec<Job> = all
+        .into_iter()
+        .filter(|j| !j.retried && j.id != job.id)
+        .collect();
+    let chosen: Vec<Job> = match (&spec.dependencies, &spec.needs) {
+        (Some(names), _) => latest
+            .into_iter()
+            .filter(|j| names.contains(&j.name))
+            .collect(),
+        (None, Some(needs)) => latest
+            .into_iter()
+            .filter(|j| needs.iter().any(|n| n.artifacts && n.job == j.name))
+            .collect(),
+        (None, None) => latest
+            .into_iter()
+            .filter(|j| j.stage_idx < job.stage_idx)
+            .collect(),
+    };
+    Ok(chosen)
+}

@@ -1,0 +1,666 @@
+//! Pipelines: creation from a plan, progression after every job change, cancel and retry
+//! of jobs and pipelines. Every change runs in one transaction and ends by re-processing
+//! the pipeline; a job that became pending wakes held polls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ci::config::{self, JobSpec, Variable, When};
+use crate::ci::progress::{advance, pipeline_status, JobState};
+use crate::db::enums::{JobStatus, PipelineStatus};
+use crate::db::models::{now, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
+use crate::db::{Conn, DbPool};
+use crate::error::{ApiError, ApiResult};
+use crate::queue::Queue;
+use crate::transaction;
+
+/// GitLab's failure reasons ‹app/models/concerns/enums/ci/commit_status.rb›; sent to runners
+/// in `features.failure_reasons`, and anything else on PUT becomes `unknown_failure`.
+pub const FAILURE_REASONS: &[&str] = &[
+    "unknown_failure",
+    "script_failure",
+    "api_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "missing_dependency_failure",
+    "runner_unsupported",
+    "stale_schedule",
+    "job_execution_timeout",
+    "archived_failure",
+    "unmet_prerequisites",
+    "scheduler_failure",
+    "data_integrity_failure",
+    "forward_deployment_failure",
+    "user_blocked",
+    "project_deleted",
+    "ci_quota_exceeded",
+    "pipeline_loop_detected",
+    "no_matching_runner",
+    "trace_size_exceeded",
+    "builds_disabled",
+    "environment_creation_failure",
+    "deployment_rejected",
+    "failed_outdated_deployment_job",
+    "job_execution_server_timeout",
+    "stuck_pending_with_matching_runners",
+    "stuck_pending_no_matching_runners",
+    "no_updates_running",
+    "no_updates_canceling",
+    "server_timeout_running",
+    "server_timeout_canceling",
+    "runner_configuration_error",
+    "runner_external_dependency_failure",
+    "runner_interrupted",
+    "protected_environment_failure",
+    "insufficient_bridge_permissions",
+    "downstream_bridge_project_not_found",
+    "invalid_bridge_trigger",
+    "upstream_bridge_project_not_found",
+    "insufficient_upstream_permissions",
+    "bridge_pipeline_is_child_pipeline",
+    "downstream_pipeline_creation_failed",
+    "secrets_provider_not_found",
+    "reached_max_descendant_pipelines_depth",
+    "ip_restriction_failure",
+    "reached_max_pipeline_hierarchy_size",
+    "reached_downstream_pipeline_trigger_rate_limit",
+    "duo_workflow_not_allowed",
+    "job_router_failure",
+    "job_token_expired",
+    "id_token_burned_project_path",
+    "downstream_project_trigger_resolved_to_empty",
+];
+
+/// A variable given when creating a pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct PipelineVariable {
+    pub key: String,
+    pub value: String,
+}
+
+pub struct NewPipelineRequest {
+    pub ref_: String,
+    pub sha: String,
+    pub variables: Vec<PipelineVariable>,
+    pub ci_config: String,
+    pub source: String,
+}
+
+/// The final state a runner reports.
+pub struct JobOutcome {
+    pub success: bool,
+    pub failure_reason: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+pub struct Pipelines {
+    db: DbPool,
+    queue: Arc<Queue>,
+}
+
+fn is_complete(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped
+    )
+}
+
+/// The variables `rules:if` sees at creation (the predefined ones that do not depend on
+/// the job, and the pipeline's own).
+fn rule_context(
+    project: &Project,
+    req: &NewPipelineRequest,
+    protected: bool,
+) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = [
+        ("CI", "true".to_string()),
+        ("GITLAB_CI", "true".to_string()),
+        ("CI_PIPELINE_SOURCE", req.source.clone()),
+        ("CI_COMMIT_REF_NAME", req.ref_.clone()),
+        ("CI_COMMIT_BRANCH", req.ref_.clone()),
+        ("CI_COMMIT_SHA", req.sha.clone()),
+        ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
+        ("CI_PROJECT_NAME", project.path.clone()),
+        ("CI_PROJECT_PATH", project.path_with_namespace()),
+        ("CI_PROJECT_NAMESPACE", project.namespace_path.clone()),
+        ("CI_COMMIT_REF_PROTECTED", protected.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for v in &req.variables {
+        vars.insert(v.key.clone(), v.value.clone());
+    }
+    vars
+}
+
+/// Whether `ref_` is protected in `project`: its default branch, or a listed branch.
+pub fn ref_protected(project: &Project, ref_: &str) -> bool {
+    let listed: Vec<String> = serde_json::from_str(&project.protected_branches).unwrap_or_default();
+    ref_ == project.default_branch || listed.iter().any(|b| b == ref_)
+}
+
+impl Pipelines {
+    pub fn new(db: DbPool, queue: Arc<Queue>) -> Pipelines {
+        Pipelines { db, queue }
+    }
+
+    /// Plans the configuration and creates the pipeline with its jobs; 400 with GitLab's
+    /// `{"message":{"base":[…]}}` when the configuration is refused (nothing is created).
+    pub async fn create(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Pipeline> {
+        let protected = ref_protected(project, &req.ref_);
+        let plan = config::plan(&req.ci_config, &rule_context(project, &req, protected))
+            .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
+        for v in &req.variables {
+            if v.key.is_empty()
+                || v.key.len() > 255
+                || !v.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(ApiError::Validation(
+                    json!({ "base": [format!("Variable key {:?} is invalid", v.key)] }),
+                ));
+            }
+        }
+        let at = now();
+        let new = NewPipeline {
+            project_id: project.id,
+            ref_: &req.ref_,
+            sha: &req.sha,
+            before_sha: "0000000000000000000000000000000000000000",
+            tag: false,
+            protected,
+            source: &req.source,
+            status: PipelineStatus::Created,
+            ci_config: &req.ci_config,
+            variables: serde_json::to_string(&req.variables).unwrap_or_else(|_| "[]".into()),
+            stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
+            created_at: at,
+            updated_at: at,
+        };
+        let build_timeout = project.build_timeout;
+        let mut db = self.db.write().await?;
+        let (pipeline, became_pending) = transaction!(&mut db.conn(), |tx| {
+            let pipeline = Pipeline::create(tx, new).await?;
+            let jobs: Vec<NewJob> = plan
+                .jobs
+                .iter()
+                .map(|j| NewJob {
+                    pipeline_id: pipeline.id,
+                    project_id: pipeline.project_id,
+                    name: j.name.clone(),
+                    stage: j.stage.clone(),
+                    stage_idx: j.stage_idx,
+                    status: JobStatus::Created,
+                    when_: j.when.as_str().to_string(),
+                    allow_failure: j.allow_failure,
+                    tag_list: json!(j.tags).to_string(),
+                    options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
+                    protected,
+                    timeout: Some(
+                        j.spec
+                            .timeout
+                            .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
+                    ),
+                    created_at: at,
+                    updated_at: at,
+                })
+                .collect();
+            Job::insert_many(tx, &jobs).await?;
+            let became_pending = process(tx, pipeline.id).await?;
+            let pipeline = Pipeline::find(tx, pipeline.id)
+                .await?
+                .ok_or(ApiError::Conflict)?;
+            Ok::<_, ApiError>((pipeline, became_pending))
+        })?;
+        if became_pending {
+            self.queue.bump();
+        }
+        Ok(pipeline)
+    }
+
+    /// Applies a runner's final `success`/`failed` to a running or canceling job: from
+    /// `canceling` both end in `canceled`; a failure may be retried (`retry:`) or allowed
+    /// (`allow_failure:exit_codes`). Answers the job as it is afterwards.
+    pub async fn finish(&self, job_id: i64, outcome: JobOutcome) -> ApiResult<Job> {
+        let mut db = self.db.write().await?;
+        let (job, became_pending) = transaction!(&mut db.conn(), |tx| {
+            let job = Job::find(tx, job_id)
+                .await?
+                .ok_or(ApiError::Forbidden(None))?;
+            let at = now();
+            // The token stays: a finished job's PUT must still be recognised, to answer
+            // 403 with its `Job-Status` (the guard refuses every job that is not running).
+            let mut changes = JobChanges {
+                finished_at: Some(Some(at)),
+                updated_at: Some(at),
+                ..Default::default()
+            };
+            let mut retry = false;
+            if job.status == JobStatus::Canceling {
+                changes.status = Some(JobStatus::Canceled);
+            } else if outcome.success {
+                changes.status = Some(JobStatus::Success);
+            } else {
+                let spec = job.spec();
+                let reason = outcome
+                    .failure_reason
+                    .clone()
+                    .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
+                    .unwrap_or_else(|| "unknown_failure".to_string());
+                let allowed = outcome
+                    .exit_code
+                    .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
+                retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
+                changes.status = Some(JobStatus::Failed);
+                changes.failure_reason = Some(Some(reason));
+                changes.exit_code = Some(outcome.exit_code);
+                changes.allow_failure = Some(job.allow_failure || allowed);
+                changes.retried = Some(retry);
+            }
+            if !Job::transition(
+                tx,
+                job.id,
+                &[JobStatus::Running, JobStatus::Canceling],
+                &changes,
+            )
+            .await?
+            {
+                return Err(ApiError::Conflict);
+            }
+            let mut became_pending = false;
+            if retry {
+                clone_job(tx, &job, JobStatus::Pending).await?;
+                became_pending = true;
+            }
+            became_pending |= process(tx, job.pipeline_id).await?;
+            let job = Job::find(tx, job.id).await?.ok_or(ApiError::Conflict)?;
+            Ok::<_, ApiError>((job, became_pending))
+        })?;
+        if became_pending {
+            self.queue.bump();
+        }
+        Ok(job)
+    }
+
+    /// Cancels one job: waiting jobs at once; a running one through `canceling` when its
+    /// runner cancels gracefully, else at once; a second cancel forces `canceled`.
+    pub async fn cancel_job(&self, job_id: i64) -> ApiResult<Job> {
+        self.in_pipeline_of_job(job_id, |tx, job| {
+            Box::pin(async move {
+                cancel_one(tx, &job).await?;
+                Ok(job.id)
+            })
+        })
+        .await
+    }
+
+    /// Cancels every unfinished job of the pipeline.
+    pub async fn cancel_pipeline(&self, pipeline_id: i64) -> ApiResult<Pipeline> {
+        self.in_pipeline(pipeline_id, |tx, jobs| {
+            Box::pin(async move {
+                for job in jobs.iter().filter(|j| !j.retried) {
+                    cancel_one(tx, job).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Retries a finished job: a new try is created (the old one is kept as retried), and
+    /// later jobs skipped because of it are reset to run again.
+    pub async fn retry_job(&self, job_id: i64) -> ApiResult<Job> {
+        self.in_pipeline_of_job(job_id, |tx, job| {
+            Box::pin(async move {
+                if !is_complete(job.status) {
+                    return Err(ApiError::forbidden("Job is not retryable"));
+                }
+                let new = retry_one(tx, &job).await?;
+                reset_skipped_after(tx, &job).await?;
+                Ok(new.id)
+            })
+        })
+        .await
+    }
+
+    /// Retries every failed or canceled job of the pipeline and resets skipped ones.
+    pub async fn retry_pipeline(&self, pipeline_id: i64) -> ApiResult<Pipeline> {
+        self.in_pipeline(pipeline_id, |tx, jobs| {
+            Box::pin(async move {
+                let mut any = false;
+                for job in jobs.iter().filter(|j| !j.retried) {
+                    match job.status {
+                        JobStatus::Failed | JobStatus::Canceled => {
+                            retry_one(tx, job).await?;
+                            any = true;
+                        }
+                        JobStatus::Skipped => {
+                            let changes = JobChanges {
+                                status: Some(JobStatus::Created),
+                                finished_at: Some(None),
+                                updated_at: Some(now()),
+                                ..Default::default()
+                            };
+                            Job::transition(tx, job.id, &[JobStatus::Skipped], &changes).await?;
+                            any = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if !any {
+                    return Err(ApiError::forbidden("Pipeline is not retryable"));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Starts a `manual` job.
+    pub async fn play_job(&self, job_id: i64) -> ApiResult<Job> {
+        self.in_pipeline_of_job(job_id, |tx, job| {
+            Box::pin(async move {
+                let changes = JobChanges {
+                    status: Some(JobStatus::Pending),
+                    queued_at: Some(Some(now())),
+                    updated_at: Some(now()),
+                    ..Default::default()
+                };
+                if !Job::transition(tx, job.id, &[JobStatus::Manual], &changes).await? {
+                    return Err(ApiError::forbidden("Unplayable Job"));
+                }
+                Ok(job.id)
+            })
+        })
+        .await
+    }
+
+    /// Fails what nothing will finish: running jobs past their timeout (plus a grace for the
+    /// runner's own report) with `job_execution_server_timeout`, and jobs whose runner sent
+    /// nothing for `stuck_after` with `stuck_or_timeout_failure` (canceling ones end
+    /// canceled). Answers how many jobs it ended.
+    pub async fn reap(&self, stuck_after: std::time::Duration) -> ApiResult<usize> {
+        const GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+        let stuck_after =
+            chrono::TimeDelta::from_std(stuck_after).unwrap_or(chrono::TimeDelta::hours(1));
+        let executing = {
+            let mut db = self.db.read().await?;
+            Job::executing(&mut db.conn()).await?
+        };
+        let at = now();
+        let mut ended = 0;
+        for job in executing {
+            let timed_out = job.started_at.is_some_and(|s| {
+                s + chrono::TimeDelta::seconds(i64::from(job.timeout.unwrap_or(3600))) + GRACE < at
+            });
+            let silent = job.updated_at + stuck_after < at;
+            let reason = match (timed_out, silent) {
+                (true, _) => "job_execution_server_timeout",
+                (false, true) => "stuck_or_timeout_failure",
+                _ => continue,
+            };
+            let status = if job.status == JobStatus::Canceling {
+                JobStatus::Canceled
+            } else {
+                JobStatus::Failed
+            };
+            let changes = JobChanges {
+                status: Some(status),
+                failure_reason: Some((status == JobStatus::Failed).then(|| reason.to_string())),
+                finished_at: Some(Some(at)),
+                updated_at: Some(at),
+                ..Default::default()
+            };
+            let mut db = self.db.write().await?;
+            let pipeline_id = job.pipeline_id;
+            let changed = transaction!(&mut db.conn(), |tx| {
+                if !Job::transition(tx, job.id, &[job.status], &changes).await? {
+                    return Ok::<bool, ApiError>(false);
+                }
+                process(tx, pipeline_id).await?;
+                Ok(true)
+            })?;
+            if changed {
+                tracing::warn!(job_id = job.id, reason, "job ended by the server");
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            self.queue.bump();
+        }
+        Ok(ended)
+    }
+
+    /// Runs `change` on a job in a transaction, re-processes its pipeline, wakes polls.
+    async fn in_pipeline_of_job<F>(&self, job_id: i64, change: F) -> ApiResult<Job>
+    where
+        F: for<'a, 'b> FnOnce(
+                &'a mut Conn<'b>,
+                Job,
+            ) -> futures_util::future::BoxFuture<'a, ApiResult<i64>>
+            + Send,
+    {
+        let mut db = self.db.write().await?;
+        let result = transaction!(&mut db.conn(), |tx| {
+            let job = Job::find(tx, job_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Job"))?;
+            let pipeline_id = job.pipeline_id;
+            let result_id = change(tx, job).await?;
+            process(tx, pipeline_id).await?;
+            Job::find(tx, result_id).await?.ok_or(ApiError::Conflict)
+        })?;
+        self.queue.bump();
+        Ok(result)
+    }
+
+    async fn in_pipeline<F>(&self, pipeline_id: i64, change: F) -> ApiResult<Pipeline>
+    where
+        F: for<'a, 'b> FnOnce(
+                &'a mut Conn<'b>,
+                Vec<Job>,
+            ) -> futures_util::future::BoxFuture<'a, ApiResult<()>>
+            + Send,
+    {
+        let mut db = self.db.write().await?;
+        let pipeline = transaction!(&mut db.conn(), |tx| {
+            let jobs = Job::for_pipeline(tx, pipeline_id).await?;
+            change(tx, jobs).await?;
+            process(tx, pipeline_id).await?;
+            Pipeline::find(tx, pipeline_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Pipeline"))
+        })?;
+        self.queue.bump();
+        Ok(pipeline)
+    }
+}
+
+async fn cancel_one(tx: &mut Conn<'_>, job: &Job) -> ApiResult<()> {
+    let at = now();
+    let target = match job.status {
+        JobStatus::Created
+        | JobStatus::Pending
+        | JobStatus::Manual
+        | JobStatus::Scheduled
+        | JobStatus::WaitingForResource
+        | JobStatus::Preparing => JobStatus::Canceled,
+        JobStatus::Running if job.cancel_gracefully => JobStatus::Canceling,
+        JobStatus::Running | JobStatus::Canceling => JobStatus::Canceled,
+        JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped => {
+            return Ok(())
+        }
+    };
+    let finished = (target == JobStatus::Canceled).then_some(at);
+    let changes = JobChanges {
+        status: Some(target),
+        finished_at: Some(finished),
+        updated_at: Some(at),
+        ..Default::default()
+    };
+    Job::transition(tx, job.id, &[job.status], &changes).await?;
+    Ok(())
+}
+
+async fn retry_one(tx: &mut Conn<'_>, job: &Job) -> ApiResult<Job> {
+    let changes = JobChanges {
+        retried: Some(true),
+        ..Default::default()
+    };
+    Job::transition(tx, job.id, &[job.status], &changes).await?;
+    clone_job(tx, job, JobStatus::Created).await
+}
+
+/// Resets later `skipped` jobs of the pipeline to `created` (GitLab's ResetSkippedJobsService).
+async fn reset_skipped_after(tx: &mut Conn<'_>, job: &Job) -> ApiResult<()> {
+    for other in Job::for_pipeline(tx, job.pipeline_id).await? {
+        if !other.retried && other.status == JobStatus::Skipped && other.stage_idx >= job.stage_idx
+        {
+            let changes = JobChanges {
+                status: Some(JobStatus::Created),
+                finished_at: Some(None),
+                updated_at: Some(now()),
+                ..Default::default()
+            };
+            Job::transition(tx, other.id, &[JobStatus::Skipped], &changes).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `retry:` allows another try: tries left, and the reason and exit code qualify.
+async fn retry_allowed(
+    tx: &mut Conn<'_>,
+    job: &Job,
+    spec: &JobSpec,
+    reason: &str,
+    exit_code: Option<i32>,
+) -> ApiResult<bool> {
+    if spec.retry.max == 0 {
+        return Ok(false);
+    }
+    let tries = Job::for_pipeline(tx, job.pipeline_id)
+        .await?
+        .iter()
+        .filter(|j| j.name == job.name)
+        .count() as i64;
+    let reason_ok =
+        spec.retry.when.is_empty() || spec.retry.when.iter().any(|w| w == "always" || w == reason);
+    let code_ok = spec.retry.exit_codes.is_empty()
+        || exit_code.is_some_and(|c| spec.retry.exit_codes.contains(&i64::from(c)));
+    Ok(tries <= spec.retry.max && reason_ok && code_ok)
+}
+
+/// A new try of `job` with the same plan.
+async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult<Job> {
+    let at = now();
+    let new = NewJob {
+        pipeline_id: job.pipeline_id,
+        project_id: job.project_id,
+        name: job.name.clone(),
+        stage: job.stage.clone(),
+        stage_idx: job.stage_idx,
+        status,
+        when_: job.when_.clone(),
+        allow_failure: job.allow_failure,
+        tag_list: job.tag_list.clone(),
+        options: job.options.clone(),
+        protected: job.protected,
+        timeout: job.timeout,
+        created_at: at,
+        updated_at: at,
+    };
+    let mut created = Job::insert_many(tx, &[new]).await?;
+    let created = created.pop().ok_or(ApiError::Conflict)?;
+    if status == JobStatus::Pending {
+        let changes = JobChanges {
+            queued_at: Some(Some(at)),
+            ..Default::default()
+        };
+        Job::transition(tx, created.id, &[JobStatus::Pending], &changes).await?;
+    }
+    Ok(created)
+}
+
+/// Moves the pipeline's `created` jobs on and records the pipeline's status; answers
+/// whether a job became pending. Runs inside the caller's transaction.
+pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<bool> {
+    let jobs: Vec<Job> = Job::for_pipeline(tx, pipeline_id)
+        .await?
+        .into_iter()
+        .filter(|j| !j.retried)
+        .collect();
+    let mut states: Vec<JobState> = jobs
+        .iter()
+        .map(|j| JobState {
+            id: j.id,
+            name: j.name.clone(),
+            stage_idx: j.stage_idx,
+            status: j.status,
+            when: When::parse(&j.when_).unwrap_or(When::OnSuccess),
+            allow_failure: j.allow_failure,
+            needs: j
+                .spec()
+                .needs
+                .map(|n| n.into_iter().map(|n| n.job).collect()),
+        })
+        .collect();
+    let at = now();
+    let mut became_pending = false;
+    for (id, status) in advance(&mut states) {
+        let changes = JobChanges {
+            status: Some(status),
+            queued_at: (status == JobStatus::Pending).then_some(Some(at)),
+            finished_at: (status == JobStatus::Skipped).then_some(Some(at)),
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        Job::transition(tx, id, &[JobStatus::Created], &changes).await?;
+        became_pending |= status == JobStatus::Pending;
+    }
+    let status = pipeline_status(&states);
+    let pipeline = Pipeline::find(tx, pipeline_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+    let started = states.iter().any(|s| {
+        !matches!(
+            s.status,
+            JobStatus::Created | JobStatus::Pending | JobStatus::Manual | JobStatus::Skipped
+        )
+    });
+    let started_at = pipeline.started_at.or(started.then_some(at));
+    let complete = matches!(
+        status,
+        PipelineStatus::Success
+            | PipelineStatus::Failed
+            | PipelineStatus::Canceled
+            | PipelineStatus::Skipped
+    );
+    let finished_at = if complete {
+        pipeline.finished_at.or(Some(at))
+    } else {
+        None
+    };
+    if status != pipeline.status
+        || started_at != pipeline.started_at
+        || finished_at != pipeline.finished_at
+    {
+        Pipeline::set_status(tx, pipeline_id, status, started_at, finished_at).await?;
+    }
+    Ok(became_pending)
+}
+
+/// Pipeline variables as the payload lists them.
+pub fn pipeline_variables(pipeline: &Pipeline) -> Vec<Variable> {
+    serde_json::from_str::<Vec<PipelineVariable>>(&pipeline.variables)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| Variable {
+            key: v.key,
+            value: v.value,
+        })
+        .collect()
+}

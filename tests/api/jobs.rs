@@ -1,0 +1,291 @@
+//! `POST /jobs/request` and `PUT /jobs/:id`: matching, payload, assignment under
+//! concurrency, long polling, job-token guard.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{both_backends, statuses, TestApp};
+
+const PAYLOAD_YAML: &str = r#"
+variables:
+  GLOBAL: "g"
+build:
+  stage: build
+  image: { name: "ruby:3.3", entrypoint: [""] }
+  services: [ { name: "postgres:16", alias: db, variables: { POSTGRES_PASSWORD: x } } ]
+  tags: [linux]
+  variables: { GIT_DEPTH: "5" }
+  before_script: [bundle install]
+  script: [rspec]
+  after_script: [echo done]
+  artifacts: { name: out, paths: [out/], exclude: [out/*.tmp], expire_in: 1 week, reports: { junit: rspec.xml } }
+  cache: { key: gems, paths: [vendor/] }
+  timeout: 2h
+test:
+  script: [echo test]
+  tags: [linux]
+"#;
+
+/// Replaces values that change from run to run.
+fn redact(mut payload: Value) -> Value {
+    let token = payload["token"].as_str().unwrap_or_default().to_string();
+    assert!(token.starts_with("glcbt-"), "{token}");
+    payload["token"] = json!("[job token]");
+    payload["id"] = json!("[id]");
+    payload["job_info"]["id"] = json!("[id]");
+    payload["job_info"]["pipeline_id"] = json!("[id]");
+    payload["job_info"]["project_id"] = json!("[id]");
+    assert!(payload["job_info"]["time_in_queue_seconds"].is_number());
+    payload["job_info"]["time_in_queue_seconds"] = json!("[seconds]");
+    payload["git_info"]["sha"] = json!("[sha]");
+    for var in payload["variables"].as_array_mut().into_iter().flatten() {
+        let key = var["key"].as_str().unwrap_or_default().to_string();
+        // Ids, times, URLs (they hold the random port), commit shas and the token.
+        let volatile = key.ends_with("_ID")
+            || key.ends_with("_AT")
+            || key.ends_with("URL")
+            || key.contains("SHA")
+            || ["CI_JOB_TOKEN", "CI_SERVER_PORT", "CI_SERVER_HOST"].contains(&key.as_str());
+        if volatile {
+            var["value"] = json!(format!("[{key}]"));
+        }
+    }
+    for dep in payload["dependencies"].as_array_mut().into_iter().flatten() {
+        dep["id"] = json!("[id]");
+        dep["token"] = json!("[job token]");
+    }
+    payload
+}
+
+both_backends! {
+    async fn the_payload_has_the_types_the_runner_decodes(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app", "namespace": "team" })).await;
+        let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": "linux", "maximum_timeout": 3600 })).await;
+        let pipeline = app.pipeline(project, PAYLOAD_YAML).await;
+        let reply = app.request_job(&runner).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        // Exactly application/json: the runner refuses anything else and loses the job.
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert!(reply.header("x-gitlab-last-update").is_none(), "no queue value on 201");
+        let payload = reply.json();
+
+        // The decode traps (client reference §0).
+        assert!(payload.get("run").is_none(), "run must be absent");
+        assert!(payload["job_info"]["project_jobs_running_on_instance_runners_count"].is_string());
+        for key in ["variables", "steps", "services", "cache", "artifacts", "dependencies", "credentials", "hooks"] {
+            assert!(payload[key].is_array(), "{key} is an array");
+        }
+        assert!(payload["image"].is_object());
+        for step in payload["steps"].as_array().into_iter().flatten() {
+            assert!(step["script"].as_array().is_some_and(|s| s.iter().all(Value::is_string)));
+        }
+        for var in payload["variables"].as_array().into_iter().flatten() {
+            assert!(var["key"].is_string() && var["value"].is_string() && var["public"].is_boolean(), "{var}");
+        }
+        // The job's timeout (2h) is capped by the runner's maximum_timeout (1h).
+        assert_eq!(payload["runner_info"]["timeout"], 3600);
+        let var = |key: &str| {
+            payload["variables"].as_array().and_then(|vars| vars.iter().find(|v| v["key"] == key)).map(|v| v["value"].clone())
+        };
+        assert_eq!(var("CI_JOB_ID"), Some(json!(payload["id"].to_string())));
+        assert_eq!(var("CI_PIPELINE_ID"), Some(json!(pipeline.to_string())));
+        assert_eq!(var("CI_RUNNER_ID"), Some(json!(runner_id.to_string())));
+        assert_eq!(var("CI_JOB_TOKEN"), Some(payload["token"].clone()));
+        assert_eq!(var("CI_SERVER_URL"), Some(json!(app.base)));
+        assert_eq!(var("GIT_STRATEGY"), Some(json!("none")), "no repository: nothing to clone");
+
+        insta::assert_json_snapshot!("job_payload", redact(payload));
+    }
+
+    async fn matching_rules(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let other = app.create_project(json!({ "name": "other", "shared_runners_enabled": false })).await;
+        let (_, untagged_only) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, linux_only) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": "linux,docker", "run_untagged": false })).await;
+        let (_, protected_only) = app.create_runner(json!({ "runner_type": "instance_type", "access_level": "ref_protected", "tag_list": "prot", "run_untagged": false })).await;
+        let (_, project_runner) = app.create_runner(json!({ "runner_type": "project_type", "project_id": other })).await;
+        let (paused_id, paused) = app.create_runner(json!({ "runner_type": "instance_type", "paused": true })).await;
+
+        app.pipeline(project, "tagged: { script: x, tags: [linux] }\n").await;
+        assert_eq!(app.request_job(&untagged_only).await.status, 204, "tags must be a subset of the runner's");
+        assert_eq!(app.request_job(&paused).await.status, 204, "paused runners get nothing");
+        assert_eq!(app.take_job(&linux_only).await["job_info"]["name"], "tagged");
+
+        app.pipeline(project, "untagged: { script: x }\n").await;
+        assert_eq!(app.request_job(&linux_only).await.status, 204, "run_untagged=false");
+        assert_eq!(app.take_job(&untagged_only).await["job_info"]["name"], "untagged");
+
+        // ref_protected runners only run jobs of protected refs (the default branch here).
+        let reply = app.create_pipeline(project, "feature", "p: { script: x, tags: [prot] }\n").await;
+        assert_eq!(reply.status, 201);
+        assert_eq!(app.request_job(&protected_only).await.status, 204);
+        app.pipeline(project, "p: { script: x, tags: [prot] }\n").await;
+        let job = app.take_job(&protected_only).await;
+        assert_eq!(job["git_info"]["ref"], "main");
+        assert_eq!(job["git_info"]["protected"], true);
+
+        // Instance runners skip projects without shared runners; project runners take them.
+        app.pipeline(other, "mine: { script: x }\n").await;
+        assert_eq!(app.request_job(&untagged_only).await.status, 204, "shared runners are off for that project");
+        assert_eq!(app.take_job(&project_runner).await["job_info"]["name"], "mine");
+
+        // Paused through the admin API, then resumed.
+        app.pipeline(project, "late: { script: x }\n").await;
+        assert_eq!(app.request_job(&paused).await.status, 204);
+        app.send(app.admin(Method::PUT, &format!("/api/v4/runners/{paused_id}")).json(&json!({ "paused": false }))).await;
+        assert_eq!(app.take_job(&paused).await["job_info"]["name"], "late");
+    }
+
+    async fn jobs_a_runner_cannot_run_are_dropped(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "reports: { script: x, artifacts: { reports: { junit: r.xml } } }\n").await;
+        let reply = app.request_job_with(&runner, json!({ "info": { "features": { "upload_multiple_artifacts": false } } })).await;
+        assert_eq!(reply.status, 204, "{}", reply.text);
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("reports", "failed")]));
+        let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
+        assert_eq!(job[0]["failure_reason"], "runner_unsupported");
+    }
+
+    async fn a_job_request_finishes_the_runners_creation(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let reply = app.request_job(&runner).await;
+        assert_eq!(reply.status, 204);
+        assert!(reply.header("x-gitlab-last-update").is_some_and(|v| !v.is_empty()));
+        let row = app.runner(id).await.expect("runner");
+        assert_eq!(row.creation_state.as_str(), "finished");
+        assert!(row.contacted_at.is_some());
+        let managers = app.managers(id).await;
+        assert_eq!(managers.len(), 1);
+        assert_eq!(managers[0].creation_state.as_str(), "finished");
+        assert!(managers[0].runtime_features.contains("cancel_gracefully"));
+        app.request_job("glrt-wrong").await.assert(403, json!({ "message": "403 Forbidden" }));
+        let reply = app.send(app.request(Method::POST, "/api/v4/jobs/request").json(&json!({}))).await;
+        reply.assert(400, json!({ "error": "token is missing" }));
+    }
+
+    async fn every_job_is_assigned_exactly_once(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        const JOBS: usize = 40;
+        const RUNNERS: usize = 8;
+        let yaml: String = (0..JOBS).map(|i| format!("job{i}: {{ script: x }}\n")).collect();
+        app.pipeline(project, &yaml).await;
+        let mut tokens = Vec::new();
+        for _ in 0..RUNNERS {
+            tokens.push(app.create_runner(json!({ "runner_type": "instance_type" })).await.1);
+        }
+        let app = std::sync::Arc::new(app);
+        let mut tasks = Vec::new();
+        for token in tokens {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                // Bounded: every runner stops after it sees an empty queue or 2×JOBS polls.
+                for _ in 0..JOBS * 2 {
+                    let reply = app.request_job(&token).await;
+                    match reply.status {
+                        201 => got.push(reply.json()["id"].as_i64().expect("id")),
+                        204 => break,
+                        other => panic!("unexpected {other}: {}", reply.text),
+                    }
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("runner task"));
+        }
+        all.sort();
+        let unique: std::collections::BTreeSet<i64> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "a job was handed out twice: {all:?}");
+        assert_eq!(unique.len(), JOBS, "every job was handed out");
+    }
+
+    async fn a_held_poll_answers_as_soon_as_a_job_arrives(backend) {
+        let app = TestApp::builder(backend).long_poll_timeout(30).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204);
+        let last_update = first.header("x-gitlab-last-update").expect("queue value").to_string();
+
+        let app = std::sync::Arc::new(app);
+        let poller = {
+            let app = app.clone();
+            let runner = runner.clone();
+            tokio::spawn(async move {
+                let reply = app.request_job_with(&runner, json!({ "last_update": last_update })).await;
+                (reply.status, Instant::now())
+            })
+        };
+        // The poll is held: it has not answered while nothing changed.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!poller.is_finished(), "a poll with the current last_update is held");
+        let created = Instant::now();
+        app.pipeline(project, "a: { script: x }\n").await;
+        let (status, answered) = poller.await.expect("poller");
+        assert_eq!(status, 201);
+        let latency = answered.saturating_duration_since(created);
+        // Generous bound for a correctness check; the benchmark measures the real figure.
+        assert!(latency < Duration::from_secs(2), "answered {latency:?} after the pipeline was created");
+    }
+
+    async fn the_job_token_guard(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        let a = app.take_job(&runner).await;
+        let b = app.take_job(&runner).await;
+        let put = |id: &Value, body: Value| app.request(Method::PUT, &format!("/api/v4/jobs/{id}")).json(&body);
+
+        app.send(put(&a["id"], json!({ "state": "running" }))).await.assert(400, json!({ "error": "token is missing" }));
+        app.send(put(&a["id"], json!({ "token": "glcbt-wrong", "state": "running" }))).await.assert(403, json!({ "message": "403 Forbidden" }));
+        app.send(put(&a["id"], json!({ "token": b["token"], "state": "running" }))).await.assert(403, json!({ "message": "403 Forbidden" }));
+        app.send(put(&json!(999_999), json!({ "token": a["token"], "state": "running" }))).await.assert(403, json!({ "message": "403 Forbidden" }));
+
+        let reply = app.update_job(&a, json!({ "state": "bogus" })).await;
+        assert_eq!((reply.status, reply.text.as_str(), reply.header("job-status")), (400, "400", Some("running")));
+        let reply = app.update_job(&a, json!({ "state": "running", "unknown": true })).await;
+        assert_eq!((reply.status, reply.header("x-gitlab-trace-update-interval")), (200, Some("60")));
+        let reply = app.update_job(&a, json!({ "state": "failed", "failure_reason": "made_up_reason" })).await;
+        assert_eq!(reply.status, 200);
+        let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", a["id"]))).await.json();
+        assert_eq!(job["failure_reason"], "unknown_failure");
+
+        // Finished: 403 with its status, so the runner stops.
+        let reply = app.update_job(&a, json!({ "state": "running" })).await;
+        reply.assert(403, json!({ "message": "403 Forbidden - Job is not processing on runner" }));
+        assert_eq!(reply.header("job-status"), Some("failed"));
+        let _ = b;
+    }
+
+    async fn silent_and_overdue_jobs_are_ended(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "silent: { script: x }\nlate: { script: y, timeout: 10m }\nfine: { script: z }\n").await;
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            jobs.push(app.take_job(&runner).await);
+        }
+        let id_of = |name: &str| jobs.iter().find(|j| j["job_info"]["name"] == name).map(|j| j["id"].clone()).expect("job");
+        app.execute(&format!("UPDATE jobs SET updated_at = '2020-01-01 00:00:00' WHERE id = {}", id_of("silent"))).await;
+        app.execute(&format!("UPDATE jobs SET started_at = '2020-01-01 00:00:00' WHERE id = {}", id_of("late"))).await;
+        let ended = app.state.pipelines.reap(Duration::from_secs(3600)).await.expect("reap");
+        assert_eq!(ended, 2);
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs"))).await.json();
+        let reason = |name: &str| listed.as_array().and_then(|a| a.iter().find(|j| j["name"] == name)).map(|j| (j["status"].clone(), j["failure_reason"].clone()));
+        assert_eq!(reason("silent"), Some((json!("failed"), json!("stuck_or_timeout_failure"))));
+        assert_eq!(reason("late"), Some((json!("failed"), json!("job_execution_server_timeout"))));
+        assert_eq!(reason("fine").map(|r| r.0), Some(json!("running")));
+    }
+}

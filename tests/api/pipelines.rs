@@ -1,0 +1,272 @@
+//! Pipelines from `.gitlab-ci.yml`: creation, refusals, progression, cancel and retry.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{both_backends, statuses, TestApp};
+
+const THREE_STAGES: &str = r#"
+stages: [build, test, deploy]
+build:
+  stage: build
+  script: [make]
+test:
+  stage: test
+  script: [make test]
+deploy:
+  stage: deploy
+  script: [make deploy]
+"#;
+
+both_backends! {
+    async fn stages_run_in_order_to_success(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let reply = app.create_pipeline(project, "main", THREE_STAGES).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let body = reply.json();
+        let pipeline = body["id"].as_i64().expect("id");
+        assert_eq!((body["status"].as_str(), body["ref"].as_str(), body["source"].as_str()), (Some("pending"), Some("main"), Some("api")));
+        assert_eq!(body["sha"].as_str().map(str::len), Some(40));
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("build", "pending"), ("test", "created"), ("deploy", "created")]));
+
+        for (name, next) in [("build", Some("test")), ("test", Some("deploy")), ("deploy", None)] {
+            let job = app.take_job(&runner).await;
+            assert_eq!(job["job_info"]["name"], name);
+            let reply = app.update_job(&job, json!({ "state": "running", "output": {} })).await;
+            assert_eq!((reply.status, reply.header("job-status")), (200, Some("running")));
+            assert_eq!(app.pipeline_status(project, pipeline).await, "running");
+            let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": "crc32:00000000", "bytesize": 0 } })).await;
+            assert_eq!((reply.status, reply.header("job-status")), (200, Some("success")));
+            if let Some(next) = next {
+                let jobs = app.job_statuses(project, pipeline).await;
+                assert!(jobs.contains(&(next.to_string(), "pending".to_string())), "{jobs:?}");
+            }
+        }
+        assert_eq!(app.pipeline_status(project, pipeline).await, "success");
+        let reply = app.request_job(&runner).await;
+        assert_eq!(reply.status, 204, "nothing left");
+        let pipeline_json = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}"))).await.json();
+        assert!(pipeline_json["started_at"].is_string() && pipeline_json["finished_at"].is_string(), "{pipeline_json}");
+    }
+
+    async fn failures_skip_later_stages_unless_allowed(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, r#"
+stages: [build, test, cleanup]
+lint: { stage: build, script: x, allow_failure: true }
+build: { stage: build, script: x }
+test: { stage: test, script: x }
+report: { stage: cleanup, script: x, when: on_failure }
+always: { stage: cleanup, script: x, when: always }
+"#).await;
+        let first = app.take_job(&runner).await;
+        let second = app.take_job(&runner).await;
+        let (lint, build) = if first["job_info"]["name"] == "lint" { (first, second) } else { (second, first) };
+        let reply = app.update_job(&lint, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (200, Some("failed")));
+        app.update_job(&build, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 2 })).await;
+        assert_eq!(
+            app.job_statuses(project, pipeline).await,
+            statuses(&[("lint", "failed"), ("build", "failed"), ("test", "skipped"), ("report", "pending"), ("always", "pending")])
+        );
+        let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", build["id"]))).await.json();
+        assert_eq!((job["failure_reason"].as_str(), job["exit_code"].as_i64()), (Some("script_failure"), Some(2)));
+        for _ in 0..2 {
+            let job = app.take_job(&runner).await;
+            app.update_job(&job, json!({ "state": "success" })).await;
+        }
+        assert_eq!(app.pipeline_status(project, pipeline).await, "failed");
+    }
+
+    async fn allowed_failures_and_exit_codes_keep_the_pipeline_green(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "a: { script: x, allow_failure: { exit_codes: [3] } }\n").await;
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 3 })).await;
+        assert_eq!(app.pipeline_status(project, pipeline).await, "success");
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", job["id"]))).await.json();
+        assert_eq!((listed["status"].as_str(), listed["allow_failure"].as_bool()), (Some("failed"), Some(true)));
+
+        let pipeline = app.pipeline(project, "a: { script: x, allow_failure: { exit_codes: [3] } }\n").await;
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 4 })).await;
+        assert_eq!(app.pipeline_status(project, pipeline).await, "failed");
+    }
+
+    async fn needs_start_jobs_before_their_stage(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, r#"
+stages: [build, test]
+build_a: { stage: build, script: x }
+build_b: { stage: build, script: x }
+test_a: { stage: test, script: x, needs: [build_a] }
+test_b: { stage: test, script: x }
+"#).await;
+        let mut a = app.take_job(&runner).await;
+        if a["job_info"]["name"] != "build_a" {
+            a = app.take_job(&runner).await;
+        }
+        assert_eq!(a["job_info"]["name"], "build_a");
+        app.update_job(&a, json!({ "state": "success" })).await;
+        let jobs = app.job_statuses(project, pipeline).await;
+        assert!(jobs.contains(&("test_a".into(), "pending".into())), "{jobs:?}");
+        assert!(jobs.contains(&("test_b".into(), "created".into())), "{jobs:?}");
+        // build_b (older) and test_a are both pending now; test_b still waits for build_b.
+        let next = [app.take_job(&runner).await, app.take_job(&runner).await];
+        let test_a = next.iter().find(|j| j["job_info"]["name"] == "test_a").expect("test_a runs before its stage").clone();
+        // needs → dependencies: only build_a, with the consuming job's own token.
+        assert_eq!(test_a["dependencies"], json!([{ "id": a["id"], "name": "build_a", "token": test_a["token"] }]));
+    }
+
+    async fn retry_keyword_makes_a_new_try(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "flaky: { script: x, retry: { max: 1, when: [script_failure] } }\n").await;
+        let first = app.take_job(&runner).await;
+        app.update_job(&first, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 })).await;
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("flaky", "pending")]));
+        // The status comes from the latest tries only: one pending job.
+        assert_eq!(app.pipeline_status(project, pipeline).await, "pending");
+        let second = app.take_job(&runner).await;
+        assert_ne!(first["id"], second["id"]);
+        app.update_job(&second, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 })).await;
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("flaky", "failed")]));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "failed");
+        let all = app
+            .send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs?include_retried=true")))
+            .await
+            .json();
+        assert_eq!(all.as_array().map(Vec::len), Some(2));
+        assert_eq!(all[0]["retried"], true);
+    }
+
+    async fn cancel_gracefully_and_at_once(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "a: { script: x }\nb: { stage: deploy, script: y }\n").await;
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "running" })).await;
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/cancel"))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["status"], "canceling");
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("a", "canceling"), ("b", "canceled")]));
+        // The runner learns it on its next update and reports after after_script.
+        let reply = app.update_job(&job, json!({ "state": "running" })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (200, Some("canceling")));
+        let reply = app.update_job(&job, json!({ "state": "failed", "failure_reason": "unknown_failure" })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (200, Some("canceled")));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "canceled");
+
+        // A runner without cancel_gracefully: canceled at once, then 403 + Job-Status.
+        let pipeline = app.pipeline(project, "a: { script: x }\n").await;
+        let mut features = crate::helpers::shell_features();
+        features["cancel_gracefully"] = json!(false);
+        let job = app.request_job_with(&runner, json!({ "info": { "features": features } })).await.json();
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{}/cancel", job["id"]))).await;
+        assert_eq!(reply.json()["status"], "canceled");
+        let reply = app.update_job(&job, json!({ "state": "running" })).await;
+        reply.assert(403, json!({ "message": "403 Forbidden - Job is not processing on runner" }));
+        assert_eq!(reply.header("job-status"), Some("canceled"));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "canceled");
+    }
+
+    async fn retry_jobs_and_pipelines(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "stages: [a, b]\nfirst: { stage: a, script: x }\nsecond: { stage: b, script: y }\n").await;
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "failed", "failure_reason": "script_failure" })).await;
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("first", "failed"), ("second", "skipped")]));
+
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/retry"))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["status"], "pending");
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("second", "created"), ("first", "pending")]));
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "failed", "failure_reason": "script_failure" })).await;
+
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{}/retry", job["id"]))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let retried = reply.json();
+        assert_ne!(retried["id"], job["id"]);
+        assert_eq!(retried["status"], "pending");
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "success" })).await;
+        let job = app.take_job(&runner).await;
+        assert_eq!(job["job_info"]["name"], "second");
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(app.pipeline_status(project, pipeline).await, "success");
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/retry"))).await;
+        reply.assert(403, json!({ "message": "403 Forbidden - Pipeline is not retryable" }));
+    }
+
+    async fn manual_jobs_wait_to_be_played(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "deploy: { script: x, when: manual }\n").await;
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("deploy", "manual")]));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "manual");
+        assert_eq!(app.request_job(&runner).await.status, 204);
+        let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
+        let id = jobs[0]["id"].as_i64().expect("id");
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{id}/play"))).await;
+        assert_eq!(reply.json()["status"], "pending");
+        let job = app.take_job(&runner).await;
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(app.pipeline_status(project, pipeline).await, "success");
+    }
+
+    async fn refused_configurations_create_nothing(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        for (yaml, message) in [
+            ("a: [", "Invalid configuration format"),
+            ("a: { script: x, only: [main] }", "jobs:a uses keywords Runway does not support yet: only"),
+            ("a: { script: x, wat: 1 }", "jobs:a config contains unknown keys: wat"),
+            ("a: { stage: test }", "jobs:a config should implement the script:, run:, or trigger: keyword"),
+            ("a: { script: x, needs: [b] }\nb: { script: y, needs: [a] }", "The pipeline has circular dependencies"),
+        ] {
+            let reply = app.create_pipeline(project, "main", yaml).await;
+            assert_eq!(reply.status, 400, "{yaml}: {}", reply.text);
+            let text = reply.json()["message"]["base"][0].as_str().unwrap_or_default().to_string();
+            assert!(text.contains(message), "{yaml}: {text}");
+        }
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ci_config": "a: { script: x }" }))).await;
+        reply.assert(400, json!({ "error": "ref is missing" }));
+        let reply = app.send(app.admin(Method::POST, "/api/v4/projects/999/pipeline").json(&json!({ "ref": "main", "ci_config": "a: { script: x }" }))).await;
+        reply.assert(404, json!({ "message": "404 Project Not Found" }));
+        let list = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await;
+        list.assert(200, json!([]));
+        let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await;
+        jobs.assert(200, json!([]));
+    }
+
+    async fn projects_through_the_admin_api(backend) {
+        let app = TestApp::spawn(backend).await;
+        let id = app.create_project(json!({ "name": "My App", "namespace": "team", "repository_url": "file:///srv/app.git" })).await;
+        let project = app.send(app.admin(Method::GET, "/api/v4/projects/team%2Fmy-app")).await.json();
+        assert_eq!(project["id"], id);
+        assert_eq!(project["path_with_namespace"], "team/my-app");
+        assert_eq!(project["http_url_to_repo"], "file:///srv/app.git");
+        assert_eq!(project["default_branch"], "main");
+        let reply = app.send(app.admin(Method::POST, "/api/v4/projects").json(&json!({ "name": "My App", "namespace": "team" }))).await;
+        reply.assert(400, json!({ "message": { "name": ["has already been taken"], "path": ["has already been taken"] } }));
+        let reply = app.send(app.admin(Method::POST, "/api/v4/projects").json(&json!({}))).await;
+        reply.assert(400, json!({ "error": "name, path are missing, at least one parameter must be provided" }));
+        app.send(app.admin(Method::GET, "/api/v4/projects/404")).await.assert(404, json!({ "message": "404 Project Not Found" }));
+        let list = app.send(app.admin(Method::GET, "/api/v4/projects")).await.json();
+        assert_eq!(list.as_array().map(Vec::len), Some(1));
+    }
+}
