@@ -28,6 +28,7 @@ use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::queue::{Dispatcher, Queue};
 use crate::service::pipelines::Pipelines;
+use crate::service::repos::Repositories;
 use crate::service::runners::Runners;
 
 /// Shared state of every worker.
@@ -38,6 +39,7 @@ pub struct AppState {
     pub queue: Arc<Queue>,
     pub dispatcher: Dispatcher,
     pub pipelines: Pipelines,
+    pub repositories: Repositories,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -126,6 +128,7 @@ impl Runway {
             ),
             dispatcher: Dispatcher::new(db.clone(), queue.clone()),
             pipelines: Pipelines::new(db.clone(), queue.clone()),
+            repositories: Repositories::new(&settings.data_dir),
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,

@@ -1,4 +1,5 @@
 //! Services: what handlers call. They own transactions and caches; models own SQL.
 
 pub mod pipelines;
+pub mod repos;
 pub mod runners;

@@ -84,6 +84,8 @@ pub struct PipelineVariable {
 pub struct NewPipelineRequest {
     pub ref_: String,
     pub sha: String,
+    /// `ref_` is a tag (else a branch).
+    pub tag: bool,
     pub variables: Vec<PipelineVariable>,
     pub ci_config: String,
     pub source: String,
@@ -120,7 +122,14 @@ fn rule_context(
         ("GITLAB_CI", "true".to_string()),
         ("CI_PIPELINE_SOURCE", req.source.clone()),
         ("CI_COMMIT_REF_NAME", req.ref_.clone()),
-        ("CI_COMMIT_BRANCH", req.ref_.clone()),
+        (
+            if req.tag {
+                "CI_COMMIT_TAG"
+            } else {
+                "CI_COMMIT_BRANCH"
+            },
+            req.ref_.clone(),
+        ),
         ("CI_COMMIT_SHA", req.sha.clone()),
         ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
         ("CI_PROJECT_NAME", project.path.clone()),
@@ -170,7 +179,7 @@ impl Pipelines {
             ref_: &req.ref_,
             sha: &req.sha,
             before_sha: "0000000000000000000000000000000000000000",
-            tag: false,
+            tag: req.tag,
             protected,
             source: &req.source,
             status: PipelineStatus::Created,

@@ -10,5 +10,6 @@ mod jobs;
 mod meta;
 mod pipelines;
 mod python_gitlab;
+mod repositories;
 mod runners;
 mod schema;

@@ -340,7 +340,7 @@ fn pipeline_variable(v: &Value) -> Option<PipelineVariable> {
     Some(PipelineVariable { key, value })
 }
 
-/// Create a pipeline from `ci_config` (Runway) at `ref`.
+/// Create a pipeline at `ref`: from `ci_config` (Runway) or the repository's `.gitlab-ci.yml`.
 #[utoipa::path(tag = "pipelines", operation_id = "create_pipeline", params(("id" = String, Path)),
     request_body(content = CreatePipelineParams, content_type = "application/json"),
     security(("private_token" = [])),
@@ -356,31 +356,33 @@ pub async fn create_pipeline(
 ) -> ApiResult<HttpResponse> {
     let project = find_project(&state, &id).await?;
     let p = params.0;
-    let Some(ci_config) = p.ci_config else {
-        return Err(ApiError::bad_request(
-            "ci_config is missing: reading .gitlab-ci.yml from the project's repository is not supported yet",
-        ));
+    let (sha, tag, ci_config) = match p.ci_config {
+        // Runway's extension: the configuration comes with the request.
+        Some(ci_config) => {
+            let sha = p.sha.unwrap_or_else(|| {
+                let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
+                crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
+            });
+            (sha, false, ci_config)
+        }
+        // As GitLab: `.gitlab-ci.yml` of the commit the ref (or sha) names.
+        None => {
+            let resolved = state
+                .repositories
+                .read_config(&project, &p.ref_, p.sha.as_deref())
+                .await?;
+            (resolved.sha, resolved.tag, resolved.ci_config)
+        }
     };
-    let sha = p.sha.unwrap_or_else(|| {
-        let digest = crate::auth::tokens::TokenDigest::of(&format!(
-            "{}\n{}\n{ci_config}",
-            project.id, p.ref_
-        ));
-        digest.to_hex()[..40].to_string()
-    });
-    let pipeline = state
-        .pipelines
-        .create(
-            &project,
-            NewPipelineRequest {
-                ref_: p.ref_,
-                sha,
-                variables: p.variables,
-                ci_config,
-                source: "api".into(),
-            },
-        )
-        .await?;
+    let request = NewPipelineRequest {
+        ref_: p.ref_,
+        sha,
+        tag,
+        variables: p.variables,
+        ci_config,
+        source: "api".into(),
+    };
+    let pipeline = state.pipelines.create(&project, request).await?;
     Ok(HttpResponse::Created().json(pipeline_json(
         &pipeline,
         &project,
