@@ -136,6 +136,9 @@ impl Runway {
             settings,
         });
         spawn_reaper(state.clone());
+        if state.db.backend() == db::Backend::Postgres {
+            queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
+        }
         let workers = state.settings.workers;
         let app_state = state.clone();
         let server = HttpServer::new(move || build_app(app_state.clone()))

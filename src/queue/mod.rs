@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
+
+pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
 use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
@@ -26,6 +28,8 @@ const CANDIDATE_BATCH: i64 = 100;
 pub struct Queue {
     version: AtomicU64,
     changed: Notify,
+    /// Where bumps go to reach other instances (PostgreSQL `NOTIFY`), once listening.
+    broadcast: std::sync::OnceLock<mpsc::UnboundedSender<()>>,
     pub poll_timeout: Duration,
 }
 
@@ -34,6 +38,7 @@ impl Queue {
         Queue {
             version: AtomicU64::new(rand::random::<u32>() as u64),
             changed: Notify::new(),
+            broadcast: std::sync::OnceLock::new(),
             poll_timeout,
         }
     }
@@ -42,10 +47,23 @@ impl Queue {
         format!("{:x}", self.version.load(Ordering::Acquire))
     }
 
-    /// Something runners may want changed: wake every held poll.
+    /// Something runners may want changed: wake every held poll, here and on the other
+    /// instances.
     pub fn bump(&self) {
+        self.bump_local();
+        if let Some(tx) = self.broadcast.get() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wakes this instance's held polls only (a notification from another instance).
+    pub fn bump_local(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
+    }
+
+    fn set_broadcast(&self, tx: mpsc::UnboundedSender<()>) {
+        let _ = self.broadcast.set(tx);
     }
 
     /// Waits until the version differs from `seen` (true) or `timeout` passes (false).

@@ -289,3 +289,50 @@ both_backends! {
         assert_eq!(reason("fine").map(|r| r.0), Some(json!("running")));
     }
 }
+
+/// Two servers on one PostgreSQL database: a poll held by one wakes when the other
+/// creates a job (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_postgres_database_wake_each_other() {
+    let first = TestApp::builder(crate::helpers::Backend::Postgres)
+        .long_poll_timeout(30)
+        .spawn()
+        .await;
+    let second = TestApp::builder(crate::helpers::Backend::Postgres)
+        .same_database_as(&first)
+        .spawn()
+        .await;
+    let project = first.create_project(json!({ "name": "app" })).await;
+    let (_, runner) = first
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
+    let empty = first.request_job(&runner).await;
+    let last_update = empty
+        .header("x-gitlab-last-update")
+        .expect("queue value")
+        .to_string();
+    // Let the listener of the first server subscribe before anything is sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let first = std::sync::Arc::new(first);
+    let poller = {
+        let first = first.clone();
+        tokio::spawn(async move {
+            let reply = first
+                .request_job_with(&runner, json!({ "last_update": last_update }))
+                .await;
+            (reply.status, reply.text, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poller.is_finished(), "the poll is held");
+    let created = Instant::now();
+    second.pipeline(project, "a: { script: x }\n").await;
+    let (status, text, answered) = poller.await.expect("poller");
+    assert_eq!(status, 201, "{text}");
+    let latency = answered.saturating_duration_since(created);
+    assert!(
+        latency < Duration::from_secs(2),
+        "woken {latency:?} after the other instance created the job"
+    );
+}

@@ -48,6 +48,7 @@ pub(crate) use both_backends;
 pub struct TestAppBuilder {
     backend: Backend,
     args: SettingsArgs,
+    database_url: Option<String>,
 }
 
 impl TestAppBuilder {
@@ -71,6 +72,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// A second server on the first one's database (several instances, one database).
+    pub fn same_database_as(mut self, other: &TestApp) -> Self {
+        self.database_url = Some(other.database_url.clone());
+        self
+    }
+
     pub fn without_registration_token(mut self) -> Self {
         self.args.registration_token = None;
         self
@@ -79,10 +86,14 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args = self.args;
-        args.database_url = Some(match self.backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("runway.sqlite3").display()),
-            Backend::Postgres => fresh_postgres_database().await,
-        });
+        let database_url = match (self.database_url, self.backend) {
+            (Some(url), _) => url,
+            (None, Backend::Sqlite) => {
+                format!("sqlite://{}", dir.path().join("runway.sqlite3").display())
+            }
+            (None, Backend::Postgres) => fresh_postgres_database().await,
+        };
+        args.database_url = Some(database_url.clone());
         args.data_dir = Some(dir.path().to_path_buf());
         let settings = Settings::resolve(args, None).expect("settings");
         let runway = runway::Runway::build(settings)
@@ -93,6 +104,7 @@ impl TestAppBuilder {
         tokio::spawn(runway.server);
         TestApp {
             base,
+            database_url,
             backend: self.backend,
             client: Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -129,6 +141,7 @@ async fn fresh_postgres_database() -> String {
 
 pub struct TestApp {
     pub base: String,
+    pub database_url: String,
     pub backend: Backend,
     pub client: Client,
     pub db: DbPool,
@@ -188,6 +201,7 @@ impl TestApp {
                 workers: Some(2),
                 ..Default::default()
             },
+            database_url: None,
         }
     }
 
