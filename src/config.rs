@@ -51,6 +51,11 @@ pub struct SettingsArgs {
     /// Seconds after which a running job its runner stopped updating is failed.
     #[arg(long, env = "RUNWAY_STUCK_JOB_TIMEOUT")]
     pub stuck_job_timeout: Option<u64>,
+    /// Two-phase job commit for runners that advertise it: a job stays pending until the
+    /// runner's first update and goes back to the queue if none comes within 2 minutes.
+    /// Off by default, as GitLab's `allow_runner_job_acknowledgement`.
+    #[arg(long, env = "RUNWAY_TWO_PHASE_COMMIT")]
+    pub two_phase_commit: Option<bool>,
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
@@ -81,6 +86,7 @@ impl SettingsArgs {
             long_poll_timeout: self.long_poll_timeout.or(lower.long_poll_timeout),
             trace_update_interval: self.trace_update_interval.or(lower.trace_update_interval),
             stuck_job_timeout: self.stuck_job_timeout.or(lower.stuck_job_timeout),
+            two_phase_commit: self.two_phase_commit.or(lower.two_phase_commit),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
@@ -112,6 +118,7 @@ pub struct Settings {
     pub long_poll_timeout: Duration,
     pub trace_update_interval: Duration,
     pub stuck_job_timeout: Duration,
+    pub two_phase_commit: bool,
     pub database_pool_size: usize,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -183,6 +190,7 @@ impl Settings {
             stuck_job_timeout: Duration::from_secs(
                 merged.stuck_job_timeout.unwrap_or(3600).max(60),
             ),
+            two_phase_commit: merged.two_phase_commit.unwrap_or(false),
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
             workers: workers.max(1),
             log_format,

@@ -232,7 +232,10 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
             if job.erased_at.is_some() {
                 return Err(ApiError::forbidden("Job has been erased!"));
             }
-            if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) {
+            // Executing, or pending while awaiting the runner's acknowledgement (two-phase
+            // commit: `validate_executing_job!` lets those through).
+            let awaiting_ack = job.status == JobStatus::Pending && job.ack_deadline.is_some();
+            if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) && !awaiting_ack {
                 return Err(ApiError::JobNotRunning(job.status));
             }
             if H::HEARTBEAT {

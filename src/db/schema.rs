@@ -129,6 +129,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         erased_at -> Nullable<Timestamp>,
+        ack_deadline -> Nullable<Timestamp>,
     }
 }
 

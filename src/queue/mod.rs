@@ -134,14 +134,23 @@ fn can_run(
         && (!job_tags.is_empty() || runner.run_untagged)
 }
 
+/// How long a runner has to acknowledge a job under two-phase commit
+/// (`RUNNER_ACK_QUEUE_EXPIRY_TIME`).
+pub const ACK_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
 pub struct Dispatcher {
     db: DbPool,
     pub queue: Arc<Queue>,
+    two_phase_commit: bool,
 }
 
 impl Dispatcher {
-    pub fn new(db: DbPool, queue: Arc<Queue>) -> Dispatcher {
-        Dispatcher { db, queue }
+    pub fn new(db: DbPool, queue: Arc<Queue>, two_phase_commit: bool) -> Dispatcher {
+        Dispatcher {
+            db,
+            queue,
+            two_phase_commit,
+        }
     }
 
     /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
@@ -198,10 +207,9 @@ impl Dispatcher {
         } else {
             Vec::new()
         };
-        let cancel_gracefully = features
-            .get("cancel_gracefully")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
+        let cancel_gracefully = has("cancel_gracefully");
+        let two_phase = self.two_phase_commit && has("two_phase_job_commit");
         let mut after = 0;
         loop {
             let candidates = {
@@ -232,7 +240,7 @@ impl Dispatcher {
                 }
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
                 if !self
-                    .claim(&job, runner, manager, &token, cancel_gracefully)
+                    .claim(&job, runner, manager, &token, cancel_gracefully, two_phase)
                     .await?
                 {
                     continue; // another runner got it first
@@ -266,8 +274,10 @@ impl Dispatcher {
         manager: &RunnerManager,
         token: &NewToken,
         cancel_gracefully: bool,
+        two_phase: bool,
     ) -> ApiResult<bool> {
         let at = now();
+        let ack_deadline = two_phase.then(|| at + ACK_TIMEOUT);
         let digest = token.digest.as_bytes().to_vec();
         let mut db = self.db.write().await?;
         let pipeline_id = job.pipeline_id;
@@ -287,6 +297,7 @@ impl Dispatcher {
                 &digest,
                 cancel_gracefully,
                 at,
+                ack_deadline,
             )
             .await?
             {

@@ -294,6 +294,28 @@ impl Pipelines {
         Ok(job)
     }
 
+    /// Two-phase commit: the runner's first `running` update acknowledges the job, which
+    /// starts running now. Answers the job afterwards (unchanged if it was not awaiting).
+    pub async fn acknowledge(&self, job_id: i64) -> ApiResult<Job> {
+        self.in_pipeline_of_job(job_id, |tx, job| {
+            Box::pin(async move {
+                let at = now();
+                let changes = JobChanges {
+                    status: Some(JobStatus::Running),
+                    started_at: Some(Some(at)),
+                    ack_deadline: Some(None),
+                    updated_at: Some(at),
+                    ..Default::default()
+                };
+                if job.ack_deadline.is_some() {
+                    Job::transition(tx, job.id, &[JobStatus::Pending], &changes).await?;
+                }
+                Ok(job.id)
+            })
+        })
+        .await
+    }
+
     /// Cancels one job: waiting jobs at once; a running one through `canceling` when its
     /// runner cancels gracefully, else at once; a second cancel forces `canceled`.
     pub async fn cancel_job(&self, job_id: i64) -> ApiResult<Job> {
@@ -401,6 +423,30 @@ impl Pipelines {
         };
         let at = now();
         let mut ended = 0;
+        // Two-phase commit: jobs not acknowledged in time go back to the queue.
+        let unacknowledged = {
+            let mut db = self.db.read().await?;
+            Job::unacknowledged(&mut db.conn(), at).await?
+        };
+        for job in unacknowledged {
+            let changes = JobChanges {
+                runner_id: Some(None),
+                runner_manager_id: Some(None),
+                token_digest: Some(None),
+                ack_deadline: Some(None),
+                queued_at: Some(Some(at)),
+                updated_at: Some(at),
+                ..Default::default()
+            };
+            let mut db = self.db.write().await?;
+            if Job::transition(&mut db.conn(), job.id, &[JobStatus::Pending], &changes).await? {
+                tracing::warn!(
+                    job_id = job.id,
+                    "job not acknowledged in time: queued again"
+                );
+                ended += 1;
+            }
+        }
         for job in executing {
             let timed_out = job.started_at.is_some_and(|s| {
                 s + chrono::TimeDelta::seconds(i64::from(job.timeout.unwrap_or(3600))) + GRACE < at

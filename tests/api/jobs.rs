@@ -60,6 +60,36 @@ fn redact(mut payload: Value) -> Value {
 }
 
 both_backends! {
+    async fn two_phase_commit_when_enabled(backend) {
+        let app = TestApp::builder(backend).two_phase_commit().spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, other) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        let a = app.take_job(&runner).await;
+        let b = app.take_job(&runner).await;
+        // Assigned but pending until acknowledged; nobody else gets them.
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("a", "pending"), ("b", "pending")]));
+        assert_eq!(app.request_job(&other).await.status, 204);
+        let reply = app.update_job(&a, json!({ "state": "pending" })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (200, Some("pending")));
+        let reply = app.update_job(&a, json!({ "state": "success" })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (400, Some("pending")));
+        let reply = app.update_job(&a, json!({ "state": "running" })).await;
+        assert_eq!((reply.status, reply.header("job-status")), (200, Some("running")));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "running");
+
+        // b is never acknowledged: after the deadline it goes back to the queue.
+        app.execute(&format!("UPDATE jobs SET ack_deadline = '2020-01-01 00:00:00' WHERE id = {}", b["id"])).await;
+        assert_eq!(app.state.pipelines.reap(Duration::from_secs(3600)).await.expect("reap"), 1);
+        let again = app.take_job(&other).await;
+        assert_eq!(again["id"], b["id"]);
+        assert_ne!(again["token"], b["token"]);
+        app.update_job(&b, json!({ "state": "running" })).await.assert(403, json!({ "message": "403 Forbidden" }));
+        let reply = app.update_job(&again, json!({ "state": "running" })).await;
+        assert_eq!(reply.header("job-status"), Some("running"));
+    }
+
     async fn the_payload_has_the_types_the_runner_decodes(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app", "namespace": "team" })).await;

@@ -121,7 +121,8 @@ CREATE TABLE jobs (
     queued_at TIMESTAMP,
     started_at TIMESTAMP,
     finished_at TIMESTAMP,
-    erased_at TIMESTAMP
+    erased_at TIMESTAMP,
+    ack_deadline TIMESTAMP
 );
 CREATE INDEX index_jobs_on_pipeline_id ON jobs (pipeline_id);
 CREATE INDEX index_jobs_on_project_id ON jobs (project_id);

@@ -167,6 +167,18 @@ pub async fn update_job(
     let p = params.0;
     let job = auth.job;
     let interval = Some(state.settings.trace_update_interval.as_secs());
+    if job.status == JobStatus::Pending {
+        // Awaiting acknowledgement (two-phase commit): `running` starts the job, `pending`
+        // keeps it waiting, anything else is refused and leaves it pending.
+        return Ok(match p.state.as_deref() {
+            Some("running") => {
+                let job = state.pipelines.acknowledge(job.id).await?;
+                job_response(StatusCode::OK, job.status, interval)
+            }
+            Some("pending") => job_response(StatusCode::OK, job.status, None),
+            _ => job_response(StatusCode::BAD_REQUEST, job.status, None),
+        });
+    }
     let outcome = match p.state.as_deref() {
         Some("running") => return Ok(job_response(StatusCode::OK, job.status, interval)),
         Some("success") => JobOutcome {

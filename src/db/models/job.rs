@@ -42,6 +42,9 @@ pub struct Job {
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
     pub erased_at: Option<NaiveDateTime>,
+    /// Two-phase commit: assigned to a runner but still pending until the runner's first
+    /// `running` update, which must come before this time.
+    pub ack_deadline: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -77,6 +80,9 @@ pub struct JobChanges {
     pub token_digest: Option<Option<Vec<u8>>>,
     pub updated_at: Option<NaiveDateTime>,
     pub retried: Option<bool>,
+    pub runner_id: Option<Option<i64>>,
+    pub runner_manager_id: Option<Option<i64>>,
+    pub ack_deadline: Option<Option<NaiveDateTime>>,
 }
 
 impl Job {
@@ -149,6 +155,19 @@ impl Job {
             .await)
     }
 
+    /// Jobs assigned under two-phase commit whose runner did not acknowledge in time.
+    pub async fn unacknowledged(
+        conn: &mut Conn<'_>,
+        before: NaiveDateTime,
+    ) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::status.eq(JobStatus::Pending))
+            .filter(jobs::ack_deadline.lt(before))
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
     /// Running jobs (for timeouts and lost runners).
     pub async fn executing(conn: &mut Conn<'_>) -> QueryResult<Vec<Job>> {
         db_run!(conn, |c| jobs::table
@@ -160,7 +179,10 @@ impl Job {
     }
 
     /// Assigns a pending job to a runner: exactly one caller wins, because the update only
-    /// matches while the job is still pending (both backends serialise writers on a row).
+    /// matches while the job is still pending and unassigned (both backends serialise
+    /// writers on a row). With `ack_deadline` (two-phase commit) the job stays pending,
+    /// assigned, until the runner's first `running` update.
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         conn: &mut Conn<'_>,
         id: i64,
@@ -169,19 +191,28 @@ impl Job {
         token_digest: &[u8],
         cancel_gracefully: bool,
         at: NaiveDateTime,
+        ack_deadline: Option<NaiveDateTime>,
     ) -> QueryResult<bool> {
+        let status = if ack_deadline.is_some() {
+            JobStatus::Pending
+        } else {
+            JobStatus::Running
+        };
+        let started_at = ack_deadline.is_none().then_some(at);
         let n = db_run!(conn, |c| diesel::update(
             jobs::table
                 .filter(jobs::id.eq(id))
                 .filter(jobs::status.eq(JobStatus::Pending))
+                .filter(jobs::runner_id.is_null())
         )
         .set((
-            jobs::status.eq(JobStatus::Running),
+            jobs::status.eq(status),
+            jobs::ack_deadline.eq(ack_deadline),
             jobs::runner_id.eq(runner_id),
             jobs::runner_manager_id.eq(manager_id),
             jobs::token_digest.eq(token_digest),
             jobs::cancel_gracefully.eq(cancel_gracefully),
-            jobs::started_at.eq(at),
+            jobs::started_at.eq(started_at),
             jobs::updated_at.eq(at),
             jobs::lock_version.eq(jobs::lock_version + 1),
         ))
@@ -198,6 +229,7 @@ impl Job {
                 let found: Option<i64> = jobs::table
                     .filter(jobs::id.eq(id))
                     .filter(jobs::status.eq(JobStatus::Pending))
+                    .filter(jobs::runner_id.is_null())
                     .select(jobs::id)
                     .for_update()
                     .skip_locked()

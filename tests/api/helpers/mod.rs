@@ -72,6 +72,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn two_phase_commit(mut self) -> Self {
+        self.args.two_phase_commit = Some(true);
+        self
+    }
+
     /// A second server on the first one's database (several instances, one database).
     pub fn same_database_as(mut self, other: &TestApp) -> Self {
         self.database_url = Some(other.database_url.clone());
