@@ -270,9 +270,28 @@ fn err<T>(message: impl Into<String>) -> Result<T> {
     Err(ConfigError(message.into()))
 }
 
-/// Plans a pipeline from `.gitlab-ci.yml` text. `context` holds the variables `rules:if`
-/// sees besides the file's own (predefined `CI_*` and the pipeline's variables).
-pub fn plan(yaml: &str, context: &HashMap<String, String>) -> Result<PipelinePlan> {
+/// The variables `rules:if` sees besides the file's own, by precedence: `predefined`
+/// (`CI_*`) below the file's variables, `user` (given when creating the pipeline) above.
+#[derive(Debug, Clone, Default)]
+pub struct RuleScope {
+    pub predefined: HashMap<String, String>,
+    pub user: HashMap<String, String>,
+}
+
+impl RuleScope {
+    /// Predefined, then `file` (in order), then user variables: later ones win.
+    fn with(&self, file: &[Variable]) -> HashMap<String, String> {
+        let mut vars = self.predefined.clone();
+        for v in file {
+            vars.insert(v.key.clone(), v.value.clone());
+        }
+        vars.extend(self.user.iter().map(|(k, v)| (k.clone(), v.clone())));
+        vars
+    }
+}
+
+/// Plans a pipeline from `.gitlab-ci.yml` text, evaluating rules in `scope`.
+pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
     let mut root: Value = serde_yaml::from_str(yaml)
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
     root.apply_merge()
@@ -311,14 +330,8 @@ pub fn plan(yaml: &str, context: &HashMap<String, String>) -> Result<PipelinePla
     }
 
     let stages = stages(&root)?;
-    let mut variables = context.clone();
     let global_vars = variables_of(root.get("variables"), "variables")?;
-    for v in &global_vars {
-        variables
-            .entry(v.key.clone())
-            .or_insert_with(|| v.value.clone());
-    }
-    workflow(&root, &variables)?;
+    workflow(&root, &scope.with(&global_vars))?;
 
     let mut defaults = Mapping::new();
     for key in DEFAULT_KEYS {
@@ -386,7 +399,7 @@ pub fn plan(yaml: &str, context: &HashMap<String, String>) -> Result<PipelinePla
             ));
             continue;
         }
-        match plan_job(name, &job, &stages, &global_vars, &variables) {
+        match plan_job(name, &job, &stages, &global_vars, scope) {
             Ok(Some(jobs)) => planned.extend(jobs),
             Ok(None) => {}
             Err(e) => problems.push(e.0),
@@ -640,7 +653,7 @@ fn plan_job(
     job: &Mapping,
     stages: &[String],
     global_vars: &[Variable],
-    pipeline_vars: &HashMap<String, String>,
+    rule_scope: &RuleScope,
 ) -> Result<Option<Vec<JobPlan>>> {
     if name.chars().count() > 255 {
         return err(format!(
@@ -722,10 +735,7 @@ fn plan_job(
     }
 
     if let Some(rules) = field("rules") {
-        let mut scope = pipeline_vars.clone();
-        for v in &variables {
-            scope.insert(v.key.clone(), v.value.clone());
-        }
+        let scope = rule_scope.with(&variables);
         match evaluate_rules(rules, &scope, &format!("jobs:{name}"))? {
             None => return Ok(None),
             Some(rule) => {
@@ -1363,15 +1373,19 @@ fn check_dependencies(jobs: &[JobPlan]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn ctx() -> HashMap<String, String> {
-        [
+    fn ctx() -> RuleScope {
+        let predefined = [
             ("CI_COMMIT_BRANCH", "main"),
             ("CI_COMMIT_REF_NAME", "main"),
             ("CI_PIPELINE_SOURCE", "api"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+        RuleScope {
+            predefined,
+            user: HashMap::new(),
+        }
     }
 
     fn names(plan: &PipelinePlan) -> Vec<&str> {

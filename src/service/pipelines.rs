@@ -2,13 +2,12 @@
 //! of jobs and pipelines. Every change runs in one transaction and ends by re-processing
 //! the pipeline; a job that became pending wakes held polls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::ci::config::{self, JobSpec, Variable, When};
+use crate::ci::config::{self, JobSpec, RuleScope, Variable, When};
 use crate::ci::progress::{advance, pipeline_status, JobState};
 use crate::db::enums::{JobStatus, PipelineStatus};
 use crate::db::models::{now, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
@@ -110,26 +109,20 @@ fn is_complete(status: JobStatus) -> bool {
     )
 }
 
-/// The variables `rules:if` sees at creation (the predefined ones that do not depend on
-/// the job, and the pipeline's own).
-fn rule_context(
-    project: &Project,
-    req: &NewPipelineRequest,
-    protected: bool,
-) -> HashMap<String, String> {
-    let mut vars: HashMap<String, String> = [
+/// The variables `rules:if` sees at creation: the predefined ones that do not depend on
+/// the job, and the pipeline's own (which win over the file's).
+fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> RuleScope {
+    let branch_or_tag = if req.tag {
+        "CI_COMMIT_TAG"
+    } else {
+        "CI_COMMIT_BRANCH"
+    };
+    let predefined = [
         ("CI", "true".to_string()),
         ("GITLAB_CI", "true".to_string()),
         ("CI_PIPELINE_SOURCE", req.source.clone()),
         ("CI_COMMIT_REF_NAME", req.ref_.clone()),
-        (
-            if req.tag {
-                "CI_COMMIT_TAG"
-            } else {
-                "CI_COMMIT_BRANCH"
-            },
-            req.ref_.clone(),
-        ),
+        (branch_or_tag, req.ref_.clone()),
         ("CI_COMMIT_SHA", req.sha.clone()),
         ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
         ("CI_PROJECT_NAME", project.path.clone()),
@@ -140,10 +133,12 @@ fn rule_context(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    for v in &req.variables {
-        vars.insert(v.key.clone(), v.value.clone());
-    }
-    vars
+    let user = req
+        .variables
+        .iter()
+        .map(|v| (v.key.clone(), v.value.clone()))
+        .collect();
+    RuleScope { predefined, user }
 }
 
 /// Whether `ref_` is protected in `project`: its default branch, or a listed branch.
@@ -161,7 +156,7 @@ impl Pipelines {
     /// `{"message":{"base":[…]}}` when the configuration is refused (nothing is created).
     pub async fn create(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Pipeline> {
         let protected = ref_protected(project, &req.ref_);
-        let plan = config::plan(&req.ci_config, &rule_context(project, &req, protected))
+        let plan = config::plan(&req.ci_config, &rule_scope(project, &req, protected))
             .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
         for v in &req.variables {
             if v.key.is_empty()

@@ -270,3 +270,119 @@ test_b: { stage: test, script: x }
         assert_eq!(list.as_array().map(Vec::len), Some(1));
     }
 }
+
+const KEYWORDS: &str = r#"
+stages: [build, test]
+variables:
+  DEPLOY: "no"
+default:
+  tags: [shared]
+  before_script: [echo default]
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "api"
+.template:
+  image: alpine:3
+  variables: { FROM_TEMPLATE: "t" }
+compile:
+  extends: .template
+  stage: build
+  script: [make]
+  parallel: 2
+lint:
+  stage: build
+  script: [lint]
+  tags: []
+unit:
+  stage: test
+  script: [test]
+  parallel:
+    matrix:
+      - RUBY: ["3.2", "3.3"]
+  dependencies: ["compile 1/2"]
+deploy:
+  stage: test
+  script: [deploy]
+  rules:
+    - if: $DEPLOY == "yes"
+      when: manual
+    - when: never
+release:
+  stage: test
+  script: [release]
+  rules:
+    - if: $RELEASE
+      variables: { CHANNEL: stable }
+"#;
+
+both_backends! {
+    async fn keywords_shape_the_jobs(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": "shared" })).await;
+        let create = |variables: serde_json::Value| {
+            app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline"))
+                .json(&json!({ "ref": "main", "ci_config": KEYWORDS, "variables": variables }))
+        };
+        // Pipeline variables reach rules: DEPLOY=yes makes deploy manual, RELEASE adds release.
+        let reply = app.send(create(json!([{ "key": "DEPLOY", "value": "yes" }, { "key": "RELEASE", "value": "1" }]))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let pipeline = reply.json()["id"].as_i64().expect("id");
+        assert_eq!(
+            app.job_statuses(project, pipeline).await,
+            statuses(&[
+                ("compile 1/2", "pending"), ("compile 2/2", "pending"), ("lint", "pending"),
+                ("unit: [3.2]", "created"), ("unit: [3.3]", "created"),
+                ("deploy", "created"), ("release", "created"),
+            ])
+        );
+        // Without the variables, the rules leave deploy and release out.
+        let reply = app.send(create(json!([]))).await;
+        let other = reply.json()["id"].as_i64().expect("id");
+        let names: Vec<String> = app.job_statuses(project, other).await.into_iter().map(|(n, _)| n).collect();
+        assert!(!names.contains(&"deploy".to_string()) && !names.contains(&"release".to_string()), "{names:?}");
+        app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipelines/{other}/cancel"))).await;
+
+        let mut finished = Vec::new();
+        for _ in 0..3 {
+            let job = app.take_job(&runner).await;
+            let var = |key: &str| job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == key)).map(|v| v["value"].clone());
+            let name = job["job_info"]["name"].as_str().unwrap_or_default().to_string();
+            assert_eq!(job["steps"][0]["script"][0], "echo default", "default before_script on {name}");
+            if name.starts_with("compile") {
+                assert_eq!(job["image"]["name"], "alpine:3");
+                assert_eq!(var("FROM_TEMPLATE"), Some(json!("t")));
+                assert_eq!(var("CI_NODE_TOTAL"), Some(json!("2")));
+            }
+            assert_eq!(var("DEPLOY"), Some(json!("yes")), "pipeline variables win over the file's");
+            app.update_job(&job, json!({ "state": "success" })).await;
+            finished.push((name, job["id"].clone()));
+        }
+        let compile_1 = finished.iter().find(|(n, _)| n == "compile 1/2").map(|(_, id)| id.clone()).expect("compile 1/2 ran");
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let job = app.take_job(&runner).await;
+            let name = job["job_info"]["name"].as_str().unwrap_or_default().to_string();
+            if name.starts_with("unit") {
+                let deps: Vec<serde_json::Value> = job["dependencies"].as_array().cloned().unwrap_or_default();
+                assert_eq!(deps.len(), 1, "{deps:?}");
+                assert_eq!((deps[0]["id"].clone(), deps[0]["name"].clone()), (compile_1.clone(), json!("compile 1/2")));
+            }
+            if name == "release" {
+                let channel = job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == "CHANNEL")).map(|v| v["value"].clone());
+                assert_eq!(channel, Some(json!("stable")), "rule variables");
+            }
+            seen.push(name);
+            app.update_job(&job, json!({ "state": "success" })).await;
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["release", "unit: [3.2]", "unit: [3.3]"]);
+        assert_eq!(app.job_statuses(project, pipeline).await.iter().find(|(n, _)| n == "deploy").map(|(_, s)| s.as_str()), Some("manual"));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "manual");
+
+        // workflow:rules refuse pipelines from other sources.
+        let refused = KEYWORDS.replace("\"api\"", "\"web\"");
+        let reply = app.create_pipeline(project, "main", &refused).await;
+        reply.assert(400, json!({ "message": { "base": ["Pipeline filtered out by workflow rules."] } }));
+    }
+}

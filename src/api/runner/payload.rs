@@ -234,6 +234,12 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     for v in pipeline_variables(pipeline) {
         variables.push(var(&v.key, v.value, false));
     }
+    // One entry per key: a later definition (job over global, pipeline over file) wins,
+    // as it does in GitLab, so no runner has to guess which of two entries counts.
+    let mut seen = std::collections::HashSet::new();
+    variables.reverse();
+    variables.retain(|v| seen.insert(v["key"].as_str().unwrap_or_default().to_string()));
+    variables.reverse();
 
     let mut steps = vec![json!({
         "name": "script",
