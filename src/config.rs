@@ -56,6 +56,12 @@ pub struct SettingsArgs {
     /// Off by default, as GitLab's `allow_runner_job_acknowledgement`.
     #[arg(long, env = "RUNWAY_TWO_PHASE_COMMIT")]
     pub two_phase_commit: Option<bool>,
+    /// Largest job log in bytes; a job whose log grows past it fails (`trace_size_exceeded`).
+    #[arg(long, env = "RUNWAY_MAX_TRACE_BYTES")]
+    pub max_trace_bytes: Option<u64>,
+    /// Largest single trace PATCH in bytes (the runner sends at most 1 MiB).
+    #[arg(long, env = "RUNWAY_MAX_TRACE_PATCH_BYTES")]
+    pub max_trace_patch_bytes: Option<usize>,
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
@@ -87,6 +93,8 @@ impl SettingsArgs {
             trace_update_interval: self.trace_update_interval.or(lower.trace_update_interval),
             stuck_job_timeout: self.stuck_job_timeout.or(lower.stuck_job_timeout),
             two_phase_commit: self.two_phase_commit.or(lower.two_phase_commit),
+            max_trace_bytes: self.max_trace_bytes.or(lower.max_trace_bytes),
+            max_trace_patch_bytes: self.max_trace_patch_bytes.or(lower.max_trace_patch_bytes),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
@@ -119,6 +127,8 @@ pub struct Settings {
     pub trace_update_interval: Duration,
     pub stuck_job_timeout: Duration,
     pub two_phase_commit: bool,
+    pub max_trace_bytes: u64,
+    pub max_trace_patch_bytes: usize,
     pub database_pool_size: usize,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -191,6 +201,9 @@ impl Settings {
                 merged.stuck_job_timeout.unwrap_or(3600).max(60),
             ),
             two_phase_commit: merged.two_phase_commit.unwrap_or(false),
+            // 100 MiB: GitLab's default `ci_jobs_trace_size_limit`.
+            max_trace_bytes: merged.max_trace_bytes.unwrap_or(100 * 1024 * 1024),
+            max_trace_patch_bytes: merged.max_trace_patch_bytes.unwrap_or(8 * 1024 * 1024),
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
             workers: workers.max(1),
             log_format,

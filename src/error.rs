@@ -24,6 +24,9 @@ pub enum ApiError {
     /// `bad_request!(reason)`: `{"message":"400 Bad request - <reason>"}`.
     #[error("bad request: {0}")]
     BadRequest(Cow<'static, str>),
+    /// A required header is missing or unreadable: `{"message":"400 Missing header <name>"}`.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
     /// `render_validation_error!`: `{"message":{"<attr>":["<msg>"]}}` with 400.
     #[error("validation failed: {0}")]
     Validation(Value),
@@ -90,6 +93,9 @@ impl ApiError {
             ApiError::BadRequest(reason) => {
                 json!({ "message": format!("400 Bad request - {reason}") })
             }
+            ApiError::MissingHeader(name) => {
+                json!({ "message": format!("400 Missing header {name}") })
+            }
             ApiError::Validation(errors) => json!({ "message": errors }),
             ApiError::Unauthorized => json!({ "message": "401 Unauthorized" }),
             ApiError::Forbidden(None) => json!({ "message": "403 Forbidden" }),
@@ -118,6 +124,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::InvalidParams(_) => StatusCode::BAD_REQUEST,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingHeader(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,

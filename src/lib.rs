@@ -30,6 +30,7 @@ use crate::queue::{Dispatcher, Queue};
 use crate::service::pipelines::Pipelines;
 use crate::service::repos::Repositories;
 use crate::service::runners::Runners;
+use crate::service::traces::Traces;
 
 /// Shared state of every worker.
 pub struct AppState {
@@ -40,6 +41,7 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub pipelines: Pipelines,
     pub repositories: Repositories,
+    pub traces: Traces,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -129,6 +131,7 @@ impl Runway {
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
             pipelines: Pipelines::new(db.clone(), queue.clone()),
             repositories: Repositories::new(&settings.data_dir),
+            traces: Traces::new(db.clone()),
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,

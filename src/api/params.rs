@@ -94,8 +94,9 @@ enum BodyKind {
 
 fn body_kind(req: &ServiceRequest) -> BodyKind {
     let Some(content_type) = req.headers().get(header::CONTENT_TYPE) else {
-        // No type: Rack treats a body as a form; bodiless requests land here too.
-        return BodyKind::Form;
+        // No type: the body is not params (a trace PATCH may come without one, and its
+        // bytes belong to the handler); the query string still is.
+        return BodyKind::Other;
     };
     let media = content_type
         .to_str()

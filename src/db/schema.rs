@@ -130,6 +130,19 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         erased_at -> Nullable<Timestamp>,
         ack_deadline -> Nullable<Timestamp>,
+        trace_size -> BigInt,
+        trace_crc32 -> BigInt,
+        trace_checksum_ok -> Nullable<Bool>,
+        debug_trace -> Bool,
+    }
+}
+
+diesel::table! {
+    trace_chunks (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        offset -> BigInt,
+        data -> Binary,
     }
 }
 
@@ -150,6 +163,7 @@ diesel::joinable!(runner_projects -> projects (project_id));
 diesel::joinable!(runner_managers -> runners (runner_id));
 diesel::joinable!(pipelines -> projects (project_id));
 diesel::joinable!(jobs -> pipelines (pipeline_id));
+diesel::joinable!(trace_chunks -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance_settings,
@@ -159,5 +173,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     runner_managers,
     pipelines,
     jobs,
+    trace_chunks,
     feature_flags,
 );

@@ -3,3 +3,4 @@
 pub mod pipelines;
 pub mod repos;
 pub mod runners;
+pub mod traces;

@@ -95,6 +95,9 @@ pub struct JobOutcome {
     pub success: bool,
     pub failure_reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// The runner's `crc32:%08x` of its log and the log's size, when it sent them.
+    pub checksum: Option<String>,
+    pub bytesize: Option<i64>,
 }
 
 pub struct Pipelines {
@@ -242,6 +245,18 @@ impl Pipelines {
                 updated_at: Some(at),
                 ..Default::default()
             };
+            if let Some(checksum) = &outcome.checksum {
+                // Verified against the stored log; a mismatch is recorded and logged, and
+                // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
+                let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
+                let ok =
+                    *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
+                if !ok {
+                    tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
+                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
+                }
+                changes.trace_checksum_ok = Some(Some(ok));
+            }
             let mut retry = false;
             if job.status == JobStatus::Canceling {
                 changes.status = Some(JobStatus::Canceled);
@@ -305,6 +320,31 @@ impl Pipelines {
                 if job.ack_deadline.is_some() {
                     Job::transition(tx, job.id, &[JobStatus::Pending], &changes).await?;
                 }
+                Ok(job.id)
+            })
+        })
+        .await
+    }
+
+    /// Fails a running job for a server-side reason (e.g. `trace_size_exceeded`).
+    pub async fn fail_job(&self, job_id: i64, reason: &'static str) -> ApiResult<Job> {
+        self.in_pipeline_of_job(job_id, |tx, job| {
+            Box::pin(async move {
+                let at = now();
+                let changes = JobChanges {
+                    status: Some(JobStatus::Failed),
+                    failure_reason: Some(Some(reason.to_string())),
+                    finished_at: Some(Some(at)),
+                    updated_at: Some(at),
+                    ..Default::default()
+                };
+                Job::transition(
+                    tx,
+                    job.id,
+                    &[JobStatus::Running, JobStatus::Canceling],
+                    &changes,
+                )
+                .await?;
                 Ok(job.id)
             })
         })

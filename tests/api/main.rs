@@ -11,5 +11,7 @@ mod meta;
 mod pipelines;
 mod python_gitlab;
 mod repositories;
+mod restart;
 mod runners;
 mod schema;
+mod traces;

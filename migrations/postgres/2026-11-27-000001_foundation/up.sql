@@ -122,13 +122,26 @@ CREATE TABLE jobs (
     started_at TIMESTAMP,
     finished_at TIMESTAMP,
     erased_at TIMESTAMP,
-    ack_deadline TIMESTAMP
+    ack_deadline TIMESTAMP,
+    trace_size BIGINT NOT NULL DEFAULT 0,
+    trace_crc32 BIGINT NOT NULL DEFAULT 0,
+    trace_checksum_ok BOOLEAN,
+    debug_trace BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX index_jobs_on_pipeline_id ON jobs (pipeline_id);
 CREATE INDEX index_jobs_on_project_id ON jobs (project_id);
 CREATE INDEX index_jobs_on_runner_id ON jobs (runner_id);
 CREATE INDEX index_jobs_on_runner_manager_id ON jobs (runner_manager_id);
 CREATE INDEX index_jobs_on_status ON jobs (status, id);
+
+-- The job log, one row per accepted PATCH: durable once the PATCH is answered.
+CREATE TABLE trace_chunks (
+    id BIGSERIAL PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    "offset" BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    UNIQUE (job_id, "offset")
+);
 
 CREATE TABLE feature_flags (
     id BIGSERIAL PRIMARY KEY,

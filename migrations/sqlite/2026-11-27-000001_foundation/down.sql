@@ -1,4 +1,5 @@
 DROP TABLE feature_flags;
+DROP TABLE trace_chunks;
 DROP TABLE jobs;
 DROP TABLE pipelines;
 DROP TABLE runner_managers;

@@ -214,6 +214,25 @@ pub async fn get_job(
     Ok(HttpResponse::Ok().json(json.pop()))
 }
 
+/// A job's log as plain text, while it runs and after.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "get_job_trace", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the log", content_type = "text/plain", body = String), (status = 404, description = "not found")))]
+#[get("/projects/{id}/jobs/{job_id}/trace")]
+pub async fn get_job_trace(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, job_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let job = find_job(&state, &project, &job_id).await?;
+    let log = state.traces.read(job.id).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(log))
+}
+
 async fn job_action(
     state: &AppState,
     path: (String, String),
@@ -280,6 +299,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(retry_pipeline)
         .service(list_jobs)
         .service(get_job)
+        .service(get_job_trace)
         .service(cancel_job)
         .service(retry_job)
         .service(play_job);

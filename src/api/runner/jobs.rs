@@ -1,7 +1,7 @@
 //! `/api/v4/jobs…` ‹lib/api/ci/runner.rb›: request a job, update its state.
 
 use actix_web::http::StatusCode;
-use actix_web::{post, put, web, HttpResponse};
+use actix_web::{patch, post, put, web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -9,6 +9,7 @@ use crate::api::params::{Check, FromParams, Params, Validated};
 use crate::api::runner::payload::{self, JobPayload, PayloadContext};
 use crate::auth::{JobAuth, Polling, RunnerAuth};
 use crate::db::enums::JobStatus;
+use crate::db::models::Appended;
 use crate::error::{ApiError, ApiResult, JOB_STATUS_HEADER};
 use crate::queue::Polled;
 use crate::service::pipelines::JobOutcome;
@@ -179,19 +180,36 @@ pub async fn update_job(
             _ => job_response(StatusCode::BAD_REQUEST, job.status, None),
         });
     }
+    let checksum = p
+        .output
+        .as_ref()
+        .and_then(|o| o.get("checksum"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or(p.checksum);
+    let bytesize = p
+        .output
+        .as_ref()
+        .and_then(|o| o.get("bytesize"))
+        .and_then(Value::as_i64);
+    let exit_code = p
+        .exit_code
+        .map(|c| c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32);
     let outcome = match p.state.as_deref() {
         Some("running") => return Ok(job_response(StatusCode::OK, job.status, interval)),
         Some("success") => JobOutcome {
             success: true,
             failure_reason: None,
             exit_code: None,
+            checksum,
+            bytesize,
         },
         Some("failed") => JobOutcome {
             success: false,
             failure_reason: p.failure_reason,
-            exit_code: p
-                .exit_code
-                .map(|c| c.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32),
+            exit_code,
+            checksum,
+            bytesize,
         },
         _ => return Ok(job_response(StatusCode::BAD_REQUEST, job.status, None)),
     };
@@ -199,6 +217,110 @@ pub async fn update_job(
     Ok(job_response(StatusCode::OK, finished.status, None))
 }
 
+/// The start of `Content-Range: <start>-<end>`; GitLab ignores the end (clients disagree
+/// on whether it is inclusive) and uses the body's length.
+fn range_start(req: &HttpRequest) -> ApiResult<i64> {
+    let header = req
+        .headers()
+        .get("Content-Range")
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::MissingHeader("Content-Range"))?;
+    let start = header
+        .trim()
+        .trim_start_matches("bytes")
+        .trim()
+        .split('-')
+        .next()
+        .unwrap_or("");
+    start
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s >= 0)
+        .ok_or(ApiError::MissingHeader("Content-Range"))
+}
+
+/// Append to the job log at `Content-Range`'s start. 202 with `Range: 0-<size>`; 416 with
+/// `Range: 0-<stored size>` when the start is not the stored size (the runner resumes
+/// from there); 403 + `Job-Status` once the job stopped.
+#[utoipa::path(
+    tag = "jobs",
+    operation_id = "append_trace",
+    params(
+        ("id" = i64, Path),
+        ("debug_trace" = Option<bool>, Query),
+        ("Content-Range" = String, Header, description = "`<start>-<end>`; only the start counts"),
+    ),
+    request_body(content = String, content_type = "text/plain"),
+    security(("job_token" = [])),
+    responses(
+        (status = 202, description = "appended", headers(
+            ("Range" = String, description = "0-<bytes stored>"),
+            ("Job-Status" = String),
+            ("X-GitLab-Trace-Update-Interval" = String))),
+        (status = 400, description = "Content-Range missing"),
+        (status = 403, description = "wrong token, job not running, or log too large", headers(("Job-Status" = String))),
+        (status = 413, description = "one PATCH too large"),
+        (status = 416, description = "start is not the stored size", headers(("Range" = String, description = "0-<bytes stored>"))),
+    )
+)]
+#[patch("/jobs/{id}/trace")]
+pub async fn append_trace(
+    auth: JobAuth,
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let job = auth.job;
+    let start = range_start(&req)?;
+    let data = read_body(body, state.settings.max_trace_patch_bytes).await?;
+    let end = start + data.len() as i64;
+    if end as u64 > state.settings.max_trace_bytes {
+        // GitLab drops the job with `trace_size_exceeded` and forbids the write.
+        let failed = state
+            .pipelines
+            .fail_job(job.id, "trace_size_exceeded")
+            .await?;
+        return Err(ApiError::JobNotRunning(failed.status));
+    }
+    let debug = crate::api::params::params_of(&req)?
+        .text("debug_trace")
+        .is_some_and(|v| v == "true" || v == "1");
+    if debug && start == 0 && !job.debug_trace {
+        state.traces.set_debug(job.id).await?;
+    }
+    match state.traces.append(job.id, start, &data).await? {
+        Appended::Stored(size) => Ok(HttpResponse::Accepted()
+            .insert_header((JOB_STATUS_HEADER, job.status.as_str()))
+            .insert_header(("Range", format!("0-{size}")))
+            .insert_header((
+                TRACE_UPDATE_INTERVAL_HEADER,
+                state.settings.trace_update_interval.as_secs().to_string(),
+            ))
+            .finish()),
+        Appended::Mismatch(size) => Ok(HttpResponse::RangeNotSatisfiable()
+            .insert_header(("Range", format!("0-{size}")))
+            .insert_header((JOB_STATUS_HEADER, job.status.as_str()))
+            .json(serde_json::json!({ "message": "416 Range Not Satisfiable" }))),
+        Appended::NotRunning(status) => Err(ApiError::JobNotRunning(status)),
+    }
+}
+
+/// The whole body, refused with 413 beyond `max` bytes.
+async fn read_body(mut body: web::Payload, max: usize) -> ApiResult<Vec<u8>> {
+    use futures_util::StreamExt;
+    let mut data = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("request body could not be read"))?;
+        if data.len() + chunk.len() > max {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
+}
+
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(request_job).service(update_job);
+    cfg.service(request_job)
+        .service(update_job)
+        .service(append_trace);
 }

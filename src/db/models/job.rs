@@ -45,6 +45,12 @@ pub struct Job {
     /// Two-phase commit: assigned to a runner but still pending until the runner's first
     /// `running` update, which must come before this time.
     pub ack_deadline: Option<NaiveDateTime>,
+    /// Bytes of log stored, and the IEEE CRC-32 over them (kept as each PATCH lands).
+    pub trace_size: i64,
+    pub trace_crc32: i64,
+    /// Whether the runner's final checksum and size matched the stored log.
+    pub trace_checksum_ok: Option<bool>,
+    pub debug_trace: bool,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -83,6 +89,7 @@ pub struct JobChanges {
     pub runner_id: Option<Option<i64>>,
     pub runner_manager_id: Option<Option<i64>>,
     pub ack_deadline: Option<Option<NaiveDateTime>>,
+    pub trace_checksum_ok: Option<Option<bool>>,
 }
 
 impl Job {
@@ -260,6 +267,15 @@ impl Job {
         .execute(c)
         .await)?;
         Ok(n == 1)
+    }
+
+    /// Records that the runner traces in debug mode (`debug_trace=true` on the first PATCH).
+    pub async fn set_debug_trace(conn: &mut Conn<'_>, id: i64) -> QueryResult<()> {
+        db_run!(conn, |c| diesel::update(jobs::table.find(id))
+            .set(jobs::debug_trace.eq(true))
+            .execute(c)
+            .await)?;
+        Ok(())
     }
 
     /// Marks a job as touched by its runner (PUT/PATCH), for lost-runner detection.

@@ -8,6 +8,7 @@ pub mod project;
 pub mod runner;
 pub mod runner_manager;
 pub mod setting;
+pub mod trace;
 
 pub use feature_flag::FeatureFlag;
 pub use job::{Job, JobChanges, NewJob};
@@ -16,6 +17,7 @@ pub use project::{NewProject, Project};
 pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
 pub use runner_manager::{ManagerHeartbeat, RunnerManager};
 pub use setting::InstanceSetting;
+pub use trace::{Appended, TraceChunk};
 
 /// Current time as stored: UTC, microsecond precision (what both backends keep), so that a
 /// value read back compares equal to the value written.

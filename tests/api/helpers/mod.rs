@@ -72,6 +72,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn max_trace_bytes(mut self, bytes: u64) -> Self {
+        self.args.max_trace_bytes = Some(bytes);
+        self
+    }
+
     pub fn two_phase_commit(mut self) -> Self {
         self.args.two_phase_commit = Some(true);
         self
@@ -124,7 +129,7 @@ impl TestAppBuilder {
 }
 
 /// A fresh, empty database on the test PostgreSQL server.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     let url = std::env::var("RUNWAY_TEST_DATABASE_URL").unwrap_or_else(|_| {
         panic!(
             "RUNWAY_TEST_DATABASE_URL is not set: PostgreSQL tests need a server. \
@@ -294,6 +299,15 @@ impl TestApp {
         RunnerManager::for_runner(&mut db.conn(), runner_id)
             .await
             .expect("managers")
+    }
+
+    /// A job's row.
+    pub async fn runner_job(&self, id: i64) -> runway::db::models::Job {
+        let mut db = self.db.read().await.expect("connection");
+        runway::db::models::Job::find(&mut db.conn(), id)
+            .await
+            .expect("job")
+            .expect("job exists")
     }
 
     /// Every runner and manager row, for "nothing changed" checks.

@@ -1,0 +1,95 @@
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::db::enums::JobStatus;
+use crate::db::schema::{jobs, trace_chunks};
+use crate::db::Conn;
+use crate::db_run;
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored; the log is now this long.
+    Stored(i64),
+    /// `start` was not the stored size: nothing written; the log is this long.
+    Mismatch(i64),
+    /// The job stopped running meanwhile.
+    NotRunning(JobStatus),
+}
+
+/// The job log, stored as the chunks the runner sent, each at its offset.
+pub struct TraceChunk;
+
+impl TraceChunk {
+    /// Appends `data` at `start` if `start` is the stored size, keeping the job's size and
+    /// CRC-32 in step. Run it in a transaction: the job's row is locked on PostgreSQL
+    /// (`FOR UPDATE`), and SQLite has one writer, so concurrent appends to one job are
+    /// serialised and none is lost or interleaved.
+    pub async fn append(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        start: i64,
+        data: &[u8],
+    ) -> QueryResult<Appended> {
+        let current: (i64, i64, JobStatus) = match conn {
+            Conn::Postgres(c) => {
+                jobs::table
+                    .find(job_id)
+                    .select((jobs::trace_size, jobs::trace_crc32, jobs::status))
+                    .for_update()
+                    .first(&mut **c)
+                    .await?
+            }
+            Conn::Sqlite(c) => {
+                jobs::table
+                    .find(job_id)
+                    .select((jobs::trace_size, jobs::trace_crc32, jobs::status))
+                    .first(&mut **c)
+                    .await?
+            }
+        };
+        let (size, crc, status) = current;
+        if !matches!(status, JobStatus::Running | JobStatus::Canceling) {
+            return Ok(Appended::NotRunning(status));
+        }
+        if start != size {
+            return Ok(Appended::Mismatch(size));
+        }
+        if data.is_empty() {
+            return Ok(Appended::Stored(size));
+        }
+        let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
+        hasher.update(data);
+        let new_crc = i64::from(hasher.finalize());
+        let new_size = size + data.len() as i64;
+        let row = (
+            trace_chunks::job_id.eq(job_id),
+            trace_chunks::offset.eq(size),
+            trace_chunks::data.eq(data),
+        );
+        db_run!(conn, |c| diesel::insert_into(trace_chunks::table)
+            .values(row)
+            .execute(c)
+            .await)?;
+        db_run!(conn, |c| diesel::update(jobs::table.find(job_id))
+            .set((
+                jobs::trace_size.eq(new_size),
+                jobs::trace_crc32.eq(new_crc),
+                jobs::updated_at.eq(super::now())
+            ))
+            .execute(c)
+            .await)?;
+        Ok(Appended::Stored(new_size))
+    }
+
+    /// The whole log of a job.
+    pub async fn read(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<Vec<u8>> {
+        let chunks: Vec<Vec<u8>> = db_run!(conn, |c| trace_chunks::table
+            .filter(trace_chunks::job_id.eq(job_id))
+            .order(trace_chunks::offset)
+            .select(trace_chunks::data)
+            .load(c)
+            .await)?;
+        Ok(chunks.concat())
+    }
+}

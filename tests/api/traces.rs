@@ -1,0 +1,163 @@
+//! `PATCH /jobs/:id/trace`: appends, resumes, limits, and the final checksum.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{both_backends, TestApp};
+
+async fn running_job(app: &TestApp) -> (i64, Value) {
+    let project = app.create_project(json!({ "name": "app" })).await;
+    let (_, runner) = app
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
+    app.pipeline(project, "a: { script: x }\n").await;
+    (project, app.take_job(&runner).await)
+}
+
+impl TestApp {
+    async fn patch_trace(&self, job: &Value, start: usize, data: &[u8]) -> crate::helpers::Reply {
+        let end = (start + data.len()).saturating_sub(1);
+        self.send(
+            self.request(
+                Method::PATCH,
+                &format!("/api/v4/jobs/{}/trace?debug_trace=false", job["id"]),
+            )
+            .header("Job-Token", job["token"].as_str().unwrap_or_default())
+            .header("Content-Range", format!("{start}-{end}"))
+            .header("Content-Type", "text/plain")
+            .body(data.to_vec()),
+        )
+        .await
+    }
+
+    async fn trace(&self, project: i64, job: &Value) -> Vec<u8> {
+        let response = self
+            .admin(
+                Method::GET,
+                &format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]),
+            )
+            .send()
+            .await
+            .expect("trace");
+        assert_eq!(response.status(), 200);
+        response.bytes().await.expect("body").to_vec()
+    }
+}
+
+fn crc(data: &[u8]) -> String {
+    format!("crc32:{:08x}", crc32fast::hash(data))
+}
+
+both_backends! {
+    async fn appends_resume_and_verify(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        let reply = app.patch_trace(&job, 0, b"hello ").await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        assert_eq!(reply.header("range"), Some("0-6"));
+        assert_eq!(reply.header("job-status"), Some("running"));
+        assert_eq!(reply.header("x-gitlab-trace-update-interval"), Some("60"));
+
+        // Out of order: 416 with the stored size; the runner resumes from there.
+        let reply = app.patch_trace(&job, 100, b"later").await;
+        assert_eq!((reply.status, reply.header("range")), (416, Some("0-6")));
+        let reply = app.patch_trace(&job, 0, b"hello again").await;
+        assert_eq!((reply.status, reply.header("range")), (416, Some("0-6")));
+        let reply = app.patch_trace(&job, 6, b"world\n").await;
+        assert_eq!((reply.status, reply.header("range")), (202, Some("0-12")));
+        assert_eq!(app.trace(project, &job).await, b"hello world\n");
+
+        // No Content-Range: 400 in GitLab's words.
+        let reply = app
+            .send(app.request(Method::PATCH, &format!("/api/v4/jobs/{}/trace", job["id"])).header("Job-Token", job["token"].as_str().unwrap_or_default()).body("x"))
+            .await;
+        reply.assert(400, json!({ "message": "400 Missing header Content-Range" }));
+
+        let log = b"hello world\n";
+        let reply = app.update_job(&job, json!({ "state": "success", "checksum": crc(log), "output": { "checksum": crc(log), "bytesize": log.len() } })).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(app.runner_job(job["id"].as_i64().unwrap_or(0)).await.trace_checksum_ok, Some(true));
+        // Finished: further PATCHes are refused with the status.
+        let reply = app.patch_trace(&job, 12, b"more").await;
+        assert_eq!((reply.status, reply.header("job-status")), (403, Some("success")));
+        assert_eq!(app.trace(project, &job).await, log, "the log stays readable after the job");
+    }
+
+    async fn a_checksum_mismatch_is_recorded_not_refused(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, job) = running_job(&app).await;
+        app.patch_trace(&job, 0, b"abc").await;
+        let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"abd"), "bytesize": 3 } })).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(app.runner_job(job["id"].as_i64().unwrap_or(0)).await.trace_checksum_ok, Some(false));
+    }
+
+    async fn a_log_of_several_megabytes_is_byte_exact(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        // 5 MiB of varied bytes (not only text), in 1 MiB patches as the runner sends.
+        let log: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        for (i, chunk) in log.chunks(1024 * 1024).enumerate() {
+            let reply = app.patch_trace(&job, i * 1024 * 1024, chunk).await;
+            assert_eq!(reply.status, 202, "{}", reply.text);
+        }
+        let stored = app.trace(project, &job).await;
+        assert_eq!(stored.len(), log.len());
+        assert!(stored == log, "stored bytes differ");
+        app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(&log), "bytesize": log.len() } })).await;
+        assert_eq!(app.runner_job(job["id"].as_i64().unwrap_or(0)).await.trace_checksum_ok, Some(true));
+    }
+
+    async fn concurrent_patches_to_one_job_are_serialised(backend) {
+        let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+        let (project, job) = running_job(&app).await;
+        // Eight writers race for offset 0 with different bytes: exactly one wins, the rest
+        // get 416 with the size the winner left.
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let (app, job) = (app.clone(), job.clone());
+            tasks.push(tokio::spawn(async move {
+                let reply = app.patch_trace(&job, 0, &[b'a' + i; 10]).await;
+                (reply.status, reply.header("range").map(str::to_string))
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("task"));
+        }
+        assert_eq!(results.iter().filter(|(s, _)| *s == 202).count(), 1, "{results:?}");
+        assert!(results.iter().all(|(_, r)| r.as_deref() == Some("0-10")), "{results:?}");
+        let log = app.trace(project, &job).await;
+        assert_eq!(log.len(), 10);
+        assert!(log.iter().all(|b| *b == log[0]), "one writer's bytes, not interleaved");
+    }
+
+    async fn a_log_over_the_limit_fails_the_job(backend) {
+        let app = TestApp::builder(backend).max_trace_bytes(1000).spawn().await;
+        let (project, job) = running_job(&app).await;
+        assert_eq!(app.patch_trace(&job, 0, &[b'x'; 600]).await.status, 202);
+        let reply = app.patch_trace(&job, 600, &[b'y'; 600]).await;
+        reply.assert(403, json!({ "message": "403 Forbidden - Job is not processing on runner" }));
+        assert_eq!(reply.header("job-status"), Some("failed"));
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", job["id"]))).await.json();
+        assert_eq!(listed["failure_reason"], "trace_size_exceeded");
+        assert_eq!(app.trace(project, &job).await.len(), 600, "nothing past the limit is stored");
+    }
+
+    async fn the_trace_guard(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, job) = running_job(&app).await;
+        let mut wrong = job.clone();
+        wrong["token"] = json!("glcbt-wrong");
+        app.patch_trace(&wrong, 0, b"x").await.assert(403, json!({ "message": "403 Forbidden" }));
+        // The token as a query param works as well as the header.
+        let reply = app
+            .send(
+                app.request(Method::PATCH, &format!("/api/v4/jobs/{}/trace?token={}", job["id"], job["token"].as_str().unwrap_or_default()))
+                    .header("Content-Range", "0-0")
+                    .body("x"),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+    }
+}
