@@ -62,6 +62,12 @@ pub struct SettingsArgs {
     /// Largest single trace PATCH in bytes (the runner sends at most 1 MiB).
     #[arg(long, env = "RUNWAY_MAX_TRACE_PATCH_BYTES")]
     pub max_trace_patch_bytes: Option<usize>,
+    /// Largest artifact in bytes (413 beyond).
+    #[arg(long, env = "RUNWAY_MAX_ARTIFACT_SIZE_BYTES")]
+    pub max_artifact_size_bytes: Option<u64>,
+    /// Expiry of artifacts uploaded without `expire_in` (a GitLab duration or `never`).
+    #[arg(long, env = "RUNWAY_DEFAULT_ARTIFACTS_EXPIRE_IN")]
+    pub default_artifacts_expire_in: Option<String>,
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
@@ -95,6 +101,12 @@ impl SettingsArgs {
             two_phase_commit: self.two_phase_commit.or(lower.two_phase_commit),
             max_trace_bytes: self.max_trace_bytes.or(lower.max_trace_bytes),
             max_trace_patch_bytes: self.max_trace_patch_bytes.or(lower.max_trace_patch_bytes),
+            max_artifact_size_bytes: self
+                .max_artifact_size_bytes
+                .or(lower.max_artifact_size_bytes),
+            default_artifacts_expire_in: self
+                .default_artifacts_expire_in
+                .or(lower.default_artifacts_expire_in),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
@@ -129,6 +141,8 @@ pub struct Settings {
     pub two_phase_commit: bool,
     pub max_trace_bytes: u64,
     pub max_trace_patch_bytes: usize,
+    pub max_artifact_size_bytes: u64,
+    pub default_artifacts_expire_in: Option<Duration>,
     pub database_pool_size: usize,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -204,6 +218,22 @@ impl Settings {
             // 100 MiB: GitLab's default `ci_jobs_trace_size_limit`.
             max_trace_bytes: merged.max_trace_bytes.unwrap_or(100 * 1024 * 1024),
             max_trace_patch_bytes: merged.max_trace_patch_bytes.unwrap_or(8 * 1024 * 1024),
+            // 100 MiB: GitLab's default `max_artifacts_size`.
+            max_artifact_size_bytes: merged.max_artifact_size_bytes.unwrap_or(100 * 1024 * 1024),
+            // 30 days: GitLab's default `default_artifacts_expire_in`.
+            default_artifacts_expire_in: match merged
+                .default_artifacts_expire_in
+                .as_deref()
+                .map(str::trim)
+            {
+                None => Some(Duration::from_secs(30 * 86_400)),
+                Some("never") | Some("0") | Some("") => None,
+                Some(text) => Some(Duration::from_secs(
+                    crate::ci::duration::parse_seconds(text).with_context(|| {
+                        format!("default artifacts expiry {text:?} is not a duration")
+                    })? as u64,
+                )),
+            },
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
             workers: workers.max(1),
             log_format,

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// `{"message":"<text>"}` with 501, as router discovery answers without a job router.
     #[error("not implemented: {0}")]
     NotImplemented(Cow<'static, str>),
+    /// `render_api_error!(message, status)`: `{"message":"<text>"}` with that status.
+    #[error("{1}")]
+    Render(StatusCode, Cow<'static, str>),
     /// The database pool had no connection in time: 503, the runner retries.
     #[error("service unavailable")]
     Unavailable,
@@ -113,6 +116,7 @@ impl ApiError {
             ApiError::PreconditionFailed => json!({ "message": "412 Precondition Failed" }),
             ApiError::PayloadTooLarge => json!({ "message": "413 Request Entity Too Large" }),
             ApiError::NotImplemented(text) => json!({ "message": text }),
+            ApiError::Render(_, text) => json!({ "message": text }),
             ApiError::Unavailable => json!({ "message": "503 Service Unavailable" }),
             ApiError::Internal(_) => json!({ "message": "500 Internal Server Error" }),
         }
@@ -136,6 +140,7 @@ impl ResponseError for ApiError {
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Render(status, _) => *status,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -27,6 +27,7 @@ use crate::db::models::InstanceSetting;
 use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::queue::{Dispatcher, Queue};
+use crate::service::artifacts::Artifacts;
 use crate::service::pipelines::Pipelines;
 use crate::service::repos::Repositories;
 use crate::service::runners::Runners;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub pipelines: Pipelines,
     pub repositories: Repositories,
     pub traces: Traces,
+    pub artifacts: Artifacts,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -61,6 +63,7 @@ where
                 // over the admin API's `/runners/{id}`.
                 .configure(api::runner::runners::configure)
                 .configure(api::runner::jobs::configure)
+                .configure(api::runner::artifacts::configure)
                 .configure(api::admin::configure),
         )
 }
@@ -132,6 +135,12 @@ impl Runway {
             pipelines: Pipelines::new(db.clone(), queue.clone()),
             repositories: Repositories::new(&settings.data_dir),
             traces: Traces::new(db.clone()),
+            artifacts: Artifacts::new(
+                db.clone(),
+                &settings.data_dir,
+                settings.max_artifact_size_bytes,
+                settings.default_artifacts_expire_in,
+            )?,
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
@@ -167,6 +176,9 @@ fn spawn_reaper(state: web::Data<AppState>) {
             tick.tick().await;
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
                 tracing::error!(error = %e, "reaping stuck jobs failed");
+            }
+            if let Err(e) = state.artifacts.expire().await {
+                tracing::error!(error = %e, "expiring artifacts failed");
             }
         }
     });

@@ -256,3 +256,66 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
         })
     }
 }
+
+/// `authenticate_job_via_dependent_job!` ‹lib/api/ci/helpers/runner.rb›, a permission rule,
+/// not a dependency check: the caller's job token (`job_token` or `token` param, or the
+/// `JOB-TOKEN` header) must belong to a running or canceling job — or one awaiting
+/// acknowledgement — (else 401); the target job (`:id`) must exist (else 403) and belong
+/// to the caller's project (else 403). The artifact check (404) is the handler's.
+pub struct DependentJobAuth {
+    /// The job whose token was presented.
+    pub caller: Job,
+    /// The job whose artifacts are asked for.
+    pub target: Job,
+}
+
+impl FromRequest for DependentJobAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let params = params_of(&req)?;
+            let token = params
+                .text("job_token")
+                .or_else(|| params.text("token"))
+                .or_else(|| {
+                    req.headers()
+                        .get(JOB_TOKEN_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .filter(|t| !t.is_empty() && t.len() <= crate::auth::tokens::MAX_TOKEN_BYTES)
+                .ok_or(ApiError::Unauthorized)?;
+            let mut db = state.db.read().await?;
+            let mut conn = db.conn();
+            let caller = crate::db::models::job_by_token_digest(
+                &mut conn,
+                TokenDigest::of(&token).as_bytes(),
+            )
+            .await?
+            .filter(|j| {
+                matches!(j.status, JobStatus::Running | JobStatus::Canceling)
+                    || (j.status == JobStatus::Pending && j.ack_deadline.is_some())
+            })
+            .ok_or(ApiError::Unauthorized)?;
+            let id = req
+                .match_info()
+                .get("id")
+                .and_then(|id| id.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))?;
+            let target = Job::find(&mut conn, id)
+                .await?
+                .ok_or(ApiError::Forbidden(None))?;
+            if target.project_id != caller.project_id {
+                return Err(ApiError::Forbidden(None));
+            }
+            tracing::Span::current()
+                .record("job_id", target.id)
+                .record("project_id", target.project_id);
+            Ok(DependentJobAuth { caller, target })
+        })
+    }
+}

@@ -4,5 +4,6 @@ pub mod guards;
 pub mod tokens;
 
 pub use guards::{
-    AdminAuth, Heartbeat, JobAuth, NoHeartbeat, Polling, RunnerAuth, RunnerHeaderAuth,
+    AdminAuth, DependentJobAuth, Heartbeat, JobAuth, NoHeartbeat, Polling, RunnerAuth,
+    RunnerHeaderAuth,
 };

@@ -122,6 +122,14 @@ const REPORT_TYPES: &[(&str, &str, &str)] = &[
     ("repository_xray", "gzip", "gl-repository-xray.json"),
 ];
 
+/// The fixed format of a report artifact type, if it is one.
+pub fn report_format(file_type: &str) -> Option<&'static str> {
+    REPORT_TYPES
+        .iter()
+        .find(|(t, _, _)| *t == file_type)
+        .map(|(_, format, _)| *format)
+}
+
 /// A job's `when`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

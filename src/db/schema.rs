@@ -147,6 +147,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_artifacts (id) {
+        id -> BigInt,
+        job_id -> BigInt,
+        project_id -> BigInt,
+        file_type -> Text,
+        file_format -> Text,
+        filename -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        store_path -> Text,
+        expire_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        kind -> Text,
+        actor -> Text,
+        target_type -> Text,
+        target_id -> BigInt,
+        details -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     feature_flags (id) {
         id -> BigInt,
         name -> Text,
@@ -164,6 +192,7 @@ diesel::joinable!(runner_managers -> runners (runner_id));
 diesel::joinable!(pipelines -> projects (project_id));
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
+diesel::joinable!(job_artifacts -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance_settings,
@@ -174,5 +203,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     pipelines,
     jobs,
     trace_chunks,
+    job_artifacts,
+    audit_events,
     feature_flags,
 );

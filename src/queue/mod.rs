@@ -13,7 +13,9 @@ pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
 use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
-use crate::db::models::{now, Job, JobChanges, Pipeline, Project, Runner, RunnerManager};
+use crate::db::models::{
+    now, Job, JobArtifact, JobChanges, Pipeline, Project, Runner, RunnerManager,
+};
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
 
@@ -90,8 +92,8 @@ pub struct Assignment {
     pub project: Project,
     /// The job token in clear: sent once, in the payload.
     pub token: String,
-    /// Jobs whose artifacts this job downloads.
-    pub dependencies: Vec<Job>,
+    /// Jobs whose artifacts this job downloads, with their archives (if uploaded).
+    pub dependencies: Vec<(Job, Option<JobArtifact>)>,
     pub queue_size: i64,
 }
 
@@ -334,8 +336,12 @@ impl Dispatcher {
 }
 
 /// The jobs whose artifacts `job` downloads: those named in `dependencies`, else those it
-/// `needs` with `artifacts: true`, else every job of earlier stages (latest tries).
-pub async fn dependencies_of(conn: &mut Conn<'_>, job: &Job) -> ApiResult<Vec<Job>> {
+/// `needs` with `artifacts: true`, else every job of earlier stages (latest tries); each
+/// with its archive artifact, if it has one.
+pub async fn dependencies_of(
+    conn: &mut Conn<'_>,
+    job: &Job,
+) -> ApiResult<Vec<(Job, Option<JobArtifact>)>> {
     let spec = job.spec();
     let all = Job::for_pipeline(conn, job.pipeline_id).await?;
     let latest: Vec<Job> = all
@@ -356,5 +362,17 @@ pub async fn dependencies_of(conn: &mut Conn<'_>, job: &Job) -> ApiResult<Vec<Jo
             .filter(|j| j.stage_idx < job.stage_idx)
             .collect(),
     };
-    Ok(chosen)
+    let ids: Vec<i64> = chosen.iter().map(|j| j.id).collect();
+    let archives: Vec<JobArtifact> = JobArtifact::for_jobs(conn, &ids)
+        .await?
+        .into_iter()
+        .filter(|a| a.file_type == "archive")
+        .collect();
+    Ok(chosen
+        .into_iter()
+        .map(|j| {
+            let archive = archives.iter().find(|a| a.job_id == j.id).cloned();
+            (j, archive)
+        })
+        .collect())
 }

@@ -1,5 +1,6 @@
 //! Services: what handlers call. They own transactions and caches; models own SQL.
 
+pub mod artifacts;
 pub mod pipelines;
 pub mod repos;
 pub mod runners;

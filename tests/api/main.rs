@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_runners;
+mod artifacts;
 mod bad_input;
 mod features;
 mod jobs;

@@ -1,5 +1,7 @@
 DROP TABLE feature_flags;
 DROP TABLE trace_chunks;
+DROP TABLE audit_events;
+DROP TABLE job_artifacts;
 DROP TABLE jobs;
 DROP TABLE pipelines;
 DROP TABLE runner_managers;

@@ -143,6 +143,33 @@ CREATE TABLE trace_chunks (
     UNIQUE (job_id, "offset")
 );
 
+-- Artifacts: the files live in object storage under store_path; one per type and job.
+CREATE TABLE job_artifacts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    project_id BIGINT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    file_type TEXT NOT NULL,
+    file_format TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    store_path TEXT NOT NULL,
+    expire_at TIMESTAMP,
+    created_at TIMESTAMP NOT NULL,
+    UNIQUE (job_id, file_type)
+);
+CREATE INDEX index_job_artifacts_on_expire_at ON job_artifacts (expire_at);
+
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    target_type TEXT NOT NULL,
+    target_id BIGINT NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}',
+    created_at TIMESTAMP NOT NULL
+);
+
 CREATE TABLE feature_flags (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,

@@ -233,6 +233,27 @@ pub async fn get_job_trace(
         .body(log))
 }
 
+/// A job's artifacts archive.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "get_job_artifacts", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the archive", content_type = "application/octet-stream"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/jobs/{job_id}/artifacts")]
+pub async fn get_job_artifacts(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, job_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let job = find_job(&state, &project, &job_id).await?;
+    let archive = {
+        let mut db = state.db.read().await?;
+        crate::db::models::JobArtifact::find(&mut db.conn(), job.id, "archive").await?
+    }
+    .ok_or_else(|| ApiError::not_found("Artifact"))?;
+    crate::api::runner::artifacts::send_archive(&state, &archive).await
+}
+
 async fn job_action(
     state: &AppState,
     path: (String, String),
@@ -300,6 +321,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(list_jobs)
         .service(get_job)
         .service(get_job_trace)
+        .service(get_job_artifacts)
         .service(cancel_job)
         .service(retry_job)
         .service(play_job);

@@ -313,7 +313,14 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     let dependencies: Vec<Value> = a
         .dependencies
         .iter()
-        .map(|d| json!({ "id": d.id, "name": d.name, "token": a.token }))
+        .map(|(d, archive)| {
+            let mut entry = json!({ "id": d.id, "name": d.name, "token": a.token });
+            if let Some(archive) = archive {
+                entry["artifacts_file"] =
+                    json!({ "filename": archive.filename, "size": archive.size });
+            }
+            entry
+        })
         .collect();
 
     let time_in_queue = job

@@ -1,6 +1,7 @@
 //! Rows and every query on them, as associated functions taking a connection of either
 //! backend (`C: AsyncConnection<Backend = …>` through [`crate::db_run!`]).
 
+pub mod artifact;
 pub mod feature_flag;
 pub mod job;
 pub mod pipeline;
@@ -10,6 +11,7 @@ pub mod runner_manager;
 pub mod setting;
 pub mod trace;
 
+pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
 pub use feature_flag::FeatureFlag;
 pub use job::{Job, JobChanges, NewJob};
 pub use pipeline::{NewPipeline, Pipeline};

@@ -72,6 +72,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn max_artifact_size(mut self, bytes: u64) -> Self {
+        self.args.max_artifact_size_bytes = Some(bytes);
+        self
+    }
+
     pub fn max_trace_bytes(mut self, bytes: u64) -> Self {
         self.args.max_trace_bytes = Some(bytes);
         self

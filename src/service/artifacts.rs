@@ -1,0 +1,234 @@
+//! Artifacts in object storage (object_store; the local filesystem under the data dir by
+//! default): uploads streamed in with bounded memory, downloads streamed out, expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+use crate::ci::duration::parse_seconds;
+use crate::db::models::{now, Job, JobArtifact, NewJobArtifact};
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+
+/// The format each artifact type must have ‹app/models/concerns/enums/ci/job_artifact.rb›.
+pub fn format_for(file_type: &str) -> Option<&'static str> {
+    match file_type {
+        "archive" => Some("zip"),
+        "metadata" => Some("gzip"),
+        "trace" => Some("raw"),
+        "lsif" | "scip" => Some("zip"),
+        other => crate::ci::config::report_format(other),
+    }
+}
+
+/// An upload written to storage, not yet recorded.
+pub struct StoredFile {
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+}
+
+pub struct Artifacts {
+    db: DbPool,
+    store: Arc<dyn ObjectStore>,
+    pub max_size: u64,
+    default_expire_in: Option<Duration>,
+}
+
+fn storage_error(e: object_store::Error) -> ApiError {
+    tracing::error!(error = %e, "object storage failed");
+    // 503: the runner retries uploads that meet it.
+    ApiError::Unavailable
+}
+
+impl Artifacts {
+    pub fn new(
+        db: DbPool,
+        data_dir: &std::path::Path,
+        max_size: u64,
+        default_expire_in: Option<Duration>,
+    ) -> anyhow::Result<Artifacts> {
+        let root = data_dir.join("artifacts");
+        std::fs::create_dir_all(&root)?;
+        let store = LocalFileSystem::new_with_prefix(&root)?;
+        Ok(Artifacts {
+            db,
+            store: Arc::new(store),
+            max_size,
+            default_expire_in,
+        })
+    }
+
+    /// Streams `body` into storage, hashing it and refusing more than `max_size` bytes
+    /// (413 `file size has reached maximum size limit`); memory stays bounded by the
+    /// multipart writer's buffers whatever the size.
+    pub async fn write<S, E>(&self, job_id: i64, mut body: S) -> ApiResult<StoredFile>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let path = format!("jobs/{job_id}/{}", uuid::Uuid::new_v4().simple());
+        let upload = self
+            .store
+            .put_multipart(&StorePath::from(path.as_str()))
+            .await
+            .map_err(storage_error)?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(_) => {
+                    let _ = writer.abort().await;
+                    return Err(ApiError::bad_request("the upload was interrupted"));
+                }
+            };
+            size += chunk.len() as u64;
+            if size > self.max_size {
+                let _ = writer.abort().await;
+                return Err(ApiError::Render(
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "file size has reached maximum size limit".into(),
+                ));
+            }
+            hasher.update(&chunk);
+            writer.wait_for_capacity(2).await.map_err(storage_error)?;
+            writer.write(&chunk);
+        }
+        writer.finish().await.map_err(storage_error)?;
+        Ok(StoredFile {
+            path,
+            size: size as i64,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Records an upload for `job` (GitLab's rules: the type's fixed format; the same type
+    /// twice is a no-op when the bytes are identical, else 400). The stored file is removed
+    /// when it is not kept.
+    pub async fn record(
+        &self,
+        job: &Job,
+        stored: StoredFile,
+        file_type: &str,
+        file_format: &str,
+        filename: &str,
+        expire_in: Option<&str>,
+    ) -> ApiResult<()> {
+        let outcome = self
+            .record_inner(job, &stored, file_type, file_format, filename, expire_in)
+            .await;
+        if !matches!(outcome, Ok(true)) {
+            let _ = self
+                .store
+                .delete(&StorePath::from(stored.path.as_str()))
+                .await;
+        }
+        outcome.map(|_| ())
+    }
+
+    async fn record_inner(
+        &self,
+        job: &Job,
+        stored: &StoredFile,
+        file_type: &str,
+        file_format: &str,
+        filename: &str,
+        expire_in: Option<&str>,
+    ) -> ApiResult<bool> {
+        let expected = format_for(file_type).ok_or_else(|| {
+            ApiError::InvalidParams("artifact_type does not have a valid value".into())
+        })?;
+        if !["zip", "gzip", "raw"].contains(&file_format) {
+            return Err(ApiError::InvalidParams(
+                "artifact_format does not have a valid value".into(),
+            ));
+        }
+        if file_format != expected {
+            return Err(ApiError::bad_request(format!(
+                "{file_type} artifacts must have the {expected} format"
+            )));
+        }
+        let at = now();
+        let expire_at = match expire_in.map(str::trim) {
+            Some("never") => None,
+            Some(text) if !text.is_empty() => {
+                let secs = parse_seconds(text)
+                    .ok_or_else(|| ApiError::InvalidParams("expire_in is invalid".into()))?;
+                (secs > 0).then(|| at + chrono::TimeDelta::seconds(secs))
+            }
+            _ => self
+                .default_expire_in
+                .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+                .map(|d| at + d),
+        };
+        let mut db = self.db.write().await?;
+        let mut conn = db.conn();
+        if let Some(existing) = JobArtifact::find(&mut conn, job.id, file_type).await? {
+            return if existing.sha256 == stored.sha256 {
+                Ok(false) // identical: the first upload stays
+            } else {
+                Err(ApiError::bad_request(
+                    "another artifact of the same type already exists",
+                ))
+            };
+        }
+        JobArtifact::create(
+            &mut conn,
+            NewJobArtifact {
+                job_id: job.id,
+                project_id: job.project_id,
+                file_type,
+                file_format,
+                filename,
+                size: stored.size,
+                sha256: &stored.sha256,
+                store_path: &stored.path,
+                expire_at,
+                created_at: at,
+            },
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// The artifact's bytes as a stream.
+    pub async fn open(
+        &self,
+        artifact: &JobArtifact,
+    ) -> ApiResult<BoxStream<'static, Result<Bytes, std::io::Error>>> {
+        let result = self
+            .store
+            .get(&StorePath::from(artifact.store_path.as_str()))
+            .await
+            .map_err(storage_error)?;
+        Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Deletes expired artifacts (rows and bytes); answers how many.
+    pub async fn expire(&self) -> ApiResult<usize> {
+        let expired = {
+            let mut db = self.db.read().await?;
+            JobArtifact::expired(&mut db.conn(), now()).await?
+        };
+        for artifact in &expired {
+            let mut db = self.db.write().await?;
+            JobArtifact::delete(&mut db.conn(), artifact.id).await?;
+            if let Err(e) = self
+                .store
+                .delete(&StorePath::from(artifact.store_path.as_str()))
+                .await
+            {
+                tracing::warn!(error = %e, path = %artifact.store_path, "deleting an expired artifact failed");
+            }
+        }
+        Ok(expired.len())
+    }
+}

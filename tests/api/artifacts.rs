@@ -1,0 +1,192 @@
+//! Artifact upload (streamed multipart) and download (the dependent-job rule).
+
+use reqwest::multipart::{Form, Part};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{both_backends, Reply, TestApp};
+
+impl TestApp {
+    /// Uploads `data` as the runner does: multipart part `file`, params in the query;
+    /// `chunked` sends it with Transfer-Encoding: chunked (no Content-Length).
+    async fn upload(
+        &self,
+        job: &Value,
+        query: &str,
+        filename: &str,
+        data: Vec<u8>,
+        chunked: bool,
+    ) -> Reply {
+        let part = if chunked {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                data.chunks(7_000).map(|c| Ok(c.to_vec())).collect();
+            Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+        } else {
+            Part::bytes(data)
+        };
+        let form = Form::new().part("file", part.file_name(filename.to_string()));
+        self.send(
+            self.request(
+                Method::POST,
+                &format!("/api/v4/jobs/{}/artifacts?{query}", job["id"]),
+            )
+            .header("Job-Token", job["token"].as_str().unwrap_or_default())
+            .multipart(form),
+        )
+        .await
+    }
+
+    async fn download(&self, target: &Value, token: &str) -> (u16, Vec<u8>) {
+        let response = self
+            .request(
+                Method::GET,
+                &format!(
+                    "/api/v4/jobs/{}/artifacts?direct_download=true",
+                    target["id"]
+                ),
+            )
+            .header("Job-Token", token)
+            .send()
+            .await
+            .expect("download");
+        let status = response.status().as_u16();
+        (status, response.bytes().await.expect("body").to_vec())
+    }
+}
+
+fn bytes(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 24) as u8)
+        .collect()
+}
+
+both_backends! {
+    async fn artifacts_flow_from_build_to_test(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "build: { stage: build, script: x, artifacts: { paths: [out] } }\ntest: { stage: test, script: y, needs: [build] }\n").await;
+        let build = app.take_job(&runner).await;
+        let archive = bytes(3 * 1024 * 1024 + 17, 1);
+        let reply = app.upload(&build, "artifact_format=zip&artifact_type=archive&expire_in=1+week", "artifacts.zip", archive.clone(), true).await;
+        assert_eq!((reply.status, reply.text.as_str()), (201, "201"));
+        let reply = app.upload(&build, "artifact_format=gzip&artifact_type=junit", "junit.xml.gz", bytes(1000, 2), false).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        // The same bytes again: a no-op; other bytes of the same type: 400.
+        assert_eq!(app.upload(&build, "artifact_format=zip&artifact_type=archive", "artifacts.zip", archive.clone(), false).await.status, 201);
+        app.upload(&build, "artifact_format=zip&artifact_type=archive", "artifacts.zip", bytes(10, 9), false)
+            .await
+            .assert(400, json!({ "message": "400 Bad request - another artifact of the same type already exists" }));
+        app.update_job(&build, json!({ "state": "success" })).await;
+
+        let test = app.take_job(&runner).await;
+        assert_eq!(test["dependencies"], json!([{
+            "id": build["id"], "name": "build", "token": test["token"],
+            "artifacts_file": { "filename": "artifacts.zip", "size": archive.len() },
+        }]));
+        let (status, downloaded) = app.download(&build, test["token"].as_str().unwrap_or_default()).await;
+        assert_eq!(status, 200);
+        assert!(downloaded == archive, "identical bytes");
+        let events = {
+            let mut db = app.db.read().await.expect("connection");
+            runway::db::models::AuditEvent::all(&mut db.conn()).await.expect("audit")
+        };
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].kind.as_str(), events[0].target_id), ("artifact_download", build["id"].as_i64().unwrap_or(0)));
+
+        // The finished build's own token no longer reads anything: 401.
+        let (status, _) = app.download(&build, build["token"].as_str().unwrap_or_default()).await;
+        assert_eq!(status, 401);
+        let admin = app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}/artifacts", build["id"])).send().await.expect("admin download");
+        assert_eq!(admin.status(), 200);
+        assert!(admin.bytes().await.expect("body").to_vec() == archive);
+    }
+
+    async fn download_refusals(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let other = app.create_project(json!({ "name": "other" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        app.pipeline(other, "c: { script: z }\n").await;
+        let a = app.take_job(&runner).await;
+        let b = app.take_job(&runner).await;
+        let c = app.take_job(&runner).await;
+        assert_eq!(app.upload(&a, "", "artifacts.zip", bytes(100, 3), false).await.status, 201);
+        let token = |j: &Value| j["token"].as_str().unwrap_or_default().to_string();
+
+        assert_eq!(app.download(&a, &token(&b)).await.0, 200, "a running job of the same project");
+        assert_eq!(app.download(&a, "glcbt-garbage").await.0, 401);
+        let reply = app.send(app.request(Method::GET, &format!("/api/v4/jobs/{}/artifacts", a["id"]))).await;
+        reply.assert(401, json!({ "message": "401 Unauthorized" }));
+        let reply = app.send(app.request(Method::GET, "/api/v4/jobs/999999/artifacts").header("Job-Token", token(&b))).await;
+        reply.assert(403, json!({ "message": "403 Forbidden" }));
+        let reply = app.send(app.request(Method::GET, &format!("/api/v4/jobs/{}/artifacts", a["id"])).header("Job-Token", token(&c))).await;
+        reply.assert(403, json!({ "message": "403 Forbidden" }));
+        let reply = app.send(app.request(Method::GET, &format!("/api/v4/jobs/{}/artifacts", b["id"])).header("Job-Token", token(&a))).await;
+        reply.assert(404, json!({ "message": "404 Not Found" }));
+        app.update_job(&b, json!({ "state": "success" })).await;
+        assert_eq!(app.download(&a, &token(&b)).await.0, 401, "a finished job's token");
+    }
+
+    async fn upload_refusals(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&runner).await;
+        for (query, error) in [
+            ("artifact_type=archive&artifact_format=gzip", json!({ "message": "400 Bad request - archive artifacts must have the zip format" })),
+            ("artifact_type=junit&artifact_format=raw", json!({ "message": "400 Bad request - junit artifacts must have the gzip format" })),
+            ("artifact_type=nonsense", json!({ "error": "artifact_type does not have a valid value" })),
+            ("artifact_type=archive&artifact_format=rar", json!({ "error": "artifact_format does not have a valid value" })),
+            ("expire_in=soonish", json!({ "error": "expire_in is invalid" })),
+        ] {
+            app.upload(&job, query, "f", bytes(10, 4), false).await.assert(400, error);
+        }
+        // Every format the runner sends, with its type.
+        for (query, name) in [("artifact_type=sast&artifact_format=raw", "gl-sast-report.json"), ("artifact_type=dotenv&artifact_format=gzip", ".env.gz"), ("artifact_type=archive&artifact_format=zip", "artifacts.zip")] {
+            assert_eq!(app.upload(&job, query, name, bytes(50, 5), true).await.status, 201, "{query}");
+        }
+        // Without a file part.
+        let reply = app
+            .send(
+                app.request(Method::POST, &format!("/api/v4/jobs/{}/artifacts", job["id"]))
+                    .header("Job-Token", job["token"].as_str().unwrap_or_default())
+                    .multipart(Form::new().text("artifact_type", "archive")),
+            )
+            .await;
+        reply.assert(400, json!({ "error": "file is missing" }));
+        // Params as multipart fields (other clients) work too.
+        let form = Form::new()
+            .text("artifact_type", "metadata")
+            .text("artifact_format", "gzip")
+            .part("file", Part::bytes(bytes(20, 6)).file_name("metadata.gz"));
+        let reply = app
+            .send(app.request(Method::POST, &format!("/api/v4/jobs/{}/artifacts", job["id"])).header("Job-Token", job["token"].as_str().unwrap_or_default()).multipart(form))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.update_job(&job, json!({ "state": "success" })).await;
+        let reply = app.upload(&job, "", "artifacts.zip", bytes(10, 7), false).await;
+        assert_eq!((reply.status, reply.header("job-status")), (403, Some("success")));
+    }
+
+    async fn size_limit_and_expiry(backend) {
+        let app = TestApp::builder(backend).max_artifact_size(1000).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        let a = app.take_job(&runner).await;
+        let b = app.take_job(&runner).await;
+        app.upload(&a, "", "artifacts.zip", bytes(1001, 8), true)
+            .await
+            .assert(413, json!({ "message": "file size has reached maximum size limit" }));
+        assert_eq!(app.upload(&a, "expire_in=1+hour", "artifacts.zip", bytes(1000, 8), true).await.status, 201);
+        assert_eq!(app.download(&a, b["token"].as_str().unwrap_or_default()).await.0, 200);
+        app.execute(&format!("UPDATE job_artifacts SET expire_at = '2020-01-01 00:00:00' WHERE job_id = {}", a["id"])).await;
+        assert_eq!(app.state.artifacts.expire().await.expect("expire"), 1);
+        assert_eq!(app.download(&a, b["token"].as_str().unwrap_or_default()).await.0, 404, "expired artifacts are gone");
+    }
+}
