@@ -181,6 +181,33 @@ fn admin(req: &HttpRequest) -> ApiResult<AdminAuth> {
 /// The header the runner sends its job token in (`JOB-TOKEN`; Go writes `Job-Token`).
 pub const JOB_TOKEN_HEADER: &str = "JOB-TOKEN";
 
+/// A job token from the first of `param_names` present, else the `JOB-TOKEN` header;
+/// `None` when absent, empty or too long to be one.
+fn job_token(
+    req: &HttpRequest,
+    params: &crate::api::params::Params,
+    param_names: &[&str],
+) -> Option<String> {
+    param_names
+        .iter()
+        .find_map(|name| params.text(name))
+        .or_else(|| {
+            req.headers()
+                .get(JOB_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .filter(|t| !t.is_empty() && t.len() <= crate::auth::tokens::MAX_TOKEN_BYTES)
+}
+
+/// The route's numeric `:id`, as Grape's `requires :id, type: Integer`.
+fn path_job_id(req: &HttpRequest) -> ApiResult<i64> {
+    req.match_info()
+        .get("id")
+        .and_then(|id| id.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))
+}
+
 /// `authenticate_job!` ‹lib/api/ci/helpers/runner.rb›: the job named by the path's `:id`,
 /// authenticated by its token — the `token` param first, else the `JOB-TOKEN` header. 403
 /// when the job does not exist or the token is not its own (deliberately not 404), when it
@@ -200,22 +227,9 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
         let req = req.clone();
         Box::pin(async move {
             let state = state(&req)?;
-            let id = req
-                .match_info()
-                .get("id")
-                .and_then(|id| id.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))?;
+            let id = path_job_id(&req)?;
             let params = params_of(&req)?;
-            let token = params
-                .text("token")
-                .or_else(|| {
-                    req.headers()
-                        .get(JOB_TOKEN_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                })
-                .filter(|t| !t.is_empty() && t.len() <= crate::auth::tokens::MAX_TOKEN_BYTES)
-                .ok_or(ApiError::Forbidden(None))?;
+            let token = job_token(&req, &params, &["token"]).ok_or(ApiError::Forbidden(None))?;
             let job = {
                 let mut db = state.db.read().await?;
                 Job::find(&mut db.conn(), id).await?
@@ -278,17 +292,8 @@ impl FromRequest for DependentJobAuth {
         Box::pin(async move {
             let state = state(&req)?;
             let params = params_of(&req)?;
-            let token = params
-                .text("job_token")
-                .or_else(|| params.text("token"))
-                .or_else(|| {
-                    req.headers()
-                        .get(JOB_TOKEN_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                })
-                .filter(|t| !t.is_empty() && t.len() <= crate::auth::tokens::MAX_TOKEN_BYTES)
-                .ok_or(ApiError::Unauthorized)?;
+            let token =
+                job_token(&req, &params, &["job_token", "token"]).ok_or(ApiError::Unauthorized)?;
             let mut db = state.db.read().await?;
             let mut conn = db.conn();
             let caller = crate::db::models::job_by_token_digest(
@@ -301,11 +306,7 @@ impl FromRequest for DependentJobAuth {
                     || (j.status == JobStatus::Pending && j.ack_deadline.is_some())
             })
             .ok_or(ApiError::Unauthorized)?;
-            let id = req
-                .match_info()
-                .get("id")
-                .and_then(|id| id.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))?;
+            let id = path_job_id(&req)?;
             let target = Job::find(&mut conn, id)
                 .await?
                 .ok_or(ApiError::Forbidden(None))?;

@@ -942,6 +942,27 @@ fn image_spec(value: &Value, at: &str) -> Result<ImageSpec> {
     }
 }
 
+/// A scalar that must be one of `allowed`.
+fn choice(value: &Value, at: &str, key: &str, allowed: &[&str]) -> Result<String> {
+    let text = scalar(value).unwrap_or_default();
+    if allowed.contains(&text.as_str()) {
+        Ok(text)
+    } else {
+        err(format!(
+            "{at}:{key} config should be {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+fn boolean(value: &Value, at: &str, key: &str) -> Result<bool> {
+    value
+        .as_bool()
+        .ok_or_else(|| ConfigError(format!("{at}:{key} config should be a boolean value")))
+}
+
+const ARTIFACT_WHEN: &[&str] = &["on_success", "on_failure", "always"];
+
 fn artifacts_spec(value: &Value, at: &str) -> Result<ArtifactsSpec> {
     let Value::Mapping(m) = value else {
         return err(format!("{at} config should be a hash"));
@@ -961,20 +982,8 @@ fn artifacts_spec(value: &Value, at: &str) -> Result<ArtifactsSpec> {
             "paths" => spec.paths = list()?,
             "exclude" => spec.exclude = list()?,
             "name" => spec.name = scalar(v),
-            "untracked" => {
-                spec.untracked = v.as_bool().ok_or_else(|| {
-                    ConfigError(format!("{at}:untracked config should be a boolean value"))
-                })?
-            }
-            "when" => {
-                let w = scalar(v).unwrap_or_default();
-                if !["on_success", "on_failure", "always"].contains(&w.as_str()) {
-                    return err(format!(
-                        "{at}:when config should be on_success, on_failure or always"
-                    ));
-                }
-                spec.when = w;
-            }
+            "untracked" => spec.untracked = boolean(v, at, "untracked")?,
+            "when" => spec.when = choice(v, at, "when", ARTIFACT_WHEN)?,
             "expire_in" => {
                 let text = scalar(v).unwrap_or_default();
                 if text != "never" && parse_seconds(&text).is_none() {
@@ -1045,29 +1054,9 @@ fn cache_spec(value: &Value, at: &str) -> Result<CacheSpec> {
                     ConfigError(format!("{at}:paths config should be an array of strings"))
                 })?
             }
-            "untracked" => {
-                spec.untracked = v.as_bool().ok_or_else(|| {
-                    ConfigError(format!("{at}:untracked config should be a boolean value"))
-                })?
-            }
-            "policy" => {
-                let p = scalar(v).unwrap_or_default();
-                if !["pull-push", "pull", "push"].contains(&p.as_str()) {
-                    return err(format!(
-                        "{at}:policy config should be pull-push, pull or push"
-                    ));
-                }
-                spec.policy = p;
-            }
-            "when" => {
-                let w = scalar(v).unwrap_or_default();
-                if !["on_success", "on_failure", "always"].contains(&w.as_str()) {
-                    return err(format!(
-                        "{at}:when config should be on_success, on_failure or always"
-                    ));
-                }
-                spec.when = w;
-            }
+            "untracked" => spec.untracked = boolean(v, at, "untracked")?,
+            "policy" => spec.policy = choice(v, at, "policy", &["pull-push", "pull", "push"])?,
+            "when" => spec.when = choice(v, at, "when", ARTIFACT_WHEN)?,
             "fallback_keys" => {
                 spec.fallback_keys = string_list(v).ok_or_else(|| {
                     ConfigError(format!(

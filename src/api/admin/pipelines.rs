@@ -139,6 +139,22 @@ pub async fn list_pipeline_jobs(
     Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
 }
 
+/// Runs `action` on the pipeline the path names; answers it afterwards with 201.
+async fn pipeline_action(
+    state: &AppState,
+    (id, pipeline_id): (String, String),
+    action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Pipeline>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(state, &id).await?;
+    let pipeline = find_pipeline(state, &project, &pipeline_id).await?;
+    let pipeline = action(state, pipeline.id).await?;
+    Ok(HttpResponse::Created().json(pipeline_json(
+        &pipeline,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
 /// Cancel every unfinished job of a pipeline.
 #[utoipa::path(tag = "pipelines", operation_id = "cancel_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
     security(("private_token" = [])), responses((status = 201, description = "the pipeline"), (status = 404, description = "not found")))]
@@ -148,15 +164,10 @@ pub async fn cancel_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
-    let pipeline = state.pipelines.cancel_pipeline(pipeline.id).await?;
-    Ok(HttpResponse::Created().json(pipeline_json(
-        &pipeline,
-        &project,
-        &state.settings.external_url,
-    )))
+    pipeline_action(&state, path.into_inner(), async |s, id| {
+        s.pipelines.cancel_pipeline(id).await
+    })
+    .await
 }
 
 /// Retry the failed and canceled jobs of a pipeline.
@@ -168,15 +179,10 @@ pub async fn retry_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
-    let pipeline = state.pipelines.retry_pipeline(pipeline.id).await?;
-    Ok(HttpResponse::Created().json(pipeline_json(
-        &pipeline,
-        &project,
-        &state.settings.external_url,
-    )))
+    pipeline_action(&state, path.into_inner(), async |s, id| {
+        s.pipelines.retry_pipeline(id).await
+    })
+    .await
 }
 
 /// A project's jobs, newest first.
