@@ -161,3 +161,17 @@ both_backends! {
         assert_eq!(reply.status, 202, "{}", reply.text);
     }
 }
+
+both_backends! {
+    async fn a_watched_log_is_updated_every_three_seconds(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        let reply = app.patch_trace(&job, 0, b"a").await;
+        assert_eq!(reply.header("x-gitlab-trace-update-interval"), Some("60"));
+        app.trace(project, &job).await; // someone reads the log
+        let reply = app.patch_trace(&job, 1, b"b").await;
+        assert_eq!(reply.header("x-gitlab-trace-update-interval"), Some("3"));
+        let reply = app.update_job(&job, json!({ "state": "running" })).await;
+        assert_eq!(reply.header("x-gitlab-trace-update-interval"), Some("3"));
+    }
+}

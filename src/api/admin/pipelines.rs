@@ -233,6 +233,7 @@ pub async fn get_job_trace(
     let (id, job_id) = path.into_inner();
     let project = find_project(&state, &id).await?;
     let job = find_job(&state, &project, &job_id).await?;
+    state.traces.mark_watched(job.id);
     let log = state.traces.read(job.id).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

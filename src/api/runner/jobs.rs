@@ -167,7 +167,12 @@ pub async fn update_job(
 ) -> ApiResult<HttpResponse> {
     let p = params.0;
     let job = auth.job;
-    let interval = Some(state.settings.trace_update_interval.as_secs());
+    let interval = Some(
+        state
+            .traces
+            .update_interval(job.id, state.settings.trace_update_interval)
+            .as_secs(),
+    );
     if job.status == JobStatus::Pending {
         // Awaiting acknowledgement (two-phase commit): `running` starts the job, `pending`
         // keeps it waiting, anything else is refused and leaves it pending.
@@ -294,7 +299,11 @@ pub async fn append_trace(
             .insert_header(("Range", format!("0-{size}")))
             .insert_header((
                 TRACE_UPDATE_INTERVAL_HEADER,
-                state.settings.trace_update_interval.as_secs().to_string(),
+                state
+                    .traces
+                    .update_interval(job.id, state.settings.trace_update_interval)
+                    .as_secs()
+                    .to_string(),
             ))
             .finish()),
         Appended::Mismatch(size) => Ok(HttpResponse::RangeNotSatisfiable()
