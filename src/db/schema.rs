@@ -122,7 +122,6 @@ diesel::table! {
         exit_code -> Nullable<Integer>,
         retried -> Bool,
         cancel_gracefully -> Bool,
-        lock_version -> Integer,
         created_at -> Timestamp,
         updated_at -> Timestamp,
         queued_at -> Nullable<Timestamp>,
@@ -134,6 +133,7 @@ diesel::table! {
         trace_crc32 -> BigInt,
         trace_checksum_ok -> Nullable<Bool>,
         debug_trace -> Bool,
+        dotenv_variables -> Text,
     }
 }
 

@@ -169,6 +169,11 @@ impl Artifacts {
                 .and_then(|d| chrono::TimeDelta::from_std(d).ok())
                 .map(|d| at + d),
         };
+        let dotenv = if file_type == "dotenv" {
+            Some(self.read_dotenv(stored).await?)
+        } else {
+            None
+        };
         let mut db = self.db.write().await?;
         let mut conn = db.conn();
         if let Some(existing) = JobArtifact::find(&mut conn, job.id, file_type).await? {
@@ -196,7 +201,86 @@ impl Artifacts {
             },
         )
         .await?;
+        if let Some(variables) = dotenv {
+            Job::set_dotenv_variables(&mut conn, job.id, &variables.to_string()).await?;
+        }
         Ok(true)
+    }
+
+    /// The variables of a (gzipped) dotenv report, as GitLab parses them: `KEY=VALUE`
+    /// lines, keys of letters, digits and `_`, at most 20 variables and 5 KiB; else 400
+    /// `Invalid Format`.
+    async fn read_dotenv(&self, stored: &StoredFile) -> ApiResult<serde_json::Value> {
+        use std::io::Read;
+        const MAX_BYTES: u64 = 5 * 1024;
+        const MAX_VARIABLES: usize = 20;
+        let invalid = || {
+            ApiError::Render(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "Invalid Format".into(),
+            )
+        };
+        if stored.size > 64 * 1024 {
+            return Err(invalid());
+        }
+        let result = self
+            .store
+            .get(&StorePath::from(stored.path.as_str()))
+            .await
+            .map_err(storage_error)?;
+        let compressed = result.bytes().await.map_err(storage_error)?;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .take(MAX_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|_| invalid())?;
+        if text.len() as u64 > MAX_BYTES {
+            return Err(invalid());
+        }
+        let mut variables = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (key, value) = line.split_once('=').ok_or_else(invalid)?;
+            let key = key.trim();
+            let valid_key = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_key {
+                return Err(invalid());
+            }
+            let value = value.trim();
+            let unquoted = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+                .unwrap_or(value);
+            variables.push(serde_json::json!({ "key": key, "value": unquoted }));
+        }
+        if variables.len() > MAX_VARIABLES {
+            return Err(invalid());
+        }
+        Ok(serde_json::Value::Array(variables))
+    }
+
+    /// Erases a finished job: its artifacts (rows and bytes) and its log.
+    pub async fn erase(&self, job: &Job) -> ApiResult<()> {
+        let artifacts = {
+            let mut db = self.db.read().await?;
+            JobArtifact::for_jobs(&mut db.conn(), &[job.id]).await?
+        };
+        let mut db = self.db.write().await?;
+        for artifact in &artifacts {
+            JobArtifact::delete(&mut db.conn(), artifact.id).await?;
+            if let Err(e) = self
+                .store
+                .delete(&StorePath::from(artifact.store_path.as_str()))
+                .await
+            {
+                tracing::warn!(error = %e, path = %artifact.store_path, "deleting an erased artifact failed");
+            }
+        }
+        Job::erase(&mut db.conn(), job.id, now()).await?;
+        Ok(())
     }
 
     /// The artifact's bytes as a stream.

@@ -147,8 +147,12 @@ both_backends! {
             app.upload(&job, query, "f", bytes(10, 4), false).await.assert(400, error);
         }
         // Every format the runner sends, with its type.
-        for (query, name) in [("artifact_type=sast&artifact_format=raw", "gl-sast-report.json"), ("artifact_type=dotenv&artifact_format=gzip", ".env.gz"), ("artifact_type=archive&artifact_format=zip", "artifacts.zip")] {
-            assert_eq!(app.upload(&job, query, name, bytes(50, 5), true).await.status, 201, "{query}");
+        for (query, name, data) in [
+            ("artifact_type=sast&artifact_format=raw", "gl-sast-report.json", bytes(50, 5)),
+            ("artifact_type=dotenv&artifact_format=gzip", ".env.gz", gzip("A=1\n")),
+            ("artifact_type=archive&artifact_format=zip", "artifacts.zip", bytes(50, 5)),
+        ] {
+            assert_eq!(app.upload(&job, query, name, data, true).await.status, 201, "{query}");
         }
         // Without a file part.
         let reply = app
@@ -188,5 +192,57 @@ both_backends! {
         app.execute(&format!("UPDATE job_artifacts SET expire_at = '2020-01-01 00:00:00' WHERE job_id = {}", a["id"])).await;
         assert_eq!(app.state.artifacts.expire().await.expect("expire"), 1);
         assert_eq!(app.download(&a, b["token"].as_str().unwrap_or_default()).await.0, 404, "expired artifacts are gone");
+    }
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+both_backends! {
+    async fn dotenv_reports_feed_later_jobs(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "variables: { VERSION: from-file }\nbuild: { stage: build, script: x, artifacts: { reports: { dotenv: build.env } } }\ndeploy: { stage: deploy, script: y }\n").await;
+        let build = app.take_job(&runner).await;
+        let query = "artifact_format=gzip&artifact_type=dotenv";
+        app.upload(&build, query, ".env.gz", gzip("not a dotenv line\n"), false)
+            .await
+            .assert(400, json!({ "message": "Invalid Format" }));
+        let reply = app.upload(&build, query, ".env.gz", gzip("VERSION=1.2.3\nQUOTED=\"a b\"\n\n"), false).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.update_job(&build, json!({ "state": "success" })).await;
+        let deploy = app.take_job(&runner).await;
+        let var = |key: &str| deploy["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == key)).map(|v| v["value"].clone());
+        assert_eq!(var("VERSION"), Some(json!("1.2.3")), "the dotenv report wins over the file");
+        assert_eq!(var("QUOTED"), Some(json!("a b")));
+    }
+
+    async fn erase_removes_log_and_artifacts(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&runner).await;
+        let erase = format!("/api/v4/projects/{project}/jobs/{}/erase", job["id"]);
+        app.send(app.admin(Method::POST, &erase)).await.assert(403, json!({ "message": "403 Forbidden - Job is not erasable!" }));
+        assert_eq!(app.upload(&job, "", "artifacts.zip", bytes(100, 1), false).await.status, 201);
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", job["id"]))).await.json();
+        assert_eq!(listed["artifacts"][0]["file_type"], "archive");
+        assert_eq!(listed["artifacts"][0]["size"], 100);
+        app.update_job(&job, json!({ "state": "success" })).await;
+        let reply = app.send(app.admin(Method::POST, &erase)).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let erased = reply.json();
+        assert!(erased["erased_at"].is_string());
+        assert_eq!(erased["artifacts"], json!([]));
+        let admin = app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}/artifacts", job["id"])).send().await.expect("download");
+        assert_eq!(admin.status(), 404);
+        let log = app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"])).send().await.expect("trace");
+        assert_eq!(log.bytes().await.expect("body").len(), 0);
     }
 }

@@ -115,7 +115,6 @@ CREATE TABLE jobs (
     exit_code INTEGER,
     retried BOOLEAN NOT NULL DEFAULT FALSE,
     cancel_gracefully BOOLEAN NOT NULL DEFAULT FALSE,
-    lock_version INTEGER NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL,
     queued_at TIMESTAMP,
@@ -126,7 +125,8 @@ CREATE TABLE jobs (
     trace_size BIGINT NOT NULL DEFAULT 0,
     trace_crc32 BIGINT NOT NULL DEFAULT 0,
     trace_checksum_ok BOOLEAN,
-    debug_trace BOOLEAN NOT NULL DEFAULT FALSE
+    debug_trace BOOLEAN NOT NULL DEFAULT FALSE,
+    dotenv_variables TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX index_jobs_on_pipeline_id ON jobs (pipeline_id);
 CREATE INDEX index_jobs_on_project_id ON jobs (project_id);

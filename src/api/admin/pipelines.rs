@@ -38,6 +38,8 @@ async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResu
     let mut conn = db.conn();
     let mut pipelines: HashMap<i64, Pipeline> = HashMap::new();
     let mut runners: HashMap<i64, Option<Runner>> = HashMap::new();
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let artifacts = crate::db::models::JobArtifact::for_jobs(&mut conn, &ids).await?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         if !pipelines.contains_key(&job.pipeline_id) {
@@ -56,13 +58,28 @@ async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResu
         let runner = job
             .runner_id
             .and_then(|id| runners.get(&id).cloned().flatten());
-        out.push(job_json(
+        let mut json = job_json(
             job,
             pipeline,
             project,
             runner.as_ref(),
             &state.settings.external_url,
-        ));
+        );
+        // GitLab's `artifacts` list: each uploaded file with its type and size.
+        json["artifacts"] = artifacts
+            .iter()
+            .filter(|a| a.job_id == job.id)
+            .map(|a| serde_json::json!({ "file_type": a.file_type, "size": a.size, "filename": a.filename, "file_format": a.file_format }))
+            .collect();
+        json["artifacts_expire_at"] = artifacts
+            .iter()
+            .filter(|a| a.job_id == job.id && a.file_type == "archive")
+            .find_map(|a| {
+                a.expire_at
+                    .map(|t| serde_json::json!(crate::api::format_time(&t)))
+            })
+            .unwrap_or(Value::Null);
+        out.push(json);
     }
     Ok(out)
 }
@@ -304,6 +321,40 @@ pub async fn retry_job(
     .await
 }
 
+/// Erase a finished job: its log and artifacts.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "erase_job", params(("id" = String, Path), ("job_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 201, description = "the job"), (status = 403, description = "not finished"), (status = 404, description = "not found")))]
+#[post("/projects/{id}/jobs/{job_id}/erase")]
+pub async fn erase_job(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    job_action(&state, path.into_inner(), async |s, id| {
+        let job = {
+            let mut db = s.db.read().await?;
+            Job::find(&mut db.conn(), id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Job"))?
+        };
+        let finished = matches!(
+            job.status,
+            crate::db::enums::JobStatus::Success
+                | crate::db::enums::JobStatus::Failed
+                | crate::db::enums::JobStatus::Canceled
+        );
+        if !finished {
+            return Err(ApiError::forbidden("Job is not erasable!"));
+        }
+        s.artifacts.erase(&job).await?;
+        let mut db = s.db.read().await?;
+        Job::find(&mut db.conn(), id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Job"))
+    })
+    .await
+}
+
 /// Start a manual job.
 #[utoipa::path(tag = "jobs (admin)", operation_id = "play_job", params(("id" = String, Path), ("job_id" = i64, Path)),
     security(("private_token" = [])), responses((status = 201, description = "the job"), (status = 403, description = "not playable"), (status = 404, description = "not found")))]
@@ -331,5 +382,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(get_job_artifacts)
         .service(cancel_job)
         .service(retry_job)
-        .service(play_job);
+        .service(play_job)
+        .service(erase_job);
 }

@@ -231,6 +231,19 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     for v in &spec.variables {
         variables.push(var(&v.key, v.value.clone(), true));
     }
+    // Variables of the dotenv reports of the jobs this one depends on: above the file's,
+    // below the pipeline's (GitLab's precedence).
+    for (dependency, _) in &a.dependencies {
+        let dotenv: Vec<Value> =
+            serde_json::from_str(&dependency.dotenv_variables).unwrap_or_default();
+        for v in dotenv {
+            variables.push(var(
+                v["key"].as_str().unwrap_or_default(),
+                v["value"].as_str().unwrap_or_default(),
+                false,
+            ));
+        }
+    }
     for v in pipeline_variables(pipeline) {
         variables.push(var(&v.key, v.value, false));
     }

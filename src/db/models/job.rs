@@ -35,7 +35,6 @@ pub struct Job {
     pub retried: bool,
     /// The runner that took the job advertised `cancel_gracefully`.
     pub cancel_gracefully: bool,
-    pub lock_version: i32,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub queued_at: Option<NaiveDateTime>,
@@ -51,6 +50,8 @@ pub struct Job {
     /// Whether the runner's final checksum and size matched the stored log.
     pub trace_checksum_ok: Option<bool>,
     pub debug_trace: bool,
+    /// JSON array of `{key, value}` from the job's dotenv report, for the jobs after it.
+    pub dotenv_variables: String,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -221,7 +222,6 @@ impl Job {
             jobs::cancel_gracefully.eq(cancel_gracefully),
             jobs::started_at.eq(started_at),
             jobs::updated_at.eq(at),
-            jobs::lock_version.eq(jobs::lock_version + 1),
         ))
         .execute(c)
         .await)?;
@@ -263,10 +263,38 @@ impl Job {
                 .filter(jobs::id.eq(id))
                 .filter(jobs::status.eq_any(from))
         )
-        .set((changes, jobs::lock_version.eq(jobs::lock_version + 1)))
+        .set(changes)
         .execute(c)
         .await)?;
         Ok(n == 1)
+    }
+
+    pub async fn set_dotenv_variables(conn: &mut Conn<'_>, id: i64, json: &str) -> QueryResult<()> {
+        db_run!(conn, |c| diesel::update(jobs::table.find(id))
+            .set(jobs::dotenv_variables.eq(json))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
+    /// Erases a finished job: its log goes, `erased_at` is set.
+    pub async fn erase(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<()> {
+        use crate::db::schema::trace_chunks;
+        db_run!(conn, |c| diesel::delete(
+            trace_chunks::table.filter(trace_chunks::job_id.eq(id))
+        )
+        .execute(c)
+        .await)?;
+        db_run!(conn, |c| diesel::update(jobs::table.find(id))
+            .set((
+                jobs::erased_at.eq(Some(at)),
+                jobs::trace_size.eq(0),
+                jobs::trace_crc32.eq(0),
+                jobs::updated_at.eq(at)
+            ))
+            .execute(c)
+            .await)?;
+        Ok(())
     }
 
     /// Records that the runner traces in debug mode (`debug_trace=true` on the first PATCH).
