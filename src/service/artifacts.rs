@@ -262,12 +262,23 @@ impl Artifacts {
         Ok(serde_json::Value::Array(variables))
     }
 
-    /// Erases a finished job: its artifacts (rows and bytes) and its log.
-    pub async fn erase(&self, job: &Job) -> ApiResult<()> {
-        let artifacts = {
+    /// Erases a finished job: its artifacts (rows and bytes) and its log; 403 while it
+    /// has not finished. Answers the job afterwards.
+    pub async fn erase(&self, job_id: i64) -> ApiResult<Job> {
+        use crate::db::enums::JobStatus;
+        let (job, artifacts) = {
             let mut db = self.db.read().await?;
-            JobArtifact::for_jobs(&mut db.conn(), &[job.id]).await?
+            let job = Job::find(&mut db.conn(), job_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Job"))?;
+            (job, JobArtifact::for_jobs(&mut db.conn(), &[job_id]).await?)
         };
+        if !matches!(
+            job.status,
+            JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+        ) {
+            return Err(ApiError::forbidden("Job is not erasable!"));
+        }
         let mut db = self.db.write().await?;
         for artifact in &artifacts {
             JobArtifact::delete(&mut db.conn(), artifact.id).await?;
@@ -280,7 +291,9 @@ impl Artifacts {
             }
         }
         Job::erase(&mut db.conn(), job.id, now()).await?;
-        Ok(())
+        Job::find(&mut db.conn(), job.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Job"))
     }
 
     /// The artifact's bytes as a stream.

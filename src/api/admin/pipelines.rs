@@ -331,26 +331,7 @@ pub async fn erase_job(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     job_action(&state, path.into_inner(), async |s, id| {
-        let job = {
-            let mut db = s.db.read().await?;
-            Job::find(&mut db.conn(), id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("Job"))?
-        };
-        let finished = matches!(
-            job.status,
-            crate::db::enums::JobStatus::Success
-                | crate::db::enums::JobStatus::Failed
-                | crate::db::enums::JobStatus::Canceled
-        );
-        if !finished {
-            return Err(ApiError::forbidden("Job is not erasable!"));
-        }
-        s.artifacts.erase(&job).await?;
-        let mut db = s.db.read().await?;
-        Job::find(&mut db.conn(), id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("Job"))
+        s.artifacts.erase(id).await
     })
     .await
 }
