@@ -68,6 +68,19 @@ pub struct SettingsArgs {
     /// Expiry of artifacts uploaded without `expire_in` (a GitLab duration or `never`).
     #[arg(long, env = "RUNWAY_DEFAULT_ARTIFACTS_EXPIRE_IN")]
     pub default_artifacts_expire_in: Option<String>,
+    /// Object storage for artifacts: `s3://bucket[/prefix]` (default: the local filesystem
+    /// under the data dir). S3 settings below, else the usual `AWS_*` variables.
+    #[arg(long, env = "RUNWAY_OBJECT_STORE_URL")]
+    pub object_store_url: Option<String>,
+    /// S3 endpoint for S3-compatible servers (e.g. `http://127.0.0.1:9000`).
+    #[arg(long, env = "RUNWAY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "RUNWAY_S3_REGION")]
+    pub s3_region: Option<String>,
+    #[arg(long, env = "RUNWAY_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "RUNWAY_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
@@ -107,10 +120,36 @@ impl SettingsArgs {
             default_artifacts_expire_in: self
                 .default_artifacts_expire_in
                 .or(lower.default_artifacts_expire_in),
+            object_store_url: self.object_store_url.or(lower.object_store_url),
+            s3_endpoint: self.s3_endpoint.or(lower.s3_endpoint),
+            s3_region: self.s3_region.or(lower.s3_region),
+            s3_access_key_id: self.s3_access_key_id.or(lower.s3_access_key_id),
+            s3_secret_access_key: self.s3_secret_access_key.or(lower.s3_secret_access_key),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
         }
+    }
+}
+
+/// Where artifacts are kept.
+#[derive(Clone, Default)]
+pub struct ObjectStoreSettings {
+    /// `s3://bucket[/prefix]`; `None`: the local filesystem under the data dir.
+    pub url: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for ObjectStoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreSettings")
+            .field("url", &self.url)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,6 +182,7 @@ pub struct Settings {
     pub max_trace_patch_bytes: usize,
     pub max_artifact_size_bytes: u64,
     pub default_artifacts_expire_in: Option<Duration>,
+    pub object_store: ObjectStoreSettings,
     pub database_pool_size: usize,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -233,6 +273,13 @@ impl Settings {
                         format!("default artifacts expiry {text:?} is not a duration")
                     })? as u64,
                 )),
+            },
+            object_store: ObjectStoreSettings {
+                url: merged.object_store_url.filter(|u| !u.is_empty()),
+                s3_endpoint: merged.s3_endpoint,
+                s3_region: merged.s3_region,
+                s3_access_key_id: merged.s3_access_key_id,
+                s3_secret_access_key: merged.s3_secret_access_key,
             },
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
             workers: workers.max(1),

@@ -138,6 +138,7 @@ impl Runway {
             artifacts: Artifacts::new(
                 db.clone(),
                 &settings.data_dir,
+                &settings.object_store,
                 settings.max_artifact_size_bytes,
                 settings.default_artifacts_expire_in,
             )?,

@@ -52,15 +52,50 @@ impl Artifacts {
     pub fn new(
         db: DbPool,
         data_dir: &std::path::Path,
+        settings: &crate::config::ObjectStoreSettings,
         max_size: u64,
         default_expire_in: Option<Duration>,
     ) -> anyhow::Result<Artifacts> {
-        let root = data_dir.join("artifacts");
-        std::fs::create_dir_all(&root)?;
-        let store = LocalFileSystem::new_with_prefix(&root)?;
+        let store: Arc<dyn ObjectStore> = match settings.url.as_deref() {
+            None => {
+                let root = data_dir.join("artifacts");
+                std::fs::create_dir_all(&root)?;
+                Arc::new(LocalFileSystem::new_with_prefix(&root)?)
+            }
+            Some(url) if url.starts_with("s3://") => {
+                let rest = url.trim_start_matches("s3://");
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(endpoint) = &settings.s3_endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                if let Some(region) = &settings.s3_region {
+                    builder = builder.with_region(region);
+                }
+                if let Some(key) = &settings.s3_access_key_id {
+                    builder = builder.with_access_key_id(key);
+                }
+                if let Some(secret) = &settings.s3_secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+                let prefix = prefix.trim_matches('/');
+                if prefix.is_empty() {
+                    s3
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+                }
+            }
+            Some(other) => {
+                anyhow::bail!("object store URL must be s3://bucket[/prefix], not {other:?}")
+            }
+        };
         Ok(Artifacts {
             db,
-            store: Arc::new(store),
+            store,
             max_size,
             default_expire_in,
         })

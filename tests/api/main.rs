@@ -14,5 +14,6 @@ mod python_gitlab;
 mod repositories;
 mod restart;
 mod runners;
+mod s3;
 mod schema;
 mod traces;

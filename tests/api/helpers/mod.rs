@@ -72,6 +72,16 @@ impl TestAppBuilder {
         self
     }
 
+    /// Artifacts in S3 at `url` (`s3://bucket/prefix`) on the server at `endpoint`.
+    pub fn s3(mut self, url: &str, endpoint: &str) -> Self {
+        self.args.object_store_url = Some(url.to_string());
+        self.args.s3_endpoint = Some(endpoint.to_string());
+        self.args.s3_region = Some("us-east-1".into());
+        self.args.s3_access_key_id = Some("testing".into());
+        self.args.s3_secret_access_key = Some("testing".into());
+        self
+    }
+
     pub fn max_artifact_size(mut self, bytes: u64) -> Self {
         self.args.max_artifact_size_bytes = Some(bytes);
         self
