@@ -178,6 +178,9 @@ fn spawn_reaper(state: web::Data<AppState>) {
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
                 tracing::error!(error = %e, "reaping stuck jobs failed");
             }
+            if let Err(e) = state.artifacts.archive_traces().await {
+                tracing::error!(error = %e, "archiving job logs failed");
+            }
             if let Err(e) = state.artifacts.expire().await {
                 tracing::error!(error = %e, "expiring artifacts failed");
             }

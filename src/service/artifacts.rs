@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use crate::ci::duration::parse_seconds;
-use crate::db::models::{now, Job, JobArtifact, NewJobArtifact};
+use crate::db::models::{now, Job, JobArtifact, NewJobArtifact, TraceChunk};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
 
@@ -342,6 +342,60 @@ impl Artifacts {
             .await
             .map_err(storage_error)?;
         Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// Moves the logs of finished jobs from the database into object storage, as GitLab
+    /// archives a trace into a `trace` artifact (raw, `job.log`). The object is written
+    /// and recorded before the chunks are dropped, so a crash in between leaves both.
+    /// Answers how many logs it archived.
+    pub async fn archive_traces(&self) -> ApiResult<usize> {
+        let pending = {
+            let mut db = self.db.read().await?;
+            TraceChunk::finished_unarchived(&mut db.conn(), 50).await?
+        };
+        for job_id in &pending {
+            let (job, log) = {
+                let mut db = self.db.read().await?;
+                let job = Job::find(&mut db.conn(), *job_id)
+                    .await?
+                    .ok_or(ApiError::Conflict)?;
+                (job, TraceChunk::read(&mut db.conn(), *job_id).await?)
+            };
+            let mut db = self.db.write().await?;
+            if JobArtifact::find(&mut db.conn(), job.id, "trace")
+                .await?
+                .is_none()
+            {
+                let path = format!("traces/{}/{}.log", job.id, uuid::Uuid::new_v4().simple());
+                let sha256 = hex::encode(Sha256::digest(&log));
+                let size = log.len() as i64;
+                self.store
+                    .put(&StorePath::from(path.as_str()), log.into())
+                    .await
+                    .map_err(storage_error)?;
+                let new = NewJobArtifact {
+                    job_id: job.id,
+                    project_id: job.project_id,
+                    file_type: "trace",
+                    file_format: "raw",
+                    filename: "job.log",
+                    size,
+                    sha256: &sha256,
+                    store_path: &path,
+                    expire_at: None,
+                    created_at: now(),
+                };
+                JobArtifact::create(&mut db.conn(), new).await?;
+            }
+            TraceChunk::delete_for_job(&mut db.conn(), job.id).await?;
+        }
+        Ok(pending.len())
+    }
+
+    /// A job's archived log, if it was archived.
+    pub async fn archived_trace(&self, job_id: i64) -> ApiResult<Option<JobArtifact>> {
+        let mut db = self.db.read().await?;
+        Ok(JobArtifact::find(&mut db.conn(), job_id, "trace").await?)
     }
 
     /// Deletes expired artifacts (rows and bytes); answers how many.

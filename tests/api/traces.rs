@@ -175,3 +175,21 @@ both_backends! {
         assert_eq!(reply.header("x-gitlab-trace-update-interval"), Some("3"));
     }
 }
+
+both_backends! {
+    async fn finished_logs_are_archived_to_object_storage(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        app.patch_trace(&job, 0, b"line one\n").await;
+        app.patch_trace(&job, 9, b"line two\n").await;
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 0, "a running job's log stays");
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 0, "once");
+        let id = job["id"].as_i64().unwrap_or(0);
+        assert!(app.state.traces.read(id).await.expect("chunks").is_empty(), "the chunks are gone");
+        assert_eq!(app.trace(project, &job).await, b"line one\nline two\n", "read from the archive");
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{id}"))).await.json();
+        assert_eq!(listed["artifacts"], json!([{ "file_type": "trace", "size": 18, "filename": "job.log", "file_format": "raw" }]));
+    }
+}

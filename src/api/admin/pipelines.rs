@@ -251,6 +251,12 @@ pub async fn get_job_trace(
     let project = find_project(&state, &id).await?;
     let job = find_job(&state, &project, &job_id).await?;
     state.traces.mark_watched(job.id);
+    if let Some(archived) = state.artifacts.archived_trace(job.id).await? {
+        let stream = state.artifacts.open(&archived).await?;
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .streaming(stream));
+    }
     let log = state.traces.read(job.id).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -82,6 +82,31 @@ impl TraceChunk {
         Ok(Appended::Stored(new_size))
     }
 
+    /// Finished jobs whose log is still in chunks (oldest first, at most `limit`).
+    pub async fn finished_unarchived(conn: &mut Conn<'_>, limit: i64) -> QueryResult<Vec<i64>> {
+        let done = [JobStatus::Success, JobStatus::Failed, JobStatus::Canceled];
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::status.eq_any(done))
+            .filter(diesel::dsl::exists(
+                trace_chunks::table.filter(trace_chunks::job_id.eq(jobs::id))
+            ))
+            .order(jobs::id)
+            .limit(limit)
+            .select(jobs::id)
+            .load(c)
+            .await)
+    }
+
+    /// Drops a job's chunks (once the log is archived elsewhere).
+    pub async fn delete_for_job(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<()> {
+        db_run!(conn, |c| diesel::delete(
+            trace_chunks::table.filter(trace_chunks::job_id.eq(job_id))
+        )
+        .execute(c)
+        .await)?;
+        Ok(())
+    }
+
     /// The whole log of a job.
     pub async fn read(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<Vec<u8>> {
         let chunks: Vec<Vec<u8>> = db_run!(conn, |c| trace_chunks::table
