@@ -95,6 +95,10 @@ struct Cached {
 pub struct Runners {
     db: DbPool,
     cache: DashMap<TokenDigest, Cached>,
+    /// Runner managers as last written or read, by (runner id, system_xid), kept as long
+    /// as authenticated runners are: a heartbeat that would change nothing and is not due
+    /// is answered from here, without the database (the empty-poll hot path).
+    managers: DashMap<(i64, String), (RunnerManager, Instant)>,
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
 }
@@ -104,6 +108,7 @@ impl Runners {
         Runners {
             db,
             cache: DashMap::new(),
+            managers: DashMap::new(),
             heartbeat_interval,
             token_ttl,
         }
@@ -147,6 +152,11 @@ impl Runners {
         self.cache.retain(|_, c| c.runner.id != runner_id);
     }
 
+    /// Drops the cached managers of a runner (deleted runner or manager).
+    fn forget_managers(&self, runner_id: i64) {
+        self.managers.retain(|(id, _), _| *id != runner_id);
+    }
+
     /// Heartbeat of the runner and of its manager `system_xid`, created on first contact.
     /// Writes only when something changed or the stored contact time is older than the
     /// heartbeat interval, so a busy runner does not write on every request (GitLab keeps
@@ -168,16 +178,44 @@ impl Runners {
         if finish_creation {
             beat.creation_state = Some(CreationState::Finished);
         }
+        let runner_due = stale(runner.contacted_at) || runner_state.is_some();
+        let key = (runner.id, system_xid.to_string());
+        let cached = self
+            .managers
+            .get(&key)
+            .filter(|entry| entry.1.elapsed() < AUTH_CACHE_TTL)
+            .map(|entry| entry.0.clone());
+        let cached_was_none = cached.is_none();
+        let manager = match cached {
+            Some(manager) => Some(manager),
+            None => {
+                let mut db = self.db.read().await?;
+                RunnerManager::find(&mut db.conn(), runner.id, system_xid).await?
+            }
+        };
+        let manager_due = manager
+            .as_ref()
+            .is_none_or(|m| beat.changes(m) || stale(m.contacted_at));
+        if !runner_due && !manager_due {
+            if let Some(manager) = manager {
+                if cached_was_none {
+                    self.managers.insert(key, (manager.clone(), Instant::now()));
+                }
+                return Ok(manager);
+            }
+        }
         let mut db = self.db.write().await?;
         let mut conn = db.conn();
-        if stale(runner.contacted_at) || runner_state.is_some() {
+        if runner_due {
             Runner::touch(&mut conn, runner.id, at, runner_state).await?;
             self.forget(runner.id);
         }
-        match RunnerManager::find(&mut conn, runner.id, system_xid).await? {
-            Some(manager) if !beat.changes(&manager) && !stale(manager.contacted_at) => Ok(manager),
-            _ => Ok(RunnerManager::upsert(&mut conn, runner.id, system_xid, &beat, at).await?),
-        }
+        let manager = match manager {
+            Some(manager) if !manager_due => manager,
+            _ => RunnerManager::upsert(&mut conn, runner.id, system_xid, &beat, at).await?,
+        };
+        self.managers.insert(key, (manager.clone(), Instant::now()));
+        Ok(manager)
     }
 
     /// Heartbeat from a job route (`PUT /jobs/:id`, `PATCH …/trace`): the job's runner, and
@@ -296,12 +334,15 @@ impl Runners {
         let mut db = self.db.write().await?;
         let deleted = Runner::delete(&mut db.conn(), runner_id).await?;
         self.forget(runner_id);
+        self.forget_managers(runner_id);
         Ok(deleted)
     }
 
     pub async fn delete_manager(&self, runner_id: i64, system_xid: &str) -> ApiResult<bool> {
         let mut db = self.db.write().await?;
-        Ok(RunnerManager::delete(&mut db.conn(), runner_id, system_xid).await?)
+        let deleted = RunnerManager::delete(&mut db.conn(), runner_id, system_xid).await?;
+        self.forget_managers(runner_id);
+        Ok(deleted)
     }
 
     pub async fn update(&self, current: &Runner, mut changes: RunnerChanges) -> ApiResult<Runner> {
