@@ -152,6 +152,11 @@ impl Runners {
         self.cache.retain(|_, c| c.runner.id != runner_id);
     }
 
+    /// Whether a contact stored at `contacted` is old enough to be written again.
+    fn due(&self, contacted: Option<NaiveDateTime>, at: NaiveDateTime) -> bool {
+        contacted.is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
+    }
+
     /// Drops the cached managers of a runner (deleted runner or manager).
     fn forget_managers(&self, runner_id: i64) {
         self.managers.retain(|(id, _), _| *id != runner_id);
@@ -169,10 +174,7 @@ impl Runners {
         finish_creation: bool,
     ) -> ApiResult<RunnerManager> {
         let at = now();
-        let stale = |contacted: Option<NaiveDateTime>| {
-            contacted
-                .is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
-        };
+        let stale = |contacted: Option<NaiveDateTime>| self.due(contacted, at);
         let runner_state = (finish_creation && runner.creation_state != CreationState::Finished)
             .then_some(CreationState::Finished);
         if finish_creation {
@@ -226,19 +228,20 @@ impl Runners {
         ip: Option<String>,
     ) -> ApiResult<()> {
         let at = now();
-        let stale = |contacted: Option<NaiveDateTime>| {
-            contacted
-                .is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
+        let stale = |contacted: Option<NaiveDateTime>| self.due(contacted, at);
+        // Read through a reader; the writer (SQLite's only one) is taken for writes.
+        let runner = match job.runner_id {
+            Some(runner_id) => {
+                let mut db = self.db.read().await?;
+                Runner::find(&mut db.conn(), runner_id).await?
+            }
+            None => None,
         };
         let mut db = self.db.write().await?;
         let mut conn = db.conn();
-        if let Some(runner_id) = job.runner_id {
-            if let Some(runner) = Runner::find(&mut conn, runner_id).await? {
-                if stale(runner.contacted_at) {
-                    Runner::touch(&mut conn, runner_id, at, None).await?;
-                    self.forget(runner_id);
-                }
-            }
+        if let Some(runner) = runner.filter(|r| stale(r.contacted_at)) {
+            Runner::touch(&mut conn, runner.id, at, None).await?;
+            self.forget(runner.id);
         }
         if let Some(manager_id) = job.runner_manager_id {
             RunnerManager::touch(

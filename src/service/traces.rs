@@ -49,9 +49,8 @@ impl Traces {
     }
 
     /// Appends `data` at `start` (see [`TraceChunk::append`]); committed before it answers.
-    pub async fn append(&self, job_id: i64, start: i64, data: &[u8]) -> ApiResult<Appended> {
+    pub async fn append(&self, job_id: i64, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
         let mut db = self.db.write().await?;
-        let data = data.to_vec();
         let outcome = transaction!(&mut db.conn(), |tx| {
             Ok::<_, crate::error::ApiError>(TraceChunk::append(tx, job_id, start, &data).await?)
         })?;

@@ -52,34 +52,24 @@ pub struct ManagerHeartbeat {
 impl ManagerHeartbeat {
     /// Whether writing this heartbeat would change anything stored on `manager`.
     pub fn changes(&self, manager: &RunnerManager) -> bool {
-        fn differs<T: PartialEq>(new: &Option<T>, old: &T) -> bool {
+        // A field the heartbeat does not carry changes nothing; a stored NULL reads as "".
+        fn text(new: &Option<String>, old: &Option<String>) -> bool {
+            new.as_deref()
+                .is_some_and(|n| n != old.as_deref().unwrap_or(""))
+        }
+        fn value<T: PartialEq>(new: &Option<T>, old: &T) -> bool {
             new.as_ref().is_some_and(|n| n != old)
         }
-        differs(&self.version, &manager.version.clone().unwrap_or_default())
-            || differs(
-                &self.revision,
-                &manager.revision.clone().unwrap_or_default(),
-            )
-            || differs(
-                &self.platform,
-                &manager.platform.clone().unwrap_or_default(),
-            )
-            || differs(
-                &self.architecture,
-                &manager.architecture.clone().unwrap_or_default(),
-            )
-            || differs(
-                &self.executor_type,
-                &manager.executor_type.clone().unwrap_or_default(),
-            )
-            || differs(
-                &self.ip_address,
-                &manager.ip_address.clone().unwrap_or_default(),
-            )
-            || differs(&self.config, &manager.config)
-            || differs(&self.labels, &manager.labels)
-            || differs(&self.runtime_features, &manager.runtime_features)
-            || differs(&self.creation_state, &manager.creation_state)
+        text(&self.version, &manager.version)
+            || text(&self.revision, &manager.revision)
+            || text(&self.platform, &manager.platform)
+            || text(&self.architecture, &manager.architecture)
+            || text(&self.executor_type, &manager.executor_type)
+            || text(&self.ip_address, &manager.ip_address)
+            || value(&self.config, &manager.config)
+            || value(&self.labels, &manager.labels)
+            || value(&self.runtime_features, &manager.runtime_features)
+            || value(&self.creation_state, &manager.creation_state)
     }
 }
 
