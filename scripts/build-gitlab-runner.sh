@@ -2,18 +2,25 @@
 # Builds the real GitLab Runner from the Go module proxy, pinned by pseudo-version, and caches
 # the binary so that later runs rebuild only when the pin changes. Prints the binary's path.
 #
-# Why not `go install`: the runner's go.mod has `replace` (and `exclude`) directives, which
-# `go install module@version` refuses; and the module zip leaves out the nested module
-# helpers/runner_wrapper/api that the `replace` points at. So both modules are downloaded at
-# the same commit and the nested one is put back where the `replace` expects it.
+# The pin is the newest version of gitlab.com/gitlab-org/gitlab-runner that the Go module
+# proxy reachable here serves *and* whose dependencies it serves too (checked 2026-11-28):
 #
-# Pin: the proxy refuses the commit of tag v19.3.0 ("This module version is not available");
-# the newest version it serves is the main-branch commit below (VERSION file: 19.4.0).
+# - v19.3.0 (commit 9cbf0074ddb0) and every other release tag from v14.0.0 to v19.3.0: the
+#   proxy answers "This module version is not available" (403) for their pseudo-versions, as
+#   for every commit of the main branch from June 2020 to August 2026 that we tried.
+# - v1.11.1-0.20260903214710-fc1f1862bd91 (main, VERSION 19.4.0) is served, but its
+#   dependencies labkit/v2, step-runner, moa, fleeting/* and phrasestream are refused, and
+#   the nested module helpers/runner_wrapper/api is not served at all: it cannot be built.
+# - v1.11.1-0.20200110014830-8e5683f82927 (main of January 2020, VERSION 12.8.0) is served
+#   with all its dependencies and builds with today's Go: that is the pin.
+#
+# RUNWAY_RUNNER_PIN / RUNWAY_RUNNER_VERSION choose another version (with an ordinary go.mod:
+# newer runners need their nested module put back, see docs/compatibility.md).
 set -euo pipefail
 
 MODULE=gitlab.com/gitlab-org/gitlab-runner
-PIN=${RUNWAY_RUNNER_PIN:-v1.11.1-0.20260903214710-fc1f1862bd91}
-RUNNER_VERSION=${RUNWAY_RUNNER_VERSION:-19.4.0~pre.fc1f1862}
+PIN=${RUNWAY_RUNNER_PIN:-v1.11.1-0.20200110014830-8e5683f82927}
+RUNNER_VERSION=${RUNWAY_RUNNER_VERSION:-12.8.0~pre.8e5683f8}
 COMMIT=${PIN##*-}
 
 CACHE=${RUNWAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runway}
@@ -29,12 +36,7 @@ export GOMODCACHE=${GOMODCACHE:-$GOPATH/pkg/mod}
 export GOCACHE=${GOCACHE:-$CACHE/go-build}
 export GOTOOLCHAIN=local
 
-module_dir() {
-  go mod download -json "$1@$2" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
-}
-
-main_dir=$(module_dir "$MODULE" "$PIN")
-api_dir=$(module_dir "$MODULE/helpers/runner_wrapper/api" "$COMMIT" || true)
+main_dir=$(go mod download -json "$MODULE@$PIN" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 if [ -z "$main_dir" ]; then
   echo "the Go module proxy did not serve $MODULE@$PIN" >&2
   exit 1
@@ -44,44 +46,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$main_dir" "$work/src"
 chmod -R u+w "$work/src"
-if [ -n "$api_dir" ]; then
-  cp -r "$api_dir" "$work/src/helpers/runner_wrapper/api"
-  chmod -R u+w "$work/src/helpers/runner_wrapper/api"
-else
-  # The proxy serves no version of the nested module (its version list is 404 and every
-  # version asked for is refused). Only the `gitlab-runner wrapper` subcommand (a gRPC
-  # process supervisor) imports it, and no test of ours uses that subcommand. So the build
-  # leaves that one command out: an empty module stands where the `replace` points, and
-  # main.go's reference to the command is answered by a command that says it is missing.
-  echo "note: $MODULE/helpers/runner_wrapper/api is not served; building without 'gitlab-runner wrapper'" >&2
-  mkdir -p "$work/src/helpers/runner_wrapper/api"
-  printf 'module %s\n\ngo 1.24\n' "$MODULE/helpers/runner_wrapper/api" > "$work/src/helpers/runner_wrapper/api/go.mod"
-  rm -f "$work/src/commands/wrapper.go"
-  cat > "$work/src/commands/runway_no_wrapper.go" <<'GO'
-package commands
-
-import (
-	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli"
-)
-
-// NewRunnerWrapperCommand stands in for the wrapper command, left out of this build.
-func NewRunnerWrapperCommand() cli.Command {
-	return cli.Command{
-		Name:  "wrapper",
-		Usage: "not available in this build (its module is not served by the Go module proxy)",
-		Action: func(*cli.Context) {
-			logrus.Fatalln("the wrapper command is not available in this build")
-		},
-	}
-}
-GO
-fi
+# The module zip keeps vendor/modules.txt but none of the vendored code: build in module
+# mode, with the dependencies the go.mod pins, from the proxy.
+rm -rf "$work/src/vendor"
 
 mkdir -p "$(dirname "$OUT")"
 (
   cd "$work/src"
-  CGO_ENABLED=0 go build -trimpath \
+  CGO_ENABLED=0 go build -mod=mod -trimpath \
     -ldflags "-X $MODULE/common.NAME=gitlab-runner -X $MODULE/common.VERSION=$RUNNER_VERSION -X $MODULE/common.REVISION=${COMMIT:0:8} -X $MODULE/common.BRANCH=main -w" \
     -o "$OUT.tmp" .
 ) >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine as on a used one: formatting and lints, then the
 # unit and integration tests on SQLite and on PostgreSQL (a throwaway server started here),
-# python-gitlab included. Caches (cargo target, Python virtualenv) live outside the clone.
+# python-gitlab and the real gitlab-runner included. Caches (cargo target, Python virtualenv,
+# Go modules and the runner binary) live outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 export RUNWAY_TEST_PYTHON="$venv/bin/python"
+
+# The real GitLab Runner, built from the Go module proxy (cached by pin).
+if [ -z "${RUNWAY_TEST_GITLAB_RUNNER:-}" ]; then
+  RUNWAY_TEST_GITLAB_RUNNER=$(RUNWAY_CACHE_DIR="$CACHE" scripts/build-gitlab-runner.sh)
+  export RUNWAY_TEST_GITLAB_RUNNER
+fi
 
 # PostgreSQL: a server of our own on a free loopback port, unless one is given.
 if [ -z "${RUNWAY_TEST_DATABASE_URL:-}" ]; then

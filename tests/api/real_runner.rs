@@ -1,0 +1,475 @@
+//! The real GitLab Runner (`gitlab-runner`, unmodified, built from the Go module proxy by
+//! `scripts/build-gitlab-runner.sh`; `RUNWAY_TEST_GITLAB_RUNNER` names the binary) registers
+//! with Runway and runs pipelines from a local git repository with the shell executor.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{both_backends, TestApp, REGISTRATION_TOKEN};
+
+fn runner_binary() -> PathBuf {
+    let path = std::env::var("RUNWAY_TEST_GITLAB_RUNNER").unwrap_or_else(|_| {
+        panic!(
+            "RUNWAY_TEST_GITLAB_RUNNER is not set: it names a gitlab-runner binary; \
+             scripts/test.sh builds one with scripts/build-gitlab-runner.sh and sets it"
+        )
+    });
+    PathBuf::from(path)
+}
+
+/// One runner's folder: config.toml, working directory (builds) and home.
+struct RealRunner {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl RealRunner {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("work")).expect("work dir");
+        std::fs::create_dir_all(dir.path().join("home")).expect("home dir");
+        RealRunner {
+            bin: runner_binary(),
+            dir,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// A command with a clean environment: the runner reads `CI_SERVER_URL`,
+    /// `REGISTRATION_TOKEN` and the like from it.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path().join("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs a command to its end; returns its output (stdout then stderr).
+    async fn call(&self, args: &[&str]) -> String {
+        let output = tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .expect("gitlab-runner answers within a minute")
+            .expect("gitlab-runner starts");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "gitlab-runner {args:?}:\n{text}");
+        text
+    }
+
+    /// `gitlab-runner --version`'s version and revision.
+    async fn version(&self) -> (String, String) {
+        let out = self.call(&["--version"]).await;
+        let line = |prefix: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("a {prefix} line in {out}"))
+                .trim()
+                .to_string()
+        };
+        (line("Version:"), line("Git revision:"))
+    }
+
+    /// `register --non-interactive` with the given credential flags, then a one-second poll
+    /// interval and a 16 MiB log limit in config.toml.
+    async fn register(&self, base: &str, credentials: &[&str]) -> String {
+        let config = self.config();
+        let url = format!("{base}/");
+        let mut args = vec![
+            "register",
+            "--non-interactive",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--url",
+            &url,
+            "--executor",
+            "shell",
+            "--name",
+            "runway-e2e",
+            "--output-limit",
+            "16384",
+        ];
+        args.extend_from_slice(credentials);
+        let out = self.call(&args).await;
+        let toml = std::fs::read_to_string(&config).expect("config.toml written");
+        assert!(toml.contains("output_limit = 16384"), "{toml}");
+        std::fs::write(
+            &config,
+            toml.replace("check_interval = 0", "check_interval = 1"),
+        )
+        .expect("config.toml");
+        out
+    }
+
+    /// The token `register` wrote into config.toml.
+    fn token(&self) -> String {
+        let toml = std::fs::read_to_string(self.config()).expect("config.toml");
+        toml.lines()
+            .find_map(|l| l.trim().strip_prefix("token = "))
+            .expect("a token line")
+            .trim_matches('"')
+            .to_string()
+    }
+
+    /// `gitlab-runner run` in the background; its log goes to `runner.log`.
+    fn run(&self) -> Child {
+        let log = std::fs::File::create(self.dir.path().join("runner.log")).expect("log");
+        let config = self.config();
+        let work = self.dir.path().join("work");
+        self.command(&[
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--working-directory",
+            work.to_str().expect("utf-8 path"),
+        ])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("gitlab-runner run starts")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository whose branch `name` carries `yaml` as its `.gitlab-ci.yml`.
+fn commit_branch(repo: &Path, name: &str, yaml: &str) {
+    if !repo.join(".git").exists() {
+        git(repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README"), "runway e2e\n").expect("write");
+        git(repo, &["add", "."]);
+        git(repo, &["commit", "-q", "-m", "init"]);
+    }
+    git(repo, &["checkout", "-q", "-B", name, "main"]);
+    std::fs::write(repo.join(".gitlab-ci.yml"), yaml).expect("write");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", name]);
+}
+
+async fn create_pipeline(app: &TestApp, project: i64, ref_: &str) -> i64 {
+    let reply = app
+        .send(
+            app.admin(
+                Method::POST,
+                &format!("/api/v4/projects/{project}/pipeline"),
+            )
+            .json(&json!({ "ref": ref_ })),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.json()["id"].as_i64().expect("id")
+}
+
+/// Waits (bounded) until the pipeline is finished; returns its status.
+async fn finished_pipeline(
+    app: &TestApp,
+    project: i64,
+    pipeline: i64,
+    runner: &RealRunner,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = app.pipeline_status(project, pipeline).await;
+        if ["success", "failed", "canceled", "skipped"].contains(&status.as_str()) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pipeline {pipeline} still {status} after 3 minutes; jobs {:?}; runner log:\n{}",
+            app.job_statuses(project, pipeline).await,
+            runner.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The pipeline's jobs as the admin API shows them, by name.
+async fn pipeline_jobs(app: &TestApp, project: i64, pipeline: i64) -> Vec<Value> {
+    let reply = app
+        .send(app.admin(
+            Method::GET,
+            &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs?per_page=100"),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let mut jobs = reply.json().as_array().expect("array").clone();
+    jobs.sort_by_key(|j| j["name"].as_str().unwrap_or("").to_string());
+    jobs
+}
+
+fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
+    jobs.iter()
+        .find(|j| j["name"] == name)
+        .unwrap_or_else(|| panic!("no job {name} in {jobs:?}"))
+}
+
+async fn trace(app: &TestApp, project: i64, job: &Value) -> String {
+    let reply = app
+        .send(app.admin(
+            Method::GET,
+            &format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.text
+}
+
+const BUILD_AND_TEST: &str = r#"
+stages: [build, test]
+build:
+  stage: build
+  script:
+    - mkdir -p out
+    - printf 'hello from build\n' > out/hello.txt
+    - head -c 300000 /dev/urandom > out/random.bin
+    - sha256sum out/random.bin > out/random.sha256
+  artifacts:
+    paths: [out/]
+    expire_in: 1 day
+check:
+  stage: test
+  needs: [build]
+  script:
+    - cat out/hello.txt
+    - sha256sum -c out/random.sha256
+big_log:
+  stage: test
+  needs: []
+  script:
+    - seq 1 700000
+allowed_to_fail:
+  stage: test
+  needs: []
+  script:
+    - echo about to fail
+    - exit 3
+  allow_failure: true
+"#;
+
+const FAILING: &str = r#"
+stages: [first, second]
+broken:
+  stage: first
+  script:
+    - echo breaking now
+    - exit 7
+never_runs:
+  stage: second
+  script: [echo never]
+"#;
+
+const LONG: &str = r#"
+long:
+  script:
+    - echo started
+    - sleep 90
+    - echo not reached
+"#;
+
+both_backends! {
+    async fn legacy_registration_runs_a_pipeline_with_artifacts(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        commit_branch(repo.path(), "pipeline", BUILD_AND_TEST);
+        let project = app
+            .create_project(json!({ "name": "e2e", "repository_url": repo.path().display().to_string() }))
+            .await;
+
+        let runner = RealRunner::new();
+        let out = runner.register(&app.base, &["--registration-token", REGISTRATION_TOKEN]).await;
+        assert!(out.contains("Registering runner... succeeded"), "{out}");
+        let token = runner.token();
+        let registered = app.runners().await;
+        assert_eq!(registered.len(), 1, "one runner registered");
+        assert_eq!(registered[0].description, "runway-e2e");
+
+        let pipeline = create_pipeline(&app, project, "pipeline").await;
+        let mut child = runner.run();
+        let status = finished_pipeline(&app, project, pipeline, &runner).await;
+        child.kill().await.ok();
+        assert_eq!(status, "success", "allow_failure keeps the pipeline green; runner log:\n{}", runner.log());
+
+        let jobs = pipeline_jobs(&app, project, pipeline).await;
+        let names: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j["name"].as_str().unwrap_or("").into(), j["status"].as_str().unwrap_or("").into()))
+            .collect();
+        assert_eq!(
+            names,
+            crate::helpers::statuses(&[
+                ("allowed_to_fail", "failed"),
+                ("big_log", "success"),
+                ("build", "success"),
+                ("check", "success"),
+            ])
+        );
+
+        // The test job downloaded the build job's artifact and found the same bytes.
+        let check = trace(&app, project, job(&jobs, "check")).await;
+        assert!(check.contains("hello from build\n"), "{check}");
+        assert!(check.contains("out/random.bin: OK"), "{check}");
+        assert!(check.contains("Downloading artifacts from coordinator... ok"), "{check}");
+
+        // The artifact the runner uploaded: a zip holding the paths, downloadable by an admin.
+        let build = job(&jobs, "build");
+        let archive = build["artifacts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["file_type"] == "archive"))
+            .unwrap_or_else(|| panic!("an archive artifact: {build}"))
+            .clone();
+        assert_eq!(archive["file_format"], "zip");
+        let download = app
+            .client
+            .get(app.url(&format!("/api/v4/projects/{project}/jobs/{}/artifacts", build["id"])))
+            .header("PRIVATE-TOKEN", crate::helpers::ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(download.status(), 200);
+        let bytes = download.bytes().await.expect("bytes");
+        assert_eq!(Some(bytes.len() as u64), archive["size"].as_u64());
+        assert!(bytes.starts_with(b"PK\x03\x04"), "a zip archive");
+        let names_in_zip = String::from_utf8_lossy(&bytes);
+        assert!(names_in_zip.contains("out/hello.txt") && names_in_zip.contains("out/random.bin"));
+
+        // A log of several MB arrived whole and in order.
+        let big = trace(&app, project, job(&jobs, "big_log")).await;
+        let expected: String = (1..=700_000).map(|n| format!("{n}\n")).collect();
+        assert!(expected.len() > 4 << 20, "more than the runner's default 4 MiB limit");
+        assert!(big.contains(&expected), "the whole seq output, byte for byte (log is {} bytes)", big.len());
+        assert!(big.contains("Job succeeded"));
+
+        // The failing job: its output, its exit, the reason.
+        let failed = job(&jobs, "allowed_to_fail");
+        assert_eq!(failed["failure_reason"], "script_failure");
+        assert_eq!(failed["allow_failure"], true);
+        let log = trace(&app, project, failed).await;
+        assert!(log.contains("about to fail"), "{log}");
+        assert!(log.contains("exit status 3"), "{log}");
+
+        // What the real runner told about itself is recorded on the runner and its manager.
+        let (version, revision) = runner.version().await;
+        let record = app.runners().await.remove(0);
+        let shown = app.send(app.admin(Method::GET, &format!("/api/v4/runners/{}", record.id))).await;
+        assert_eq!(shown.status, 200, "{}", shown.text);
+        let shown = shown.json();
+        assert_eq!(shown["version"], version.as_str());
+        assert_eq!(shown["revision"], revision.as_str());
+        assert_eq!(shown["platform"], "linux");
+        assert_eq!(shown["architecture"], "amd64");
+        assert_eq!(shown["status"], "online");
+        assert!(record.contacted_at.is_some());
+        let managers = app.managers(record.id).await;
+        assert_eq!(managers.len(), 1, "{managers:?}");
+        assert_eq!(managers[0].system_xid, runway::service::runners::LEGACY_SYSTEM_XID);
+        assert_eq!(managers[0].version.as_deref(), Some(version.as_str()));
+        assert_eq!(managers[0].executor_type.as_deref(), Some("shell"));
+
+        // The runner's token is the one registration gave.
+        assert!(app.request_job(&token).await.status == 204);
+    }
+
+    async fn authentication_token_failure_cancel_and_unregister(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        commit_branch(repo.path(), "failing", FAILING);
+        commit_branch(repo.path(), "long", LONG);
+        let project = app
+            .create_project(json!({ "name": "e2e", "repository_url": repo.path().display().to_string() }))
+            .await;
+
+        let (runner_id, glrt) = app.create_runner(json!({ "runner_type": "instance_type", "description": "made by admin" })).await;
+        let runner = RealRunner::new();
+        let out = runner.register(&app.base, &["--token", &glrt]).await;
+        assert!(out.contains("Verifying runner... is alive"), "{out}");
+        assert_eq!(runner.token(), glrt);
+
+        // A job that exits 7 fails the pipeline; the next stage is skipped.
+        let failing = create_pipeline(&app, project, "failing").await;
+        let mut child = runner.run();
+        assert_eq!(finished_pipeline(&app, project, failing, &runner).await, "failed");
+        let jobs = pipeline_jobs(&app, project, failing).await;
+        assert_eq!(job(&jobs, "broken")["status"], "failed");
+        assert_eq!(job(&jobs, "broken")["failure_reason"], "script_failure");
+        assert_eq!(job(&jobs, "never_runs")["status"], "skipped");
+        let log = trace(&app, project, job(&jobs, "broken")).await;
+        assert!(log.contains("breaking now") && log.contains("exit status 7"), "{log}");
+
+        // A running job cancelled from the admin API: the runner learns it from the answer
+        // to its next update (this runner has no `cancel_gracefully`: canceled at once),
+        // stops the script and says so.
+        let long = create_pipeline(&app, project, "long").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let long_job = loop {
+            let jobs = pipeline_jobs(&app, project, long).await;
+            let job = job(&jobs, "long").clone();
+            if job["status"] == "running" && trace(&app, project, &job).await.contains("started\n") {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "the long job never started: {job}\n{}", runner.log());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let reply = app
+            .send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{}/cancel", long_job["id"])))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["status"], "canceled");
+        let deadline = Instant::now() + Duration::from_secs(75);
+        while !runner.log().contains("Job failed: canceled") {
+            assert!(Instant::now() < deadline, "the runner never stopped the job:\n{}", runner.log());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(app.pipeline_status(project, long).await, "canceled");
+        let log = trace(&app, project, &long_job).await;
+        assert!(!log.contains("not reached"), "{log}");
+        child.kill().await.ok();
+
+        // unregister: DELETE /runners with the token; the runner is gone.
+        let config = runner.config();
+        let out = runner
+            .call(&["unregister", "--config", config.to_str().expect("utf-8"), "--name", "runway-e2e"])
+            .await;
+        assert!(out.contains("Unregistering runner from GitLab succeeded"), "{out}");
+        let reply = app.send(app.admin(Method::GET, &format!("/api/v4/runners/{runner_id}"))).await;
+        assert_eq!(reply.status, 404, "{}", reply.text);
+        assert!(!std::fs::read_to_string(&config).expect("config").contains(&glrt));
+    }
+}
