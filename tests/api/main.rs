@@ -11,6 +11,7 @@ mod jobs;
 mod meta;
 mod pipelines;
 mod python_gitlab;
+mod python_runner;
 mod real_runner;
 mod repositories;
 mod restart;

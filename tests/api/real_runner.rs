@@ -2,14 +2,17 @@
 //! `scripts/build-gitlab-runner.sh`; `RUNWAY_TEST_GITLAB_RUNNER` names the binary) registers
 //! with Runway and runs pipelines from a local git repository with the shell executor.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::process::{Child, Command};
 
+use crate::helpers::e2e::{
+    commit_branch, create_pipeline, finished_pipeline, job, pipeline_jobs, trace,
+};
 use crate::helpers::{both_backends, TestApp, REGISTRATION_TOKEN};
 
 fn runner_binary() -> PathBuf {
@@ -151,107 +154,6 @@ impl RealRunner {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A repository whose branch `name` carries `yaml` as its `.gitlab-ci.yml`.
-fn commit_branch(repo: &Path, name: &str, yaml: &str) {
-    if !repo.join(".git").exists() {
-        git(repo, &["init", "-q", "-b", "main"]);
-        std::fs::write(repo.join("README"), "runway e2e\n").expect("write");
-        git(repo, &["add", "."]);
-        git(repo, &["commit", "-q", "-m", "init"]);
-    }
-    git(repo, &["checkout", "-q", "-B", name, "main"]);
-    std::fs::write(repo.join(".gitlab-ci.yml"), yaml).expect("write");
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", name]);
-}
-
-async fn create_pipeline(app: &TestApp, project: i64, ref_: &str) -> i64 {
-    let reply = app
-        .send(
-            app.admin(
-                Method::POST,
-                &format!("/api/v4/projects/{project}/pipeline"),
-            )
-            .json(&json!({ "ref": ref_ })),
-        )
-        .await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    reply.json()["id"].as_i64().expect("id")
-}
-
-/// Waits (bounded) until the pipeline is finished; returns its status.
-async fn finished_pipeline(
-    app: &TestApp,
-    project: i64,
-    pipeline: i64,
-    runner: &RealRunner,
-) -> String {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let status = app.pipeline_status(project, pipeline).await;
-        if ["success", "failed", "canceled", "skipped"].contains(&status.as_str()) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pipeline {pipeline} still {status} after 3 minutes; jobs {:?}; runner log:\n{}",
-            app.job_statuses(project, pipeline).await,
-            runner.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// The pipeline's jobs as the admin API shows them, by name.
-async fn pipeline_jobs(app: &TestApp, project: i64, pipeline: i64) -> Vec<Value> {
-    let reply = app
-        .send(app.admin(
-            Method::GET,
-            &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs?per_page=100"),
-        ))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    let mut jobs = reply.json().as_array().expect("array").clone();
-    jobs.sort_by_key(|j| j["name"].as_str().unwrap_or("").to_string());
-    jobs
-}
-
-fn job<'a>(jobs: &'a [Value], name: &str) -> &'a Value {
-    jobs.iter()
-        .find(|j| j["name"] == name)
-        .unwrap_or_else(|| panic!("no job {name} in {jobs:?}"))
-}
-
-async fn trace(app: &TestApp, project: i64, job: &Value) -> String {
-    let reply = app
-        .send(app.admin(
-            Method::GET,
-            &format!("/api/v4/projects/{project}/jobs/{}/trace", job["id"]),
-        ))
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    reply.text
-}
-
 const BUILD_AND_TEST: &str = r#"
 stages: [build, test]
 build:
@@ -323,7 +225,7 @@ both_backends! {
 
         let pipeline = create_pipeline(&app, project, "pipeline").await;
         let mut child = runner.run();
-        let status = finished_pipeline(&app, project, pipeline, &runner).await;
+        let status = finished_pipeline(&app, project, pipeline, || runner.log()).await;
         child.kill().await.ok();
         assert_eq!(status, "success", "allow_failure keeps the pipeline green; runner log:\n{}", runner.log());
 
@@ -425,7 +327,7 @@ both_backends! {
         // A job that exits 7 fails the pipeline; the next stage is skipped.
         let failing = create_pipeline(&app, project, "failing").await;
         let mut child = runner.run();
-        assert_eq!(finished_pipeline(&app, project, failing, &runner).await, "failed");
+        assert_eq!(finished_pipeline(&app, project, failing, || runner.log()).await, "failed");
         let jobs = pipeline_jobs(&app, project, failing).await;
         assert_eq!(job(&jobs, "broken")["status"], "failed");
         assert_eq!(job(&jobs, "broken")["failure_reason"], "script_failure");

@@ -1,31 +1,12 @@
 //! Pipelines read from the project's git repository (no `ci_config`).
 
 use std::path::Path;
-use std::process::Command;
 
 use reqwest::Method;
 use serde_json::json;
 
+use crate::helpers::e2e::git;
 use crate::helpers::{both_backends, TestApp};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository with `.gitlab-ci.yml` on `main`, a tag `v1`, and a branch without the file.
 fn repository(dir: &Path) -> (String, String) {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod e2e;
+
 use std::time::Duration;
 
 use reqwest::{Client, Method, RequestBuilder, Response};
