@@ -6,6 +6,7 @@ mod helpers;
 mod admin_runners;
 mod artifacts;
 mod bad_input;
+mod crate_runner;
 mod features;
 mod jobs;
 mod meta;

@@ -17,7 +17,8 @@ use serde_json::json;
 use tokio::process::Command;
 
 use crate::helpers::e2e::{
-    commit_branch, create_pipeline, finished_pipeline, job, pipeline_jobs, trace,
+    commit_branch, create_pipeline, finished_pipeline, job, names_and_statuses, pipeline_jobs,
+    trace,
 };
 use crate::helpers::{both_backends, statuses, TestApp, REGISTRATION_TOKEN};
 
@@ -150,10 +151,7 @@ both_backends! {
         let status = finished_pipeline(&app, project, pipeline, log).await;
         assert_eq!(status, "canceled", "{}", log());
         let jobs = pipeline_jobs(&app, project, pipeline).await;
-        let names: Vec<(String, String)> = jobs
-            .iter()
-            .map(|j| (j["name"].as_str().unwrap_or("").into(), j["status"].as_str().unwrap_or("").into()))
-            .collect();
+        let names = names_and_statuses(&jobs);
         assert_eq!(
             names,
             statuses(&[

@@ -11,7 +11,8 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::helpers::e2e::{
-    commit_branch, create_pipeline, finished_pipeline, job, pipeline_jobs, trace,
+    commit_branch, create_pipeline, finished_pipeline, job, names_and_statuses, pipeline_jobs,
+    trace,
 };
 use crate::helpers::{both_backends, TestApp, REGISTRATION_TOKEN};
 
@@ -230,10 +231,7 @@ both_backends! {
         assert_eq!(status, "success", "allow_failure keeps the pipeline green; runner log:\n{}", runner.log());
 
         let jobs = pipeline_jobs(&app, project, pipeline).await;
-        let names: Vec<(String, String)> = jobs
-            .iter()
-            .map(|j| (j["name"].as_str().unwrap_or("").into(), j["status"].as_str().unwrap_or("").into()))
-            .collect();
+        let names = names_and_statuses(&jobs);
         assert_eq!(
             names,
             crate::helpers::statuses(&[

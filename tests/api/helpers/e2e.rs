@@ -110,3 +110,15 @@ pub async fn trace(app: &TestApp, project: i64, job: &Value) -> String {
     assert_eq!(reply.status, 200, "{}", reply.text);
     reply.text
 }
+
+/// `(name, status)` of each job, in the order given.
+pub fn names_and_statuses(jobs: &[Value]) -> Vec<(String, String)> {
+    jobs.iter()
+        .map(|j| {
+            (
+                j["name"].as_str().unwrap_or("").into(),
+                j["status"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect()
+}

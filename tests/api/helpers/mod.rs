@@ -84,6 +84,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn trace_update_interval(mut self, seconds: u64) -> Self {
+        self.args.trace_update_interval = Some(seconds);
+        self
+    }
+
     pub fn max_artifact_size(mut self, bytes: u64) -> Self {
         self.args.max_artifact_size_bytes = Some(bytes);
         self
