@@ -35,9 +35,14 @@ pub struct StoredFile {
     pub sha256: String,
 }
 
+/// How long a `direct_download` URL stays valid (GitLab's default for presigned URLs).
+const DIRECT_DOWNLOAD_TTL: Duration = Duration::from_secs(600);
+
 pub struct Artifacts {
     db: DbPool,
     store: Arc<dyn ObjectStore>,
+    /// S3 and the key prefix, for presigned `direct_download` URLs (none on local disk).
+    signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
     pub max_size: u64,
     default_expire_in: Option<Duration>,
 }
@@ -56,6 +61,7 @@ impl Artifacts {
         max_size: u64,
         default_expire_in: Option<Duration>,
     ) -> anyhow::Result<Artifacts> {
+        let mut signer = None;
         let store: Arc<dyn ObjectStore> = match settings.url.as_deref() {
             None => {
                 let root = data_dir.join("artifacts");
@@ -81,8 +87,10 @@ impl Artifacts {
                 if let Some(secret) = &settings.s3_secret_access_key {
                     builder = builder.with_secret_access_key(secret);
                 }
-                let s3: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+                let s3 = Arc::new(builder.build()?);
                 let prefix = prefix.trim_matches('/');
+                signer = Some((s3.clone(), prefix.to_string()));
+                let s3: Arc<dyn ObjectStore> = s3;
                 if prefix.is_empty() {
                     s3
                 } else {
@@ -96,6 +104,7 @@ impl Artifacts {
         Ok(Artifacts {
             db,
             store,
+            signer,
             max_size,
             default_expire_in,
         })
@@ -342,6 +351,29 @@ impl Artifacts {
             .await
             .map_err(storage_error)?;
         Ok(result.into_stream().map_err(std::io::Error::other).boxed())
+    }
+
+    /// A presigned URL to the artifact's object, valid for [`DIRECT_DOWNLOAD_TTL`], when
+    /// storage is S3; `None` on local disk (the bytes are then served by Runway).
+    pub async fn direct_url(&self, artifact: &JobArtifact) -> ApiResult<Option<String>> {
+        use object_store::signer::Signer;
+        let Some((s3, prefix)) = &self.signer else {
+            return Ok(None);
+        };
+        let key = if prefix.is_empty() {
+            artifact.store_path.clone()
+        } else {
+            format!("{prefix}/{}", artifact.store_path)
+        };
+        let url = s3
+            .signed_url(
+                object_store::signer::Method::GET,
+                &StorePath::from(key.as_str()),
+                DIRECT_DOWNLOAD_TTL,
+            )
+            .await
+            .map_err(storage_error)?;
+        Ok(Some(url.to_string()))
     }
 
     /// Moves the logs of finished jobs from the database into object storage, as GitLab

@@ -92,5 +92,39 @@ both_backends! {
             .expect("download");
         assert_eq!(download.status(), 200);
         assert!(download.bytes().await.expect("body").to_vec() == data, "identical bytes from S3");
+
+        // direct_download=true: GitLab's redirect to a presigned URL of the object, which
+        // gives the same bytes with no token; the audit event is still written.
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let direct = no_redirects
+            .get(app.url(&format!("/api/v4/jobs/{}/artifacts?direct_download=true", a["id"])))
+            .header("Job-Token", b["token"].as_str().unwrap_or_default())
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(direct.status(), 302);
+        let location = direct.headers()["location"].to_str().expect("ascii").to_string();
+        assert!(
+            location.starts_with(&format!("{}/{bucket}/artifacts/jobs/{}/", moto.endpoint, a["id"])),
+            "{location}"
+        );
+        assert!(location.contains("X-Amz-Signature=") && location.contains("X-Amz-Expires=600"), "{location}");
+        let object = client.get(&location).send().await.expect("presigned get");
+        assert_eq!(object.status(), 200);
+        assert!(object.bytes().await.expect("body").to_vec() == data, "identical bytes from the presigned URL");
+        assert!(location.contains("X-Amz-Credential=testing%2F"), "signed with the configured key: {location}");
+
+        // A bad token still gets no URL.
+        let refused = no_redirects
+            .get(app.url(&format!("/api/v4/jobs/{}/artifacts?direct_download=true", a["id"])))
+            .header("Job-Token", "not-a-token")
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(refused.status(), 401);
+        assert!(refused.headers().get("location").is_none());
     }
 }

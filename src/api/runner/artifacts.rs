@@ -6,7 +6,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::api::params::params_of;
+use crate::api::params::{params_of, Check, FromParams, Params, Validated};
 use crate::auth::{DependentJobAuth, JobAuth, NoHeartbeat};
 use crate::db::models::{AuditEvent, JobArtifact};
 use crate::error::{ApiError, ApiResult};
@@ -127,8 +127,27 @@ pub async fn send_archive(state: &AppState, artifact: &JobArtifact) -> ApiResult
         .streaming(stream))
 }
 
+/// Params of `GET /jobs/:id/artifacts`.
+pub struct DownloadParams {
+    /// Answer with a redirect to the object itself when storage is remote (S3).
+    pub direct_download: bool,
+}
+
+impl FromParams for DownloadParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = DownloadParams {
+            direct_download: c.bool("direct_download").unwrap_or(false),
+        };
+        c.finish()?;
+        Ok(p)
+    }
+}
+
 /// Download a job's artifacts archive with the token of a running job of the same project
-/// (the consuming job's token, as the payload's `dependencies[].token` gives it).
+/// (the consuming job's token, as the payload's `dependencies[].token` gives it). With
+/// `direct_download=true` and S3 storage the answer is GitLab's: a 302 to a presigned URL
+/// of the object (valid 10 minutes); with local storage the bytes come in the answer.
 #[utoipa::path(
     tag = "jobs",
     operation_id = "download_artifacts",
@@ -136,6 +155,7 @@ pub async fn send_archive(state: &AppState, artifact: &JobArtifact) -> ApiResult
     security(("job_token" = [])),
     responses(
         (status = 200, description = "the archive", content_type = "application/octet-stream"),
+        (status = 302, description = "`direct_download=true` with S3 storage: the archive's presigned URL in `Location`"),
         (status = 401, description = "the token is not a running job's"),
         (status = 403, description = "no such job, or another project's"),
         (status = 404, description = "the job has no archive"),
@@ -144,6 +164,7 @@ pub async fn send_archive(state: &AppState, artifact: &JobArtifact) -> ApiResult
 #[get("/jobs/{id}/artifacts")]
 pub async fn download_artifacts(
     auth: DependentJobAuth,
+    params: Validated<DownloadParams>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let archive = {
@@ -164,6 +185,13 @@ pub async fn download_artifacts(
             &details,
         )
         .await?;
+    }
+    if params.0.direct_download {
+        if let Some(url) = state.artifacts.direct_url(&archive).await? {
+            return Ok(HttpResponse::Found()
+                .insert_header((header::LOCATION, url))
+                .finish());
+        }
     }
     send_archive(&state, &archive).await
 }
