@@ -16,6 +16,7 @@ use crate::ci::duration::parse_seconds;
 use crate::db::models::{now, Job, JobArtifact, NewJobArtifact, TraceChunk};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
+use crate::transaction;
 
 /// The format each artifact type must have ‹app/models/concerns/enums/ci/job_artifact.rb›.
 pub fn format_for(file_type: &str) -> Option<&'static str> {
@@ -386,42 +387,81 @@ impl Artifacts {
             TraceChunk::finished_unarchived(&mut db.conn(), 50).await?
         };
         for job_id in &pending {
-            let (job, log) = {
-                let mut db = self.db.read().await?;
-                let job = Job::find(&mut db.conn(), *job_id)
-                    .await?
-                    .ok_or(ApiError::Conflict)?;
-                (job, TraceChunk::read(&mut db.conn(), *job_id).await?)
-            };
-            let mut db = self.db.write().await?;
-            if JobArtifact::find(&mut db.conn(), job.id, "trace")
-                .await?
-                .is_none()
-            {
-                let path = format!("traces/{}/{}.log", job.id, uuid::Uuid::new_v4().simple());
-                let sha256 = hex::encode(Sha256::digest(&log));
-                let size = log.len() as i64;
-                self.store
-                    .put(&StorePath::from(path.as_str()), log.into())
-                    .await
-                    .map_err(storage_error)?;
-                let new = NewJobArtifact {
-                    job_id: job.id,
-                    project_id: job.project_id,
-                    file_type: "trace",
-                    file_format: "raw",
-                    filename: "job.log",
-                    size,
-                    sha256: &sha256,
-                    store_path: &path,
-                    expire_at: None,
-                    created_at: now(),
-                };
-                JobArtifact::create(&mut db.conn(), new).await?;
-            }
-            TraceChunk::delete_for_job(&mut db.conn(), job.id).await?;
+            self.archive_trace(*job_id).await?;
         }
         Ok(pending.len())
+    }
+
+    /// Streams one finished job's log from the database into object storage a few chunks
+    /// at a time (memory stays bounded whatever the log's size, and no write connection is
+    /// held meanwhile), then records it and drops the chunks in one transaction. If
+    /// another instance archived it first, our copy is deleted.
+    async fn archive_trace(&self, job_id: i64) -> ApiResult<()> {
+        const CHUNKS_PER_READ: i64 = 16;
+        let job = {
+            let mut db = self.db.read().await?;
+            Job::find(&mut db.conn(), job_id)
+                .await?
+                .ok_or(ApiError::Conflict)?
+        };
+        let path = format!("traces/{}/{}.log", job.id, uuid::Uuid::new_v4().simple());
+        let store_path = StorePath::from(path.as_str());
+        let upload = self
+            .store
+            .put_multipart(&store_path)
+            .await
+            .map_err(storage_error)?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut hasher = Sha256::new();
+        let mut size: i64 = 0;
+        let mut after = -1;
+        loop {
+            let page = {
+                let mut db = self.db.read().await?;
+                TraceChunk::page(&mut db.conn(), job.id, after, CHUNKS_PER_READ).await?
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, data) in page {
+                size += data.len() as i64;
+                hasher.update(&data);
+                writer.wait_for_capacity(2).await.map_err(storage_error)?;
+                writer.write(&data);
+            }
+        }
+        writer.finish().await.map_err(storage_error)?;
+        let sha256 = hex::encode(hasher.finalize());
+
+        let mut db = self.db.write().await?;
+        let (sha256, record_path) = (&sha256, &path);
+        let recorded = transaction!(&mut db.conn(), |tx| {
+            if JobArtifact::find(tx, job.id, "trace").await?.is_some() {
+                TraceChunk::delete_for_job(tx, job.id).await?;
+                return Ok::<bool, ApiError>(false);
+            }
+            let new = NewJobArtifact {
+                job_id: job.id,
+                project_id: job.project_id,
+                file_type: "trace",
+                file_format: "raw",
+                filename: "job.log",
+                size,
+                sha256,
+                store_path: record_path,
+                expire_at: None,
+                created_at: now(),
+            };
+            JobArtifact::create(tx, new).await?;
+            TraceChunk::delete_for_job(tx, job.id).await?;
+            Ok(true)
+        })?;
+        drop(db);
+        if !recorded {
+            if let Err(e) = self.store.delete(&store_path).await {
+                tracing::warn!(error = %e, %path, "deleting a duplicate trace archive failed");
+            }
+        }
+        Ok(())
     }
 
     /// A job's archived log, if it was archived.

@@ -107,6 +107,24 @@ impl TraceChunk {
         Ok(())
     }
 
+    /// Up to `limit` chunks of a job's log that start after `after` (offset, bytes), in
+    /// order: the log read a page at a time.
+    pub async fn page(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<(i64, Vec<u8>)>> {
+        db_run!(conn, |c| trace_chunks::table
+            .filter(trace_chunks::job_id.eq(job_id))
+            .filter(trace_chunks::offset.gt(after))
+            .order(trace_chunks::offset)
+            .limit(limit)
+            .select((trace_chunks::offset, trace_chunks::data))
+            .load(c)
+            .await)
+    }
+
     /// The whole log of a job.
     pub async fn read(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<Vec<u8>> {
         let chunks: Vec<Vec<u8>> = db_run!(conn, |c| trace_chunks::table
