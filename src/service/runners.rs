@@ -229,21 +229,43 @@ impl Runners {
     ) -> ApiResult<()> {
         let at = now();
         let stale = |contacted: Option<NaiveDateTime>| self.due(contacted, at);
-        // Read through a reader; the writer (SQLite's only one) is taken for writes.
-        let runner = match job.runner_id {
-            Some(runner_id) => {
-                let mut db = self.db.read().await?;
-                Runner::find(&mut db.conn(), runner_id).await?
-            }
-            None => None,
+        // Decide through a reader; the writer (SQLite's only one) is taken only when a
+        // contact is due, so a runner streaming its log does not write on every PATCH.
+        let (runner, manager_due) = {
+            let mut db = self.db.read().await?;
+            let mut conn = db.conn();
+            let runner = match job.runner_id {
+                Some(runner_id) => Runner::find(&mut conn, runner_id)
+                    .await?
+                    .filter(|r| stale(r.contacted_at)),
+                None => None,
+            };
+            let manager_due = match job.runner_manager_id {
+                Some(id) => {
+                    RunnerManager::contact_due(
+                        &mut conn,
+                        id,
+                        ip.as_deref(),
+                        at,
+                        self.heartbeat_interval,
+                    )
+                    .await?
+                }
+                None => false,
+            };
+            (runner, manager_due)
         };
+        let job_due = stale(Some(job.updated_at));
+        if runner.is_none() && !manager_due && !job_due {
+            return Ok(());
+        }
         let mut db = self.db.write().await?;
         let mut conn = db.conn();
-        if let Some(runner) = runner.filter(|r| stale(r.contacted_at)) {
+        if let Some(runner) = runner {
             Runner::touch(&mut conn, runner.id, at, None).await?;
             self.forget(runner.id);
         }
-        if let Some(manager_id) = job.runner_manager_id {
+        if let (true, Some(manager_id)) = (manager_due, job.runner_manager_id) {
             RunnerManager::touch(
                 &mut conn,
                 manager_id,
@@ -253,7 +275,9 @@ impl Runners {
             )
             .await?;
         }
-        crate::db::models::Job::touch(&mut conn, job.id, at).await?;
+        if job_due {
+            crate::db::models::Job::touch(&mut conn, job.id, at).await?;
+        }
         Ok(())
     }
 

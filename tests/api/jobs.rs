@@ -318,6 +318,26 @@ both_backends! {
         assert_eq!(reason("late"), Some((json!("failed"), json!("job_execution_server_timeout"))));
         assert_eq!(reason("fine").map(|r| r.0), Some(json!("running")));
     }
+
+    async fn updates_keep_a_job_alive_without_a_write_each(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&runner).await;
+        let id = job["id"].as_i64().expect("id");
+
+        // The stored time is old: the keep-alive writes it (the job is not silent).
+        app.execute(&format!("UPDATE jobs SET updated_at = '2020-01-01 00:00:00' WHERE id = {id}")).await;
+        assert_eq!(app.update_job(&job, json!({ "state": "running" })).await.status, 200);
+        let touched = app.runner_job(id).await.updated_at;
+        assert!(touched.to_string().as_str() > "2020-01-01 00:00:00", "touched: {touched}");
+        assert_eq!(app.state.pipelines.reap(Duration::from_secs(3600)).await.expect("reap"), 0);
+
+        // Within the heartbeat interval (60 s) an update writes nothing more.
+        assert_eq!(app.update_job(&job, json!({ "state": "running" })).await.status, 200);
+        assert_eq!(app.runner_job(id).await.updated_at, touched, "no write for a fresh contact");
+    }
 }
 
 /// Two servers on one PostgreSQL database: a poll held by one wakes when the other

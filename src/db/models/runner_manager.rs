@@ -117,14 +117,15 @@ impl RunnerManager {
             .await)
     }
 
-    /// Records a contact (and the IP) unless the stored one is recent and the IP the same.
-    pub async fn touch(
+    /// Whether manager `id`'s contact should be written: its stored time is older than
+    /// `interval` or its address changed (false for a manager that no longer exists).
+    pub async fn contact_due(
         conn: &mut Conn<'_>,
         id: i64,
         ip: Option<&str>,
         at: NaiveDateTime,
         interval: std::time::Duration,
-    ) -> QueryResult<()> {
+    ) -> QueryResult<bool> {
         let current: Option<(Option<NaiveDateTime>, Option<String>)> =
             db_run!(conn, |c| runner_managers::table
                 .find(id)
@@ -133,10 +134,21 @@ impl RunnerManager {
                 .await
                 .optional())?;
         let Some((contacted_at, stored_ip)) = current else {
-            return Ok(());
+            return Ok(false);
         };
         let recent = contacted_at.is_some_and(|c| (at - c).to_std().unwrap_or_default() < interval);
-        if recent && stored_ip.as_deref() == ip {
+        Ok(!recent || stored_ip.as_deref() != ip)
+    }
+
+    /// Records a contact (and the IP) unless the stored one is recent and the IP the same.
+    pub async fn touch(
+        conn: &mut Conn<'_>,
+        id: i64,
+        ip: Option<&str>,
+        at: NaiveDateTime,
+        interval: std::time::Duration,
+    ) -> QueryResult<()> {
+        if !Self::contact_due(conn, id, ip, at, interval).await? {
             return Ok(());
         }
         db_run!(conn, |c| diesel::update(runner_managers::table.find(id))
