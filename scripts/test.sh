@@ -19,6 +19,14 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 export RUNWAY_TEST_PYTHON="$venv/bin/python"
 
+# Debian's Chromium, for the Swagger UI test in a real browser.
+if [ -z "${RUNWAY_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  echo "installing Chromium from Debian's packages…" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq chromium >&2
+fi
+
 # The real GitLab Runner, built from the Go module proxy (cached by pin).
 if [ -z "${RUNWAY_TEST_GITLAB_RUNNER:-}" ]; then
   RUNWAY_TEST_GITLAB_RUNNER=$(RUNWAY_CACHE_DIR="$CACHE" scripts/build-gitlab-runner.sh)

@@ -56,6 +56,9 @@ where
     app.service(api::health::liveness)
         .service(api::health::readiness)
         .service(api::health::health)
+        .service(api::openapi::document)
+        .service(api::docs::index)
+        .service(api::docs::asset)
         .service(
             scope::scope("/api/v4")
                 .wrap(from_fn(api::params::parse_params))
@@ -88,15 +91,7 @@ pub fn build_app(
     >,
 > {
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
-    app.route(
-        "/api/openapi.json",
-        web::get().to(|| async {
-            HttpResponse::Ok()
-                .content_type("application/json")
-                .body(api::openapi::json())
-        }),
-    )
-    .default_service(web::to(|| async {
+    app.default_service(web::to(|| async {
         Err::<HttpResponse, _>(ApiError::RouteNotFound)
     }))
     .wrap(NormalizePath::trim())

@@ -1,7 +1,8 @@
-//! HTTP: the runner API, the admin API, health and the OpenAPI document.
+//! HTTP: the runner API, the admin API, health, the OpenAPI document and Swagger UI.
 //! Handlers parse, call a service, and map the result; they hold no SQL.
 
 pub mod admin;
+pub mod docs;
 pub mod health;
 pub mod openapi;
 pub mod params;

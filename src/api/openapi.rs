@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use actix_web::get;
+
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -17,7 +19,7 @@ use utoipa::{Modify, OpenApi};
         (name = "runners", description = "Runner registration and lifecycle (runner token)"),
         (name = "admin runners", description = "Runner administration (PRIVATE-TOKEN)"),
         (name = "features", description = "Feature flags (PRIVATE-TOKEN)"),
-        (name = "meta", description = "Version and current user (PRIVATE-TOKEN)"),
+        (name = "meta", description = "Version, current user (PRIVATE-TOKEN), this document and Swagger UI"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -93,4 +95,35 @@ pub fn json() -> &'static str {
         doc.to_pretty_json()
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     })
+}
+
+/// This document (OpenAPI 3.1), as `runway openapi` prints it.
+#[utoipa::path(
+    tag = "meta",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json", body = Object))
+)]
+#[get("/api/openapi.json")]
+pub async fn document() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(json())
+}
+
+/// GitLab's error body: `{"message": "401 Unauthorized"}`; for validation errors the
+/// message is an object of field → list of errors.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({ "message": "403 Forbidden" }))]
+#[allow(dead_code)]
+pub struct Message {
+    /// A status line such as `404 Not Found`, or an object of field errors.
+    #[schema(value_type = Object)]
+    message: serde_json::Value,
+}
+
+/// Grape's body for bad params and unknown routes: `{"error": "token is missing"}`.
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({ "error": "token is missing" }))]
+#[allow(dead_code)]
+pub struct ParamsError {
+    error: String,
 }

@@ -19,4 +19,5 @@ mod restart;
 mod runners;
 mod s3;
 mod schema;
+mod swagger_ui;
 mod traces;
