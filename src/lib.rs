@@ -73,8 +73,9 @@ where
 
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let (_, doc) =
+    let (_, mut doc) =
         routes(App::new().into_utoipa_app().openapi(api::openapi::base())).split_for_parts();
+    api::openapi::complete(&mut doc);
     doc
 }
 
@@ -91,8 +92,14 @@ pub fn build_app(
     >,
 > {
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
-    app.default_service(web::to(|| async {
-        Err::<HttpResponse, _>(ApiError::RouteNotFound)
+    app.default_service(web::to(|req: actix_web::HttpRequest| async move {
+        // A documented path asked with another method: Grape's 405 and `Allow`.
+        match api::openapi::allowed_methods(req.path()) {
+            Some(allow) => Ok(HttpResponse::MethodNotAllowed()
+                .insert_header((actix_web::http::header::ALLOW, allow))
+                .json(serde_json::json!({ "error": "405 Not Allowed" }))),
+            None => Err::<HttpResponse, _>(ApiError::RouteNotFound),
+        }
     }))
     .wrap(NormalizePath::trim())
     .wrap(from_fn(observability::request_context))

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
         description = "GitLab's runner API (`/api/v4/runners…`, `/api/v4/jobs…`) and a GitLab-compatible admin API, served without GitLab.",
     ),
     modifiers(&SecuritySchemes),
+    components(schemas(Message, ParamsError)),
     tags(
         (name = "runners", description = "Runner registration and lifecycle (runner token)"),
         (name = "admin runners", description = "Runner administration (PRIVATE-TOKEN)"),
@@ -116,7 +117,6 @@ pub async fn document() -> actix_web::HttpResponse {
 #[allow(dead_code)]
 pub struct Message {
     /// A status line such as `404 Not Found`, or an object of field errors.
-    #[schema(value_type = Object)]
     message: serde_json::Value,
 }
 
@@ -126,4 +126,91 @@ pub struct Message {
 #[allow(dead_code)]
 pub struct ParamsError {
     error: String,
+}
+
+fn error_response(
+    description: &str,
+    schema: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// What every operation can answer, added where a route does not say it itself: 400 with
+/// Grape's `{"error": …}` when it takes params or a body (a param of the wrong type or
+/// out of range), and 401 when it needs a token (missing or wrong).
+pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            let takes_input =
+                op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let responses = &mut op.responses.responses;
+            if takes_input && !responses.contains_key("400") {
+                responses.insert(
+                    "400".into(),
+                    error_response("invalid params", "ParamsError"),
+                );
+            }
+            if secured && !responses.contains_key("401") {
+                responses.insert(
+                    "401".into(),
+                    error_response("no token, or not a valid one", "Message"),
+                );
+            }
+        }
+    }
+}
+
+/// The methods the document has for a concrete request path, as an `Allow` header value;
+/// `None` when no documented path matches it.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    static TABLE: OnceLock<Vec<(regex::Regex, String)>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let doc: serde_json::Value = serde_json::from_str(json()).unwrap_or_default();
+        let param = regex::Regex::new(r"\\\{[^}]+\\\}").expect("regex");
+        let mut table = Vec::new();
+        for (template, item) in doc["paths"].as_object().into_iter().flatten() {
+            let pattern = param
+                .replace_all(&regex::escape(template), "[^/]+")
+                .into_owned();
+            let pattern = if template == "/api/docs/{file}" {
+                "^/api/docs/.+$".to_string()
+            } else {
+                format!("^{pattern}$")
+            };
+            let Ok(re) = regex::Regex::new(&pattern) else {
+                continue;
+            };
+            let methods: Vec<String> = item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(m, _)| m.to_uppercase())
+                .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.as_str()))
+                .collect();
+            table.push((re, methods.join(", ")));
+        }
+        table
+    });
+    table
+        .iter()
+        .find(|(re, _)| re.is_match(path))
+        .map(|(_, allow)| allow.as_str())
 }

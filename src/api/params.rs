@@ -47,21 +47,43 @@ impl Params {
 
 /// The request's params: those the middleware stored, or the query string alone.
 pub fn params_of(req: &HttpRequest) -> ApiResult<Params> {
+    if let Some(Unreadable(message)) = req.extensions().get::<Unreadable>() {
+        return Err(ApiError::InvalidParams(message.clone()));
+    }
     if let Some(params) = req.extensions().get::<Params>() {
         return Ok(params.clone());
     }
     Params::from_query(req.query_string())
 }
 
+/// Params that could not be read (a body that is not the JSON or form its type says): the
+/// error is kept for the route that asks for params, so that a request no route takes
+/// still gets the router's 404 or 405.
+struct Unreadable(String);
+
+const UNREADABLE: &str = "message body does not match declared format";
+
 /// Middleware: parse and store [`Params`] (see the module doc).
 pub async fn parse_params(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    use actix_web::http::Method;
+    // Methods no route takes go straight to the router's 405/404, their input unread.
+    if !matches!(
+        *req.method(),
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD
+    ) {
+        return next.call(req).await;
+    }
     let max = req
         .app_data::<web::Data<crate::AppState>>()
         .map_or(1024 * 1024, |s| s.settings.max_body_bytes);
-    let mut params = Params::from_query(req.query_string())?;
+    let mut unreadable = false;
+    let mut params = Params::from_query(req.query_string()).unwrap_or_else(|_| {
+        unreadable = true;
+        Params(Map::new())
+    });
     let kind = body_kind(&req);
     if kind != BodyKind::Other {
         let body = read_limited(req.take_payload(), max).await?;
@@ -69,17 +91,15 @@ pub async fn parse_params(
             BodyKind::Json if !body.iter().all(u8::is_ascii_whitespace) => {
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(map)) => params.0.extend(map),
-                    Ok(_) | Err(_) => {
-                        return Err(ApiError::InvalidParams(
-                            "message body does not match declared format".into(),
-                        )
-                        .into())
-                    }
+                    Ok(_) | Err(_) => unreadable = true,
                 }
             }
-            BodyKind::Form => merge_form(&mut params.0, &body)?,
+            BodyKind::Form => unreadable |= merge_form(&mut params.0, &body).is_err(),
             _ => {}
         }
+    }
+    if unreadable {
+        req.extensions_mut().insert(Unreadable(UNREADABLE.into()));
     }
     req.extensions_mut().insert(params);
     next.call(req).await
@@ -130,9 +150,8 @@ async fn read_limited(mut payload: Payload, max: usize) -> Result<Vec<u8>, ApiEr
 /// Merges `a=1&tags[]=x&info[name]=n` into `map` as Rack does: `[]` appends to an array,
 /// `[key]` nests an object.
 fn merge_form(map: &mut Map<String, Value>, body: &[u8]) -> ApiResult<()> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-        ApiError::InvalidParams("message body does not match declared format".into())
-    })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|_| ApiError::InvalidParams(UNREADABLE.into()))?;
     for (key, value) in pairs {
         let (head, rest) = match key.find('[') {
             Some(i) if key.ends_with(']') => (&key[..i], &key[i..]),

@@ -19,5 +19,6 @@ mod restart;
 mod runners;
 mod s3;
 mod schema;
+mod schemathesis;
 mod swagger_ui;
 mod traces;

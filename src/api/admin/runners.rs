@@ -385,7 +385,7 @@ impl FromParams for UpdateRunnerParams {
     tag = "admin runners",
     operation_id = "update_runner",
     params(("id" = i64, Path)),
-    request_body(content = UpdateRunnerParams, content_type = "application/json"),
+    request_body(content = Option<UpdateRunnerParams>, content_type = "application/json", description = "the settings to change (none: nothing changes)"),
     security(("private_token" = [])),
     responses(
         (status = 200, body = ApiRunnerDetails),
