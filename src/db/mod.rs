@@ -26,7 +26,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+mod blocking;
+
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, blocking::Blocking>;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

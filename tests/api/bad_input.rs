@@ -51,3 +51,99 @@ both_backends! {
         app.send(app.request(Method::GET, "/nothing")).await.assert(404, json!({ "error": "404 Not Found" }));
     }
 }
+
+/// Panics seen in this process whose message is about blocking on the wrong runtime.
+static BLOCKING_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_blocking_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let text = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if text.contains("blocking") {
+                BLOCKING_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// A SQLite query whose future is dropped while it waits on the database lock, on a
+/// current-thread runtime as every actix worker runs (a handler unwinding from a panic,
+/// a timeout): the drop must wait for the query, not panic. diesel-async's own spawner
+/// calls `block_in_place` there, which panics on such a runtime.
+#[tokio::test]
+async fn a_sqlite_query_dropped_mid_wait_on_a_current_thread_runtime() {
+    use diesel::{Connection, RunQueryDsl};
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let path = app.database_url.trim_start_matches("sqlite://").to_string();
+    let (locked, wait_locked) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        let mut conn = diesel::SqliteConnection::establish(&path).expect("sqlite");
+        diesel::sql_query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .expect("lock");
+        locked.send(()).expect("signal");
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        diesel::sql_query("COMMIT")
+            .execute(&mut conn)
+            .expect("unlock");
+    });
+    wait_locked.recv().expect("locked");
+    let write = app.execute("INSERT INTO instance_settings (key, value, updated_at) VALUES ('dropped', 'x', '2026-01-01 00:00:00')");
+    let outcome = std::panic::AssertUnwindSafe(tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        write,
+    ));
+    let outcome = futures_util::FutureExt::catch_unwind(outcome).await;
+    assert!(outcome.is_ok(), "dropping the waiting query panicked");
+    assert!(
+        outcome.expect("no panic").is_err(),
+        "the write was still waiting when dropped"
+    );
+    locker.join().expect("locker");
+    // The connection is usable again.
+    app.execute("INSERT INTO instance_settings (key, value, updated_at) VALUES ('after', 'y', '2026-01-01 00:00:00')").await;
+}
+
+both_backends! {
+    async fn clients_that_hang_up_mid_request_harm_nothing(backend) {
+        count_blocking_panics();
+        let app = TestApp::spawn(backend).await;
+        for i in 0..60 {
+            app.create_runner(json!({ "runner_type": "instance_type", "description": format!("r{i}") })).await;
+        }
+        // Requests abandoned after 1–4 ms: the server drops their handlers mid-query.
+        let impatient = |ms: u64| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_millis(ms))
+                .build()
+                .expect("client")
+        };
+        let clients: Vec<reqwest::Client> = (1..=4).map(impatient).collect();
+        let mut abandoned = 0;
+        for round in 0..200usize {
+            let client = &clients[round % clients.len()];
+            let sent = client
+                .get(app.url("/api/v4/runners/all?per_page=100"))
+                .header("PRIVATE-TOKEN", crate::helpers::ADMIN_TOKEN)
+                .send()
+                .await;
+            if sent.is_err() {
+                abandoned += 1;
+            }
+        }
+        println!("{abandoned} of 200 requests abandoned by their client");
+        assert_eq!(BLOCKING_PANICS.load(std::sync::atomic::Ordering::SeqCst), 0, "a worker panicked on a dropped query");
+        // The server still answers, with every runner.
+        let reply = app.send(app.admin(Method::GET, "/api/v4/runners/all?per_page=100")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json().as_array().map(Vec::len), Some(60));
+    }
+}

@@ -34,7 +34,7 @@ impl Page {
         let total_pages = total.div_ceil(self.per_page).max(1);
         let slice: Vec<T> = items
             .into_iter()
-            .skip((self.page - 1) * self.per_page)
+            .skip((self.page - 1).saturating_mul(self.per_page))
             .take(self.per_page)
             .collect();
         let next = (self.page < total_pages).then(|| self.page + 1);
