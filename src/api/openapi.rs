@@ -128,26 +128,30 @@ pub struct ParamsError {
     error: String,
 }
 
-fn error_response(
-    description: &str,
-    schema: &str,
-) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    ResponseBuilder::new()
+fn error_content() -> utoipa::openapi::Content {
+    use utoipa::openapi::schema::OneOfBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref};
+    ContentBuilder::new()
+        .schema(Some(
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name("Message"))
+                .item(Ref::from_schema_name("ParamsError")),
+        ))
+        .build()
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    utoipa::openapi::ResponseBuilder::new()
         .description(description)
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema)))
-                .build(),
-        )
+        .content("application/json", error_content())
         .build()
         .into()
 }
 
-/// What every operation can answer, added where a route does not say it itself: 400 with
-/// Grape's `{"error": …}` when it takes params or a body (a param of the wrong type or
-/// out of range), and 401 when it needs a token (missing or wrong).
+/// What every operation can answer, added where a route does not say it itself: 400 when
+/// it takes params or a body (a param of the wrong type or out of range), 401 when it
+/// needs a token (missing or wrong); and the body of every error answer, GitLab's
+/// `{"message": …}` or Grape's `{"error": …}`.
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         let operations = [
@@ -163,16 +167,20 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
             let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
             let responses = &mut op.responses.responses;
             if takes_input && !responses.contains_key("400") {
-                responses.insert(
-                    "400".into(),
-                    error_response("invalid params", "ParamsError"),
-                );
+                responses.insert("400".into(), error_response("invalid params"));
             }
             if secured && !responses.contains_key("401") {
-                responses.insert(
-                    "401".into(),
-                    error_response("no token, or not a valid one", "Message"),
-                );
+                responses.insert("401".into(), error_response("no token, or not a valid one"));
+            }
+            for (status, response) in responses.iter_mut() {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                if let (true, utoipa::openapi::RefOr::T(response)) = (is_error, response) {
+                    if response.content.is_empty() {
+                        response
+                            .content
+                            .insert("application/json".into(), error_content());
+                    }
+                }
             }
         }
     }
@@ -213,4 +221,11 @@ pub fn allowed_methods(path: &str) -> Option<&'static str> {
         .iter()
         .find(|(re, _)| re.is_match(path))
         .map(|(_, allow)| allow.as_str())
+}
+
+/// A job payload as `POST /jobs/request` gives it (`openapi/examples/job-payload.json`,
+/// taken from the server's answer in the payload test).
+pub fn job_payload_example() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../openapi/examples/job-payload.json"))
+        .unwrap_or_default()
 }

@@ -127,6 +127,21 @@ both_backends! {
         assert_eq!(var("CI_SERVER_URL"), Some(json!(app.base)));
         assert_eq!(var("GIT_STRATEGY"), Some(json!("none")), "no repository: nothing to clone");
 
+        // The document's example payload has the shape of a real one.
+        let example: Value = serde_json::from_str(include_str!("../../openapi/examples/job-payload.json")).expect("example");
+        let shape = |v: &Value| -> Vec<String> {
+            let mut keys = Vec::new();
+            for (k, inner) in v.as_object().into_iter().flatten() {
+                keys.push(k.clone());
+                for sub in inner.as_object().into_iter().flat_map(|o| o.keys()) {
+                    keys.push(format!("{k}.{sub}"));
+                }
+            }
+            keys.sort();
+            keys
+        };
+        assert_eq!(shape(&example), shape(&payload), "openapi/examples/job-payload.json is out of date");
+
         insta::assert_json_snapshot!("job_payload", redact(payload));
     }
 

@@ -17,6 +17,8 @@ both_backends! {
         });
         let schemathesis = std::path::Path::new(&python).with_file_name("schemathesis");
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/schemathesis.toml");
+        // Its example database and reports go to a folder of this run, not the clone.
+        let workdir = tempfile::tempdir().expect("tempdir");
         let output = tokio::time::timeout(
             Duration::from_secs(360),
             tokio::process::Command::new(&schemathesis)
@@ -26,6 +28,7 @@ both_backends! {
                 .args(["--header", &format!("PRIVATE-TOKEN: {ADMIN_TOKEN}")])
                 .args(["--max-examples", "40", "--seed", "20261128", "--no-shrink"])
                 .args(["--request-timeout", "10", "--workers", "2"])
+                .current_dir(workdir.path())
                 .kill_on_drop(true)
                 .output(),
         )

@@ -20,6 +20,11 @@ pub const TRACE_UPDATE_INTERVAL_HEADER: &str = "X-GitLab-Trace-Update-Interval";
 
 /// Params of `POST /jobs/request`.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "token": "glrt-t1_paste-your-runner-token",
+    "system_id": "s_0123456789ab",
+    "info": { "name": "gitlab-runner", "version": "19.4.0", "executor": "shell", "features": { "variables": true, "artifacts": true, "upload_multiple_artifacts": true, "trace_checksum": true, "trace_size": true, "cancelable": true, "return_exit_code": true, "refspecs": true, "masking": true } }
+}))]
 pub struct JobRequestParams {
     pub token: String,
     pub system_id: Option<String>,
@@ -101,6 +106,13 @@ pub async fn request_job(
 
 /// Params of `PUT /jobs/:id`.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "token": "glcbt-64_paste-the-job-token",
+    "state": "success",
+    "checksum": "crc32:0a1b2c3d",
+    "output": { "checksum": "crc32:0a1b2c3d", "bytesize": 6 },
+    "exit_code": 0
+}))]
 pub struct UpdateJobParams {
     /// The job token (required as a param; the header alone is not enough).
     pub token: String,

@@ -11,6 +11,7 @@ use crate::queue::Assignment;
 use crate::service::pipelines::{pipeline_variables, FAILURE_REASONS};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::api::openapi::job_payload_example)]
 pub struct JobPayload {
     pub id: i64,
     pub token: String,

@@ -49,6 +49,13 @@ pub struct DiscoveryInformation {
 /// Params of `POST /runners`. JSON, form or query; `tag_list` as an array or a
 /// comma-separated string.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "token": "the RUNWAY_REGISTRATION_TOKEN",
+    "description": "my runner",
+    "tag_list": "docker,linux",
+    "run_untagged": true,
+    "info": { "name": "gitlab-runner", "version": "19.4.0", "executor": "shell" }
+}))]
 pub struct RegisterParams {
     /// The registration token.
     pub token: String,
@@ -108,6 +115,7 @@ impl FromParams for RegisterParams {
 
 /// Params carrying just the runner token.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({ "token": "glrt-t1_paste-your-runner-token" }))]
 pub struct TokenParams {
     /// The runner authentication token.
     pub token: String,
@@ -124,6 +132,7 @@ impl FromParams for TokenParams {
 
 /// Params of `POST /runners/verify`.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({ "token": "glrt-t1_paste-your-runner-token", "system_id": "s_0123456789ab" }))]
 pub struct VerifyParams {
     pub token: String,
     /// The machine's id (`s_…`/`r_…`); `<legacy>` when absent.
@@ -149,6 +158,7 @@ impl FromParams for VerifyParams {
 
 /// Params of `DELETE /runners/managers`.
 #[derive(Debug, ToSchema)]
+#[schema(example = json!({ "token": "glrt-t1_paste-your-runner-token", "system_id": "s_0123456789ab" }))]
 pub struct ManagerParams {
     pub token: String,
     pub system_id: String,
