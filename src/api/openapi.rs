@@ -148,12 +148,33 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
         .into()
 }
 
+/// 503 when no database connection came in time (or object storage failed), with
+/// `Retry-After`: clients should try again.
+fn unavailable_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    utoipa::openapi::ResponseBuilder::new()
+        .description("the database or object storage is unavailable for now")
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("seconds to wait before trying again"))
+                .build(),
+        )
+        .content("application/json", error_content())
+        .build()
+        .into()
+}
+
 /// What every operation can answer, added where a route does not say it itself: 400 when
 /// it takes params or a body (a param of the wrong type or out of range), 401 when it
-/// needs a token (missing or wrong); and the body of every error answer, GitLab's
+/// needs a token (missing or wrong), 503 with `Retry-After` when it uses the database;
+/// and the body of every error answer, GitLab's
 /// `{"message": …}` or Grape's `{"error": …}`.
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let uses_database = path.starts_with("/api/v4/");
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -171,6 +192,9 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
             }
             if secured && !responses.contains_key("401") {
                 responses.insert("401".into(), error_response("no token, or not a valid one"));
+            }
+            if uses_database && !responses.contains_key("503") {
+                responses.insert("503".into(), unavailable_response());
             }
             for (status, response) in responses.iter_mut() {
                 let is_error = status.starts_with('4') || status.starts_with('5');

@@ -265,9 +265,9 @@ fn range_start(req: &HttpRequest) -> ApiResult<i64> {
     params(
         ("id" = i64, Path),
         ("debug_trace" = Option<bool>, Query),
-        ("Content-Range" = String, Header, description = "`<start>-<end>`; only the start counts"),
+        ("Content-Range" = String, Header, description = "`<start>-<end>`; only the start counts", example = "0-14"),
     ),
-    request_body(content = String, content_type = "text/plain"),
+    request_body(content = String, content_type = "text/plain", example = json!("$ make test\nok\n")),
     security(("job_token" = [])),
     responses(
         (status = 202, description = "appended", headers(
