@@ -44,6 +44,7 @@ pub struct AppState {
     pub repositories: Repositories,
     pub traces: Traces,
     pub artifacts: Artifacts,
+    pub backoff: service::backoff::Backoff,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -62,6 +63,7 @@ where
         .service(
             scope::scope("/api/v4")
                 .wrap(from_fn(api::params::parse_params))
+                .wrap(from_fn(api::runner_backoff))
                 // Runner routes first: `/runners/managers` and `/runners/verify` must win
                 // over the admin API's `/runners/{id}`.
                 .configure(api::runner::runners::configure)
@@ -128,6 +130,7 @@ impl Runway {
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let state = web::Data::new(AppState {
+            backoff: service::backoff::Backoff::new(db.clone()),
             runners: Runners::new(
                 db.clone(),
                 settings.heartbeat_interval,

@@ -44,3 +44,27 @@ pub fn path_id(raw: &str, name: &str) -> Result<i64, crate::error::ApiError> {
     raw.parse::<i64>()
         .map_err(|_| crate::error::ApiError::InvalidParams(format!("{name} is invalid")))
 }
+
+/// Middleware before params and auth: runner routes answer GitLab's 429 while the server
+/// backs runners off (see [`crate::service::backoff`]).
+pub async fn runner_backoff(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    if crate::service::backoff::is_runner_route(req.path()) {
+        if let Some(state) = req.app_data::<actix_web::web::Data<crate::AppState>>() {
+            if state.backoff.active().await {
+                let response = HttpResponse::TooManyRequests()
+                    .insert_header((actix_web::http::header::RETRY_AFTER, "60"))
+                    .json(serde_json::json!({
+                        "message": "Executing database migrations. Please retry later."
+                    }));
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}

@@ -167,6 +167,26 @@ fn unavailable_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
         .into()
 }
 
+/// 429 while runners are backed off (migrations running, or the `runner_backoff` flag).
+fn backoff_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    utoipa::openapi::ResponseBuilder::new()
+        .description(
+            "runners are backed off (database migrations, or the `runner_backoff` flag): retry later",
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("60"))
+                .build(),
+        )
+        .content("application/json", error_content())
+        .build()
+        .into()
+}
+
 /// What every operation can answer, added where a route does not say it itself: 400 when
 /// it takes params or a body (a param of the wrong type or out of range), 401 when it
 /// needs a token (missing or wrong), 503 with `Retry-After` when it uses the database;
@@ -175,6 +195,7 @@ fn unavailable_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let uses_database = path.starts_with("/api/v4/");
+        let runner_route = crate::service::backoff::is_runner_route(path);
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -195,6 +216,9 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
             }
             if uses_database && !responses.contains_key("503") {
                 responses.insert("503".into(), unavailable_response());
+            }
+            if runner_route && !responses.contains_key("429") {
+                responses.insert("429".into(), backoff_response());
             }
             for (status, response) in responses.iter_mut() {
                 let is_error = status.starts_with('4') || status.starts_with('5');

@@ -278,9 +278,33 @@ async fn run_postgres_migrations(url: &str) -> anyhow::Result<()> {
         use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
         let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)
             .context("connecting to PostgreSQL")?;
-        conn.run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("running PostgreSQL migrations: {e}"))?;
-        Ok(())
+        let pending = conn
+            .has_pending_migration(POSTGRES_MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("reading PostgreSQL migrations: {e}"))?;
+        // Instances already serving this database back their runners off meanwhile
+        // (crate::service::backoff). On an empty database the table is not there yet,
+        // and nobody is serving it: the marker is skipped.
+        let marked = pending
+            && diesel::RunQueryDsl::execute(
+                diesel::sql_query(
+                    "INSERT INTO instance_settings (key, value, updated_at) \
+                     VALUES ('migrations_running', extract(epoch from now())::bigint::text, now()) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                ),
+                &mut conn,
+            )
+            .is_ok();
+        let ran = conn
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("running PostgreSQL migrations: {e}"));
+        if marked {
+            let _ = diesel::RunQueryDsl::execute(
+                diesel::sql_query("DELETE FROM instance_settings WHERE key = 'migrations_running'"),
+                &mut conn,
+            );
+        }
+        ran
     })
     .await?
 }

@@ -1,6 +1,7 @@
 //! Services: what handlers call. They own transactions and caches; models own SQL.
 
 pub mod artifacts;
+pub mod backoff;
 pub mod pipelines;
 pub mod repos;
 pub mod runners;

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin_runners;
 mod artifacts;
+mod backoff;
 mod bad_input;
 mod crate_runner;
 mod features;

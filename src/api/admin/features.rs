@@ -130,6 +130,7 @@ pub async fn set_feature(
     let mut db = state.db.write().await?;
     let mut conn = db.conn();
     FeatureFlag::set(&mut conn, &name, scope, &key, p.value).await?;
+    state.backoff.forget();
     let gates = FeatureFlag::gates(&mut conn, &name).await?;
     Ok(HttpResponse::Created().json(api_feature(&name, &gates)))
 }
@@ -146,6 +147,7 @@ pub async fn delete_feature(
 ) -> ApiResult<HttpResponse> {
     let mut db = state.db.write().await?;
     FeatureFlag::delete(&mut db.conn(), &name).await?;
+    state.backoff.forget();
     Ok(no_content())
 }
 
