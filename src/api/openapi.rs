@@ -148,38 +148,21 @@ fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::
         .into()
 }
 
-/// 503 when no database connection came in time (or object storage failed), with
-/// `Retry-After`: clients should try again.
-fn unavailable_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+/// An error answer with `Retry-After` (seconds): 503 when no database connection came in
+/// time or object storage failed; 429 while runners are backed off.
+fn retry_response(
+    description: &str,
+    seconds: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::schema::{ObjectBuilder, Type};
     utoipa::openapi::ResponseBuilder::new()
-        .description("the database or object storage is unavailable for now")
+        .description(description)
         .header(
             "Retry-After",
             HeaderBuilder::new()
                 .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("seconds to wait before trying again"))
-                .build(),
-        )
-        .content("application/json", error_content())
-        .build()
-        .into()
-}
-
-/// 429 while runners are backed off (migrations running, or the `runner_backoff` flag).
-fn backoff_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
-    use utoipa::openapi::header::HeaderBuilder;
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    utoipa::openapi::ResponseBuilder::new()
-        .description(
-            "runners are backed off (database migrations, or the `runner_backoff` flag): retry later",
-        )
-        .header(
-            "Retry-After",
-            HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer))
-                .description(Some("60"))
+                .description(Some(seconds))
                 .build(),
         )
         .content("application/json", error_content())
@@ -189,8 +172,8 @@ fn backoff_response() -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
 
 /// What every operation can answer, added where a route does not say it itself: 400 when
 /// it takes params or a body (a param of the wrong type or out of range), 401 when it
-/// needs a token (missing or wrong), 503 with `Retry-After` when it uses the database;
-/// and the body of every error answer, GitLab's
+/// needs a token (missing or wrong), 503 with `Retry-After` when it uses the database,
+/// 429 with `Retry-After` on runner routes (backoff); and the body of every error answer, GitLab's
 /// `{"message": …}` or Grape's `{"error": …}`.
 pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -215,10 +198,22 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
                 responses.insert("401".into(), error_response("no token, or not a valid one"));
             }
             if uses_database && !responses.contains_key("503") {
-                responses.insert("503".into(), unavailable_response());
+                responses.insert(
+                    "503".into(),
+                    retry_response(
+                        "the database or object storage is unavailable for now",
+                        "seconds to wait before trying again",
+                    ),
+                );
             }
             if runner_route && !responses.contains_key("429") {
-                responses.insert("429".into(), backoff_response());
+                responses.insert(
+                    "429".into(),
+                    retry_response(
+                        "runners are backed off (database migrations, or the `runner_backoff` flag): retry later",
+                        "60",
+                    ),
+                );
             }
             for (status, response) in responses.iter_mut() {
                 let is_error = status.starts_with('4') || status.starts_with('5');
