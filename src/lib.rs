@@ -7,6 +7,7 @@ pub mod ci;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod metrics;
 pub mod observability;
 pub mod queue;
 pub mod service;
@@ -45,6 +46,7 @@ pub struct AppState {
     pub traces: Traces,
     pub artifacts: Artifacts,
     pub backoff: service::backoff::Backoff,
+    pub metrics: Arc<metrics::Metrics>,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -57,6 +59,7 @@ where
     app.service(api::health::liveness)
         .service(api::health::readiness)
         .service(api::health::health)
+        .service(api::health::metrics)
         .service(api::openapi::document)
         .service(api::docs::index)
         .service(api::docs::asset)
@@ -129,12 +132,15 @@ impl Runway {
         }
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
+        let metrics = Arc::new(metrics::Metrics::default());
         let state = web::Data::new(AppState {
+            metrics: metrics.clone(),
             backoff: service::backoff::Backoff::new(db.clone()),
             runners: Runners::new(
                 db.clone(),
                 settings.heartbeat_interval,
                 settings.runner_token_expires_in,
+                metrics,
             ),
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
             pipelines: Pipelines::new(db.clone(), queue.clone()),

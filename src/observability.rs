@@ -57,8 +57,21 @@ pub async fn request_context(
         project_id = tracing::field::Empty,
     );
     let started = Instant::now();
+    let method = req.method().to_string();
     let mut response = next.call(req).instrument(span.clone()).await?;
     let status = response.status().as_u16();
+    if let Some(state) = response
+        .request()
+        .app_data::<actix_web::web::Data<crate::AppState>>()
+    {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        state
+            .metrics
+            .request(&method, &route, status, started.elapsed());
+    }
     span.in_scope(|| {
         tracing::info!(
             status,

@@ -36,3 +36,35 @@ pub async fn health() -> HttpResponse {
         .content_type("text/plain")
         .body("Runway OK")
 }
+
+/// Prometheus metrics (text format 0.0.4): GitLab's runner authentication counters,
+/// request latency by route, job pick-up latency, jobs by status, queue depth, held long
+/// polls and database pool use.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "metrics", content_type = "text/plain", body = String),
+        (status = 503, description = "the database did not answer"),
+    )
+)]
+#[get("/-/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let jobs_by_status = match state.db.read().await {
+        Ok(mut db) => crate::db::models::Job::count_by_status(&mut db.conn()).await,
+        Err(_) => return HttpResponse::ServiceUnavailable().finish(),
+    };
+    let Ok(jobs_by_status) = jobs_by_status else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    let snapshot = crate::metrics::Snapshot {
+        jobs_by_status: jobs_by_status
+            .into_iter()
+            .map(|(status, count)| (status.as_str().to_string(), count))
+            .collect(),
+        pools: state.db.pools(),
+        held_polls: state.queue.held(),
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&snapshot))
+}

@@ -163,6 +163,27 @@ impl DbPool {
         })
     }
 
+    /// Each pool as (name, connections open, idle, most allowed), for metrics.
+    pub fn pools(&self) -> Vec<(&'static str, usize, usize, usize)> {
+        let row = |name, status: deadpool::Status| {
+            (
+                name,
+                status.size,
+                status.available.min(status.size),
+                status.max_size,
+            )
+        };
+        match self {
+            DbPool::Postgres(pool) => vec![row("postgres", pool.status())],
+            DbPool::Sqlite { read, write } => {
+                vec![
+                    row("sqlite_read", read.status()),
+                    row("sqlite_write", write.status()),
+                ]
+            }
+        }
+    }
+
     /// Connections in use and the pool's maximum, for readiness and metrics.
     pub fn status(&self) -> (usize, usize) {
         let status = match self {

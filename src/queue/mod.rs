@@ -33,15 +33,32 @@ pub struct Queue {
     /// Where bumps go to reach other instances (PostgreSQL `NOTIFY`), once listening.
     broadcast: std::sync::OnceLock<mpsc::UnboundedSender<()>>,
     pub poll_timeout: Duration,
+    /// Job requests held open right now.
+    held: std::sync::atomic::AtomicI64,
+}
+
+/// Counts one held request while it lives.
+struct Held<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Queue {
+    /// Job requests held open waiting for a change, now.
+    pub fn held(&self) -> i64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
     pub fn new(poll_timeout: Duration) -> Queue {
         Queue {
             version: AtomicU64::new(rand::random::<u32>() as u64),
             changed: Notify::new(),
             broadcast: std::sync::OnceLock::new(),
             poll_timeout,
+            held: Default::default(),
         }
     }
 
@@ -70,6 +87,8 @@ impl Queue {
 
     /// Waits until the version differs from `seen` (true) or `timeout` passes (false).
     pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let _held = Held(&self.held);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.changed.notified();

@@ -101,12 +101,19 @@ pub struct Runners {
     managers: DashMap<(i64, String), (RunnerManager, Instant)>,
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Runners {
-    pub fn new(db: DbPool, heartbeat_interval: Duration, token_ttl: Option<Duration>) -> Runners {
+    pub fn new(
+        db: DbPool,
+        heartbeat_interval: Duration,
+        token_ttl: Option<Duration>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Runners {
         Runners {
             db,
+            metrics,
             cache: DashMap::new(),
             managers: DashMap::new(),
             heartbeat_interval,
@@ -115,7 +122,18 @@ impl Runners {
     }
 
     /// `authenticate_runner!`: the runner owning `token`; 403 for an unknown or expired one.
+    /// Counted as GitLab counts it (`gitlab_ci_runner_authentication_*_total`).
     pub async fn authenticate(&self, token: &str) -> ApiResult<Arc<Runner>> {
+        let found = self.find_by_token(token).await;
+        match &found {
+            Ok(runner) => self.metrics.runner_authenticated(runner.runner_type),
+            Err(ApiError::Forbidden(_)) => self.metrics.runner_authentication_failed(),
+            Err(_) => {}
+        }
+        found
+    }
+
+    async fn find_by_token(&self, token: &str) -> ApiResult<Arc<Runner>> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::Forbidden(None));
         }

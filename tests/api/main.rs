@@ -11,6 +11,7 @@ mod crate_runner;
 mod features;
 mod jobs;
 mod meta;
+mod metrics;
 mod pipelines;
 mod python_gitlab;
 mod python_runner;

@@ -92,6 +92,12 @@ pub async fn request_job(
         .await?
     {
         Polled::Assigned(assignment) => {
+            if let Some(queued_at) = assignment.job.queued_at {
+                let waited = (crate::db::models::now() - queued_at)
+                    .to_std()
+                    .unwrap_or_default();
+                state.metrics.picked_up(waited);
+            }
             let ctx = PayloadContext {
                 external_url: &state.settings.external_url,
             };

@@ -306,6 +306,15 @@ impl Job {
         Ok(())
     }
 
+    /// How many jobs there are in each status.
+    pub async fn count_by_status(conn: &mut Conn<'_>) -> QueryResult<Vec<(JobStatus, i64)>> {
+        db_run!(conn, |c| jobs::table
+            .group_by(jobs::status)
+            .select((jobs::status, diesel::dsl::count_star()))
+            .load(c)
+            .await)
+    }
+
     /// Marks a job as touched by its runner (PUT/PATCH), for lost-runner detection.
     pub async fn touch(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<()> {
         db_run!(conn, |c| diesel::update(jobs::table.find(id))

@@ -1,0 +1,182 @@
+//! Prometheus metrics at `/-/metrics` (text exposition format 0.0.4), kept with atomics and
+//! one small map, no registry crate. GitLab's runner authentication counters keep GitLab's
+//! names; the rest are Runway's own (`runway_…`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::db::enums::RunnerType;
+
+/// Upper bounds (seconds) of the latency histograms.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in BUCKETS.iter().zip(self.counts.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// Figures read from the database and the pools when scraped.
+pub struct Snapshot {
+    pub jobs_by_status: Vec<(String, i64)>,
+    /// (pool, connections open, connections idle, most allowed)
+    pub pools: Vec<(&'static str, usize, usize, usize)>,
+    pub held_polls: i64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    auth_success: [AtomicU64; 3],
+    auth_failure: AtomicU64,
+    /// (method, route pattern, status) → latency.
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    pickup: Mutex<Histogram>,
+}
+
+fn runner_type_index(t: RunnerType) -> usize {
+    match t {
+        RunnerType::Instance => 0,
+        RunnerType::Group => 1,
+        RunnerType::Project => 2,
+    }
+}
+
+const RUNNER_TYPES: [&str; 3] = ["instance_type", "group_type", "project_type"];
+
+impl Metrics {
+    pub fn runner_authenticated(&self, runner_type: RunnerType) {
+        self.auth_success[runner_type_index(runner_type)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn runner_authentication_failed(&self) {
+        self.auth_failure.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((method.to_string(), route.to_string(), status))
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A job handed to a runner `waited` after it became pending.
+    pub fn picked_up(&self, waited: Duration) {
+        self.pickup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(waited.as_secs_f64());
+    }
+
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP gitlab_ci_runner_authentication_success_total Runner authentications that found a runner, by runner type.\n");
+        out.push_str("# TYPE gitlab_ci_runner_authentication_success_total counter\n");
+        for (i, name) in RUNNER_TYPES.iter().enumerate() {
+            let value = self.auth_success[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "gitlab_ci_runner_authentication_success_total{{runner_type=\"{name}\"}} {value}"
+            );
+        }
+        out.push_str("# HELP gitlab_ci_runner_authentication_failure_total Runner authentications with an unknown or expired token.\n");
+        out.push_str("# TYPE gitlab_ci_runner_authentication_failure_total counter\n");
+        let _ = writeln!(
+            out,
+            "gitlab_ci_runner_authentication_failure_total {}",
+            self.auth_failure.load(Ordering::Relaxed)
+        );
+
+        out.push_str("# HELP runway_http_request_duration_seconds Time to answer a request, by method, route pattern and status.\n");
+        out.push_str("# TYPE runway_http_request_duration_seconds histogram\n");
+        for ((method, route, status), histogram) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                escape(route)
+            );
+            histogram.render(&mut out, "runway_http_request_duration_seconds", &labels);
+        }
+
+        out.push_str("# HELP runway_job_pickup_seconds Time from a job becoming pending to a runner getting it.\n");
+        out.push_str("# TYPE runway_job_pickup_seconds histogram\n");
+        self.pickup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render(&mut out, "runway_job_pickup_seconds", "");
+
+        out.push_str("# HELP runway_jobs Jobs by status.\n# TYPE runway_jobs gauge\n");
+        for (status, count) in &snapshot.jobs_by_status {
+            let _ = writeln!(out, "runway_jobs{{status=\"{status}\"}} {count}");
+        }
+        let pending = snapshot
+            .jobs_by_status
+            .iter()
+            .find(|(s, _)| s == "pending")
+            .map_or(0, |(_, c)| *c);
+        out.push_str("# HELP runway_queue_depth Jobs waiting for a runner.\n# TYPE runway_queue_depth gauge\n");
+        let _ = writeln!(out, "runway_queue_depth {pending}");
+        out.push_str("# HELP runway_held_long_polls Job requests held open waiting for a job.\n# TYPE runway_held_long_polls gauge\n");
+        let _ = writeln!(out, "runway_held_long_polls {}", snapshot.held_polls);
+        out.push_str("# HELP runway_db_pool_connections Database connections by pool and state.\n# TYPE runway_db_pool_connections gauge\n");
+        for (pool, open, idle, max) in &snapshot.pools {
+            let _ = writeln!(
+                out,
+                "runway_db_pool_connections{{pool=\"{pool}\",state=\"open\"}} {open}"
+            );
+            let _ = writeln!(
+                out,
+                "runway_db_pool_connections{{pool=\"{pool}\",state=\"idle\"}} {idle}"
+            );
+            let _ = writeln!(
+                out,
+                "runway_db_pool_connections{{pool=\"{pool}\",state=\"max\"}} {max}"
+            );
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
