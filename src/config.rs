@@ -65,6 +65,19 @@ pub struct SettingsArgs {
     /// Largest artifact in bytes (413 beyond).
     #[arg(long, env = "RUNWAY_MAX_ARTIFACT_SIZE_BYTES")]
     pub max_artifact_size_bytes: Option<u64>,
+    /// Job requests per minute per runner token (GitLab's `runner_jobs_request_api_limit`; 0: off).
+    #[arg(long, env = "RUNWAY_RATE_LIMIT_JOBS_REQUEST")]
+    pub rate_limit_jobs_request: Option<u32>,
+    /// Trace PATCHes per minute per job token (`runner_jobs_patch_trace_api_limit`; 0: off).
+    #[arg(long, env = "RUNWAY_RATE_LIMIT_TRACE")]
+    pub rate_limit_trace: Option<u32>,
+    /// Other job calls per minute per job token: PUT, artifact upload and download
+    /// (`runner_jobs_endpoints_api_limit`; 0: off).
+    #[arg(long, env = "RUNWAY_RATE_LIMIT_JOB_API")]
+    pub rate_limit_job_api: Option<u32>,
+    /// The window the rate limits count in, in seconds (GitLab's: a minute).
+    #[arg(long, env = "RUNWAY_RATE_LIMIT_WINDOW")]
+    pub rate_limit_window: Option<u64>,
     /// Expiry of artifacts uploaded without `expire_in` (a GitLab duration or `never`).
     #[arg(long, env = "RUNWAY_DEFAULT_ARTIFACTS_EXPIRE_IN")]
     pub default_artifacts_expire_in: Option<String>,
@@ -114,6 +127,12 @@ impl SettingsArgs {
             two_phase_commit: self.two_phase_commit.or(lower.two_phase_commit),
             max_trace_bytes: self.max_trace_bytes.or(lower.max_trace_bytes),
             max_trace_patch_bytes: self.max_trace_patch_bytes.or(lower.max_trace_patch_bytes),
+            rate_limit_jobs_request: self
+                .rate_limit_jobs_request
+                .or(lower.rate_limit_jobs_request),
+            rate_limit_trace: self.rate_limit_trace.or(lower.rate_limit_trace),
+            rate_limit_job_api: self.rate_limit_job_api.or(lower.rate_limit_job_api),
+            rate_limit_window: self.rate_limit_window.or(lower.rate_limit_window),
             max_artifact_size_bytes: self
                 .max_artifact_size_bytes
                 .or(lower.max_artifact_size_bytes),
@@ -181,6 +200,10 @@ pub struct Settings {
     pub max_trace_bytes: u64,
     pub max_trace_patch_bytes: usize,
     pub max_artifact_size_bytes: u64,
+    pub rate_limit_jobs_request: u32,
+    pub rate_limit_trace: u32,
+    pub rate_limit_job_api: u32,
+    pub rate_limit_window: Duration,
     pub default_artifacts_expire_in: Option<Duration>,
     pub object_store: ObjectStoreSettings,
     pub database_pool_size: usize,
@@ -258,6 +281,11 @@ impl Settings {
             // 100 MiB: GitLab's default `ci_jobs_trace_size_limit`.
             max_trace_bytes: merged.max_trace_bytes.unwrap_or(100 * 1024 * 1024),
             max_trace_patch_bytes: merged.max_trace_patch_bytes.unwrap_or(8 * 1024 * 1024),
+            // GitLab's defaults (reference §22).
+            rate_limit_jobs_request: merged.rate_limit_jobs_request.unwrap_or(2000),
+            rate_limit_trace: merged.rate_limit_trace.unwrap_or(200),
+            rate_limit_job_api: merged.rate_limit_job_api.unwrap_or(200),
+            rate_limit_window: Duration::from_secs(merged.rate_limit_window.unwrap_or(60).max(1)),
             // 100 MiB: GitLab's default `max_artifacts_size`.
             max_artifact_size_bytes: merged.max_artifact_size_bytes.unwrap_or(100 * 1024 * 1024),
             // 30 days: GitLab's default `default_artifacts_expire_in`.

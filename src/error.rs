@@ -64,6 +64,9 @@ pub enum ApiError {
     /// `render_api_error!(message, status)`: `{"message":"<text>"}` with that status.
     #[error("{1}")]
     Render(StatusCode, Cow<'static, str>),
+    /// A rate limit was hit: 429 with GitLab's body and `Retry-After: <seconds>`.
+    #[error("too many requests")]
+    TooManyRequests(u64),
     /// The database pool had no connection in time: 503, the runner retries.
     #[error("service unavailable")]
     Unavailable,
@@ -117,6 +120,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => json!({ "message": "413 Request Entity Too Large" }),
             ApiError::NotImplemented(text) => json!({ "message": text }),
             ApiError::Render(_, text) => json!({ "message": text }),
+            ApiError::TooManyRequests(_) => json!({
+                "message": { "error": "This endpoint has been requested too many times. Try again later." }
+            }),
             ApiError::Unavailable => json!({ "message": "503 Service Unavailable" }),
             ApiError::Internal(_) => json!({ "message": "500 Internal Server Error" }),
         }
@@ -141,6 +147,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Render(status, _) => *status,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,6 +164,9 @@ impl ResponseError for ApiError {
             }
             ApiError::JobNotRunning(status) => {
                 response.insert_header((JOB_STATUS_HEADER, status.as_str()));
+            }
+            ApiError::TooManyRequests(seconds) => {
+                response.insert_header((header::RETRY_AFTER, seconds.max(&1).to_string()));
             }
             _ => {}
         }

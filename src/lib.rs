@@ -47,6 +47,7 @@ pub struct AppState {
     pub artifacts: Artifacts,
     pub backoff: service::backoff::Backoff,
     pub metrics: Arc<metrics::Metrics>,
+    pub limits: service::limits::Limits,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
 }
@@ -135,6 +136,12 @@ impl Runway {
         let metrics = Arc::new(metrics::Metrics::default());
         let state = web::Data::new(AppState {
             metrics: metrics.clone(),
+            limits: service::limits::Limits::new(
+                settings.rate_limit_jobs_request,
+                settings.rate_limit_trace,
+                settings.rate_limit_job_api,
+                settings.rate_limit_window,
+            ),
             backoff: service::backoff::Backoff::new(db.clone()),
             runners: Runners::new(
                 db.clone(),
@@ -192,6 +199,7 @@ fn spawn_reaper(state: web::Data<AppState>) {
             if let Err(e) = state.artifacts.archive_traces().await {
                 tracing::error!(error = %e, "archiving job logs failed");
             }
+            state.limits.prune();
             if let Err(e) = state.artifacts.expire().await {
                 tracing::error!(error = %e, "expiring artifacts failed");
             }

@@ -210,8 +210,8 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
                 responses.insert(
                     "429".into(),
                     retry_response(
-                        "runners are backed off (database migrations, or the `runner_backoff` flag): retry later",
-                        "60",
+                        "runners are backed off (database migrations, or the `runner_backoff` flag; `Retry-After: 60`), or this token's rate limit is used up (`{\"message\":{\"error\":…}}`)",
+                        "seconds to wait before trying again",
                     ),
                 );
             }

@@ -17,6 +17,7 @@ use crate::auth::tokens::TokenDigest;
 use crate::db::enums::JobStatus;
 use crate::db::models::{Job, Runner, RunnerManager};
 use crate::error::{ApiError, ApiResult};
+use crate::service::limits::Limit;
 use crate::service::runners::{manager_heartbeat, LEGACY_SYSTEM_XID};
 use crate::AppState;
 
@@ -77,6 +78,11 @@ impl<H: HeartbeatMode + 'static> FromRequest for RunnerAuth<H> {
             let token = params
                 .text("token")
                 .ok_or_else(|| ApiError::InvalidParams("token is missing".into()))?;
+            if H::FINISH_CREATION {
+                // `POST /jobs/request` (the only polling route): GitLab's
+                // `runner_jobs_request_api` limit, before authentication.
+                state.limits.check(Limit::JobsRequest, &token)?;
+            }
             let runner = state.runners.authenticate(&token).await?;
             let manager = if H::HEARTBEAT {
                 let system_xid = params.text("system_id").unwrap_or_default();
@@ -230,6 +236,13 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
             let id = path_job_id(&req)?;
             let params = params_of(&req)?;
             let token = job_token(&req, &params, &["token"]).ok_or(ApiError::Forbidden(None))?;
+            // `runner_jobs_patch_trace_api` for the log, `runner_jobs_api` for the rest.
+            let limit = if req.path().ends_with("/trace") {
+                Limit::Trace
+            } else {
+                Limit::JobApi
+            };
+            state.limits.check(limit, &token)?;
             let job = {
                 let mut db = state.db.read().await?;
                 Job::find(&mut db.conn(), id).await?
@@ -294,6 +307,7 @@ impl FromRequest for DependentJobAuth {
             let params = params_of(&req)?;
             let token =
                 job_token(&req, &params, &["job_token", "token"]).ok_or(ApiError::Unauthorized)?;
+            state.limits.check(Limit::JobApi, &token)?;
             let mut db = state.db.read().await?;
             let mut conn = db.conn();
             let caller = crate::db::models::job_by_token_digest(

@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod backoff;
+pub mod limits;
 pub mod pipelines;
 pub mod repos;
 pub mod runners;

@@ -10,6 +10,7 @@ mod bad_input;
 mod crate_runner;
 mod features;
 mod jobs;
+mod limits;
 mod meta;
 mod metrics;
 mod pipelines;

@@ -7,7 +7,8 @@
 //! the JSON body only, sends `Content-Range: <start>-<start + length>` (one past the end),
 //! flushes empty patches, clones with `--branch <first refspec>` unless the depth is 0 (so
 //! the pipeline sets `GIT_DEPTH: "0"`), and sleeps 40 s after an empty poll (so the pipeline
-//! is created before it starts).
+//! is created before it starts), and sends a trace PATCH per KiB of output (GitLab's
+//! limit of 200 per minute per job is turned off for it).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -102,7 +103,9 @@ async fn call(dir: &std::path::Path, args: &[&str]) -> String {
 
 both_backends! {
     async fn gitlab_python_runner_runs_a_pipeline(backend) {
-        let app = TestApp::spawn(backend).await;
+        // This client sends a trace PATCH for every KiB of output, far past GitLab's 200 per
+        // minute per job: its users turn that limit off (RUNWAY_RATE_LIMIT_TRACE=0).
+        let app = TestApp::builder(backend).rate_limits(2000, 0, 200, 60).spawn().await;
         let repo = tempfile::tempdir().expect("tempdir");
         commit_branch(repo.path(), "pipeline", PIPELINE);
         let project = app

@@ -89,6 +89,15 @@ impl TestAppBuilder {
         self
     }
 
+    /// Rate limits per token: job requests, trace PATCHes, other job calls, per `window`.
+    pub fn rate_limits(mut self, jobs_request: u32, trace: u32, job_api: u32, window: u64) -> Self {
+        self.args.rate_limit_jobs_request = Some(jobs_request);
+        self.args.rate_limit_trace = Some(trace);
+        self.args.rate_limit_job_api = Some(job_api);
+        self.args.rate_limit_window = Some(window);
+        self
+    }
+
     pub fn max_artifact_size(mut self, bytes: u64) -> Self {
         self.args.max_artifact_size_bytes = Some(bytes);
         self
