@@ -111,6 +111,30 @@ pub fn build_app(
     .wrap(from_fn(observability::request_context))
 }
 
+/// Seconds the server waits for requests in flight when it is told to stop.
+pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// Answers every held job request (204) as soon as the process is told to stop (SIGTERM or
+/// SIGINT), so that runners go on to their next poll elsewhere instead of waiting out the
+/// shutdown; actix-web stops accepting and finishes the requests in flight meanwhile.
+pub fn shut_down_on_signals(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down: answering held job requests");
+        state.queue.close();
+    });
+}
+
 /// A bound, not yet running server.
 pub struct Runway {
     pub addr: SocketAddr,
@@ -174,6 +198,9 @@ impl Runway {
         let app_state = state.clone();
         let server = HttpServer::new(move || build_app(app_state.clone()))
             .workers(workers)
+            // On SIGTERM/SIGINT: stop accepting, let requests in flight finish (held polls
+            // are answered at once, see `shut_down_on_signals`), then stop, bounded.
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
             .listen(listener)?
             .run();
         Ok(Runway {

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             let database = redact_url(&settings.database_url);
             let runway = runway::Runway::build(settings).await?;
             print_banner(&runway, &database);
+            runway::shut_down_on_signals(runway.state.clone());
             runway.server.await?;
         }
         Command::Migrate { settings, config } => {

@@ -35,6 +35,8 @@ pub struct Queue {
     pub poll_timeout: Duration,
     /// Job requests held open right now.
     held: std::sync::atomic::AtomicI64,
+    /// The server is shutting down: held requests answer now, new ones are not held.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Counts one held request while it lives.
@@ -47,6 +49,12 @@ impl Drop for Held<'_> {
 }
 
 impl Queue {
+    /// Shutting down: every held job request answers (204) and no new one is held.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
     /// Job requests held open waiting for a change, now.
     pub fn held(&self) -> i64 {
         self.held.load(Ordering::Relaxed)
@@ -59,6 +67,7 @@ impl Queue {
             broadcast: std::sync::OnceLock::new(),
             poll_timeout,
             held: Default::default(),
+            closing: Default::default(),
         }
     }
 
@@ -96,6 +105,9 @@ impl Queue {
             notified.as_mut().enable();
             if self.current() != seen {
                 return true;
+            }
+            if self.closing.load(Ordering::SeqCst) {
+                return false;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.current() != seen;

@@ -27,6 +27,14 @@ fn free_port() -> u16 {
 }
 
 async fn start(database_url: &str, data_dir: &std::path::Path) -> Server {
+    start_with(database_url, data_dir, &[]).await
+}
+
+async fn start_with(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_runway"))
         .arg("serve")
@@ -36,6 +44,7 @@ async fn start(database_url: &str, data_dir: &std::path::Path) -> Server {
         .env("RUNWAY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUNWAY_LONG_POLL_TIMEOUT", "0")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,5 +149,54 @@ both_backends! {
         assert_eq!(listed["status"], "success");
         let log = client.get(&trace_url).header("PRIVATE-TOKEN", ADMIN_TOKEN).send().await.expect("trace").bytes().await.expect("body");
         assert_eq!(&log[..], whole);
+    }
+}
+
+both_backends! {
+    async fn sigterm_answers_held_polls_and_exits(backend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("runway.sqlite3").display()),
+            Backend::Postgres => crate::helpers::fresh_postgres_database().await,
+        };
+        let client = Client::new();
+        let mut server = start_with(&database_url, dir.path(), &[("RUNWAY_LONG_POLL_TIMEOUT", "50")]).await;
+        let base = server.base.clone();
+        let (_, runner) = call(&client, reqwest::Method::POST, format!("{base}/api/v4/user/runners"), json!({ "runner_type": "instance_type" })).await;
+        let token = runner["token"].as_str().expect("token").to_string();
+        let first = client.post(format!("{base}/api/v4/jobs/request")).json(&json!({ "token": token })).send().await.expect("poll");
+        assert_eq!(first.status(), 204);
+        let last_update = first.headers()["x-gitlab-last-update"].to_str().expect("ascii").to_string();
+        let held = {
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            tokio::spawn(async move {
+                let reply = client
+                    .post(format!("{base}/api/v4/jobs/request"))
+                    .json(&json!({ "token": token, "last_update": last_update }))
+                    .send()
+                    .await
+                    .expect("held poll");
+                (reply.status().as_u16(), Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!held.is_finished(), "the poll is held");
+
+        let signalled = Instant::now();
+        let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+        assert!(killed.success());
+        let (status, answered) = held.await.expect("held poll");
+        assert_eq!(status, 204, "a held poll is answered when the server stops");
+        // Well before the 50 s hold would have ended (a correctness bound, not a benchmark).
+        assert!(answered.duration_since(signalled) < Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(runway::SHUTDOWN_TIMEOUT_SECS + 5);
+        let exit = loop {
+            if let Some(exit) = server.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(exit.success(), "a clean exit: {exit:?}");
     }
 }
