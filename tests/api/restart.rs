@@ -70,6 +70,14 @@ async fn start_with(
     }
 }
 
+/// A fresh database for `backend` (SQLite under `dir`).
+async fn database(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.join("runway.sqlite3").display()),
+        Backend::Postgres => crate::helpers::fresh_postgres_database().await,
+    }
+}
+
 async fn call(client: &Client, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
     let r = client
         .request(method, url)
@@ -113,10 +121,7 @@ async fn patch(client: &Client, base: &str, job: &Value, start: usize, data: &[u
 both_backends! {
     async fn a_killed_server_keeps_acknowledged_log_bytes(backend) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("runway.sqlite3").display()),
-            Backend::Postgres => crate::helpers::fresh_postgres_database().await,
-        };
+        let database_url = database(backend, dir.path()).await;
         let client = Client::new();
         let server = start(&database_url, dir.path()).await;
         let base = server.base.clone();
@@ -155,10 +160,7 @@ both_backends! {
 both_backends! {
     async fn sigterm_answers_held_polls_and_exits(backend) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = match backend {
-            Backend::Sqlite => format!("sqlite://{}", dir.path().join("runway.sqlite3").display()),
-            Backend::Postgres => crate::helpers::fresh_postgres_database().await,
-        };
+        let database_url = database(backend, dir.path()).await;
         let client = Client::new();
         let mut server = start_with(&database_url, dir.path(), &[("RUNWAY_LONG_POLL_TIMEOUT", "50")]).await;
         let base = server.base.clone();
