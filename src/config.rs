@@ -75,6 +75,10 @@ pub struct SettingsArgs {
     /// (`runner_jobs_endpoints_api_limit`; 0: off).
     #[arg(long, env = "RUNWAY_RATE_LIMIT_JOB_API")]
     pub rate_limit_job_api: Option<u32>,
+    /// Failed authentications (and registrations) per window per client address before
+    /// that address gets 429 for the rest of the window (0: off).
+    #[arg(long, env = "RUNWAY_RATE_LIMIT_FAILED_AUTH")]
+    pub rate_limit_failed_auth: Option<u32>,
     /// The window the rate limits count in, in seconds (GitLab's: a minute).
     #[arg(long, env = "RUNWAY_RATE_LIMIT_WINDOW")]
     pub rate_limit_window: Option<u64>,
@@ -133,6 +137,7 @@ impl SettingsArgs {
             rate_limit_trace: self.rate_limit_trace.or(lower.rate_limit_trace),
             rate_limit_job_api: self.rate_limit_job_api.or(lower.rate_limit_job_api),
             rate_limit_window: self.rate_limit_window.or(lower.rate_limit_window),
+            rate_limit_failed_auth: self.rate_limit_failed_auth.or(lower.rate_limit_failed_auth),
             max_artifact_size_bytes: self
                 .max_artifact_size_bytes
                 .or(lower.max_artifact_size_bytes),
@@ -204,6 +209,7 @@ pub struct Settings {
     pub rate_limit_trace: u32,
     pub rate_limit_job_api: u32,
     pub rate_limit_window: Duration,
+    pub rate_limit_failed_auth: u32,
     pub default_artifacts_expire_in: Option<Duration>,
     pub object_store: ObjectStoreSettings,
     pub database_pool_size: usize,
@@ -286,6 +292,7 @@ impl Settings {
             rate_limit_trace: merged.rate_limit_trace.unwrap_or(200),
             rate_limit_job_api: merged.rate_limit_job_api.unwrap_or(200),
             rate_limit_window: Duration::from_secs(merged.rate_limit_window.unwrap_or(60).max(1)),
+            rate_limit_failed_auth: merged.rate_limit_failed_auth.unwrap_or(300),
             // 100 MiB: GitLab's default `max_artifacts_size`.
             max_artifact_size_bytes: merged.max_artifact_size_bytes.unwrap_or(100 * 1024 * 1024),
             // 30 days: GitLab's default `default_artifacts_expire_in`.

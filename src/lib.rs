@@ -164,6 +164,7 @@ impl Runway {
                 settings.rate_limit_jobs_request,
                 settings.rate_limit_trace,
                 settings.rate_limit_job_api,
+                settings.rate_limit_failed_auth,
                 settings.rate_limit_window,
             ),
             backoff: service::backoff::Backoff::new(db.clone()),

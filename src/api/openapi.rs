@@ -206,11 +206,11 @@ pub fn complete(doc: &mut utoipa::openapi::OpenApi) {
                     ),
                 );
             }
-            if runner_route && !responses.contains_key("429") {
+            if (runner_route || secured) && !responses.contains_key("429") {
                 responses.insert(
                     "429".into(),
                     retry_response(
-                        "runners are backed off (database migrations, or the `runner_backoff` flag; `Retry-After: 60`), or this token's rate limit is used up (`{\"message\":{\"error\":…}}`)",
+                        "runners are backed off (database migrations, or the `runner_backoff` flag; `Retry-After: 60`), or this token's rate limit is used up, or this address failed authentication too often (`{\"message\":{\"error\":…}}`)",
                         "seconds to wait before trying again",
                     ),
                 );

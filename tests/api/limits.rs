@@ -1,6 +1,7 @@
 //! GitLab's runner rate limits, per token: job requests per runner token, trace PATCHes
 //! and the other job calls per job token. Over the limit: 429, GitLab's body and an
-//! integer `Retry-After`; other tokens unaffected; calls pass again after the window.
+//! integer `Retry-After`; other tokens unaffected; calls pass again after the window. And
+//! an address that fails authentication too often waits out a window.
 
 use std::time::Duration;
 
@@ -69,6 +70,27 @@ both_backends! {
         assert_eq!(patch(&app, &a, 8, "three\n").await.status, 202);
         assert_eq!(app.update_job(&a, json!({ "state": "success" })).await.status, 200);
         assert_eq!(app.request_job(&polling).await.status, 204);
+    }
+
+    async fn an_address_with_too_many_failed_authentications_waits(backend) {
+        let app = TestApp::builder(backend).failed_auth_limit(3, 2).spawn().await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let bad_admin = || app.request(Method::GET, "/api/v4/runners/all").header("PRIVATE-TOKEN", "glpat-wrong");
+        // Three failures pass as failures; the fourth is one too many.
+        for _ in 0..3 {
+            assert_eq!(app.send(bad_admin()).await.status, 401);
+        }
+        assert_eq!(app.post_json("/runners/verify", json!({ "token": "glrt-guess" })).await.status, 403);
+        // Now this address waits, whatever it sends: admin, runner and registration calls.
+        assert_limited(&app.send(app.admin(Method::GET, "/api/v4/runners/all")).await);
+        assert_limited(&app.post_json("/runners/verify", json!({ "token": runner })).await);
+        assert_limited(&app.post_json("/runners", json!({ "token": crate::helpers::REGISTRATION_TOKEN })).await);
+        // Nothing was registered meanwhile.
+        assert_eq!(app.runners().await.len(), 1);
+        // After the window, right tokens pass again.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(app.send(app.admin(Method::GET, "/api/v4/runners/all")).await.status, 200);
+        assert_eq!(app.post_json("/runners/verify", json!({ "token": runner })).await.status, 200);
     }
 
     async fn a_limit_of_zero_is_off(backend) {

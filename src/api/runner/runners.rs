@@ -188,15 +188,19 @@ impl FromParams for ManagerParams {
 )]
 #[post("/runners")]
 pub async fn register_runner(
+    req: actix_web::HttpRequest,
     params: Validated<RegisterParams>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let p = params.0;
+    let ip = crate::auth::guards::peer_ip(&req);
+    state.limits.check_address(ip)?;
     // ‹register_runner_service.rb›: a token that matches no registration token.
     let valid = state
         .registration_digest
         .is_some_and(|d| d.matches(&TokenDigest::of(&p.token)));
     if !valid {
+        state.limits.authentication_failed(ip);
         return Err(ApiError::forbidden("invalid token supplied"));
     }
     let settings = RunnerSettings {

@@ -98,6 +98,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Failed authentications per `window` seconds per client address.
+    pub fn failed_auth_limit(mut self, failures: u32, window: u64) -> Self {
+        self.args.rate_limit_failed_auth = Some(failures);
+        self.args.rate_limit_window = Some(window);
+        self
+    }
+
     pub fn max_artifact_size(mut self, bytes: u64) -> Self {
         self.args.max_artifact_size_bytes = Some(bytes);
         self
@@ -239,6 +246,9 @@ impl TestApp {
                 database_pool_size: Some(8),
                 // Tests that want held polls ask for them; the rest answer at once.
                 long_poll_timeout: Some(0),
+                // Every test client is 127.0.0.1: tests that send wrong tokens on purpose
+                // would ban each other. The limit's own test turns it on.
+                rate_limit_failed_auth: Some(0),
                 workers: Some(2),
                 ..Default::default()
             },
