@@ -188,3 +188,48 @@ both_backends! {
         assert!(app.runners().await.is_empty());
     }
 }
+
+both_backends! {
+    async fn admin_actions_and_downloads_are_audited(backend) {
+        let app = TestApp::spawn(backend).await;
+        let reply = app.send(app.admin(Method::GET, "/api/v4/audit_events")).await;
+        reply.assert(200, json!([]));
+        let (runner_id, _) = app.create_runner(json!({ "runner_type": "instance_type", "description": "gone soon" })).await;
+        assert_eq!(app.send(app.admin(Method::DELETE, &format!("/api/v4/runners/{runner_id}"))).await.status, 204);
+        let reply = app.send(app.admin(Method::POST, "/api/v4/features/job_router").json(&json!({ "value": true }))).await;
+        assert_eq!(reply.status, 201);
+        assert_eq!(app.send(app.admin(Method::DELETE, "/api/v4/features/job_router")).await.status, 204);
+
+        let reply = app.send(app.admin(Method::GET, "/api/v4/audit_events")).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("x-total"), Some("3"));
+        let events = reply.json();
+        let summary: Vec<(String, String, String, i64)> = events
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|e| {
+                (
+                    e["event_name"].as_str().unwrap_or("").into(),
+                    e["author_name"].as_str().unwrap_or("").into(),
+                    e["entity_type"].as_str().unwrap_or("").into(),
+                    e["entity_id"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("runner_deleted".into(), "admin".into(), "runner".into(), runner_id),
+                ("feature_flag_set".into(), "admin".into(), "feature_flag".into(), 0),
+                ("feature_flag_removed".into(), "admin".into(), "feature_flag".into(), 0),
+            ]
+        );
+        assert_eq!(events[0]["details"]["description"], "gone soon");
+        assert_eq!(events[1]["details"]["feature"], "job_router");
+        assert_eq!(events[1]["details"]["value"], true);
+        // Admins only.
+        let reply = app.send(app.request(Method::GET, "/api/v4/audit_events")).await;
+        assert_eq!(reply.status, 401);
+    }
+}

@@ -89,12 +89,13 @@ both_backends! {
         let (status, downloaded) = app.download(&build, test["token"].as_str().unwrap_or_default()).await;
         assert_eq!(status, 200);
         assert!(downloaded == archive, "identical bytes");
-        let events = {
-            let mut db = app.db.read().await.expect("connection");
-            runway::db::models::AuditEvent::all(&mut db.conn()).await.expect("audit")
-        };
-        assert_eq!(events.len(), 1);
-        assert_eq!((events[0].kind.as_str(), events[0].target_id), ("artifact_download", build["id"].as_i64().unwrap_or(0)));
+        // Audited, and listed through the admin API.
+        let events = app.send(app.admin(Method::GET, "/api/v4/audit_events")).await.json();
+        assert_eq!(events.as_array().map(Vec::len), Some(1), "{events}");
+        assert_eq!(events[0]["event_name"], "artifact_download");
+        assert_eq!(events[0]["entity_type"], "job");
+        assert_eq!(events[0]["entity_id"], build["id"]);
+        assert_eq!(events[0]["author_name"], format!("job:{}", test["id"]));
 
         // The finished build's own token no longer reads anything: 401.
         let (status, _) = app.download(&build, build["token"].as_str().unwrap_or_default()).await;

@@ -132,6 +132,9 @@ pub async fn set_feature(
     FeatureFlag::set(&mut conn, &name, scope, &key, p.value).await?;
     state.backoff.forget();
     let gates = FeatureFlag::gates(&mut conn, &name).await?;
+    drop(db);
+    let details = serde_json::json!({ "feature": name, "scope": scope.as_str(), "key": key, "value": p.value });
+    super::audit::record_admin_action(&state, "feature_flag_set", "feature_flag", 0, details).await;
     Ok(HttpResponse::Created().json(api_feature(&name, &gates)))
 }
 
@@ -148,6 +151,10 @@ pub async fn delete_feature(
     let mut db = state.db.write().await?;
     FeatureFlag::delete(&mut db.conn(), &name).await?;
     state.backoff.forget();
+    drop(db);
+    let details = serde_json::json!({ "feature": name.as_str() });
+    super::audit::record_admin_action(&state, "feature_flag_removed", "feature_flag", 0, details)
+        .await;
     Ok(no_content())
 }
 

@@ -1,6 +1,7 @@
 //! The admin API: a GitLab-compatible subset under `/api/v4`, authenticated with the
 //! admin token (`PRIVATE-TOKEN`), so python-gitlab and curl users feel at home.
 
+pub mod audit;
 pub mod features;
 pub mod meta;
 pub mod pipelines;
@@ -89,4 +90,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     features::configure(cfg);
     projects::configure(cfg);
     pipelines::configure(cfg);
+    audit::configure(cfg);
 }

@@ -440,6 +440,8 @@ pub async fn delete_runner_by_id(
 ) -> ApiResult<HttpResponse> {
     let runner = find_runner(&state, &id).await?;
     state.runners.delete(runner.id).await?;
+    let details = serde_json::json!({ "description": runner.description });
+    super::audit::record_admin_action(&state, "runner_deleted", "runner", runner.id, details).await;
     Ok(no_content())
 }
 
