@@ -53,20 +53,30 @@ pub fn peer_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
     req.peer_addr().map(|a| a.ip())
 }
 
-/// Runs an authentication: refused at once (429) for an address over the failed-
-/// authentication limit, and a wrong or unknown token counts against its address.
-async fn guarded<T>(
-    req: &HttpRequest,
-    authenticate: impl std::future::Future<Output = ApiResult<T>>,
-) -> ApiResult<T> {
-    let state = state(req)?;
-    let ip = peer_ip(req);
-    state.limits.check_address(ip)?;
-    let result = authenticate.await;
-    if let Err(ApiError::Unauthorized | ApiError::Forbidden(None)) = &result {
+/// Runs an authentication with the app state: refused at once (429) for an address over
+/// the failed-authentication limit, and a wrong or unknown token counts against its address.
+fn guarded<T, F, Fut>(req: &HttpRequest, authenticate: F) -> LocalBoxFuture<'static, ApiResult<T>>
+where
+    T: 'static,
+    F: FnOnce(HttpRequest, web::Data<AppState>) -> Fut + 'static,
+    Fut: std::future::Future<Output = ApiResult<T>> + 'static,
+{
+    let req = req.clone();
+    Box::pin(async move {
+        let state = state(&req)?;
+        let ip = peer_ip(&req);
+        state.limits.check_address(ip)?;
+        let result = authenticate(req, state.clone()).await;
+        count_failure(&state, ip, &result);
+        result
+    })
+}
+
+/// A wrong or unknown token (401, or 403 without a reason) counts against its address.
+fn count_failure<T>(state: &AppState, ip: Option<std::net::IpAddr>, result: &ApiResult<T>) {
+    if let Err(ApiError::Unauthorized | ApiError::Forbidden(None)) = result {
         state.limits.authentication_failed(ip);
     }
-    result
 }
 
 fn state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
@@ -92,50 +102,44 @@ impl<H: HeartbeatMode + 'static> FromRequest for RunnerAuth<H> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let outer = req.clone();
-            guarded(&outer, async move {
-                let state = state(&req)?;
-                let params = params_of(&req)?;
-                let token = params
-                    .text("token")
-                    .ok_or_else(|| ApiError::InvalidParams("token is missing".into()))?;
-                if H::FINISH_CREATION {
-                    // `POST /jobs/request` (the only polling route): GitLab's
-                    // `runner_jobs_request_api` limit, before authentication.
-                    state.limits.check(Limit::JobsRequest, &token)?;
-                }
-                let runner = state.runners.authenticate(&token).await?;
-                let manager = if H::HEARTBEAT {
-                    let system_xid = params.text("system_id").unwrap_or_default();
-                    let system_xid = if system_xid.is_empty() {
-                        LEGACY_SYSTEM_XID.to_string()
-                    } else if system_xid.chars().count() > MAX_SYSTEM_XID {
-                        return Err(ApiError::InvalidParams("system_id is invalid".into()));
-                    } else {
-                        system_xid
-                    };
-                    let info = params.get("info").and_then(|v| v.as_object());
-                    let ip = req.peer_addr().map(|a| a.ip().to_string());
-                    let beat = manager_heartbeat(info, ip);
-                    Some(
-                        state
-                            .runners
-                            .heartbeat(&runner, &system_xid, beat, H::FINISH_CREATION)
-                            .await?,
-                    )
+        guarded(req, |req, state| async move {
+            let params = params_of(&req)?;
+            let token = params
+                .text("token")
+                .ok_or_else(|| ApiError::InvalidParams("token is missing".into()))?;
+            if H::FINISH_CREATION {
+                // `POST /jobs/request` (the only polling route): GitLab's
+                // `runner_jobs_request_api` limit, before authentication.
+                state.limits.check(Limit::JobsRequest, &token)?;
+            }
+            let runner = state.runners.authenticate(&token).await?;
+            let manager = if H::HEARTBEAT {
+                let system_xid = params.text("system_id").unwrap_or_default();
+                let system_xid = if system_xid.is_empty() {
+                    LEGACY_SYSTEM_XID.to_string()
+                } else if system_xid.chars().count() > MAX_SYSTEM_XID {
+                    return Err(ApiError::InvalidParams("system_id is invalid".into()));
                 } else {
-                    None
+                    system_xid
                 };
-                req.extensions_mut().insert(runner.clone());
-                Ok(RunnerAuth {
-                    runner,
-                    manager,
-                    _mode: PhantomData,
-                })
+                let info = params.get("info").and_then(|v| v.as_object());
+                let ip = req.peer_addr().map(|a| a.ip().to_string());
+                let beat = manager_heartbeat(info, ip);
+                Some(
+                    state
+                        .runners
+                        .heartbeat(&runner, &system_xid, beat, H::FINISH_CREATION)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            req.extensions_mut().insert(runner.clone());
+            Ok(RunnerAuth {
+                runner,
+                manager,
+                _mode: PhantomData,
             })
-            .await
         })
     }
 }
@@ -154,21 +158,15 @@ impl FromRequest for RunnerHeaderAuth {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let outer = req.clone();
-            guarded(&outer, async move {
-                let state = state(&req)?;
-                let token = req
-                    .headers()
-                    .get(RUNNER_TOKEN_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or(ApiError::Forbidden(None))?;
-                let runner = state.runners.authenticate(token).await?;
-                req.extensions_mut().insert(runner.clone());
-                Ok(RunnerHeaderAuth { runner })
-            })
-            .await
+        guarded(req, |req, state| async move {
+            let token = req
+                .headers()
+                .get(RUNNER_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(ApiError::Forbidden(None))?;
+            let runner = state.runners.authenticate(token).await?;
+            req.extensions_mut().insert(runner.clone());
+            Ok(RunnerHeaderAuth { runner })
         })
     }
 }
@@ -185,18 +183,15 @@ impl FromRequest for AdminAuth {
         let checked = state(req).and_then(|state| {
             let ip = peer_ip(req);
             state.limits.check_address(ip)?;
-            let result = admin(req);
-            if let Err(ApiError::Unauthorized) = &result {
-                state.limits.authentication_failed(ip);
-            }
+            let result = admin(req, &state);
+            count_failure(&state, ip, &result);
             result
         });
         std::future::ready(checked)
     }
 }
 
-fn admin(req: &HttpRequest) -> ApiResult<AdminAuth> {
-    let state = state(req)?;
+fn admin(req: &HttpRequest, state: &AppState) -> ApiResult<AdminAuth> {
     let headers = req.headers();
     let header_token = headers
         .get("PRIVATE-TOKEN")
@@ -268,62 +263,54 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let outer = req.clone();
-            guarded(&outer, async move {
-                let state = state(&req)?;
-                let id = path_job_id(&req)?;
-                let params = params_of(&req)?;
-                let token =
-                    job_token(&req, &params, &["token"]).ok_or(ApiError::Forbidden(None))?;
-                // `runner_jobs_patch_trace_api` for the log, `runner_jobs_api` for the rest.
-                let limit = if req.path().ends_with("/trace") {
-                    Limit::Trace
-                } else {
-                    Limit::JobApi
-                };
-                state.limits.check(limit, &token)?;
-                let job = {
-                    let mut db = state.db.read().await?;
-                    Job::find(&mut db.conn(), id).await?
-                }
-                .ok_or(ApiError::Forbidden(None))?;
-                let owned = job
-                    .token_digest
-                    .as_deref()
-                    .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                    .is_some_and(|d| TokenDigest::of(&token).matches(&TokenDigest::from_bytes(d)));
-                if !owned {
-                    return Err(ApiError::Forbidden(None));
-                }
-                if job.erased_at.is_some() {
-                    return Err(ApiError::forbidden("Job has been erased!"));
-                }
-                // Executing, or pending while awaiting the runner's acknowledgement (two-phase
-                // commit: `validate_executing_job!` lets those through).
-                let awaiting_ack = job.status == JobStatus::Pending && job.ack_deadline.is_some();
-                if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) && !awaiting_ack
-                {
-                    return Err(ApiError::JobNotRunning(job.status));
-                }
-                if H::HEARTBEAT {
-                    let ip = req.peer_addr().map(|a| a.ip().to_string());
-                    state.runners.heartbeat_job(&job, ip).await?;
-                }
-                tracing::Span::current()
-                    .record("job_id", job.id)
-                    .record("project_id", job.project_id);
-                if let Some(runner_id) = job.runner_id {
-                    tracing::Span::current().record("runner_id", runner_id);
-                }
-                req.extensions_mut().insert(job.clone());
-                Ok(JobAuth {
-                    job,
-                    _mode: PhantomData,
-                })
+        guarded(req, |req, state| async move {
+            let id = path_job_id(&req)?;
+            let params = params_of(&req)?;
+            let token = job_token(&req, &params, &["token"]).ok_or(ApiError::Forbidden(None))?;
+            // `runner_jobs_patch_trace_api` for the log, `runner_jobs_api` for the rest.
+            let limit = if req.path().ends_with("/trace") {
+                Limit::Trace
+            } else {
+                Limit::JobApi
+            };
+            state.limits.check(limit, &token)?;
+            let job = {
+                let mut db = state.db.read().await?;
+                Job::find(&mut db.conn(), id).await?
+            }
+            .ok_or(ApiError::Forbidden(None))?;
+            let owned = job
+                .token_digest
+                .as_deref()
+                .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                .is_some_and(|d| TokenDigest::of(&token).matches(&TokenDigest::from_bytes(d)));
+            if !owned {
+                return Err(ApiError::Forbidden(None));
+            }
+            if job.erased_at.is_some() {
+                return Err(ApiError::forbidden("Job has been erased!"));
+            }
+            // Executing, or pending while awaiting the runner's acknowledgement (two-phase
+            // commit: `validate_executing_job!` lets those through).
+            let awaiting_ack = job.status == JobStatus::Pending && job.ack_deadline.is_some();
+            if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) && !awaiting_ack {
+                return Err(ApiError::JobNotRunning(job.status));
+            }
+            if H::HEARTBEAT {
+                let ip = req.peer_addr().map(|a| a.ip().to_string());
+                state.runners.heartbeat_job(&job, ip).await?;
+            }
+            tracing::Span::current()
+                .record("job_id", job.id)
+                .record("project_id", job.project_id);
+            if let Some(runner_id) = job.runner_id {
+                tracing::Span::current().record("runner_id", runner_id);
+            }
+            req.extensions_mut().insert(job.clone());
+            Ok(JobAuth {
+                job,
+                _mode: PhantomData,
             })
-            .await
         })
     }
 }
@@ -345,40 +332,34 @@ impl FromRequest for DependentJobAuth {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let outer = req.clone();
-            guarded(&outer, async move {
-                let state = state(&req)?;
-                let params = params_of(&req)?;
-                let token = job_token(&req, &params, &["job_token", "token"])
-                    .ok_or(ApiError::Unauthorized)?;
-                state.limits.check(Limit::JobApi, &token)?;
-                let mut db = state.db.read().await?;
-                let mut conn = db.conn();
-                let caller = crate::db::models::job_by_token_digest(
-                    &mut conn,
-                    TokenDigest::of(&token).as_bytes(),
-                )
-                .await?
-                .filter(|j| {
-                    matches!(j.status, JobStatus::Running | JobStatus::Canceling)
-                        || (j.status == JobStatus::Pending && j.ack_deadline.is_some())
-                })
-                .ok_or(ApiError::Unauthorized)?;
-                let id = path_job_id(&req)?;
-                let target = Job::find(&mut conn, id)
-                    .await?
-                    .ok_or(ApiError::Forbidden(None))?;
-                if target.project_id != caller.project_id {
-                    return Err(ApiError::Forbidden(None));
-                }
-                tracing::Span::current()
-                    .record("job_id", target.id)
-                    .record("project_id", target.project_id);
-                Ok(DependentJobAuth { caller, target })
+        guarded(req, |req, state| async move {
+            let params = params_of(&req)?;
+            let token =
+                job_token(&req, &params, &["job_token", "token"]).ok_or(ApiError::Unauthorized)?;
+            state.limits.check(Limit::JobApi, &token)?;
+            let mut db = state.db.read().await?;
+            let mut conn = db.conn();
+            let caller = crate::db::models::job_by_token_digest(
+                &mut conn,
+                TokenDigest::of(&token).as_bytes(),
+            )
+            .await?
+            .filter(|j| {
+                matches!(j.status, JobStatus::Running | JobStatus::Canceling)
+                    || (j.status == JobStatus::Pending && j.ack_deadline.is_some())
             })
-            .await
+            .ok_or(ApiError::Unauthorized)?;
+            let id = path_job_id(&req)?;
+            let target = Job::find(&mut conn, id)
+                .await?
+                .ok_or(ApiError::Forbidden(None))?;
+            if target.project_id != caller.project_id {
+                return Err(ApiError::Forbidden(None));
+            }
+            tracing::Span::current()
+                .record("job_id", target.id)
+                .record("project_id", target.project_id);
+            Ok(DependentJobAuth { caller, target })
         })
     }
 }
