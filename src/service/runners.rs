@@ -284,14 +284,7 @@ impl Runners {
             self.forget(runner.id);
         }
         if let (true, Some(manager_id)) = (manager_due, job.runner_manager_id) {
-            RunnerManager::touch(
-                &mut conn,
-                manager_id,
-                ip.as_deref(),
-                at,
-                self.heartbeat_interval,
-            )
-            .await?;
+            RunnerManager::record_contact(&mut conn, manager_id, ip.as_deref(), at).await?;
         }
         if job_due {
             crate::db::models::Job::touch(&mut conn, job.id, at).await?;

@@ -140,17 +140,13 @@ impl RunnerManager {
         Ok(!recent || stored_ip.as_deref() != ip)
     }
 
-    /// Records a contact (and the IP) unless the stored one is recent and the IP the same.
-    pub async fn touch(
+    /// Records a contact and the IP (once [`Self::contact_due`] said it is due).
+    pub async fn record_contact(
         conn: &mut Conn<'_>,
         id: i64,
         ip: Option<&str>,
         at: NaiveDateTime,
-        interval: std::time::Duration,
     ) -> QueryResult<()> {
-        if !Self::contact_due(conn, id, ip, at, interval).await? {
-            return Ok(());
-        }
         db_run!(conn, |c| diesel::update(runner_managers::table.find(id))
             .set((
                 runner_managers::contacted_at.eq(at),
