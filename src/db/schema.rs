@@ -22,6 +22,7 @@ diesel::table! {
         shared_runners_enabled -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        shared_runners_minutes_limit -> Nullable<Integer>,
     }
 }
 
@@ -186,6 +187,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    ci_minutes_usages (job_id) {
+        job_id -> BigInt,
+        project_id -> BigInt,
+        runner_id -> BigInt,
+        runner_type -> Text,
+        duration_seconds -> Double,
+        cost_factor -> Double,
+        minutes -> Double,
+        finished_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(runner_projects -> runners (runner_id));
 diesel::joinable!(runner_projects -> projects (project_id));
 diesel::joinable!(runner_managers -> runners (runner_id));
@@ -206,4 +220,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_artifacts,
     audit_events,
     feature_flags,
+    ci_minutes_usages,
 );

@@ -13,8 +13,9 @@ pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
 use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
+use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
-    now, Job, JobArtifact, JobChanges, Pipeline, Project, Runner, RunnerManager,
+    now, CiMinutesUsage, Job, JobArtifact, JobChanges, Pipeline, Project, Runner, RunnerManager,
 };
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -230,6 +231,7 @@ impl Dispatcher {
     ) -> ApiResult<Option<Assignment>> {
         let runner_tags = runner.tags();
         let mut projects: HashMap<i64, Option<Project>> = HashMap::new();
+        let mut over_quota: HashMap<i64, bool> = HashMap::new();
         let runner_projects: Vec<i64> = if runner.runner_type == RunnerType::Project {
             let mut db = self.db.read().await?;
             Project::for_runner(&mut db.conn(), runner.id)
@@ -266,6 +268,18 @@ impl Dispatcher {
                 };
                 if !can_run(runner, &runner_tags, &runner_projects, &job, project) {
                     continue;
+                }
+                if runner.runner_type == RunnerType::Instance {
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        over_quota.entry(job.project_id)
+                    {
+                        let mut db = self.db.read().await?;
+                        slot.insert(quota_exceeded(&mut db.conn(), project).await?);
+                    }
+                    if over_quota.get(&job.project_id) == Some(&true) {
+                        self.refuse_over_quota(&job).await?;
+                        continue;
+                    }
                 }
                 if unsupported_by(&job, features) {
                     self.drop_unsupported(&job).await?;
@@ -342,13 +356,32 @@ impl Dispatcher {
         Ok(claimed)
     }
 
+    /// A job of a project over its CI minutes quota, met by an instance runner: not picked.
+    /// If no runner of the project's own could take it, it fails `ci_quota_exceeded`, as
+    /// GitLab drops the builds only instance runners could run.
+    async fn refuse_over_quota(&self, job: &Job) -> ApiResult<()> {
+        let own_runner = {
+            let mut db = self.db.read().await?;
+            CiMinutesUsage::has_own_runner(&mut db.conn(), job.project_id).await?
+        };
+        if !own_runner {
+            self.drop_pending(job, "ci_quota_exceeded").await?;
+        }
+        Ok(())
+    }
+
     /// A job the runner cannot run (a feature it lacks): failed `runner_unsupported`, as
     /// GitLab drops it, then its pipeline moves on.
     async fn drop_unsupported(&self, job: &Job) -> ApiResult<()> {
+        self.drop_pending(job, "runner_unsupported").await
+    }
+
+    /// Fails a pending job for `reason` before any runner took it; its pipeline moves on.
+    async fn drop_pending(&self, job: &Job, reason: &str) -> ApiResult<()> {
         let mut db = self.db.write().await?;
         let changes = JobChanges {
             status: Some(JobStatus::Failed),
-            failure_reason: Some(Some("runner_unsupported".into())),
+            failure_reason: Some(Some(reason.into())),
             finished_at: Some(Some(now())),
             updated_at: Some(now()),
             ..Default::default()

@@ -195,14 +195,29 @@ both_backends! {
         let reply = app.send(app.admin(Method::GET, "/api/v4/audit_events")).await;
         reply.assert(200, json!([]));
         let (runner_id, _) = app.create_runner(json!({ "runner_type": "instance_type", "description": "gone soon" })).await;
+        let reply = app.send(app.admin(Method::PUT, &format!("/api/v4/runners/{runner_id}")).json(&json!({ "paused": true, "tag_list": ["a"] }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
         assert_eq!(app.send(app.admin(Method::DELETE, &format!("/api/v4/runners/{runner_id}"))).await.status, 204);
         let reply = app.send(app.admin(Method::POST, "/api/v4/features/job_router").json(&json!({ "value": true }))).await;
         assert_eq!(reply.status, 201);
         assert_eq!(app.send(app.admin(Method::DELETE, "/api/v4/features/job_router")).await.status, 204);
+        let project = app.create_project(json!({ "name": "audited" })).await;
+        let reply = app.send(app.admin(Method::PUT, &format!("/api/v4/projects/{project}")).json(&json!({ "shared_runners_minutes_limit": 100 }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let pipeline = app.pipeline(project, "a:\n  script: [x]\n").await;
+        let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs"))).await.json();
+        let job = jobs[0]["id"].as_i64().expect("job id");
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{job}/cancel"))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{job}/retry"))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let retried = reply.json()["id"].as_i64().expect("new job id");
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/cancel"))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
 
-        let reply = app.send(app.admin(Method::GET, "/api/v4/audit_events")).await;
+        let reply = app.send(app.admin(Method::GET, "/api/v4/audit_events?per_page=100")).await;
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.header("x-total"), Some("3"));
+        assert_eq!(reply.header("x-total"), Some("11"));
         let events = reply.json();
         let summary: Vec<(String, String, String, i64)> = events
             .as_array()
@@ -217,17 +232,32 @@ both_backends! {
                 )
             })
             .collect();
+        let admin = |kind: &str, entity: &str, id: i64| (kind.to_string(), "admin".to_string(), entity.to_string(), id);
         assert_eq!(
             summary,
             vec![
-                ("runner_deleted".into(), "admin".into(), "runner".into(), runner_id),
-                ("feature_flag_set".into(), "admin".into(), "feature_flag".into(), 0),
-                ("feature_flag_removed".into(), "admin".into(), "feature_flag".into(), 0),
+                admin("runner_created", "runner", runner_id),
+                admin("runner_updated", "runner", runner_id),
+                admin("runner_deleted", "runner", runner_id),
+                admin("feature_flag_set", "feature_flag", 0),
+                admin("feature_flag_removed", "feature_flag", 0),
+                admin("project_created", "project", project),
+                admin("project_updated", "project", project),
+                admin("pipeline_created", "pipeline", pipeline),
+                admin("job_canceled", "job", job),
+                admin("job_retried", "job", job),
+                admin("pipeline_canceled", "pipeline", pipeline),
             ]
         );
         assert_eq!(events[0]["details"]["description"], "gone soon");
-        assert_eq!(events[1]["details"]["feature"], "job_router");
-        assert_eq!(events[1]["details"]["value"], true);
+        assert_eq!(events[1]["details"]["paused"], true);
+        assert_eq!(events[1]["details"]["tag_list"], json!(["a"]));
+        assert_eq!(events[1]["details"].get("description"), None);
+        assert_eq!(events[2]["details"]["description"], "gone soon");
+        assert_eq!(events[3]["details"]["feature"], "job_router");
+        assert_eq!(events[3]["details"]["value"], true);
+        assert_eq!(events[6]["details"]["shared_runners_minutes_limit"], 100);
+        assert_eq!(events[9]["details"]["result_job_id"], retried);
         // Admins only.
         let reply = app.send(app.request(Method::GET, "/api/v4/audit_events")).await;
         assert_eq!(reply.status, 401);

@@ -13,6 +13,7 @@ mod jobs;
 mod limits;
 mod meta;
 mod metrics;
+mod minutes;
 mod pipelines;
 mod python_gitlab;
 mod python_runner;

@@ -27,7 +27,9 @@ both_backends! {
                 .args(["--url", &app.base])
                 .args(["--header", &format!("PRIVATE-TOKEN: {ADMIN_TOKEN}")])
                 .args(["--max-examples", "40", "--seed", "20261128", "--no-shrink"])
-                .args(["--request-timeout", "10", "--workers", "2"])
+                // One worker: CPython 3.11 can fail with "AST constructor recursion depth
+                // mismatch" when two threads compile at once (seen once with two workers).
+                .args(["--request-timeout", "10", "--workers", "1"])
                 .current_dir(workdir.path())
                 .kill_on_drop(true)
                 .output(),

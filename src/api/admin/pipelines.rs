@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use crate::api::admin::audit::record_admin_action;
 use crate::api::admin::page_of;
 use crate::api::admin::projects::{find_project, job_json, pipeline_json};
 use crate::api::params::params_of;
@@ -159,12 +160,15 @@ pub async fn list_pipeline_jobs(
 /// Runs `action` on the pipeline the path names; answers it afterwards with 201.
 async fn pipeline_action(
     state: &AppState,
+    audit_kind: &str,
     (id, pipeline_id): (String, String),
     action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Pipeline>,
 ) -> ApiResult<HttpResponse> {
     let project = find_project(state, &id).await?;
     let pipeline = find_pipeline(state, &project, &pipeline_id).await?;
     let pipeline = action(state, pipeline.id).await?;
+    let details = json!({ "project_id": project.id, "status": pipeline.status });
+    record_admin_action(state, audit_kind, "pipeline", pipeline.id, details).await;
     Ok(HttpResponse::Created().json(pipeline_json(
         &pipeline,
         &project,
@@ -181,9 +185,12 @@ pub async fn cancel_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    pipeline_action(&state, path.into_inner(), async |s, id| {
-        s.pipelines.cancel_pipeline(id).await
-    })
+    pipeline_action(
+        &state,
+        "pipeline_canceled",
+        path.into_inner(),
+        async |s, id| s.pipelines.cancel_pipeline(id).await,
+    )
     .await
 }
 
@@ -196,9 +203,12 @@ pub async fn retry_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    pipeline_action(&state, path.into_inner(), async |s, id| {
-        s.pipelines.retry_pipeline(id).await
-    })
+    pipeline_action(
+        &state,
+        "pipeline_retried",
+        path.into_inner(),
+        async |s, id| s.pipelines.retry_pipeline(id).await,
+    )
     .await
 }
 
@@ -286,13 +296,18 @@ pub async fn get_job_artifacts(
 
 async fn job_action(
     state: &AppState,
+    audit_kind: &str,
     path: (String, String),
     action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Job>,
 ) -> ApiResult<HttpResponse> {
     let (id, job_id) = path;
     let project = find_project(state, &id).await?;
-    let job = find_job(state, &project, &job_id).await?;
-    let job = action(state, job.id).await?;
+    let asked = find_job(state, &project, &job_id).await?;
+    let job = action(state, asked.id).await?;
+    // A retry answers the new try: the event names the job asked for and the new one.
+    let details =
+        json!({ "project_id": project.id, "status": job.status, "result_job_id": job.id });
+    record_admin_action(state, audit_kind, "job", asked.id, details).await;
     let mut json = jobs_json(state, &project, std::slice::from_ref(&job)).await?;
     Ok(HttpResponse::Created().json(json.pop()))
 }
@@ -306,7 +321,7 @@ pub async fn cancel_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, path.into_inner(), async |s, id| {
+    job_action(&state, "job_canceled", path.into_inner(), async |s, id| {
         s.pipelines.cancel_job(id).await
     })
     .await
@@ -321,7 +336,7 @@ pub async fn retry_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, path.into_inner(), async |s, id| {
+    job_action(&state, "job_retried", path.into_inner(), async |s, id| {
         s.pipelines.retry_job(id).await
     })
     .await
@@ -336,7 +351,7 @@ pub async fn erase_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, path.into_inner(), async |s, id| {
+    job_action(&state, "job_erased", path.into_inner(), async |s, id| {
         s.artifacts.erase(id).await
     })
     .await
@@ -351,7 +366,7 @@ pub async fn play_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, path.into_inner(), async |s, id| {
+    job_action(&state, "job_played", path.into_inner(), async |s, id| {
         s.pipelines.play_job(id).await
     })
     .await

@@ -1,18 +1,21 @@
 //! Projects, pipelines and jobs through the admin API, with GitLab's REST shapes
 //! (`API::Entities::Project`, `Ci::Pipeline`, `Ci::Job`), so python-gitlab works unchanged.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::api::admin::audit::record_admin_action;
 use crate::api::admin::page_of;
 use crate::api::format_time;
 use crate::api::params::{params_of, Check, FromParams, Params, Validated};
 use crate::api::runner::payload::slug;
 use crate::auth::AdminAuth;
 use crate::db::enums::JobStatus;
-use crate::db::models::{now, Job, NewProject, Pipeline, Project, Runner};
+use crate::db::models::ci_minutes::month_start;
+use crate::db::models::project::ProjectChanges;
+use crate::db::models::{now, CiMinutesUsage, Job, NewProject, Pipeline, Project, Runner};
 use crate::error::{ApiError, ApiResult};
 use crate::service::pipelines::{NewPipelineRequest, PipelineVariable};
 use crate::AppState;
@@ -45,6 +48,7 @@ pub fn project_json(p: &Project, base: &str) -> Value {
         "namespace": { "id": 1, "name": p.namespace_path, "path": p.namespace_path, "kind": "group", "full_path": p.namespace_path },
         "shared_runners_enabled": p.shared_runners_enabled,
         "build_timeout": p.build_timeout,
+        "shared_runners_minutes_limit": p.shared_runners_minutes_limit,
         "protected_branches": serde_json::from_str::<Value>(&p.protected_branches).unwrap_or(json!([])),
         "created_at": format_time(&p.created_at),
         "last_activity_at": format_time(&p.updated_at),
@@ -146,6 +150,8 @@ pub struct CreateProjectParams {
     pub protected_branches: Option<Vec<String>>,
     pub build_timeout: Option<i64>,
     pub shared_runners_enabled: Option<bool>,
+    /// Minutes a month the project may run on instance runners; 0 or absent: no limit.
+    pub shared_runners_minutes_limit: Option<i64>,
 }
 
 impl FromParams for CreateProjectParams {
@@ -161,6 +167,7 @@ impl FromParams for CreateProjectParams {
             protected_branches: c.tags("protected_branches"),
             build_timeout: c.int("build_timeout").flatten(),
             shared_runners_enabled: c.bool("shared_runners_enabled"),
+            shared_runners_minutes_limit: c.int("shared_runners_minutes_limit").flatten(),
         };
         c.finish()?;
         if p.name.is_none() && p.path.is_none() {
@@ -200,14 +207,7 @@ pub async fn create_project(
             "can contain only letters, digits, '_', '-' and '.'. Cannot start with '-' or '.'",
         ));
     }
-    if p.build_timeout
-        .is_some_and(|t| !(600..=2_592_000).contains(&t))
-    {
-        return Err(ApiError::validation(
-            "build_timeout",
-            "needs to be between 10 minutes and 1 month",
-        ));
-    }
+    check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
     let at = now();
     let mut db = state.db.write().await?;
     let mut conn = db.conn();
@@ -233,10 +233,196 @@ pub async fn create_project(
             shared_runners_enabled: p.shared_runners_enabled.unwrap_or(true),
             created_at: at,
             updated_at: at,
+            shared_runners_minutes_limit: p.shared_runners_minutes_limit.map(|m| m as i32),
         },
     )
     .await?;
+    drop(db);
+    let details = json!({ "path_with_namespace": project.path_with_namespace() });
+    record_admin_action(&state, "project_created", "project", project.id, details).await;
     Ok(HttpResponse::Created().json(project_json(&project, &state.settings.external_url)))
+}
+
+/// GitLab's bounds: a job timeout between 10 minutes and a month; a quota not negative.
+fn check_limits(build_timeout: Option<i64>, minutes_limit: Option<i64>) -> ApiResult<()> {
+    if build_timeout.is_some_and(|t| !(600..=2_592_000).contains(&t)) {
+        return Err(ApiError::validation(
+            "build_timeout",
+            "needs to be between 10 minutes and 1 month",
+        ));
+    }
+    if minutes_limit.is_some_and(|m| !(0..=i64::from(i32::MAX)).contains(&m)) {
+        return Err(ApiError::validation(
+            "shared_runners_minutes_limit",
+            "must be greater than or equal to 0",
+        ));
+    }
+    Ok(())
+}
+
+/// Params of `PUT /projects/:id`: what is given changes, the rest stays.
+#[derive(Debug, ToSchema)]
+pub struct UpdateProjectParams {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub repository_url: Option<String>,
+    pub default_branch: Option<String>,
+    /// Branches protected besides the default branch.
+    pub protected_branches: Option<Vec<String>>,
+    pub build_timeout: Option<i64>,
+    pub shared_runners_enabled: Option<bool>,
+    /// Minutes a month on instance runners; 0 or null: no limit.
+    #[schema(nullable)]
+    pub shared_runners_minutes_limit: Option<i64>,
+}
+
+impl FromParams for UpdateProjectParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let p = UpdateProjectParams {
+            name: c.str_max("name", 255),
+            description: c.str_max("description", 2000),
+            repository_url: c.str_max("repository_url", 2048),
+            default_branch: c.str_max("default_branch", 255),
+            protected_branches: c.tags("protected_branches"),
+            build_timeout: c.int("build_timeout").flatten(),
+            shared_runners_enabled: c.bool("shared_runners_enabled"),
+            // null clears the limit as 0 does.
+            shared_runners_minutes_limit: c
+                .int("shared_runners_minutes_limit")
+                .map(|m| m.unwrap_or(0)),
+        };
+        c.finish()?;
+        if p.name.as_deref() == Some("") || p.default_branch.as_deref() == Some("") {
+            return Err(ApiError::InvalidParams(
+                "name, default_branch are empty".into(),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// Change a project's settings, its CI minutes quota among them.
+#[utoipa::path(tag = "projects", operation_id = "update_project", params(("id" = String, Path, description = "id or URL-encoded path")),
+    request_body(content = UpdateProjectParams, content_type = "application/json"),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the project"), (status = 400, description = "invalid params"),
+              (status = 404, description = "no such project")))]
+#[put("/projects/{id}")]
+pub async fn update_project(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    params: Validated<UpdateProjectParams>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let p = params.0;
+    check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
+    let changes = ProjectChanges {
+        name: p.name.clone(),
+        description: p.description.clone().map(Some),
+        repository_url: p.repository_url.clone().map(Some),
+        default_branch: p.default_branch.clone(),
+        protected_branches: p.protected_branches.as_ref().map(|b| json!(b).to_string()),
+        build_timeout: p.build_timeout.map(|t| t as i32),
+        shared_runners_enabled: p.shared_runners_enabled,
+        shared_runners_minutes_limit: p.shared_runners_minutes_limit.map(|m| Some(m as i32)),
+        updated_at: Some(now()),
+    };
+    let project = {
+        let mut db = state.db.write().await?;
+        Project::update(&mut db.conn(), project.id, &changes)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Project"))?
+    };
+    let details = json!({
+        "build_timeout": p.build_timeout,
+        "shared_runners_enabled": p.shared_runners_enabled,
+        "shared_runners_minutes_limit": p.shared_runners_minutes_limit,
+        "default_branch": p.default_branch,
+    });
+    record_admin_action(&state, "project_updated", "project", project.id, details).await;
+    Ok(HttpResponse::Ok().json(project_json(&project, &state.settings.external_url)))
+}
+
+/// A project's CI minutes by month (newest first) and by runner: running time and the
+/// minutes counted against the quota (instance runners, cost factor 1; own runners free).
+#[utoipa::path(tag = "projects", operation_id = "get_project_ci_minutes", params(("id" = String, Path, description = "id or URL-encoded path")),
+    security(("private_token" = [])),
+    responses((status = 200, description = "usage by month: `{month, minutes, shared_runners_duration, duration, jobs, runners:[…]}`"),
+              (status = 404, description = "no such project")))]
+#[get("/projects/{id}/ci_minutes_usage")]
+pub async fn ci_minutes_usage(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let rows = {
+        let mut db = state.db.read().await?;
+        CiMinutesUsage::of_project(&mut db.conn(), project.id).await?
+    };
+    Ok(HttpResponse::Ok().json(usage_by_month(&project, &rows)))
+}
+
+/// Sums usage rows (oldest first) by month, and in each month by runner.
+fn usage_by_month(project: &Project, rows: &[CiMinutesUsage]) -> Value {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Sum {
+        jobs: u64,
+        duration: f64,
+        minutes: f64,
+    }
+    impl Sum {
+        fn add(&mut self, row: &CiMinutesUsage) {
+            self.jobs += 1;
+            self.duration += row.duration_seconds;
+            self.minutes += row.minutes;
+        }
+    }
+    #[derive(Default)]
+    struct Month {
+        total: Sum,
+        /// Seconds on runners that count against the quota.
+        shared: f64,
+        runners: BTreeMap<i64, (String, Sum)>,
+    }
+    let mut months: BTreeMap<chrono::NaiveDateTime, Month> = BTreeMap::new();
+    for row in rows {
+        let month = months.entry(month_start(row.finished_at)).or_default();
+        month.total.add(row);
+        if row.cost_factor > 0.0 {
+            month.shared += row.duration_seconds;
+        }
+        month
+            .runners
+            .entry(row.runner_id)
+            .or_insert_with(|| (row.runner_type.to_string(), Sum::default()))
+            .1
+            .add(row);
+    }
+    let limit = project.shared_runners_minutes_limit.filter(|l| *l > 0);
+    let items: Vec<Value> = months
+        .into_iter()
+        .rev()
+        .map(|(start, month)| {
+            json!({
+                "month": start.format("%B").to_string(),
+                "month_iso8601": start.format("%Y-%m-%d").to_string(),
+                "minutes": month.total.minutes,
+                "shared_runners_duration": month.shared,
+                "duration": month.total.duration,
+                "jobs": month.total.jobs,
+                "shared_runners_minutes_limit": limit,
+                "runners": month.runners.into_iter().map(|(id, (runner_type, sum))| json!({
+                    "runner_id": id, "runner_type": runner_type, "jobs": sum.jobs,
+                    "duration": sum.duration, "minutes": sum.minutes,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!(items)
 }
 
 /// A project by id or URL-encoded `namespace/path`.
@@ -383,6 +569,8 @@ pub async fn create_pipeline(
         source: "api".into(),
     };
     let pipeline = state.pipelines.create(&project, request).await?;
+    let details = json!({ "project_id": project.id, "ref": pipeline.ref_, "sha": pipeline.sha });
+    record_admin_action(&state, "pipeline_created", "pipeline", pipeline.id, details).await;
     Ok(HttpResponse::Created().json(pipeline_json(
         &pipeline,
         &project,
@@ -394,5 +582,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create_project)
         .service(list_projects)
         .service(get_project)
+        .service(update_project)
+        .service(ci_minutes_usage)
         .service(create_pipeline);
 }

@@ -263,6 +263,17 @@ pub async fn create_runner(
         .runners
         .create(settings, RegistrationType::AuthenticatedUser)
         .await?;
+    let details = serde_json::json!({
+        "runner_type": created.runner.runner_type, "description": created.runner.description,
+    });
+    super::audit::record_admin_action(
+        &state,
+        "runner_created",
+        "runner",
+        created.runner.id,
+        details,
+    )
+    .await;
     Ok(HttpResponse::Created().json(RunnerRegistrationDetails {
         id: created.runner.id,
         token: created.token,
@@ -416,7 +427,24 @@ pub async fn update_runner(
             .map(|t| t.map(|t| t.clamp(0, i64::from(i32::MAX)) as i32)),
         updated_at: None,
     };
+    // What was asked to change, for the audit event (tokens never are).
+    let asked = serde_json::json!({
+        "description": changes.description,
+        "tag_list": changes.tag_list.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
+        "run_untagged": changes.run_untagged, "locked": changes.locked, "paused": changes.paused,
+        "access_level": changes.access_level, "maximum_timeout": changes.maximum_timeout,
+    });
     let updated = state.runners.update(&current, changes).await?;
+    let asked = serde_json::Value::Object(
+        asked
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+    super::audit::record_admin_action(&state, "runner_updated", "runner", updated.id, asked).await;
     Ok(HttpResponse::Ok().json(details(&state, updated).await?))
 }
 

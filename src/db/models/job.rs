@@ -266,6 +266,9 @@ impl Job {
         .set(changes)
         .execute(c)
         .await)?;
+        if n == 1 && matches!(changes.finished_at, Some(Some(_))) {
+            super::CiMinutesUsage::account(conn, id).await?;
+        }
         Ok(n == 1)
     }
 

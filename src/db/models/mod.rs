@@ -2,6 +2,7 @@
 //! backend (`C: AsyncConnection<Backend = …>` through [`crate::db_run!`]).
 
 pub mod artifact;
+pub mod ci_minutes;
 pub mod feature_flag;
 pub mod job;
 pub mod pipeline;
@@ -12,6 +13,7 @@ pub mod setting;
 pub mod trace;
 
 pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
+pub use ci_minutes::CiMinutesUsage;
 pub use feature_flag::FeatureFlag;
 pub use job::{Job, JobChanges, NewJob};
 pub use pipeline::{NewPipeline, Pipeline};

@@ -22,6 +22,8 @@ pub struct Project {
     pub shared_runners_enabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Minutes a month this project may run on instance runners; `None` or 0: no limit.
+    pub shared_runners_minutes_limit: Option<i32>,
 }
 
 #[derive(Debug, Insertable)]
@@ -38,6 +40,22 @@ pub struct NewProject<'a> {
     pub shared_runners_enabled: bool,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub shared_runners_minutes_limit: Option<i32>,
+}
+
+/// What `PUT /projects/:id` changes; `None` leaves a column as it is.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = projects)]
+pub struct ProjectChanges {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub repository_url: Option<Option<String>>,
+    pub default_branch: Option<String>,
+    pub protected_branches: Option<String>,
+    pub build_timeout: Option<i32>,
+    pub shared_runners_enabled: Option<bool>,
+    pub shared_runners_minutes_limit: Option<Option<i32>>,
+    pub updated_at: Option<NaiveDateTime>,
 }
 
 impl Project {
@@ -86,6 +104,20 @@ impl Project {
             .returning(Project::as_returning())
             .get_result(c)
             .await)
+    }
+
+    /// Applies `changes`; the project afterwards, `None` if it is gone.
+    pub async fn update(
+        conn: &mut Conn<'_>,
+        id: i64,
+        changes: &ProjectChanges,
+    ) -> QueryResult<Option<Project>> {
+        db_run!(conn, |c| diesel::update(projects::table.find(id))
+            .set(changes)
+            .returning(Project::as_returning())
+            .get_result(c)
+            .await
+            .optional())
     }
 
     /// The projects a project runner is assigned to, by id.
