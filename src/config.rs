@@ -101,6 +101,15 @@ pub struct SettingsArgs {
     /// Maximum number of database connections.
     #[arg(long, env = "RUNWAY_DATABASE_POOL_SIZE")]
     pub database_pool_size: Option<usize>,
+    /// Seconds a request waits for a database connection before answering 503.
+    #[arg(long, env = "RUNWAY_DATABASE_POOL_TIMEOUT")]
+    pub database_pool_timeout: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key_file`) instead of HTTP.
+    #[arg(long, env = "RUNWAY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[arg(long, env = "RUNWAY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Number of HTTP worker threads (default: one per core).
     #[arg(long, env = "RUNWAY_WORKERS")]
     pub workers: Option<usize>,
@@ -150,6 +159,9 @@ impl SettingsArgs {
             s3_access_key_id: self.s3_access_key_id.or(lower.s3_access_key_id),
             s3_secret_access_key: self.s3_secret_access_key.or(lower.s3_secret_access_key),
             database_pool_size: self.database_pool_size.or(lower.database_pool_size),
+            database_pool_timeout: self.database_pool_timeout.or(lower.database_pool_timeout),
+            tls_cert_file: self.tls_cert_file.or(lower.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(lower.tls_key_file),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
         }
@@ -213,6 +225,9 @@ pub struct Settings {
     pub default_artifacts_expire_in: Option<Duration>,
     pub object_store: ObjectStoreSettings,
     pub database_pool_size: usize,
+    pub database_pool_timeout: Duration,
+    /// Certificate chain and key files, when serving HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub workers: usize,
     pub log_format: LogFormat,
 }
@@ -317,6 +332,14 @@ impl Settings {
                 s3_secret_access_key: merged.s3_secret_access_key,
             },
             database_pool_size: merged.database_pool_size.unwrap_or(16).max(1),
+            database_pool_timeout: Duration::from_secs(
+                merged.database_pool_timeout.unwrap_or(5).max(1),
+            ),
+            tls: match (merged.tls_cert_file, merged.tls_key_file) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => anyhow::bail!("RUNWAY_TLS_CERT_FILE and RUNWAY_TLS_KEY_FILE go together"),
+            },
             workers: workers.max(1),
             log_format,
         })

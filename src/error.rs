@@ -178,6 +178,16 @@ impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         match err {
             diesel::result::Error::NotFound => ApiError::NotFound(None),
+            // The connection broke under the query (the database stopped or restarted): the
+            // client is told to come back, as when no connection can be had.
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection
+                | diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => {
+                tracing::warn!(error = info.message(), "database connection lost");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(anyhow::Error::new(other)),
         }
     }
@@ -187,6 +197,10 @@ impl From<crate::db::PoolError> for ApiError {
     fn from(err: crate::db::PoolError) -> Self {
         match err {
             crate::db::PoolError::Timeout => ApiError::Unavailable,
+            crate::db::PoolError::Unreachable(cause) => {
+                tracing::warn!(error = %cause, "database unreachable");
+                ApiError::Unavailable
+            }
             crate::db::PoolError::Other(cause) => ApiError::Internal(cause),
         }
     }

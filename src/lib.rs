@@ -148,12 +148,22 @@ impl Runway {
     /// Connects to the database (running migrations), binds the listener and builds the
     /// server; `.server` still has to be awaited (or spawned).
     pub async fn build(mut settings: Settings) -> anyhow::Result<Runway> {
-        let db = DbPool::connect(&settings.database_url, settings.database_pool_size).await?;
+        let db = DbPool::connect_with(
+            &settings.database_url,
+            settings.database_pool_size,
+            settings.database_pool_timeout,
+        )
+        .await?;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
         let addr = listener.local_addr()?;
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
         if settings.external_url_is_default {
-            settings.external_url = format!("http://{addr}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            settings.external_url = format!("{scheme}://{addr}");
         }
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
@@ -201,9 +211,12 @@ impl Runway {
             .workers(workers)
             // On SIGTERM/SIGINT: stop accepting, let requests in flight finish (held polls
             // are answered at once, see `shut_down_on_signals`), then stop, bounded.
-            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
-            .listen(listener)?
-            .run();
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
+        .run();
         Ok(Runway {
             addr,
             state,
@@ -211,6 +224,29 @@ impl Runway {
             server,
         })
     }
+}
+
+/// The TLS configuration from PEM files: the certificate chain (leaf first) and its key.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading a private key from {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not make a TLS configuration")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most.

@@ -71,8 +71,13 @@ fn redact_url(url: &str) -> String {
 
 fn print_banner(runway: &runway::Runway, database: &str) {
     let url = &runway.state.settings.external_url;
+    let scheme = if runway.state.settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "Runway {} listening on http://{} (database: {database})",
+        "Runway {} listening on {scheme}://{} (database: {database})",
         env!("CARGO_PKG_VERSION"),
         runway.addr
     );

@@ -33,8 +33,9 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, blocking::Blocking
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// How long a request waits for a pooled connection before answering 503.
-const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long a request waits for a pooled connection before answering 503, by default
+/// (`RUNWAY_DATABASE_POOL_TIMEOUT`); Rails' pool waits 5 s too.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -60,6 +61,9 @@ impl Backend {
 pub enum PoolError {
     #[error("timed out waiting for a database connection")]
     Timeout,
+    /// No new connection could be made: the database is down or unreachable.
+    #[error("the database is unreachable: {0}")]
+    Unreachable(anyhow::Error),
     #[error(transparent)]
     Other(anyhow::Error),
 }
@@ -70,6 +74,9 @@ impl<E: std::error::Error + Send + Sync + 'static> From<deadpool::managed::PoolE
     fn from(err: deadpool::managed::PoolError<E>) -> Self {
         match err {
             deadpool::managed::PoolError::Timeout(_) => PoolError::Timeout,
+            deadpool::managed::PoolError::Backend(e) => {
+                PoolError::Unreachable(anyhow::Error::new(e))
+            }
             other => PoolError::Other(anyhow::Error::new(other)),
         }
     }
@@ -112,13 +119,20 @@ pub enum Conn<'a> {
 impl DbPool {
     /// Opens the pool and runs pending migrations (creating the SQLite file and its folder).
     pub async fn connect(url: &str, size: usize) -> anyhow::Result<DbPool> {
+        DbPool::connect_with(url, size, POOL_WAIT).await
+    }
+
+    /// [`DbPool::connect`], with requests waiting at most `wait` for a connection.
+    pub async fn connect_with(url: &str, size: usize, wait: Duration) -> anyhow::Result<DbPool> {
         match Backend::from_url(url)? {
             Backend::Postgres => {
                 run_postgres_migrations(url).await?;
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
                 let pool = Pool::builder(manager)
                     .max_size(size)
-                    .wait_timeout(Some(POOL_WAIT))
+                    .wait_timeout(Some(wait))
+                    // A new connection to a database that is down fails, not hangs.
+                    .create_timeout(Some(wait))
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .context("building the PostgreSQL pool")?;
@@ -133,8 +147,8 @@ impl DbPool {
                     }
                 }
                 run_sqlite_migrations(&path).await?;
-                let read = sqlite_pool(&path, size.clamp(1, 8))?;
-                let write = sqlite_pool(&path, 1)?;
+                let read = sqlite_pool(&path, size.clamp(1, 8), wait)?;
+                let write = sqlite_pool(&path, 1, wait)?;
                 Ok(DbPool::Sqlite { read, write })
             }
         }
@@ -244,7 +258,7 @@ macro_rules! transaction {
     }};
 }
 
-fn sqlite_pool(path: &str, size: usize) -> anyhow::Result<Pool<SqliteConn>> {
+fn sqlite_pool(path: &str, size: usize, wait: Duration) -> anyhow::Result<Pool<SqliteConn>> {
     let mut config = ManagerConfig::<SqliteConn>::default();
     config.custom_setup = Box::new(|url| {
         let url = url.to_string();
@@ -271,7 +285,7 @@ fn sqlite_pool(path: &str, size: usize) -> anyhow::Result<Pool<SqliteConn>> {
     let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
     Pool::builder(manager)
         .max_size(size)
-        .wait_timeout(Some(POOL_WAIT))
+        .wait_timeout(Some(wait))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .context("building the SQLite pool")

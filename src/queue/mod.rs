@@ -168,6 +168,9 @@ fn can_run(
         && (!job_tags.is_empty() || runner.run_untagged)
 }
 
+/// A claimed job with its pipeline and dependencies.
+type Claimed = (Job, Pipeline, Vec<(Job, Option<JobArtifact>)>);
+
 /// How long a runner has to acknowledge a job under two-phase commit
 /// (`RUNNER_ACK_QUEUE_EXPIRY_TIME`).
 pub const ACK_TIMEOUT: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
@@ -286,21 +289,12 @@ impl Dispatcher {
                     continue;
                 }
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
-                if !self
+                let Some((job, pipeline, dependencies)) = self
                     .claim(&job, runner, manager, &token, cancel_gracefully, two_phase)
                     .await?
-                {
+                else {
                     continue; // another runner got it first
-                }
-                let mut db = self.db.read().await?;
-                let mut conn = db.conn();
-                let job = Job::find(&mut conn, job.id)
-                    .await?
-                    .ok_or(ApiError::Conflict)?;
-                let pipeline = Pipeline::find(&mut conn, job.pipeline_id)
-                    .await?
-                    .ok_or(ApiError::Conflict)?;
-                let dependencies = dependencies_of(&mut conn, &job).await?;
+                };
                 return Ok(Some(Assignment {
                     job,
                     pipeline,
@@ -313,7 +307,10 @@ impl Dispatcher {
         }
     }
 
-    /// Assigns `job` to the runner, at most once over all runners and server instances.
+    /// Assigns `job` to the runner, at most once over all runners and server instances,
+    /// and reads what the payload needs in the same transaction: once it commits, the
+    /// answer needs the database no more, so a database lost right after cannot leave the
+    /// job assigned to a runner that was never told.
     async fn claim(
         &self,
         job: &Job,
@@ -322,19 +319,19 @@ impl Dispatcher {
         token: &NewToken,
         cancel_gracefully: bool,
         two_phase: bool,
-    ) -> ApiResult<bool> {
+    ) -> ApiResult<Option<Claimed>> {
         let at = now();
         let ack_deadline = two_phase.then(|| at + ACK_TIMEOUT);
         let digest = token.digest.as_bytes().to_vec();
         let mut db = self.db.write().await?;
-        let pipeline_id = job.pipeline_id;
+        let (job_id, pipeline_id) = (job.id, job.pipeline_id);
         // PostgreSQL: lock the row, or skip it when another poll holds it (SKIP LOCKED), so
         // concurrent polls spread over the queue instead of queueing on one row. SQLite:
         // writes go through the one writer connection, so this transaction runs alone.
         // On both, the conditional UPDATE assigns the job only if it is still pending.
         let claimed = crate::transaction!(&mut db.conn(), |tx| {
             if !Job::lock_pending(tx, job.id).await? {
-                return Ok::<bool, ApiError>(false);
+                return Ok::<Option<Claimed>, ApiError>(None);
             }
             if !Job::claim(
                 tx,
@@ -348,10 +345,15 @@ impl Dispatcher {
             )
             .await?
             {
-                return Ok(false);
+                return Ok(None);
             }
             crate::service::pipelines::process(tx, pipeline_id).await?;
-            Ok(true)
+            let job = Job::find(tx, job_id).await?.ok_or(ApiError::Conflict)?;
+            let pipeline = Pipeline::find(tx, pipeline_id)
+                .await?
+                .ok_or(ApiError::Conflict)?;
+            let dependencies = dependencies_of(tx, &job).await?;
+            Ok(Some((job, pipeline, dependencies)))
         })?;
         Ok(claimed)
     }

@@ -8,6 +8,7 @@ mod artifacts;
 mod backoff;
 mod bad_input;
 mod crate_runner;
+mod faults;
 mod features;
 mod jobs;
 mod limits;

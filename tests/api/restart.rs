@@ -1,5 +1,7 @@
 //! Crash safety: the server is killed (SIGKILL) mid-job after acknowledged PATCHes and
-//! started again on the same database; the log is intact and the job can finish.
+//! started again on the same database; the log is intact and the job can finish. Killed
+//! mid-upload, no partial artifact is visible; stopped (SIGTERM) with uploads in flight,
+//! those that go on finish and stalled ones are cut within the shutdown's bound.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,5 +202,210 @@ both_backends! {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(exit.success(), "a clean exit: {exit:?}");
+    }
+}
+
+type BodySender = futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// Starts a streamed artifact upload for `job`; the returned sender feeds its body (drop
+/// it to end the upload), the task answers the status or the transport error.
+fn streamed_upload(
+    client: &Client,
+    base: &str,
+    job: &Value,
+) -> (BodySender, tokio::task::JoinHandle<Result<u16, String>>) {
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let part =
+        reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(rx)).file_name("artifacts.zip");
+    let request = client
+        .post(format!(
+            "{base}/api/v4/jobs/{}/artifacts?artifact_type=archive&artifact_format=zip",
+            job["id"]
+        ))
+        .header("Job-Token", job["token"].as_str().unwrap_or_default())
+        .multipart(reqwest::multipart::Form::new().part("file", part));
+    let task = tokio::spawn(async move {
+        request
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    });
+    (tx, task)
+}
+
+async fn feed(
+    tx: &mut futures::channel::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    data: &[u8],
+) {
+    use futures::SinkExt;
+    for chunk in data.chunks(64 * 1024) {
+        tx.send(Ok(chunk.to_vec()))
+            .await
+            .expect("the upload takes more");
+    }
+}
+
+fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            (i as u64)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed as u64) as u8
+        })
+        .collect()
+}
+
+/// Files under `dir` that an artifact of `job_id` could be read from (finished uploads;
+/// the object store's staging files carry a `#`).
+fn stored_files(dir: &std::path::Path, job_id: i64) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().contains(&format!("jobs/{job_id}/"))
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains('#'))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Project, runner and one running job per pipeline asked for.
+async fn running_jobs(client: &Client, base: &str, count: usize) -> (Value, Vec<Value>) {
+    let (_, project) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{base}/api/v4/projects"),
+        json!({ "name": "app" }),
+    )
+    .await;
+    let (_, runner) = call(
+        client,
+        reqwest::Method::POST,
+        format!("{base}/api/v4/user/runners"),
+        json!({ "runner_type": "instance_type" }),
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for _ in 0..count {
+        let (status, _) = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/api/v4/projects/{}/pipeline", project["id"]),
+            json!({ "ref": "main", "ci_config": "a: { script: x }" }),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let (status, job) = call(
+            client,
+            reqwest::Method::POST,
+            format!("{base}/api/v4/jobs/request"),
+            json!({ "token": runner["token"] }),
+        )
+        .await;
+        assert_eq!(status, 201, "{job}");
+        jobs.push(job);
+    }
+    (project, jobs)
+}
+
+async fn admin_artifact(
+    client: &Client,
+    base: &str,
+    project: &Value,
+    job: &Value,
+) -> (u16, Vec<u8>) {
+    let r = client
+        .get(format!(
+            "{base}/api/v4/projects/{}/jobs/{}/artifacts",
+            project["id"], job["id"]
+        ))
+        .header("PRIVATE-TOKEN", ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("download");
+    (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+}
+
+both_backends! {
+    async fn a_server_killed_mid_upload_shows_no_partial_artifact(backend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = database(backend, dir.path()).await;
+        let client = Client::new();
+        let server = start(&database_url, dir.path()).await;
+        let (project, jobs) = running_jobs(&client, &server.base, 1).await;
+        let job = &jobs[0];
+        let (mut tx, upload) = streamed_upload(&client, &server.base, job);
+        feed(&mut tx, &pseudo_random(2 << 20, 1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(server); // SIGKILL mid-upload
+        let answer = upload.await.expect("join");
+        assert!(answer != Ok(201), "the upload cannot have been accepted: {answer:?}");
+        drop(tx);
+
+        let server = start(&database_url, dir.path()).await;
+        let (status, _) = admin_artifact(&client, &server.base, &project, job).await;
+        assert_eq!(status, 404, "no artifact after the crash");
+        assert_eq!(stored_files(dir.path(), job["id"].as_i64().unwrap_or_default()), Vec::<std::path::PathBuf>::new());
+        // The runner uploads again, whole, and that is what is kept.
+        let data = pseudo_random(3 << 20, 2);
+        let (mut tx, upload) = streamed_upload(&client, &server.base, job);
+        feed(&mut tx, &data).await;
+        drop(tx);
+        assert_eq!(upload.await.expect("join"), Ok(201));
+        let (status, body) = admin_artifact(&client, &server.base, &project, job).await;
+        assert_eq!(status, 200);
+        assert!(body == data, "the stored artifact is the second upload, byte for byte");
+    }
+
+    async fn sigterm_finishes_uploads_in_flight_and_aborts_stalled_ones(backend) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database_url = database(backend, dir.path()).await;
+        let client = Client::new();
+        let mut server = start(&database_url, dir.path()).await;
+        let (project, jobs) = running_jobs(&client, &server.base, 2).await;
+        let data = pseudo_random(2 << 20, 3);
+        let (mut finishing, finished) = streamed_upload(&client, &server.base, &jobs[0]);
+        let (mut stalled, aborted) = streamed_upload(&client, &server.base, &jobs[1]);
+        feed(&mut finishing, &data[..1 << 20]).await;
+        feed(&mut stalled, &data[..1 << 20]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let signalled = Instant::now();
+        let killed = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+        assert!(killed.success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The upload in flight goes on to its end and is accepted.
+        feed(&mut finishing, &data[1 << 20..]).await;
+        drop(finishing);
+        assert_eq!(finished.await.expect("join"), Ok(201), "an upload in flight at SIGTERM finishes");
+        // The stalled one is cut when the shutdown's bound is reached; the server exits.
+        let deadline = signalled + Duration::from_secs(runway::SHUTDOWN_TIMEOUT_SECS + 5);
+        loop {
+            if server.child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let answer = aborted.await.expect("join");
+        assert!(answer != Ok(201), "a stalled upload is not accepted: {answer:?}");
+        drop(stalled);
+
+        let server = start(&database_url, dir.path()).await;
+        let (status, body) = admin_artifact(&client, &server.base, &project, &jobs[0]).await;
+        assert_eq!(status, 200);
+        assert!(body == data, "the finished upload is kept whole");
+        let (status, _) = admin_artifact(&client, &server.base, &project, &jobs[1]).await;
+        assert_eq!(status, 404, "the aborted upload left no artifact");
+        assert_eq!(stored_files(dir.path(), jobs[1]["id"].as_i64().unwrap_or_default()), Vec::<std::path::PathBuf>::new());
     }
 }

@@ -126,6 +126,25 @@ impl TestAppBuilder {
         self
     }
 
+    /// A database of the test's own (e.g. a PostgreSQL server it stops and starts).
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_string());
+        self
+    }
+
+    pub fn pool(mut self, size: usize, timeout_seconds: u64) -> Self {
+        self.args.database_pool_size = Some(size);
+        self.args.database_pool_timeout = Some(timeout_seconds);
+        self
+    }
+
+    /// HTTPS with this certificate chain and key (PEM files).
+    pub fn tls(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        self.args.tls_cert_file = Some(cert.to_path_buf());
+        self.args.tls_key_file = Some(key.to_path_buf());
+        self
+    }
+
     pub fn without_registration_token(mut self) -> Self {
         self.args.registration_token = None;
         self
@@ -147,7 +166,7 @@ impl TestAppBuilder {
         let runway = runway::Runway::build(settings)
             .await
             .expect("server starts");
-        let base = format!("http://{}", runway.addr);
+        let base = runway.state.settings.external_url.clone();
         let handle = runway.server.handle();
         tokio::spawn(runway.server);
         TestApp {
