@@ -38,7 +38,8 @@ impl Params {
         }
     }
 
-    fn from_query(query: &str) -> ApiResult<Params> {
+    /// Params from a query string (or a form body: the same encoding, Rack's nesting).
+    pub fn from_query(query: &str) -> ApiResult<Params> {
         let mut map = Map::new();
         merge_form(&mut map, query.as_bytes())?;
         Ok(Params(map))

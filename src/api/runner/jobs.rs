@@ -243,11 +243,15 @@ pub async fn update_job(
 /// The start of `Content-Range: <start>-<end>`; GitLab ignores the end (clients disagree
 /// on whether it is inclusive) and uses the body's length.
 fn range_start(req: &HttpRequest) -> ApiResult<i64> {
-    let header = req
-        .headers()
+    req.headers()
         .get("Content-Range")
         .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::MissingHeader("Content-Range"))?;
+        .and_then(content_range_start)
+        .ok_or(ApiError::MissingHeader("Content-Range"))
+}
+
+/// The start offset of a `Content-Range` value (`[bytes] <start>-<end>`), if it has one.
+pub fn content_range_start(header: &str) -> Option<i64> {
     let start = header
         .trim()
         .trim_start_matches("bytes")
@@ -255,11 +259,7 @@ fn range_start(req: &HttpRequest) -> ApiResult<i64> {
         .split('-')
         .next()
         .unwrap_or("");
-    start
-        .parse::<i64>()
-        .ok()
-        .filter(|s| *s >= 0)
-        .ok_or(ApiError::MissingHeader("Content-Range"))
+    start.parse::<i64>().ok().filter(|s| *s >= 0)
 }
 
 /// Append to the job log at `Content-Range`'s start. 202 with `Range: 0-<size>`; 416 with

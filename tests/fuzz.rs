@@ -1,0 +1,291 @@
+//! Bounded fuzzing (proptest) of what clients send that Runway parses: `.gitlab-ci.yml`,
+//! `rules:if` expressions, durations, `Content-Range`, query strings and form bodies, and
+//! the JSON params of every route. None may panic; each answers a value or a clear error.
+//! Cases per property: `RUNWAY_FUZZ_CASES` (default 2,000; well under a second each).
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use runway::api::params::{FromParams, Params};
+use runway::ci::config::{plan, RuleScope};
+use serde_json::{Map, Value};
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("RUNWAY_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(2_000);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Words `.gitlab-ci.yml` gives meaning to, so generated documents reach deep into the
+/// loader instead of stopping at the first unknown key.
+const KEYWORDS: &[&str] = &[
+    "stages",
+    "variables",
+    "default",
+    "workflow",
+    "rules",
+    "image",
+    "services",
+    "before_script",
+    "script",
+    "after_script",
+    "stage",
+    "tags",
+    "when",
+    "allow_failure",
+    "exit_codes",
+    "needs",
+    "dependencies",
+    "artifacts",
+    "paths",
+    "expire_in",
+    "reports",
+    "cache",
+    "key",
+    "timeout",
+    "retry",
+    "max",
+    "interruptible",
+    "extends",
+    "parallel",
+    "matrix",
+    "if",
+    "changes",
+    "job",
+    ".hidden",
+    "build",
+    "test",
+    "manual",
+    "always",
+    "on_failure",
+    "on_success",
+    "name",
+    "untracked",
+    "exclude",
+    "fallback_keys",
+    "policy",
+    "dotenv",
+    "variables",
+    "value",
+];
+
+/// A YAML-ish value: scalars of every kind, and nested mappings and lists keyed mostly by
+/// keywords.
+fn yaml_value() -> impl Strategy<Value = serde_yaml::Value> {
+    let scalar = prop_oneof![
+        Just(serde_yaml::Value::Null),
+        any::<bool>().prop_map(serde_yaml::Value::Bool),
+        any::<i64>().prop_map(|n| serde_yaml::Value::Number(n.into())),
+        any::<f64>().prop_map(|n| serde_yaml::Value::Number(n.into())),
+        prop::sample::select(KEYWORDS).prop_map(|k| serde_yaml::Value::String(k.to_string())),
+        "[ -~]{0,24}".prop_map(serde_yaml::Value::String),
+        "\\$[A-Z_]{1,8} (==|!=|=~) (\"[a-z]*\"|/[a-z.*]*/|null)"
+            .prop_map(serde_yaml::Value::String),
+        "[0-9]{1,4} ?(s|sec|seconds|m|min|minutes|h|hours|d|days|weeks|mo|months|y|years)?"
+            .prop_map(serde_yaml::Value::String),
+    ];
+    scalar.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(serde_yaml::Value::Sequence),
+            prop::collection::vec((prop::sample::select(KEYWORDS), inner), 0..6).prop_map(
+                |entries| {
+                    serde_yaml::Value::Mapping(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (serde_yaml::Value::String(k.to_string()), v))
+                            .collect(),
+                    )
+                }
+            ),
+        ]
+    })
+}
+
+/// A JSON value of any shape, with the extremes parsers trip on.
+fn json_value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".{0,40}".prop_map(Value::String),
+        "[0-9a-z_-]{0,12}".prop_map(Value::String),
+    ];
+    scalar.prop_recursive(3, 24, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::hash_map("[a-z_]{1,10}", inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Keys the routes read, so values land where parsing happens.
+const PARAM_KEYS: &[&str] = &[
+    "token",
+    "description",
+    "info",
+    "name",
+    "version",
+    "revision",
+    "platform",
+    "architecture",
+    "executor",
+    "features",
+    "config",
+    "gpus",
+    "active",
+    "paused",
+    "locked",
+    "run_untagged",
+    "tag_list",
+    "access_level",
+    "maximum_timeout",
+    "maintenance_note",
+    "system_id",
+    "last_update",
+    "state",
+    "failure_reason",
+    "exit_code",
+    "checksum",
+    "output",
+    "bytesize",
+    "trace",
+    "artifact_type",
+    "artifact_format",
+    "expire_in",
+    "direct_download",
+    "runner_type",
+    "project_id",
+    "group_id",
+    "ref",
+    "sha",
+    "variables",
+    "ci_config",
+    "path",
+    "namespace",
+    "repository_url",
+    "default_branch",
+    "protected_branches",
+    "build_timeout",
+    "shared_runners_enabled",
+    "shared_runners_minutes_limit",
+    "value",
+    "feature_group",
+    "user",
+    "runner",
+    "namespace",
+    "project",
+    "key",
+    "jobs_running",
+];
+
+fn params() -> impl Strategy<Value = Params> {
+    prop::collection::vec((prop::sample::select(PARAM_KEYS), json_value()), 0..12).prop_map(
+        |entries| {
+            let mut map = Map::new();
+            for (k, v) in entries {
+                map.insert(k.to_string(), v);
+            }
+            Params(map)
+        },
+    )
+}
+
+/// Parses `params` as every route's params type: an answer each, never a panic.
+fn parse_everywhere(params: &Params) {
+    use runway::api::admin::{features, projects, runners as admin_runners};
+    use runway::api::runner::{artifacts, jobs, runners};
+    let _ = features::SetFeatureParams::from_params(params);
+    let _ = admin_runners::CreateRunnerParams::from_params(params);
+    let _ = admin_runners::UpdateRunnerParams::from_params(params);
+    let _ = projects::CreateProjectParams::from_params(params);
+    let _ = projects::UpdateProjectParams::from_params(params);
+    let _ = projects::CreatePipelineParams::from_params(params);
+    let _ = jobs::JobRequestParams::from_params(params);
+    let _ = jobs::UpdateJobParams::from_params(params);
+    let _ = runners::RegisterParams::from_params(params);
+    let _ = runners::TokenParams::from_params(params);
+    let _ = runners::VerifyParams::from_params(params);
+    let _ = runners::ManagerParams::from_params(params);
+    let _ = artifacts::DownloadParams::from_params(params);
+}
+
+fn scope() -> RuleScope {
+    RuleScope {
+        predefined: HashMap::from([
+            ("CI_COMMIT_REF_NAME".to_string(), "main".to_string()),
+            ("CI_PIPELINE_SOURCE".to_string(), "api".to_string()),
+        ]),
+        user: HashMap::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn ci_config_from_arbitrary_text(text in ".{0,400}") {
+        let _ = plan(&text, &scope());
+    }
+
+    #[test]
+    fn ci_config_from_keyword_documents(doc in prop::collection::vec((prop::sample::select(KEYWORDS), yaml_value()), 0..8)) {
+        let mapping: serde_yaml::Mapping = doc
+            .into_iter()
+            .map(|(k, v)| (serde_yaml::Value::String(k.to_string()), v))
+            .collect();
+        let text = serde_yaml::to_string(&mapping).expect("yaml");
+        let _ = plan(&text, &scope());
+    }
+
+    #[test]
+    fn rules_expressions(expression in "[ -~]{0,60}", value in "[ -~]{0,12}") {
+        let vars = HashMap::from([("CI_COMMIT_BRANCH".to_string(), value)]);
+        let _ = runway::ci::expr::evaluate(&expression, &vars);
+    }
+
+    #[test]
+    fn durations(text in ".{0,40}") {
+        if let Some(seconds) = runway::ci::duration::parse_seconds(&text) {
+            prop_assert!(seconds >= 0, "{text:?} gave {seconds}");
+        }
+    }
+
+    #[test]
+    fn durations_in_words(n in 0i64..100_000, unit in prop::sample::select(&[("seconds", 1i64), ("minutes", 60), ("hours", 3_600), ("days", 86_400)][..])) {
+        let text = format!("{n} {}", unit.0);
+        prop_assert_eq!(runway::ci::duration::parse_seconds(&text), Some(n * unit.1));
+    }
+
+    #[test]
+    fn content_range_headers(header in ".{0,40}") {
+        if let Some(start) = runway::api::runner::jobs::content_range_start(&header) {
+            prop_assert!(start >= 0);
+        }
+    }
+
+    #[test]
+    fn content_range_starts(start in 0i64..i64::MAX, len in 0i64..1_000_000, prefix in prop::bool::ANY) {
+        let header = format!("{}{start}-{}", if prefix { "bytes " } else { "" }, start.saturating_add(len));
+        prop_assert_eq!(runway::api::runner::jobs::content_range_start(&header), Some(start));
+    }
+
+    #[test]
+    fn query_strings_and_form_bodies(text in "([a-z_\\[\\]]{0,12}=[ -~]{0,12}&?){0,8}", raw in ".{0,80}") {
+        let _ = Params::from_query(&text);
+        let _ = Params::from_query(&raw);
+    }
+
+    #[test]
+    fn json_params_of_every_route(params in params()) {
+        parse_everywhere(&params);
+    }
+}
