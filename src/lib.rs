@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod ci;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod observability;
 pub mod queue;
 pub mod service;
+pub mod testing;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
