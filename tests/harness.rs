@@ -1,6 +1,9 @@
 //! `runway::testing` used the way a runner's own test suite would: only its public API,
 //! a runner built on the `gitlab-runner` crate (tests/harness/runner.rs) and plain HTTP.
+//! Then `runway pipeline run` and `runway runners …`, the real binary, against it.
 
+#[path = "harness/cli.rs"]
+mod cli;
 #[path = "harness/runner.rs"]
 mod runner;
 #[path = "common/shell_runner.rs"]
