@@ -128,8 +128,9 @@ async fn pipeline_run_streams_the_logs_and_exits_by_status() {
         out.stderr
     );
     assert!(
-        stdout
-            .contains("[unit] about to fail\n[unit] $ exit 3\n[unit] exit status 3\n==> unit (job "),
+        stdout.contains(
+            "[unit] about to fail\n[unit] $ exit 3\n[unit] exit status 3\n==> unit (job "
+        ),
         "{stdout}"
     );
     // The crate sends no failure reason: GitLab's default stands.
