@@ -4,6 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod ci;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -11,6 +13,7 @@ pub mod metrics;
 pub mod observability;
 pub mod queue;
 pub mod service;
+pub mod testing;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -50,6 +53,8 @@ pub struct AppState {
     pub limits: service::limits::Limits,
     pub admin_digest: TokenDigest,
     pub registration_digest: Option<TokenDigest>,
+    /// Faults armed by the test harness (`runway::testing`); none otherwise.
+    pub faults: Arc<api::faults::Faults>,
 }
 
 /// Registers every documented route on `app`; used for the server and for the document.
@@ -97,6 +102,7 @@ pub fn build_app(
         InitError = (),
     >,
 > {
+    let faults = api::faults::InjectFaults(state.faults.clone());
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
     app.default_service(web::to(|req: actix_web::HttpRequest| async move {
         // A documented path asked with another method: Grape's 405 and `Allow`.
@@ -107,6 +113,7 @@ pub fn build_app(
             None => Err::<HttpResponse, _>(ApiError::RouteNotFound),
         }
     }))
+    .wrap(faults)
     .wrap(NormalizePath::trim())
     .wrap(from_fn(observability::request_context))
 }
@@ -198,6 +205,7 @@ impl Runway {
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
+            faults: Default::default(),
             db,
             settings,
         });

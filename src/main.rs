@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use runway::cli;
 use runway::config::{Settings, SettingsArgs};
 
 /// Runway: GitLab's runner API without GitLab.
@@ -30,6 +31,11 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Pipelines on a running server: run one from a file and stream its logs, follow,
+    /// list, show, cancel, retry.
+    Pipeline(runway::cli::pipeline::PipelineArgs),
+    /// Runners on a running server: create (prints the glrt- token), list, show, delete.
+    Runners(runway::cli::runners::RunnersArgs),
 }
 
 #[tokio::main]
@@ -53,8 +59,17 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Openapi => println!("{}", runway::api::openapi::json()),
+        Command::Pipeline(args) => exit(cli::run(cli::pipeline::command(args)).await),
+        Command::Runners(args) => exit(cli::run(cli::runners::command(args)).await),
     }
     Ok(())
+}
+
+/// Ends the process with `code`, standard output written out first.
+fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 /// The URL without a password, for printing.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod docs;
+pub mod faults;
 pub mod health;
 pub mod openapi;
 pub mod params;

@@ -1,7 +1,5 @@
-//! A custom runner written with the `gitlab-runner` crate (crates.io, pinned in
-//! Cargo.toml's dev-dependencies), as its users write one: a `JobHandler` that runs each
-//! script line with `sh`, unpacks the artifacts of the jobs it depends on, and offers the
-//! files of its build folder for upload. It runs a pipeline against Runway.
+//! A custom runner written with the `gitlab-runner` crate, as its users write one (its
+//! shell `JobHandler` is in tests/common/shell_runner.rs), runs a pipeline against Runway.
 //!
 //! What this client does: a `glrt-` token used as is (no register call), `system_id`
 //! generated, a handful of features, trace patches with an inclusive `Content-Range`, the
@@ -9,20 +7,16 @@
 //! 30 s, cancel learned from `Job-Status: canceled`, artifacts zipped and uploaded as a
 //! multipart form with `expire_in` as a form field.
 
-use std::borrow::Cow;
-use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gitlab_runner::job::Job;
-use gitlab_runner::{GitlabLayer, JobHandler, JobResult, Phase, RunnerBuilder, UploadableFile};
+use gitlab_runner::{GitlabLayer, RunnerBuilder};
 use reqwest::Method;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 use tracing_subscriber::prelude::*;
 
 use crate::helpers::e2e::{finished_pipeline, job, names_and_statuses, pipeline_jobs, trace};
 use crate::helpers::{both_backends, statuses, TestApp};
+use crate::shell_runner::ShellJob;
 
 const PIPELINE: &str = r#"
 stages: [build, test, last]
@@ -58,121 +52,6 @@ ticking:
   script:
     - for i in $(seq 1 30); do echo tick $i; sleep 1; done; touch MARKER
 "#;
-
-/// A file of the build folder, offered for upload under its path relative to that folder.
-struct BuildFile {
-    relative: String,
-    path: PathBuf,
-}
-
-#[async_trait::async_trait]
-impl UploadableFile for BuildFile {
-    type Data<'a> = futures::io::Cursor<Vec<u8>>;
-
-    fn get_path(&self) -> Cow<'_, str> {
-        Cow::Borrowed(&self.relative)
-    }
-
-    async fn get_data(&self) -> Result<Self::Data<'_>, ()> {
-        tokio::fs::read(&self.path)
-            .await
-            .map(futures::io::Cursor::new)
-            .map_err(|_| ())
-    }
-}
-
-/// The custom runner's job handler: `sh -c` for each line, in the job's build folder.
-struct ShellJob {
-    job: Job,
-}
-
-impl ShellJob {
-    async fn new(job: Job) -> Result<Self, ()> {
-        // Unpack the artifacts of the jobs this one depends on, as the Go runner does.
-        for dependency in job.dependencies() {
-            let Some(mut artifact) = dependency.download().await.map_err(|e| {
-                job.trace(format!("download of {} failed: {e}\n", dependency.name()));
-            })?
-            else {
-                continue;
-            };
-            let names: Vec<String> = artifact.file_names().map(str::to_string).collect();
-            for name in names {
-                let mut file = artifact.file(&name).ok_or(())?;
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map_err(|_| ())?;
-                let target = job.build_dir().join(&name);
-                if let Some(parent) = target.parent() {
-                    std::fs::create_dir_all(parent).map_err(|_| ())?;
-                }
-                std::fs::write(&target, bytes).map_err(|_| ())?;
-            }
-            job.trace(format!("unpacked the artifacts of {}\n", dependency.name()));
-        }
-        Ok(ShellJob { job })
-    }
-}
-
-#[async_trait::async_trait]
-impl JobHandler<BuildFile> for ShellJob {
-    async fn step(&mut self, script: &[String], _phase: Phase) -> JobResult {
-        for line in script {
-            self.job.trace(format!("$ {line}\n"));
-            // Output goes to the log as it comes, so that the server's answers (and a
-            // cancel) arrive while the command runs.
-            let mut child = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("exec 2>&1\n{line}"))
-                .current_dir(self.job.build_dir())
-                .stdout(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|_| ())?;
-            let mut stdout = child.stdout.take().ok_or(())?;
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let n = stdout.read(&mut buffer).await.map_err(|_| ())?;
-                if n == 0 {
-                    break;
-                }
-                self.job.trace(&buffer[..n]);
-            }
-            let status = child.wait().await.map_err(|_| ())?;
-            if !status.success() {
-                self.job
-                    .trace(format!("exit status {}\n", status.code().unwrap_or(-1)));
-                return Err(());
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_uploadable_files(
-        &mut self,
-    ) -> Result<Box<dyn Iterator<Item = BuildFile> + Send>, ()> {
-        let root = self.job.build_dir().to_path_buf();
-        let mut files = Vec::new();
-        collect_files(&root, &root, &mut files);
-        Ok(Box::new(files.into_iter()))
-    }
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<BuildFile>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(root, &path, out);
-        } else if let Ok(relative) = path.strip_prefix(root) {
-            out.push(BuildFile {
-                relative: relative.to_string_lossy().into_owned(),
-                path,
-            });
-        }
-    }
-}
 
 both_backends! {
     async fn gitlab_runner_crate_runs_a_pipeline(backend) {

@@ -2,6 +2,8 @@
 //! PostgreSQL (`RUNWAY_TEST_DATABASE_URL`, which `scripts/test.sh` provides).
 
 mod helpers;
+#[path = "../common/shell_runner.rs"]
+mod shell_runner;
 
 mod admin_runners;
 mod artifacts;
