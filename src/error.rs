@@ -174,17 +174,33 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Whether a database error says the connection went away rather than that the query was
+/// wrong: closed or unwritable, or PostgreSQL ending it as it stops or restarts (SQLSTATE
+/// class 57: `terminating connection due to administrator command`, `the database system
+/// is shutting down`; diesel reports those with their message only).
+fn connection_lost(
+    kind: &diesel::result::DatabaseErrorKind,
+    info: &dyn diesel::result::DatabaseErrorInformation,
+) -> bool {
+    use diesel::result::DatabaseErrorKind::{ClosedConnection, UnableToSendCommand, Unknown};
+    match kind {
+        ClosedConnection | UnableToSendCommand => true,
+        Unknown => {
+            let message = info.message();
+            message.starts_with("terminating connection")
+                || message.starts_with("the database system is")
+        }
+        _ => false,
+    }
+}
+
 impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         match err {
             diesel::result::Error::NotFound => ApiError::NotFound(None),
             // The connection broke under the query (the database stopped or restarted): the
             // client is told to come back, as when no connection can be had.
-            diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::ClosedConnection
-                | diesel::result::DatabaseErrorKind::UnableToSendCommand,
-                info,
-            ) => {
+            diesel::result::Error::DatabaseError(kind, info) if connection_lost(&kind, &*info) => {
                 tracing::warn!(error = info.message(), "database connection lost");
                 ApiError::Unavailable
             }
@@ -210,6 +226,32 @@ impl From<crate::db::PoolError> for ApiError {
 mod tests {
     use super::*;
     use actix_web::body::to_bytes;
+
+    #[test]
+    fn a_lost_database_connection_is_unavailable_not_internal() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let error = |kind, message: &str| Error::DatabaseError(kind, Box::new(message.to_string()));
+        for lost in [
+            error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            error(
+                DatabaseErrorKind::Unknown,
+                "the database system is shutting down",
+            ),
+            error(
+                DatabaseErrorKind::ClosedConnection,
+                "server closed the connection",
+            ),
+        ] {
+            assert!(matches!(ApiError::from(lost), ApiError::Unavailable));
+        }
+        let wrong = error(DatabaseErrorKind::Unknown, "column \"x\" does not exist");
+        assert!(matches!(ApiError::from(wrong), ApiError::Internal(_)));
+        let unique = error(DatabaseErrorKind::UniqueViolation, "terminating connection");
+        assert!(matches!(ApiError::from(unique), ApiError::Internal(_)));
+    }
 
     async fn render(err: ApiError) -> (u16, String) {
         let response = err.error_response();

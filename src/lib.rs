@@ -257,14 +257,19 @@ fn tls_config(
     Ok(config)
 }
 
-/// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most.
+/// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most, until
+/// the server stops.
 fn spawn_reaper(state: web::Data<AppState>) {
     let period = (state.settings.stuck_job_timeout / 4).min(std::time::Duration::from_secs(30));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                // The server is stopping: no more passes (and the state is let go).
+                _ = state.queue.closed() => return,
+            }
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
                 tracing::error!(error = %e, "reaping stuck jobs failed");
             }

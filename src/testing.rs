@@ -618,9 +618,9 @@ impl TestServer {
     }
 }
 
-/// Removes the data folder. Retried: the server's periodic pass (at its start, then every
-/// 30 s) may be writing to the database for a few more milliseconds, re-creating a file
-/// between the removal of the files and that of the folder.
+/// Removes the data folder. Retried: the server's periodic pass stops when the queue
+/// closes, but a pass under way may write to the database for a few more milliseconds,
+/// re-creating a file between the removal of the files and that of the folder.
 fn remove_folder(dir: tempfile::TempDir) {
     let path = dir.keep();
     for _ in 0..50 {

@@ -56,6 +56,19 @@ impl Queue {
         self.changed.notify_waiters();
     }
 
+    /// Resolves once [`Queue::close`] was called (background tasks stop with the server).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.closing.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Job requests held open waiting for a change, now.
     pub fn held(&self) -> i64 {
         self.held.load(Ordering::Relaxed)
@@ -441,4 +454,31 @@ pub async fn dependencies_of(
             (j, archive)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn closed_resolves_on_close_only() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(50)));
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.closed().await }
+        });
+        // Bumps wake waiters but are not a close.
+        queue.bump_local();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        queue.close();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("closed() resolves after close()")
+            .expect("join");
+        // Once closed, it resolves at once.
+        tokio::time::timeout(Duration::from_secs(5), queue.closed())
+            .await
+            .expect("already closed");
+    }
 }
