@@ -1,0 +1,605 @@
+//! Runway side by side with two baselines, in one run, on 127.0.0.1 only:
+//!
+//! - bare: an actix-web server answering 204 on `POST /api/v4/jobs/request` (the
+//!   framework's ceiling for the empty poll);
+//! - mock: the `gitlab-runner-mock` crate (an in-memory peer of the runner endpoints,
+//!   served by wiremock);
+//! - Runway on SQLite and on PostgreSQL (the release binary, `runway serve`).
+//!
+//! Every server runs in its own process (the baselines are this binary re-executed with a
+//! mode argument), so the RSS figures are the server's alone. PostgreSQL comes from
+//! `RUNWAY_BENCH_DATABASE_URL`, else `scripts/pg.sh` starts a throwaway one and it is
+//! stopped at the end; without either its column is n/a.
+//!
+//! Sizes (defaults are the full figures; `RUNWAY_BENCH_SCALE=0.1` makes a quick run):
+//! `RUNWAY_BENCH_POLL_SECONDS` (5), `RUNWAY_BENCH_DISPATCH_JOBS` (10000),
+//! `RUNWAY_BENCH_PICKUP_JOBS` (1000), `RUNWAY_BENCH_TRACE_PATCHES` (512 per job, 4 jobs),
+//! `RUNWAY_BENCH_ARTIFACT_BYTES` (1 GiB), `RUNWAY_BENCH_HELD_POLLS` (10000).
+//!
+//! Run: `cargo bench --bench compare` (Linux).
+
+#[path = "compare/baselines.rs"]
+mod baselines;
+mod common;
+#[path = "compare/load.rs"]
+mod load;
+#[path = "compare/runway.rs"]
+mod runway;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use baselines::{Mock, BARE_MODE, MOCK_MODE};
+use common::{artifact_form, drain, measure, mib, Transfer};
+use load::{drain_queue, poll_load, trace_append, Conn, Drained, TraceLoad};
+
+/// One log PATCH.
+const TRACE_PATCH_BYTES: usize = 64 * 1024;
+
+pub struct Sizes {
+    pub warmup: Duration,
+    pub poll_window: Duration,
+    pub poll_runners: usize,
+    pub dispatch_jobs: usize,
+    pub dispatch_runners: usize,
+    pub pickup_jobs: usize,
+    pub trace_jobs: usize,
+    pub trace_patches: usize,
+    pub artifact_bytes: u64,
+    pub held_polls: usize,
+    /// The longest one figure's load may run.
+    pub limit: Duration,
+}
+
+impl Sizes {
+    fn from_env() -> Sizes {
+        let scale: f64 = var("RUNWAY_BENCH_SCALE").unwrap_or(1.0);
+        let scaled = |name: &str, full: f64| -> f64 {
+            var(name).unwrap_or_else(|| (full * scale).max(1.0).round())
+        };
+        Sizes {
+            warmup: Duration::from_secs(1),
+            poll_window: Duration::from_secs_f64(scaled("RUNWAY_BENCH_POLL_SECONDS", 5.0)),
+            poll_runners: 64,
+            dispatch_jobs: scaled("RUNWAY_BENCH_DISPATCH_JOBS", 10_000.0) as usize,
+            dispatch_runners: 50,
+            pickup_jobs: scaled("RUNWAY_BENCH_PICKUP_JOBS", 1000.0) as usize,
+            trace_jobs: 4,
+            trace_patches: scaled("RUNWAY_BENCH_TRACE_PATCHES", 512.0) as usize,
+            artifact_bytes: scaled("RUNWAY_BENCH_ARTIFACT_BYTES", (1u64 << 30) as f64) as u64,
+            held_polls: scaled("RUNWAY_BENCH_HELD_POLLS", 10_000.0) as usize,
+            limit: Duration::from_secs(600),
+        }
+    }
+
+    pub fn trace_bytes_per_job(&self) -> u64 {
+        (self.trace_patches * TRACE_PATCH_BYTES) as u64
+    }
+}
+
+fn var(name: &str) -> Option<f64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The rows of the table, in order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Row {
+    Poll,
+    PollLatency,
+    PollRatio,
+    PollDb,
+    Dispatch,
+    DispatchDistinct,
+    Pickup,
+    Trace,
+    TraceP99,
+    Upload,
+    Download,
+    ArtifactRss,
+    IdleRss,
+    HeldRss,
+}
+
+impl Row {
+    const ALL: [Row; 14] = [
+        Row::Poll,
+        Row::PollLatency,
+        Row::PollRatio,
+        Row::PollDb,
+        Row::Dispatch,
+        Row::DispatchDistinct,
+        Row::Pickup,
+        Row::Trace,
+        Row::TraceP99,
+        Row::Upload,
+        Row::Download,
+        Row::ArtifactRss,
+        Row::IdleRss,
+        Row::HeldRss,
+    ];
+
+    fn label(self, sizes: &Sizes) -> String {
+        match self {
+            Row::Poll => format!("1 empty poll, {} runners, req/s", sizes.poll_runners),
+            Row::PollLatency => "1 empty poll p50 / p99 ms".into(),
+            Row::PollRatio => "1 empty poll / bare".into(),
+            Row::PollDb => "1 poll without last_update, req/s".into(),
+            Row::Dispatch => format!(
+                "2 dispatch {} jobs, {} runners, jobs/s",
+                sizes.dispatch_jobs, sizes.dispatch_runners
+            ),
+            Row::DispatchDistinct => "2 distinct / assigned".into(),
+            Row::Pickup => format!("3 pickup p50 / p99 ms ({} jobs)", sizes.pickup_jobs),
+            Row::Trace => format!(
+                "4 trace {} x {} x 64 KiB, MB/s",
+                sizes.trace_jobs, sizes.trace_patches
+            ),
+            Row::TraceP99 => "4 trace p99 ms per PATCH".into(),
+            Row::Upload => format!("5 artifact {} MiB upload MB/s", sizes.artifact_bytes >> 20),
+            Row::Download => "5 artifact download MB/s".into(),
+            Row::ArtifactRss => "5 artifact peak RSS growth MiB".into(),
+            Row::IdleRss => "6 idle RSS MiB".into(),
+            Row::HeldRss => format!("6 RSS with {} held polls MiB", sizes.held_polls),
+        }
+    }
+
+    fn target(self) -> &'static str {
+        match self {
+            Row::PollRatio => ">= 50% (SQLite)",
+            Row::Dispatch => ">= 1000",
+            Row::DispatchDistinct => "all, once each",
+            Row::Pickup => "p99 <= 20",
+            Row::Trace => ">= 200",
+            Row::Upload | Row::Download => ">= 300",
+            Row::ArtifactRss => "< 64",
+            Row::HeldRss => "< 300",
+            _ => "",
+        }
+    }
+}
+
+/// A figure, with whether it meets its target, or why there is none.
+pub enum Cell {
+    Value { text: String, met: Option<bool> },
+    NotApplicable(String),
+}
+
+impl Cell {
+    pub fn value(text: String, met: Option<bool>) -> Cell {
+        Cell::Value { text, met }
+    }
+
+    pub fn na(reason: impl Into<String>) -> Cell {
+        Cell::NotApplicable(reason.into())
+    }
+
+    pub fn rate(per_second: f64) -> Cell {
+        Cell::value(format!("{per_second:.0}"), None)
+    }
+
+    pub fn mib(kib: u64, met: Option<bool>) -> Cell {
+        Cell::value(format!("{:.1}", mib(kib)), met)
+    }
+}
+
+/// One column's figures; rows left out are n/a for the column's `absent` reason.
+#[derive(Default)]
+pub struct Results {
+    cells: BTreeMap<Row, Cell>,
+    pub poll_rate: Option<f64>,
+    absent: String,
+}
+
+impl Results {
+    pub fn set(&mut self, row: Row, cell: Cell) {
+        self.cells.insert(row, cell);
+    }
+}
+
+/// Figure 1: one connection per body, polling in a closed loop.
+pub async fn empty_polls(out: &mut Results, base: &str, bodies: Vec<Bytes>, sizes: &Sizes) {
+    let mut load = poll_load(base, bodies, sizes.warmup, sizes.poll_window).await;
+    out.poll_rate = Some(load.per_second());
+    out.set(Row::Poll, Cell::rate(load.per_second()));
+    out.set(
+        Row::PollLatency,
+        Cell::value(load.latencies.p50_p99(), None),
+    );
+}
+
+pub fn dispatch_cells(out: &mut Results, drained: &Drained, queued: usize) {
+    let rate = drained.ids.len() as f64 / drained.time.as_secs_f64();
+    out.set(
+        Row::Dispatch,
+        Cell::value(format!("{rate:.0}"), Some(rate >= 1000.0)),
+    );
+    let distinct = drained.distinct();
+    out.set(
+        Row::DispatchDistinct,
+        Cell::value(
+            format!("{distinct} / {} of {queued}", drained.ids.len()),
+            Some(distinct == drained.ids.len() && distinct == queued),
+        ),
+    );
+}
+
+pub fn trace_patch() -> Bytes {
+    // Log text: printable bytes, as a job's output is.
+    common::chunk(7, TRACE_PATCH_BYTES)
+        .into_iter()
+        .map(|b| b" abcdefghijklmnopqrstuvwxyz0123456789\n"[usize::from(b) % 38])
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+pub fn trace_cells(out: &mut Results, mut trace: TraceLoad) {
+    let rate = trace.bytes as f64 / trace.time.as_secs_f64() / 1e6;
+    out.set(
+        Row::Trace,
+        Cell::value(format!("{rate:.0}"), Some(rate >= 200.0)),
+    );
+    out.set(
+        Row::TraceP99,
+        Cell::value(
+            format!("{:.2}", load::ms(trace.latencies.percentile(99.0))),
+            None,
+        ),
+    );
+}
+
+pub fn artifact_cells(out: &mut Results, upload: &Transfer, download: &Transfer, size: u64) {
+    for (row, t) in [(Row::Upload, upload), (Row::Download, download)] {
+        let rate = t.mb_per_s(size);
+        out.set(row, Cell::value(format!("{rate:.0}"), Some(rate >= 300.0)));
+    }
+    let growth = upload
+        .peak_kib
+        .max(download.peak_kib)
+        .saturating_sub(upload.before_kib);
+    out.set(
+        Row::ArtifactRss,
+        Cell::mib(growth, Some(growth < 64 * 1024)),
+    );
+}
+
+async fn bare_column(sizes: &Sizes) -> Results {
+    let server = baselines::start_bare().await;
+    let mut out = Results {
+        absent: "the bare server answers only the empty poll".into(),
+        ..Default::default()
+    };
+    out.set(Row::IdleRss, Cell::mib(server.rss_kib(), None));
+    let bodies = (0..sizes.poll_runners)
+        .map(|_| runway::poll_body("glrt-bare", None))
+        .collect();
+    empty_polls(&mut out, &server.base, bodies, sizes).await;
+    out
+}
+
+async fn mock_column(sizes: &Sizes) -> Results {
+    let mut mock = Mock::start();
+    let base = mock.server.base.clone();
+    let mut out = Results {
+        absent: "the mock has no queue version (no last_update)".into(),
+        ..Default::default()
+    };
+    out.set(Row::IdleRss, Cell::mib(mock.server.rss_kib(), None));
+    let bodies = vec![Mock::poll_body(); sizes.poll_runners];
+    empty_polls(&mut out, &base, bodies, sizes).await;
+
+    mock.add_jobs(sizes.dispatch_jobs);
+    let bodies = vec![Mock::poll_body(); sizes.dispatch_runners];
+    let drained = drain_queue(&base, bodies, sizes.limit).await;
+    dispatch_cells(&mut out, &drained, sizes.dispatch_jobs);
+
+    out.set(
+        Row::Pickup,
+        Cell::na("the mock answers every poll at once: no long polling"),
+    );
+    out.set(Row::HeldRss, Cell::na("the mock holds no poll"));
+
+    mock.add_jobs(sizes.trace_jobs);
+    let mut jobs = Vec::new();
+    let mut conn = Conn::open(&base).await;
+    for _ in 0..sizes.trace_jobs {
+        jobs.push(take_mock_job(&mut conn).await);
+    }
+    let trace = trace_append(&base, jobs, sizes.trace_patches, trace_patch()).await;
+    trace_cells(&mut out, trace);
+
+    mock.add_jobs(1);
+    let (id, token) = take_mock_job(&mut conn).await;
+    let (upload, download) = mock_artifact(&mock, id, &token, sizes.artifact_bytes).await;
+    artifact_cells(&mut out, &upload, &download, sizes.artifact_bytes);
+    out
+}
+
+async fn take_mock_job(conn: &mut Conn) -> (i64, String) {
+    let reply = conn
+        .post_json("/api/v4/jobs/request", Mock::poll_body())
+        .await;
+    assert_eq!(reply.status, 201, "a job from the mock");
+    let job: serde_json::Value = serde_json::from_slice(&reply.body).expect("job");
+    (
+        reply.job_id(),
+        job["token"].as_str().expect("job token").to_string(),
+    )
+}
+
+/// The mock keeps an artifact with its job and serves it back to that job's token (it
+/// knows no dependent-job tokens); it reads the type from the form, not the query.
+async fn mock_artifact(mock: &Mock, id: i64, token: &str, size: u64) -> (Transfer, Transfer) {
+    let client = reqwest::Client::new();
+    let url = mock.server.api(&format!("/jobs/{id}/artifacts"));
+    let (form, _) = artifact_form(size);
+    let form = form
+        .text("artifact_type", "archive")
+        .text("artifact_format", "zip");
+    let (status, upload) = measure(&mock.server, async {
+        let response = client
+            .post(&url)
+            .header("JOB-TOKEN", token)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        response.status()
+    })
+    .await;
+    assert_eq!(status, 201, "mock upload");
+    let (received, download) = measure(&mock.server, async {
+        let response = client
+            .get(&url)
+            .header("JOB-TOKEN", token)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(response.status(), 200, "mock download");
+        drain(response).await.0
+    })
+    .await;
+    assert_eq!(received, size, "downloaded size");
+    (upload, download)
+}
+
+/// Where the PostgreSQL column's databases come from.
+struct Postgres {
+    admin_url: String,
+    /// A server started by `scripts/pg.sh` in this folder, stopped at the end.
+    started: Option<tempfile::TempDir>,
+    created: Vec<String>,
+}
+
+impl Postgres {
+    fn get() -> Result<Postgres, String> {
+        if let Ok(url) = std::env::var("RUNWAY_BENCH_DATABASE_URL") {
+            return Ok(Postgres {
+                admin_url: url,
+                started: None,
+                created: Vec::new(),
+            });
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let output = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+            .env("RUNWAY_PG_DIR", dir.path())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("scripts/pg.sh: {e}"))?;
+        let url = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() || !url.starts_with("postgres") {
+            return Err("scripts/pg.sh could not start PostgreSQL".into());
+        }
+        Ok(Postgres {
+            admin_url: url,
+            started: Some(dir),
+            created: Vec::new(),
+        })
+    }
+
+    /// A new empty database; its URL.
+    async fn fresh(&mut self) -> Result<String, String> {
+        let name = format!("runway_bench_{}_{}", std::process::id(), self.created.len());
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| format!("CREATE DATABASE: {e}"))?;
+        self.created.push(name.clone());
+        let (head, query) = match self.admin_url.split_once('?') {
+            Some((h, q)) => (h, format!("?{q}")),
+            None => (self.admin_url.as_str(), String::new()),
+        };
+        let server = head.rsplit_once('/').map_or(head, |(s, _)| s);
+        Ok(format!("{server}/{name}{query}"))
+    }
+
+    async fn finish(self) {
+        match self.started {
+            Some(dir) => {
+                let _ = std::process::Command::new("bash")
+                    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
+                    .arg("stop")
+                    .arg(dir.path())
+                    .status();
+            }
+            None => {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    for name in &self.created {
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn postgres_column(sizes: &Sizes) -> Results {
+    let unavailable = |reason: String| Results {
+        absent: reason,
+        ..Default::default()
+    };
+    let mut pg = match Postgres::get() {
+        Ok(pg) => pg,
+        Err(reason) => return unavailable(reason),
+    };
+    let databases = match (pg.fresh().await, pg.fresh().await) {
+        (Ok(a), Ok(b)) => Ok([a, b]),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let results = match databases {
+        Ok(databases) => runway::column(Some(databases), sizes).await,
+        Err(reason) => unavailable(reason),
+    };
+    pg.finish().await;
+    results
+}
+
+/// 10,000 held polls need 10,000 sockets here and in the server (which inherits this).
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn print_table(sizes: &Sizes, columns: &[(&str, Results)]) {
+    let mut reasons: Vec<String> = Vec::new();
+    let mut note = |reason: &str| -> String {
+        let at = match reasons.iter().position(|r| r == reason) {
+            Some(at) => at,
+            None => {
+                reasons.push(reason.to_string());
+                reasons.len() - 1
+            }
+        };
+        format!("n/a [{}]", at + 1)
+    };
+    let mut rows: Vec<Vec<String>> = vec![std::iter::once("figure".to_string())
+        .chain(columns.iter().map(|(name, _)| name.to_string()))
+        .chain(std::iter::once("target".to_string()))
+        .collect()];
+    for row in Row::ALL {
+        let mut line = vec![row.label(sizes)];
+        for (_, results) in columns {
+            line.push(match results.cells.get(&row) {
+                Some(Cell::Value { text, met }) => match met {
+                    Some(true) => format!("{text} ok"),
+                    Some(false) => format!("{text} MISS"),
+                    None => text.clone(),
+                },
+                Some(Cell::NotApplicable(reason)) => note(reason),
+                None => note(&results.absent),
+            });
+        }
+        line.push(row.target().to_string());
+        rows.push(line);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (n, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                if i == 0 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+        if n == 0 {
+            let rule: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(i, w)| match i {
+                    0 => "-".repeat(w + 2),
+                    _ => format!("{}:", "-".repeat(w + 1)),
+                })
+                .collect();
+            println!("|{}|", rule.join("|"));
+        }
+    }
+    println!();
+    for (i, reason) in reasons.iter().enumerate() {
+        println!("[{}] {reason}", i + 1);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some(BARE_MODE) => {
+            let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
+            baselines::serve_bare(port).expect("bare server");
+            return;
+        }
+        Some(MOCK_MODE) => return baselines::serve_mock(),
+        _ => {}
+    }
+    raise_open_files();
+    let sizes = Sizes::from_env();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let started = Instant::now();
+        println!("bare ...");
+        let bare = bare_column(&sizes).await;
+        println!("mock ...");
+        let mock = mock_column(&sizes).await;
+        println!("Runway SQLite ...");
+        let sqlite = runway::column(None, &sizes).await;
+        println!("Runway PostgreSQL ...");
+        let postgres = postgres_column(&sizes).await;
+        let mut columns = vec![
+            ("bare", bare),
+            ("mock", mock),
+            ("Runway SQLite", sqlite),
+            ("Runway PostgreSQL", postgres),
+        ];
+        let bare_rate = columns[0].1.poll_rate;
+        for (name, results) in columns.iter_mut().skip(1) {
+            if let (Some(bare), Some(rate)) = (bare_rate, results.poll_rate) {
+                let ratio = rate / bare;
+                let met = (*name == "Runway SQLite").then_some(ratio >= 0.5);
+                results.set(
+                    Row::PollRatio,
+                    Cell::value(format!("{:.0}%", ratio * 100.0), met),
+                );
+            }
+        }
+        println!();
+        print_table(&sizes, &columns);
+        println!();
+        println!(
+            "Empty poll: Runway runs with RUNWAY_LONG_POLL_TIMEOUT=0 and each poll carries the \
+             current X-GitLab-Last-Update, so it answers 204 from memory (no database read); \
+             the row below it sends no last_update, so each poll looks for a job in the database."
+        );
+        println!(
+            "Pickup: from sending POST /projects/:id/pipeline (one job) to the held poll's \
+             response read; trace and artifacts: rate limits off; one run took {:.0} s.",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
