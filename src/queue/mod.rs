@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Notify};
 pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
-use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
+use crate::db::enums::{AccessLevel, JobStatus, PipelineStatus, RunnerType};
 use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
     now, CiMinutesUsage, Job, JobArtifact, JobChanges, Pipeline, Project, Runner, RunnerManager,
@@ -360,11 +360,23 @@ impl Dispatcher {
             {
                 return Ok(None);
             }
-            crate::service::pipelines::process(tx, pipeline_id).await?;
             let job = Job::find(tx, job_id).await?.ok_or(ApiError::Conflict)?;
-            let pipeline = Pipeline::find(tx, pipeline_id)
+            let mut pipeline = Pipeline::find(tx, pipeline_id)
                 .await?
                 .ok_or(ApiError::Conflict)?;
+            // A job that starts running makes its pipeline running (no other job moves on
+            // because one starts, so the whole pipeline need not be processed again).
+            // Under two-phase commit the job is still pending: nothing changes yet.
+            if job.status == JobStatus::Running
+                && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
+            {
+                let started_at = pipeline.started_at.or(Some(at));
+                Pipeline::set_status(tx, pipeline_id, PipelineStatus::Running, started_at, None)
+                    .await?;
+                pipeline.status = PipelineStatus::Running;
+                pipeline.started_at = started_at;
+                pipeline.finished_at = None;
+            }
             let dependencies = dependencies_of(tx, &job).await?;
             Ok(Some((job, pipeline, dependencies)))
         })?;
@@ -422,25 +434,21 @@ pub async fn dependencies_of(
     job: &Job,
 ) -> ApiResult<Vec<(Job, Option<JobArtifact>)>> {
     let spec = job.spec();
-    let all = Job::for_pipeline(conn, job.pipeline_id).await?;
-    let latest: Vec<Job> = all
-        .into_iter()
-        .filter(|j| !j.retried && j.id != job.id)
-        .collect();
+    // Only the jobs that can be dependencies are read, not the whole pipeline: this runs
+    // in the transaction that assigns the job.
     let chosen: Vec<Job> = match (&spec.dependencies, &spec.needs) {
-        (Some(names), _) => latest
-            .into_iter()
-            .filter(|j| names.contains(&j.name))
-            .collect(),
-        (None, Some(needs)) => latest
-            .into_iter()
-            .filter(|j| needs.iter().any(|n| n.artifacts && n.job == j.name))
-            .collect(),
-        (None, None) => latest
-            .into_iter()
-            .filter(|j| j.stage_idx < job.stage_idx)
-            .collect(),
+        (Some(names), _) => Job::latest_named(conn, job.pipeline_id, names).await?,
+        (None, Some(needs)) => {
+            let names: Vec<String> = needs
+                .iter()
+                .filter(|n| n.artifacts)
+                .map(|n| n.job.clone())
+                .collect();
+            Job::latest_named(conn, job.pipeline_id, &names).await?
+        }
+        (None, None) => Job::latest_before_stage(conn, job.pipeline_id, job.stage_idx).await?,
     };
+    let chosen: Vec<Job> = chosen.into_iter().filter(|j| j.id != job.id).collect();
     let ids: Vec<i64> = chosen.iter().map(|j| j.id).collect();
     let archives: Vec<JobArtifact> = JobArtifact::for_jobs(conn, &ids)
         .await?

@@ -136,6 +136,39 @@ impl Job {
             .await)
     }
 
+    /// The latest tries of a pipeline's jobs in stages before `stage_idx`.
+    pub async fn latest_before_stage(
+        conn: &mut Conn<'_>,
+        pipeline_id: i64,
+        stage_idx: i32,
+    ) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::pipeline_id.eq(pipeline_id))
+            .filter(jobs::stage_idx.lt(stage_idx))
+            .filter(jobs::retried.eq(false))
+            .order(jobs::id)
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
+    /// The latest tries of a pipeline's jobs with one of `names`.
+    pub async fn latest_named(
+        conn: &mut Conn<'_>,
+        pipeline_id: i64,
+        names: &[String],
+    ) -> QueryResult<Vec<Job>> {
+        let names = names.to_vec();
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::pipeline_id.eq(pipeline_id))
+            .filter(jobs::name.eq_any(names))
+            .filter(jobs::retried.eq(false))
+            .order(jobs::id)
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
     /// A project's jobs, newest first.
     pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Job>> {
         db_run!(conn, |c| jobs::table
