@@ -236,4 +236,48 @@ both_backends! {
         let css = get(&app, None, "/-/ui/assets/ui.css").await;
         assert!(css.status == StatusCode::OK && css.text.contains("@media"));
     }
+
+    async fn long_logs_are_read_from_where_the_page_left_off(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&token).await;
+        let (cookie, _) = sign_in(&app).await;
+        // 2 MiB in four PATCHes of 512 KiB, 16-byte lines numbered from 0.
+        const LINE: usize = 16;
+        const CHUNK: usize = 512 * 1024;
+        let line = |n: usize| format!("line {n:010}\n");
+        for c in 0..4 {
+            let text: String = (c * CHUNK / LINE..(c + 1) * CHUNK / LINE).map(line).collect();
+            patch_log(&app, &job, c * CHUNK, text.as_bytes()).await;
+        }
+        let poll = |offset: usize| {
+            let url = app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&state=%7C", job["id"]));
+            let cookie = cookie.clone();
+            async move {
+                let reply = send(browser().get(url), Some(&cookie)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+                serde_json::from_str::<Value>(&reply.text).expect("json")
+            }
+        };
+        let expect = |reply: &Value, first: usize| {
+            let items = reply["items"].as_array().expect("items");
+            assert_eq!(items.len(), 4 * CHUNK / LINE - first, "lines from {first}");
+            assert_eq!(items[0]["h"], json!(format!("line {first:010}")));
+            assert_eq!(items[items.len() - 1]["h"], json!(format!("line {:010}", 4 * CHUNK / LINE - 1)));
+            assert_eq!(reply["offset"], json!(4 * CHUNK));
+        };
+        // From the start, from where a chunk starts, and from inside one (read differently).
+        expect(&poll(0).await, 0);
+        expect(&poll(2 * CHUNK).await, 2 * CHUNK / LINE);
+        expect(&poll(CHUNK + 100 * LINE).await, CHUNK / LINE + 100);
+        let done = poll(4 * CHUNK).await;
+        assert_eq!((done["items"].clone(), done["live"].clone()), (json!([]), json!(true)));
+
+        // The page shows all of it without a script.
+        let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.text.matches("<div class=\"ln\">line ").count(), 4 * CHUNK / LINE);
+    }
 }
