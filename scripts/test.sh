@@ -31,11 +31,13 @@ fi
 # browser test; it drives the Chromium above, so no browser download.
 if [ -z "${RUNWAY_TEST_PLAYWRIGHT_DIR:-}" ]; then
   RUNWAY_TEST_PLAYWRIGHT_DIR="$CACHE/playwright"
-  if ! cmp -s tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/package.json"; then
+  # The stamp is written only after a complete install, so a failed one is retried.
+  if ! cmp -s tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/installed.json"; then
     mkdir -p "$RUNWAY_TEST_PLAYWRIGHT_DIR"
     cp tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/package.json"
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$RUNWAY_TEST_PLAYWRIGHT_DIR" \
       --no-audit --no-fund --no-package-lock --silent >&2
+    cp tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/installed.json"
   fi
   export RUNWAY_TEST_PLAYWRIGHT_DIR
 fi
