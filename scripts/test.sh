@@ -27,6 +27,21 @@ if [ -z "${RUNWAY_TEST_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
   apt-get install -y -qq chromium >&2
 fi
 
+# Playwright (playwright-core, pinned in tests/browser/package.json) for the web pages
+# browser test; it drives the Chromium above, so no browser download.
+if [ -z "${RUNWAY_TEST_PLAYWRIGHT_DIR:-}" ]; then
+  RUNWAY_TEST_PLAYWRIGHT_DIR="$CACHE/playwright"
+  # The stamp is written only after a complete install, so a failed one is retried.
+  if ! cmp -s tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/installed.json"; then
+    mkdir -p "$RUNWAY_TEST_PLAYWRIGHT_DIR"
+    cp tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/package.json"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$RUNWAY_TEST_PLAYWRIGHT_DIR" \
+      --no-audit --no-fund --no-package-lock --silent >&2
+    cp tests/browser/package.json "$RUNWAY_TEST_PLAYWRIGHT_DIR/installed.json"
+  fi
+  export RUNWAY_TEST_PLAYWRIGHT_DIR
+fi
+
 # The real GitLab Runner, built from the Go module proxy (cached by pin).
 if [ -z "${RUNWAY_TEST_GITLAB_RUNNER:-}" ]; then
   RUNWAY_TEST_GITLAB_RUNNER=$(RUNWAY_CACHE_DIR="$CACHE" scripts/build-gitlab-runner.sh)

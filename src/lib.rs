@@ -14,6 +14,7 @@ pub mod observability;
 pub mod queue;
 pub mod service;
 pub mod testing;
+pub mod ui;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub registration_digest: Option<TokenDigest>,
     /// Faults armed by the test harness (`runway::testing`); none otherwise.
     pub faults: Arc<api::faults::Faults>,
+    /// Signed-in sessions of the web pages (`/-/ui`).
+    pub ui_sessions: ui::Sessions,
 }
 
 /// Registers every documented route on `app`; used for the server and for the document.
@@ -104,18 +107,20 @@ pub fn build_app(
 > {
     let faults = api::faults::InjectFaults(state.faults.clone());
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
-    app.default_service(web::to(|req: actix_web::HttpRequest| async move {
-        // A documented path asked with another method: Grape's 405 and `Allow`.
-        match api::openapi::allowed_methods(req.path()) {
-            Some(allow) => Ok(HttpResponse::MethodNotAllowed()
-                .insert_header((actix_web::http::header::ALLOW, allow))
-                .json(serde_json::json!({ "error": "405 Not Allowed" }))),
-            None => Err::<HttpResponse, _>(ApiError::RouteNotFound),
-        }
-    }))
-    .wrap(faults)
-    .wrap(NormalizePath::trim())
-    .wrap(from_fn(observability::request_context))
+    // The web pages are not API operations: plain routes, outside the OpenAPI document.
+    app.configure(ui::configure)
+        .default_service(web::to(|req: actix_web::HttpRequest| async move {
+            // A documented path asked with another method: Grape's 405 and `Allow`.
+            match api::openapi::allowed_methods(req.path()) {
+                Some(allow) => Ok(HttpResponse::MethodNotAllowed()
+                    .insert_header((actix_web::http::header::ALLOW, allow))
+                    .json(serde_json::json!({ "error": "405 Not Allowed" }))),
+                None => Err::<HttpResponse, _>(ApiError::RouteNotFound),
+            }
+        }))
+        .wrap(faults)
+        .wrap(NormalizePath::trim())
+        .wrap(from_fn(observability::request_context))
 }
 
 /// Seconds the server waits for requests in flight when it is told to stop.
@@ -206,6 +211,7 @@ impl Runway {
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
             faults: Default::default(),
+            ui_sessions: Default::default(),
             db,
             settings,
         });

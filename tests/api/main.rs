@@ -29,3 +29,5 @@ mod schema;
 mod schemathesis;
 mod swagger_ui;
 mod traces;
+mod ui;
+mod ui_browser;

@@ -57,7 +57,9 @@ both_backends! {
 }
 
 /// Every route macro in `src/api` (`#[get("…")]` and the like) with its full path, as
-/// `(METHOD, /path/{param})`; the runner and admin modules live under `/api/v4`.
+/// `(METHOD, /path/{param})`; the runner and admin modules live under `/api/v4`. The web
+/// pages in `src/ui` are left out on purpose: they are pages for people, not API operations,
+/// and stay out of the OpenAPI document (`tests/api/ui.rs` covers them).
 fn routes_in_source() -> std::collections::BTreeSet<(String, String)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = vec![root.join("lib.rs")];

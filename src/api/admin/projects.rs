@@ -526,6 +526,43 @@ fn pipeline_variable(v: &Value) -> Option<PipelineVariable> {
     Some(PipelineVariable { key, value })
 }
 
+/// The pipeline `p` asks for, its sha and configuration resolved: from `ci_config` (Runway)
+/// or from the repository's `.gitlab-ci.yml` at the ref. `source` is GitLab's pipeline
+/// source (`api`, `web`).
+pub async fn pipeline_request(
+    state: &AppState,
+    project: &Project,
+    p: CreatePipelineParams,
+    source: &str,
+) -> ApiResult<NewPipelineRequest> {
+    let (sha, tag, ci_config) = match p.ci_config {
+        // Runway's extension: the configuration comes with the request.
+        Some(ci_config) => {
+            let sha = p.sha.unwrap_or_else(|| {
+                let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
+                crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
+            });
+            (sha, false, ci_config)
+        }
+        // As GitLab: `.gitlab-ci.yml` of the commit the ref (or sha) names.
+        None => {
+            let resolved = state
+                .repositories
+                .read_config(project, &p.ref_, p.sha.as_deref())
+                .await?;
+            (resolved.sha, resolved.tag, resolved.ci_config)
+        }
+    };
+    Ok(NewPipelineRequest {
+        ref_: p.ref_,
+        sha,
+        tag,
+        variables: p.variables,
+        ci_config,
+        source: source.into(),
+    })
+}
+
 /// Create a pipeline at `ref`: from `ci_config` (Runway) or the repository's `.gitlab-ci.yml`.
 #[utoipa::path(tag = "pipelines", operation_id = "create_pipeline", params(("id" = String, Path)),
     request_body(content = CreatePipelineParams, content_type = "application/json"),
@@ -541,33 +578,7 @@ pub async fn create_pipeline(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let project = find_project(&state, &id).await?;
-    let p = params.0;
-    let (sha, tag, ci_config) = match p.ci_config {
-        // Runway's extension: the configuration comes with the request.
-        Some(ci_config) => {
-            let sha = p.sha.unwrap_or_else(|| {
-                let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
-                crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
-            });
-            (sha, false, ci_config)
-        }
-        // As GitLab: `.gitlab-ci.yml` of the commit the ref (or sha) names.
-        None => {
-            let resolved = state
-                .repositories
-                .read_config(&project, &p.ref_, p.sha.as_deref())
-                .await?;
-            (resolved.sha, resolved.tag, resolved.ci_config)
-        }
-    };
-    let request = NewPipelineRequest {
-        ref_: p.ref_,
-        sha,
-        tag,
-        variables: p.variables,
-        ci_config,
-        source: "api".into(),
-    };
+    let request = pipeline_request(&state, &project, params.0, "api").await?;
     let pipeline = state.pipelines.create(&project, request).await?;
     let details = json!({ "project_id": project.id, "ref": pipeline.ref_, "sha": pipeline.sha });
     record_admin_action(&state, "pipeline_created", "pipeline", pipeline.id, details).await;

@@ -1,0 +1,137 @@
+//! HTML building blocks: escaping, the page frame, small widgets.
+
+use std::fmt::Write;
+
+use actix_web::HttpResponse;
+use chrono::NaiveDateTime;
+
+/// Text made safe for an element's content or a quoted attribute.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Headers every page carries: no framing, scripts only from this server, no caching of
+/// pages that show live state.
+pub fn page_response(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'",
+        ))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Referrer-Policy", "same-origin"))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(body)
+}
+
+/// A whole page: `title`, the navigation (when signed in) and `main`.
+pub fn page(title: &str, signed_in: Option<&str>, main: &str) -> String {
+    let nav = match signed_in {
+        Some(csrf) => format!(
+            "<nav aria-label=\"main\"><a class=\"brand\" href=\"/-/ui/runners\">Runway</a>\
+             <a href=\"/-/ui/runners\">Runners</a><a href=\"/-/ui/projects\">Projects</a>\
+             <a href=\"/-/ui/pipelines/new\">New pipeline</a>\
+             <form method=\"post\" action=\"/-/ui/logout\" class=\"inline\">{}\
+             <button type=\"submit\" class=\"link\">Sign out</button></form></nav>",
+            csrf_field(csrf)
+        ),
+        None => "<nav aria-label=\"main\"><span class=\"brand\">Runway</span></nav>".into(),
+    };
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · Runway</title><link rel=\"stylesheet\" href=\"/-/ui/assets/ui.css\">\
+         <script src=\"/-/ui/assets/ui.js\" defer></script></head>\
+         <body><header>{nav}</header><main id=\"main\">{main}</main></body></html>\n",
+        escape(title)
+    )
+}
+
+/// The hidden field that carries the session's CSRF token.
+pub fn csrf_field(csrf: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(csrf)
+    )
+}
+
+/// A one-button form that POSTs to `action`.
+pub fn button(action: &str, label: &str, csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\" class=\"inline\">{}<button type=\"submit\">{}</button></form>",
+        escape(action),
+        csrf_field(csrf),
+        escape(label)
+    )
+}
+
+/// A status as a badge (the status name is also its class).
+pub fn status(status: &str) -> String {
+    format!("<span class=\"status s-{0}\">{0}</span>", escape(status))
+}
+
+/// A time in UTC, readable, in a `<time>` element.
+pub fn time(t: &NaiveDateTime) -> String {
+    format!(
+        "<time datetime=\"{}Z\">{} UTC</time>",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+pub fn time_opt(t: &Option<NaiveDateTime>) -> String {
+    t.as_ref().map_or_else(|| "—".into(), time)
+}
+
+/// `1h 02m 03s`, `4m 05s`, `6s`; a dash when it has not started.
+pub fn duration(start: &Option<NaiveDateTime>, end: &Option<NaiveDateTime>) -> String {
+    let Some(start) = start else {
+        return "—".into();
+    };
+    let end = end.unwrap_or_else(crate::db::models::now);
+    let secs = (end - *start).num_seconds().max(0);
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h {m:02}m {s:02}s");
+    } else if m > 0 {
+        let _ = write!(out, "{m}m {s:02}s");
+    } else {
+        let _ = write!(out, "{s}s");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn durations_read_like_gitlabs() {
+        let t = |s| chrono::DateTime::from_timestamp(s, 0).map(|d| d.naive_utc());
+        assert_eq!(duration(&t(0), &t(6)), "6s");
+        assert_eq!(duration(&t(0), &t(245)), "4m 05s");
+        assert_eq!(duration(&t(0), &t(3723)), "1h 02m 03s");
+        assert_eq!(duration(&None, &t(1)), "—");
+    }
+}

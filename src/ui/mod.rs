@@ -1,0 +1,243 @@
+//! Web pages for people under `/-/ui`: runners, projects, pipelines, jobs and their logs,
+//! and a form to start a pipeline. Pages are rendered on the server and read without
+//! JavaScript; one small embedded script follows a running job's log.
+//!
+//! Sign-in takes the admin token once and hands out a session cookie holding a random id
+//! (never the token), mapped in memory to an expiry and a CSRF token. Every form that
+//! changes something carries that CSRF token. The pages call the same services and models
+//! as the admin API; they are not part of the OpenAPI document, which describes the API.
+
+mod html;
+pub mod log;
+mod pages;
+
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use dashmap::DashMap;
+use rand::Rng;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "runway_session";
+/// How long a sign-in lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The most forms the new-pipeline page accepts (a `.gitlab-ci.yml` and a few fields).
+const FORM_LIMIT: usize = 1024 * 1024;
+
+/// Signed-in sessions of this process: a restart signs everyone out.
+#[derive(Default)]
+pub struct Sessions {
+    by_id: DashMap<String, Session>,
+}
+
+struct Session {
+    expires: Instant,
+    csrf: String,
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+impl Sessions {
+    /// A new session: its id (for the cookie) and its CSRF token.
+    fn create(&self) -> (String, String) {
+        self.by_id.retain(|_, s| s.expires > Instant::now());
+        let (id, csrf) = (random_hex(), random_hex());
+        self.by_id.insert(
+            id.clone(),
+            Session {
+                expires: Instant::now() + SESSION_TTL,
+                csrf: csrf.clone(),
+            },
+        );
+        (id, csrf)
+    }
+
+    /// The CSRF token of a live session.
+    fn csrf(&self, id: &str) -> Option<String> {
+        let session = self.by_id.get(id)?;
+        (session.expires > Instant::now()).then(|| session.csrf.clone())
+    }
+
+    fn remove(&self, id: &str) {
+        self.by_id.remove(id);
+    }
+}
+
+/// The session cookie's value in a request, if any.
+fn session_cookie(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// `Set-Cookie` for the session: HttpOnly, SameSite=Strict, scoped to the pages, and
+/// Secure when the server speaks HTTPS. `None` clears it.
+fn cookie(state: &AppState, id: Option<&str>) -> String {
+    session_cookie_header(state.settings.tls.is_some(), id)
+}
+
+fn session_cookie_header(https: bool, id: Option<&str>) -> String {
+    let secure = if https { "; Secure" } else { "" };
+    match id {
+        Some(id) => format!(
+            "{COOKIE}={id}; Path=/-/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            SESSION_TTL.as_secs()
+        ),
+        None => format!("{COOKIE}=; Path=/-/ui; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
+/// A signed-in person: every page takes one, and is sent to the sign-in page without it.
+pub struct UiSession {
+    id: String,
+    pub csrf: String,
+}
+
+impl UiSession {
+    /// Refuses a form whose CSRF token is not this session's.
+    pub fn check(&self, form_csrf: &str) -> Result<(), UiError> {
+        if bool::from(form_csrf.as_bytes().ct_eq(self.csrf.as_bytes())) {
+            Ok(())
+        } else {
+            Err(UiError::Csrf)
+        }
+    }
+}
+
+impl FromRequest for UiSession {
+    type Error = UiError;
+    type Future = std::future::Ready<Result<Self, UiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let found = req
+            .app_data::<web::Data<AppState>>()
+            .zip(session_cookie(req))
+            .and_then(|(state, id)| {
+                let csrf = state.ui_sessions.csrf(&id)?;
+                Some(UiSession { id, csrf })
+            });
+        std::future::ready(found.ok_or(UiError::SignIn))
+    }
+}
+
+/// What a page answers when it cannot show what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// No or an expired session: to the sign-in page.
+    #[error("sign in first")]
+    SignIn,
+    /// A form without this session's CSRF token.
+    #[error("the form is stale or forged")]
+    Csrf,
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl ResponseError for UiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            UiError::SignIn => StatusCode::SEE_OTHER,
+            UiError::Csrf => StatusCode::FORBIDDEN,
+            UiError::Api(e) => e.status_code(),
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            UiError::SignIn => {
+                return HttpResponse::SeeOther()
+                    .insert_header(("Location", "/-/ui/login"))
+                    .insert_header(("Cache-Control", "no-store"))
+                    .finish();
+            }
+            UiError::Csrf => {
+                "This form has expired or did not come from this site; reload the page and try again."
+                    .to_string()
+            }
+            UiError::Api(e) => message_of(e),
+        };
+        let status = self.status_code();
+        let main = format!(
+            "<h1>{}</h1><p role=\"alert\">{}</p><p><a href=\"/-/ui/runners\">Back to the runners</a></p>",
+            status.as_u16(),
+            html::escape(&message)
+        );
+        html::page_response(status, html::page("Error", None, &main))
+    }
+}
+
+/// What the API would answer for `e` (`{"message": …}` or `{"error": …}`), as text; the
+/// API's answer also logs an internal error's cause.
+fn message_of(e: &ApiError) -> String {
+    let body = e.error_response().into_body().try_into_bytes().ok();
+    let json: Option<serde_json::Value> = body.and_then(|b| serde_json::from_slice(&b).ok());
+    match json
+        .as_ref()
+        .and_then(|j| j.get("message").or(j.get("error")))
+    {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => e.status_code().to_string(),
+    }
+}
+
+/// Registers the pages under `/-/ui`. Plain actix routes on purpose: pages are not API
+/// operations, so they stay out of the OpenAPI document (`tests/api/meta.rs` checks only
+/// `src/api` for that reason).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/-/ui")
+            .app_data(
+                web::FormConfig::default()
+                    .limit(FORM_LIMIT)
+                    .error_handler(|e, _| {
+                        UiError::Api(ApiError::BadRequest(e.to_string().into())).into()
+                    }),
+            )
+            .configure(pages::configure),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_secure_under_https_and_cleared_on_sign_out() {
+        assert_eq!(
+            session_cookie_header(true, Some("abc")),
+            "runway_session=abc; Path=/-/ui; HttpOnly; SameSite=Strict; Max-Age=43200; Secure"
+        );
+        assert_eq!(
+            session_cookie_header(false, None),
+            "runway_session=; Path=/-/ui; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn sessions_are_random_and_removable() {
+        let sessions = Sessions::default();
+        let (a, csrf_a) = sessions.create();
+        let (b, _) = sessions.create();
+        assert_ne!(a, b);
+        assert_eq!((a.len(), csrf_a.len()), (64, 64));
+        assert_eq!(sessions.csrf(&a), Some(csrf_a));
+        sessions.remove(&a);
+        assert_eq!(sessions.csrf(&a), None);
+        assert!(sessions.csrf(&b).is_some());
+    }
+}

@@ -1,0 +1,806 @@
+//! The pages and the forms behind them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+
+use super::html::{self, button, escape, page, page_response, status};
+use super::log::{self, LogState};
+use super::{cookie, UiError, UiSession};
+use crate::api::admin::audit::record_admin_action;
+use crate::api::admin::projects::{pipeline_request, CreatePipelineParams};
+use crate::api::admin::runners::runner_status;
+use crate::auth::guards::peer_ip;
+use crate::auth::tokens::TokenDigest;
+use crate::db::enums::JobStatus;
+use crate::db::models::{
+    now, Job, JobArtifact, Pipeline, Project, Runner, RunnerChanges, RunnerFilter, RunnerManager,
+    TraceChunk,
+};
+use crate::error::ApiError;
+use crate::AppState;
+
+type Page = Result<HttpResponse, UiError>;
+
+const CSS: &str = include_str!("assets/ui.css");
+const JS: &str = include_str!("assets/ui.js");
+
+/// Most chunks of log one poll of a running job reads (the runner sends ~1 chunk a few
+/// seconds; a page that fell behind catches up over a few polls).
+const CHUNKS_PER_POLL: i64 = 256;
+
+fn ok(title: &str, session: &UiSession, main: &str) -> Page {
+    Ok(page_response(
+        StatusCode::OK,
+        page(title, Some(&session.csrf), main),
+    ))
+}
+
+fn see_other(location: &str) -> Page {
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", location))
+        .finish())
+}
+
+/// A form that only carries the CSRF token.
+#[derive(Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[get("")]
+async fn index() -> Page {
+    see_other("/-/ui/runners")
+}
+
+#[get("/assets/{file}")]
+async fn asset(file: web::Path<String>) -> HttpResponse {
+    let (body, kind) = match file.as_str() {
+        "ui.css" => (CSS, "text/css; charset=utf-8"),
+        "ui.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return HttpResponse::NotFound().body("not found"),
+    };
+    HttpResponse::Ok()
+        .content_type(kind)
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(body)
+}
+
+fn login_page(status: StatusCode, error: Option<&str>) -> HttpResponse {
+    let alert = error.map_or(String::new(), |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    let main = format!(
+        "<h1>Sign in</h1>{alert}<form method=\"post\" action=\"/-/ui/login\" class=\"card narrow\">\
+         <label for=\"token\">Admin token</label>\
+         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+         <button type=\"submit\">Sign in</button></form>\
+         <p class=\"hint\">The token <code>runway serve</code> printed on its first start, or <code>RUNWAY_ADMIN_TOKEN</code>.</p>"
+    );
+    page_response(status, page("Sign in", None, &main))
+}
+
+#[get("/login")]
+async fn login_form() -> HttpResponse {
+    login_page(StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+/// Signs in with the admin token. Wrong tokens count against the address's failed
+/// authentications, as on the API.
+#[post("/login")]
+async fn login(req: HttpRequest, form: web::Form<LoginForm>, state: web::Data<AppState>) -> Page {
+    let ip = peer_ip(&req);
+    state.limits.check_address(ip)?;
+    if !TokenDigest::of(form.token.trim()).matches(&state.admin_digest) {
+        state.limits.authentication_failed(ip);
+        return Ok(login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That is not the admin token."),
+        ));
+    }
+    let (id, _) = state.ui_sessions.create();
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/-/ui/runners"))
+        .insert_header(("Set-Cookie", cookie(&state, Some(&id))))
+        .finish())
+}
+
+#[post("/logout")]
+async fn logout(
+    session: UiSession,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    session.check(&form.csrf)?;
+    state.ui_sessions.remove(&session.id);
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", "/-/ui/login"))
+        .insert_header(("Set-Cookie", cookie(&state, None)))
+        .finish())
+}
+
+#[get("/runners")]
+async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    let mut conn = db.conn();
+    let runners = Runner::list(&mut conn, &RunnerFilter::default(), None)
+        .await
+        .map_err(ApiError::from)?;
+    let at = now();
+    let mut rows = String::new();
+    for r in &runners {
+        let managers = RunnerManager::for_runner(&mut conn, r.id)
+            .await
+            .map_err(ApiError::from)?;
+        let machines: Vec<String> = managers
+            .iter()
+            .map(|m| {
+                format!(
+                    "<li>{} {} · {}/{} · {}</li>",
+                    escape(&m.system_xid),
+                    escape(m.version.as_deref().unwrap_or("?")),
+                    escape(m.platform.as_deref().unwrap_or("?")),
+                    escape(m.architecture.as_deref().unwrap_or("?")),
+                    html::time_opt(&m.contacted_at)
+                )
+            })
+            .collect();
+        let tags: String = r
+            .tags()
+            .iter()
+            .map(|t| format!("<span class=\"tag\">{}</span>", escape(t)))
+            .collect();
+        let (action, label) = if r.paused {
+            ("resume", "Resume")
+        } else {
+            ("pause", "Pause")
+        };
+        let paused = if r.paused {
+            " <span class=\"status s-paused\">paused</span>"
+        } else {
+            ""
+        };
+        let _ = write!(
+            rows,
+            "<tr id=\"runner-{id}\"><td data-label=\"Runner\">#{id} {desc}</td>\
+             <td data-label=\"Status\">{status}{paused}</td><td data-label=\"Type\">{kind}</td>\
+             <td data-label=\"Tags\">{tags}</td><td data-label=\"Machines\"><ul class=\"plain\">{machines}</ul></td>\
+             <td data-label=\"Last contact\">{contact}</td><td>{button}</td></tr>",
+            id = r.id,
+            desc = escape(r.name.as_deref().unwrap_or(&r.description)),
+            status = status(runner_status(r, at)),
+            kind = escape(r.runner_type.as_str()),
+            machines = machines.concat(),
+            contact = html::time_opt(&r.contacted_at),
+            button = button(&format!("/-/ui/runners/{}/{action}", r.id), label, &session.csrf),
+        );
+    }
+    let main = if runners.is_empty() {
+        "<h1>Runners</h1><p>No runners yet. Create one with <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p>".to_string()
+    } else {
+        format!(
+            "<h1>Runners</h1><table class=\"cards\"><thead><tr><th>Runner</th><th>Status</th><th>Type</th>\
+             <th>Tags</th><th>Machines</th><th>Last contact</th><th><span class=\"sr\">Actions</span></th></tr></thead>\
+             <tbody>{rows}</tbody></table>"
+        )
+    };
+    ok("Runners", &session, &main)
+}
+
+async fn set_paused(
+    session: UiSession,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+    id: i64,
+    paused: bool,
+) -> Page {
+    session.check(&form.csrf)?;
+    let runner = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        Runner::find(&mut db.conn(), id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("Runner"))?
+    };
+    let changes = RunnerChanges {
+        paused: Some(paused),
+        ..Default::default()
+    };
+    let updated = state.runners.update(&runner, changes).await?;
+    let details = serde_json::json!({ "paused": paused, "via": "web" });
+    record_admin_action(&state, "runner_updated", "runner", updated.id, details).await;
+    see_other("/-/ui/runners")
+}
+
+/// `pause` or `resume` a runner.
+#[post("/runners/{id}/{action}")]
+async fn runner_action(
+    session: UiSession,
+    path: web::Path<(i64, String)>,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    let (id, action) = path.into_inner();
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => return Err(ApiError::RouteNotFound.into()),
+    };
+    set_paused(session, form, state, id, paused).await
+}
+
+#[get("/projects")]
+async fn projects_page(session: UiSession, state: web::Data<AppState>) -> Page {
+    let projects = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        Project::all(&mut db.conn()).await.map_err(ApiError::from)?
+    };
+    let items: String = projects
+        .iter()
+        .map(|p| {
+            format!(
+                "<li><a href=\"/-/ui/projects/{}\">{}</a> <span class=\"muted\">{}</span></li>",
+                p.id,
+                escape(&p.path_with_namespace()),
+                escape(p.repository_url.as_deref().unwrap_or(""))
+            )
+        })
+        .collect();
+    let main = if projects.is_empty() {
+        "<h1>Projects</h1><p>No projects yet. Create one with <code>POST /api/v4/projects</code>.</p>".into()
+    } else {
+        format!("<h1>Projects</h1><ul class=\"list\">{items}</ul>")
+    };
+    ok("Projects", &session, &main)
+}
+
+async fn project_by_id(state: &AppState, id: i64) -> Result<Project, UiError> {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    Ok(Project::find(&mut db.conn(), id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("Project"))?)
+}
+
+#[get("/projects/{id}")]
+async fn project_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppState>) -> Page {
+    let project = project_by_id(&state, *id).await?;
+    let pipelines = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        Pipeline::for_project(&mut db.conn(), project.id)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let rows: String = pipelines
+        .iter()
+        .map(|p| {
+            format!(
+                "<tr><td data-label=\"Pipeline\"><a href=\"/-/ui/projects/{}/pipelines/{id}\">#{id}</a></td>\
+                 <td data-label=\"Status\">{}</td><td data-label=\"Ref\">{}</td><td data-label=\"Commit\"><code>{}</code></td>\
+                 <td data-label=\"Duration\">{}</td><td data-label=\"Created\">{}</td></tr>",
+                project.id,
+                status(p.status.as_str()),
+                escape(&p.ref_),
+                escape(&p.sha.chars().take(8).collect::<String>()),
+                html::duration(&p.started_at, &p.finished_at),
+                html::time(&p.created_at),
+                id = p.id,
+            )
+        })
+        .collect();
+    let main = format!(
+        "<h1>{}</h1><p><a class=\"button\" href=\"/-/ui/pipelines/new?project={}\">New pipeline</a></p>\
+         <table class=\"cards\"><thead><tr><th>Pipeline</th><th>Status</th><th>Ref</th><th>Commit</th>\
+         <th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>",
+        escape(&project.path_with_namespace()),
+        project.id
+    );
+    ok(&project.path_with_namespace(), &session, &main)
+}
+
+async fn pipeline_of(state: &AppState, project_id: i64, id: i64) -> Result<Pipeline, UiError> {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    Ok(Pipeline::find(&mut db.conn(), id)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|p| p.project_id == project_id)
+        .ok_or_else(|| ApiError::not_found("Pipeline"))?)
+}
+
+/// Whether the job is not over yet: it may still be canceled and write to its log.
+fn unfinished(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Created
+            | JobStatus::WaitingForResource
+            | JobStatus::Preparing
+            | JobStatus::Pending
+            | JobStatus::Running
+            | JobStatus::Canceling
+            | JobStatus::Manual
+            | JobStatus::Scheduled
+    )
+}
+
+/// Cancel and retry, as the job's status allows.
+fn job_buttons(job: &Job, csrf: &str) -> String {
+    let mut buttons = String::new();
+    if unfinished(job.status) {
+        buttons += &button(&format!("/-/ui/jobs/{}/cancel", job.id), "Cancel", csrf);
+    }
+    if retryable(job.status) {
+        buttons += &button(&format!("/-/ui/jobs/{}/retry", job.id), "Retry", csrf);
+    }
+    buttons
+}
+
+fn retryable(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Success | JobStatus::Failed | JobStatus::Canceled
+    )
+}
+
+#[get("/projects/{id}/pipelines/{pipeline_id}")]
+async fn pipeline_page(
+    session: UiSession,
+    path: web::Path<(i64, i64)>,
+    state: web::Data<AppState>,
+) -> Page {
+    let (project_id, pipeline_id) = path.into_inner();
+    let project = project_by_id(&state, project_id).await?;
+    let pipeline = pipeline_of(&state, project.id, pipeline_id).await?;
+    let jobs: Vec<Job> = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        Job::for_pipeline(&mut db.conn(), pipeline.id)
+            .await
+            .map_err(ApiError::from)?
+    }
+    .into_iter()
+    .filter(|j| !j.retried)
+    .collect();
+    let mut stages: BTreeMap<(i32, String), Vec<&Job>> = BTreeMap::new();
+    for job in &jobs {
+        stages
+            .entry((job.stage_idx, job.stage.clone()))
+            .or_default()
+            .push(job);
+    }
+    let base = format!("/-/ui/projects/{}/pipelines/{}", project.id, pipeline.id);
+    let mut body = String::new();
+    for ((_, stage), jobs) in &stages {
+        let _ = write!(
+            body,
+            "<section class=\"stage\" aria-labelledby=\"stage-{0}\"><h2 id=\"stage-{0}\">{0}</h2><ul class=\"jobs\">",
+            escape(stage)
+        );
+        for job in jobs {
+            let needs = match job.spec().needs {
+                Some(needs) if needs.is_empty() => {
+                    "<span class=\"needs\">needs nothing</span>".to_string()
+                }
+                Some(needs) => format!(
+                    "<span class=\"needs\">needs {}</span>",
+                    needs
+                        .iter()
+                        .map(|n| escape(&n.job))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            let actions = job_buttons(job, &session.csrf);
+            let _ = write!(
+                body,
+                "<li class=\"job\" data-job=\"{}\"><div class=\"job-head\">{} <a href=\"/-/ui/jobs/{}\">{}</a> \
+                 <span class=\"muted\">{}</span> <span class=\"actions\">{actions}</span></div>{needs}</li>",
+                escape(&job.name),
+                status(job.status.as_str()),
+                job.id,
+                escape(&job.name),
+                html::duration(&job.started_at, &job.finished_at),
+            );
+        }
+        body.push_str("</ul></section>");
+    }
+    let main = format!(
+        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{pid}\">{path}</a></p>\
+         <h1>Pipeline #{id} {status}</h1>\
+         <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
+         <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
+         <p>{cancel}{retry}</p><div class=\"stages\">{body}</div>",
+        pid = project.id,
+        path = escape(&project.path_with_namespace()),
+        id = pipeline.id,
+        status = status(pipeline.status.as_str()),
+        ref_ = escape(&pipeline.ref_),
+        sha = escape(&pipeline.sha),
+        source = escape(&pipeline.source),
+        duration = html::duration(&pipeline.started_at, &pipeline.finished_at),
+        created = html::time(&pipeline.created_at),
+        cancel = if jobs.iter().any(|j| unfinished(j.status)) {
+            button(&format!("{base}/cancel"), "Cancel pipeline", &session.csrf)
+        } else {
+            String::new()
+        },
+        retry = if jobs
+            .iter()
+            .any(|j| matches!(j.status, JobStatus::Failed | JobStatus::Canceled))
+        {
+            button(&format!("{base}/retry"), "Retry failed jobs", &session.csrf)
+        } else {
+            String::new()
+        },
+    );
+    ok(&format!("Pipeline #{}", pipeline.id), &session, &main)
+}
+
+/// `cancel` or `retry` a pipeline.
+#[post("/projects/{id}/pipelines/{pipeline_id}/{action}")]
+async fn pipeline_action(
+    session: UiSession,
+    path: web::Path<(i64, i64, String)>,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let (project_id, pipeline_id, action) = path.into_inner();
+    let pipeline = pipeline_of(&state, project_id, pipeline_id).await?;
+    let (kind, done) = match action.as_str() {
+        "retry" => (
+            "pipeline_retried",
+            state.pipelines.retry_pipeline(pipeline.id).await?,
+        ),
+        "cancel" => (
+            "pipeline_canceled",
+            state.pipelines.cancel_pipeline(pipeline.id).await?,
+        ),
+        _ => return Err(ApiError::RouteNotFound.into()),
+    };
+    let details =
+        serde_json::json!({ "project_id": project_id, "status": done.status, "via": "web" });
+    record_admin_action(&state, kind, "pipeline", done.id, details).await;
+    see_other(&format!(
+        "/-/ui/projects/{project_id}/pipelines/{}",
+        done.id
+    ))
+}
+
+async fn job_by_id(state: &AppState, id: i64) -> Result<Job, UiError> {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    Ok(Job::find(&mut db.conn(), id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| ApiError::not_found("Job"))?)
+}
+
+/// The job's log from byte `from`: from the stored chunks while it has them (whole chunks
+/// when `from` is where one starts, as every poll's offset is), else from the archive.
+async fn log_from(state: &AppState, job: &Job, from: usize) -> Result<Vec<u8>, UiError> {
+    let chunks = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        TraceChunk::page(&mut db.conn(), job.id, from as i64 - 1, CHUNKS_PER_POLL)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let contiguous = match chunks.first() {
+        Some((offset, _)) => *offset == from as i64,
+        None => job.trace_size <= from as i64,
+    };
+    if contiguous {
+        return Ok(chunks.into_iter().flat_map(|(_, data)| data).collect());
+    }
+    // Mid-chunk, or the chunks were archived (and dropped) meanwhile: from the whole log.
+    let whole = whole_log(state, job).await?;
+    Ok(whole.get(from..).map(<[u8]>::to_vec).unwrap_or_default())
+}
+
+/// The job's whole log: archived once the job is over, else from its chunks.
+async fn whole_log(state: &AppState, job: &Job) -> Result<Vec<u8>, UiError> {
+    Ok(match state.artifacts.archived_trace(job.id).await? {
+        Some(archived) => {
+            let stream = state.artifacts.open(&archived).await?;
+            let parts: Vec<bytes::Bytes> = stream
+                .try_collect()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            parts.concat()
+        }
+        None => state.traces.read(job.id).await?,
+    })
+}
+
+async fn archive_of(state: &AppState, job: &Job) -> Result<Option<JobArtifact>, UiError> {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    Ok(JobArtifact::find(&mut db.conn(), job.id, "archive")
+        .await
+        .map_err(ApiError::from)?)
+}
+
+#[get("/jobs/{id}")]
+async fn job_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppState>) -> Page {
+    let job = job_by_id(&state, *id).await?;
+    let project = project_by_id(&state, job.project_id).await?;
+    state.traces.mark_watched(job.id);
+    // All of it: the page must show the whole log without its script.
+    let bytes = whole_log(&state, &job).await?;
+    let live = unfinished(job.status);
+    let rendered = log::render(&bytes, LogState::default(), !live);
+    let log_html = log::to_html(&rendered.items, rendered.state.depth());
+    let archive = archive_of(&state, &job).await?;
+    let artifact = format!(
+        "<p id=\"artifact\"{}><a class=\"button\" href=\"/-/ui/jobs/{}/artifacts\" download>Download artifacts</a>{}</p>",
+        if archive.is_some() { "" } else { " hidden" },
+        job.id,
+        archive
+            .as_ref()
+            .map_or(String::new(), |a| format!(" <span class=\"muted\">{} · {} bytes</span>", escape(&a.filename), a.size))
+    );
+    let actions = job_buttons(&job, &session.csrf);
+    let main = format!(
+        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{pid}\">{path}</a> › \
+         <a href=\"/-/ui/projects/{pid}/pipelines/{pipeline}\">Pipeline #{pipeline}</a></p>\
+         <h1>{name} <span id=\"job-status\">{status}</span></h1>\
+         <dl class=\"facts\"><dt>Stage</dt><dd>{stage}</dd><dt>Runner</dt><dd>{runner}</dd>\
+         <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd></dl>\
+         <p id=\"job-actions\">{actions}</p>{artifact}\
+         <h2>Log</h2><div id=\"log\" class=\"log\" data-job=\"{id}\" data-live=\"{live}\" data-offset=\"{offset}\" \
+         data-state=\"{state}\" role=\"log\" aria-live=\"polite\">{log_html}</div>\
+         <p id=\"log-note\" class=\"muted\">{note}</p>",
+        pid = project.id,
+        path = escape(&project.path_with_namespace()),
+        pipeline = job.pipeline_id,
+        name = escape(&job.name),
+        status = status(job.status.as_str()),
+        stage = escape(&job.stage),
+        runner = job.runner_id.map_or("—".into(), |r| format!("#{r}")),
+        duration = html::duration(&job.started_at, &job.finished_at),
+        started = html::time_opt(&job.started_at),
+        id = job.id,
+        offset = rendered.consumed,
+        state = escape(&rendered.state.encode()),
+        note = if live { "The log follows the job while it runs (reload the page if scripts are off)." } else { "" },
+    );
+    ok(&format!("Job {}", job.name), &session, &main)
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default)]
+    state: String,
+}
+
+/// The log after `offset`, rendered from `state`, as JSON for the page's script:
+/// `{items, offset, state, status, live, artifact}`.
+#[get("/jobs/{id}/log")]
+async fn job_log(
+    _session: UiSession,
+    id: web::Path<i64>,
+    query: web::Query<LogQuery>,
+    state: web::Data<AppState>,
+) -> Page {
+    let start = LogState::decode(&query.state)
+        .ok_or_else(|| ApiError::BadRequest("state is not one this page made".into()))?;
+    let job = job_by_id(&state, *id).await?;
+    state.traces.mark_watched(job.id);
+    let bytes = log_from(&state, &job, query.offset).await?;
+    let live = unfinished(job.status);
+    let rendered = log::render(&bytes, start, !live);
+    let artifact = !live && archive_of(&state, &job).await?.is_some();
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "items": rendered.items,
+            "offset": query.offset + rendered.consumed,
+            "state": rendered.state.encode(),
+            "status": job.status.as_str(),
+            // A finished job's log may still have more than one poll reads.
+            "live": live || job.trace_size > (query.offset + rendered.consumed) as i64,
+            "artifact": artifact,
+        })))
+}
+
+#[get("/jobs/{id}/artifacts")]
+async fn job_artifacts(
+    _session: UiSession,
+    id: web::Path<i64>,
+    state: web::Data<AppState>,
+) -> Page {
+    let job = job_by_id(&state, *id).await?;
+    let archive = archive_of(&state, &job)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Artifact"))?;
+    Ok(crate::api::runner::artifacts::send_archive(&state, &archive).await?)
+}
+
+/// `cancel` or `retry` a job; a retry shows the new try.
+#[post("/jobs/{id}/{action}")]
+async fn job_action(
+    session: UiSession,
+    path: web::Path<(i64, String)>,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let (id, action) = path.into_inner();
+    let asked = job_by_id(&state, id).await?;
+    let (kind, job) = match action.as_str() {
+        "retry" => ("job_retried", state.pipelines.retry_job(asked.id).await?),
+        "cancel" => ("job_canceled", state.pipelines.cancel_job(asked.id).await?),
+        _ => return Err(ApiError::RouteNotFound.into()),
+    };
+    let details = serde_json::json!({
+        "project_id": job.project_id, "status": job.status, "result_job_id": job.id, "via": "web",
+    });
+    record_admin_action(&state, kind, "job", asked.id, details).await;
+    see_other(&format!("/-/ui/jobs/{}", job.id))
+}
+
+#[derive(Deserialize, Default)]
+pub struct NewPipelineQuery {
+    project: Option<i64>,
+}
+
+fn new_pipeline_form(
+    session: &UiSession,
+    projects: &[Project],
+    chosen: Option<i64>,
+    ref_: &str,
+    ci_config: &str,
+    error: Option<&str>,
+) -> String {
+    let options: String = projects
+        .iter()
+        .map(|p| {
+            format!(
+                "<option value=\"{}\"{}>{}</option>",
+                p.id,
+                if Some(p.id) == chosen {
+                    " selected"
+                } else {
+                    ""
+                },
+                escape(&p.path_with_namespace())
+            )
+        })
+        .collect();
+    let alert = error.map_or(String::new(), |e| {
+        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
+    });
+    format!(
+        "<h1>New pipeline</h1>{alert}<form method=\"post\" action=\"/-/ui/pipelines\" class=\"card\">{csrf}\
+         <label for=\"project\">Project</label><select id=\"project\" name=\"project\" required>{options}</select>\
+         <label for=\"ref\">Ref (branch or tag)</label><input id=\"ref\" name=\"ref\" value=\"{ref_}\" required>\
+         <label for=\"ci_config\">.gitlab-ci.yml</label>\
+         <textarea id=\"ci_config\" name=\"ci_config\" rows=\"16\" spellcheck=\"false\" \
+         placeholder=\"Leave empty to read .gitlab-ci.yml from the repository at the ref\">{ci}</textarea>\
+         <button type=\"submit\">Run pipeline</button></form>",
+        csrf = html::csrf_field(&session.csrf),
+        ref_ = escape(ref_),
+        ci = escape(ci_config),
+    )
+}
+
+#[get("/pipelines/new")]
+async fn new_pipeline(
+    session: UiSession,
+    query: web::Query<NewPipelineQuery>,
+    state: web::Data<AppState>,
+) -> Page {
+    let projects = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        Project::all(&mut db.conn()).await.map_err(ApiError::from)?
+    };
+    if projects.is_empty() {
+        return ok(
+            "New pipeline",
+            &session,
+            "<h1>New pipeline</h1><p>Create a project first (<code>POST /api/v4/projects</code>).</p>",
+        );
+    }
+    let chosen = query.project;
+    let default_ref = projects
+        .iter()
+        .find(|p| Some(p.id) == chosen)
+        .map_or("main", |p| p.default_branch.as_str());
+    let main = new_pipeline_form(&session, &projects, chosen, default_ref, "", None);
+    ok("New pipeline", &session, &main)
+}
+
+#[derive(Deserialize)]
+pub struct NewPipelineForm {
+    #[serde(default)]
+    csrf: String,
+    project: i64,
+    #[serde(rename = "ref")]
+    ref_: String,
+    #[serde(default)]
+    ci_config: String,
+}
+
+/// Starts a pipeline as the admin API does (`source` `web`, as GitLab's pages set it); a
+/// refused configuration shows the form again with the reason and the text kept.
+#[post("/pipelines")]
+async fn create_pipeline(
+    session: UiSession,
+    form: web::Form<NewPipelineForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let form = form.into_inner();
+    let project = project_by_id(&state, form.project).await?;
+    let ci_config = form.ci_config.replace("\r\n", "\n");
+    let params = CreatePipelineParams {
+        ref_: form.ref_.trim().to_string(),
+        sha: None,
+        variables: Vec::new(),
+        ci_config: (!ci_config.trim().is_empty()).then(|| ci_config.clone()),
+    };
+    let created = match pipeline_request(&state, &project, params, "web").await {
+        Ok(request) => state.pipelines.create(&project, request).await,
+        Err(e) => Err(e),
+    };
+    let pipeline = match created {
+        Ok(pipeline) => pipeline,
+        Err(e) if actix_web::ResponseError::status_code(&e).is_client_error() => {
+            let reason = super::message_of(&e);
+            let projects = {
+                let mut db = state.db.read().await.map_err(ApiError::from)?;
+                Project::all(&mut db.conn()).await.map_err(ApiError::from)?
+            };
+            let main = new_pipeline_form(
+                &session,
+                &projects,
+                Some(project.id),
+                &form.ref_,
+                &ci_config,
+                Some(&reason),
+            );
+            return Ok(page_response(
+                StatusCode::BAD_REQUEST,
+                page("New pipeline", Some(&session.csrf), &main),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let details = serde_json::json!({ "project_id": project.id, "ref": pipeline.ref_, "sha": pipeline.sha, "via": "web" });
+    record_admin_action(&state, "pipeline_created", "pipeline", pipeline.id, details).await;
+    see_other(&format!(
+        "/-/ui/projects/{}/pipelines/{}",
+        project.id, pipeline.id
+    ))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(index)
+        .service(asset)
+        .service(login_form)
+        .service(login)
+        .service(logout)
+        .service(runners_page)
+        .service(runner_action)
+        .service(projects_page)
+        .service(project_page)
+        .service(pipeline_page)
+        .service(pipeline_action)
+        .service(job_page)
+        .service(job_log)
+        .service(job_artifacts)
+        .service(job_action)
+        .service(new_pipeline)
+        .service(create_pipeline);
+}

@@ -1,0 +1,283 @@
+//! The web pages under `/-/ui`: sign-in, session cookie, CSRF, and what the pages show,
+//! read as plain HTML (as a browser without JavaScript reads them).
+
+use reqwest::{redirect, Client, Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{both_backends, TestApp, ADMIN_TOKEN};
+
+/// A browser-like client that does not follow redirects (the tests check them).
+fn browser() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    text: String,
+}
+
+async fn get(app: &TestApp, cookie: Option<&str>, path: &str) -> Page {
+    send(browser().get(app.url(path)), cookie).await
+}
+
+async fn post(app: &TestApp, cookie: Option<&str>, path: &str, form: &[(&str, &str)]) -> Page {
+    send(browser().post(app.url(path)).form(form), cookie).await
+}
+
+async fn send(mut request: reqwest::RequestBuilder, cookie: Option<&str>) -> Page {
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    let response = request.send().await.expect("request");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (status, location, set_cookie) =
+        (response.status(), header("location"), header("set-cookie"));
+    Page {
+        status,
+        location,
+        set_cookie,
+        text: response.text().await.expect("body"),
+    }
+}
+
+/// Signs in; returns the `Cookie` header value and the session's CSRF token.
+async fn sign_in(app: &TestApp) -> (String, String) {
+    let reply = post(app, None, "/-/ui/login", &[("token", ADMIN_TOKEN)]).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+    let set = reply.set_cookie.expect("a session cookie");
+    let cookie = set.split(';').next().expect("name=value").to_string();
+    let page = get(app, Some(&cookie), "/-/ui/runners").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#)
+        .expect("regex")
+        .captures(&page.text)
+        .map(|c| c[1].to_string())
+        .expect("the page carries a CSRF token");
+    (cookie, csrf)
+}
+
+async fn patch_log(app: &TestApp, job: &Value, start: usize, data: &[u8]) {
+    let end = (start + data.len()).saturating_sub(1);
+    let reply = app
+        .send(
+            app.request(Method::PATCH, &format!("/api/v4/jobs/{}/trace", job["id"]))
+                .header("Job-Token", job["token"].as_str().unwrap_or_default())
+                .header("Content-Range", format!("{start}-{end}"))
+                .body(data.to_vec()),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+}
+
+both_backends! {
+    async fn pages_need_a_session_made_from_the_admin_token(backend) {
+        let app = TestApp::spawn(backend).await;
+        for path in ["/-/ui", "/-/ui/runners", "/-/ui/projects", "/-/ui/jobs/1", "/-/ui/jobs/1/log"] {
+            let page = get(&app, None, path).await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+            assert!(page.location.as_deref().is_some_and(|l| l.starts_with("/-/ui/")), "{path}: {:?}", page.location);
+        }
+        let page = get(&app, None, "/-/ui/runners").await;
+        assert_eq!(page.location.as_deref(), Some("/-/ui/login"));
+        let page = get(&app, Some("runway_session=forged"), "/-/ui/runners").await;
+        assert_eq!(page.location.as_deref(), Some("/-/ui/login"), "an unknown session id is no session");
+
+        let form = get(&app, None, "/-/ui/login").await;
+        assert_eq!(form.status, StatusCode::OK);
+        assert!(form.text.contains("<label for=\"token\">Admin token</label>"), "{}", form.text);
+
+        let wrong = post(&app, None, "/-/ui/login", &[("token", "glpat-wrong")]).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(wrong.set_cookie.is_none(), "no cookie for a wrong token");
+        assert!(wrong.text.contains("not the admin token"));
+
+        let right = post(&app, None, "/-/ui/login", &[("token", ADMIN_TOKEN)]).await;
+        assert_eq!(right.status, StatusCode::SEE_OTHER);
+        assert_eq!(right.location.as_deref(), Some("/-/ui/runners"));
+        let set = right.set_cookie.expect("cookie");
+        let attrs: Vec<&str> = set.split("; ").collect();
+        assert!(attrs[0].starts_with("runway_session=") && attrs[0].len() == "runway_session=".len() + 64, "{set}");
+        for attr in ["Path=/-/ui", "HttpOnly", "SameSite=Strict"] {
+            assert!(attrs.contains(&attr), "{attr} missing from {set}");
+        }
+        assert!(!attrs.contains(&"Secure"), "plain HTTP: a Secure cookie would never come back: {set}");
+        assert!(!set.contains(ADMIN_TOKEN) && !set.contains("glpat"), "the token is not in the cookie");
+
+        // The API still wants PRIVATE-TOKEN: the cookie is no credential there.
+        let cookie = attrs[0].to_string();
+        let api = send(browser().get(app.url("/api/v4/runners/all")), Some(&cookie)).await;
+        assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+
+        // Signing out needs the form's token, and ends the session.
+        let (cookie, csrf) = sign_in(&app).await;
+        let refused = post(&app, Some(&cookie), "/-/ui/logout", &[]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.status, StatusCode::OK);
+        let out = post(&app, Some(&cookie), "/-/ui/logout", &[("csrf", &csrf)]).await;
+        assert_eq!(out.status, StatusCode::SEE_OTHER);
+        assert!(out.set_cookie.is_some_and(|c| c.contains("Max-Age=0")));
+        assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+    }
+
+    async fn forms_without_the_csrf_token_change_nothing(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (id, _) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (cookie, csrf) = sign_in(&app).await;
+        let path = format!("/-/ui/runners/{id}/pause");
+        for form in [vec![], vec![("csrf", "0".repeat(64))]] {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let reply = post(&app, Some(&cookie), &path, &form).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+            assert!(!app.runner(id).await.expect("runner").paused);
+        }
+        // Another session's token is not this one's.
+        let (_, other_csrf) = sign_in(&app).await;
+        assert_eq!(post(&app, Some(&cookie), &path, &[("csrf", &other_csrf)]).await.status, StatusCode::FORBIDDEN);
+
+        let reply = post(&app, Some(&cookie), &path, &[("csrf", &csrf)]).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+        assert!(app.runner(id).await.expect("runner").paused);
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        assert!(page.text.contains(&format!("action=\"/-/ui/runners/{id}/resume\"")), "{}", page.text);
+        post(&app, Some(&cookie), &format!("/-/ui/runners/{id}/resume"), &[("csrf", &csrf)]).await;
+        assert!(!app.runner(id).await.expect("runner").paused);
+
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let reply = post(&app, Some(&cookie), "/-/ui/pipelines", &[
+            ("project", &project.to_string()), ("ref", "main"), ("ci_config", "a: { script: x }\n"),
+        ]).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        let pipelines = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await;
+        assert_eq!(pipelines.json(), json!([]), "no pipeline was created");
+    }
+
+    async fn pages_show_runners_pipelines_and_jobs_without_scripts(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (runner_id, token) = app
+            .create_runner(json!({ "runner_type": "instance_type", "description": "laptop <1>", "tag_list": ["docker"] }))
+            .await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (cookie, csrf) = sign_in(&app).await;
+        let yaml = "stages: [build, test]\nbuild: { stage: build, script: make, tags: [docker] }\n\
+                    unit: { stage: test, script: t, needs: [build], tags: [docker] }\nlint: { stage: test, script: l, tags: [docker] }\n";
+        let created = post(&app, Some(&cookie), "/-/ui/pipelines", &[
+            ("csrf", &csrf), ("project", &project.to_string()), ("ref", "main"), ("ci_config", yaml),
+        ]).await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text);
+        let pipeline_page = created.location.expect("to the pipeline");
+        assert!(pipeline_page.starts_with(&format!("/-/ui/projects/{project}/pipelines/")), "{pipeline_page}");
+        let job = app.take_job(&token).await;
+
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let row = page.text.split(&format!("<tr id=\"runner-{runner_id}\">")).nth(1).expect("the runner's row");
+        assert!(row.contains("laptop &lt;1&gt;"), "escaped description: {row}");
+        assert!(row.contains("<span class=\"status s-online\">online</span>"), "{row}");
+        assert!(row.contains("instance_type") && row.contains("<span class=\"tag\">docker</span>"), "{row}");
+        assert!(row.contains("s_000000000001 19.4.0"), "the manager's version: {row}");
+
+        let page = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}")).await;
+        assert!(page.text.contains("<td data-label=\"Ref\">main</td>"), "{}", page.text);
+        let page = get(&app, Some(&cookie), &pipeline_page).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let stages: Vec<&str> = page.text.split("<section class=\"stage\"").skip(1).collect();
+        assert_eq!(stages.len(), 2, "{}", page.text);
+        assert!(stages[0].contains(">build</h2>") && stages[0].contains("s-running"), "{}", stages[0]);
+        assert!(stages[1].contains(">test</h2>"));
+        let unit = stages[1].split("data-job=\"unit\"").nth(1).expect("unit");
+        assert!(unit.contains("needs build"), "{unit}");
+        assert!(page.text.contains("Cancel pipeline"));
+
+        // The job's log, rendered on the server: colours, sections, escaping.
+        let log = "\x1b[0Ksection_start:1700000000:prepare[collapsed=true]\r\x1b[0K\x1b[36;1mPreparing\x1b[0;m\n\
+                   Using <shell>\n\
+                   \x1b[0Ksection_end:1700000001:prepare\r\x1b[0K\n\x1b[32;1m$ make\x1b[0;m\npartial";
+        patch_log(&app, &job, 0, log.as_bytes()).await;
+        let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.text.contains(
+            "<details class=\"sec\" data-section=\"prepare\"><summary><span class=\"fg6 b\">Preparing</span></summary>\
+             <div class=\"body\"><div class=\"ln\">Using &lt;shell&gt;</div></div></details>\
+             <div class=\"ln\"><span class=\"fg2 b\">$ make</span></div>"), "{}", page.text);
+        assert!(!page.text.contains("partial"), "a running job's unfinished line waits");
+        let offset = log.len() - "partial".len();
+        assert!(page.text.contains(&format!("data-live=\"true\" data-offset=\"{offset}\" data-state=\"|\"")), "{}", page.text);
+
+        // What the page's script asks next: only what is new.
+        patch_log(&app, &job, log.len(), b" line\n\x1b[31mred").await;
+        let next = send(browser().get(app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&state=%7C", job["id"]))), Some(&cookie)).await;
+        assert_eq!(next.status, StatusCode::OK);
+        let next: Value = serde_json::from_str(&next.text).expect("json");
+        assert_eq!(next["items"], json!([{ "t": "l", "h": "partial line" }]));
+        assert_eq!(next["offset"], json!(log.len() + " line\n".len()));
+        assert_eq!((next["live"].as_bool(), next["status"].as_str()), (Some(true), Some("running")));
+        let bad = send(browser().get(app.url(&format!("/-/ui/jobs/{}/log?offset=0&state=%3Cx%3E", job["id"]))), Some(&cookie)).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+        // Cancelling from the page (with its token) cancels the job.
+        let reply = post(&app, Some(&cookie), &format!("/-/ui/jobs/{}/cancel", job["id"]), &[("csrf", &csrf)]).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
+        let status = app.runner_job(job["id"].as_i64().expect("id")).await.status;
+        assert!(matches!(status.as_str(), "canceled" | "canceling"), "{status:?}");
+
+        // No page needs a script to show its content: the script only follows logs.
+        assert!(page.text.matches("<script").count() == 1 && page.text.contains("<script src=\"/-/ui/assets/ui.js\" defer>"));
+        let css = get(&app, None, "/-/ui/assets/ui.css").await;
+        assert!(css.status == StatusCode::OK && css.text.contains("@media"));
+    }
+
+    async fn long_logs_are_read_from_where_the_page_left_off(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&token).await;
+        let (cookie, _) = sign_in(&app).await;
+        // 2 MiB in four PATCHes of 512 KiB, 16-byte lines numbered from 0.
+        const LINE: usize = 16;
+        const CHUNK: usize = 512 * 1024;
+        let line = |n: usize| format!("line {n:010}\n");
+        for c in 0..4 {
+            let text: String = (c * CHUNK / LINE..(c + 1) * CHUNK / LINE).map(line).collect();
+            patch_log(&app, &job, c * CHUNK, text.as_bytes()).await;
+        }
+        let poll = |offset: usize| {
+            let url = app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&state=%7C", job["id"]));
+            let cookie = cookie.clone();
+            async move {
+                let reply = send(browser().get(url), Some(&cookie)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+                serde_json::from_str::<Value>(&reply.text).expect("json")
+            }
+        };
+        let expect = |reply: &Value, first: usize| {
+            let items = reply["items"].as_array().expect("items");
+            assert_eq!(items.len(), 4 * CHUNK / LINE - first, "lines from {first}");
+            assert_eq!(items[0]["h"], json!(format!("line {first:010}")));
+            assert_eq!(items[items.len() - 1]["h"], json!(format!("line {:010}", 4 * CHUNK / LINE - 1)));
+            assert_eq!(reply["offset"], json!(4 * CHUNK));
+        };
+        // From the start, from where a chunk starts, and from inside one (read differently).
+        expect(&poll(0).await, 0);
+        expect(&poll(2 * CHUNK).await, 2 * CHUNK / LINE);
+        expect(&poll(CHUNK + 100 * LINE).await, CHUNK / LINE + 100);
+        let done = poll(4 * CHUNK).await;
+        assert_eq!((done["items"].clone(), done["live"].clone()), (json!([]), json!(true)));
+
+        // The page shows all of it without a script.
+        let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.text.matches("<div class=\"ln\">line ").count(), 4 * CHUNK / LINE);
+    }
+}
