@@ -285,12 +285,16 @@ impl Dispatcher {
                 if !can_run(runner, &runner_tags, &runner_projects, &job, project) {
                     continue;
                 }
-                if runner.runner_type == RunnerType::Instance {
+                // Only projects with a limit cost a look at their usage (no connection
+                // is taken for the others).
+                if let (RunnerType::Instance, Some(limit)) =
+                    (runner.runner_type, project.minutes_limit())
+                {
                     if let std::collections::hash_map::Entry::Vacant(slot) =
                         over_quota.entry(job.project_id)
                     {
                         let mut db = self.db.read().await?;
-                        slot.insert(quota_exceeded(&mut db.conn(), project).await?);
+                        slot.insert(quota_exceeded(&mut db.conn(), job.project_id, limit).await?);
                     }
                     if over_quota.get(&job.project_id) == Some(&true) {
                         self.refuse_over_quota(&job).await?;

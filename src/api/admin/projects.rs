@@ -402,7 +402,7 @@ fn usage_by_month(project: &Project, rows: &[CiMinutesUsage]) -> Value {
             .1
             .add(row);
     }
-    let limit = project.shared_runners_minutes_limit.filter(|l| *l > 0);
+    let limit = project.minutes_limit();
     let items: Vec<Value> = months
         .into_iter()
         .rev()

@@ -428,22 +428,30 @@ pub async fn update_runner(
         updated_at: None,
     };
     // What was asked to change, for the audit event (tokens never are).
-    let asked = serde_json::json!({
-        "description": changes.description,
-        "tag_list": changes.tag_list.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()),
-        "run_untagged": changes.run_untagged, "locked": changes.locked, "paused": changes.paused,
-        "access_level": changes.access_level, "maximum_timeout": changes.maximum_timeout,
-    });
+    let asked: serde_json::Map<String, serde_json::Value> = [
+        ("description", serde_json::json!(changes.description)),
+        (
+            "tag_list",
+            serde_json::json!(changes
+                .tag_list
+                .as_deref()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())),
+        ),
+        ("run_untagged", serde_json::json!(changes.run_untagged)),
+        ("locked", serde_json::json!(changes.locked)),
+        ("paused", serde_json::json!(changes.paused)),
+        ("access_level", serde_json::json!(changes.access_level)),
+        (
+            "maximum_timeout",
+            serde_json::json!(changes.maximum_timeout),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, value)| !value.is_null())
+    .map(|(key, value)| (key.to_string(), value))
+    .collect();
     let updated = state.runners.update(&current, changes).await?;
-    let asked = serde_json::Value::Object(
-        asked
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    );
+    let asked = serde_json::Value::Object(asked);
     super::audit::record_admin_action(&state, "runner_updated", "runner", updated.id, asked).await;
     Ok(HttpResponse::Ok().json(details(&state, updated).await?))
 }

@@ -142,15 +142,9 @@ impl CiMinutesUsage {
     }
 }
 
-/// Whether the project has used up this month's minutes on instance runners (a limit of
-/// `None` or 0 is no limit, as GitLab's `shared_runners_minutes_limit`).
-pub async fn quota_exceeded(
-    conn: &mut Conn<'_>,
-    project: &crate::db::models::Project,
-) -> QueryResult<bool> {
-    let Some(limit) = project.shared_runners_minutes_limit.filter(|l| *l > 0) else {
-        return Ok(false);
-    };
+/// Whether the project, whose monthly limit on instance runners is `limit` minutes, has
+/// used it up this month.
+pub async fn quota_exceeded(conn: &mut Conn<'_>, project_id: i64, limit: i32) -> QueryResult<bool> {
     let since = month_start(crate::db::models::now());
-    Ok(CiMinutesUsage::minutes_since(conn, project.id, since).await? >= f64::from(limit))
+    Ok(CiMinutesUsage::minutes_since(conn, project_id, since).await? >= f64::from(limit))
 }

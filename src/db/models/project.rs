@@ -59,6 +59,12 @@ pub struct ProjectChanges {
 }
 
 impl Project {
+    /// The monthly limit on instance runners, in minutes, if there is one (`None` or 0
+    /// is no limit, as GitLab's `shared_runners_minutes_limit`).
+    pub fn minutes_limit(&self) -> Option<i32> {
+        self.shared_runners_minutes_limit.filter(|l| *l > 0)
+    }
+
     pub fn path_with_namespace(&self) -> String {
         format!("{}/{}", self.namespace_path, self.path)
     }
