@@ -12,10 +12,12 @@ use tokio::sync::{mpsc, Notify};
 pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
+use crate::ci::config::JobSpec;
 use crate::db::enums::{AccessLevel, JobStatus, PipelineStatus, RunnerType};
 use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
-    now, CiMinutesUsage, Job, JobArtifact, JobChanges, Pipeline, Project, Runner, RunnerManager,
+    now, Candidate, CiMinutesUsage, Job, JobArtifact, JobChanges, Pipeline, Project, Runner,
+    RunnerManager,
 };
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -149,9 +151,8 @@ pub enum Polled {
 }
 
 /// Runner features a job may require ‹app/models/ci/build.rb› `RUNNER_FEATURES`.
-fn unsupported_by(job: &Job, features: &serde_json::Map<String, serde_json::Value>) -> bool {
+fn unsupported_by(spec: &JobSpec, features: &serde_json::Map<String, serde_json::Value>) -> bool {
     let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
-    let spec = job.spec();
     let artifacts = spec.artifacts.as_ref();
     (artifacts.is_some_and(|a| !a.reports.is_empty()) && !has("upload_multiple_artifacts"))
         || (artifacts.is_some_and(|a| !a.exclude.is_empty()) && !has("artifacts_exclude"))
@@ -166,7 +167,7 @@ fn can_run(
     runner: &Runner,
     runner_tags: &[String],
     runner_projects: &[i64],
-    job: &Job,
+    job: &Candidate,
     project: &Project,
 ) -> bool {
     let scope = match runner.runner_type {
@@ -259,19 +260,25 @@ impl Dispatcher {
             Vec::new()
         };
         let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
-        let cancel_gracefully = has("cancel_gracefully");
-        let two_phase = self.two_phase_commit && has("two_phase_job_commit");
+        let terms = ClaimTerms {
+            runner,
+            manager,
+            features,
+            cancel_gracefully: has("cancel_gracefully"),
+            two_phase: self.two_phase_commit && has("two_phase_job_commit"),
+        };
         let mut after = 0;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
-                Job::pending_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
+                Job::candidates_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
             };
             let Some(last) = candidates.last() else {
                 return Ok(None);
             };
             after = last.id;
             let queue_size = candidates.len() as i64;
+            let mut runnable = Vec::new();
             for job in candidates {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
@@ -301,16 +308,19 @@ impl Dispatcher {
                         continue;
                     }
                 }
-                if unsupported_by(&job, features) {
-                    self.drop_unsupported(&job).await?;
-                    continue;
-                }
+                runnable.push(job.id);
+            }
+            // Every poll meets the same oldest jobs; a claim takes the first of a few that
+            // is still free, so a runner that loses one race takes the next in the same
+            // transaction instead of spending one per job tried.
+            for ids in runnable.chunks(CLAIM_LIST) {
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
-                let Some((job, pipeline, dependencies)) = self
-                    .claim(&job, runner, manager, &token, cancel_gracefully, two_phase)
-                    .await?
+                let Some((job, pipeline, dependencies)) = self.claim(ids, &terms, &token).await?
                 else {
-                    continue; // another runner got it first
+                    continue; // all taken by other runners meanwhile
+                };
+                let Some(Some(project)) = projects.get(&job.project_id) else {
+                    return Err(ApiError::Conflict);
                 };
                 return Ok(Some(Assignment {
                     job,
@@ -324,110 +334,143 @@ impl Dispatcher {
         }
     }
 
-    /// Assigns `job` to the runner, at most once over all runners and server instances,
-    /// and reads what the payload needs in the same transaction: once it commits, the
-    /// answer needs the database no more, so a database lost right after cannot leave the
-    /// job assigned to a runner that was never told.
+    /// Assigns the first of `ids` still pending to the runner, at most once over all
+    /// runners and server instances, and reads what the payload needs in the same
+    /// transaction: once it commits, the answer needs the database no more, so a database
+    /// lost right after cannot leave the job assigned to a runner that was never told.
+    /// A job needing a feature the runner lacks is failed on the way (`runner_unsupported`,
+    /// as GitLab drops it) and its pipeline moves on.
     async fn claim(
         &self,
-        job: &Job,
-        runner: &Runner,
-        manager: &RunnerManager,
+        ids: &[i64],
+        terms: &ClaimTerms<'_>,
         token: &NewToken,
-        cancel_gracefully: bool,
-        two_phase: bool,
     ) -> ApiResult<Option<Claimed>> {
         let at = now();
-        let ack_deadline = two_phase.then(|| at + ACK_TIMEOUT);
+        let ack_deadline = terms.two_phase.then(|| at + ACK_TIMEOUT);
         let digest = token.digest.as_bytes().to_vec();
+        let mut ids = ids.to_vec();
         let mut db = self.db.write().await?;
-        let (job_id, pipeline_id) = (job.id, job.pipeline_id);
-        // PostgreSQL: lock the row, or skip it when another poll holds it (SKIP LOCKED), so
-        // concurrent polls spread over the queue instead of queueing on one row. SQLite:
-        // writes go through the one writer connection, so this transaction runs alone.
-        // On both, the conditional UPDATE assigns the job only if it is still pending.
-        let claimed = crate::transaction!(&mut db.conn(), |tx| {
-            if !Job::lock_pending(tx, job.id).await? {
-                return Ok::<Option<Claimed>, ApiError>(None);
-            }
-            if !Job::claim(
-                tx,
-                job.id,
-                runner.id,
-                manager.id,
-                &digest,
-                cancel_gracefully,
-                at,
-                ack_deadline,
-            )
-            .await?
-            {
-                return Ok(None);
-            }
-            let job = Job::find(tx, job_id).await?.ok_or(ApiError::Conflict)?;
-            let mut pipeline = Pipeline::find(tx, pipeline_id)
+        let (claimed, became_pending) = crate::transaction!(&mut db.conn(), |tx| {
+            let mut became_pending = false;
+            loop {
+                let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
+                else {
+                    return Ok::<_, ApiError>((None, became_pending));
+                };
+                ids.retain(|id| *id != job_id);
+                let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
+                if unsupported_by(&spec, terms.features) {
+                    if fail_pending(tx, job_id, "runner_unsupported").await? {
+                        became_pending |=
+                            crate::service::pipelines::process(tx, pipeline_id).await?;
+                    }
+                    continue;
+                }
+                let Some(job) = Job::claim(
+                    tx,
+                    job_id,
+                    terms.runner.id,
+                    terms.manager.id,
+                    &digest,
+                    terms.cancel_gracefully,
+                    at,
+                    ack_deadline,
+                )
                 .await?
-                .ok_or(ApiError::Conflict)?;
-            // A job that starts running makes its pipeline running (no other job moves on
-            // because one starts, so the whole pipeline need not be processed again).
-            // Under two-phase commit the job is still pending: nothing changes yet.
-            if job.status == JobStatus::Running
-                && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
-            {
-                let started_at = pipeline.started_at.or(Some(at));
-                Pipeline::set_status(tx, pipeline_id, PipelineStatus::Running, started_at, None)
+                else {
+                    continue;
+                };
+                let mut pipeline = Pipeline::find(tx, pipeline_id)
+                    .await?
+                    .ok_or(ApiError::Conflict)?;
+                // A job that starts running makes its pipeline running (no other job moves
+                // on because one starts, so the whole pipeline need not be processed
+                // again). Under two-phase commit the job is still pending: nothing changes.
+                if job.status == JobStatus::Running
+                    && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
+                {
+                    let started_at = pipeline.started_at.or(Some(at));
+                    Pipeline::set_status(
+                        tx,
+                        pipeline_id,
+                        PipelineStatus::Running,
+                        started_at,
+                        None,
+                    )
                     .await?;
-                pipeline.status = PipelineStatus::Running;
-                pipeline.started_at = started_at;
-                pipeline.finished_at = None;
+                    pipeline.status = PipelineStatus::Running;
+                    pipeline.started_at = started_at;
+                    pipeline.finished_at = None;
+                }
+                let dependencies = dependencies_of(tx, &job).await?;
+                return Ok((Some((job, pipeline, dependencies)), became_pending));
             }
-            let dependencies = dependencies_of(tx, &job).await?;
-            Ok(Some((job, pipeline, dependencies)))
         })?;
+        if became_pending {
+            self.queue.bump();
+        }
         Ok(claimed)
     }
 
     /// A job of a project over its CI minutes quota, met by an instance runner: not picked.
     /// If no runner of the project's own could take it, it fails `ci_quota_exceeded`, as
-    /// GitLab drops the builds only instance runners could run.
-    async fn refuse_over_quota(&self, job: &Job) -> ApiResult<()> {
+    /// GitLab drops the builds only instance runners could run; its pipeline moves on.
+    async fn refuse_over_quota(&self, job: &Candidate) -> ApiResult<()> {
         let own_runner = {
             let mut db = self.db.read().await?;
             CiMinutesUsage::has_own_runner(&mut db.conn(), job.project_id).await?
         };
-        if !own_runner {
-            self.drop_pending(job, "ci_quota_exceeded").await?;
+        if own_runner {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// A job the runner cannot run (a feature it lacks): failed `runner_unsupported`, as
-    /// GitLab drops it, then its pipeline moves on.
-    async fn drop_unsupported(&self, job: &Job) -> ApiResult<()> {
-        self.drop_pending(job, "runner_unsupported").await
-    }
-
-    /// Fails a pending job for `reason` before any runner took it; its pipeline moves on.
-    async fn drop_pending(&self, job: &Job, reason: &str) -> ApiResult<()> {
         let mut db = self.db.write().await?;
-        let changes = JobChanges {
-            status: Some(JobStatus::Failed),
-            failure_reason: Some(Some(reason.into())),
-            finished_at: Some(Some(now())),
-            updated_at: Some(now()),
-            ..Default::default()
-        };
-        if Job::transition(&mut db.conn(), job.id, &[JobStatus::Pending], &changes).await? {
-            let pipeline_id = job.pipeline_id;
-            let became_pending = crate::transaction!(&mut db.conn(), |tx| {
-                crate::service::pipelines::process(tx, pipeline_id).await
-            })?;
-            if became_pending {
-                self.queue.bump();
+        let job_id = job.id;
+        let became_pending = crate::transaction!(&mut db.conn(), |tx| {
+            // Not one a runner took meanwhile (under two-phase commit it stays pending).
+            let Some(job) = Job::find(tx, job_id)
+                .await?
+                .filter(|j| j.runner_id.is_none())
+            else {
+                return Ok::<bool, ApiError>(false);
+            };
+            if !fail_pending(tx, job_id, "ci_quota_exceeded").await? {
+                return Ok(false);
             }
+            crate::service::pipelines::process(tx, job.pipeline_id).await
+        })?;
+        if became_pending {
+            self.queue.bump();
         }
         Ok(())
     }
+}
+
+/// Fails a pending job no runner took yet for `reason`; false if it was no longer pending
+/// and free. The caller processes its pipeline.
+async fn fail_pending(tx: &mut Conn<'_>, job_id: i64, reason: &str) -> ApiResult<bool> {
+    let at = now();
+    let changes = JobChanges {
+        status: Some(JobStatus::Failed),
+        failure_reason: Some(Some(reason.into())),
+        finished_at: Some(Some(at)),
+        updated_at: Some(at),
+        ..Default::default()
+    };
+    Ok(Job::transition(tx, job_id, &[JobStatus::Pending], &changes).await?)
+}
+
+/// The ids handed to one claim: a loser of one race takes the next without a new
+/// transaction; few enough that the lookup stays small.
+const CLAIM_LIST: usize = 16;
+
+/// Who claims, and with what features.
+struct ClaimTerms<'a> {
+    runner: &'a Runner,
+    manager: &'a RunnerManager,
+    features: &'a serde_json::Map<String, serde_json::Value>,
+    cancel_gracefully: bool,
+    two_phase: bool,
 }
 
 /// The jobs whose artifacts `job` downloads: those named in `dependencies`, else those it

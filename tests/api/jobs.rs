@@ -190,11 +190,20 @@ both_backends! {
         let project = app.create_project(json!({ "name": "app" })).await;
         let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
         let pipeline = app.pipeline(project, "reports: { script: x, artifacts: { reports: { junit: r.xml } } }\n").await;
-        let reply = app.request_job_with(&runner, json!({ "info": { "features": { "upload_multiple_artifacts": false } } })).await;
+        let lacking = json!({ "info": { "features": { "upload_multiple_artifacts": false } } });
+        let reply = app.request_job_with(&runner, lacking.clone()).await;
         assert_eq!(reply.status, 204, "{}", reply.text);
         assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("reports", "failed")]));
         let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
         assert_eq!(job[0]["failure_reason"], "runner_unsupported");
+
+        // A job it cannot run ahead of one it can: dropped on the way, the next one given
+        // out in the same poll.
+        let pipeline = app.pipeline(project, "a_reports: { script: x, artifacts: { reports: { junit: r.xml } } }\nb_plain: { script: x }\n").await;
+        let reply = app.request_job_with(&runner, lacking).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["job_info"]["name"], "b_plain");
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("a_reports", "failed"), ("b_plain", "running")]));
     }
 
     async fn a_job_request_finishes_the_runners_creation(backend) {

@@ -73,6 +73,24 @@ pub struct NewJob {
     pub updated_at: NaiveDateTime,
 }
 
+/// A pending job as matching reads it: what decides which runners may take it, without
+/// its spec (read only for the job a claim picks).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = jobs)]
+pub struct Candidate {
+    pub id: i64,
+    pub project_id: i64,
+    /// JSON array of tag names.
+    pub tag_list: String,
+    pub protected: bool,
+}
+
+impl Candidate {
+    pub fn tags(&self) -> Vec<String> {
+        serde_json::from_str(&self.tag_list).unwrap_or_default()
+    }
+}
+
 /// Columns a status change may set besides the status.
 #[derive(Debug, Default, AsChangeset)]
 #[diesel(table_name = jobs)]
@@ -179,19 +197,20 @@ impl Job {
             .await)
     }
 
-    /// Up to `limit` pending jobs with ids above `after`, oldest first: the candidates a
-    /// runner is matched against.
-    pub async fn pending_after(
+    /// Up to `limit` pending, unassigned jobs with ids above `after`, oldest first, read
+    /// narrowly (no spec): the candidates a runner is matched against.
+    pub async fn candidates_after(
         conn: &mut Conn<'_>,
         after: i64,
         limit: i64,
-    ) -> QueryResult<Vec<Job>> {
+    ) -> QueryResult<Vec<Candidate>> {
         db_run!(conn, |c| jobs::table
             .filter(jobs::status.eq(JobStatus::Pending))
+            .filter(jobs::runner_id.is_null())
             .filter(jobs::id.gt(after))
             .order(jobs::id)
             .limit(limit)
-            .select(Job::as_select())
+            .select(Candidate::as_select())
             .load(c)
             .await)
     }
@@ -233,14 +252,14 @@ impl Job {
         cancel_gracefully: bool,
         at: NaiveDateTime,
         ack_deadline: Option<NaiveDateTime>,
-    ) -> QueryResult<bool> {
+    ) -> QueryResult<Option<Job>> {
         let status = if ack_deadline.is_some() {
             JobStatus::Pending
         } else {
             JobStatus::Running
         };
         let started_at = ack_deadline.is_none().then_some(at);
-        let n = db_run!(conn, |c| diesel::update(
+        db_run!(conn, |c| diesel::update(
             jobs::table
                 .filter(jobs::id.eq(id))
                 .filter(jobs::status.eq(JobStatus::Pending))
@@ -256,30 +275,36 @@ impl Job {
             jobs::started_at.eq(started_at),
             jobs::updated_at.eq(at),
         ))
-        .execute(c)
-        .await)?;
-        Ok(n == 1)
+        .returning(Job::as_returning())
+        .get_result(c)
+        .await
+        .optional())
     }
 
-    /// PostgreSQL only: locks the job's row if it is pending and no other transaction
-    /// holds it (`FOR UPDATE SKIP LOCKED`); false when it is taken or being taken.
-    pub async fn lock_pending(conn: &mut Conn<'_>, id: i64) -> QueryResult<bool> {
+    /// The first of `ids` still pending and unassigned, with its pipeline and spec, for a
+    /// claim in the same transaction. PostgreSQL locks the row and skips rows other
+    /// transactions hold (`FOR UPDATE SKIP LOCKED`), so concurrent claims spread over the
+    /// list instead of queueing on its first row; SQLite has no row locks, and needs none:
+    /// its single writer runs one claim at a time.
+    pub async fn first_pending_of(
+        conn: &mut Conn<'_>,
+        ids: &[i64],
+    ) -> QueryResult<Option<(i64, i64, String)>> {
+        let ids = ids.to_vec();
+        let query = jobs::table
+            .filter(jobs::id.eq_any(ids))
+            .filter(jobs::status.eq(JobStatus::Pending))
+            .filter(jobs::runner_id.is_null())
+            .order(jobs::id)
+            .select((jobs::id, jobs::pipeline_id, jobs::options));
         match conn {
-            Conn::Postgres(c) => {
-                let found: Option<i64> = jobs::table
-                    .filter(jobs::id.eq(id))
-                    .filter(jobs::status.eq(JobStatus::Pending))
-                    .filter(jobs::runner_id.is_null())
-                    .select(jobs::id)
-                    .for_update()
-                    .skip_locked()
-                    .first(&mut **c)
-                    .await
-                    .optional()?;
-                Ok(found.is_some())
-            }
-            // SQLite has no row locks; its single writer makes this unnecessary.
-            Conn::Sqlite(_) => Ok(true),
+            Conn::Postgres(c) => query
+                .for_update()
+                .skip_locked()
+                .first(&mut **c)
+                .await
+                .optional(),
+            Conn::Sqlite(c) => query.first(&mut **c).await.optional(),
         }
     }
 
