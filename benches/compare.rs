@@ -91,6 +91,7 @@ pub enum Row {
     PollRatio,
     PollDb,
     Dispatch,
+    DispatchCpu,
     DispatchDistinct,
     Pickup,
     Trace,
@@ -103,12 +104,13 @@ pub enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 14] = [
+    const ALL: [Row; 15] = [
         Row::Poll,
         Row::PollLatency,
         Row::PollRatio,
         Row::PollDb,
         Row::Dispatch,
+        Row::DispatchCpu,
         Row::DispatchDistinct,
         Row::Pickup,
         Row::Trace,
@@ -130,6 +132,7 @@ impl Row {
                 "2 dispatch {} jobs, {} runners, jobs/s",
                 sizes.dispatch_jobs, sizes.dispatch_runners
             ),
+            Row::DispatchCpu => "2 dispatch server CPU µs per job".into(),
             Row::DispatchDistinct => "2 distinct / assigned".into(),
             Row::Pickup => format!("3 pickup p50 / p99 ms ({} jobs)", sizes.pickup_jobs),
             Row::Trace => format!(
@@ -209,12 +212,15 @@ pub async fn empty_polls(out: &mut Results, base: &str, bodies: Vec<Bytes>, size
     );
 }
 
-pub fn dispatch_cells(out: &mut Results, drained: &Drained, queued: usize) {
+/// The dispatch figures; `cpu` is the CPU time the server spent draining.
+pub fn dispatch_cells(out: &mut Results, drained: &Drained, queued: usize, cpu: Duration) {
     let rate = drained.ids.len() as f64 / drained.time.as_secs_f64();
     out.set(
         Row::Dispatch,
         Cell::value(format!("{rate:.0}"), Some(rate >= 1000.0)),
     );
+    let per_job = cpu.as_secs_f64() * 1e6 / drained.ids.len().max(1) as f64;
+    out.set(Row::DispatchCpu, Cell::value(format!("{per_job:.0}"), None));
     let distinct = drained.distinct();
     out.set(
         Row::DispatchDistinct,
@@ -291,8 +297,10 @@ async fn mock_column(sizes: &Sizes) -> Results {
 
     mock.add_jobs(sizes.dispatch_jobs);
     let bodies = vec![Mock::poll_body(); sizes.dispatch_runners];
+    let cpu = mock.server.cpu_time();
     let drained = drain_queue(&base, bodies, sizes.limit).await;
-    dispatch_cells(&mut out, &drained, sizes.dispatch_jobs);
+    let cpu = mock.server.cpu_time() - cpu;
+    dispatch_cells(&mut out, &drained, sizes.dispatch_jobs, cpu);
 
     out.set(
         Row::Pickup,

@@ -34,6 +34,11 @@ impl Server {
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid())
     }
+
+    /// CPU time the server has used so far (user + system, all threads).
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
+    }
 }
 
 impl Drop for Server {
@@ -89,6 +94,23 @@ pub async fn wait_ready(url: &str) {
         assert!(Instant::now() < deadline, "{url} did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms,
+/// the usual `USER_HZ`; zero if unreadable).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces), from its closing parenthesis:
+    // state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 pub fn rss_kib(pid: u32) -> u64 {

@@ -225,8 +225,10 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
         admin.pipeline(project, &yaml).await;
     }
     let bodies = tokens.iter().map(|t| poll_body(t, None)).collect();
+    let cpu = server.cpu_time();
     let drained = drain_queue(&server.base, bodies, sizes.limit).await;
-    crate::dispatch_cells(out, &drained, sizes.dispatch_jobs);
+    let cpu = server.cpu_time() - cpu;
+    crate::dispatch_cells(out, &drained, sizes.dispatch_jobs, cpu);
 
     // 4. Trace.
     let yaml = format!(

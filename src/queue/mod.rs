@@ -249,6 +249,7 @@ impl Dispatcher {
         let runner_tags = runner.tags();
         let mut projects: HashMap<i64, Option<Project>> = HashMap::new();
         let mut over_quota: HashMap<i64, bool> = HashMap::new();
+        let mut pipelines: HashMap<i64, Pipeline> = HashMap::new();
         let runner_projects: Vec<i64> = if runner.runner_type == RunnerType::Project {
             let mut db = self.db.read().await?;
             Project::for_runner(&mut db.conn(), runner.id)
@@ -308,14 +309,29 @@ impl Dispatcher {
                         continue;
                     }
                 }
-                runnable.push(job.id);
+                runnable.push(job);
             }
             // Every poll meets the same oldest jobs; a claim takes the first of a few that
             // is still free, so a runner that loses one race takes the next in the same
             // transaction instead of spending one per job tried.
-            for ids in runnable.chunks(CLAIM_LIST) {
+            for chunk in runnable.chunks(CLAIM_LIST) {
+                // Their pipelines are read before, outside the one writer: what the payload
+                // takes from a pipeline does not change while its jobs are pending.
+                let unknown: Vec<i64> = chunk
+                    .iter()
+                    .map(|j| j.pipeline_id)
+                    .filter(|id| !pipelines.contains_key(id))
+                    .collect();
+                if !unknown.is_empty() {
+                    let mut db = self.db.read().await?;
+                    for pipeline in Pipeline::find_many(&mut db.conn(), &unknown).await? {
+                        pipelines.insert(pipeline.id, pipeline);
+                    }
+                }
+                let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
-                let Some((job, pipeline, dependencies)) = self.claim(ids, &terms, &token).await?
+                let Some((job, pipeline, dependencies)) =
+                    self.claim(&ids, &pipelines, &terms, &token).await?
                 else {
                     continue; // all taken by other runners meanwhile
                 };
@@ -343,6 +359,7 @@ impl Dispatcher {
     async fn claim(
         &self,
         ids: &[i64],
+        pipelines: &HashMap<i64, Pipeline>,
         terms: &ClaimTerms<'_>,
         token: &NewToken,
     ) -> ApiResult<Option<Claimed>> {
@@ -381,8 +398,9 @@ impl Dispatcher {
                 else {
                     continue;
                 };
-                let mut pipeline = Pipeline::find(tx, pipeline_id)
-                    .await?
+                let mut pipeline = pipelines
+                    .get(&pipeline_id)
+                    .cloned()
                     .ok_or(ApiError::Conflict)?;
                 // A job that starts running makes its pipeline running (no other job moves
                 // on because one starts, so the whole pipeline need not be processed
@@ -390,17 +408,8 @@ impl Dispatcher {
                 if job.status == JobStatus::Running
                     && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
                 {
-                    let started_at = pipeline.started_at.or(Some(at));
-                    Pipeline::set_status(
-                        tx,
-                        pipeline_id,
-                        PipelineStatus::Running,
-                        started_at,
-                        None,
-                    )
-                    .await?;
+                    pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
                     pipeline.status = PipelineStatus::Running;
-                    pipeline.started_at = started_at;
                     pipeline.finished_at = None;
                 }
                 let dependencies = dependencies_of(tx, &job).await?;

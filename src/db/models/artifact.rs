@@ -62,6 +62,9 @@ impl JobArtifact {
     }
 
     pub async fn for_jobs(conn: &mut Conn<'_>, job_ids: &[i64]) -> QueryResult<Vec<JobArtifact>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         db_run!(conn, |c| job_artifacts::table
             .filter(job_artifacts::job_id.eq_any(job_ids))
             .order(job_artifacts::id)

@@ -79,6 +79,7 @@ pub struct NewJob {
 #[diesel(table_name = jobs)]
 pub struct Candidate {
     pub id: i64,
+    pub pipeline_id: i64,
     pub project_id: i64,
     /// JSON array of tag names.
     pub tag_list: String,

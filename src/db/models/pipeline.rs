@@ -58,6 +58,16 @@ impl Pipeline {
             .await)
     }
 
+    /// The pipelines with these ids (in no particular order).
+    pub async fn find_many(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Pipeline>> {
+        let ids = ids.to_vec();
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::id.eq_any(ids))
+            .select(Pipeline::as_select())
+            .load(c)
+            .await)
+    }
+
     pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Pipeline>> {
         db_run!(conn, |c| pipelines::table
             .find(id)
@@ -78,6 +88,29 @@ impl Pipeline {
     }
 
     /// Records a new status with its start and finish times.
+    /// Marks a pipeline running because one of its jobs started, keeping the start time
+    /// it has (another job may have started it meanwhile); answers that start time.
+    pub async fn start(
+        conn: &mut Conn<'_>,
+        id: i64,
+        at: NaiveDateTime,
+    ) -> QueryResult<Option<NaiveDateTime>> {
+        db_run!(conn, |c| diesel::update(pipelines::table.find(id))
+            .set((
+                pipelines::status.eq(PipelineStatus::Running),
+                pipelines::started_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+                >("COALESCE(started_at, ")
+                .bind::<diesel::sql_types::Timestamp, _>(at)
+                .sql(")")),
+                pipelines::finished_at.eq(None::<NaiveDateTime>),
+                pipelines::updated_at.eq(at),
+            ))
+            .returning(pipelines::started_at)
+            .get_result(c)
+            .await)
+    }
+
     pub async fn set_status(
         conn: &mut Conn<'_>,
         id: i64,
