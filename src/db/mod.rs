@@ -4,6 +4,10 @@
 //! PostgreSQL with `AsyncPgConnection`, SQLite with `SyncConnectionWrapper<SqliteConnection>`
 //! (bundled libsqlite3; each query runs on tokio's blocking pool). Both are pooled with
 //! deadpool: an async pool, because handlers await the database and must not block a worker.
+//! A connection is handed out again without a test query (`RecyclingMethod::Fast`): a
+//! request takes several in turn, and a `SELECT 1` before each cost as much as the work.
+//! A PostgreSQL connection whose server went away is closed, and a closed one is dropped
+//! by the pool instead of handed out; a query on a connection lost since answers 503.
 //!
 //! SQLite allows one writer at a time. Instead of racing writers on `BEGIN IMMEDIATE`
 //! and `busy_timeout`, every write goes through a pool of exactly one connection
@@ -20,7 +24,9 @@ use std::time::Duration;
 use anyhow::Context;
 use diesel::{Connection, SqliteConnection};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -127,7 +133,10 @@ impl DbPool {
         match Backend::from_url(url)? {
             Backend::Postgres => {
                 run_postgres_migrations(url).await?;
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
                 let pool = Pool::builder(manager)
                     .max_size(size)
                     .wait_timeout(Some(wait))
@@ -260,6 +269,7 @@ macro_rules! transaction {
 
 fn sqlite_pool(path: &str, size: usize, wait: Duration) -> anyhow::Result<Pool<SqliteConn>> {
     let mut config = ManagerConfig::<SqliteConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(|url| {
         let url = url.to_string();
         async move {
