@@ -7,6 +7,7 @@
 //! the same reason (the connection must be free again before anyone reuses it), but on a
 //! plain condition variable, which works on any runtime.
 
+use std::cell::Cell;
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +17,79 @@ use std::task::{Context, Poll};
 use diesel_async::sync_connection_wrapper::SpawnBlocking;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+
+thread_local! {
+    /// Set on the [`WriterThread`]: SQLite calls run right there, without a hop to the
+    /// blocking pool and back.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A thread of its own for SQLite's hot write transactions (job claims, log appends).
+///
+/// SQLite has one writer, so a write transaction's latency is the ceiling on writes per
+/// second. Run from a request, each statement of it hops to the blocking pool and back to
+/// an actix worker that is busy with other requests, and the transaction holds the writer
+/// all that while. Here the statements run inline, one after the other, on a thread that
+/// does nothing else; other requests wait for the writer without blocking anything.
+pub struct WriterThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl WriterThread {
+    pub fn start() -> std::io::Result<WriterThread> {
+        let (ready, handle) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                INLINE.with(|inline| inline.set(true));
+                let _ = ready.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("the SQLite writer thread did not start"))??;
+        Ok(WriterThread {
+            handle,
+            stop: Some(stop),
+        })
+    }
+
+    /// Runs `work` on the writer thread. It runs to its end even if the caller stops
+    /// waiting, as a transaction should.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self.handle.spawn(work).await {
+            Ok(value) => value,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only when the thread is stopping, that is when the pool is dropped.
+            Err(e) => panic!("the SQLite writer thread stopped: {e}"),
+        }
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
 
 /// Spawns on tokio's blocking pool; a dropped, unfinished call is waited for.
 pub struct Blocking(tokio::runtime::Handle);
@@ -79,6 +153,9 @@ impl SpawnBlocking for Blocking {
     where
         R: Send + 'static,
     {
+        if INLINE.with(Cell::get) {
+            return futures_util::future::ready(Ok(task())).boxed();
+        }
         let done = Arc::new(Done::default());
         let guard = FinishOnDrop(done.clone());
         let task = self.0.spawn_blocking(move || {

@@ -34,6 +34,8 @@ use futures_util::FutureExt;
 
 mod blocking;
 
+use blocking::WriterThread;
+
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, blocking::Blocking>;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -94,6 +96,7 @@ pub enum DbPool {
     Sqlite {
         read: Pool<SqliteConn>,
         write: Pool<SqliteConn>,
+        writer: std::sync::Arc<WriterThread>,
     },
 }
 
@@ -158,7 +161,14 @@ impl DbPool {
                 run_sqlite_migrations(&path).await?;
                 let read = sqlite_pool(&path, size.clamp(1, 8), wait)?;
                 let write = sqlite_pool(&path, 1, wait)?;
-                Ok(DbPool::Sqlite { read, write })
+                let writer = std::sync::Arc::new(
+                    WriterThread::start().context("starting the SQLite writer thread")?,
+                );
+                Ok(DbPool::Sqlite {
+                    read,
+                    write,
+                    writer,
+                })
             }
         }
     }
@@ -186,6 +196,23 @@ impl DbPool {
         })
     }
 
+    /// Runs a hot write transaction: on SQLite on its writer thread (see
+    /// [`blocking::WriterThread`]), on PostgreSQL right here. It runs to its end even if
+    /// the caller stops waiting.
+    pub async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self {
+            DbPool::Sqlite { writer, .. } => writer.run(work).await,
+            DbPool::Postgres(_) => match tokio::spawn(work).await {
+                Ok(value) => value,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a write transaction was cancelled: {e}"),
+            },
+        }
+    }
+
     /// Each pool as (name, connections open, idle, most allowed), for metrics.
     pub fn pools(&self) -> Vec<(&'static str, usize, usize, usize)> {
         let row = |name, status: deadpool::Status| {
@@ -198,7 +225,7 @@ impl DbPool {
         };
         match self {
             DbPool::Postgres(pool) => vec![row("postgres", pool.status())],
-            DbPool::Sqlite { read, write } => {
+            DbPool::Sqlite { read, write, .. } => {
                 vec![
                     row("sqlite_read", read.status()),
                     row("sqlite_write", write.status()),

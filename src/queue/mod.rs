@@ -261,13 +261,13 @@ impl Dispatcher {
             Vec::new()
         };
         let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
-        let terms = ClaimTerms {
-            runner,
-            manager,
-            features,
+        let terms = Arc::new(ClaimTerms {
+            runner_id: runner.id,
+            manager_id: manager.id,
+            features: features.clone(),
             cancel_gracefully: has("cancel_gracefully"),
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
-        };
+        });
         let mut after = 0;
         loop {
             let candidates = {
@@ -323,16 +323,33 @@ impl Dispatcher {
                     .filter(|id| !pipelines.contains_key(id))
                     .collect();
                 if !unknown.is_empty() {
+                    // One lookup by id each (a prepared statement), not an `IN` list.
                     let mut db = self.db.read().await?;
-                    for pipeline in Pipeline::find_many(&mut db.conn(), &unknown).await? {
-                        pipelines.insert(pipeline.id, pipeline);
+                    for id in unknown {
+                        if pipelines.contains_key(&id) {
+                            continue;
+                        }
+                        if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
+                            pipelines.insert(id, pipeline);
+                        }
                     }
                 }
                 let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
+                let theirs: HashMap<i64, Pipeline> = chunk
+                    .iter()
+                    .filter_map(|j| pipelines.get(&j.pipeline_id))
+                    .map(|p| (p.id, p.clone()))
+                    .collect();
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
-                let Some((job, pipeline, dependencies)) =
-                    self.claim(&ids, &pipelines, &terms, &token).await?
-                else {
+                let digest = token.digest.as_bytes().to_vec();
+                let (claimed, became_pending) = self
+                    .db
+                    .on_writer(claim(self.db.clone(), ids, theirs, terms.clone(), digest))
+                    .await?;
+                if became_pending {
+                    self.queue.bump();
+                }
+                let Some((job, pipeline, dependencies)) = claimed else {
                     continue; // all taken by other runners meanwhile
                 };
                 let Some(Some(project)) = projects.get(&job.project_id) else {
@@ -348,78 +365,6 @@ impl Dispatcher {
                 }));
             }
         }
-    }
-
-    /// Assigns the first of `ids` still pending to the runner, at most once over all
-    /// runners and server instances, and reads what the payload needs in the same
-    /// transaction: once it commits, the answer needs the database no more, so a database
-    /// lost right after cannot leave the job assigned to a runner that was never told.
-    /// A job needing a feature the runner lacks is failed on the way (`runner_unsupported`,
-    /// as GitLab drops it) and its pipeline moves on.
-    async fn claim(
-        &self,
-        ids: &[i64],
-        pipelines: &HashMap<i64, Pipeline>,
-        terms: &ClaimTerms<'_>,
-        token: &NewToken,
-    ) -> ApiResult<Option<Claimed>> {
-        let at = now();
-        let ack_deadline = terms.two_phase.then(|| at + ACK_TIMEOUT);
-        let digest = token.digest.as_bytes().to_vec();
-        let mut ids = ids.to_vec();
-        let mut db = self.db.write().await?;
-        let (claimed, became_pending) = crate::transaction!(&mut db.conn(), |tx| {
-            let mut became_pending = false;
-            loop {
-                let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
-                else {
-                    return Ok::<_, ApiError>((None, became_pending));
-                };
-                ids.retain(|id| *id != job_id);
-                let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
-                if unsupported_by(&spec, terms.features) {
-                    if fail_pending(tx, job_id, "runner_unsupported").await? {
-                        became_pending |=
-                            crate::service::pipelines::process(tx, pipeline_id).await?;
-                    }
-                    continue;
-                }
-                let Some(job) = Job::claim(
-                    tx,
-                    job_id,
-                    terms.runner.id,
-                    terms.manager.id,
-                    &digest,
-                    terms.cancel_gracefully,
-                    at,
-                    ack_deadline,
-                )
-                .await?
-                else {
-                    continue;
-                };
-                let mut pipeline = pipelines
-                    .get(&pipeline_id)
-                    .cloned()
-                    .ok_or(ApiError::Conflict)?;
-                // A job that starts running makes its pipeline running (no other job moves
-                // on because one starts, so the whole pipeline need not be processed
-                // again). Under two-phase commit the job is still pending: nothing changes.
-                if job.status == JobStatus::Running
-                    && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
-                {
-                    pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
-                    pipeline.status = PipelineStatus::Running;
-                    pipeline.finished_at = None;
-                }
-                let dependencies = dependencies_of(tx, &job).await?;
-                return Ok((Some((job, pipeline, dependencies)), became_pending));
-            }
-        })?;
-        if became_pending {
-            self.queue.bump();
-        }
-        Ok(claimed)
     }
 
     /// A job of a project over its CI minutes quota, met by an instance runner: not picked.
@@ -455,6 +400,72 @@ impl Dispatcher {
     }
 }
 
+/// Assigns the first of `ids` still pending to the runner, at most once over all runners
+/// and server instances, and reads what the payload needs in the same transaction: once
+/// it commits, the answer needs the database no more, so a database lost right after
+/// cannot leave the job assigned to a runner that was never told. A job needing a feature
+/// the runner lacks is failed on the way (`runner_unsupported`, as GitLab drops it) and its
+/// pipeline moves on (answered true when that made jobs pending). Owns what it uses: it
+/// runs on the writer ([`DbPool::on_writer`]).
+async fn claim(
+    db: DbPool,
+    mut ids: Vec<i64>,
+    pipelines: HashMap<i64, Pipeline>,
+    terms: Arc<ClaimTerms>,
+    digest: Vec<u8>,
+) -> ApiResult<(Option<Claimed>, bool)> {
+    let at = now();
+    let ack_deadline = terms.two_phase.then(|| at + ACK_TIMEOUT);
+    let mut db = db.write().await?;
+    crate::transaction!(&mut db.conn(), |tx| {
+        let mut became_pending = false;
+        loop {
+            let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
+            else {
+                return Ok::<_, ApiError>((None, became_pending));
+            };
+            ids.retain(|id| *id != job_id);
+            let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
+            if unsupported_by(&spec, &terms.features) {
+                if fail_pending(tx, job_id, "runner_unsupported").await? {
+                    became_pending |= crate::service::pipelines::process(tx, pipeline_id).await?;
+                }
+                continue;
+            }
+            let Some(job) = Job::claim(
+                tx,
+                job_id,
+                terms.runner_id,
+                terms.manager_id,
+                &digest,
+                terms.cancel_gracefully,
+                at,
+                ack_deadline,
+            )
+            .await?
+            else {
+                continue;
+            };
+            let mut pipeline = pipelines
+                .get(&pipeline_id)
+                .cloned()
+                .ok_or(ApiError::Conflict)?;
+            // A job that starts running makes its pipeline running (no other job moves on
+            // because one starts, so the whole pipeline need not be processed again).
+            // Under two-phase commit the job is still pending: nothing changes.
+            if job.status == JobStatus::Running
+                && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
+            {
+                pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
+                pipeline.status = PipelineStatus::Running;
+                pipeline.finished_at = None;
+            }
+            let dependencies = dependencies_of(tx, &job).await?;
+            return Ok((Some((job, pipeline, dependencies)), became_pending));
+        }
+    })
+}
+
 /// Fails a pending job no runner took yet for `reason`; false if it was no longer pending
 /// and free. The caller processes its pipeline.
 async fn fail_pending(tx: &mut Conn<'_>, job_id: i64, reason: &str) -> ApiResult<bool> {
@@ -474,10 +485,10 @@ async fn fail_pending(tx: &mut Conn<'_>, job_id: i64, reason: &str) -> ApiResult
 const CLAIM_LIST: usize = 16;
 
 /// Who claims, and with what features.
-struct ClaimTerms<'a> {
-    runner: &'a Runner,
-    manager: &'a RunnerManager,
-    features: &'a serde_json::Map<String, serde_json::Value>,
+struct ClaimTerms {
+    runner_id: i64,
+    manager_id: i64,
+    features: serde_json::Map<String, serde_json::Value>,
     cancel_gracefully: bool,
     two_phase: bool,
 }

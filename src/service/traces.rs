@@ -49,12 +49,19 @@ impl Traces {
     }
 
     /// Appends `data` at `start` (see [`TraceChunk::append`]); committed before it answers.
+    /// Runs on the writer ([`DbPool::on_writer`]): a log append is a hot write.
     pub async fn append(&self, job_id: i64, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
-        let mut db = self.db.write().await?;
-        let outcome = transaction!(&mut db.conn(), |tx| {
-            Ok::<_, crate::error::ApiError>(TraceChunk::append(tx, job_id, start, &data).await?)
-        })?;
-        Ok(outcome)
+        let db = self.db.clone();
+        self.db
+            .on_writer(async move {
+                let mut db = db.write().await?;
+                transaction!(&mut db.conn(), |tx| {
+                    Ok::<_, crate::error::ApiError>(
+                        TraceChunk::append(tx, job_id, start, &data).await?,
+                    )
+                })
+            })
+            .await
     }
 
     pub async fn set_debug(&self, job_id: i64) -> ApiResult<()> {

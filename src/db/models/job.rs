@@ -282,30 +282,42 @@ impl Job {
         .optional())
     }
 
-    /// The first of `ids` still pending and unassigned, with its pipeline and spec, for a
-    /// claim in the same transaction. PostgreSQL locks the row and skips rows other
-    /// transactions hold (`FOR UPDATE SKIP LOCKED`), so concurrent claims spread over the
-    /// list instead of queueing on its first row; SQLite has no row locks, and needs none:
-    /// its single writer runs one claim at a time.
+    /// The first of `ids` (ascending) still pending and unassigned, with its pipeline and
+    /// spec, for a claim in the same transaction. PostgreSQL locks the row and skips rows
+    /// other transactions hold (`FOR UPDATE SKIP LOCKED`), so concurrent claims spread over
+    /// the list instead of queueing on its first row. SQLite has no row locks and needs
+    /// none (its single writer runs one claim at a time); it reads the pending rows between
+    /// the first and last id and keeps the first listed: a query of fixed shape, prepared
+    /// once per connection, where an `IN` list is parsed anew each time.
     pub async fn first_pending_of(
         conn: &mut Conn<'_>,
         ids: &[i64],
     ) -> QueryResult<Option<(i64, i64, String)>> {
-        let ids = ids.to_vec();
-        let query = jobs::table
-            .filter(jobs::id.eq_any(ids))
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Ok(None);
+        };
+        let pending = jobs::table
             .filter(jobs::status.eq(JobStatus::Pending))
             .filter(jobs::runner_id.is_null())
             .order(jobs::id)
             .select((jobs::id, jobs::pipeline_id, jobs::options));
         match conn {
-            Conn::Postgres(c) => query
+            Conn::Postgres(c) => pending
+                .filter(jobs::id.eq_any(ids.to_vec()))
                 .for_update()
                 .skip_locked()
                 .first(&mut **c)
                 .await
                 .optional(),
-            Conn::Sqlite(c) => query.first(&mut **c).await.optional(),
+            Conn::Sqlite(c) => {
+                let rows: Vec<(i64, i64, String)> = pending
+                    .filter(jobs::id.between(first, last))
+                    .load(&mut **c)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .find(|(id, _, _)| ids.binary_search(id).is_ok()))
+            }
         }
     }
 

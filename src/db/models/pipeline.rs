@@ -58,16 +58,6 @@ impl Pipeline {
             .await)
     }
 
-    /// The pipelines with these ids (in no particular order).
-    pub async fn find_many(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<Pipeline>> {
-        let ids = ids.to_vec();
-        db_run!(conn, |c| pipelines::table
-            .filter(pipelines::id.eq_any(ids))
-            .select(Pipeline::as_select())
-            .load(c)
-            .await)
-    }
-
     pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Pipeline>> {
         db_run!(conn, |c| pipelines::table
             .find(id)
