@@ -193,6 +193,13 @@ pub struct Dispatcher {
     db: DbPool,
     pub queue: Arc<Queue>,
     two_phase_commit: bool,
+    /// (queue version, id): at that version no pending, unassigned job has an id at or
+    /// below it, so a look for candidates starts above it. Claimed jobs leave no pending
+    /// rows behind, but on PostgreSQL their old index entries stay until vacuum and every
+    /// read from the start of the queue walked over them. A job becomes pending only with a
+    /// bump of the version (the same promise long polling relies on), which makes the
+    /// mark stale.
+    floor: std::sync::Mutex<(String, i64)>,
 }
 
 impl Dispatcher {
@@ -201,6 +208,7 @@ impl Dispatcher {
             db,
             queue,
             two_phase_commit,
+            floor: std::sync::Mutex::new((String::new(), 0)),
         }
     }
 
@@ -268,12 +276,20 @@ impl Dispatcher {
             cancel_gracefully: has("cancel_gracefully"),
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
-        let mut after = 0;
+        // The version is read before the candidates: a job made pending after it bumps it.
+        let version = self.queue.current();
+        let mut after = self.floor(&version);
+        let mut first_read = true;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
                 Job::candidates_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
             };
+            if std::mem::take(&mut first_read) {
+                if let Some(first) = candidates.first() {
+                    self.raise_floor(&version, first.id - 1);
+                }
+            }
             let Some(last) = candidates.last() else {
                 return Ok(None);
             };
@@ -364,6 +380,26 @@ impl Dispatcher {
                     queue_size,
                 }));
             }
+        }
+    }
+
+    /// Where a look for candidates may start at `version` (see `Dispatcher::floor`).
+    fn floor(&self, version: &str) -> i64 {
+        let floor = self.floor.lock().unwrap_or_else(|e| e.into_inner());
+        if floor.0 == version {
+            floor.1
+        } else {
+            0
+        }
+    }
+
+    /// No pending, unassigned job had an id up to `id` when read at `version`.
+    fn raise_floor(&self, version: &str, id: i64) {
+        let mut floor = self.floor.lock().unwrap_or_else(|e| e.into_inner());
+        if floor.0 != version {
+            *floor = (version.to_string(), id);
+        } else if id > floor.1 {
+            floor.1 = id;
         }
     }
 

@@ -263,6 +263,23 @@ both_backends! {
         assert_eq!(unique.len(), JOBS, "every job was handed out");
     }
 
+    async fn a_job_made_pending_behind_newer_ones_is_found(backend) {
+        // The dispatcher starts its look above the oldest pending job it last saw; a job of
+        // a lower id that becomes pending later (its stage's turn) must still be found.
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "stages: [one, two]\na: { stage: one, script: x }\nb: { stage: two, script: x }\n").await;
+        app.pipeline(project, "c: { script: x }\nd: { script: x }\n").await;
+        let a = app.take_job(&runner).await;
+        assert_eq!(a["job_info"]["name"], "a");
+        assert_eq!(app.take_job(&runner).await["job_info"]["name"], "c");
+        assert_eq!(app.update_job(&a, json!({ "state": "success" })).await.status, 200);
+        assert_eq!(app.take_job(&runner).await["job_info"]["name"], "b", "b (lower id than d) is pending now");
+        assert_eq!(app.take_job(&runner).await["job_info"]["name"], "d");
+        assert_eq!(app.request_job(&runner).await.status, 204);
+    }
+
     async fn a_held_poll_answers_as_soon_as_a_job_arrives(backend) {
         let app = TestApp::builder(backend).long_poll_timeout(30).spawn().await;
         let project = app.create_project(json!({ "name": "app" })).await;
