@@ -187,18 +187,13 @@ async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
             button = button(&format!("/-/ui/runners/{}/{action}", r.id), label, &session.csrf),
         );
     }
-    // The list refreshes itself (ui.js) while the page is open: statuses follow contacts.
     let main = if runners.is_empty() {
-        format!(
-            "<h1>Runners</h1><div id=\"runners\" data-refresh=\"{RUNNERS_REFRESH_MS}\"><p>No runners yet. Create one with \
-             <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p></div>"
-        )
+        "<h1>Runners</h1><p>No runners yet. Create one with <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p>".to_string()
     } else {
         format!(
-            "<h1>Runners</h1><div id=\"runners\" data-refresh=\"{RUNNERS_REFRESH_MS}\">\
-             <table class=\"cards\"><thead><tr><th>Runner</th><th>Status</th><th>Type</th>\
+            "<h1>Runners</h1><table class=\"cards\"><thead><tr><th>Runner</th><th>Status</th><th>Type</th>\
              <th>Tags</th><th>Machines</th><th>Last contact</th><th><span class=\"sr\">Actions</span></th></tr></thead>\
-             <tbody>{rows}</tbody></table></div>"
+             <tbody>{rows}</tbody></table>"
         )
     };
     ok("Runners", &session, &main)
@@ -326,16 +321,6 @@ async fn pipeline_of(state: &AppState, project_id: i64, id: i64) -> Result<Pipel
 
 /// Whether the job is not over yet: it may still be canceled and write to its log.
 fn unfinished(status: JobStatus) -> bool {
-    moving(status) || matches!(status, JobStatus::Manual | JobStatus::Scheduled)
-}
-
-/// How often an open page refreshes its live part (see `ui.js`), in milliseconds.
-const PIPELINE_REFRESH_MS: u32 = 2000;
-const RUNNERS_REFRESH_MS: u32 = 5000;
-
-/// Whether the job may change without anyone acting: waiting for or held by a runner.
-/// (Manual and scheduled jobs wait for a person or a time; their pages need no refresh.)
-fn moving(status: JobStatus) -> bool {
     matches!(
         status,
         JobStatus::Created
@@ -344,6 +329,8 @@ fn moving(status: JobStatus) -> bool {
             | JobStatus::Pending
             | JobStatus::Running
             | JobStatus::Canceling
+            | JobStatus::Manual
+            | JobStatus::Scheduled
     )
 }
 
@@ -428,20 +415,12 @@ async fn pipeline_page(
         }
         body.push_str("</ul></section>");
     }
-    // While jobs may still move, the page refreshes its live part (ui.js); once they are
-    // all over, the attribute is gone and the refreshing stops.
-    let refresh = if jobs.iter().any(|j| moving(j.status)) {
-        format!(" data-refresh=\"{PIPELINE_REFRESH_MS}\"")
-    } else {
-        String::new()
-    };
     let main = format!(
         "<p class=\"crumbs\"><a href=\"/-/ui/projects/{pid}\">{path}</a></p>\
-         <div id=\"pipeline\"{refresh}>\
          <h1>Pipeline #{id} {status}</h1>\
          <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
          <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
-         <p>{cancel}{retry}</p><div class=\"stages\">{body}</div></div>",
+         <p>{cancel}{retry}</p><div class=\"stages\">{body}</div>",
         pid = project.id,
         path = escape(&project.path_with_namespace()),
         id = pipeline.id,

@@ -84,38 +84,3 @@
   }
   setTimeout(poll, 1000);
 })();
-
-// Live parts of a page (`data-refresh="ms"` on an element with an id): the page is fetched
-// again and the element replaced by its new rendering, so the server renders it one way
-// only. Stops when the new rendering has no `data-refresh` (e.g. the pipeline is over).
-// Skipped while focus is inside the element, so a button being pressed is not swapped.
-(function () {
-  for (const region of document.querySelectorAll("[data-refresh][id]")) follow(region.id);
-
-  function follow(id) {
-    const current = document.getElementById(id);
-    if (!current) return;
-    const every = Math.max(1000, Number(current.dataset.refresh) || 5000);
-    setTimeout(async () => {
-      const region = document.getElementById(id);
-      if (!region) return;
-      if (region.contains(document.activeElement) && document.activeElement !== document.body) {
-        follow(id);
-        return;
-      }
-      let fresh;
-      try {
-        const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
-        if (response.redirected || !response.ok) return; // signed out or gone: stop quietly
-        const page = new DOMParser().parseFromString(await response.text(), "text/html");
-        fresh = page.getElementById(id);
-      } catch (e) {
-        follow(id);
-        return;
-      }
-      if (!fresh) return;
-      region.replaceWith(document.importNode(fresh, true));
-      if (fresh.hasAttribute("data-refresh")) follow(id);
-    }, every);
-  }
-})();
