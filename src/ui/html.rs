@@ -36,6 +36,11 @@ pub fn page_response(status: actix_web::http::StatusCode, body: String) -> HttpR
         .body(body)
 }
 
+/// A part of a page, rendered again for `ui.js` to swap in: the page's headers, no frame.
+pub fn fragment_response(body: String) -> HttpResponse {
+    page_response(actix_web::http::StatusCode::OK, body)
+}
+
 /// A whole page: `title`, the navigation (when signed in) and `main`.
 pub fn page(title: &str, signed_in: Option<&str>, main: &str) -> String {
     let nav = match signed_in {
@@ -114,6 +119,19 @@ pub fn duration(start: &Option<NaiveDateTime>, end: &Option<NaiveDateTime>) -> S
     out
 }
 
+/// A byte count for people: `812 B`, `512 KiB`, `3.4 MiB`.
+pub fn size(bytes: usize) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB {
+        format!("{bytes} B")
+    } else if b < KIB * KIB {
+        format!("{:.0} KiB", b / KIB)
+    } else {
+        format!("{:.1} MiB", b / KIB / KIB)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +151,12 @@ mod tests {
         assert_eq!(duration(&t(0), &t(245)), "4m 05s");
         assert_eq!(duration(&t(0), &t(3723)), "1h 02m 03s");
         assert_eq!(duration(&None, &t(1)), "—");
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(size(812), "812 B");
+        assert_eq!(size(512 * 1024), "512 KiB");
+        assert_eq!(size(3_565_158), "3.4 MiB");
     }
 }

@@ -2,11 +2,19 @@
 //! (`section_start:<ts>:<name>[collapsed=true]\r\e[0K` … `section_end:<ts>:<name>\r\e[0K`)
 //! become collapsible `<details>`.
 //!
+//! Lines are numbered from 1 (a section's header line counts as one), and a section's
+//! header shows how long it took once its end marker comes (the markers' timestamps, as
+//! GitLab shows them).
+//!
 //! The log is rendered a piece at a time so that the page can follow a running job: the
-//! renderer's [`LogState`] (the open style and sections) goes to the browser as a short
-//! string and comes back with the next request, and each request renders only the bytes
-//! after its offset. Only complete lines are consumed while the job runs, so a line is never
-//! rendered twice.
+//! renderer's [`LogState`] (the open style and sections, the line count) goes to the browser
+//! as a short string and comes back with the next request, and each request renders only the
+//! bytes after its offset. Only complete lines are consumed while the job runs, so a line is
+//! never rendered twice; the unfinished last line is rendered on its own
+//! ([`Rendered::partial`]) for the page to show until the rest of it comes.
+//!
+//! A long log's page starts at a line near its end: [`scan`] finds the state the part before
+//! it leaves (cheaply: no HTML), and [`reopened`] opens again the sections still open there.
 
 use std::fmt::Write;
 
@@ -167,34 +175,71 @@ fn xterm(n: u8) -> Colour {
     }
 }
 
-/// Where rendering stopped: the style in force and the open sections, outermost first.
+/// A section that has started and not ended: its name and its start marker's timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Open {
+    name: String,
+    started: u64,
+}
+
+/// Where rendering stopped: the style in force, the open sections (outermost first) and
+/// how many lines were numbered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogState {
     style: Style,
-    sections: Vec<String>,
+    sections: Vec<Open>,
+    lines: u64,
 }
 
 impl LogState {
-    /// The state as `<sgr params>|<section>,<section>`: short, URL-safe once encoded.
+    /// The state as `<sgr params>|<section>@<ts>,…|<lines>`: short, URL-safe once encoded.
     pub fn encode(&self) -> String {
-        format!("{}|{}", self.style.to_sgr(), self.sections.join(","))
+        let sections: Vec<String> = self
+            .sections
+            .iter()
+            .map(|s| format!("{}@{}", s.name, s.started))
+            .collect();
+        format!(
+            "{}|{}|{}",
+            self.style.to_sgr(),
+            sections.join(","),
+            self.lines
+        )
     }
 
     /// The state a browser sent back; `None` when it is not one [`LogState::encode`] makes.
     pub fn decode(text: &str) -> Option<LogState> {
-        let (sgr, sections) = text.split_once('|')?;
-        if sgr.len() > 64 || !sgr.bytes().all(|b| b.is_ascii_digit() || b == b';') {
+        let mut parts = text.split('|');
+        let (sgr, sections, lines) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some()
+            || sgr.len() > 64
+            || !sgr.bytes().all(|b| b.is_ascii_digit() || b == b';')
+        {
             return None;
         }
         let mut style = Style::default();
         style.apply(sgr);
-        let sections: Vec<String> = if sections.is_empty() {
+        let sections: Vec<Open> = if sections.is_empty() {
             Vec::new()
         } else {
-            sections.split(',').map(str::to_string).collect()
+            sections
+                .split(',')
+                .map(|s| {
+                    let (name, started) = s.split_once('@')?;
+                    valid_name(name).then_some(())?;
+                    Some(Open {
+                        name: name.to_string(),
+                        started: started.parse().ok()?,
+                    })
+                })
+                .collect::<Option<_>>()?
         };
-        let valid = sections.len() <= MAX_DEPTH && sections.iter().all(|s| valid_name(s));
-        valid.then_some(LogState { style, sections })
+        let lines = lines.parse().ok()?;
+        (sections.len() <= MAX_DEPTH).then_some(LogState {
+            style,
+            sections,
+            lines,
+        })
     }
 
     /// How many sections are open.
@@ -215,15 +260,22 @@ fn valid_name(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "t")]
 pub enum Item {
-    /// A line of log (escaped HTML).
+    /// Line `l` of the log (escaped HTML).
     #[serde(rename = "l")]
-    Line { h: String },
-    /// A section opens: `h` is its header line (escaped HTML), `c` whether it starts closed.
+    Line { l: u64, h: String },
+    /// Section `n` opens: `h` is its header line `l` (escaped HTML; `l` is 0 for a section
+    /// opened again after a cut), `c` whether it starts closed.
     #[serde(rename = "s")]
-    Start { n: String, h: String, c: bool },
-    /// `p` sections close (the named one and any left open inside it).
+    Start {
+        n: String,
+        l: u64,
+        h: String,
+        c: bool,
+    },
+    /// `p` sections close (the named one and any left open inside it); the named one took
+    /// `d` seconds, by its markers.
     #[serde(rename = "e")]
-    End { p: usize },
+    End { p: usize, d: u64 },
 }
 
 /// The rendered part of a log.
@@ -233,6 +285,17 @@ pub struct Rendered {
     /// Bytes of the input consumed (whole lines unless `finished`).
     pub consumed: usize,
     pub state: LogState,
+    /// The line after the consumed bytes, not finished yet, as HTML (numbered as the next
+    /// line): shown until the next call renders it whole. `None` when there is none, or
+    /// when it holds a section marker (its items wait for the newline).
+    pub partial: Option<Line>,
+}
+
+/// A line rendered on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    pub l: u64,
+    pub h: String,
 }
 
 fn marker() -> &'static Regex {
@@ -257,18 +320,95 @@ pub fn render(bytes: &[u8], mut state: LogState, finished: bool) -> Rendered {
     };
     let text = String::from_utf8_lossy(&bytes[..consumed]);
     let mut items = Vec::new();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    if text.ends_with('\n') || text.is_empty() {
-        lines.pop();
-    }
-    for line in lines {
+    for line in lines(&text) {
         render_line(line, &mut state, &mut items);
     }
+    let partial = render_partial(&bytes[consumed..], &state);
     Rendered {
         items,
         consumed,
         state,
+        partial,
     }
+}
+
+/// The unfinished last line, rendered from a copy of `state` (the next call renders it
+/// again, whole, from the real one).
+fn render_partial(rest: &[u8], state: &LogState) -> Option<Line> {
+    let text = String::from_utf8_lossy(rest);
+    if text.is_empty() || marker().is_match(&text) {
+        return None;
+    }
+    let mut style = state.style.clone();
+    let h = spans(text.strip_suffix('\r').unwrap_or(&text), &mut style);
+    Some(Line {
+        l: state.lines + 1,
+        h,
+    })
+}
+
+/// The lines of `text`, without their newlines (and no empty last one after a final `\n`).
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let any = !text.is_empty();
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    text.split('\n').filter(move |_| any)
+}
+
+/// The state after `bytes` (whole lines) from `state`, as [`render`] would leave it, without
+/// building the HTML of lines that change nothing but the count.
+pub fn scan(bytes: &[u8], mut state: LogState) -> LogState {
+    let mut scratch = Vec::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if !line.contains(&0x1b) && !contains(line, b"section_") {
+            state.lines += 1;
+            continue;
+        }
+        render_line(&String::from_utf8_lossy(line), &mut state, &mut scratch);
+        scratch.clear();
+    }
+    // `split` yields an empty piece after a final newline: it is no line.
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        state.lines -= 1;
+    }
+    state
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Where a page showing the last `keep` bytes of `bytes` starts: the start of the first
+/// whole line in them (0 when all fit).
+pub fn tail_start(bytes: &[u8], keep: usize) -> usize {
+    if bytes.len() <= keep {
+        return 0;
+    }
+    let from = bytes.len() - keep;
+    let start = bytes[from - 1..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| from + i);
+    if start < bytes.len() {
+        start
+    } else {
+        // The last line is longer than `keep`: show it whole.
+        last_newline(&bytes[..bytes.len() - 1])
+    }
+}
+
+/// The sections still open in `state`, opened again (unnumbered, open) for a page that
+/// starts after their start markers.
+pub fn reopened(state: &LogState) -> Vec<Item> {
+    state
+        .sections
+        .iter()
+        .map(|s| Item::Start {
+            n: s.name.clone(),
+            l: 0,
+            h: format!("{} (started earlier)", escape(&s.name)),
+            c: false,
+        })
+        .collect()
 }
 
 /// The length up to and including the last `\n` (0 when there is none).
@@ -279,9 +419,8 @@ fn last_newline(bytes: &[u8]) -> usize {
 fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let Some(first) = marker().find(line) else {
-        items.push(Item::Line {
-            h: spans(line, &mut state.style),
-        });
+        let h = spans(line, &mut state.style);
+        push_line(h, state, items);
         return;
     };
     push_text(&line[..first.start()], state, items);
@@ -289,6 +428,7 @@ fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
     while let Some(caps) = marker().captures(rest) {
         let end = caps.get(0).map_or(0, |m| m.end());
         let name = caps.get(3).map_or("", |m| m.as_str()).to_string();
+        let at: u64 = caps[2].parse().unwrap_or(0);
         let collapsed = caps
             .get(4)
             .is_some_and(|m| m.as_str().contains("collapsed=true"));
@@ -301,20 +441,23 @@ fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
         rest = &rest[next..];
         if start && state.sections.len() < MAX_DEPTH {
             let h = spans(text, &mut state.style);
-            state.sections.push(name.clone());
+            state.lines += 1;
             items.push(Item::Start {
-                n: name,
+                n: name.clone(),
+                l: state.lines,
                 h,
                 c: collapsed,
             });
+            state.sections.push(Open { name, started: at });
             continue;
         }
         if !start {
-            if let Some(at) = state.sections.iter().rposition(|s| *s == name) {
+            if let Some(i) = state.sections.iter().rposition(|s| s.name == name) {
                 items.push(Item::End {
-                    p: state.sections.len() - at,
+                    p: state.sections.len() - i,
+                    d: at.saturating_sub(state.sections[i].started),
                 });
-                state.sections.truncate(at);
+                state.sections.truncate(i);
             }
         }
         push_text(text, state, items);
@@ -325,8 +468,13 @@ fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
 fn push_text(text: &str, state: &mut LogState, items: &mut Vec<Item>) {
     let h = spans(text, &mut state.style);
     if !h.is_empty() {
-        items.push(Item::Line { h });
+        push_line(h, state, items);
     }
+}
+
+fn push_line(h: String, state: &mut LogState, items: &mut Vec<Item>) {
+    state.lines += 1;
+    items.push(Item::Line { l: state.lines, h });
 }
 
 /// One line of text with its escapes applied: styled runs as spans, HTML escaped, a `\r`
@@ -380,25 +528,78 @@ fn spans(text: &str, style: &mut Style) -> String {
     html
 }
 
-/// The whole rendered log as nested HTML (for the page, so that it reads without scripts).
-pub fn to_html(items: &[Item], open_at_end: usize) -> String {
+/// `mm:ss`, or `h:mm:ss` from an hour, as GitLab shows a section's duration.
+pub fn section_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m:02}:{s:02}")
+    }
+}
+
+/// For each item, the duration of the section it starts when a later item ends it.
+fn durations(items: &[Item]) -> Vec<Option<u64>> {
+    let mut found = vec![None; items.len()];
+    let mut open: Vec<usize> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Item::Start { .. } => open.push(i),
+            Item::End { p, d } => {
+                let keep = open.len().saturating_sub(*p);
+                if let Some(named) = open.get(keep) {
+                    found[*named] = Some(*d);
+                }
+                open.truncate(keep);
+            }
+            Item::Line { .. } => {}
+        }
+    }
+    found
+}
+
+/// A line number as the page shows it (`data-n`, drawn by the style sheet so that copied
+/// text has none); nothing for 0.
+fn number(l: u64) -> String {
+    if l == 0 {
+        String::new()
+    } else {
+        format!(" data-n=\"{l}\"")
+    }
+}
+
+/// A line as an element (the script builds the same).
+pub fn line_html(l: u64, h: &str, extra: &str) -> String {
+    format!("<div class=\"ln{extra}\"{}>{h}</div>", number(l))
+}
+
+/// The unfinished last line as the page shows it until the rest comes (`ui.js` replaces it).
+pub fn partial_html(line: &Line) -> String {
+    line_html(line.l, &line.h, "\" id=\"log-partial")
+}
+
+/// The whole rendered log as nested HTML (for the page, so that it reads without scripts),
+/// `last` (HTML) put after its last item, inside the sections still open.
+pub fn to_html(items: &[Item], open_at_end: usize, last: &str) -> String {
     let mut html = String::new();
     let mut depth = 0usize;
-    for item in items {
+    for (item, took) in items.iter().zip(durations(items)) {
         match item {
-            Item::Line { h } => {
-                let _ = write!(html, "<div class=\"ln\">{h}</div>");
-            }
-            Item::Start { n, h, c } => {
+            Item::Line { l, h } => html.push_str(&line_html(*l, h, "")),
+            Item::Start { n, l, h, c } => {
                 depth += 1;
                 let open = if *c { "" } else { " open" };
+                let took = took.map_or(String::new(), |d| {
+                    format!("<span class=\"dur\">{}</span>", section_duration(d))
+                });
                 let _ = write!(
                     html,
-                    "<details class=\"sec\" data-section=\"{}\"{open}><summary>{h}</summary><div class=\"body\">",
-                    escape(n)
+                    "<details class=\"sec\" data-section=\"{}\"{open}><summary{}>{h}{took}</summary><div class=\"body\">",
+                    escape(n),
+                    number(*l),
                 );
             }
-            Item::End { p } => {
+            Item::End { p, .. } => {
                 let p = (*p).min(depth);
                 depth -= p;
                 for _ in 0..p {
@@ -408,6 +609,7 @@ pub fn to_html(items: &[Item], open_at_end: usize) -> String {
         }
     }
     debug_assert_eq!(depth, open_at_end);
+    html.push_str(last);
     for _ in 0..depth {
         html.push_str("</div></details>");
     }
@@ -420,18 +622,18 @@ mod tests {
 
     fn html(log: &str) -> String {
         let r = render(log.as_bytes(), LogState::default(), true);
-        to_html(&r.items, r.state.depth())
+        to_html(&r.items, r.state.depth(), "")
     }
 
     #[test]
     fn colours_become_classes_and_html_is_escaped() {
         assert_eq!(
             html("\x1b[32;1mok <b>&\x1b[0m plain\n"),
-            "<div class=\"ln\"><span class=\"fg2 b\">ok &lt;b&gt;&amp;</span> plain</div>"
+            "<div class=\"ln\" data-n=\"1\"><span class=\"fg2 b\">ok &lt;b&gt;&amp;</span> plain</div>"
         );
         assert_eq!(
             html("\x1b[91mred\x1b[39m \x1b[38;5;208mor\x1b[48;2;1;2;3mx\n"),
-            "<div class=\"ln\"><span class=\"fg9\">red</span> <span style=\"color:#ff8700;\">or</span><span style=\"color:#ff8700;background:#010203;\">x</span></div>"
+            "<div class=\"ln\" data-n=\"1\"><span class=\"fg9\">red</span> <span style=\"color:#ff8700;\">or</span><span style=\"color:#ff8700;background:#010203;\">x</span></div>"
         );
     }
 
@@ -439,40 +641,59 @@ mod tests {
     fn styles_carry_across_lines_and_other_escapes_vanish() {
         assert_eq!(
             html("\x1b[31ma\nb\x1b[0m\x1b[0K\x1b[2Jc\n"),
-            "<div class=\"ln\"><span class=\"fg1\">a</span></div><div class=\"ln\"><span class=\"fg1\">b</span>c</div>"
+            "<div class=\"ln\" data-n=\"1\"><span class=\"fg1\">a</span></div><div class=\"ln\" data-n=\"2\"><span class=\"fg1\">b</span>c</div>"
         );
     }
 
     #[test]
     fn carriage_return_overwrites_the_line() {
-        assert_eq!(html("10%\r50%\r100%\r\n"), "<div class=\"ln\">100%</div>");
+        assert_eq!(
+            html("10%\r50%\r100%\r\n\n"),
+            "<div class=\"ln\" data-n=\"1\">100%</div><div class=\"ln\" data-n=\"2\"></div>"
+        );
     }
 
     #[test]
-    fn sections_become_details_collapsed_when_asked() {
+    fn sections_become_details_with_their_durations() {
         let log = "\x1b[0Ksection_start:1700000000:prepare[collapsed=true]\r\x1b[0K\x1b[36mPreparing\x1b[0m\n\
                    inside\n\
-                   \x1b[0Ksection_end:1700000001:prepare\r\x1b[0K\n\
-                   section_start:1700000001:step_script\r\x1b[0KScript\n\
+                   \x1b[0Ksection_end:1700000075:prepare\r\x1b[0K\n\
+                   section_start:1700000075:step_script\r\x1b[0KScript\n\
                    $ echo hi\n";
         assert_eq!(
             html(log),
-            "<details class=\"sec\" data-section=\"prepare\"><summary><span class=\"fg6\">Preparing</span></summary>\
-             <div class=\"body\"><div class=\"ln\">inside</div></div></details>\
-             <details class=\"sec\" data-section=\"step_script\" open><summary>Script</summary>\
-             <div class=\"body\"><div class=\"ln\">$ echo hi</div></div></details>"
+            "<details class=\"sec\" data-section=\"prepare\"><summary data-n=\"1\"><span class=\"fg6\">Preparing</span>\
+             <span class=\"dur\">01:15</span></summary>\
+             <div class=\"body\"><div class=\"ln\" data-n=\"2\">inside</div></div></details>\
+             <details class=\"sec\" data-section=\"step_script\" open><summary data-n=\"3\">Script</summary>\
+             <div class=\"body\"><div class=\"ln\" data-n=\"4\">$ echo hi</div></div></details>"
         );
+        assert_eq!(section_duration(0), "00:00");
+        assert_eq!(section_duration(3723), "1:02:03");
     }
 
     #[test]
     fn an_end_closes_the_named_section_and_those_inside_it() {
-        let log = "section_start:1:outer\r\x1b[0Ko\nsection_start:2:inner\r\x1b[0Ki\nsection_end:3:outer\r\x1b[0Kafter\nsection_end:4:unknown\r\x1b[0K\n";
+        let log = "section_start:1:outer\r\x1b[0Ko\nsection_start:2:inner\r\x1b[0Ki\nsection_end:30:outer\r\x1b[0Kafter\nsection_end:4:unknown\r\x1b[0K\n";
         let r = render(log.as_bytes(), LogState::default(), true);
         assert_eq!(
             r.items[2..],
-            [Item::End { p: 2 }, Item::Line { h: "after".into() }]
+            [
+                Item::End { p: 2, d: 29 },
+                Item::Line {
+                    l: 3,
+                    h: "after".into()
+                }
+            ]
         );
         assert_eq!(r.state.depth(), 0);
+        // The duration goes to the named (outer) section, none to the one left open.
+        let page = to_html(&r.items, 0, "");
+        assert!(
+            page.contains("o<span class=\"dur\">00:29</span></summary>"),
+            "{page}"
+        );
+        assert!(page.contains("<summary data-n=\"2\">i</summary>"), "{page}");
     }
 
     #[test]
@@ -496,14 +717,93 @@ mod tests {
         assert_eq!(offset, whole.consumed);
         assert_eq!(items, whole.items);
         assert_eq!(state, whole.state);
-        assert_eq!(state.encode(), "38;5;3|a");
+        assert_eq!(state.encode(), "38;5;3|a@1|3");
+    }
+
+    #[test]
+    fn the_unfinished_line_is_rendered_apart_in_the_current_style() {
+        let r = render(b"\x1b[31mdone\nhalf \x1b[1mway", LogState::default(), false);
+        assert_eq!(r.consumed, "\x1b[31mdone\n".len());
+        assert_eq!(
+            r.partial,
+            Some(Line {
+                l: 2,
+                h: "<span class=\"fg1\">half </span><span class=\"fg1 b\">way</span>".into()
+            })
+        );
+        assert_eq!(
+            r.state.encode(),
+            "38;5;1||1",
+            "the partial line changed nothing"
+        );
+        // A marker waits for its newline; a finished log has no partial line.
+        assert_eq!(
+            render(b"a\nsection_start:1:x\r\x1b[0K", LogState::default(), false).partial,
+            None
+        );
+        assert_eq!(render(b"a\nb", LogState::default(), true).partial, None);
+        assert_eq!(render(b"a\n", LogState::default(), false).partial, None);
+    }
+
+    #[test]
+    fn a_scan_leaves_the_state_a_render_leaves() {
+        let log = "plain\n\x1b[32mgreen\nsection_start:5:outer\r\x1b[0KO\nsection_start:6:inner\r\x1b[0KI\n\n\
+                   x section_end:7:inner\r\x1b[0Ky\nsection_ not a marker\nlast\n";
+        let rendered = render(log.as_bytes(), LogState::default(), true).state;
+        assert_eq!(scan(log.as_bytes(), LogState::default()), rendered);
+        assert_eq!(rendered.encode(), "38;5;2|outer@5|9");
+        assert_eq!(scan(b"", LogState::default()), LogState::default());
+    }
+
+    #[test]
+    fn a_tail_starts_at_a_line_and_reopens_its_sections() {
+        let log = b"aaaa\nbbbb\ncccc\n";
+        assert_eq!(tail_start(log, 100), 0);
+        assert_eq!(tail_start(log, 10), 5, "exactly at a line start");
+        assert_eq!(tail_start(log, 8), 10, "the first whole line");
+        assert_eq!(
+            tail_start(b"short\nvery long line\n", 4),
+            6,
+            "a long last line whole"
+        );
+
+        let log = "section_start:100:build\r\x1b[0K\x1b[1mBuild\nfirst\nsecond\nsection_end:160:build\r\x1b[0K\ndone\n";
+        let cut = tail_start(
+            log.as_bytes(),
+            "second\nsection_end:160:build\r\x1b[0K\ndone\n".len(),
+        );
+        assert_eq!(&log[cut..cut + 6], "second");
+        let before = scan(&log.as_bytes()[..cut], LogState::default());
+        let tail = render(&log.as_bytes()[cut..], before.clone(), true);
+        let mut items = reopened(&before);
+        items.extend(tail.items);
+        assert_eq!(
+            to_html(&items, tail.state.depth(), ""),
+            "<details class=\"sec\" data-section=\"build\" open><summary>build (started earlier)<span class=\"dur\">01:00</span></summary>\
+             <div class=\"body\"><div class=\"ln\" data-n=\"3\"><span class=\"b\">second</span></div></div></details>\
+             <div class=\"ln\" data-n=\"4\"><span class=\"b\">done</span></div>"
+        );
     }
 
     #[test]
     fn states_from_browsers_are_checked() {
-        assert_eq!(LogState::decode("|"), Some(LogState::default()));
-        assert_eq!(LogState::decode("1;31|a,b.c").map(|s| s.depth()), Some(2));
-        for bad in ["", "x|", "1|a b", "1|<script>", "1|a,,b"] {
+        assert_eq!(LogState::decode("||0"), Some(LogState::default()));
+        assert_eq!(
+            LogState::decode("1;31|a@1,b.c@2|7").map(|s| s.depth()),
+            Some(2)
+        );
+        for bad in [
+            "",
+            "|",
+            "x||0",
+            "1|a b@1|0",
+            "1|<script>@1|0",
+            "1|a@1,,b@2|0",
+            "1|a|0",
+            "1|a@x|0",
+            "||-1",
+            "||0|",
+        ] {
             assert_eq!(LogState::decode(bad), None, "{bad:?}");
         }
     }

@@ -33,6 +33,11 @@ const JS: &str = include_str!("assets/ui.js");
 /// seconds; a page that fell behind catches up over a few polls).
 const CHUNKS_PER_POLL: i64 = 256;
 
+/// How much of a long log a job's page shows at first: its end, from a line start. The
+/// rest is behind links (the complete log, the raw log); the page follows the job from
+/// there, so a log of many megabytes neither loads nor renders whole.
+const LOG_TAIL_BYTES: usize = 512 * 1024;
+
 fn ok(title: &str, session: &UiSession, main: &str) -> Page {
     Ok(page_response(
         StatusCode::OK,
@@ -131,8 +136,8 @@ async fn logout(
         .finish())
 }
 
-#[get("/runners")]
-async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
+/// The runners list, which follows the runners' contacts while the page is open.
+async fn runners_region(session: &UiSession, state: &AppState) -> Result<String, UiError> {
     let mut db = state.db.read().await.map_err(ApiError::from)?;
     let mut conn = db.conn();
     let runners = Runner::list(&mut conn, &RunnerFilter::default(), None)
@@ -187,16 +192,33 @@ async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
             button = button(&format!("/-/ui/runners/{}/{action}", r.id), label, &session.csrf),
         );
     }
-    let main = if runners.is_empty() {
-        "<h1>Runners</h1><p>No runners yet. Create one with <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p>".to_string()
+    let list = if runners.is_empty() {
+        "<p>No runners yet. Create one with <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p>".to_string()
     } else {
         format!(
-            "<h1>Runners</h1><table class=\"cards\"><thead><tr><th>Runner</th><th>Status</th><th>Type</th>\
+            "<table class=\"cards\"><thead><tr><th>Runner</th><th>Status</th><th>Type</th>\
              <th>Tags</th><th>Machines</th><th>Last contact</th><th><span class=\"sr\">Actions</span></th></tr></thead>\
              <tbody>{rows}</tbody></table>"
         )
     };
-    ok("Runners", &session, &main)
+    Ok(format!(
+        "<div id=\"runners\"{}>{list}</div>",
+        follow_attrs("/-/ui/runners/live", RUNNERS_REFRESH_MS)
+    ))
+}
+
+#[get("/runners")]
+async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
+    let region = runners_region(&session, &state).await?;
+    ok("Runners", &session, &format!("<h1>Runners</h1>{region}"))
+}
+
+/// The runners list alone, for `ui.js` to swap in.
+#[get("/runners/live")]
+async fn runners_live(session: UiSession, state: web::Data<AppState>) -> Page {
+    Ok(html::fragment_response(
+        runners_region(&session, &state).await?,
+    ))
 }
 
 async fn set_paused(
@@ -321,6 +343,21 @@ async fn pipeline_of(state: &AppState, project_id: i64, id: i64) -> Result<Pipel
 
 /// Whether the job is not over yet: it may still be canceled and write to its log.
 fn unfinished(status: JobStatus) -> bool {
+    moving(status) || matches!(status, JobStatus::Manual | JobStatus::Scheduled)
+}
+
+/// How often an open page asks for its changing part again (see `ui.js`), in milliseconds.
+const PIPELINE_REFRESH_MS: u32 = 2000;
+const RUNNERS_REFRESH_MS: u32 = 5000;
+
+/// The attributes that make `ui.js` replace an element by what `url` renders, every `ms`.
+fn follow_attrs(url: &str, ms: u32) -> String {
+    format!(" data-follow=\"{}\" data-every=\"{ms}\"", escape(url))
+}
+
+/// Whether the job may change without anyone acting: waiting for or held by a runner.
+/// (Manual and scheduled jobs wait for a person or a time.)
+fn moving(status: JobStatus) -> bool {
     matches!(
         status,
         JobStatus::Created
@@ -329,8 +366,6 @@ fn unfinished(status: JobStatus) -> bool {
             | JobStatus::Pending
             | JobStatus::Running
             | JobStatus::Canceling
-            | JobStatus::Manual
-            | JobStatus::Scheduled
     )
 }
 
@@ -353,15 +388,16 @@ fn retryable(status: JobStatus) -> bool {
     )
 }
 
-#[get("/projects/{id}/pipelines/{pipeline_id}")]
-async fn pipeline_page(
-    session: UiSession,
-    path: web::Path<(i64, i64)>,
-    state: web::Data<AppState>,
-) -> Page {
-    let (project_id, pipeline_id) = path.into_inner();
-    let project = project_by_id(&state, project_id).await?;
-    let pipeline = pipeline_of(&state, project.id, pipeline_id).await?;
+/// The pipeline's part of its page that changes while it runs: status, duration, buttons
+/// and jobs. While a job may still move, it names the URL that renders it again
+/// (`data-follow`, read by `ui.js`); once all are over, it does not, and following stops.
+async fn pipeline_region(
+    session: &UiSession,
+    state: &AppState,
+    project: &Project,
+    pipeline_id: i64,
+) -> Result<(Pipeline, String), UiError> {
+    let pipeline = pipeline_of(state, project.id, pipeline_id).await?;
     let jobs: Vec<Job> = {
         let mut db = state.db.read().await.map_err(ApiError::from)?;
         Job::for_pipeline(&mut db.conn(), pipeline.id)
@@ -415,14 +451,16 @@ async fn pipeline_page(
         }
         body.push_str("</ul></section>");
     }
-    let main = format!(
-        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{pid}\">{path}</a></p>\
-         <h1>Pipeline #{id} {status}</h1>\
+    let follow = if jobs.iter().any(|j| moving(j.status)) {
+        follow_attrs(&format!("{base}/live"), PIPELINE_REFRESH_MS)
+    } else {
+        String::new()
+    };
+    let region = format!(
+        "<div id=\"pipeline\"{follow}><h1>Pipeline #{id} {status}</h1>\
          <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
          <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
-         <p>{cancel}{retry}</p><div class=\"stages\">{body}</div>",
-        pid = project.id,
-        path = escape(&project.path_with_namespace()),
+         <div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
         id = pipeline.id,
         status = status(pipeline.status.as_str()),
         ref_ = escape(&pipeline.ref_),
@@ -444,7 +482,44 @@ async fn pipeline_page(
             String::new()
         },
     );
+    Ok((pipeline, region))
+}
+
+/// The project, the pipeline and its changing part, for the page and for `ui.js`.
+async fn pipeline_parts(
+    session: &UiSession,
+    state: &AppState,
+    (project_id, pipeline_id): (i64, i64),
+) -> Result<(Project, Pipeline, String), UiError> {
+    let project = project_by_id(state, project_id).await?;
+    let (pipeline, region) = pipeline_region(session, state, &project, pipeline_id).await?;
+    Ok((project, pipeline, region))
+}
+
+#[get("/projects/{id}/pipelines/{pipeline_id}")]
+async fn pipeline_page(
+    session: UiSession,
+    path: web::Path<(i64, i64)>,
+    state: web::Data<AppState>,
+) -> Page {
+    let (project, pipeline, region) = pipeline_parts(&session, &state, *path).await?;
+    let main = format!(
+        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{}\">{}</a></p>{region}",
+        project.id,
+        escape(&project.path_with_namespace()),
+    );
     ok(&format!("Pipeline #{}", pipeline.id), &session, &main)
+}
+
+/// The pipeline page's changing part alone, for `ui.js` to swap in.
+#[get("/projects/{id}/pipelines/{pipeline_id}/live")]
+async fn pipeline_live(
+    session: UiSession,
+    path: web::Path<(i64, i64)>,
+    state: web::Data<AppState>,
+) -> Page {
+    let (_, _, region) = pipeline_parts(&session, &state, *path).await?;
+    Ok(html::fragment_response(region))
 }
 
 /// `cancel` or `retry` a pipeline.
@@ -486,40 +561,76 @@ async fn job_by_id(state: &AppState, id: i64) -> Result<Job, UiError> {
         .ok_or_else(|| ApiError::not_found("Job"))?)
 }
 
-/// The job's log from byte `from`: from the stored chunks while it has them (whole chunks
-/// when `from` is where one starts, as every poll's offset is), else from the archive.
-async fn log_from(state: &AppState, job: &Job, from: usize) -> Result<Vec<u8>, UiError> {
+/// The job's log from byte `from`, and where the chunks read start. `chunk` is where the
+/// chunk holding `from` starts, as the last answer said ([`chunk_of`]): the chunks are read
+/// from there, so a page whose offset is inside a chunk (an unfinished line left for later)
+/// reads only the end of the log. Without a usable hint, or once the chunks were archived
+/// (and dropped), from the whole log.
+async fn log_from(
+    state: &AppState,
+    job: &Job,
+    from: usize,
+    chunk: usize,
+) -> Result<(Vec<u8>, Vec<usize>), UiError> {
+    let chunk = chunk.min(from);
     let chunks = {
         let mut db = state.db.read().await.map_err(ApiError::from)?;
-        TraceChunk::page(&mut db.conn(), job.id, from as i64 - 1, CHUNKS_PER_POLL)
+        TraceChunk::page(&mut db.conn(), job.id, chunk as i64 - 1, CHUNKS_PER_POLL)
             .await
             .map_err(ApiError::from)?
     };
-    let contiguous = match chunks.first() {
-        Some((offset, _)) => *offset == from as i64,
-        None => job.trace_size <= from as i64,
-    };
-    if contiguous {
-        return Ok(chunks.into_iter().flat_map(|(_, data)| data).collect());
+    match chunks.first() {
+        Some((first, _)) if *first == chunk as i64 => {
+            let starts: Vec<usize> = chunks.iter().map(|(o, _)| *o as usize).collect();
+            let data: Vec<u8> = chunks.into_iter().flat_map(|(_, data)| data).collect();
+            if let Some(rest) = data.get(from - chunk..) {
+                return Ok((rest.to_vec(), starts));
+            }
+        }
+        None if job.trace_size <= from as i64 => return Ok((Vec::new(), Vec::new())),
+        _ => {}
     }
-    // Mid-chunk, or the chunks were archived (and dropped) meanwhile: from the whole log.
-    let whole = whole_log(state, job).await?;
-    Ok(whole.get(from..).map(<[u8]>::to_vec).unwrap_or_default())
+    let (whole, starts) = stored_log(state, job).await?;
+    Ok((
+        whole.get(from..).map(<[u8]>::to_vec).unwrap_or_default(),
+        starts,
+    ))
 }
 
-/// The job's whole log: archived once the job is over, else from its chunks.
-async fn whole_log(state: &AppState, job: &Job) -> Result<Vec<u8>, UiError> {
-    Ok(match state.artifacts.archived_trace(job.id).await? {
-        Some(archived) => {
-            let stream = state.artifacts.open(&archived).await?;
-            let parts: Vec<bytes::Bytes> = stream
-                .try_collect()
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            parts.concat()
-        }
-        None => state.traces.read(job.id).await?,
-    })
+/// Where the chunk holding byte `offset` starts, given the starts of the chunks that hold
+/// the log up to `end`: `offset` itself at the end (the runner's next chunk starts there)
+/// or when the chunks are not known.
+fn chunk_of(starts: &[usize], offset: usize, end: usize) -> usize {
+    if offset >= end {
+        return offset;
+    }
+    starts
+        .iter()
+        .copied()
+        .filter(|s| *s <= offset)
+        .max()
+        .unwrap_or(offset)
+}
+
+/// The job's whole log, and where its stored chunks start: archived once the job is over
+/// (no chunks then), else from its chunks.
+async fn stored_log(state: &AppState, job: &Job) -> Result<(Vec<u8>, Vec<usize>), UiError> {
+    if let Some(archived) = state.artifacts.archived_trace(job.id).await? {
+        let stream = state.artifacts.open(&archived).await?;
+        let parts: Vec<bytes::Bytes> = stream
+            .try_collect()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        return Ok((parts.concat(), Vec::new()));
+    }
+    let chunks = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        TraceChunk::page(&mut db.conn(), job.id, -1, i64::MAX)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let starts = chunks.iter().map(|(o, _)| *o as usize).collect();
+    Ok((chunks.into_iter().flat_map(|(_, d)| d).collect(), starts))
 }
 
 async fn archive_of(state: &AppState, job: &Job) -> Result<Option<JobArtifact>, UiError> {
@@ -529,16 +640,72 @@ async fn archive_of(state: &AppState, job: &Job) -> Result<Option<JobArtifact>, 
         .map_err(ApiError::from)?)
 }
 
+#[derive(Deserialize)]
+pub struct JobPageQuery {
+    /// The whole log, however long.
+    #[serde(default)]
+    full: bool,
+}
+
+/// The log part of a job's page: a long log from a line near its end (the part before it
+/// read only for the state it leaves: colours and open sections), with links to the rest.
+/// Answers the HTML and the `data-` attributes the script follows it from.
+async fn log_region(state: &AppState, job: &Job, full: bool) -> Result<String, UiError> {
+    let (bytes, starts) = stored_log(state, job).await?;
+    let live = unfinished(job.status);
+    let cut = if full {
+        0
+    } else {
+        log::tail_start(&bytes, LOG_TAIL_BYTES)
+    };
+    let before = log::scan(&bytes[..cut], LogState::default());
+    let mut items = log::reopened(&before);
+    let rendered = log::render(&bytes[cut..], before, !live);
+    items.extend(rendered.items);
+    let last = rendered
+        .partial
+        .as_ref()
+        .map_or(String::new(), log::partial_html);
+    let log_html = log::to_html(&items, rendered.state.depth(), &last);
+    let offset = cut + rendered.consumed;
+    let raw = format!("/-/ui/jobs/{}/raw", job.id);
+    let links = if cut > 0 {
+        format!(
+            "<p id=\"log-cut\" class=\"note\">This is the end of a long log: the last {} of {}. \
+             <a href=\"/-/ui/jobs/{}?full=true\">Show the complete log</a> · <a href=\"{raw}\">Raw log</a></p>",
+            html::size(bytes.len() - cut),
+            html::size(bytes.len()),
+            job.id,
+        )
+    } else {
+        format!("<p class=\"note\"><a href=\"{raw}\">Raw log</a></p>")
+    };
+    Ok(format!(
+        "<h2>Log</h2>{links}<div id=\"log\" class=\"log\" data-job=\"{id}\" data-live=\"{live}\" \
+         data-offset=\"{offset}\" data-chunk=\"{chunk}\" data-state=\"{state}\" role=\"log\" aria-live=\"polite\">{log_html}</div>\
+         <p id=\"log-note\" class=\"muted\">{note}</p>",
+        id = job.id,
+        chunk = chunk_of(&starts, offset, bytes.len()),
+        state = escape(&rendered.state.encode()),
+        note = if live {
+            "The log follows the job while it runs (reload the page if scripts are off)."
+        } else {
+            ""
+        },
+    ))
+}
+
 #[get("/jobs/{id}")]
-async fn job_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppState>) -> Page {
+async fn job_page(
+    session: UiSession,
+    id: web::Path<i64>,
+    query: web::Query<JobPageQuery>,
+    state: web::Data<AppState>,
+) -> Page {
     let job = job_by_id(&state, *id).await?;
     let project = project_by_id(&state, job.project_id).await?;
     state.traces.mark_watched(job.id);
-    // All of it: the page must show the whole log without its script.
-    let bytes = whole_log(&state, &job).await?;
-    let live = unfinished(job.status);
-    let rendered = log::render(&bytes, LogState::default(), !live);
-    let log_html = log::to_html(&rendered.items, rendered.state.depth());
+    let log = log_region(&state, &job, query.full).await?;
     let archive = archive_of(&state, &job).await?;
     let artifact = format!(
         "<p id=\"artifact\"{}><a class=\"button\" href=\"/-/ui/jobs/{}/artifacts\" download>Download artifacts</a>{}</p>",
@@ -555,10 +722,7 @@ async fn job_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppSt
          <h1>{name} <span id=\"job-status\">{status}</span></h1>\
          <dl class=\"facts\"><dt>Stage</dt><dd>{stage}</dd><dt>Runner</dt><dd>{runner}</dd>\
          <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd></dl>\
-         <p id=\"job-actions\">{actions}</p>{artifact}\
-         <h2>Log</h2><div id=\"log\" class=\"log\" data-job=\"{id}\" data-live=\"{live}\" data-offset=\"{offset}\" \
-         data-state=\"{state}\" role=\"log\" aria-live=\"polite\">{log_html}</div>\
-         <p id=\"log-note\" class=\"muted\">{note}</p>",
+         <div id=\"job-actions\" class=\"row\">{actions}</div>{artifact}{log}",
         pid = project.id,
         path = escape(&project.path_with_namespace()),
         pipeline = job.pipeline_id,
@@ -568,10 +732,6 @@ async fn job_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppSt
         runner = job.runner_id.map_or("—".into(), |r| format!("#{r}")),
         duration = html::duration(&job.started_at, &job.finished_at),
         started = html::time_opt(&job.started_at),
-        id = job.id,
-        offset = rendered.consumed,
-        state = escape(&rendered.state.encode()),
-        note = if live { "The log follows the job while it runs (reload the page if scripts are off)." } else { "" },
     );
     ok(&format!("Job {}", job.name), &session, &main)
 }
@@ -580,12 +740,14 @@ async fn job_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppSt
 pub struct LogQuery {
     #[serde(default)]
     offset: usize,
+    /// Where the chunk holding `offset` starts (the last answer's `chunk`).
+    chunk: Option<usize>,
     #[serde(default)]
     state: String,
 }
 
 /// The log after `offset`, rendered from `state`, as JSON for the page's script:
-/// `{items, offset, state, status, live, artifact}`.
+/// `{items, partial, offset, chunk, state, status, live, artifact}`.
 #[get("/jobs/{id}/log")]
 async fn job_log(
     _session: UiSession,
@@ -597,21 +759,37 @@ async fn job_log(
         .ok_or_else(|| ApiError::BadRequest("state is not one this page made".into()))?;
     let job = job_by_id(&state, *id).await?;
     state.traces.mark_watched(job.id);
-    let bytes = log_from(&state, &job, query.offset).await?;
+    let chunk = query.chunk.unwrap_or(query.offset);
+    let (bytes, starts) = log_from(&state, &job, query.offset, chunk).await?;
     let live = unfinished(job.status);
     let rendered = log::render(&bytes, start, !live);
     let artifact = !live && archive_of(&state, &job).await?.is_some();
+    let offset = query.offset + rendered.consumed;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({
             "items": rendered.items,
-            "offset": query.offset + rendered.consumed,
+            "partial": rendered.partial,
+            "offset": offset,
+            "chunk": chunk_of(&starts, offset, query.offset + bytes.len()),
             "state": rendered.state.encode(),
             "status": job.status.as_str(),
             // A finished job's log may still have more than one poll reads.
             "live": live || job.trace_size > (query.offset + rendered.consumed) as i64,
             "artifact": artifact,
         })))
+}
+
+/// The whole log as the runner sent it (escapes and section markers included), as text.
+#[get("/jobs/{id}/raw")]
+async fn job_raw(_session: UiSession, id: web::Path<i64>, state: web::Data<AppState>) -> Page {
+    let job = job_by_id(&state, *id).await?;
+    let (bytes, _) = stored_log(&state, &job).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .body(bytes))
 }
 
 #[get("/jobs/{id}/artifacts")]
@@ -792,13 +970,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(login)
         .service(logout)
         .service(runners_page)
+        .service(runners_live)
         .service(runner_action)
         .service(projects_page)
         .service(project_page)
         .service(pipeline_page)
+        .service(pipeline_live)
         .service(pipeline_action)
         .service(job_page)
         .service(job_log)
+        .service(job_raw)
         .service(job_artifacts)
         .service(job_action)
         .service(new_pipeline)

@@ -4,7 +4,7 @@
 use reqwest::{redirect, Client, Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{both_backends, TestApp, ADMIN_TOKEN};
+use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 /// A browser-like client that does not follow redirects (the tests check them).
 fn browser() -> Client {
@@ -80,10 +80,23 @@ async fn patch_log(app: &TestApp, job: &Value, start: usize, data: &[u8]) {
     assert_eq!(reply.status, 202, "{}", reply.text);
 }
 
+/// A server with one running job (of a one-job pipeline), and a signed-in session.
+async fn running_job(backend: Backend) -> (TestApp, Value, String) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
+    let project = app.create_project(json!({ "name": "app" })).await;
+    app.pipeline(project, "a: { script: x }\n").await;
+    let job = app.take_job(&token).await;
+    let (cookie, _) = sign_in(&app).await;
+    (app, job, cookie)
+}
+
 both_backends! {
     async fn pages_need_a_session_made_from_the_admin_token(backend) {
         let app = TestApp::spawn(backend).await;
-        for path in ["/-/ui", "/-/ui/runners", "/-/ui/projects", "/-/ui/jobs/1", "/-/ui/jobs/1/log"] {
+        for path in ["/-/ui", "/-/ui/runners", "/-/ui/runners/live", "/-/ui/projects", "/-/ui/jobs/1", "/-/ui/jobs/1/log", "/-/ui/jobs/1/raw"] {
             let page = get(&app, None, path).await;
             assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
             assert!(page.location.as_deref().is_some_and(|l| l.starts_with("/-/ui/")), "{path}: {:?}", page.location);
@@ -198,32 +211,65 @@ both_backends! {
         let unit = stages[1].split("data-job=\"unit\"").nth(1).expect("unit");
         assert!(unit.contains("needs build"), "{unit}");
         assert!(page.text.contains("Cancel pipeline"));
+        // Jobs still move: the page names where its changing part is rendered again.
+        let live_url = format!("{pipeline_page}/live");
+        assert!(page.text.contains(&format!("<div id=\"pipeline\" data-follow=\"{live_url}\" data-every=\"2000\"><h1>Pipeline #")), "{}", page.text);
+        let live = get(&app, Some(&cookie), &live_url).await;
+        assert_eq!(live.status, StatusCode::OK);
+        assert!(live.text.starts_with("<div id=\"pipeline\" data-follow=") && live.text.ends_with("</div>"), "{}", live.text);
+        assert!(!live.text.contains("<html") && live.text.contains("data-job=\"unit\"") && live.text.contains("s-running"), "{}", live.text);
+        assert_eq!(get(&app, None, &live_url).await.location.as_deref(), Some("/-/ui/login"), "no session, no fragment");
 
         // The job's log, rendered on the server: colours, sections, escaping.
+        // The job's log, rendered on the server: colours, sections with their durations,
+        // line numbers, escaping; the unfinished last line shown apart.
         let log = "\x1b[0Ksection_start:1700000000:prepare[collapsed=true]\r\x1b[0K\x1b[36;1mPreparing\x1b[0;m\n\
                    Using <shell>\n\
-                   \x1b[0Ksection_end:1700000001:prepare\r\x1b[0K\n\x1b[32;1m$ make\x1b[0;m\npartial";
+                   \x1b[0Ksection_end:1700000083:prepare\r\x1b[0K\n\x1b[32;1m$ make\x1b[0;m\npartial";
         patch_log(&app, &job, 0, log.as_bytes()).await;
         let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.text.contains(
-            "<details class=\"sec\" data-section=\"prepare\"><summary><span class=\"fg6 b\">Preparing</span></summary>\
-             <div class=\"body\"><div class=\"ln\">Using &lt;shell&gt;</div></div></details>\
-             <div class=\"ln\"><span class=\"fg2 b\">$ make</span></div>"), "{}", page.text);
-        assert!(!page.text.contains("partial"), "a running job's unfinished line waits");
+            "<details class=\"sec\" data-section=\"prepare\"><summary data-n=\"1\"><span class=\"fg6 b\">Preparing</span>\
+             <span class=\"dur\">01:23</span></summary>\
+             <div class=\"body\"><div class=\"ln\" data-n=\"2\">Using &lt;shell&gt;</div></div></details>\
+             <div class=\"ln\" data-n=\"3\"><span class=\"fg2 b\">$ make</span></div>\
+             <div class=\"ln\" id=\"log-partial\" data-n=\"4\">partial</div></div>"), "{}", page.text);
         let offset = log.len() - "partial".len();
-        assert!(page.text.contains(&format!("data-live=\"true\" data-offset=\"{offset}\" data-state=\"|\"")), "{}", page.text);
+        assert!(page.text.contains(&format!("data-live=\"true\" data-offset=\"{offset}\" data-chunk=\"0\" data-state=\"||3\"")), "{}", page.text);
+        assert!(page.text.contains(&format!("<a href=\"/-/ui/jobs/{}/raw\">Raw log</a>", job["id"])) && !page.text.contains("log-cut"));
 
-        // What the page's script asks next: only what is new.
+        // What the page's script asks next: only what is new, the unfinished line apart.
+        let poll = |offset: usize, chunk: usize, state: &str| {
+            let url = app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&chunk={chunk}&state={}", job["id"], state.replace('|', "%7C")));
+            let cookie = cookie.clone();
+            async move {
+                let reply = send(browser().get(url), Some(&cookie)).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+                serde_json::from_str::<Value>(&reply.text).expect("json")
+            }
+        };
+        let next = poll(offset, 0, "||3").await;
+        assert_eq!((next["items"].clone(), next["offset"].clone()), (json!([]), json!(offset)), "nothing new");
+        assert_eq!(next["partial"], json!({ "l": 4, "h": "partial" }), "the unfinished line at once");
         patch_log(&app, &job, log.len(), b" line\n\x1b[31mred").await;
-        let next = send(browser().get(app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&state=%7C", job["id"]))), Some(&cookie)).await;
-        assert_eq!(next.status, StatusCode::OK);
-        let next: Value = serde_json::from_str(&next.text).expect("json");
-        assert_eq!(next["items"], json!([{ "t": "l", "h": "partial line" }]));
-        assert_eq!(next["offset"], json!(log.len() + " line\n".len()));
-        assert_eq!((next["live"].as_bool(), next["status"].as_str()), (Some(true), Some("running")));
+        let next = poll(offset, 0, "||3").await;
+        assert_eq!(next["items"], json!([{ "t": "l", "l": 4, "h": "partial line" }]));
+        assert_eq!(next["partial"], json!({ "l": 5, "h": "<span class=\"fg1\">red</span>" }));
+        let offset = log.len() + " line\n".len();
+        assert_eq!(next["offset"], json!(offset));
+        // The new offset is inside the runner's second PATCH: the next poll starts there.
+        assert_eq!(next["chunk"], json!(log.len()));
+        assert_eq!((next["live"].as_bool(), next["status"].as_str(), next["state"].as_str()), (Some(true), Some("running"), Some("||4")));
+        let next = poll(offset, log.len(), "||4").await;
+        assert_eq!((next["items"].clone(), next["partial"]["h"].clone()), (json!([]), json!("<span class=\"fg1\">red</span>")));
         let bad = send(browser().get(app.url(&format!("/-/ui/jobs/{}/log?offset=0&state=%3Cx%3E", job["id"]))), Some(&cookie)).await;
         assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+        // The raw log: the bytes as the runner sent them.
+        let raw = send(browser().get(app.url(&format!("/-/ui/jobs/{}/raw", job["id"]))), Some(&cookie)).await;
+        assert_eq!(raw.status, StatusCode::OK);
+        assert_eq!(raw.text, format!("{log} line\n\x1b[31mred"));
 
         // Cancelling from the page (with its token) cancels the job.
         let reply = post(&app, Some(&cookie), &format!("/-/ui/jobs/{}/cancel", job["id"]), &[("csrf", &csrf)]).await;
@@ -231,19 +277,35 @@ both_backends! {
         let status = app.runner_job(job["id"].as_i64().expect("id")).await.status;
         assert!(matches!(status.as_str(), "canceled" | "canceling"), "{status:?}");
 
-        // No page needs a script to show its content: the script only follows logs.
+        // A pipeline whose jobs are all over: its page no longer follows it.
+        let created = post(&app, Some(&cookie), "/-/ui/pipelines", &[
+            ("csrf", &csrf), ("project", &project.to_string()), ("ref", "main"), ("ci_config", "only: { script: x, tags: [docker] }\n"),
+        ]).await;
+        let done_page = created.location.expect("to the pipeline");
+        assert!(get(&app, Some(&cookie), &done_page).await.text.contains("data-follow="), "pending: followed");
+        let only = app.take_job(&token).await;
+        assert_eq!(only["job_info"]["name"], "only");
+        assert_eq!(app.update_job(&only, json!({ "state": "success" })).await.status, 200);
+        let live = get(&app, Some(&cookie), &format!("{done_page}/live")).await;
+        assert!(live.text.starts_with("<div id=\"pipeline\"><h1>Pipeline #") && live.text.contains("s-success"), "{}", live.text);
+        assert!(!live.text.contains("data-follow"), "all over: not followed any more");
+
+        // The runners list follows the runners' contacts, and alone as a fragment.
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        assert!(page.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live\" data-every=\"5000\"><table"), "{}", page.text);
+        let live = get(&app, Some(&cookie), "/-/ui/runners/live").await;
+        assert_eq!(live.status, StatusCode::OK);
+        assert!(live.text.starts_with("<div id=\"runners\"") && live.text.contains(&format!("<tr id=\"runner-{runner_id}\">")), "{}", live.text);
+        assert!(!live.text.contains("<html"));
+
+        // No page needs a script to show its content: the script only follows what changes.
         assert!(page.text.matches("<script").count() == 1 && page.text.contains("<script src=\"/-/ui/assets/ui.js\" defer>"));
         let css = get(&app, None, "/-/ui/assets/ui.css").await;
         assert!(css.status == StatusCode::OK && css.text.contains("@media"));
     }
 
     async fn long_logs_are_read_from_where_the_page_left_off(backend) {
-        let app = TestApp::spawn(backend).await;
-        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
-        let project = app.create_project(json!({ "name": "app" })).await;
-        app.pipeline(project, "a: { script: x }\n").await;
-        let job = app.take_job(&token).await;
-        let (cookie, _) = sign_in(&app).await;
+        let (app, job, cookie) = running_job(backend).await;
         // 2 MiB in four PATCHes of 512 KiB, 16-byte lines numbered from 0.
         const LINE: usize = 16;
         const CHUNK: usize = 512 * 1024;
@@ -252,8 +314,8 @@ both_backends! {
             let text: String = (c * CHUNK / LINE..(c + 1) * CHUNK / LINE).map(line).collect();
             patch_log(&app, &job, c * CHUNK, text.as_bytes()).await;
         }
-        let poll = |offset: usize| {
-            let url = app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&state=%7C", job["id"]));
+        let poll_from = |offset: usize, chunk: usize| {
+            let url = app.url(&format!("/-/ui/jobs/{}/log?offset={offset}&chunk={chunk}&state=%7C%7C0", job["id"]));
             let cookie = cookie.clone();
             async move {
                 let reply = send(browser().get(url), Some(&cookie)).await;
@@ -268,16 +330,71 @@ both_backends! {
             assert_eq!(items[items.len() - 1]["h"], json!(format!("line {:010}", 4 * CHUNK / LINE - 1)));
             assert_eq!(reply["offset"], json!(4 * CHUNK));
         };
-        // From the start, from where a chunk starts, and from inside one (read differently).
+        let poll = |offset: usize| poll_from(offset, offset);
+        // From the start, from where a chunk starts, and from inside one: with where that
+        // chunk starts, as the page's script sends it, or without (read differently).
         expect(&poll(0).await, 0);
         expect(&poll(2 * CHUNK).await, 2 * CHUNK / LINE);
         expect(&poll(CHUNK + 100 * LINE).await, CHUNK / LINE + 100);
+        expect(&poll_from(CHUNK + 100 * LINE, CHUNK).await, CHUNK / LINE + 100);
+        expect(&poll_from(CHUNK + 100 * LINE, 3 * CHUNK).await, CHUNK / LINE + 100);
         let done = poll(4 * CHUNK).await;
         assert_eq!((done["items"].clone(), done["live"].clone()), (json!([]), json!(true)));
+        assert_eq!(done["chunk"], json!(4 * CHUNK), "the runner's next chunk starts at the end");
 
-        // The page shows all of it without a script.
+        // The page shows the last 512 KiB; asked to, all of it, numbered.
         let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
         assert_eq!(page.status, StatusCode::OK);
-        assert_eq!(page.text.matches("<div class=\"ln\">line ").count(), 4 * CHUNK / LINE);
+        assert_eq!(page.text.matches("<div class=\"ln\" data-n=\"").count(), CHUNK / LINE);
+        let first = 3 * CHUNK / LINE;
+        assert!(page.text.contains(&format!("<div class=\"ln\" data-n=\"{}\">line {first:010}</div>", first + 1)), "numbered from the log's start");
+        let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}?full=true", job["id"])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_eq!(page.text.matches("<div class=\"ln\" data-n=\"").count(), 4 * CHUNK / LINE);
+        assert!(page.text.contains("<div class=\"ln\" data-n=\"1\">line 0000000000</div>") && !page.text.contains("log-cut"));
+    }
+
+    async fn a_long_log_opens_at_its_end(backend) {
+        let (app, job, cookie) = running_job(backend).await;
+        // 3 MiB: a section opens and green starts before the part the page shows, both
+        // end inside it; the last line is not finished yet.
+        let mut log = String::from("\x1b[0Ksection_start:1700000000:build\r\x1b[0KBuilding\n\x1b[32m");
+        let lines = 3 * 1024 * 1024 / 16;
+        for n in 0..lines {
+            log.push_str(&format!("line {n:010}\n"));
+        }
+        log.push_str("\x1b[0Ksection_end:1700000125:build\r\x1b[0K\x1b[0mdone\nstill writing");
+        for (i, piece) in log.as_bytes().chunks(700 * 1024).enumerate() {
+            patch_log(&app, &job, i * 700 * 1024, piece).await;
+        }
+        let page = get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", job["id"])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.text.len() < 3 * 1024 * 1024, "the page holds the log's end only: {} bytes", page.text.len());
+        assert!(page.text.contains("<p id=\"log-cut\" class=\"note\">This is the end of a long log: the last 512 KiB of 3.0 MiB."), "{}", &page.text[..3000]);
+        assert!(!page.text.contains("line 0000000000") && !page.text.contains("Building"), "not the start");
+        // The section opened before the cut is open again, its lines green and numbered
+        // from the log's start (its header is line 1); it ends with its duration.
+        let last = lines - 1;
+        assert!(page.text.contains(
+            "<details class=\"sec\" data-section=\"build\" open><summary>build (started earlier)<span class=\"dur\">02:05</span></summary><div class=\"body\">"), "the section reopened");
+        assert!(page.text.contains(&format!(
+            "<div class=\"ln\" data-n=\"{}\"><span class=\"fg2\">line {last:010}</span></div></div></details>\
+             <div class=\"ln\" data-n=\"{}\">done</div><div class=\"ln\" id=\"log-partial\" data-n=\"{}\">still writing</div></div>",
+            last + 2, last + 3, last + 4)), "the end, in order");
+        let offset = log.len() - "still writing".len();
+        assert!(page.text.contains(&format!("data-offset=\"{offset}\" data-chunk=\"{}\" data-state=\"||{}\"", offset / (700 * 1024) * 700 * 1024, last + 3)), "followed from the end");
+
+        // Both links lead to all of it.
+        let raw_link = format!("/-/ui/jobs/{}/raw", job["id"]);
+        assert!(page.text.contains(&format!("<a href=\"{raw_link}\">Raw log</a>")));
+        let raw = send(browser().get(app.url(&raw_link)), Some(&cookie)).await;
+        assert_eq!(raw.status, StatusCode::OK);
+        assert_eq!(raw.text.len(), log.len());
+        assert!(raw.text == log, "the raw log is the log");
+        let full_link = format!("/-/ui/jobs/{}?full=true", job["id"]);
+        assert!(page.text.contains(&format!("<a href=\"{full_link}\">Show the complete log</a>")));
+        let full = get(&app, Some(&cookie), &full_link).await;
+        assert!(full.text.contains("<summary data-n=\"1\">Building<span class=\"dur\">02:05</span></summary>") && full.text.contains("line 0000000000"));
+        assert_eq!(full.text.matches("<div class=\"ln\" data-n=\"").count(), lines + 1, "every line but the header and the unfinished one");
     }
 }

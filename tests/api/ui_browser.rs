@@ -2,8 +2,9 @@
 //! `tests/browser/package.json`, installed by `scripts/test.sh` into a cache folder named by
 //! `RUNWAY_TEST_PLAYWRIGHT_DIR`) drives Debian's headless Chromium through
 //! `tests/browser/ui.mjs`: sign in, see a runner online, start a pipeline from the form,
-//! watch a job's log grow while the script PATCHes it as a runner would, cancel a job and
-//! download an artifact. Screenshots of each page go to the test output folder.
+//! watch its page follow a job from pending to running to success without a reload, watch
+//! a job's log grow while the script PATCHes it as a runner would (an unfinished line shown
+//! at once, a section's duration once it ends), cancel a job and download an artifact. Screenshots of each page go to the test output folder.
 
 use serde_json::json;
 
@@ -58,6 +59,7 @@ async fn pages_work_in_chromium() {
         "runners",
         "new-pipeline",
         "pipeline",
+        "pipeline-live",
         "job-live",
         "job-canceled",
         "job-artifact",

@@ -81,9 +81,17 @@ try {
   assert.match(await page.locator("[data-job=slow]").innerText(), /needs build/);
   await page.screenshot({ path: `${shots}/pipeline.png`, fullPage: true });
 
+  // A second tab keeps the pipeline page open: it follows the jobs without a reload.
+  const watcher = await context.newPage();
+  await watcher.goto(pipelineUrl);
+  await watcher.evaluate(() => { window.notReloaded = true; });
+  const buildStatus = watcher.locator("[data-job=build] .status");
+  assert.equal(await buildStatus.innerText(), "pending");
+
   // The log grows on the page as the runner writes it, appended (the first line stays the
   // same element).
   const build = await takeJob();
+  await buildStatus.filter({ hasText: "running" }).waitFor(WAIT);
   let offset = await patchLog(build, 0,
     "\x1b[0Ksection_start:1700000000:prepare_script\r\x1b[0K\x1b[36;1mPreparing environment\x1b[0;m\nRunning on runner\n");
   await page.goto(`${base}/-/ui/jobs/${build.id}`);
@@ -94,11 +102,20 @@ try {
     offset = await patchLog(build, offset, `\x1b[32;1m$ step ${i}\x1b[0;m\n${"x".repeat(2000)} line ${i}\n`);
     await log.getByText(`$ step ${i}`).waitFor(WAIT);
   }
-  offset = await patchLog(build, offset, "\x1b[0Ksection_end:1700000009:prepare_script\r\x1b[0K\nJob succeeded\n");
+  // A line the runner has not finished shows at once, and is replaced when it is.
+  offset = await patchLog(build, offset, "Uploading 50%");
+  await page.locator("#log-partial").getByText("Uploading 50%").waitFor(WAIT);
+  offset = await patchLog(build, offset, "\rUploading 100%\n");
+  await log.locator(".ln:not(#log-partial)").getByText("Uploading 100%").waitFor(WAIT);
+  assert.equal(await page.locator("#log-partial").count(), 0);
+  offset = await patchLog(build, offset, "\x1b[0Ksection_end:1700000069:prepare_script\r\x1b[0K\nJob succeeded\n");
   await log.getByText("Job succeeded").waitFor(WAIT);
+  // The section's header shows how long it took; lines carry their numbers.
+  assert.equal(await page.locator("#log details.sec[data-section=prepare_script] > summary .dur").innerText(), "01:09");
+  assert.equal(await log.getByText("Job succeeded").getAttribute("data-n"), "10");
   assert.equal(await page.evaluate(() => document.querySelector("#log .ln").dataset.marked), "yes",
     "the log was appended to, not re-rendered");
-  assert.equal(await page.locator("#log details.sec[data-section=prepare_script] .ln").count(), 7,
+  assert.equal(await page.locator("#log details.sec[data-section=prepare_script] .ln").count(), 8,
     "the lines inside the section went into it");
   assert.equal(await page.locator("#log span.fg2.b").count(), 3, "colours became classes");
   await page.screenshot({ path: `${shots}/job-live.png`, fullPage: true });
@@ -115,8 +132,14 @@ try {
   });
   assert.equal(done.status, 200, done.text);
   await page.locator("#job-status").getByText("success").waitFor(WAIT);
+  await buildStatus.filter({ hasText: "success" }).waitFor(WAIT);
+  await watcher.locator("[data-job=slow] .status").filter({ hasText: "pending" }).waitFor(WAIT);
+  assert.equal(await watcher.evaluate(() => window.notReloaded), true, "the pipeline page was not reloaded");
+  await watcher.screenshot({ path: `${shots}/pipeline-live.png`, fullPage: true });
+  await watcher.close();
   const link = page.getByRole("link", { name: "Download artifacts" });
   await link.waitFor({ state: "visible", ...WAIT });
+  assert.equal(await page.getByRole("button", { name: "Cancel", exact: true }).count(), 0, "a finished job has no Cancel");
   const [download] = await Promise.all([page.waitForEvent("download", WAIT), link.click()]);
   const saved = path.join(shots, "downloaded-artifacts.zip");
   await download.saveAs(saved);
