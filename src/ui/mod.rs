@@ -9,6 +9,7 @@
 
 mod html;
 pub mod log;
+mod new_pipeline;
 mod pages;
 
 use std::time::{Duration, Instant};
@@ -190,6 +191,13 @@ fn message_of(e: &ApiError) -> String {
         .and_then(|j| j.get("message").or(j.get("error")))
     {
         Some(serde_json::Value::String(s)) => s.clone(),
+        // Grape's validation shape, `{"message":{"base":["…"]}}`: the reasons themselves.
+        Some(serde_json::Value::Object(fields)) => fields
+            .values()
+            .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join("; "),
         Some(other) => other.to_string(),
         None => e.status_code().to_string(),
     }
@@ -208,7 +216,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         UiError::Api(ApiError::BadRequest(e.to_string().into())).into()
                     }),
             )
-            .configure(pages::configure),
+            .configure(pages::configure)
+            .configure(new_pipeline::configure),
     );
 }
 
