@@ -114,7 +114,7 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>, state: web::Data<Ap
             Some("That is not the admin token."),
         ));
     }
-    let (id, _) = state.ui_sessions.create();
+    let id = state.ui_sessions.create(&state.db).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", "/-/ui/runners"))
         .insert_header(("Set-Cookie", cookie(&state, Some(&id))))
@@ -128,7 +128,7 @@ async fn logout(
     state: web::Data<AppState>,
 ) -> Page {
     session.check(&form.csrf)?;
-    state.ui_sessions.remove(&session.id);
+    state.ui_sessions.remove(&state.db, &session.id).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", "/-/ui/login"))
         .insert_header(("Set-Cookie", cookie(&state, None)))

@@ -4,6 +4,9 @@
 use reqwest::{redirect, Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+use runway::auth::tokens::TokenDigest;
+use runway::db::models::{now, UiSessionRow};
+
 use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 /// A browser-like client that does not follow redirects (the tests check them).
@@ -141,6 +144,47 @@ both_backends! {
         assert_eq!(out.status, StatusCode::SEE_OTHER);
         assert!(out.set_cookie.is_some_and(|c| c.contains("Max-Age=0")));
         assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+    }
+
+    async fn sessions_outlive_a_restart_and_expire(backend) {
+        let first = TestApp::spawn(backend).await;
+        let (id, _) = first.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (cookie, csrf) = sign_in(&first).await;
+        first.stop().await;
+        assert!(first.client.get(first.url("/-/liveness")).send().await.is_err(), "the first server is gone");
+
+        // The same database, a new process state: the cookie still signs in, with the same
+        // CSRF token (it comes from the session id, not from memory).
+        let app = TestApp::builder(backend).same_database_as(&first).spawn().await;
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.location);
+        assert!(page.text.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+        let paused = post(&app, Some(&cookie), &format!("/-/ui/runners/{id}/pause"), &[("csrf", &csrf)]).await;
+        assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.text);
+        assert!(app.runner(id).await.expect("runner").paused);
+
+        // The database holds the id's digest, not the id.
+        let session_id = cookie.trim_start_matches("runway_session=");
+        let digest = TokenDigest::of(session_id);
+        {
+            let mut db = app.db.read().await.expect("connection");
+            assert!(UiSessionRow::is_live(&mut db.conn(), &digest, now()).await.expect("query"));
+            let clear = TokenDigest::from_hex(session_id).expect("64 hex digits");
+            assert!(!UiSessionRow::is_live(&mut db.conn(), &clear, now()).await.expect("query"));
+        }
+
+        // An expired session is no session; signing in again makes a new one.
+        app.execute("UPDATE ui_sessions SET expires_at = '2000-01-01 00:00:00'").await;
+        assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+        let (again, _) = sign_in(&app).await;
+        assert_ne!(again, cookie);
+        assert_eq!(get(&app, Some(&again), "/-/ui/runners").await.status, StatusCode::OK);
+        // Signing out deletes the row: the cookie is dead on every instance.
+        let (out_cookie, out_csrf) = sign_in(&app).await;
+        let other = TestApp::builder(backend).same_database_as(&app).spawn().await;
+        assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.status, StatusCode::OK);
+        assert_eq!(post(&app, Some(&out_cookie), "/-/ui/logout", &[("csrf", &out_csrf)]).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
     }
 
     async fn forms_without_the_csrf_token_change_nothing(backend) {
