@@ -200,6 +200,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    ui_sessions (id_digest) {
+        id_digest -> Binary,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(runner_projects -> runners (runner_id));
 diesel::joinable!(runner_projects -> projects (project_id));
 diesel::joinable!(runner_managers -> runners (runner_id));
@@ -221,4 +229,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     feature_flags,
     ci_minutes_usages,
+    ui_sessions,
 );

@@ -3,12 +3,14 @@
 //! JavaScript; one small embedded script follows a running job's log.
 //!
 //! Sign-in takes the admin token once and hands out a session cookie holding a random id
-//! (never the token), mapped in memory to an expiry and a CSRF token. Every form that
-//! changes something carries that CSRF token. The pages call the same services and models
+//! (never the token). The database keeps the id's SHA-256 digest and its expiry, so a
+//! restart signs no one out; the session's CSRF token is derived from the id (a digest the
+//! stored one does not reveal). Every form that changes something carries that token. The pages call the same services and models
 //! as the admin API; they are not part of the OpenAPI document, which describes the API.
 
 mod html;
 pub mod log;
+mod new_pipeline;
 mod pages;
 
 use std::time::{Duration, Instant};
@@ -17,10 +19,12 @@ use actix_web::body::MessageBody;
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
-use dashmap::DashMap;
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
+use crate::auth::tokens::TokenDigest;
+use crate::db::models::{now, UiSessionRow};
+use crate::db::DbPool;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -31,45 +35,58 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The most forms the new-pipeline page accepts (a `.gitlab-ci.yml` and a few fields).
 const FORM_LIMIT: usize = 1024 * 1024;
 
-/// Signed-in sessions of this process: a restart signs everyone out.
+/// Sessions, kept in the database ([`UiSessionRow`]) by the digest of their id.
 #[derive(Default)]
 pub struct Sessions {
-    by_id: DashMap<String, Session>,
+    /// When expired rows were last dropped (at most once per [`SWEEP_EVERY`], on sign-in).
+    last_sweep: std::sync::Mutex<Option<Instant>>,
 }
 
-struct Session {
-    expires: Instant,
-    csrf: String,
-}
+/// How often a sign-in also drops the expired sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 fn random_hex() -> String {
     let bytes: [u8; 32] = rand::thread_rng().gen();
     hex::encode(bytes)
 }
 
+/// The CSRF token of the session with this id: only its holder can compute it, and the
+/// stored digest (of the id alone) does not give it away.
+fn csrf_of(id: &str) -> String {
+    TokenDigest::of(&format!("runway-ui-csrf:{id}")).to_hex()
+}
+
 impl Sessions {
-    /// A new session: its id (for the cookie) and its CSRF token.
-    fn create(&self) -> (String, String) {
-        self.by_id.retain(|_, s| s.expires > Instant::now());
-        let (id, csrf) = (random_hex(), random_hex());
-        self.by_id.insert(
-            id.clone(),
-            Session {
-                expires: Instant::now() + SESSION_TTL,
-                csrf: csrf.clone(),
-            },
-        );
-        (id, csrf)
+    /// A new session: its id, for the cookie.
+    async fn create(&self, db: &DbPool) -> Result<String, ApiError> {
+        let id = random_hex();
+        let expires = now() + chrono::TimeDelta::seconds(SESSION_TTL.as_secs() as i64);
+        let mut conn = db.write().await?;
+        UiSessionRow::insert(&mut conn.conn(), &TokenDigest::of(&id), expires).await?;
+        let sweep = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= SWEEP_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if sweep {
+            UiSessionRow::delete_expired(&mut conn.conn(), now()).await?;
+        }
+        Ok(id)
     }
 
-    /// The CSRF token of a live session.
-    fn csrf(&self, id: &str) -> Option<String> {
-        let session = self.by_id.get(id)?;
-        (session.expires > Instant::now()).then(|| session.csrf.clone())
+    /// The CSRF token of a live session; `None` for an unknown or expired one.
+    async fn csrf(&self, db: &DbPool, id: &str) -> Result<Option<String>, ApiError> {
+        let mut conn = db.read().await?;
+        let live = UiSessionRow::is_live(&mut conn.conn(), &TokenDigest::of(id), now()).await?;
+        Ok(live.then(|| csrf_of(id)))
     }
 
-    fn remove(&self, id: &str) {
-        self.by_id.remove(id);
+    async fn remove(&self, db: &DbPool, id: &str) -> Result<(), ApiError> {
+        let mut conn = db.write().await?;
+        Ok(UiSessionRow::delete(&mut conn.conn(), &TokenDigest::of(id)).await?)
     }
 }
 
@@ -120,17 +137,22 @@ impl UiSession {
 
 impl FromRequest for UiSession {
     type Error = UiError;
-    type Future = std::future::Ready<Result<Self, UiError>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, UiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let found = req
-            .app_data::<web::Data<AppState>>()
-            .zip(session_cookie(req))
-            .and_then(|(state, id)| {
-                let csrf = state.ui_sessions.csrf(&id)?;
-                Some(UiSession { id, csrf })
-            });
-        std::future::ready(found.ok_or(UiError::SignIn))
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        // An id that is not one this server hands out is no session, without a query.
+        let id = session_cookie(req)
+            .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        Box::pin(async move {
+            let (Some(state), Some(id)) = (state, id) else {
+                return Err(UiError::SignIn);
+            };
+            match state.ui_sessions.csrf(&state.db, &id).await? {
+                Some(csrf) => Ok(UiSession { id, csrf }),
+                None => Err(UiError::SignIn),
+            }
+        })
     }
 }
 
@@ -190,6 +212,13 @@ fn message_of(e: &ApiError) -> String {
         .and_then(|j| j.get("message").or(j.get("error")))
     {
         Some(serde_json::Value::String(s)) => s.clone(),
+        // Grape's validation shape, `{"message":{"base":["…"]}}`: the reasons themselves.
+        Some(serde_json::Value::Object(fields)) => fields
+            .values()
+            .flat_map(|v| v.as_array().cloned().unwrap_or_default())
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join("; "),
         Some(other) => other.to_string(),
         None => e.status_code().to_string(),
     }
@@ -208,7 +237,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         UiError::Api(ApiError::BadRequest(e.to_string().into())).into()
                     }),
             )
-            .configure(pages::configure),
+            .configure(pages::configure)
+            .configure(new_pipeline::configure),
     );
 }
 
@@ -229,15 +259,16 @@ mod tests {
     }
 
     #[test]
-    fn sessions_are_random_and_removable() {
-        let sessions = Sessions::default();
-        let (a, csrf_a) = sessions.create();
-        let (b, _) = sessions.create();
+    fn csrf_tokens_come_from_the_session_id_and_not_from_its_digest() {
+        let (a, b) = (random_hex(), random_hex());
         assert_ne!(a, b);
-        assert_eq!((a.len(), csrf_a.len()), (64, 64));
-        assert_eq!(sessions.csrf(&a), Some(csrf_a));
-        sessions.remove(&a);
-        assert_eq!(sessions.csrf(&a), None);
-        assert!(sessions.csrf(&b).is_some());
+        assert_eq!((a.len(), csrf_of(&a).len()), (64, 64));
+        assert_eq!(csrf_of(&a), csrf_of(&a));
+        assert_ne!(csrf_of(&a), csrf_of(&b));
+        assert_ne!(
+            csrf_of(&a),
+            TokenDigest::of(&a).to_hex(),
+            "not what the database keeps"
+        );
     }
 }

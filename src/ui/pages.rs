@@ -12,7 +12,6 @@ use super::html::{self, button, escape, page, page_response, status};
 use super::log::{self, LogState};
 use super::{cookie, UiError, UiSession};
 use crate::api::admin::audit::record_admin_action;
-use crate::api::admin::projects::{pipeline_request, CreatePipelineParams};
 use crate::api::admin::runners::runner_status;
 use crate::auth::guards::peer_ip;
 use crate::auth::tokens::TokenDigest;
@@ -24,7 +23,7 @@ use crate::db::models::{
 use crate::error::ApiError;
 use crate::AppState;
 
-type Page = Result<HttpResponse, UiError>;
+pub(super) type Page = Result<HttpResponse, UiError>;
 
 const CSS: &str = include_str!("assets/ui.css");
 const JS: &str = include_str!("assets/ui.js");
@@ -38,14 +37,14 @@ const CHUNKS_PER_POLL: i64 = 256;
 /// there, so a log of many megabytes neither loads nor renders whole.
 const LOG_TAIL_BYTES: usize = 512 * 1024;
 
-fn ok(title: &str, session: &UiSession, main: &str) -> Page {
+pub(super) fn ok(title: &str, session: &UiSession, main: &str) -> Page {
     Ok(page_response(
         StatusCode::OK,
         page(title, Some(&session.csrf), main),
     ))
 }
 
-fn see_other(location: &str) -> Page {
+pub(super) fn see_other(location: &str) -> Page {
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", location))
         .finish())
@@ -115,7 +114,7 @@ async fn login(req: HttpRequest, form: web::Form<LoginForm>, state: web::Data<Ap
             Some("That is not the admin token."),
         ));
     }
-    let (id, _) = state.ui_sessions.create();
+    let id = state.ui_sessions.create(&state.db).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", "/-/ui/runners"))
         .insert_header(("Set-Cookie", cookie(&state, Some(&id))))
@@ -129,7 +128,7 @@ async fn logout(
     state: web::Data<AppState>,
 ) -> Page {
     session.check(&form.csrf)?;
-    state.ui_sessions.remove(&session.id);
+    state.ui_sessions.remove(&state.db, &session.id).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", "/-/ui/login"))
         .insert_header(("Set-Cookie", cookie(&state, None)))
@@ -288,7 +287,7 @@ async fn projects_page(session: UiSession, state: web::Data<AppState>) -> Page {
     ok("Projects", &session, &main)
 }
 
-async fn project_by_id(state: &AppState, id: i64) -> Result<Project, UiError> {
+pub(super) async fn project_by_id(state: &AppState, id: i64) -> Result<Project, UiError> {
     let mut db = state.db.read().await.map_err(ApiError::from)?;
     Ok(Project::find(&mut db.conn(), id)
         .await
@@ -828,141 +827,6 @@ async fn job_action(
     see_other(&format!("/-/ui/jobs/{}", job.id))
 }
 
-#[derive(Deserialize, Default)]
-pub struct NewPipelineQuery {
-    project: Option<i64>,
-}
-
-fn new_pipeline_form(
-    session: &UiSession,
-    projects: &[Project],
-    chosen: Option<i64>,
-    ref_: &str,
-    ci_config: &str,
-    error: Option<&str>,
-) -> String {
-    let options: String = projects
-        .iter()
-        .map(|p| {
-            format!(
-                "<option value=\"{}\"{}>{}</option>",
-                p.id,
-                if Some(p.id) == chosen {
-                    " selected"
-                } else {
-                    ""
-                },
-                escape(&p.path_with_namespace())
-            )
-        })
-        .collect();
-    let alert = error.map_or(String::new(), |e| {
-        format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))
-    });
-    format!(
-        "<h1>New pipeline</h1>{alert}<form method=\"post\" action=\"/-/ui/pipelines\" class=\"card\">{csrf}\
-         <label for=\"project\">Project</label><select id=\"project\" name=\"project\" required>{options}</select>\
-         <label for=\"ref\">Ref (branch or tag)</label><input id=\"ref\" name=\"ref\" value=\"{ref_}\" required>\
-         <label for=\"ci_config\">.gitlab-ci.yml</label>\
-         <textarea id=\"ci_config\" name=\"ci_config\" rows=\"16\" spellcheck=\"false\" \
-         placeholder=\"Leave empty to read .gitlab-ci.yml from the repository at the ref\">{ci}</textarea>\
-         <button type=\"submit\">Run pipeline</button></form>",
-        csrf = html::csrf_field(&session.csrf),
-        ref_ = escape(ref_),
-        ci = escape(ci_config),
-    )
-}
-
-#[get("/pipelines/new")]
-async fn new_pipeline(
-    session: UiSession,
-    query: web::Query<NewPipelineQuery>,
-    state: web::Data<AppState>,
-) -> Page {
-    let projects = {
-        let mut db = state.db.read().await.map_err(ApiError::from)?;
-        Project::all(&mut db.conn()).await.map_err(ApiError::from)?
-    };
-    if projects.is_empty() {
-        return ok(
-            "New pipeline",
-            &session,
-            "<h1>New pipeline</h1><p>Create a project first (<code>POST /api/v4/projects</code>).</p>",
-        );
-    }
-    let chosen = query.project;
-    let default_ref = projects
-        .iter()
-        .find(|p| Some(p.id) == chosen)
-        .map_or("main", |p| p.default_branch.as_str());
-    let main = new_pipeline_form(&session, &projects, chosen, default_ref, "", None);
-    ok("New pipeline", &session, &main)
-}
-
-#[derive(Deserialize)]
-pub struct NewPipelineForm {
-    #[serde(default)]
-    csrf: String,
-    project: i64,
-    #[serde(rename = "ref")]
-    ref_: String,
-    #[serde(default)]
-    ci_config: String,
-}
-
-/// Starts a pipeline as the admin API does (`source` `web`, as GitLab's pages set it); a
-/// refused configuration shows the form again with the reason and the text kept.
-#[post("/pipelines")]
-async fn create_pipeline(
-    session: UiSession,
-    form: web::Form<NewPipelineForm>,
-    state: web::Data<AppState>,
-) -> Page {
-    session.check(&form.csrf)?;
-    let form = form.into_inner();
-    let project = project_by_id(&state, form.project).await?;
-    let ci_config = form.ci_config.replace("\r\n", "\n");
-    let params = CreatePipelineParams {
-        ref_: form.ref_.trim().to_string(),
-        sha: None,
-        variables: Vec::new(),
-        ci_config: (!ci_config.trim().is_empty()).then(|| ci_config.clone()),
-    };
-    let created = match pipeline_request(&state, &project, params, "web").await {
-        Ok(request) => state.pipelines.create(&project, request).await,
-        Err(e) => Err(e),
-    };
-    let pipeline = match created {
-        Ok(pipeline) => pipeline,
-        Err(e) if actix_web::ResponseError::status_code(&e).is_client_error() => {
-            let reason = super::message_of(&e);
-            let projects = {
-                let mut db = state.db.read().await.map_err(ApiError::from)?;
-                Project::all(&mut db.conn()).await.map_err(ApiError::from)?
-            };
-            let main = new_pipeline_form(
-                &session,
-                &projects,
-                Some(project.id),
-                &form.ref_,
-                &ci_config,
-                Some(&reason),
-            );
-            return Ok(page_response(
-                StatusCode::BAD_REQUEST,
-                page("New pipeline", Some(&session.csrf), &main),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let details = serde_json::json!({ "project_id": project.id, "ref": pipeline.ref_, "sha": pipeline.sha, "via": "web" });
-    record_admin_action(&state, "pipeline_created", "pipeline", pipeline.id, details).await;
-    see_other(&format!(
-        "/-/ui/projects/{}/pipelines/{}",
-        project.id, pipeline.id
-    ))
-}
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(index)
         .service(asset)
@@ -981,7 +845,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(job_log)
         .service(job_raw)
         .service(job_artifacts)
-        .service(job_action)
-        .service(new_pipeline)
-        .service(create_pipeline);
+        .service(job_action);
 }

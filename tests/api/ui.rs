@@ -4,6 +4,9 @@
 use reqwest::{redirect, Client, Method, StatusCode};
 use serde_json::{json, Value};
 
+use runway::auth::tokens::TokenDigest;
+use runway::db::models::{now, UiSessionRow};
+
 use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 /// A browser-like client that does not follow redirects (the tests check them).
@@ -141,6 +144,47 @@ both_backends! {
         assert_eq!(out.status, StatusCode::SEE_OTHER);
         assert!(out.set_cookie.is_some_and(|c| c.contains("Max-Age=0")));
         assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+    }
+
+    async fn sessions_outlive_a_restart_and_expire(backend) {
+        let first = TestApp::spawn(backend).await;
+        let (id, _) = first.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (cookie, csrf) = sign_in(&first).await;
+        first.stop().await;
+        assert!(first.client.get(first.url("/-/liveness")).send().await.is_err(), "the first server is gone");
+
+        // The same database, a new process state: the cookie still signs in, with the same
+        // CSRF token (it comes from the session id, not from memory).
+        let app = TestApp::builder(backend).same_database_as(&first).spawn().await;
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.location);
+        assert!(page.text.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+        let paused = post(&app, Some(&cookie), &format!("/-/ui/runners/{id}/pause"), &[("csrf", &csrf)]).await;
+        assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.text);
+        assert!(app.runner(id).await.expect("runner").paused);
+
+        // The database holds the id's digest, not the id.
+        let session_id = cookie.trim_start_matches("runway_session=");
+        let digest = TokenDigest::of(session_id);
+        {
+            let mut db = app.db.read().await.expect("connection");
+            assert!(UiSessionRow::is_live(&mut db.conn(), &digest, now()).await.expect("query"));
+            let clear = TokenDigest::from_hex(session_id).expect("64 hex digits");
+            assert!(!UiSessionRow::is_live(&mut db.conn(), &clear, now()).await.expect("query"));
+        }
+
+        // An expired session is no session; signing in again makes a new one.
+        app.execute("UPDATE ui_sessions SET expires_at = '2000-01-01 00:00:00'").await;
+        assert_eq!(get(&app, Some(&cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+        let (again, _) = sign_in(&app).await;
+        assert_ne!(again, cookie);
+        assert_eq!(get(&app, Some(&again), "/-/ui/runners").await.status, StatusCode::OK);
+        // Signing out deletes the row: the cookie is dead on every instance.
+        let (out_cookie, out_csrf) = sign_in(&app).await;
+        let other = TestApp::builder(backend).same_database_as(&app).spawn().await;
+        assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.status, StatusCode::OK);
+        assert_eq!(post(&app, Some(&out_cookie), "/-/ui/logout", &[("csrf", &out_csrf)]).await.status, StatusCode::SEE_OTHER);
+        assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
     }
 
     async fn forms_without_the_csrf_token_change_nothing(backend) {
@@ -302,6 +346,62 @@ both_backends! {
         assert!(page.text.matches("<script").count() == 1 && page.text.contains("<script src=\"/-/ui/assets/ui.js\" defer>"));
         let css = get(&app, None, "/-/ui/assets/ui.css").await;
         assert!(css.status == StatusCode::OK && css.text.contains("@media"));
+    }
+
+    async fn the_new_pipeline_form_takes_a_file_a_commit_and_variables(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (cookie, csrf) = sign_in(&app).await;
+        let form = get(&app, Some(&cookie), &format!("/-/ui/pipelines/new?project={project}")).await;
+        assert_eq!(form.status, StatusCode::OK);
+        for field in [
+            "enctype=\"multipart/form-data\"", "<input id=\"ref\" name=\"ref\" value=\"main\" required>",
+            "<label for=\"sha\">Commit SHA (optional)</label>", "<input name=\"var_key\" value=\"\"",
+            "<input id=\"ci_file\" name=\"ci_file\" type=\"file\"",
+        ] {
+            assert!(form.text.contains(field), "{field} in {}", form.text);
+        }
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let multipart = |yaml_file: &str, pasted: &str, key: &str| {
+            reqwest::multipart::Form::new()
+                .text("csrf", csrf.clone())
+                .text("project", project.to_string())
+                .text("ref", "main")
+                .text("sha", sha)
+                .text("var_key", key.to_string()).text("var_value", "hello world")
+                .text("var_key", "").text("var_value", "")
+                .text("ci_config", pasted.to_string())
+                .part("ci_file", reqwest::multipart::Part::bytes(yaml_file.as_bytes().to_vec()).file_name(".gitlab-ci.yml"))
+        };
+        let yaml = "uploaded:\r\n  script: echo $GREETING\r\n";
+
+        // Refused: pasted and uploaded both, or a variable key the API refuses; the form
+        // comes back with the reason and what was filled in, and nothing is created.
+        let both = send(browser().post(app.url("/-/ui/pipelines")).multipart(multipart(yaml, "x: { script: y }", "GREETING")), Some(&cookie)).await;
+        assert_eq!(both.status, StatusCode::BAD_REQUEST, "{}", both.text);
+        assert!(both.text.contains("Paste the .gitlab-ci.yml or upload it, not both.") && both.text.contains("x: { script: y }"), "{}", both.text);
+        let bad_key = send(browser().post(app.url("/-/ui/pipelines")).multipart(multipart(yaml, "", "BAD-KEY")), Some(&cookie)).await;
+        assert_eq!(bad_key.status, StatusCode::BAD_REQUEST, "{}", bad_key.text);
+        assert!(bad_key.text.contains("<p class=\"error\" role=\"alert\">Variable key &quot;BAD-KEY&quot; is invalid</p>"), "{}", bad_key.text);
+        assert!(bad_key.text.contains("<input name=\"var_key\" value=\"BAD-KEY\"") && bad_key.text.contains(&format!("value=\"{sha}\"")), "kept");
+        let pipelines = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await;
+        assert_eq!(pipelines.json(), json!([]), "nothing was created");
+        let forged = send(browser().post(app.url("/-/ui/pipelines")).multipart(multipart(yaml, "", "GREETING").text("csrf", "0".repeat(64))), Some(&cookie)).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "the last csrf field counts, and it is not this session's");
+
+        // Accepted: the uploaded file, the commit, the variable, as the API would take them.
+        let created = send(browser().post(app.url("/-/ui/pipelines")).multipart(multipart(yaml, "", "GREETING")), Some(&cookie)).await;
+        assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.text);
+        let location = created.location.expect("to the pipeline");
+        let id: i64 = location.rsplit('/').next().and_then(|id| id.parse().ok()).expect("pipeline id");
+        let pipeline = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}"))).await;
+        assert_eq!((pipeline.json()["sha"].clone(), pipeline.json()["source"].clone(), pipeline.json()["ref"].clone()), (json!(sha), json!("web"), json!("main")));
+        let job = app.take_job(&token).await;
+        assert_eq!(job["job_info"]["name"], "uploaded");
+        assert_eq!(job["steps"][0]["script"], json!(["echo $GREETING"]));
+        let variables = job["variables"].as_array().expect("variables");
+        assert!(variables.iter().any(|v| v["key"] == "GREETING" && v["value"] == "hello world"), "{variables:?}");
     }
 
     async fn long_logs_are_read_from_where_the_page_left_off(backend) {

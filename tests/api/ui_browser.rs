@@ -4,7 +4,8 @@
 //! `tests/browser/ui.mjs`: sign in, see a runner online, start a pipeline from the form,
 //! watch its page follow a job from pending to running to success without a reload, watch
 //! a job's log grow while the script PATCHes it as a runner would (an unfinished line shown
-//! at once, a section's duration once it ends), cancel a job and download an artifact. Screenshots of each page go to the test output folder.
+//! at once, a section's duration once it ends), cancel a job, download an artifact and
+//! start a pipeline from an uploaded `.gitlab-ci.yml` with a variable. Screenshots of each page go to the test output folder.
 
 use serde_json::json;
 
@@ -58,6 +59,7 @@ async fn pages_work_in_chromium() {
         "login",
         "runners",
         "new-pipeline",
+        "new-pipeline-upload",
         "pipeline",
         "pipeline-live",
         "job-live",

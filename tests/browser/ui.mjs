@@ -157,6 +157,24 @@ try {
   assert.match(status, /^cancel(ing|ed)$/, status);
   await page.screenshot({ path: `${shots}/job-canceled.png`, fullPage: true });
 
+  // A pipeline from an uploaded .gitlab-ci.yml, with a variable added by the form's button.
+  await page.goto(base + "/-/ui/pipelines/new");
+  await page.getByLabel("Ref (branch or tag)").fill("main");
+  await page.getByRole("button", { name: "Add a variable" }).click();
+  assert.equal(await page.locator("#variables .var").count(), 4);
+  await page.getByLabel("Variable key").last().fill("GREETING");
+  await page.getByLabel("Variable value").last().fill("hello");
+  await page.getByLabel("…or upload it").setInputFiles({
+    name: ".gitlab-ci.yml", mimeType: "text/yaml", buffer: Buffer.from("from-file:\n  script: echo $GREETING\n"),
+  });
+  await page.screenshot({ path: `${shots}/new-pipeline-upload.png`, fullPage: true });
+  await page.getByRole("button", { name: "Run pipeline" }).click();
+  await page.waitForURL(/\/-\/ui\/projects\/\d+\/pipelines\/\d+$/, WAIT);
+  await page.locator("[data-job=from-file]").waitFor(WAIT);
+  const fromFile = await takeJob();
+  assert.equal(fromFile.job_info.name, "from-file");
+  assert.ok(fromFile.variables.some((v) => v.key === "GREETING" && v.value === "hello"), "the variable reached the job");
+
   // A phone-sized window.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.goto(base + "/-/ui/runners");

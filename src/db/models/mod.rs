@@ -11,6 +11,7 @@ pub mod runner;
 pub mod runner_manager;
 pub mod setting;
 pub mod trace;
+pub mod ui_session;
 
 pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
 pub use ci_minutes::CiMinutesUsage;
@@ -22,6 +23,7 @@ pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
 pub use runner_manager::{ManagerHeartbeat, RunnerManager};
 pub use setting::InstanceSetting;
 pub use trace::{Appended, TraceChunk};
+pub use ui_session::UiSessionRow;
 
 /// Current time as stored: UTC, microsecond precision (what both backends keep), so that a
 /// value read back compares equal to the value written.

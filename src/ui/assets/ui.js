@@ -154,3 +154,18 @@
     follow(id);
   }
 })();
+
+// The new-pipeline form: a button that adds an empty variable row (without the script the
+// form offers a few).
+(function () {
+  const add = document.getElementById("add-variable");
+  if (!add) return;
+  add.hidden = false;
+  add.addEventListener("click", () => {
+    const rows = add.parentElement.querySelectorAll(".var");
+    const row = rows[rows.length - 1].cloneNode(true);
+    for (const input of row.querySelectorAll("input")) input.value = "";
+    add.before(row);
+    row.querySelector("input").focus();
+  });
+})();

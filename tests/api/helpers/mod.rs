@@ -382,6 +382,12 @@ impl TestApp {
         out
     }
 
+    /// Stops the server and waits until it has; its database and data folder stay (a
+    /// second app `same_database_as` this one is then the same server restarted).
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
     /// Runs one SQL statement on the app's database (to age tokens and the like).
     pub async fn execute(&self, sql: &str) {
         use diesel_async::RunQueryDsl;
