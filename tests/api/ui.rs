@@ -336,7 +336,7 @@ both_backends! {
 
         // The runners list follows the runners' contacts, and alone as a fragment.
         let page = get(&app, Some(&cookie), "/-/ui/runners").await;
-        assert!(page.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live\" data-every=\"5000\"><table"), "{}", page.text);
+        assert!(page.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live?page=1&amp;per_page=20\" data-every=\"5000\"><table"), "{}", page.text);
         let live = get(&app, Some(&cookie), "/-/ui/runners/live").await;
         assert_eq!(live.status, StatusCode::OK);
         assert!(live.text.starts_with("<div id=\"runners\"") && live.text.contains(&format!("<tr id=\"runner-{runner_id}\">")), "{}", live.text);
@@ -402,6 +402,53 @@ both_backends! {
         assert_eq!(job["steps"][0]["script"], json!(["echo $GREETING"]));
         let variables = job["variables"].as_array().expect("variables");
         assert!(variables.iter().any(|v| v["key"] == "GREETING" && v["value"] == "hello world"), "{variables:?}");
+    }
+
+    async fn long_lists_come_in_pages(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        for _ in 0..23 {
+            app.pipeline(project, "a: { script: x }\n").await;
+        }
+        for name in ["second", "third"] {
+            app.create_project(json!({ "name": name })).await;
+        }
+        for _ in 0..3 {
+            app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        }
+        let (cookie, _) = sign_in(&app).await;
+        let ids = |text: &str| -> Vec<i64> {
+            regex::Regex::new(r#"pipelines/(\d+)">#"#).expect("regex").captures_iter(text).map(|c| c[1].parse().expect("id")).collect()
+        };
+        let base = format!("/-/ui/projects/{project}");
+
+        // 20 a page by default, newest first, with a link to the next page only.
+        let first = get(&app, Some(&cookie), &base).await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(ids(&first.text), (4..=23).rev().collect::<Vec<_>>());
+        assert!(first.text.contains(&format!("<span>Page 1 of 2 (23)</span><a href=\"{base}?page=2&per_page=20\" rel=\"next\">Next →</a></nav>")), "{}", first.text);
+        assert!(!first.text.contains("rel=\"prev\""));
+        let middle = get(&app, Some(&cookie), &format!("{base}?page=2&per_page=10")).await;
+        assert_eq!(ids(&middle.text), (4..=13).rev().collect::<Vec<_>>());
+        assert!(middle.text.contains(&format!("<a href=\"{base}?page=1&per_page=10\" rel=\"prev\">← Previous</a><span>Page 2 of 3 (23)</span>\
+                                               <a href=\"{base}?page=3&per_page=10\" rel=\"next\">")), "{}", middle.text);
+        let last = get(&app, Some(&cookie), &format!("{base}?page=3&per_page=10")).await;
+        assert_eq!(ids(&last.text), vec![3, 2, 1]);
+        assert!(last.text.contains("rel=\"prev\"") && !last.text.contains("rel=\"next\""));
+        let clamped = get(&app, Some(&cookie), &format!("{base}?per_page=1000")).await;
+        assert_eq!(ids(&clamped.text).len(), 23, "at most 100 a page");
+        assert!(!clamped.text.contains("<nav class=\"pages\""), "all on one page: no links");
+
+        let projects = get(&app, Some(&cookie), "/-/ui/projects?per_page=2&page=2").await;
+        assert_eq!(projects.text.matches("<li><a href=\"/-/ui/projects/").count(), 1, "{}", projects.text);
+        assert!(projects.text.contains("third") && !projects.text.contains(">root/app<"));
+
+        // The runners list keeps its page while it follows the runners.
+        let runners = get(&app, Some(&cookie), "/-/ui/runners?per_page=2&page=2").await;
+        assert_eq!(runners.text.matches("<tr id=\"runner-").count(), 1);
+        assert!(runners.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live?page=2&amp;per_page=2\""), "{}", runners.text);
+        let live = get(&app, Some(&cookie), "/-/ui/runners/live?page=2&per_page=2").await;
+        assert!(live.text.contains("<tr id=\"runner-3\">") && !live.text.contains("<tr id=\"runner-1\">"), "{}", live.text);
     }
 
     async fn long_logs_are_read_from_where_the_page_left_off(backend) {
