@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use runway::auth::tokens::TokenDigest;
 use runway::db::models::{now, UiSessionRow};
 
+use crate::helpers::tls::{https, spawn_https, HttpsApp};
 use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 /// A browser-like client that does not follow redirects (the tests check them).
@@ -185,6 +186,31 @@ both_backends! {
         assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.status, StatusCode::OK);
         assert_eq!(post(&app, Some(&out_cookie), "/-/ui/logout", &[("csrf", &out_csrf)]).await.status, StatusCode::SEE_OTHER);
         assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
+    }
+
+    async fn over_https_the_session_cookie_is_secure(backend) {
+        let HttpsApp { app: _app, addr, trusting, .. } = spawn_https(backend).await;
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let body = format!("token={ADMIN_TOKEN}");
+        let signed_in = https(&trusting, &addr, "POST /-/ui/login", &form, &body).await.expect("sign in over HTTPS");
+        assert_eq!(signed_in.status, 303, "{}", signed_in.head);
+        let set = signed_in.headers("set-cookie");
+        assert_eq!(set.len(), 1, "{}", signed_in.head);
+        let attrs: Vec<&str> = set[0].split("; ").collect();
+        for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/-/ui"] {
+            assert!(attrs.contains(&attr), "{attr} missing from {}", set[0]);
+        }
+        let cookie = attrs[0];
+        assert!(cookie.starts_with("runway_session="), "{cookie}");
+        let page = https(&trusting, &addr, "GET /-/ui/runners", &[("Cookie", cookie)], "").await.expect("a page over HTTPS");
+        assert_eq!(page.status, 200, "{}", page.head);
+        assert!(page.body.contains("<h1>Runners</h1>"));
+        // Signing out clears it the same way (Secure, or the browser would keep it).
+        let csrf = regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#).expect("regex").captures(&page.body).map(|c| c[1].to_string()).expect("csrf");
+        let out = https(&trusting, &addr, "POST /-/ui/logout", &[("Cookie", cookie), form[0]], &format!("csrf={csrf}")).await.expect("sign out");
+        assert_eq!(out.status, 303, "{}", out.head);
+        let cleared = out.headers("set-cookie");
+        assert!(cleared.len() == 1 && cleared[0].contains("Max-Age=0") && cleared[0].ends_with("; Secure"), "{cleared:?}");
     }
 
     async fn forms_without_the_csrf_token_change_nothing(backend) {
