@@ -119,6 +119,88 @@ pub fn duration(start: &Option<NaiveDateTime>, end: &Option<NaiveDateTime>) -> S
     out
 }
 
+/// GitLab's `page`/`per_page` for a list page: page from 1, 20 a page unless asked (1–100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Paging {
+    #[serde(default = "first_page")]
+    pub page: usize,
+    #[serde(default = "default_per_page")]
+    pub per_page: usize,
+}
+
+fn first_page() -> usize {
+    1
+}
+
+fn default_per_page() -> usize {
+    20
+}
+
+impl Paging {
+    /// The same page, with its numbers brought into range.
+    pub fn clamped(self) -> Paging {
+        Paging {
+            page: self.page.max(1),
+            per_page: self.per_page.clamp(1, 100),
+        }
+    }
+
+    /// How many items come before this page.
+    pub fn offset(&self) -> usize {
+        (self.page - 1).saturating_mul(self.per_page)
+    }
+
+    /// This page of `items`.
+    pub fn slice<'a, T>(&self, items: &'a [T]) -> &'a [T] {
+        let start = self.offset().min(items.len());
+        &items[start..(start + self.per_page).min(items.len())]
+    }
+
+    /// `?page=…&per_page=…` for page `page`.
+    pub fn query(&self, page: usize) -> String {
+        format!("?page={page}&per_page={}", self.per_page)
+    }
+
+    /// Previous/next links under a list of `total` items at `path`; nothing when it all
+    /// fits on one page.
+    pub fn nav(&self, path: &str, total: usize) -> String {
+        let pages = total.div_ceil(self.per_page).max(1);
+        if pages == 1 && self.page == 1 {
+            return String::new();
+        }
+        let link = |page: usize, rel: &str, label: &str| {
+            format!(
+                "<a href=\"{}{}\" rel=\"{rel}\">{label}</a>",
+                escape(path),
+                self.query(page)
+            )
+        };
+        let prev = if self.page > 1 {
+            link((self.page - 1).min(pages), "prev", "← Previous")
+        } else {
+            String::new()
+        };
+        let next = if self.page < pages {
+            link(self.page + 1, "next", "Next →")
+        } else {
+            String::new()
+        };
+        format!(
+            "<nav class=\"pages\" aria-label=\"Pages\">{prev}<span>Page {} of {pages} ({total})</span>{next}</nav>",
+            self.page
+        )
+    }
+}
+
+impl Default for Paging {
+    fn default() -> Paging {
+        Paging {
+            page: first_page(),
+            per_page: default_per_page(),
+        }
+    }
+}
+
 /// A byte count for people: `812 B`, `512 KiB`, `3.4 MiB`.
 pub fn size(bytes: usize) -> String {
     const KIB: f64 = 1024.0;
@@ -151,6 +233,45 @@ mod tests {
         assert_eq!(duration(&t(0), &t(245)), "4m 05s");
         assert_eq!(duration(&t(0), &t(3723)), "1h 02m 03s");
         assert_eq!(duration(&None, &t(1)), "—");
+    }
+
+    #[test]
+    fn pages_link_to_their_neighbours() {
+        let paging = Paging {
+            page: 2,
+            per_page: 10,
+        };
+        assert_eq!(
+            paging.slice(&(0..25).collect::<Vec<_>>()),
+            (10..20).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            paging.nav("/-/ui/projects", 25),
+            "<nav class=\"pages\" aria-label=\"Pages\"><a href=\"/-/ui/projects?page=1&per_page=10\" rel=\"prev\">← Previous</a>\
+             <span>Page 2 of 3 (25)</span><a href=\"/-/ui/projects?page=3&per_page=10\" rel=\"next\">Next →</a></nav>"
+        );
+        assert_eq!(Paging::default().nav("/x", 20), "", "one page: no links");
+        let past = Paging {
+            page: 9,
+            per_page: 10,
+        };
+        assert!(past.slice(&[1, 2, 3]).is_empty());
+        assert!(
+            past.nav("/x", 25)
+                .contains("href=\"/x?page=3&per_page=10\" rel=\"prev\""),
+            "back to the last page"
+        );
+        assert_eq!(
+            Paging {
+                page: 0,
+                per_page: 1000
+            }
+            .clamped(),
+            Paging {
+                page: 1,
+                per_page: 100
+            }
+        );
     }
 
     #[test]

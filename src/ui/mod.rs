@@ -1,6 +1,7 @@
 //! Web pages for people under `/-/ui`: runners, projects, pipelines, jobs and their logs,
 //! and a form to start a pipeline. Pages are rendered on the server and read without
-//! JavaScript; one small embedded script follows a running job's log.
+//! JavaScript; one small embedded script follows what changes while a page is open (a
+//! running job's log, a pipeline's jobs, the runners) and adds variable rows to a form.
 //!
 //! Sign-in takes the admin token once and hands out a session cookie holding a random id
 //! (never the token). The database keeps the id's SHA-256 digest and its expiry, so a

@@ -8,7 +8,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use super::html::{self, button, escape, page, page_response, status};
+use super::html::{self, button, escape, page, page_response, status, Paging};
 use super::log::{self, LogState};
 use super::{cookie, UiError, UiSession};
 use crate::api::admin::audit::record_admin_action;
@@ -136,15 +136,20 @@ async fn logout(
 }
 
 /// The runners list, which follows the runners' contacts while the page is open.
-async fn runners_region(session: &UiSession, state: &AppState) -> Result<String, UiError> {
+async fn runners_region(
+    session: &UiSession,
+    state: &AppState,
+    paging: Paging,
+) -> Result<String, UiError> {
     let mut db = state.db.read().await.map_err(ApiError::from)?;
     let mut conn = db.conn();
-    let runners = Runner::list(&mut conn, &RunnerFilter::default(), None)
+    let all = Runner::list(&mut conn, &RunnerFilter::default(), None)
         .await
         .map_err(ApiError::from)?;
+    let runners = paging.slice(&all);
     let at = now();
     let mut rows = String::new();
-    for r in &runners {
+    for r in runners {
         let managers = RunnerManager::for_runner(&mut conn, r.id)
             .await
             .map_err(ApiError::from)?;
@@ -191,7 +196,7 @@ async fn runners_region(session: &UiSession, state: &AppState) -> Result<String,
             button = button(&format!("/-/ui/runners/{}/{action}", r.id), label, &session.csrf),
         );
     }
-    let list = if runners.is_empty() {
+    let list = if all.is_empty() {
         "<p>No runners yet. Create one with <code>POST /api/v4/user/runners</code> and register it with <code>gitlab-runner register</code>.</p>".to_string()
     } else {
         format!(
@@ -200,24 +205,33 @@ async fn runners_region(session: &UiSession, state: &AppState) -> Result<String,
              <tbody>{rows}</tbody></table>"
         )
     };
+    let live = format!("/-/ui/runners/live{}", paging.query(paging.page));
     Ok(format!(
-        "<div id=\"runners\"{}>{list}</div>",
-        follow_attrs("/-/ui/runners/live", RUNNERS_REFRESH_MS)
+        "<div id=\"runners\"{}>{list}{}</div>",
+        follow_attrs(&live, RUNNERS_REFRESH_MS),
+        paging.nav("/-/ui/runners", all.len())
     ))
 }
 
 #[get("/runners")]
-async fn runners_page(session: UiSession, state: web::Data<AppState>) -> Page {
-    let region = runners_region(&session, &state).await?;
+async fn runners_page(
+    session: UiSession,
+    paging: web::Query<Paging>,
+    state: web::Data<AppState>,
+) -> Page {
+    let region = runners_region(&session, &state, paging.clamped()).await?;
     ok("Runners", &session, &format!("<h1>Runners</h1>{region}"))
 }
 
 /// The runners list alone, for `ui.js` to swap in.
 #[get("/runners/live")]
-async fn runners_live(session: UiSession, state: web::Data<AppState>) -> Page {
-    Ok(html::fragment_response(
-        runners_region(&session, &state).await?,
-    ))
+async fn runners_live(
+    session: UiSession,
+    paging: web::Query<Paging>,
+    state: web::Data<AppState>,
+) -> Page {
+    let region = runners_region(&session, &state, paging.clamped()).await?;
+    Ok(html::fragment_response(region))
 }
 
 async fn set_paused(
@@ -263,12 +277,18 @@ async fn runner_action(
 }
 
 #[get("/projects")]
-async fn projects_page(session: UiSession, state: web::Data<AppState>) -> Page {
+async fn projects_page(
+    session: UiSession,
+    paging: web::Query<Paging>,
+    state: web::Data<AppState>,
+) -> Page {
+    let paging = paging.clamped();
     let projects = {
         let mut db = state.db.read().await.map_err(ApiError::from)?;
         Project::all(&mut db.conn()).await.map_err(ApiError::from)?
     };
-    let items: String = projects
+    let items: String = paging
+        .slice(&projects)
         .iter()
         .map(|p| {
             format!(
@@ -282,7 +302,10 @@ async fn projects_page(session: UiSession, state: web::Data<AppState>) -> Page {
     let main = if projects.is_empty() {
         "<h1>Projects</h1><p>No projects yet. Create one with <code>POST /api/v4/projects</code>.</p>".into()
     } else {
-        format!("<h1>Projects</h1><ul class=\"list\">{items}</ul>")
+        format!(
+            "<h1>Projects</h1><ul class=\"list\">{items}</ul>{}",
+            paging.nav("/-/ui/projects", projects.len())
+        )
     };
     ok("Projects", &session, &main)
 }
@@ -296,13 +319,24 @@ pub(super) async fn project_by_id(state: &AppState, id: i64) -> Result<Project, 
 }
 
 #[get("/projects/{id}")]
-async fn project_page(session: UiSession, id: web::Path<i64>, state: web::Data<AppState>) -> Page {
+async fn project_page(
+    session: UiSession,
+    id: web::Path<i64>,
+    paging: web::Query<Paging>,
+    state: web::Data<AppState>,
+) -> Page {
+    let paging = paging.clamped();
     let project = project_by_id(&state, *id).await?;
-    let pipelines = {
+    let (pipelines, total) = {
         let mut db = state.db.read().await.map_err(ApiError::from)?;
-        Pipeline::for_project(&mut db.conn(), project.id)
-            .await
-            .map_err(ApiError::from)?
+        let mut conn = db.conn();
+        let (offset, limit) = (paging.offset() as i64, paging.per_page as i64);
+        let page = Pipeline::page_for_project(&mut conn, project.id, offset, limit).await;
+        let total = Pipeline::count_for_project(&mut conn, project.id).await;
+        (
+            page.map_err(ApiError::from)?,
+            total.map_err(ApiError::from)?,
+        )
     };
     let rows: String = pipelines
         .iter()
@@ -324,9 +358,10 @@ async fn project_page(session: UiSession, id: web::Path<i64>, state: web::Data<A
     let main = format!(
         "<h1>{}</h1><p><a class=\"button\" href=\"/-/ui/pipelines/new?project={}\">New pipeline</a></p>\
          <table class=\"cards\"><thead><tr><th>Pipeline</th><th>Status</th><th>Ref</th><th>Commit</th>\
-         <th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>",
+         <th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>{nav}",
         escape(&project.path_with_namespace()),
-        project.id
+        project.id,
+        nav = paging.nav(&format!("/-/ui/projects/{}", project.id), total as usize),
     );
     ok(&project.path_with_namespace(), &session, &main)
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
 
+use crate::helpers::tls::{client_config, https, spawn_https, HttpsApp};
 use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 both_backends! {
@@ -35,81 +36,24 @@ both_backends! {
     }
 
     async fn https_from_pem_files(backend) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("certificate");
-        let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert_file, cert.cert.pem()).expect("write cert");
-        std::fs::write(&key_file, cert.key_pair.serialize_pem()).expect("write key");
-        let app = TestApp::builder(backend).tls(&cert_file, &key_file).spawn().await;
-        assert!(app.base.starts_with("https://127.0.0.1:"), "{}", app.base);
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).expect("root");
-        let trusting = client_config(roots);
-        let addr = app.base.trim_start_matches("https://").to_string();
-        let (status, body) = https(&trusting, &addr, "GET /api/v4/version", "").await.expect("https request");
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains("\"version\""), "{body}");
+        let HttpsApp { app: _app, addr, trusting, .. } = spawn_https(backend).await;
+        let api = [("PRIVATE-TOKEN", ADMIN_TOKEN), ("Content-Type", "application/json")];
+        let reply = https(&trusting, &addr, "GET /api/v4/version", &api, "").await.expect("https request");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.body.contains("\"version\""), "{}", reply.body);
         let register = json!({ "token": crate::helpers::REGISTRATION_TOKEN }).to_string();
-        let (status, body) = https(&trusting, &addr, "POST /api/v4/runners", &register).await.expect("register");
-        assert_eq!(status, 201, "{body}");
-        let token = serde_json::from_str::<Value>(&body).expect("json")["token"].as_str().expect("token").to_string();
-        let (status, _) = https(&trusting, &addr, "POST /api/v4/runners/verify", &json!({ "token": token }).to_string()).await.expect("verify");
-        assert_eq!(status, 200);
+        let reply = https(&trusting, &addr, "POST /api/v4/runners", &api, &register).await.expect("register");
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let token = serde_json::from_str::<Value>(&reply.body).expect("json")["token"].as_str().expect("token").to_string();
+        let reply = https(&trusting, &addr, "POST /api/v4/runners/verify", &api, &json!({ "token": token }).to_string()).await.expect("verify");
+        assert_eq!(reply.status, 200);
         // Plain HTTP on the same port is not served; a client that does not trust the
         // certificate cannot connect.
         let answered = Client::new().get(format!("http://{addr}/-/liveness")).timeout(Duration::from_secs(10)).send().await;
         assert!(answered.as_ref().map_or(true, |r| r.status() == 400), "plain HTTP is not served: {answered:?}");
         let untrusting = client_config(rustls::RootCertStore::empty());
-        assert!(https(&untrusting, &addr, "GET /-/liveness", "").await.is_err());
+        assert!(https(&untrusting, &addr, "GET /-/liveness", &[], "").await.is_err());
     }
-}
-
-fn client_config(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
-}
-
-/// One HTTP/1.1 request over TLS to 127.0.0.1 (`request_line` is "METHOD /path"), with
-/// the admin token and a JSON body; the status and body of the answer.
-async fn https(
-    config: &Arc<rustls::ClientConfig>,
-    addr: &str,
-    request_line: &str,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")
-        .expect("name")
-        .to_owned();
-    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
-        .connect(name, tcp)
-        .await?;
-    let request = format!(
-        "{request_line} HTTP/1.1\r\nHost: {addr}\r\nPRIVATE-TOKEN: {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(request.as_bytes()).await?;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 /// A PostgreSQL server of the test's own, stopped and started by `scripts/pg.sh`.

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use runway::auth::tokens::TokenDigest;
 use runway::db::models::{now, UiSessionRow};
 
+use crate::helpers::tls::{https, spawn_https, HttpsApp};
 use crate::helpers::{both_backends, Backend, TestApp, ADMIN_TOKEN};
 
 /// A browser-like client that does not follow redirects (the tests check them).
@@ -187,6 +188,31 @@ both_backends! {
         assert_eq!(get(&other, Some(&out_cookie), "/-/ui/runners").await.location.as_deref(), Some("/-/ui/login"));
     }
 
+    async fn over_https_the_session_cookie_is_secure(backend) {
+        let HttpsApp { app: _app, addr, trusting, .. } = spawn_https(backend).await;
+        let form = [("Content-Type", "application/x-www-form-urlencoded")];
+        let body = format!("token={ADMIN_TOKEN}");
+        let signed_in = https(&trusting, &addr, "POST /-/ui/login", &form, &body).await.expect("sign in over HTTPS");
+        assert_eq!(signed_in.status, 303, "{}", signed_in.head);
+        let set = signed_in.headers("set-cookie");
+        assert_eq!(set.len(), 1, "{}", signed_in.head);
+        let attrs: Vec<&str> = set[0].split("; ").collect();
+        for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/-/ui"] {
+            assert!(attrs.contains(&attr), "{attr} missing from {}", set[0]);
+        }
+        let cookie = attrs[0];
+        assert!(cookie.starts_with("runway_session="), "{cookie}");
+        let page = https(&trusting, &addr, "GET /-/ui/runners", &[("Cookie", cookie)], "").await.expect("a page over HTTPS");
+        assert_eq!(page.status, 200, "{}", page.head);
+        assert!(page.body.contains("<h1>Runners</h1>"));
+        // Signing out clears it the same way (Secure, or the browser would keep it).
+        let csrf = regex::Regex::new(r#"name="csrf" value="([0-9a-f]{64})""#).expect("regex").captures(&page.body).map(|c| c[1].to_string()).expect("csrf");
+        let out = https(&trusting, &addr, "POST /-/ui/logout", &[("Cookie", cookie), form[0]], &format!("csrf={csrf}")).await.expect("sign out");
+        assert_eq!(out.status, 303, "{}", out.head);
+        let cleared = out.headers("set-cookie");
+        assert!(cleared.len() == 1 && cleared[0].contains("Max-Age=0") && cleared[0].ends_with("; Secure"), "{cleared:?}");
+    }
+
     async fn forms_without_the_csrf_token_change_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         let (id, _) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
@@ -336,7 +362,7 @@ both_backends! {
 
         // The runners list follows the runners' contacts, and alone as a fragment.
         let page = get(&app, Some(&cookie), "/-/ui/runners").await;
-        assert!(page.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live\" data-every=\"5000\"><table"), "{}", page.text);
+        assert!(page.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live?page=1&amp;per_page=20\" data-every=\"5000\"><table"), "{}", page.text);
         let live = get(&app, Some(&cookie), "/-/ui/runners/live").await;
         assert_eq!(live.status, StatusCode::OK);
         assert!(live.text.starts_with("<div id=\"runners\"") && live.text.contains(&format!("<tr id=\"runner-{runner_id}\">")), "{}", live.text);
@@ -402,6 +428,53 @@ both_backends! {
         assert_eq!(job["steps"][0]["script"], json!(["echo $GREETING"]));
         let variables = job["variables"].as_array().expect("variables");
         assert!(variables.iter().any(|v| v["key"] == "GREETING" && v["value"] == "hello world"), "{variables:?}");
+    }
+
+    async fn long_lists_come_in_pages(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        for _ in 0..23 {
+            app.pipeline(project, "a: { script: x }\n").await;
+        }
+        for name in ["second", "third"] {
+            app.create_project(json!({ "name": name })).await;
+        }
+        for _ in 0..3 {
+            app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        }
+        let (cookie, _) = sign_in(&app).await;
+        let ids = |text: &str| -> Vec<i64> {
+            regex::Regex::new(r#"pipelines/(\d+)">#"#).expect("regex").captures_iter(text).map(|c| c[1].parse().expect("id")).collect()
+        };
+        let base = format!("/-/ui/projects/{project}");
+
+        // 20 a page by default, newest first, with a link to the next page only.
+        let first = get(&app, Some(&cookie), &base).await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(ids(&first.text), (4..=23).rev().collect::<Vec<_>>());
+        assert!(first.text.contains(&format!("<span>Page 1 of 2 (23)</span><a href=\"{base}?page=2&per_page=20\" rel=\"next\">Next →</a></nav>")), "{}", first.text);
+        assert!(!first.text.contains("rel=\"prev\""));
+        let middle = get(&app, Some(&cookie), &format!("{base}?page=2&per_page=10")).await;
+        assert_eq!(ids(&middle.text), (4..=13).rev().collect::<Vec<_>>());
+        assert!(middle.text.contains(&format!("<a href=\"{base}?page=1&per_page=10\" rel=\"prev\">← Previous</a><span>Page 2 of 3 (23)</span>\
+                                               <a href=\"{base}?page=3&per_page=10\" rel=\"next\">")), "{}", middle.text);
+        let last = get(&app, Some(&cookie), &format!("{base}?page=3&per_page=10")).await;
+        assert_eq!(ids(&last.text), vec![3, 2, 1]);
+        assert!(last.text.contains("rel=\"prev\"") && !last.text.contains("rel=\"next\""));
+        let clamped = get(&app, Some(&cookie), &format!("{base}?per_page=1000")).await;
+        assert_eq!(ids(&clamped.text).len(), 23, "at most 100 a page");
+        assert!(!clamped.text.contains("<nav class=\"pages\""), "all on one page: no links");
+
+        let projects = get(&app, Some(&cookie), "/-/ui/projects?per_page=2&page=2").await;
+        assert_eq!(projects.text.matches("<li><a href=\"/-/ui/projects/").count(), 1, "{}", projects.text);
+        assert!(projects.text.contains("third") && !projects.text.contains(">root/app<"));
+
+        // The runners list keeps its page while it follows the runners.
+        let runners = get(&app, Some(&cookie), "/-/ui/runners?per_page=2&page=2").await;
+        assert_eq!(runners.text.matches("<tr id=\"runner-").count(), 1);
+        assert!(runners.text.contains("<div id=\"runners\" data-follow=\"/-/ui/runners/live?page=2&amp;per_page=2\""), "{}", runners.text);
+        let live = get(&app, Some(&cookie), "/-/ui/runners/live?page=2&per_page=2").await;
+        assert!(live.text.contains("<tr id=\"runner-3\">") && !live.text.contains("<tr id=\"runner-1\">"), "{}", live.text);
     }
 
     async fn long_logs_are_read_from_where_the_page_left_off(backend) {

@@ -77,6 +77,31 @@ impl Pipeline {
             .await)
     }
 
+    /// One page of the project's pipelines, newest first: `limit` from the `offset`th.
+    pub async fn page_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Pipeline>> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::project_id.eq(project_id))
+            .order(pipelines::id.desc())
+            .offset(offset)
+            .limit(limit)
+            .select(Pipeline::as_select())
+            .load(c)
+            .await)
+    }
+
+    pub async fn count_for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<i64> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::project_id.eq(project_id))
+            .count()
+            .get_result(c)
+            .await)
+    }
+
     /// Records a new status with its start and finish times.
     /// Marks a pipeline running because one of its jobs started, keeping the start time
     /// it has (another job may have started it meanwhile); answers that start time.
