@@ -238,6 +238,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         UiError::Api(ApiError::BadRequest(e.to_string().into())).into()
                     }),
             )
+            // A malformed query (`?page=x`) gets the pages' own error page, not plain text.
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                UiError::Api(ApiError::BadRequest(e.to_string().into())).into()
+            }))
             .configure(pages::configure)
             .configure(new_pipeline::configure),
     );

@@ -461,6 +461,9 @@ both_backends! {
         let last = get(&app, Some(&cookie), &format!("{base}?page=3&per_page=10")).await;
         assert_eq!(ids(&last.text), vec![3, 2, 1]);
         assert!(last.text.contains("rel=\"prev\"") && !last.text.contains("rel=\"next\""));
+        let bad = get(&app, Some(&cookie), &format!("{base}?page=first")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.text.contains("<h1>400</h1><p role=\"alert\">") && bad.text.contains("invalid digit"), "an error page: {}", bad.text);
         let clamped = get(&app, Some(&cookie), &format!("{base}?per_page=1000")).await;
         assert_eq!(ids(&clamped.text).len(), 23, "at most 100 a page");
         assert!(!clamped.text.contains("<nav class=\"pages\""), "all on one page: no links");
