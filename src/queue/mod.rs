@@ -193,13 +193,6 @@ pub struct Dispatcher {
     db: DbPool,
     pub queue: Arc<Queue>,
     two_phase_commit: bool,
-    /// (queue version, id): at that version no pending, unassigned job has an id at or
-    /// below it, so a look for candidates starts above it. Claimed jobs leave no pending
-    /// rows behind, but on PostgreSQL their old index entries stay until vacuum and every
-    /// read from the start of the queue walked over them. A job becomes pending only with a
-    /// bump of the version (the same promise long polling relies on), which makes the
-    /// mark stale.
-    floor: std::sync::Mutex<(String, i64)>,
 }
 
 impl Dispatcher {
@@ -208,7 +201,6 @@ impl Dispatcher {
             db,
             queue,
             two_phase_commit,
-            floor: std::sync::Mutex::new((String::new(), 0)),
         }
     }
 
@@ -276,20 +268,12 @@ impl Dispatcher {
             cancel_gracefully: has("cancel_gracefully"),
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
-        // The version is read before the candidates: a job made pending after it bumps it.
-        let version = self.queue.current();
-        let mut after = self.floor(&version);
-        let mut first_read = true;
+        let mut after = 0;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
                 Job::candidates_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
             };
-            if std::mem::take(&mut first_read) {
-                if let Some(first) = candidates.first() {
-                    self.raise_floor(&version, first.id - 1);
-                }
-            }
             let Some(last) = candidates.last() else {
                 return Ok(None);
             };
@@ -333,18 +317,16 @@ impl Dispatcher {
             for chunk in runnable.chunks(CLAIM_LIST) {
                 // Their pipelines are read before, outside the one writer: what the payload
                 // takes from a pipeline does not change while its jobs are pending.
-                let unknown: Vec<i64> = chunk
+                let mut unknown: Vec<i64> = chunk
                     .iter()
                     .map(|j| j.pipeline_id)
                     .filter(|id| !pipelines.contains_key(id))
                     .collect();
+                unknown.dedup(); // candidates come by id, so a pipeline's jobs are adjacent
                 if !unknown.is_empty() {
                     // One lookup by id each (a prepared statement), not an `IN` list.
                     let mut db = self.db.read().await?;
                     for id in unknown {
-                        if pipelines.contains_key(&id) {
-                            continue;
-                        }
                         if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
                             pipelines.insert(id, pipeline);
                         }
@@ -380,26 +362,6 @@ impl Dispatcher {
                     queue_size,
                 }));
             }
-        }
-    }
-
-    /// Where a look for candidates may start at `version` (see `Dispatcher::floor`).
-    fn floor(&self, version: &str) -> i64 {
-        let floor = self.floor.lock().unwrap_or_else(|e| e.into_inner());
-        if floor.0 == version {
-            floor.1
-        } else {
-            0
-        }
-    }
-
-    /// No pending, unassigned job had an id up to `id` when read at `version`.
-    fn raise_floor(&self, version: &str, id: i64) {
-        let mut floor = self.floor.lock().unwrap_or_else(|e| e.into_inner());
-        if floor.0 != version {
-            *floor = (version.to_string(), id);
-        } else if id > floor.1 {
-            floor.1 = id;
         }
     }
 
