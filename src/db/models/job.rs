@@ -1,5 +1,7 @@
 use chrono::NaiveDateTime;
+use diesel::dsl::sql;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 
 use crate::ci::config::JobSpec;
@@ -205,9 +207,10 @@ impl Job {
         after: i64,
         limit: i64,
     ) -> QueryResult<Vec<Candidate>> {
+        // Spelled with literals so that PostgreSQL uses `index_jobs_queue`, which
+        // holds only these jobs (a bound status cannot prove the partial index applies).
         db_run!(conn, |c| jobs::table
-            .filter(jobs::status.eq(JobStatus::Pending))
-            .filter(jobs::runner_id.is_null())
+            .filter(sql::<Bool>("status = 'pending' AND runner_id IS NULL"))
             .filter(jobs::id.gt(after))
             .order(jobs::id)
             .limit(limit)
@@ -300,8 +303,12 @@ impl Job {
             .filter(jobs::status.eq(JobStatus::Pending))
             .filter(jobs::runner_id.is_null())
             .order(jobs::id)
-            .select((jobs::id, jobs::pipeline_id, jobs::options));
+            .select((jobs::id, jobs::pipeline_id, jobs::options))
+            .filter(jobs::id.between(first, last));
         match conn {
+            // The range keeps every plan to the list's stretch of the primary key: with the
+            // list alone, PostgreSQL's generic plan sometimes read all pending jobs by
+            // status and compared each with the list (3–9 ms a claim instead of 0.08).
             Conn::Postgres(c) => pending
                 .filter(jobs::id.eq_any(ids.to_vec()))
                 .for_update()
@@ -310,10 +317,7 @@ impl Job {
                 .await
                 .optional(),
             Conn::Sqlite(c) => {
-                let rows: Vec<(i64, i64, String)> = pending
-                    .filter(jobs::id.between(first, last))
-                    .load(&mut **c)
-                    .await?;
+                let rows: Vec<(i64, i64, String)> = pending.load(&mut **c).await?;
                 Ok(rows
                     .into_iter()
                     .find(|(id, _, _)| ids.binary_search(id).is_ok()))
