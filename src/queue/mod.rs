@@ -22,8 +22,12 @@ use crate::db::models::{
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
 
-/// How many pending jobs are read per round when looking for one a runner can take.
-const CANDIDATE_BATCH: i64 = 100;
+/// How many pending jobs are read in the first round when looking for one a runner can
+/// take: two claim lists, usually enough when most runners can run most jobs. Each further
+/// round reads twice as many, up to [`CANDIDATE_BATCH_MAX`], so a runner that can run
+/// little of the queue still gets through it in few reads.
+const CANDIDATE_BATCH: i64 = 2 * CLAIM_LIST as i64;
+const CANDIDATE_BATCH_MAX: i64 = 512;
 
 /// The queue version: a number bumped whenever a job becomes pending, sent to runners as
 /// `X-GitLab-Last-Update`. A poll carrying the current value has seen everything, so it is
@@ -232,7 +236,9 @@ impl Dispatcher {
         // Read the version before looking: a job made pending meanwhile bumps it, so the
         // runner's next poll is not held and looks again.
         let version = self.queue.current();
-        match self.pick(runner, manager, features).await? {
+        // Boxed: the search's state is large and lives only while it runs; inline, every
+        // held poll's future would carry room for it through the whole hold.
+        match Box::pin(self.pick(runner, manager, features)).await? {
             Some(assignment) => Ok(Polled::Assigned(Box::new(assignment))),
             None => Ok(Polled::Empty {
                 last_update: version,
@@ -269,11 +275,13 @@ impl Dispatcher {
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
         let mut after = 0;
+        let mut batch = CANDIDATE_BATCH;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
-                Job::candidates_after(&mut db.conn(), after, CANDIDATE_BATCH).await?
+                Job::candidates_after(&mut db.conn(), after, batch).await?
             };
+            batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
             let Some(last) = candidates.last() else {
                 return Ok(None);
             };

@@ -1,7 +1,7 @@
 //! `/api/v4/jobs…` ‹lib/api/ci/runner.rb›: request a job, update its state.
 
 use actix_web::http::StatusCode;
-use actix_web::{patch, post, put, web, HttpRequest, HttpResponse};
+use actix_web::{patch, post, put, web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -71,16 +71,20 @@ pub async fn request_job(
     params: Validated<JobRequestParams>,
     auth: RunnerAuth<Polling>,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let params = params.0;
+    // A poll may be held for long: keep only what the search needs, not the parsed body
+    // (the request's copy of the params included).
+    req.extensions_mut().remove::<Params>();
+    drop(req);
+    let mut params = params.0;
     let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
-    let features = params
-        .info
-        .as_ref()
-        .and_then(|i| i.get("features"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let features = match params.info.as_mut().and_then(|i| i.remove("features")) {
+        Some(Value::Object(features)) => features,
+        _ => Map::new(),
+    };
+    params.info = None;
+    params.session = None;
     match state
         .dispatcher
         .request(
