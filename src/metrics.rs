@@ -61,12 +61,15 @@ pub struct Snapshot {
     pub held_polls: i64,
 }
 
+/// One request-latency series of a route: (method, status, latency).
+type Series = (String, u16, Histogram);
+
 #[derive(Default)]
 pub struct Metrics {
     auth_success: [AtomicU64; 3],
     auth_failure: AtomicU64,
-    /// (method, route pattern, status) → latency.
-    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    /// route pattern → its series, found without allocating per request.
+    requests: Mutex<BTreeMap<String, Vec<Series>>>,
     pickup: Mutex<Histogram>,
 }
 
@@ -91,9 +94,24 @@ impl Metrics {
 
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((method.to_string(), route.to_string(), status))
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        // Found by reference: a series' strings are allocated once, not per request.
+        let series = match map.get_mut(route) {
+            Some(series) => series,
+            None => map.entry(route.to_string()).or_default(),
+        };
+        let seconds = elapsed.as_secs_f64();
+        match series
+            .iter_mut()
+            .find(|(m, s, _)| *s == status && m == method)
+        {
+            Some((_, _, histogram)) => histogram.observe(seconds),
+            None => {
+                let mut histogram = Histogram::default();
+                histogram.observe(seconds);
+                series.push((method.to_string(), status, histogram));
+                series.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            }
+        }
     }
 
     /// A job handed to a runner `waited` after it became pending.
@@ -125,18 +143,17 @@ impl Metrics {
 
         out.push_str("# HELP runway_http_request_duration_seconds Time to answer a request, by method, route pattern and status.\n");
         out.push_str("# TYPE runway_http_request_duration_seconds histogram\n");
-        for ((method, route, status), histogram) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let labels = format!(
-                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
-                escape(route)
-            );
-            histogram.render(&mut out, "runway_http_request_duration_seconds", &labels);
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, series) in requests.iter() {
+            for (method, status, histogram) in series {
+                let labels = format!(
+                    "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                    escape(route)
+                );
+                histogram.render(&mut out, "runway_http_request_duration_seconds", &labels);
+            }
         }
+        drop(requests);
 
         out.push_str("# HELP runway_job_pickup_seconds Time from a job becoming pending to a runner getting it.\n");
         out.push_str("# TYPE runway_job_pickup_seconds histogram\n");

@@ -38,7 +38,18 @@ fn request_id(req: &ServiceRequest) -> String {
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(new_request_id)
+}
+
+/// A new request id: 32 hex digits, a random half drawn once per process and a counter.
+/// Unique across instances like a random UUID, without asking the kernel for randomness
+/// on every request (that was 2% of an empty poll's CPU).
+fn new_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// Middleware: the request's span and its one log line (method, path, status, duration).

@@ -1,7 +1,5 @@
 use chrono::NaiveDateTime;
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
 use diesel_async::RunQueryDsl;
 
 use crate::ci::config::JobSpec;
@@ -210,7 +208,7 @@ impl Job {
         // Spelled with literals so that PostgreSQL uses `index_jobs_queue`, which
         // holds only these jobs (a bound status cannot prove the partial index applies).
         db_run!(conn, |c| jobs::table
-            .filter(sql::<Bool>("status = 'pending' AND runner_id IS NULL"))
+            .filter(WaitingForRunner)
             .filter(jobs::id.gt(after))
             .order(jobs::id)
             .limit(limit)
@@ -399,6 +397,33 @@ impl Job {
             .set(jobs::updated_at.eq(at))
             .execute(c)
             .await)?;
+        Ok(())
+    }
+}
+
+/// `status = 'pending' AND runner_id IS NULL` with literals, as `index_jobs_queue` is
+/// defined (PostgreSQL uses a partial index only when the query's condition proves its
+/// own). Unlike `diesel::dsl::sql`, a fragment of fixed text with a static query id, so
+/// the statement stays in the connection's prepared-statement cache.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct WaitingForRunner;
+
+impl diesel::Expression for WaitingForRunner {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::AppearsOnTable<QS> for WaitingForRunner {}
+
+impl diesel::expression::ValidGrouping<()> for WaitingForRunner {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for WaitingForRunner {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        out.push_sql("status = 'pending' AND runner_id IS NULL");
         Ok(())
     }
 }
