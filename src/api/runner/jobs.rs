@@ -77,22 +77,18 @@ pub async fn request_job(
     // (the request's copy of the params included).
     req.extensions_mut().remove::<Params>();
     drop(req);
-    let mut params = params.0;
+    let (info, last_update) = {
+        let params = params.0;
+        (params.info, params.last_update)
+    };
     let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
-    let features = match params.info.as_mut().and_then(|i| i.remove("features")) {
+    let features = match info.and_then(|mut info| info.remove("features")) {
         Some(Value::Object(features)) => features,
         _ => Map::new(),
     };
-    params.info = None;
-    params.session = None;
     match state
         .dispatcher
-        .request(
-            &auth.runner,
-            manager,
-            &features,
-            params.last_update.as_deref(),
-        )
+        .request(&auth.runner, manager, &features, last_update.as_deref())
         .await?
     {
         Polled::Assigned(assignment) => {

@@ -298,8 +298,7 @@ impl Job {
             return Ok(None);
         };
         let pending = jobs::table
-            .filter(jobs::status.eq(JobStatus::Pending))
-            .filter(jobs::runner_id.is_null())
+            .filter(WaitingForRunner)
             .order(jobs::id)
             .select((jobs::id, jobs::pipeline_id, jobs::options))
             .filter(jobs::id.between(first, last));
