@@ -126,7 +126,9 @@ impl Queue {
             if self.current() != seen {
                 return true;
             }
-            if self.closing.load(Ordering::SeqCst) {
+            // Not held (long polling off, or the hold is over): answer now. A timer due
+            // now would still wait for the timer wheel's next tick, up to a millisecond.
+            if self.closing.load(Ordering::SeqCst) || timeout.is_zero() {
                 return false;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
