@@ -180,6 +180,8 @@ impl Runway {
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let metrics = Arc::new(metrics::Metrics::default());
+        let traces = Traces::new(db.clone())?;
+        let log_files = traces.files().cloned();
         let state = web::Data::new(AppState {
             metrics: metrics.clone(),
             limits: service::limits::Limits::new(
@@ -199,9 +201,10 @@ impl Runway {
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
             pipelines: Pipelines::new(db.clone(), queue.clone()),
             repositories: Repositories::new(&settings.data_dir),
-            traces: Traces::new(db.clone()),
+            traces,
             artifacts: Artifacts::new(
                 db.clone(),
+                log_files,
                 &settings.data_dir,
                 &settings.object_store,
                 settings.max_artifact_size_bytes,
@@ -215,6 +218,7 @@ impl Runway {
             db,
             settings,
         });
+        state.traces.sweep().await?;
         spawn_reaper(state.clone());
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());

@@ -97,6 +97,8 @@ pub enum DbPool {
         read: Pool<SqliteConn>,
         write: Pool<SqliteConn>,
         writer: std::sync::Arc<WriterThread>,
+        /// The database file.
+        path: std::path::PathBuf,
     },
 }
 
@@ -169,6 +171,7 @@ impl DbPool {
                     read,
                     write,
                     writer,
+                    path: path.into(),
                 })
             }
         }
@@ -178,6 +181,14 @@ impl DbPool {
         match self {
             DbPool::Postgres(_) => Backend::Postgres,
             DbPool::Sqlite { .. } => Backend::Sqlite,
+        }
+    }
+
+    /// The SQLite database file (none on PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        match self {
+            DbPool::Postgres(_) => None,
+            DbPool::Sqlite { path, .. } => Some(path),
         }
     }
 

@@ -18,7 +18,6 @@ use crate::auth::tokens::TokenDigest;
 use crate::db::enums::JobStatus;
 use crate::db::models::{
     now, Job, JobArtifact, Pipeline, Project, Runner, RunnerChanges, RunnerFilter, RunnerManager,
-    TraceChunk,
 };
 use crate::error::ApiError;
 use crate::AppState;
@@ -607,12 +606,10 @@ async fn log_from(
     chunk: usize,
 ) -> Result<(Vec<u8>, Vec<usize>), UiError> {
     let chunk = chunk.min(from);
-    let chunks = {
-        let mut db = state.db.read().await.map_err(ApiError::from)?;
-        TraceChunk::page(&mut db.conn(), job.id, chunk as i64 - 1, CHUNKS_PER_POLL)
-            .await
-            .map_err(ApiError::from)?
-    };
+    let chunks = state
+        .traces
+        .page(job.id, chunk as i64 - 1, CHUNKS_PER_POLL)
+        .await?;
     match chunks.first() {
         Some((first, _)) if *first == chunk as i64 => {
             let starts: Vec<usize> = chunks.iter().map(|(o, _)| *o as usize).collect();
@@ -657,12 +654,7 @@ async fn stored_log(state: &AppState, job: &Job) -> Result<(Vec<u8>, Vec<usize>)
             .map_err(|e| ApiError::Internal(e.into()))?;
         return Ok((parts.concat(), Vec::new()));
     }
-    let chunks = {
-        let mut db = state.db.read().await.map_err(ApiError::from)?;
-        TraceChunk::page(&mut db.conn(), job.id, -1, i64::MAX)
-            .await
-            .map_err(ApiError::from)?
-    };
+    let chunks = state.traces.page(job.id, -1, i64::MAX).await?;
     let starts = chunks.iter().map(|(o, _)| *o as usize).collect();
     Ok((chunks.into_iter().flat_map(|(_, d)| d).collect(), starts))
 }

@@ -201,3 +201,117 @@ both_backends! {
         assert_eq!(listed["artifacts"], json!([{ "file_type": "trace", "size": log.len(), "filename": "job.log", "file_format": "raw" }]));
     }
 }
+
+/// The folder of SQLite's log files: `<database file>-logs`.
+fn log_dir(app: &TestApp) -> std::path::PathBuf {
+    let file = app.database_url.trim_start_matches("sqlite://");
+    std::path::PathBuf::from(format!("{file}-logs"))
+}
+
+/// On SQLite a running job's log is a file beside the database; the rows hold no bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_a_running_log_in_a_file_until_archived() {
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let (project, job) = running_job(&app).await;
+    let id = job["id"].as_i64().unwrap_or(0);
+    let mut log = Vec::new();
+    for i in 0..5u8 {
+        let chunk = vec![b'a' + i; 1000 + usize::from(i)];
+        let reply = app.patch_trace(&job, log.len(), &chunk).await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        log.extend_from_slice(&chunk);
+    }
+    let file = log_dir(&app).join(format!("{id}.log"));
+    assert!(std::fs::read(&file).expect("log file") == log);
+    assert!(
+        app.trace(project, &job).await == log,
+        "read back from the file"
+    );
+    // A page from inside the log: two chunks after the one at 1000, each at its offset.
+    let page = app.state.traces.page(id, 1000, 2).await.expect("page");
+    let starts: Vec<i64> = page.iter().map(|(o, _)| *o).collect();
+    assert_eq!(starts, [2001, 3003]);
+    assert!(page[0].1 == vec![b'c'; 1002] && page[1].1 == vec![b'd'; 1003]);
+
+    app.update_job(
+        &job,
+        json!({ "state": "success", "output": { "checksum": crc(&log), "bytesize": log.len() } }),
+    )
+    .await;
+    assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+    assert_eq!(
+        app.state.artifacts.archive_traces().await.expect("archive"),
+        1
+    );
+    assert!(
+        !file.exists(),
+        "the file goes with the chunks once archived"
+    );
+    assert!(
+        app.trace(project, &job).await == log,
+        "read from the archive"
+    );
+}
+
+/// Bytes written to the file by an append that never committed (the process died between
+/// the two) are not part of the log: the next append at the stored size replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_ignores_bytes_past_the_stored_size() {
+    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let (project, job) = running_job(&app).await;
+    let id = job["id"].as_i64().unwrap_or(0);
+    app.patch_trace(&job, 0, b"first\n").await;
+    let file = log_dir(&app).join(format!("{id}.log"));
+    let mut torn = std::fs::read(&file).expect("log file");
+    torn.extend_from_slice(b"never acknowledged, longer than what follows\n");
+    std::fs::write(&file, torn).expect("write");
+    assert_eq!(app.trace(project, &job).await, b"first\n");
+    let reply = app.patch_trace(&job, 0, b"again").await;
+    assert_eq!((reply.status, reply.header("range")), (416, Some("0-6")));
+    let reply = app.patch_trace(&job, 6, b"second\n").await;
+    assert_eq!((reply.status, reply.header("range")), (202, Some("0-13")));
+    assert_eq!(app.trace(project, &job).await, b"first\nsecond\n");
+    let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"first\nsecond\n"), "bytesize": 13 } })).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+}
+
+/// A log begun in the rows (by a version that kept SQLite's bytes there) goes on in the
+/// file, and reads as one; on restart, files whose chunks are gone are removed and the
+/// others kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_rows_and_file_as_one_log_and_sweeps_on_start() {
+    let first = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let (project, job) = running_job(&first).await;
+    let id = job["id"].as_i64().unwrap_or(0);
+    first
+        .execute(&format!(
+            "INSERT INTO trace_chunks (job_id, \"offset\", data) VALUES ({id}, 0, X'6f6c640a')"
+        ))
+        .await;
+    first
+        .execute(&format!(
+            "UPDATE jobs SET trace_size = 4, trace_crc32 = {} WHERE id = {id}",
+            crc32fast::hash(b"old\n")
+        ))
+        .await;
+    let reply = first.patch_trace(&job, 4, b"new\n").await;
+    assert_eq!((reply.status, reply.header("range")), (202, Some("0-8")));
+    assert_eq!(first.trace(project, &job).await, b"old\nnew\n");
+    let dir = log_dir(&first);
+    std::fs::write(dir.join("999999.log"), b"orphan").expect("write");
+    first.stop().await;
+
+    let app = TestApp::builder(crate::helpers::Backend::Sqlite)
+        .same_database_as(&first)
+        .spawn()
+        .await;
+    assert!(
+        !dir.join("999999.log").exists(),
+        "a file without chunks is swept"
+    );
+    assert!(dir.join(format!("{id}.log")).exists());
+    let reply = app.patch_trace(&job, 8, b"after restart\n").await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(app.trace(project, &job).await, b"old\nnew\nafter restart\n");
+}

@@ -22,7 +22,7 @@ pub use project::{NewProject, Project};
 pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
 pub use runner_manager::{ManagerHeartbeat, RunnerManager};
 pub use setting::InstanceSetting;
-pub use trace::{Appended, TraceChunk};
+pub use trace::{Appended, StoredChunk, TraceChunk};
 pub use ui_session::UiSessionRow;
 
 /// Current time as stored: UTC, microsecond precision (what both backends keep), so that a

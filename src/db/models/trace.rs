@@ -17,20 +17,28 @@ pub enum Appended {
     NotRunning(JobStatus),
 }
 
-/// The job log, stored as the chunks the runner sent, each at its offset.
+/// The job log, stored as the chunks the runner sent, each at its offset. A chunk's bytes
+/// are in its row, or — on SQLite, see [`LogFiles`] — in the job's log file at the chunk's
+/// offset, the row then holding no bytes (an empty chunk is never stored).
 pub struct TraceChunk;
 
+/// A chunk as stored: its bytes, or `None` when they are in the job's log file.
+pub struct StoredChunk {
+    pub offset: i64,
+    pub len: i64,
+    pub data: Option<Vec<u8>>,
+}
+
 impl TraceChunk {
-    /// Appends `data` at `start` if `start` is the stored size, keeping the job's size and
-    /// CRC-32 in step. Run it in a transaction: the job's row is locked on PostgreSQL
-    /// (`FOR UPDATE`), and SQLite has one writer, so concurrent appends to one job are
-    /// serialised and none is lost or interleaved.
-    pub async fn append(
+    /// Where an append of `start` goes: the log's size and CRC-32 now, or why nothing is to
+    /// be written. Run it in the append's transaction: the job's row is locked on
+    /// PostgreSQL (`FOR UPDATE`), and SQLite has one writer, so concurrent appends to one
+    /// job are serialised and none is lost or interleaved.
+    pub async fn tail_for_append(
         conn: &mut Conn<'_>,
         job_id: i64,
         start: i64,
-        data: &[u8],
-    ) -> QueryResult<Appended> {
+    ) -> QueryResult<Result<(i64, i64), Appended>> {
         let current: (i64, i64, JobStatus) = match conn {
             Conn::Postgres(c) => {
                 jobs::table
@@ -50,14 +58,24 @@ impl TraceChunk {
         };
         let (size, crc, status) = current;
         if !matches!(status, JobStatus::Running | JobStatus::Canceling) {
-            return Ok(Appended::NotRunning(status));
+            return Ok(Err(Appended::NotRunning(status)));
         }
         if start != size {
-            return Ok(Appended::Mismatch(size));
+            return Ok(Err(Appended::Mismatch(size)));
         }
-        if data.is_empty() {
-            return Ok(Appended::Stored(size));
-        }
+        Ok(Ok((size, crc)))
+    }
+
+    /// Records `data` as the chunk at `size` (the tail [`TraceChunk::tail_for_append`]
+    /// found), its bytes in the row unless `in_file` (written there already), and keeps the
+    /// job's size and CRC-32 in step. Answers the new size.
+    pub async fn record(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        (size, crc): (i64, i64),
+        data: &[u8],
+        in_file: bool,
+    ) -> QueryResult<i64> {
         let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
         hasher.update(data);
         let new_crc = i64::from(hasher.finalize());
@@ -65,7 +83,7 @@ impl TraceChunk {
         let row = (
             trace_chunks::job_id.eq(job_id),
             trace_chunks::offset.eq(size),
-            trace_chunks::data.eq(data),
+            trace_chunks::data.eq(if in_file { &[][..] } else { data }),
         );
         db_run!(conn, |c| diesel::insert_into(trace_chunks::table)
             .values(row)
@@ -79,7 +97,7 @@ impl TraceChunk {
             ))
             .execute(c)
             .await)?;
-        Ok(Appended::Stored(new_size))
+        Ok(new_size)
     }
 
     /// Finished jobs whose log is still in chunks (oldest first, at most `limit`).
@@ -108,31 +126,49 @@ impl TraceChunk {
     }
 
     /// Up to `limit` chunks of a job's log that start after `after` (offset, bytes), in
-    /// order: the log read a page at a time.
+    /// order: the log read a page at a time. One statement, so the lengths of chunks kept
+    /// in the log file (from the next chunk's offset, or the log's size for the last) agree
+    /// with the rows read.
     pub async fn page(
         conn: &mut Conn<'_>,
         job_id: i64,
         after: i64,
         limit: i64,
-    ) -> QueryResult<Vec<(i64, Vec<u8>)>> {
-        db_run!(conn, |c| trace_chunks::table
+    ) -> QueryResult<Vec<StoredChunk>> {
+        let rows: Vec<(i64, Vec<u8>, i64)> = db_run!(conn, |c| trace_chunks::table
+            .inner_join(jobs::table)
             .filter(trace_chunks::job_id.eq(job_id))
             .filter(trace_chunks::offset.gt(after))
             .order(trace_chunks::offset)
-            .limit(limit)
-            .select((trace_chunks::offset, trace_chunks::data))
-            .load(c)
-            .await)
-    }
-
-    /// The whole log of a job.
-    pub async fn read(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<Vec<u8>> {
-        let chunks: Vec<Vec<u8>> = db_run!(conn, |c| trace_chunks::table
-            .filter(trace_chunks::job_id.eq(job_id))
-            .order(trace_chunks::offset)
-            .select(trace_chunks::data)
+            .limit(limit.saturating_add(1))
+            .select((trace_chunks::offset, trace_chunks::data, jobs::trace_size))
             .load(c)
             .await)?;
-        Ok(chunks.concat())
+        let ends: Vec<i64> = rows
+            .iter()
+            .skip(1)
+            .map(|(offset, _, _)| *offset)
+            .chain(rows.iter().take(1).map(|(_, _, size)| *size))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .zip(ends)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|((offset, data, _), end)| {
+                if data.is_empty() {
+                    StoredChunk {
+                        offset,
+                        len: (end - offset).max(0),
+                        data: None,
+                    }
+                } else {
+                    StoredChunk {
+                        offset,
+                        len: data.len() as i64,
+                        data: Some(data),
+                    }
+                }
+            })
+            .collect())
     }
 }
