@@ -118,6 +118,7 @@ pub fn build_app(
                 None => Err::<HttpResponse, _>(ApiError::RouteNotFound),
             }
         }))
+        .wrap(from_fn(api::runner::jobs::answer_known_poll))
         .wrap(faults)
         .wrap(NormalizePath::trim())
         .wrap(from_fn(observability::request_context))

@@ -68,6 +68,8 @@ type Series = (String, u16, Histogram);
 pub struct Metrics {
     auth_success: [AtomicU64; 3],
     auth_failure: AtomicU64,
+    /// Job requests answered before parsing (`answer_known_poll`).
+    polls_answered_early: AtomicU64,
     /// route pattern → its series, found without allocating per request.
     requests: Mutex<BTreeMap<String, Vec<Series>>>,
     pickup: Mutex<Histogram>,
@@ -90,6 +92,11 @@ impl Metrics {
 
     pub fn runner_authentication_failed(&self) {
         self.auth_failure.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A job request answered 204 before parsing, as a poll seen lately.
+    pub fn poll_answered_early(&self) {
+        self.polls_answered_early.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
@@ -139,6 +146,13 @@ impl Metrics {
             out,
             "gitlab_ci_runner_authentication_failure_total {}",
             self.auth_failure.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP runway_job_requests_answered_early_total Job requests answered 204 before parsing, as polls seen lately with nothing changed (GitLab answers these in Workhorse).\n");
+        out.push_str("# TYPE runway_job_requests_answered_early_total counter\n");
+        let _ = writeln!(
+            out,
+            "runway_job_requests_answered_early_total {}",
+            self.polls_answered_early.load(Ordering::Relaxed)
         );
 
         out.push_str("# HELP runway_http_request_duration_seconds Time to answer a request, by method, route pattern and status.\n");

@@ -75,9 +75,15 @@ pub async fn request_context(
         .request()
         .app_data::<actix_web::web::Data<crate::AppState>>()
     {
-        let route = response
-            .request()
+        let request = response.request();
+        let route = request
             .match_pattern()
+            .or_else(|| {
+                let answered = actix_web::HttpMessage::extensions(request)
+                    .get::<crate::api::runner::jobs::AnsweredRoute>()
+                    .copied();
+                answered.map(|r| r.0.to_string())
+            })
             .unwrap_or_else(|| "unmatched".into());
         state
             .metrics

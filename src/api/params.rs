@@ -136,7 +136,7 @@ fn body_kind(req: &ServiceRequest) -> BodyKind {
     }
 }
 
-async fn read_limited(mut payload: Payload, max: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_limited(mut payload: Payload, max: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| ApiError::bad_request("request body could not be read"))?;

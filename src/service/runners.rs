@@ -92,6 +92,40 @@ struct Cached {
     fetched: Instant,
 }
 
+/// What a job request's body came to when it last went the whole way (parsed, validated,
+/// authenticated, its heartbeat recorded or found not due): the same bytes from the same
+/// address mean the same runner and manager, with the same `info`. Good only while the
+/// cache entries it was read from are the ones still cached (see [`Runners::recall_poll`]).
+struct PollMemo {
+    body: bytes::Bytes,
+    ip: Option<std::net::IpAddr>,
+    digest: TokenDigest,
+    token: String,
+    runner: Arc<Runner>,
+    manager: (i64, String),
+    /// When the manager entry this was checked against was cached.
+    manager_cached: Instant,
+    last_update: Option<String>,
+    at: Instant,
+}
+
+/// A job request recognised by [`Runners::recall_poll`].
+pub struct RecalledPoll {
+    pub runner: Arc<Runner>,
+    pub token: String,
+    pub last_update: Option<String>,
+}
+
+fn poll_key(body: &[u8], ip: Option<std::net::IpAddr>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
+    hasher.write(body);
+    std::hash::Hash::hash(&ip, &mut hasher);
+    hasher.finish()
+}
+
 pub struct Runners {
     db: DbPool,
     cache: DashMap<TokenDigest, Cached>,
@@ -99,6 +133,8 @@ pub struct Runners {
     /// as authenticated runners are: a heartbeat that would change nothing and is not due
     /// is answered from here, without the database (the empty-poll hot path).
     managers: DashMap<(i64, String), (RunnerManager, Instant)>,
+    /// Job requests answered lately, by their exact body and address (see [`PollMemo`]).
+    polls: DashMap<u64, PollMemo>,
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -116,6 +152,7 @@ impl Runners {
             metrics,
             cache: DashMap::new(),
             managers: DashMap::new(),
+            polls: DashMap::new(),
             heartbeat_interval,
             token_ttl,
         }
@@ -168,6 +205,79 @@ impl Runners {
     /// Drops every cached entry of a runner (after any change to it).
     fn forget(&self, runner_id: i64) {
         self.cache.retain(|_, c| c.runner.id != runner_id);
+    }
+
+    /// Remembers what a job request's exact `body`, from `ip`, came to after the whole
+    /// path: `token` authenticated `runner`, and the heartbeat left `manager` as cached now.
+    pub fn remember_poll(
+        &self,
+        body: bytes::Bytes,
+        ip: Option<std::net::IpAddr>,
+        token: &str,
+        runner: &Arc<Runner>,
+        manager: &RunnerManager,
+        last_update: Option<&str>,
+    ) {
+        let key = (runner.id, manager.system_xid.clone());
+        let Some(manager_cached) = self.managers.get(&key).map(|entry| entry.1) else {
+            return;
+        };
+        // Bounded: bodies change with every queue version a runner reports.
+        if self.polls.len() >= 4 * (self.cache.len() + 256) {
+            self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
+        }
+        self.polls.insert(
+            poll_key(&body, ip),
+            PollMemo {
+                body,
+                ip,
+                digest: TokenDigest::of(token),
+                token: token.to_string(),
+                runner: runner.clone(),
+                manager: key,
+                manager_cached,
+                last_update: last_update.map(str::to_string),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// The runner a job request with this exact body, from `ip`, authenticates — if it was
+    /// seen lately and the whole path would do nothing else with it: the runner and its
+    /// manager are still the cached entries it was checked against (any change to the
+    /// runner or a new heartbeat replaces them), the token has not expired, and neither
+    /// contact is due to be written. `None`: take the whole path.
+    pub fn recall_poll(&self, body: &[u8], ip: Option<std::net::IpAddr>) -> Option<RecalledPoll> {
+        let memo = self.polls.get(&poll_key(body, ip))?;
+        if memo.body != body || memo.ip != ip || memo.at.elapsed() >= AUTH_CACHE_TTL {
+            return None;
+        }
+        let cached = self.cache.get(&memo.digest)?;
+        if !Arc::ptr_eq(&cached.runner, &memo.runner) || cached.fetched.elapsed() >= AUTH_CACHE_TTL
+        {
+            return None;
+        }
+        let runner = &memo.runner;
+        let at = now();
+        if runner.token_expires_at.is_some_and(|t| t <= at)
+            || runner.creation_state != CreationState::Finished
+            || self.due(runner.contacted_at, at)
+        {
+            return None;
+        }
+        let manager = self.managers.get(&memo.manager)?;
+        if manager.1 != memo.manager_cached
+            || manager.1.elapsed() >= AUTH_CACHE_TTL
+            || self.due(manager.0.contacted_at, at)
+        {
+            return None;
+        }
+        self.metrics.runner_authenticated(runner.runner_type);
+        Some(RecalledPoll {
+            runner: runner.clone(),
+            token: memo.token.clone(),
+            last_update: memo.last_update.clone(),
+        })
     }
 
     /// Whether a contact stored at `contacted` is old enough to be written again.

@@ -427,3 +427,118 @@ async fn instances_on_one_postgres_database_wake_each_other() {
         "woken {latency:?} after the other instance created the job"
     );
 }
+
+/// `runway_job_requests_answered_early_total` now.
+async fn answered_early(app: &TestApp) -> u64 {
+    let reply = app.send(app.request(Method::GET, "/-/metrics")).await;
+    assert_eq!(reply.status, 200);
+    reply
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("runway_job_requests_answered_early_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the early-answer counter")
+}
+
+both_backends! {
+    // A poll whose exact body was answered lately, with nothing changed since, is answered
+    // before parsing (as Workhorse answers it before Rails): held the same, counted under
+    // the same route, and a job arriving during its hold still reaches it.
+    async fn a_repeated_poll_is_answered_early_and_held_the_same(backend) {
+        let app = TestApp::builder(backend).long_poll_timeout(1).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204);
+        let last_update = first.header("x-gitlab-last-update").expect("queue value").to_string();
+        let body = json!({ "last_update": last_update });
+        for early in [0, 1] {
+            let started = Instant::now();
+            let reply = app.request_job_with(&runner, body.clone()).await;
+            assert_eq!(reply.status, 204, "{}", reply.text);
+            assert_eq!(reply.header("x-gitlab-last-update"), Some(last_update.as_str()));
+            assert!(reply.header("x-request-id").is_some());
+            assert!(started.elapsed() >= Duration::from_millis(900), "held until the hold ends");
+            assert_eq!(answered_early(&app).await, early, "the first goes the whole way");
+        }
+
+        let app = std::sync::Arc::new(app);
+        let poller = {
+            let (app, runner, body) = (app.clone(), runner.clone(), body.clone());
+            tokio::spawn(async move { app.request_job_with(&runner, body).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!poller.is_finished(), "held");
+        app.pipeline(project, "a: { script: x }\n").await;
+        let reply = poller.await.expect("poller");
+        assert_eq!(reply.status, 201, "the queue moved during the hold: the whole way, a job");
+        assert_eq!(answered_early(&app).await, 1);
+        let metrics = app.send(app.request(Method::GET, "/-/metrics")).await.text;
+        let count = |status: u16| {
+            let series = format!("runway_http_request_duration_seconds_count{{method=\"POST\",route=\"/api/v4/jobs/request\",status=\"{status}\"}} ");
+            metrics.lines().find_map(|l| l.strip_prefix(series.as_str()).map(str::to_string))
+        };
+        assert_eq!((count(204).as_deref(), count(201).as_deref()), (Some("3"), Some("1")), "{metrics}");
+    }
+
+    // Pausing, resuming or deleting the runner is seen by the next poll, however often its
+    // body was answered early before.
+    async fn an_early_answer_follows_changes_to_the_runner(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let last_update = app.request_job(&runner).await.header("x-gitlab-last-update").expect("queue value").to_string();
+        let body = json!({ "last_update": last_update });
+        for _ in 0..3 {
+            assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        }
+        assert_eq!(answered_early(&app).await, 2);
+
+        let paused = app.send(app.admin(Method::PUT, &format!("/api/v4/runners/{id}")).json(&json!({ "paused": true }))).await;
+        assert_eq!(paused.status, 200, "{}", paused.text);
+        app.pipeline(project, "a: { script: x }\n").await;
+        let reply = app.request_job_with(&runner, json!({})).await;
+        assert_eq!(reply.status, 204, "paused: no job");
+        let current = reply.header("x-gitlab-last-update").expect("queue value").to_string();
+        let body = json!({ "last_update": current });
+        assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        let early = answered_early(&app).await;
+        assert_eq!(early, 3, "a paused runner's poll is answered early too");
+
+        let resumed = app.send(app.admin(Method::PUT, &format!("/api/v4/runners/{id}")).json(&json!({ "paused": false }))).await;
+        assert_eq!(resumed.status, 200, "{}", resumed.text);
+        let reply = app.request_job_with(&runner, body.clone()).await;
+        assert_eq!(reply.status, 201, "resumed: the same body takes the job waiting for it");
+        assert_eq!(answered_early(&app).await, early);
+
+        let last_update = app.request_job(&runner).await.header("x-gitlab-last-update").expect("queue value").to_string();
+        let body = json!({ "last_update": last_update });
+        for _ in 0..2 {
+            assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        }
+        assert_eq!(answered_early(&app).await, early + 1);
+        let deleted = app.send(app.admin(Method::DELETE, &format!("/api/v4/runners/{id}"))).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        assert_eq!(app.request_job_with(&runner, body).await.status, 403, "a deleted runner's poll is refused");
+        assert_eq!(answered_early(&app).await, early + 1);
+    }
+
+    // An early answer writes nothing, so it is given only while no contact is due: once
+    // the heartbeat interval has passed, the poll goes the whole way and is recorded.
+    async fn a_due_heartbeat_takes_the_whole_way(backend) {
+        let app = TestApp::builder(backend).heartbeat_interval(2).spawn().await;
+        let (id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let last_update = app.request_job(&runner).await.header("x-gitlab-last-update").expect("queue value").to_string();
+        let body = json!({ "last_update": last_update });
+        app.request_job_with(&runner, body.clone()).await;
+        let contacted = app.runner(id).await.expect("row").contacted_at.expect("contacted");
+        assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        assert_eq!(answered_early(&app).await, 1);
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        assert_eq!(app.request_job_with(&runner, body.clone()).await.status, 204);
+        assert_eq!(answered_early(&app).await, 1, "the whole way");
+        let now = app.runner(id).await.expect("row").contacted_at.expect("contacted");
+        assert!(now > contacted, "the contact was written: {contacted} -> {now}");
+    }
+}

@@ -1,6 +1,9 @@
 //! `/api/v4/jobs…` ‹lib/api/ci/runner.rb›: request a job, update its state.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{patch, post, put, web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -17,6 +20,80 @@ use crate::AppState;
 
 pub const LAST_UPDATE_HEADER: &str = "X-GitLab-Last-Update";
 pub const TRACE_UPDATE_INTERVAL_HEADER: &str = "X-GitLab-Trace-Update-Interval";
+
+/// The path of the job request, answered by [`answer_known_poll`] outside the router.
+pub const JOB_REQUEST_PATH: &str = "/api/v4/jobs/request";
+
+/// A job request's raw body, read by [`answer_known_poll`] and handed on with the request,
+/// for [`request_job`] to remember what it came to.
+#[derive(Clone)]
+pub struct PollBody(pub bytes::Bytes);
+
+/// The route pattern of a request answered before routing (for metrics and logs).
+#[derive(Clone, Copy)]
+pub struct AnsweredRoute(pub &'static str);
+
+/// Middleware before routing: a job request whose exact body the server answered lately
+/// (same runner, manager and `info`, nothing to write) and whose `last_update` is current
+/// is answered here — held until the queue moves or the hold ends, then 204 — without
+/// parsing it again, as GitLab's Workhorse answers such polls before Rails. Everything else
+/// — and a poll whose hold sees the queue move — goes the whole way, with its body intact.
+/// The checks the whole path makes first are made here too, refusing the same way: runner
+/// backoff (left to the whole path), the address ban and the `runner_jobs_request_api`
+/// limit.
+pub async fn answer_known_poll(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
+    let candidate = req.method() == actix_web::http::Method::POST
+        && req.path() == JOB_REQUEST_PATH
+        && req
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let (true, Some(state)) = (candidate, state) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let body = bytes::Bytes::from(
+        crate::api::params::read_limited(req.take_payload(), state.settings.max_body_bytes).await?,
+    );
+    let ip = req.peer_addr().map(|a| a.ip());
+    if let Some(poll) = state.runners.recall_poll(&body, ip) {
+        let queue = &state.queue;
+        // As the whole path answers a paused runner: at once, nothing to pick.
+        let hold = !poll.runner.paused;
+        let early = !hold || poll.last_update.as_deref() == Some(queue.current().as_str());
+        if early && !state.backoff.active().await {
+            // The whole path's checks, in its order, refusing the same way.
+            let checked = state.limits.check_address(ip).and_then(|()| {
+                let limit = crate::service::limits::Limit::JobsRequest;
+                state.limits.check(limit, &poll.token)
+            });
+            if let Err(refused) = checked {
+                req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
+                let response = actix_web::ResponseError::error_response(&refused);
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+            let moved = match poll.last_update.as_deref() {
+                Some(seen) if hold => queue.wait_for_change(seen, queue.poll_timeout).await,
+                _ => false,
+            };
+            if !moved {
+                state.metrics.poll_answered_early();
+                req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
+                let response = HttpResponse::NoContent()
+                    .insert_header((LAST_UPDATE_HEADER, queue.current()))
+                    .finish();
+                return Ok(req.into_response(response).map_into_right_body());
+            }
+        }
+    }
+    req.extensions_mut().insert(PollBody(body.clone()));
+    req.set_payload(actix_web::dev::Payload::from(body));
+    Ok(next.call(req).await?.map_into_left_body())
+}
 
 /// Params of `POST /jobs/request`.
 #[derive(Debug, ToSchema)]
@@ -74,14 +151,26 @@ pub async fn request_job(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     // A poll may be held for long: keep only what the search needs, not the parsed body
-    // (the request's copy of the params included).
+    // (the request's copy of the params and the raw body included).
     req.extensions_mut().remove::<Params>();
+    let body = req.extensions_mut().remove::<PollBody>();
+    let ip = req.peer_addr().map(|a| a.ip());
     drop(req);
+    let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
     let (info, last_update) = {
         let params = params.0;
+        if let Some(PollBody(body)) = body {
+            state.runners.remember_poll(
+                body,
+                ip,
+                &params.token,
+                &auth.runner,
+                manager,
+                params.last_update.as_deref(),
+            );
+        }
         (params.info, params.last_update)
     };
-    let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
     let features = match info.and_then(|mut info| info.remove("features")) {
         Some(Value::Object(features)) => features,
         _ => Map::new(),
