@@ -22,11 +22,10 @@ use crate::db::models::{
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
 
-/// How many pending jobs are read in the first round when looking for one a runner can
-/// take: two claim lists, usually enough when most runners can run most jobs. Each further
-/// round reads twice as many, up to [`CANDIDATE_BATCH_MAX`], so a runner that can run
-/// little of the queue still gets through it in few reads.
-const CANDIDATE_BATCH: i64 = 2 * CLAIM_LIST as i64;
+/// The first round when looking for a job a runner can take reads two claim lists of
+/// pending jobs, usually enough when most runners can run most jobs. Each further round
+/// reads twice as many, up to this, so a runner that can run little of the queue still
+/// gets through it in few reads.
 const CANDIDATE_BATCH_MAX: i64 = 512;
 
 /// The queue version: a number bumped whenever a job becomes pending, sent to runners as
@@ -277,7 +276,11 @@ impl Dispatcher {
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
         let mut after = 0;
-        let mut batch = CANDIDATE_BATCH;
+        let claim_list = match self.db.backend() {
+            crate::db::Backend::Sqlite => CLAIM_LIST,
+            crate::db::Backend::Postgres => CLAIM_LIST_CONCURRENT,
+        };
+        let mut batch = 2 * claim_list as i64;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
@@ -324,7 +327,7 @@ impl Dispatcher {
             // Every poll meets the same oldest jobs; a claim takes the first of a few that
             // is still free, so a runner that loses one race takes the next in the same
             // transaction instead of spending one per job tried.
-            for chunk in runnable.chunks(CLAIM_LIST) {
+            for chunk in runnable.chunks(claim_list) {
                 // Their pipelines are read before, outside the one writer: what the payload
                 // takes from a pipeline does not change while its jobs are pending.
                 let mut unknown: Vec<i64> = chunk
@@ -491,6 +494,10 @@ async fn fail_pending(tx: &mut Conn<'_>, job_id: i64, reason: &str) -> ApiResult
 /// The ids handed to one claim: a loser of one race takes the next without a new
 /// transaction; few enough that the lookup stays small.
 const CLAIM_LIST: usize = 16;
+/// The same on PostgreSQL, where claims run side by side (`SKIP LOCKED`) rather than one
+/// after the other: a list shorter than the number of runners polling at once is often
+/// taken whole by the others before its claim runs, and the claim is tried again.
+const CLAIM_LIST_CONCURRENT: usize = 64;
 
 /// Who claims, and with what features.
 struct ClaimTerms {
