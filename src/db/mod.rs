@@ -358,9 +358,11 @@ fn sqlite_pool(path: &str, size: usize, wait: Duration) -> anyhow::Result<Pool<S
             // against process crashes (the last commits may be lost on power loss only).
             // Checkpoints every 8,192 pages (32 MiB of WAL) rather than SQLite's 1,000: a
             // log append of 64 KiB is 16 pages, and each checkpoint stalls the writer.
+            // busy_timeout first: the pragmas after it may wait for a lock (a connection
+            // opened while the writer checkpoints), and without it would fail at once.
             for pragma in [
-                "PRAGMA journal_mode = WAL",
                 "PRAGMA busy_timeout = 5000",
+                "PRAGMA journal_mode = WAL",
                 "PRAGMA foreign_keys = ON",
                 "PRAGMA synchronous = NORMAL",
                 "PRAGMA wal_autocheckpoint = 8192",
