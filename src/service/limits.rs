@@ -89,6 +89,11 @@ impl Limits {
 
     /// Counts one call of `token` against `limit`; 429 when it is over.
     pub fn check(&self, limit: Limit, token: &str) -> ApiResult<()> {
+        self.check_digest(limit, &TokenDigest::of(token))
+    }
+
+    /// [`Limits::check`] for a token known by its digest.
+    pub fn check_digest(&self, limit: Limit, token: &TokenDigest) -> ApiResult<()> {
         let limiter = match limit {
             Limit::JobsRequest => &self.jobs_request,
             Limit::Trace => &self.trace,
@@ -97,12 +102,10 @@ impl Limits {
         let Some(limiter) = limiter else {
             return Ok(());
         };
-        limiter
-            .check_key(&TokenDigest::of(token))
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                ApiError::TooManyRequests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-            })
+        limiter.check_key(token).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        })
     }
 
     /// Drops the state of keys that have been quiet for a window (run periodically).

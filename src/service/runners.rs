@@ -96,11 +96,11 @@ struct Cached {
 /// authenticated, its heartbeat recorded or found not due): the same bytes from the same
 /// address mean the same runner and manager, with the same `info`. Good only while the
 /// cache entries it was read from are the ones still cached (see [`Runners::recall_poll`]).
+/// Kept as digests, like every token the server holds: not the body, which has the token.
 struct PollMemo {
-    body: bytes::Bytes,
+    body: [u8; 32],
     ip: Option<std::net::IpAddr>,
     digest: TokenDigest,
-    token: String,
     runner: Arc<Runner>,
     manager: (i64, String),
     /// When the manager entry this was checked against was cached.
@@ -112,18 +112,18 @@ struct PollMemo {
 /// A job request recognised by [`Runners::recall_poll`].
 pub struct RecalledPoll {
     pub runner: Arc<Runner>,
-    pub token: String,
+    /// The digest of its runner token (for the rate limit).
+    pub token: TokenDigest,
     pub last_update: Option<String>,
 }
 
-fn poll_key(body: &[u8], ip: Option<std::net::IpAddr>) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
-    hasher.write(body);
-    std::hash::Hash::hash(&ip, &mut hasher);
-    hasher.finish()
+/// SHA-256 of a job request's body, and the map key taken from it.
+fn body_digest(body: &[u8]) -> ([u8; 32], u64) {
+    use sha2::{Digest, Sha256};
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let mut key = [0; 8];
+    key.copy_from_slice(&digest[..8]);
+    (digest, u64::from_le_bytes(key))
 }
 
 pub struct Runners {
@@ -211,30 +211,30 @@ impl Runners {
     /// path: `token` authenticated `runner`, and the heartbeat left `manager` as cached now.
     pub fn remember_poll(
         &self,
-        body: bytes::Bytes,
+        body: &[u8],
         ip: Option<std::net::IpAddr>,
         token: &str,
         runner: &Arc<Runner>,
         manager: &RunnerManager,
         last_update: Option<&str>,
     ) {
-        let key = (runner.id, manager.system_xid.clone());
-        let Some(manager_cached) = self.managers.get(&key).map(|entry| entry.1) else {
+        let manager_key = (runner.id, manager.system_xid.clone());
+        let Some(manager_cached) = self.managers.get(&manager_key).map(|entry| entry.1) else {
             return;
         };
         // Bounded: bodies change with every queue version a runner reports.
         if self.polls.len() >= 4 * (self.cache.len() + 256) {
             self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
         }
+        let (body, key) = body_digest(body);
         self.polls.insert(
-            poll_key(&body, ip),
+            key,
             PollMemo {
                 body,
                 ip,
                 digest: TokenDigest::of(token),
-                token: token.to_string(),
                 runner: runner.clone(),
-                manager: key,
+                manager: manager_key,
                 manager_cached,
                 last_update: last_update.map(str::to_string),
                 at: Instant::now(),
@@ -248,7 +248,8 @@ impl Runners {
     /// runner or a new heartbeat replaces them), the token has not expired, and neither
     /// contact is due to be written. `None`: take the whole path.
     pub fn recall_poll(&self, body: &[u8], ip: Option<std::net::IpAddr>) -> Option<RecalledPoll> {
-        let memo = self.polls.get(&poll_key(body, ip))?;
+        let (body, key) = body_digest(body);
+        let memo = self.polls.get(&key)?;
         if memo.body != body || memo.ip != ip || memo.at.elapsed() >= AUTH_CACHE_TTL {
             return None;
         }
@@ -275,7 +276,7 @@ impl Runners {
         self.metrics.runner_authenticated(runner.runner_type);
         Some(RecalledPoll {
             runner: runner.clone(),
-            token: memo.token.clone(),
+            token: memo.digest,
             last_update: memo.last_update.clone(),
         })
     }

@@ -69,7 +69,7 @@ pub async fn answer_known_poll(
             // The whole path's checks, in its order, refusing the same way.
             let checked = state.limits.check_address(ip).and_then(|()| {
                 let limit = crate::service::limits::Limit::JobsRequest;
-                state.limits.check(limit, &poll.token)
+                state.limits.check_digest(limit, &poll.token)
             });
             if let Err(refused) = checked {
                 req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
@@ -161,7 +161,7 @@ pub async fn request_job(
         let params = params.0;
         if let Some(PollBody(body)) = body {
             state.runners.remember_poll(
-                body,
+                &body,
                 ip,
                 &params.token,
                 &auth.runner,
