@@ -198,6 +198,7 @@ impl Runway {
                 settings.heartbeat_interval,
                 settings.runner_token_expires_in,
                 metrics,
+                queue.clone(),
             ),
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
             pipelines: Pipelines::new(db.clone(), queue.clone()),

@@ -140,19 +140,19 @@ impl Metrics {
                 "gitlab_ci_runner_authentication_success_total{{runner_type=\"{name}\"}} {value}"
             );
         }
-        out.push_str("# HELP gitlab_ci_runner_authentication_failure_total Runner authentications with an unknown or expired token.\n");
-        out.push_str("# TYPE gitlab_ci_runner_authentication_failure_total counter\n");
-        let _ = writeln!(
-            out,
-            "gitlab_ci_runner_authentication_failure_total {}",
-            self.auth_failure.load(Ordering::Relaxed)
+        scalar(
+            &mut out,
+            "gitlab_ci_runner_authentication_failure_total",
+            "counter",
+            "Runner authentications with an unknown or expired token.",
+            self.auth_failure.load(Ordering::Relaxed),
         );
-        out.push_str("# HELP runway_job_requests_answered_early_total Job requests answered 204 before parsing, as polls seen lately with nothing changed (GitLab answers these in Workhorse).\n");
-        out.push_str("# TYPE runway_job_requests_answered_early_total counter\n");
-        let _ = writeln!(
-            out,
-            "runway_job_requests_answered_early_total {}",
-            self.polls_answered_early.load(Ordering::Relaxed)
+        scalar(
+            &mut out,
+            "runway_job_requests_answered_early_total",
+            "counter",
+            "Job requests answered 204 before parsing, as polls seen lately with nothing changed (GitLab answers these in Workhorse).",
+            self.polls_answered_early.load(Ordering::Relaxed),
         );
 
         out.push_str("# HELP runway_http_request_duration_seconds Time to answer a request, by method, route pattern and status.\n");
@@ -185,10 +185,20 @@ impl Metrics {
             .iter()
             .find(|(s, _)| s == "pending")
             .map_or(0, |(_, c)| *c);
-        out.push_str("# HELP runway_queue_depth Jobs waiting for a runner.\n# TYPE runway_queue_depth gauge\n");
-        let _ = writeln!(out, "runway_queue_depth {pending}");
-        out.push_str("# HELP runway_held_long_polls Job requests held open waiting for a job.\n# TYPE runway_held_long_polls gauge\n");
-        let _ = writeln!(out, "runway_held_long_polls {}", snapshot.held_polls);
+        scalar(
+            &mut out,
+            "runway_queue_depth",
+            "gauge",
+            "Jobs waiting for a runner.",
+            pending,
+        );
+        scalar(
+            &mut out,
+            "runway_held_long_polls",
+            "gauge",
+            "Job requests held open waiting for a job.",
+            snapshot.held_polls,
+        );
         out.push_str("# HELP runway_db_pool_connections Database connections by pool and state.\n# TYPE runway_db_pool_connections gauge\n");
         for (pool, open, idle, max) in &snapshot.pools {
             let _ = writeln!(
@@ -206,6 +216,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// A metric of one sample: its HELP and TYPE lines, then the sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 fn escape(value: &str) -> String {

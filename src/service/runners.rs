@@ -138,6 +138,8 @@ pub struct Runners {
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Bumped when a runner changes, so that its polls look again.
+    queue: Arc<crate::queue::Queue>,
 }
 
 impl Runners {
@@ -146,10 +148,12 @@ impl Runners {
         heartbeat_interval: Duration,
         token_ttl: Option<Duration>,
         metrics: Arc<crate::metrics::Metrics>,
+        queue: Arc<crate::queue::Queue>,
     ) -> Runners {
         Runners {
             db,
             metrics,
+            queue,
             cache: DashMap::new(),
             managers: DashMap::new(),
             polls: DashMap::new(),
@@ -512,6 +516,9 @@ impl Runners {
         let mut db = self.db.write().await?;
         let updated = Runner::update(&mut db.conn(), current.id, &changes).await?;
         self.forget(current.id);
+        // What the runner may take changed (resumed, new tags, other limits): its held and
+        // next polls look again, as GitLab ticks the runner's queue on an update.
+        self.queue.bump();
         updated.ok_or_else(|| ApiError::not_found("Runner"))
     }
 

@@ -171,11 +171,11 @@ impl Traces {
                 .map_err(|e| ApiError::Internal(e.into()))?
                 .map_err(|e| ApiError::Internal(e.into()))?
         };
+        let mut db = self.db.read().await?;
         for job_id in on_disk {
-            if read_page(&self.db, None, job_id, -1, 1)
-                .await
-                .is_ok_and(|c| c.is_empty())
-            {
+            // A file is kept unless its job surely has no chunks.
+            let chunks = TraceChunk::page(&mut db.conn(), job_id, -1, 1).await;
+            if chunks.is_ok_and(|c| c.is_empty()) {
                 files.remove(job_id);
             }
         }

@@ -253,7 +253,6 @@ async fn set_paused(
         ..Default::default()
     };
     let updated = state.runners.update(&runner, changes).await?;
-    state.queue.bump(); // its polls look again (see the admin API's update)
     let details = serde_json::json!({ "paused": paused, "via": "web" });
     record_admin_action(&state, "runner_updated", "runner", updated.id, details).await;
     see_other("/-/ui/runners")

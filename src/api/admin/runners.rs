@@ -451,9 +451,6 @@ pub async fn update_runner(
     .map(|(key, value)| (key.to_string(), value))
     .collect();
     let updated = state.runners.update(&current, changes).await?;
-    // What the runner may take changed (resumed, new tags, other limits): its held and
-    // next polls look again, as GitLab ticks the runner's queue on an update.
-    state.queue.bump();
     let asked = serde_json::Value::Object(asked);
     super::audit::record_admin_action(&state, "runner_updated", "runner", updated.id, asked).await;
     Ok(HttpResponse::Ok().json(details(&state, updated).await?))

@@ -60,6 +60,10 @@ pub async fn answer_known_poll(
         crate::api::params::read_limited(req.take_payload(), state.settings.max_body_bytes).await?,
     );
     let ip = req.peer_addr().map(|a| a.ip());
+    let answer = |req: ServiceRequest, response: HttpResponse| {
+        req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
+        Ok(req.into_response(response).map_into_right_body())
+    };
     if let Some(poll) = state.runners.recall_poll(&body, ip) {
         let queue = &state.queue;
         // As the whole path answers a paused runner: at once, nothing to pick.
@@ -72,9 +76,7 @@ pub async fn answer_known_poll(
                 state.limits.check_digest(limit, &poll.token)
             });
             if let Err(refused) = checked {
-                req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
-                let response = actix_web::ResponseError::error_response(&refused);
-                return Ok(req.into_response(response).map_into_right_body());
+                return answer(req, actix_web::ResponseError::error_response(&refused));
             }
             let moved = match poll.last_update.as_deref() {
                 Some(seen) if hold => queue.wait_for_change(seen, queue.poll_timeout).await,
@@ -82,11 +84,10 @@ pub async fn answer_known_poll(
             };
             if !moved {
                 state.metrics.poll_answered_early();
-                req.extensions_mut().insert(AnsweredRoute(JOB_REQUEST_PATH));
                 let response = HttpResponse::NoContent()
                     .insert_header((LAST_UPDATE_HEADER, queue.current()))
                     .finish();
-                return Ok(req.into_response(response).map_into_right_body());
+                return answer(req, response);
             }
         }
     }
