@@ -126,6 +126,17 @@ fn body_digest(body: &[u8]) -> ([u8; 32], u64) {
     (digest, u64::from_le_bytes(key))
 }
 
+/// `interval` after `t`, or the end of time.
+fn after(t: NaiveDateTime, interval: chrono::Duration) -> NaiveDateTime {
+    t.checked_add_signed(interval).unwrap_or(NaiveDateTime::MAX)
+}
+
+/// (runner id, runner manager id, client address) of a job route's contacts.
+type JobContactKey = (Option<i64>, Option<i64>, Option<String>);
+
+/// How many [`Runners::heartbeat_job`] decisions are kept before the stale ones are dropped.
+const JOB_CONTACTS_KEPT: usize = 4096;
+
 pub struct Runners {
     db: DbPool,
     cache: DashMap<TokenDigest, Cached>,
@@ -135,6 +146,10 @@ pub struct Runners {
     managers: DashMap<(i64, String), (RunnerManager, Instant)>,
     /// Job requests answered lately, by their exact body and address (see [`PollMemo`]).
     polls: DashMap<u64, PollMemo>,
+    /// When the contacts of a job route are next due, by (runner id, manager id, client
+    /// address), from the times last read or written: until then
+    /// [`Runners::heartbeat_job`] decides without reading them (a log PATCH's hot path).
+    job_contacts: DashMap<JobContactKey, NaiveDateTime>,
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -157,6 +172,7 @@ impl Runners {
             cache: DashMap::new(),
             managers: DashMap::new(),
             polls: DashMap::new(),
+            job_contacts: DashMap::new(),
             heartbeat_interval,
             token_ttl,
         }
@@ -361,49 +377,64 @@ impl Runners {
         ip: Option<String>,
     ) -> ApiResult<()> {
         let at = now();
-        let stale = |contacted: Option<NaiveDateTime>| self.due(contacted, at);
-        // Decide through a reader; the writer (SQLite's only one) is taken only when a
-        // contact is due, so a runner streaming its log does not write on every PATCH.
-        let (runner, manager_due) = {
-            let mut db = self.db.read().await?;
-            let mut conn = db.conn();
-            let runner = match job.runner_id {
-                Some(runner_id) => Runner::find(&mut conn, runner_id)
-                    .await?
-                    .filter(|r| stale(r.contacted_at)),
-                None => None,
-            };
-            let manager_due = match job.runner_manager_id {
-                Some(id) => {
-                    RunnerManager::contact_due(
-                        &mut conn,
-                        id,
-                        ip.as_deref(),
-                        at,
-                        self.heartbeat_interval,
-                    )
-                    .await?
-                }
-                None => false,
-            };
-            (runner, manager_due)
-        };
-        let job_due = stale(Some(job.updated_at));
-        if runner.is_none() && !manager_due && !job_due {
+        let job_due = self.due(Some(job.updated_at), at);
+        let key = (job.runner_id, job.runner_manager_id, ip.clone());
+        let known = self.job_contacts.get(&key).is_some_and(|due| at < *due);
+        if known && !job_due {
             return Ok(());
         }
-        let mut db = self.db.write().await?;
-        let mut conn = db.conn();
-        if let Some(runner) = runner {
-            Runner::touch(&mut conn, runner.id, at, None).await?;
-            self.forget(runner.id);
+        let interval =
+            chrono::Duration::from_std(self.heartbeat_interval).unwrap_or(chrono::Duration::MAX);
+        // Decide through a reader; the writer (SQLite's only one) is taken only when a
+        // contact is due, so a runner streaming its log does not write on every PATCH.
+        let (runner_next, manager_next) = {
+            let mut db = self.db.read().await?;
+            let mut conn = db.conn();
+            let runner_next = match job.runner_id {
+                Some(runner_id) => Runner::find(&mut conn, runner_id).await?.map(|r| {
+                    r.contacted_at
+                        .map_or(NaiveDateTime::MIN, |c| after(c, interval))
+                }),
+                None => None,
+            };
+            let manager_next = match job.runner_manager_id {
+                Some(id) => RunnerManager::next_contact(&mut conn, id, ip.as_deref(), interval)
+                    .await?
+                    .map(|next| (id, next)),
+                None => None,
+            };
+            (runner_next, manager_next)
+        };
+        let runner_due = runner_next.is_some_and(|next| at >= next);
+        let manager_due = manager_next.is_some_and(|(_, next)| at >= next);
+        if runner_due || manager_due || job_due {
+            let mut db = self.db.write().await?;
+            let mut conn = db.conn();
+            if let (true, Some(runner_id)) = (runner_due, job.runner_id) {
+                Runner::touch(&mut conn, runner_id, at, None).await?;
+                self.forget(runner_id);
+            }
+            if let (true, Some((manager_id, _))) = (manager_due, manager_next) {
+                RunnerManager::record_contact(&mut conn, manager_id, ip.as_deref(), at).await?;
+            }
+            if job_due {
+                crate::db::models::Job::touch(&mut conn, job.id, at).await?;
+            }
         }
-        if let (true, Some(manager_id)) = (manager_due, job.runner_manager_id) {
-            RunnerManager::record_contact(&mut conn, manager_id, ip.as_deref(), at).await?;
+        // Written now, or due when read: either way not due again before then.
+        let next = |due: bool, next: NaiveDateTime| if due { after(at, interval) } else { next };
+        let due = [
+            runner_next.map(|n| next(runner_due, n)),
+            manager_next.map(|(_, n)| next(manager_due, n)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(after(at, interval));
+        if self.job_contacts.len() >= JOB_CONTACTS_KEPT {
+            self.job_contacts.retain(|_, due| at < *due);
         }
-        if job_due {
-            crate::db::models::Job::touch(&mut conn, job.id, at).await?;
-        }
+        self.job_contacts.insert(key, due);
         Ok(())
     }
 

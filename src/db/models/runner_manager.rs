@@ -117,15 +117,15 @@ impl RunnerManager {
             .await)
     }
 
-    /// Whether manager `id`'s contact should be written: its stored time is older than
-    /// `interval` or its address changed (false for a manager that no longer exists).
-    pub async fn contact_due(
+    /// When a contact of manager `id` from `ip` is next to be written: `interval` after
+    /// the stored time, or at once if there is none or the address changed; `None` when
+    /// the manager no longer exists.
+    pub async fn next_contact(
         conn: &mut Conn<'_>,
         id: i64,
         ip: Option<&str>,
-        at: NaiveDateTime,
-        interval: std::time::Duration,
-    ) -> QueryResult<bool> {
+        interval: chrono::Duration,
+    ) -> QueryResult<Option<NaiveDateTime>> {
         let current: Option<(Option<NaiveDateTime>, Option<String>)> =
             db_run!(conn, |c| runner_managers::table
                 .find(id)
@@ -133,14 +133,15 @@ impl RunnerManager {
                 .first(c)
                 .await
                 .optional())?;
-        let Some((contacted_at, stored_ip)) = current else {
-            return Ok(false);
-        };
-        let recent = contacted_at.is_some_and(|c| (at - c).to_std().unwrap_or_default() < interval);
-        Ok(!recent || stored_ip.as_deref() != ip)
+        Ok(current.map(|(contacted_at, stored_ip)| match contacted_at {
+            Some(at) if stored_ip.as_deref() == ip => at
+                .checked_add_signed(interval)
+                .unwrap_or(NaiveDateTime::MAX),
+            _ => NaiveDateTime::MIN,
+        }))
     }
 
-    /// Records a contact and the IP (once [`Self::contact_due`] said it is due).
+    /// Records a contact and the IP (once [`Self::next_contact`] said it is due).
     pub async fn record_contact(
         conn: &mut Conn<'_>,
         id: i64,
