@@ -181,8 +181,9 @@ impl Runway {
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let metrics = Arc::new(metrics::Metrics::default());
-        let traces = Traces::new(db.clone())?;
-        let log_files = traces.files().cloned();
+        let local_store = settings.object_store.url.is_none();
+        let traces = Traces::new(db.clone(), &settings.data_dir, local_store)?;
+        let log_files = traces.files().clone();
         let state = web::Data::new(AppState {
             metrics: metrics.clone(),
             limits: service::limits::Limits::new(

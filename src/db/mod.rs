@@ -144,6 +144,9 @@ impl DbPool {
                     AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
                 let pool = Pool::builder(manager)
                     .max_size(size)
+                    // The connection used last goes out first: a few backends stay busy
+                    // (their caches and plans warm) instead of every one in turn.
+                    .queue_mode(deadpool::managed::QueueMode::Lifo)
                     .wait_timeout(Some(wait))
                     // A new connection to a database that is down fails, not hangs.
                     .create_timeout(Some(wait))

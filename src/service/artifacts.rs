@@ -43,7 +43,7 @@ const DIRECT_DOWNLOAD_TTL: Duration = Duration::from_secs(600);
 pub struct Artifacts {
     db: DbPool,
     /// Where logs are kept while their job runs, if in files (see [`LogFiles`]).
-    log_files: Option<LogFiles>,
+    log_files: LogFiles,
     store: Arc<dyn ObjectStore>,
     /// S3 and the key prefix, for presigned `direct_download` URLs (none on local disk).
     signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
@@ -90,7 +90,7 @@ fn storage_error(e: object_store::Error) -> ApiError {
 impl Artifacts {
     pub fn new(
         db: DbPool,
-        log_files: Option<LogFiles>,
+        log_files: LogFiles,
         data_dir: &std::path::Path,
         settings: &crate::config::ObjectStoreSettings,
         max_size: u64,
@@ -371,9 +371,7 @@ impl Artifacts {
             }
         }
         Job::erase(&mut db.conn(), job.id, now()).await?;
-        if let Some(files) = &self.log_files {
-            files.remove(job.id);
-        }
+        self.log_files.remove(job.id);
         Job::find(&mut db.conn(), job.id)
             .await?
             .ok_or_else(|| ApiError::not_found("Job"))
@@ -459,14 +457,7 @@ impl Artifacts {
         let mut size: i64 = 0;
         let mut after = -1;
         loop {
-            let page = read_page(
-                &self.db,
-                self.log_files.as_ref(),
-                job.id,
-                after,
-                CHUNKS_PER_READ,
-            )
-            .await?;
+            let page = read_page(&self.db, &self.log_files, job.id, after, CHUNKS_PER_READ).await?;
             let Some((last, _)) = page.last() else { break };
             after = *last;
             for (_, data) in page {
@@ -503,9 +494,7 @@ impl Artifacts {
             Ok(true)
         })?;
         drop(db);
-        if let Some(files) = &self.log_files {
-            files.remove(job.id);
-        }
+        self.log_files.remove(job.id);
         if !recorded {
             if let Err(e) = self.store.delete(&store_path).await {
                 tracing::warn!(error = %e, %path, "deleting a duplicate trace archive failed");

@@ -1,29 +1,34 @@
 //! Job logs: appends that are durable once answered (one database transaction each),
 //! and reads while the job runs and after.
 //!
-//! Where the bytes go depends on the backend. On PostgreSQL they are in the chunk rows:
-//! several instances serve one database, and any of them may take the next PATCH. On
-//! SQLite (one instance) they go to a file per running job ([`LogFiles`]) and the rows keep
-//! only where each chunk starts: a 64 KiB PATCH then costs a write to the page cache and a
-//! small transaction, instead of 16 pages through SQLite's WAL and again at checkpoint on
-//! the single writer (which had made the writer the ceiling, about 1,600 PATCHes/s).
+//! Where a running job's bytes go: to a file per job ([`LogFiles`]), the chunk rows keeping
+//! only where each chunk starts — on SQLite always, on PostgreSQL when artifacts are on
+//! the local filesystem (the data dir is then what instances share, besides the
+//! database). With artifacts in S3 they go in the chunk rows, so that instances share only
+//! the database and the bucket. In a file, a 64 KiB PATCH costs a write to the page cache
+//! and a small transaction; in a row, 32 TOAST rows and their WAL (PostgreSQL, about
+//! 0.6 ms of its CPU each), or 16 pages through SQLite's WAL and again at checkpoint on the
+//! single writer (which had made the writer the ceiling, about 1,600 PATCHes/s). A file
+//! is durable as a page-cache write is: across a crash of the process, not of the machine
+//! (GitLab keeps running logs in Redis, as durable).
 
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use crate::db::models::{Appended, TraceChunk};
-use crate::db::DbPool;
+use crate::db::{Backend, DbPool};
 use crate::error::{ApiError, ApiResult};
 use crate::transaction;
 
 /// The log files of running jobs, `<job id>.log` in one folder. A chunk's bytes are written
-/// here before its row commits; bytes past the stored size (a crash between the two) are
-/// never read and are overwritten by the next append. Durable as the SQLite commit beside
-/// it is (`synchronous = NORMAL`): across a crash of the process, not of the machine.
+/// here while its job's row is locked (SQLite's one writer, PostgreSQL's row lock), before
+/// the chunk's row commits; bytes past the stored size (a crash between the two) are never
+/// read and are overwritten by the next append.
 #[derive(Clone, Debug)]
 pub struct LogFiles {
     dir: PathBuf,
@@ -65,13 +70,18 @@ impl LogFiles {
         }
     }
 
-    /// The jobs that have a file here.
-    fn jobs(&self) -> io::Result<Vec<i64>> {
+    /// The jobs that have a file here not modified for `quiet`.
+    fn jobs(&self, quiet: Duration) -> io::Result<Vec<i64>> {
         let mut jobs = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
+            let entry = entry?;
+            let name = entry.file_name();
             let id = name.to_str().and_then(|n| n.strip_suffix(".log"));
-            if let Some(id) = id.and_then(|id| id.parse().ok()) {
+            let Some(id) = id.and_then(|id| id.parse().ok()) else {
+                continue;
+            };
+            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if age >= quiet {
                 jobs.push(id);
             }
         }
@@ -83,7 +93,7 @@ impl LogFiles {
 /// bytes read from the log file where the rows hold none.
 pub async fn read_page(
     db: &DbPool,
-    files: Option<&LogFiles>,
+    files: &LogFiles,
     job_id: i64,
     after: i64,
     limit: i64,
@@ -98,11 +108,7 @@ pub async fn read_page(
             .map(|c| (c.offset, c.data.unwrap_or_default()))
             .collect());
     }
-    let files = files.cloned().ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "job {job_id}: log file chunks, no log files"
-        ))
-    })?;
+    let files = files.clone();
     tokio::task::spawn_blocking(move || {
         chunks
             .into_iter()
@@ -128,45 +134,52 @@ const WATCHED_INTERVAL: Duration = Duration::from_secs(3);
 
 pub struct Traces {
     db: DbPool,
-    /// The log files of running jobs; `None` on PostgreSQL (the bytes go in the rows).
-    files: Option<LogFiles>,
+    /// The log files of running jobs.
+    files: LogFiles,
+    /// Whether appends write the files (else the rows; files already written still read).
+    append_to_files: bool,
     /// Jobs whose log someone read lately, and when.
     watched: DashMap<i64, Instant>,
 }
 
 impl Traces {
-    /// On SQLite the log files are kept beside the database file, in `<file>-logs` (as
-    /// its `-wal` is): they are part of the database and move with it.
-    pub fn new(db: DbPool) -> io::Result<Traces> {
-        let files = match db.sqlite_file() {
+    /// On SQLite the log files are kept beside the database file, in `<file>-logs` (as its
+    /// `-wal` is): they are part of the database and move with it. On PostgreSQL they are in
+    /// `<data dir>/logs`, written when `local_store` (artifacts on the local filesystem).
+    pub fn new(db: DbPool, data_dir: &Path, local_store: bool) -> io::Result<Traces> {
+        let (dir, append_to_files) = match db.sqlite_file() {
             Some(file) => {
                 let mut dir = file.as_os_str().to_owned();
                 dir.push("-logs");
-                Some(LogFiles::open(dir.into())?)
+                (PathBuf::from(dir), true)
             }
-            None => None,
+            None => (data_dir.join("logs"), local_store),
         };
         Ok(Traces {
+            files: LogFiles::open(dir)?,
             db,
-            files,
+            append_to_files,
             watched: DashMap::new(),
         })
     }
 
-    /// The log files, if the bytes are kept in files.
-    pub fn files(&self) -> Option<&LogFiles> {
-        self.files.as_ref()
+    /// The log files.
+    pub fn files(&self) -> &LogFiles {
+        &self.files
     }
 
     /// Removes log files whose chunks are gone (archived or erased just before a crash).
-    /// Run before serving: a file is created by the first append of its job.
+    /// Run before serving: a file is created by the first append of its job. On
+    /// PostgreSQL another instance may be writing a job's first chunk right now, so only
+    /// files left alone for [`SWEEP_QUIET`] are candidates.
     pub async fn sweep(&self) -> ApiResult<()> {
-        let Some(files) = &self.files else {
-            return Ok(());
+        let quiet = match self.db.backend() {
+            Backend::Sqlite => Duration::ZERO,
+            Backend::Postgres => SWEEP_QUIET,
         };
         let on_disk = {
-            let files = files.clone();
-            tokio::task::spawn_blocking(move || files.jobs())
+            let files = self.files.clone();
+            tokio::task::spawn_blocking(move || files.jobs(quiet))
                 .await
                 .map_err(|e| ApiError::Internal(e.into()))?
                 .map_err(|e| ApiError::Internal(e.into()))?
@@ -176,7 +189,7 @@ impl Traces {
             // A file is kept unless its job surely has no chunks.
             let chunks = TraceChunk::page(&mut db.conn(), job_id, -1, 1).await;
             if chunks.is_ok_and(|c| c.is_empty()) {
-                files.remove(job_id);
+                self.files.remove(job_id);
             }
         }
         Ok(())
@@ -201,16 +214,45 @@ impl Traces {
         }
     }
 
-    /// Appends `data` at `start` (see [`TraceChunk::append`]); committed before it answers.
+    /// Appends `data` at `start`; committed before it answers. `known` is the log's size and
+    /// CRC-32 as the caller read them with the job: when `start` is that size, PostgreSQL
+    /// appends with one statement conditional on them ([`TraceChunk::append_if_tail`]),
+    /// and only if the log moved meanwhile does the append lock the job's row to find out.
     /// Runs on the writer ([`DbPool::on_writer`]): a log append is a hot write.
-    pub async fn append(&self, job_id: i64, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
+    pub async fn append(
+        &self,
+        job_id: i64,
+        start: i64,
+        data: Vec<u8>,
+        known: (i64, i64),
+    ) -> ApiResult<Appended> {
         let db = self.db.clone();
-        let files = self.files.clone();
+        let files = self.append_to_files.then(|| self.files.clone());
+        let postgres = self.db.backend() == Backend::Postgres;
+        let conditional = postgres && known.0 == start && !data.is_empty();
+        let data = Arc::new(data);
         self.db
             .on_writer(async move {
                 let mut db = db.write().await?;
+                if conditional && files.is_none() {
+                    let mut conn = db.conn();
+                    let stored = TraceChunk::append_if_tail(&mut conn, job_id, known, &data, false);
+                    if let Some(size) = stored.await? {
+                        return Ok(Appended::Stored(size));
+                    }
+                }
                 let (data, files) = (&data, &files);
                 transaction!(&mut db.conn(), |tx| {
+                    if let (true, Some(files)) = (conditional, files) {
+                        // The job's row stays locked until the commit: no other append
+                        // writes this part of the file meanwhile.
+                        if let Some(size) =
+                            TraceChunk::append_if_tail(tx, job_id, known, data, true).await?
+                        {
+                            write_file(files, job_id, start, data.clone(), postgres).await?;
+                            return Ok(Appended::Stored(size));
+                        }
+                    }
                     let tail = match TraceChunk::tail_for_append(tx, job_id, start).await? {
                         Ok(tail) => tail,
                         Err(refused) => return Ok(refused),
@@ -219,11 +261,7 @@ impl Traces {
                         return Ok(Appended::Stored(tail.0));
                     }
                     if let Some(files) = files {
-                        // On the writer thread: appends are serialised, and the write is
-                        // to the page cache.
-                        files.write_at(job_id, tail.0, data).map_err(|e| {
-                            ApiError::Internal(anyhow::Error::new(e).context("writing a log file"))
-                        })?;
+                        write_file(files, job_id, tail.0, data.clone(), postgres).await?;
                     }
                     let size = TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
                     Ok::<_, ApiError>(Appended::Stored(size))
@@ -239,7 +277,7 @@ impl Traces {
         after: i64,
         limit: i64,
     ) -> ApiResult<Vec<(i64, Vec<u8>)>> {
-        read_page(&self.db, self.files.as_ref(), job_id, after, limit).await
+        read_page(&self.db, &self.files, job_id, after, limit).await
     }
 
     pub async fn set_debug(&self, job_id: i64) -> ApiResult<()> {
@@ -252,6 +290,31 @@ impl Traces {
         let chunks = self.page(job_id, -1, i64::MAX).await?;
         Ok(chunks.into_iter().flat_map(|(_, data)| data).collect())
     }
+}
+
+/// How long a log file must have been left alone before the start-up sweep may remove it
+/// on PostgreSQL (where other instances append while this one starts).
+const SWEEP_QUIET: Duration = Duration::from_secs(600);
+
+/// Writes a chunk's bytes to its job's file: on a blocking thread when `spawn`, else right
+/// here (SQLite's writer thread, where appends are serialised and the write is to the page
+/// cache).
+async fn write_file(
+    files: &LogFiles,
+    job_id: i64,
+    offset: i64,
+    data: Arc<Vec<u8>>,
+    spawn: bool,
+) -> ApiResult<()> {
+    let written = if spawn {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || files.write_at(job_id, offset, &data))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+    } else {
+        files.write_at(job_id, offset, &data)
+    };
+    written.map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing a log file")))
 }
 
 /// `crc32:%08x` as the runner writes it.

@@ -127,4 +127,44 @@ both_backends! {
         assert_eq!(refused.status(), 401);
         assert!(refused.headers().get("location").is_none());
     }
+
+    // With artifacts in S3, PostgreSQL keeps a running job's log in its rows (the instances
+    // then share only the database and the bucket), and concurrent appends at one offset
+    // still store exactly one; SQLite (one instance) keeps its files.
+    async fn running_logs_with_s3(backend) {
+        let moto = moto().await;
+        let bucket = format!("runway-{}", uuid::Uuid::new_v4().simple());
+        let made = reqwest::Client::new().put(format!("{}/{bucket}", moto.endpoint)).send().await.expect("create bucket");
+        assert!(made.status().is_success(), "{}", made.status());
+        let app = std::sync::Arc::new(TestApp::builder(backend).s3(&format!("s3://{bucket}"), &moto.endpoint).spawn().await);
+        let (project, job) = crate::traces::running_job(&app).await;
+        let id = job["id"].as_i64().unwrap_or(0);
+        let mut tasks = Vec::new();
+        for i in 0..8u8 {
+            let (app, job) = (app.clone(), job.clone());
+            tasks.push(tokio::spawn(async move { app.patch_trace(&job, 0, &[b'a' + i; 10]).await.status }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.expect("task"));
+        }
+        assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 416).count(), 7, "{statuses:?}");
+        let reply = app.patch_trace(&job, 10, b"tail\n").await;
+        assert_eq!((reply.status, reply.header("range")), (202, Some("0-15")));
+        let log = app.trace(project, &job).await;
+        assert!(log[..10].iter().all(|b| *b == log[0]) && &log[10..] == b"tail\n", "{log:?}");
+        let in_rows = crate::traces::stored_chunks(&app, id).await;
+        let file = crate::traces::log_dir(&app).join(format!("{id}.log"));
+        match backend {
+            crate::helpers::Backend::Postgres => {
+                assert_eq!(in_rows, [Some(10), Some(5)]);
+                assert!(!file.exists(), "no log file");
+            }
+            crate::helpers::Backend::Sqlite => {
+                assert_eq!(in_rows, [None, None]);
+                assert!(std::fs::read(&file).expect("log file") == log);
+            }
+        }
+    }
 }

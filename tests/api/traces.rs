@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{both_backends, TestApp};
 
-async fn running_job(app: &TestApp) -> (i64, Value) {
+pub(crate) async fn running_job(app: &TestApp) -> (i64, Value) {
     let project = app.create_project(json!({ "name": "app" })).await;
     let (_, runner) = app
         .create_runner(json!({ "runner_type": "instance_type" }))
@@ -15,7 +15,12 @@ async fn running_job(app: &TestApp) -> (i64, Value) {
 }
 
 impl TestApp {
-    async fn patch_trace(&self, job: &Value, start: usize, data: &[u8]) -> crate::helpers::Reply {
+    pub(crate) async fn patch_trace(
+        &self,
+        job: &Value,
+        start: usize,
+        data: &[u8],
+    ) -> crate::helpers::Reply {
         let end = (start + data.len()).saturating_sub(1);
         self.send(
             self.request(
@@ -30,7 +35,7 @@ impl TestApp {
         .await
     }
 
-    async fn trace(&self, project: i64, job: &Value) -> Vec<u8> {
+    pub(crate) async fn trace(&self, project: i64, job: &Value) -> Vec<u8> {
         let response = self
             .admin(
                 Method::GET,
@@ -202,116 +207,157 @@ both_backends! {
     }
 }
 
-/// The folder of SQLite's log files: `<database file>-logs`.
-fn log_dir(app: &TestApp) -> std::path::PathBuf {
-    let file = app.database_url.trim_start_matches("sqlite://");
-    std::path::PathBuf::from(format!("{file}-logs"))
-}
-
-/// On SQLite a running job's log is a file beside the database; the rows hold no bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_keeps_a_running_log_in_a_file_until_archived() {
-    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
-    let (project, job) = running_job(&app).await;
-    let id = job["id"].as_i64().unwrap_or(0);
-    let mut log = Vec::new();
-    for i in 0..5u8 {
-        let chunk = vec![b'a' + i; 1000 + usize::from(i)];
-        let reply = app.patch_trace(&job, log.len(), &chunk).await;
-        assert_eq!(reply.status, 202, "{}", reply.text);
-        log.extend_from_slice(&chunk);
+/// The folder of running logs: `<database file>-logs` on SQLite, `<data dir>/logs` on
+/// PostgreSQL with artifacts on the local filesystem.
+pub fn log_dir(app: &TestApp) -> std::path::PathBuf {
+    match app.backend {
+        crate::helpers::Backend::Sqlite => {
+            let file = app.database_url.trim_start_matches("sqlite://");
+            std::path::PathBuf::from(format!("{file}-logs"))
+        }
+        crate::helpers::Backend::Postgres => app.data_dir().join("logs"),
     }
-    let file = log_dir(&app).join(format!("{id}.log"));
-    assert!(std::fs::read(&file).expect("log file") == log);
-    assert!(
-        app.trace(project, &job).await == log,
-        "read back from the file"
-    );
-    // A page from inside the log: two chunks after the one at 1000, each at its offset.
-    let page = app.state.traces.page(id, 1000, 2).await.expect("page");
-    let starts: Vec<i64> = page.iter().map(|(o, _)| *o).collect();
-    assert_eq!(starts, [2001, 3003]);
-    assert!(page[0].1 == vec![b'c'; 1002] && page[1].1 == vec![b'd'; 1003]);
-
-    app.update_job(
-        &job,
-        json!({ "state": "success", "output": { "checksum": crc(&log), "bytesize": log.len() } }),
-    )
-    .await;
-    assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
-    assert_eq!(
-        app.state.artifacts.archive_traces().await.expect("archive"),
-        1
-    );
-    assert!(
-        !file.exists(),
-        "the file goes with the chunks once archived"
-    );
-    assert!(
-        app.trace(project, &job).await == log,
-        "read from the archive"
-    );
 }
 
-/// Bytes written to the file by an append that never committed (the process died between
-/// the two) are not part of the log: the next append at the stored size replaces them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_ignores_bytes_past_the_stored_size() {
-    let app = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
-    let (project, job) = running_job(&app).await;
-    let id = job["id"].as_i64().unwrap_or(0);
-    app.patch_trace(&job, 0, b"first\n").await;
-    let file = log_dir(&app).join(format!("{id}.log"));
-    let mut torn = std::fs::read(&file).expect("log file");
-    torn.extend_from_slice(b"never acknowledged, longer than what follows\n");
-    std::fs::write(&file, torn).expect("write");
-    assert_eq!(app.trace(project, &job).await, b"first\n");
-    let reply = app.patch_trace(&job, 0, b"again").await;
-    assert_eq!((reply.status, reply.header("range")), (416, Some("0-6")));
-    let reply = app.patch_trace(&job, 6, b"second\n").await;
-    assert_eq!((reply.status, reply.header("range")), (202, Some("0-13")));
-    assert_eq!(app.trace(project, &job).await, b"first\nsecond\n");
-    let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"first\nsecond\n"), "bytesize": 13 } })).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+/// The job's chunks as stored: `Some(length)` for bytes in the row, `None` for bytes in
+/// the log file.
+pub async fn stored_chunks(app: &TestApp, job_id: i64) -> Vec<Option<usize>> {
+    let mut db = app.db.read().await.expect("connection");
+    let chunks = runway::db::models::TraceChunk::page(&mut db.conn(), job_id, -1, 1000)
+        .await
+        .expect("chunks");
+    chunks
+        .into_iter()
+        .map(|c| c.data.map(|d| d.len()))
+        .collect()
 }
 
-/// A log begun in the rows (by a version that kept SQLite's bytes there) goes on in the
-/// file, and reads as one; on restart, files whose chunks are gone are removed and the
-/// others kept.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_reads_rows_and_file_as_one_log_and_sweeps_on_start() {
-    let first = TestApp::spawn(crate::helpers::Backend::Sqlite).await;
-    let (project, job) = running_job(&first).await;
-    let id = job["id"].as_i64().unwrap_or(0);
-    first
-        .execute(&format!(
-            "INSERT INTO trace_chunks (job_id, \"offset\", data) VALUES ({id}, 0, X'6f6c640a')"
-        ))
-        .await;
-    first
-        .execute(&format!(
-            "UPDATE jobs SET trace_size = 4, trace_crc32 = {} WHERE id = {id}",
-            crc32fast::hash(b"old\n")
-        ))
-        .await;
-    let reply = first.patch_trace(&job, 4, b"new\n").await;
-    assert_eq!((reply.status, reply.header("range")), (202, Some("0-8")));
-    assert_eq!(first.trace(project, &job).await, b"old\nnew\n");
-    let dir = log_dir(&first);
-    std::fs::write(dir.join("999999.log"), b"orphan").expect("write");
-    first.stop().await;
+both_backends! {
+    // A running job's log is a file (on PostgreSQL: artifacts on the local filesystem); the
+    // rows hold no bytes.
+    async fn a_running_log_is_a_file_until_archived(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        let id = job["id"].as_i64().unwrap_or(0);
+        let mut log = Vec::new();
+        for i in 0..5u8 {
+            let chunk = vec![b'a' + i; 1000 + usize::from(i)];
+            let reply = app.patch_trace(&job, log.len(), &chunk).await;
+            assert_eq!(reply.status, 202, "{}", reply.text);
+            log.extend_from_slice(&chunk);
+        }
+        let file = log_dir(&app).join(format!("{id}.log"));
+        assert!(std::fs::read(&file).expect("log file") == log);
+        assert_eq!(stored_chunks(&app, id).await, [None; 5], "no bytes in the rows");
+        assert!(app.trace(project, &job).await == log, "read back from the file");
+        // A page from inside the log: two chunks after the one at 1000, each at its offset.
+        let page = app.state.traces.page(id, 1000, 2).await.expect("page");
+        let starts: Vec<i64> = page.iter().map(|(o, _)| *o).collect();
+        assert_eq!(starts, [2001, 3003]);
+        assert!(page[0].1 == vec![b'c'; 1002] && page[1].1 == vec![b'd'; 1003]);
 
-    let app = TestApp::builder(crate::helpers::Backend::Sqlite)
-        .same_database_as(&first)
-        .spawn()
-        .await;
-    assert!(
-        !dir.join("999999.log").exists(),
-        "a file without chunks is swept"
-    );
-    assert!(dir.join(format!("{id}.log")).exists());
-    let reply = app.patch_trace(&job, 8, b"after restart\n").await;
-    assert_eq!(reply.status, 202, "{}", reply.text);
-    assert_eq!(app.trace(project, &job).await, b"old\nnew\nafter restart\n");
+        app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(&log), "bytesize": log.len() } })).await;
+        assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
+        assert!(!file.exists(), "the file goes with the chunks once archived");
+        assert!(app.trace(project, &job).await == log, "read from the archive");
+    }
+
+    // Bytes written to the file by an append that never committed (the process died between
+    // the two) are not part of the log: the next append at the stored size replaces them.
+    async fn bytes_past_the_stored_size_are_ignored(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        let id = job["id"].as_i64().unwrap_or(0);
+        app.patch_trace(&job, 0, b"first\n").await;
+        let file = log_dir(&app).join(format!("{id}.log"));
+        let mut torn = std::fs::read(&file).expect("log file");
+        torn.extend_from_slice(b"never acknowledged, longer than what follows\n");
+        std::fs::write(&file, torn).expect("write");
+        assert_eq!(app.trace(project, &job).await, b"first\n");
+        let reply = app.patch_trace(&job, 0, b"again").await;
+        assert_eq!((reply.status, reply.header("range")), (416, Some("0-6")));
+        let reply = app.patch_trace(&job, 6, b"second\n").await;
+        assert_eq!((reply.status, reply.header("range")), (202, Some("0-13")));
+        assert_eq!(app.trace(project, &job).await, b"first\nsecond\n");
+        let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"first\nsecond\n"), "bytesize": 13 } })).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+    }
+
+    // A log begun in the rows (by a version that kept the bytes there) goes on in the file,
+    // and reads as one; on restart, files whose chunks are gone are removed and the others
+    // kept — on PostgreSQL only once left alone for ten minutes (another instance may be
+    // writing a job's first chunk).
+    async fn rows_and_file_read_as_one_log_and_orphans_are_swept(backend) {
+        let first = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&first).await;
+        let id = job["id"].as_i64().unwrap_or(0);
+        let row = match backend {
+            crate::helpers::Backend::Sqlite => "X'6f6c640a'",
+            crate::helpers::Backend::Postgres => "'\\x6f6c640a'::bytea",
+        };
+        first.execute(&format!("INSERT INTO trace_chunks (job_id, \"offset\", data) VALUES ({id}, 0, {row})")).await;
+        first.execute(&format!("UPDATE jobs SET trace_size = 4, trace_crc32 = {} WHERE id = {id}", crc32fast::hash(b"old\n"))).await;
+        let reply = first.patch_trace(&job, 4, b"new\n").await;
+        assert_eq!((reply.status, reply.header("range")), (202, Some("0-8")));
+        assert_eq!(first.trace(project, &job).await, b"old\nnew\n");
+        assert_eq!(stored_chunks(&first, id).await, [Some(4), None]);
+        let dir = log_dir(&first);
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (name, modified) in [("999998.log", None), ("999999.log", Some(old))] {
+            let file = std::fs::File::create(dir.join(name)).expect("create");
+            std::io::Write::write_all(&mut &file, b"orphan").expect("write");
+            if let Some(at) = modified {
+                file.set_modified(at).expect("mtime");
+            }
+        }
+        first.stop().await;
+
+        let app = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        assert!(!dir.join("999999.log").exists(), "an old file without chunks is swept");
+        assert_eq!(
+            dir.join("999998.log").exists(),
+            backend == crate::helpers::Backend::Postgres,
+            "a fresh one is kept on PostgreSQL only"
+        );
+        assert!(dir.join(format!("{id}.log")).exists());
+        let reply = app.patch_trace(&job, 8, b"after restart\n").await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        assert_eq!(app.trace(project, &job).await, b"old\nnew\nafter restart\n");
+    }
+}
+
+/// When the runner and its (one) manager were last contacted, as stored.
+async fn contacts(app: &TestApp, runner_id: i64) -> (chrono::NaiveDateTime, chrono::NaiveDateTime) {
+    let runner = app
+        .runner(runner_id)
+        .await
+        .expect("row")
+        .contacted_at
+        .expect("contacted");
+    let managers = app.managers(runner_id).await;
+    (runner, managers[0].contacted_at.expect("contacted"))
+}
+
+both_backends! {
+    // A log PATCH heartbeats the job's runner and its manager when a contact is due, and
+    // writes nothing while none is (the decision is remembered until the next is due).
+    async fn log_patches_heartbeat_when_due(backend) {
+        let app = TestApp::builder(backend).heartbeat_interval(2).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "a: { script: x }\n").await;
+        let job = app.take_job(&runner).await;
+        let polled = contacts(&app, runner_id).await;
+        assert_eq!(app.patch_trace(&job, 0, b"a").await.status, 202);
+        assert_eq!(app.patch_trace(&job, 1, b"b").await.status, 202);
+        assert_eq!(contacts(&app, runner_id).await, polled, "nothing due: nothing written");
+        tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+        assert_eq!(app.patch_trace(&job, 2, b"c").await.status, 202);
+        let beat = contacts(&app, runner_id).await;
+        assert!(beat.0 > polled.0 && beat.1 > polled.1, "{polled:?} -> {beat:?}");
+        assert_eq!(app.patch_trace(&job, 3, b"d").await.status, 202);
+        assert_eq!(contacts(&app, runner_id).await, beat, "written once per interval");
+    }
 }

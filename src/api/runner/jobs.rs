@@ -401,7 +401,11 @@ pub async fn append_trace(
     if debug && start == 0 && !job.debug_trace {
         state.traces.set_debug(job.id).await?;
     }
-    match state.traces.append(job.id, start, data).await? {
+    match state
+        .traces
+        .append(job.id, start, data, (job.trace_size, job.trace_crc32))
+        .await?
+    {
         Appended::Stored(size) => Ok(HttpResponse::Accepted()
             .insert_header((JOB_STATUS_HEADER, job.status.as_str()))
             .insert_header(("Range", format!("0-{size}")))

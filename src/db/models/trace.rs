@@ -100,6 +100,40 @@ impl TraceChunk {
         Ok(new_size)
     }
 
+    /// PostgreSQL only: appends `data` at `start` in one statement, if the log is still
+    /// `start` bytes long with CRC-32 `crc` (as the caller read it) and the job is running
+    /// or canceling; its bytes in the row unless `in_file` (the caller writes them there
+    /// before it commits, the job's row locked by this statement). Answers the new size if
+    /// stored; when not, nothing was written and [`TraceChunk::tail_for_append`] tells why.
+    /// One statement in place of three: the log's tail is the condition of the job row's
+    /// update, which PostgreSQL re-checks on the row's newest version after waiting for its
+    /// lock, so two appends at one offset cannot both match.
+    pub async fn append_if_tail(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        (start, crc): (i64, i64),
+        data: &[u8],
+        in_file: bool,
+    ) -> QueryResult<Option<i64>> {
+        let Conn::Postgres(c) = conn else {
+            return Ok(None);
+        };
+        let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
+        hasher.update(data);
+        let append = AppendIfTail {
+            job_id,
+            start,
+            crc,
+            new_size: start + data.len() as i64,
+            new_crc: i64::from(hasher.finalize()),
+            at: super::now(),
+            data: if in_file { &[][..] } else { data },
+        };
+        let new_size = append.new_size;
+        let stored = append.execute(&mut **c).await? == 1;
+        Ok(stored.then_some(new_size))
+    }
+
     /// Finished jobs whose log is still in chunks (oldest first, at most `limit`).
     pub async fn finished_unarchived(conn: &mut Conn<'_>, limit: i64) -> QueryResult<Vec<i64>> {
         let done = [JobStatus::Success, JobStatus::Failed, JobStatus::Canceled];
@@ -170,5 +204,53 @@ impl TraceChunk {
                 }
             })
             .collect())
+    }
+}
+
+/// The statement of [`TraceChunk::append_if_tail`]: fixed text with a static query id, so
+/// it stays in the connection's prepared-statement cache (diesel never caches an `UPDATE`
+/// it builds, which costs a parse, a plan and a round trip more on every execution).
+struct AppendIfTail<'a> {
+    job_id: i64,
+    start: i64,
+    crc: i64,
+    new_size: i64,
+    new_crc: i64,
+    at: chrono::NaiveDateTime,
+    data: &'a [u8],
+}
+
+impl diesel::query_builder::QueryId for AppendIfTail<'_> {
+    type QueryId = AppendIfTail<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendIfTail<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Binary, Timestamp};
+        out.push_sql("WITH claimed AS (UPDATE jobs SET trace_size = ");
+        out.push_bind_param::<BigInt, _>(&self.new_size)?;
+        out.push_sql(", trace_crc32 = ");
+        out.push_bind_param::<BigInt, _>(&self.new_crc)?;
+        out.push_sql(", updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&self.job_id)?;
+        out.push_sql(" AND trace_size = ");
+        out.push_bind_param::<BigInt, _>(&self.start)?;
+        out.push_sql(" AND trace_crc32 = ");
+        out.push_bind_param::<BigInt, _>(&self.crc)?;
+        out.push_sql(
+            " AND status IN ('running', 'canceling') RETURNING id) \
+             INSERT INTO trace_chunks (job_id, \"offset\", data) SELECT id, ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.start)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Binary, _>(self.data)?;
+        out.push_sql(" FROM claimed");
+        Ok(())
     }
 }

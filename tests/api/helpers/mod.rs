@@ -52,6 +52,7 @@ pub struct TestAppBuilder {
     backend: Backend,
     args: SettingsArgs,
     database_url: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl TestAppBuilder {
@@ -127,6 +128,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The first server's data dir (its artifacts and logs), e.g. for a restart.
+    pub fn data_dir_of(mut self, other: &TestApp) -> Self {
+        self.data_dir = Some(other.data_dir().to_path_buf());
+        self
+    }
+
     /// A database of the test's own (e.g. a PostgreSQL server it stops and starts).
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url = Some(url.to_string());
@@ -162,7 +169,8 @@ impl TestAppBuilder {
             (None, Backend::Postgres) => fresh_postgres_database().await,
         };
         args.database_url = Some(database_url.clone());
-        args.data_dir = Some(dir.path().to_path_buf());
+        let data_dir = self.data_dir.unwrap_or_else(|| dir.path().to_path_buf());
+        args.data_dir = Some(data_dir.clone());
         let settings = Settings::resolve(args, None).expect("settings");
         let runway = runway::Runway::build(settings)
             .await
@@ -181,6 +189,7 @@ impl TestAppBuilder {
             db: runway.state.db.clone(),
             state: runway.state.clone(),
             handle,
+            data_dir,
             _dir: dir,
         }
     }
@@ -215,6 +224,7 @@ pub struct TestApp {
     pub db: DbPool,
     pub state: actix_web::web::Data<runway::AppState>,
     handle: actix_web::dev::ServerHandle,
+    data_dir: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -273,6 +283,7 @@ impl TestApp {
                 ..Default::default()
             },
             database_url: None,
+            data_dir: None,
         }
     }
 
@@ -390,6 +401,11 @@ impl TestApp {
     }
 
     /// Runs one SQL statement on the app's database (to age tokens and the like).
+    /// The server's data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub async fn execute(&self, sql: &str) {
         use diesel_async::RunQueryDsl;
         let mut db = self.db.write().await.expect("connection");
