@@ -385,7 +385,12 @@ pub async fn append_trace(
 ) -> ApiResult<HttpResponse> {
     let job = auth.job;
     let start = range_start(&req)?;
-    let data = read_body(body, state.settings.max_trace_patch_bytes).await?;
+    let expected = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let data = read_body(body, expected, state.settings.max_trace_patch_bytes).await?;
     let end = start + data.len() as i64;
     if end as u64 > state.settings.max_trace_bytes {
         // GitLab drops the job with `trace_size_exceeded` and forbids the write.
@@ -426,10 +431,14 @@ pub async fn append_trace(
     }
 }
 
-/// The whole body, refused with 413 beyond `max` bytes.
-async fn read_body(mut body: web::Payload, max: usize) -> ApiResult<Vec<u8>> {
+/// The most room made for a log PATCH before its bytes arrive (a runner sends up to 1 MiB).
+const BODY_ROOM: usize = 1 << 20;
+
+/// The whole body, refused with 413 beyond `max` bytes; room for `expected` bytes (the
+/// announced length, trusted up to [`BODY_ROOM`]) is made at once.
+async fn read_body(mut body: web::Payload, expected: usize, max: usize) -> ApiResult<Vec<u8>> {
     use futures_util::StreamExt;
-    let mut data = Vec::new();
+    let mut data = Vec::with_capacity(expected.min(max).min(BODY_ROOM));
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|_| ApiError::bad_request("request body could not be read"))?;
         if data.len() + chunk.len() > max {

@@ -5,7 +5,7 @@ use diesel_async::RunQueryDsl;
 use crate::ci::config::JobSpec;
 use crate::db::enums::JobStatus;
 use crate::db::schema::jobs;
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// A job (GitLab's build). Its token exists only while it runs, stored as a digest.
@@ -261,23 +261,25 @@ impl Job {
             JobStatus::Running
         };
         let started_at = ack_deadline.is_none().then_some(at);
-        db_run!(conn, |c| diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(id))
-                .filter(jobs::status.eq(JobStatus::Pending))
-                .filter(jobs::runner_id.is_null())
+        db_run!(conn, |c| Cached(
+            diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::status.eq(JobStatus::Pending))
+                    .filter(jobs::runner_id.is_null())
+            )
+            .set((
+                jobs::status.eq(status),
+                jobs::ack_deadline.eq(ack_deadline),
+                jobs::runner_id.eq(runner_id),
+                jobs::runner_manager_id.eq(manager_id),
+                jobs::token_digest.eq(token_digest),
+                jobs::cancel_gracefully.eq(cancel_gracefully),
+                jobs::started_at.eq(started_at),
+                jobs::updated_at.eq(at),
+            ))
+            .returning(Job::as_returning())
         )
-        .set((
-            jobs::status.eq(status),
-            jobs::ack_deadline.eq(ack_deadline),
-            jobs::runner_id.eq(runner_id),
-            jobs::runner_manager_id.eq(manager_id),
-            jobs::token_digest.eq(token_digest),
-            jobs::cancel_gracefully.eq(cancel_gracefully),
-            jobs::started_at.eq(started_at),
-            jobs::updated_at.eq(at),
-        ))
-        .returning(Job::as_returning())
         .get_result(c)
         .await
         .optional())
@@ -392,10 +394,11 @@ impl Job {
 
     /// Marks a job as touched by its runner (PUT/PATCH), for lost-runner detection.
     pub async fn touch(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<()> {
-        db_run!(conn, |c| diesel::update(jobs::table.find(id))
-            .set(jobs::updated_at.eq(at))
-            .execute(c)
-            .await)?;
+        db_run!(conn, |c| Cached(
+            diesel::update(jobs::table.find(id)).set(jobs::updated_at.eq(at))
+        )
+        .execute(c)
+        .await)?;
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::PipelineStatus;
 use crate::db::schema::pipelines;
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// A pipeline: one run of a project's `.gitlab-ci.yml` at a ref.
@@ -102,7 +102,6 @@ impl Pipeline {
             .await)
     }
 
-    /// Records a new status with its start and finish times.
     /// Marks a pipeline running because one of its jobs started, keeping the start time
     /// it has (another job may have started it meanwhile); answers that start time.
     pub async fn start(
@@ -110,22 +109,25 @@ impl Pipeline {
         id: i64,
         at: NaiveDateTime,
     ) -> QueryResult<Option<NaiveDateTime>> {
-        db_run!(conn, |c| diesel::update(pipelines::table.find(id))
-            .set((
-                pipelines::status.eq(PipelineStatus::Running),
-                pipelines::started_at.eq(diesel::dsl::sql::<
-                    diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-                >("COALESCE(started_at, ")
-                .bind::<diesel::sql_types::Timestamp, _>(at)
-                .sql(")")),
-                pipelines::finished_at.eq(None::<NaiveDateTime>),
-                pipelines::updated_at.eq(at),
-            ))
-            .returning(pipelines::started_at)
-            .get_result(c)
-            .await)
+        db_run!(conn, |c| Cached(
+            diesel::update(pipelines::table.find(id))
+                .set((
+                    pipelines::status.eq(PipelineStatus::Running),
+                    pipelines::started_at.eq(diesel::dsl::sql::<
+                        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+                    >("COALESCE(started_at, ")
+                    .bind::<diesel::sql_types::Timestamp, _>(at)
+                    .sql(")")),
+                    pipelines::finished_at.eq(None::<NaiveDateTime>),
+                    pipelines::updated_at.eq(at),
+                ))
+                .returning(pipelines::started_at)
+        )
+        .get_result(c)
+        .await)
     }
 
+    /// Records a new status with its start and finish times.
     pub async fn set_status(
         conn: &mut Conn<'_>,
         id: i64,

@@ -3,7 +3,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::JobStatus;
 use crate::db::schema::{jobs, trace_chunks};
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// What an append did.
@@ -89,14 +89,15 @@ impl TraceChunk {
             .values(row)
             .execute(c)
             .await)?;
-        db_run!(conn, |c| diesel::update(jobs::table.find(job_id))
-            .set((
+        db_run!(conn, |c| Cached(
+            diesel::update(jobs::table.find(job_id)).set((
                 jobs::trace_size.eq(new_size),
                 jobs::trace_crc32.eq(new_crc),
                 jobs::updated_at.eq(super::now())
             ))
-            .execute(c)
-            .await)?;
+        )
+        .execute(c)
+        .await)?;
         Ok(new_size)
     }
 
