@@ -1,4 +1,4 @@
-//! Job logs: appends that are durable once answered (one database transaction each),
+//! Job logs: appends that are durable once answered (each committed before the answer),
 //! and reads while the job runs and after.
 //!
 //! Where a running job's bytes go: to a file per job ([`LogFiles`]), the chunk rows keeping
@@ -11,6 +11,13 @@
 //! single writer (which had made the writer the ceiling, about 1,600 PATCHes/s). A file
 //! is durable as a page-cache write is: across a crash of the process, not of the machine
 //! (GitLab keeps running logs in Redis, as durable).
+//!
+//! Two appends must never write one part of a file. SQLite's run one at a time on its
+//! writer thread. On PostgreSQL an append takes the file's lock (`flock`; instances share
+//! the folder, so it must support it: a local disk, or NFS with locking), then writes at
+//! `start` if the file is exactly `start` long — the file is never shorter than the
+//! stored log, so nothing stored is overwritten — and stores with one conditional
+//! statement; otherwise it locks the job's row and finds out, still under the file lock.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -53,6 +60,18 @@ impl LogFiles {
         file.write_all_at(data, offset as u64)
     }
 
+    /// The job's file, opened for writing and locked (`flock`, exclusive) until the
+    /// handle is dropped. Blocks while another holds it.
+    fn lock(&self, job_id: i64) -> io::Result<LockedLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(self.path(job_id))?;
+        file.lock()?;
+        Ok(LockedLog { file })
+    }
+
     /// The bytes `offset..offset + len` of the job's log.
     fn read_at(&self, job_id: i64, offset: i64, len: i64) -> io::Result<Vec<u8>> {
         let file = std::fs::File::open(self.path(job_id))?;
@@ -87,6 +106,31 @@ impl LogFiles {
         }
         Ok(jobs)
     }
+}
+
+/// A job's log file held under its file lock (see [`LogFiles::lock`]).
+struct LockedLog {
+    file: std::fs::File,
+}
+
+impl LockedLog {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn write_at(&self, offset: i64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset as u64)
+    }
+}
+
+/// Runs file work on a blocking thread; an I/O error is the server's.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("a log file")))
 }
 
 /// Up to `limit` chunks of the job's log starting after `after`, as (offset, bytes), the
@@ -217,8 +261,9 @@ impl Traces {
     /// Appends `data` at `start`; committed before it answers. `known` is the log's size and
     /// CRC-32 as the caller read them with the job: when `start` is that size, PostgreSQL
     /// appends with one statement conditional on them ([`TraceChunk::append_if_tail`]),
-    /// and only if the log moved meanwhile does the append lock the job's row to find out.
-    /// Runs on the writer ([`DbPool::on_writer`]): a log append is a hot write.
+    /// and only if the log moved meanwhile does the append lock the job's row to find out
+    /// (see the module's notes for the file lock). Runs on the writer
+    /// ([`DbPool::on_writer`]): a log append is a hot write.
     pub async fn append(
         &self,
         job_id: i64,
@@ -234,7 +279,32 @@ impl Traces {
         self.db
             .on_writer(async move {
                 let mut db = db.write().await?;
-                if conditional && files.is_none() {
+                // PostgreSQL with files: appends to one job's file take turns through a
+                // file lock (instances share the folder), always taken before the row's.
+                let mut locked = None;
+                if let (true, Some(files)) = (postgres && !data.is_empty(), &files) {
+                    let (files, bytes) = (files.clone(), data.clone());
+                    let (log, wrote) = blocking(move || {
+                        let log = files.lock(job_id)?;
+                        // The file is never shorter than the stored log; if it is exactly
+                        // `start` long, nothing stored lies past `start` to overwrite.
+                        let wrote = conditional && log.len()? == start as u64;
+                        if wrote {
+                            log.write_at(start, &bytes)?;
+                        }
+                        Ok((log, wrote))
+                    })
+                    .await?;
+                    if wrote {
+                        let mut conn = db.conn();
+                        let stored =
+                            TraceChunk::append_if_tail(&mut conn, job_id, known, &data, true);
+                        if let Some(size) = stored.await? {
+                            return Ok(Appended::Stored(size));
+                        }
+                    }
+                    locked = Some(log);
+                } else if conditional {
                     let mut conn = db.conn();
                     let stored = TraceChunk::append_if_tail(&mut conn, job_id, known, &data, false);
                     if let Some(size) = stored.await? {
@@ -242,17 +312,7 @@ impl Traces {
                     }
                 }
                 let (data, files) = (&data, &files);
-                transaction!(&mut db.conn(), |tx| {
-                    if let (true, Some(files)) = (conditional, files) {
-                        // The job's row stays locked until the commit: no other append
-                        // writes this part of the file meanwhile.
-                        if let Some(size) =
-                            TraceChunk::append_if_tail(tx, job_id, known, data, true).await?
-                        {
-                            write_file(files, job_id, start, data.clone(), postgres).await?;
-                            return Ok(Appended::Stored(size));
-                        }
-                    }
+                let appended = transaction!(&mut db.conn(), |tx| {
                     let tail = match TraceChunk::tail_for_append(tx, job_id, start).await? {
                         Ok(tail) => tail,
                         Err(refused) => return Ok(refused),
@@ -265,7 +325,9 @@ impl Traces {
                     }
                     let size = TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
                     Ok::<_, ApiError>(Appended::Stored(size))
-                })
+                });
+                drop(locked);
+                appended
             })
             .await
     }

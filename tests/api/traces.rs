@@ -361,3 +361,66 @@ both_backends! {
         assert_eq!(contacts(&app, runner_id).await, beat, "written once per interval");
     }
 }
+
+// Two instances on one PostgreSQL database and one data dir take appends to one job's log
+// in turns: at each offset one of the racing PATCHes (on either instance, with different
+// bytes) is stored, and the file holds exactly the stored bytes — the checksum the runner
+// reports of them matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_share_a_running_log() {
+    let first = std::sync::Arc::new(TestApp::spawn(crate::helpers::Backend::Postgres).await);
+    let second = std::sync::Arc::new(
+        TestApp::builder(crate::helpers::Backend::Postgres)
+            .same_database_as(&first)
+            .data_dir_of(&first)
+            .spawn()
+            .await,
+    );
+    let (project, job) = running_job(&first).await;
+    let id = job["id"].as_i64().unwrap_or(0);
+    for round in 0..20usize {
+        let mut tasks = Vec::new();
+        for racer in 0..4u8 {
+            let app = if racer % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let job = job.clone();
+            tasks.push(tokio::spawn(async move {
+                app.patch_trace(&job, round * 10, &[b'a' + racer; 10])
+                    .await
+                    .status
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.expect("task"));
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 202).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert!(
+            statuses.iter().all(|s| *s == 202 || *s == 416),
+            "round {round}: {statuses:?}"
+        );
+    }
+    let log = second.trace(project, &job).await;
+    assert_eq!(log.len(), 200);
+    assert!(
+        log.chunks(10).all(|c| c.iter().all(|b| *b == c[0])),
+        "one writer per offset: {log:?}"
+    );
+    let file = log_dir(&first).join(format!("{id}.log"));
+    assert!(std::fs::read(&file).expect("log file")[..200] == log[..]);
+    let reply = first
+        .update_job(
+            &job,
+            json!({ "state": "success", "output": { "checksum": crc(&log), "bytesize": 200 } }),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(first.runner_job(id).await.trace_checksum_ok, Some(true));
+}

@@ -103,12 +103,12 @@ impl TraceChunk {
 
     /// PostgreSQL only: appends `data` at `start` in one statement, if the log is still
     /// `start` bytes long with CRC-32 `crc` (as the caller read it) and the job is running
-    /// or canceling; its bytes in the row unless `in_file` (the caller writes them there
-    /// before it commits, the job's row locked by this statement). Answers the new size if
-    /// stored; when not, nothing was written and [`TraceChunk::tail_for_append`] tells why.
-    /// One statement in place of three: the log's tail is the condition of the job row's
-    /// update, which PostgreSQL re-checks on the row's newest version after waiting for its
-    /// lock, so two appends at one offset cannot both match.
+    /// or canceling; its bytes in the row unless `in_file` (the caller wrote them to the
+    /// job's file under the file's lock). Answers the new size if stored; when not, nothing
+    /// was written and [`TraceChunk::tail_for_append`] tells why. One autocommitted
+    /// statement in place of a transaction: the log's tail is the condition of the job
+    /// row's update, which PostgreSQL re-checks on the row's newest version after waiting
+    /// for its lock, so two appends at one offset cannot both match.
     pub async fn append_if_tail(
         conn: &mut Conn<'_>,
         job_id: i64,
