@@ -58,7 +58,8 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts `runway serve` on a free loopback port with `env` (on top of the listen address,
-/// the admin token and `RUST_LOG=warn`) and waits for `/-/readiness`.
+/// the admin token and `RUST_LOG=warn`) and waits for `/-/readiness`. The server's log
+/// (its stdout) is appended to the file `RUNWAY_BENCH_SERVER_LOG` names, else dropped.
 pub async fn start_runway(env: &[(&str, String)]) -> Server {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
@@ -67,7 +68,7 @@ pub async fn start_runway(env: &[(&str, String)]) -> Server {
         .env("RUNWAY_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUNWAY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(server_log())
         .stderr(Stdio::inherit());
     for (key, value) in env {
         command.env(key, value);
@@ -78,6 +79,19 @@ pub async fn start_runway(env: &[(&str, String)]) -> Server {
     };
     wait_ready(&format!("{}/-/readiness", server.base)).await;
     server
+}
+
+/// Where a server's log goes: appended to `RUNWAY_BENCH_SERVER_LOG`, else nowhere.
+fn server_log() -> Stdio {
+    let Ok(path) = std::env::var("RUNWAY_BENCH_SERVER_LOG") else {
+        return Stdio::null();
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("RUNWAY_BENCH_SERVER_LOG {path}: {e}"));
+    Stdio::from(file)
 }
 
 /// Waits (30 s at most) until `url` answers 200.
