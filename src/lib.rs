@@ -222,6 +222,7 @@ impl Runway {
             settings,
         });
         state.traces.sweep().await?;
+        state.artifacts.sweep_staging().await?;
         spawn_reaper(state.clone());
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());

@@ -45,10 +45,40 @@ pub struct Artifacts {
     /// Where logs are kept while their job runs, if in files (see [`LogFiles`]).
     log_files: LogFiles,
     store: Arc<dyn ObjectStore>,
+    /// The folder of the local filesystem store (none with S3).
+    local_root: Option<std::path::PathBuf>,
     /// S3 and the key prefix, for presigned `direct_download` URLs (none on local disk).
     signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
     pub max_size: u64,
     default_expire_in: Option<Duration>,
+}
+
+/// How long a half-written upload must have been left alone before the start-up sweep
+/// removes it.
+const STAGING_QUIET: Duration = Duration::from_secs(3600);
+
+/// Removes the files under `root` whose name has the store's staging mark (`#`) and that
+/// were not modified for [`STAGING_QUIET`]; answers how many.
+fn remove_stale_staging(root: &std::path::Path) -> std::io::Result<usize> {
+    let mut folders = vec![root.to_path_buf()];
+    let mut removed = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                folders.push(entry.path());
+                continue;
+            }
+            let staged = entry.file_name().to_string_lossy().contains('#');
+            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if kind.is_file() && staged && age >= STAGING_QUIET {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// How much one blocking read of a stored file takes.
@@ -97,10 +127,12 @@ impl Artifacts {
         default_expire_in: Option<Duration>,
     ) -> anyhow::Result<Artifacts> {
         let mut signer = None;
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match settings.url.as_deref() {
             None => {
                 let root = data_dir.join("artifacts");
                 std::fs::create_dir_all(&root)?;
+                local_root = Some(root.clone());
                 Arc::new(LocalFileSystem::new_with_prefix(&root)?)
             }
             Some(url) if url.starts_with("s3://") => {
@@ -140,10 +172,29 @@ impl Artifacts {
             db,
             log_files,
             store,
+            local_root,
             signer,
             max_size,
             default_expire_in,
         })
+    }
+
+    /// Removes what uploads to the local filesystem left half-written when the process
+    /// died: the store writes an upload to `<object>#<n>` and renames it when complete, so
+    /// such a file untouched for [`STAGING_QUIET`] belongs to no upload (another instance
+    /// sharing the folder may be writing a fresh one). Answers how many went.
+    pub async fn sweep_staging(&self) -> ApiResult<usize> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(0);
+        };
+        let swept = tokio::task::spawn_blocking(move || remove_stale_staging(&root))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("sweeping uploads")))?;
+        if swept > 0 {
+            tracing::info!(swept, "removed uploads a crash left unfinished");
+        }
+        Ok(swept)
     }
 
     /// Streams `body` into storage, hashing it and refusing more than `max_size` bytes

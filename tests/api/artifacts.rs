@@ -249,3 +249,28 @@ both_backends! {
         assert_eq!(log.bytes().await.expect("body").len(), 0);
     }
 }
+
+both_backends! {
+    // An upload the process died in leaves `<object>#<n>` in the local store: swept at the
+    // next start once untouched for an hour; fresh ones (another instance's upload) and
+    // stored objects stay.
+    async fn unfinished_uploads_are_swept_at_start(backend) {
+        let first = TestApp::spawn(backend).await;
+        let root = first.data_dir().join("artifacts");
+        let folder = root.join("jobs").join("1");
+        std::fs::create_dir_all(&folder).expect("folder");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+        for (name, modified) in [("artifacts.zip#1", Some(old)), ("artifacts.zip#2", None), ("stored.zip", Some(old))] {
+            let file = std::fs::File::create(folder.join(name)).expect("create");
+            std::io::Write::write_all(&mut &file, b"bytes").expect("write");
+            if let Some(at) = modified {
+                file.set_modified(at).expect("mtime");
+            }
+        }
+        first.stop().await;
+        let _second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        assert!(!folder.join("artifacts.zip#1").exists(), "an old unfinished upload is swept");
+        assert!(folder.join("artifacts.zip#2").exists(), "a fresh one is kept");
+        assert!(folder.join("stored.zip").exists(), "objects are kept");
+    }
+}
