@@ -259,13 +259,8 @@ both_backends! {
         let root = first.data_dir().join("artifacts");
         let folder = root.join("jobs").join("1");
         std::fs::create_dir_all(&folder).expect("folder");
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
-        for (name, modified) in [("artifacts.zip#1", Some(old)), ("artifacts.zip#2", None), ("stored.zip", Some(old))] {
-            let file = std::fs::File::create(folder.join(name)).expect("create");
-            std::io::Write::write_all(&mut &file, b"bytes").expect("write");
-            if let Some(at) = modified {
-                file.set_modified(at).expect("mtime");
-            }
+        for (name, hours_ago) in [("artifacts.zip#1", 2), ("artifacts.zip#2", 0), ("stored.zip", 2)] {
+            crate::helpers::write_file_aged(&folder.join(name), hours_ago);
         }
         first.stop().await;
         let _second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;

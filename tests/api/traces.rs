@@ -304,14 +304,8 @@ both_backends! {
         assert_eq!(first.trace(project, &job).await, b"old\nnew\n");
         assert_eq!(stored_chunks(&first, id).await, [Some(4), None]);
         let dir = log_dir(&first);
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        for (name, modified) in [("999998.log", None), ("999999.log", Some(old))] {
-            let file = std::fs::File::create(dir.join(name)).expect("create");
-            std::io::Write::write_all(&mut &file, b"orphan").expect("write");
-            if let Some(at) = modified {
-                file.set_modified(at).expect("mtime");
-            }
-        }
+        crate::helpers::write_file_aged(&dir.join("999998.log"), 0);
+        crate::helpers::write_file_aged(&dir.join("999999.log"), 1);
         first.stop().await;
 
         let app = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;

@@ -195,6 +195,16 @@ impl TestAppBuilder {
     }
 }
 
+/// Writes a small file at `path`, last modified `hours_ago` hours ago (now when 0).
+pub fn write_file_aged(path: &std::path::Path, hours_ago: u64) {
+    let file = std::fs::File::create(path).expect("create");
+    std::io::Write::write_all(&mut &file, b"bytes").expect("write");
+    if hours_ago > 0 {
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(hours_ago * 3600);
+        file.set_modified(at).expect("mtime");
+    }
+}
+
 /// A fresh, empty database on the test PostgreSQL server.
 pub async fn fresh_postgres_database() -> String {
     let url = std::env::var("RUNWAY_TEST_DATABASE_URL").unwrap_or_else(|_| {
