@@ -62,17 +62,41 @@ fn refusal_message(body: &str) -> String {
 
 impl AdminClient {
     /// A client of the server at `base_url` (`http://127.0.0.1:8080`) with the admin token.
+    /// An HTTPS server is trusted by the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR`
+    /// when set).
     pub fn new(base_url: &str, token: &str) -> ClientResult<AdminClient> {
+        AdminClient::trusting(base_url, token, None)
+    }
+
+    /// As [`AdminClient::new`], also trusting the PEM certificates in `ca_file` (a
+    /// self-signed server's own certificate, or a private CA's).
+    pub fn trusting(
+        base_url: &str,
+        token: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> ClientResult<AdminClient> {
         let base = base_url.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
+        let unusable = |detail: String| ClientError::Unreachable {
+            url: base.clone(),
+            detail,
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // Logs and archives come whole; a minute bounds a hung server, not a big log.
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| ClientError::Unreachable {
-                url: base.clone(),
-                detail: e.to_string(),
-            })?;
+            .timeout(Duration::from_secs(60));
+        if let Some(file) = ca_file {
+            let named = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+            let pem = std::fs::read(file).map_err(|e| unusable(named(&e)))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unusable(named(&e)))?;
+            if certs.is_empty() {
+                return Err(unusable(named(&"no PEM certificate in it")));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| unusable(e.to_string()))?;
         Ok(AdminClient {
             base,
             token: token.to_string(),

@@ -39,6 +39,10 @@ pub struct ServerArgs {
         global = true
     )]
     pub token: Option<String>,
+    /// PEM certificates to trust besides the system's, for an HTTPS server with a
+    /// self-signed or private certificate.
+    #[arg(long, env = "RUNWAY_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
@@ -46,7 +50,11 @@ impl ServerArgs {
         let Some(token) = self.token.as_deref().filter(|t| !t.is_empty()) else {
             anyhow::bail!("no admin token: pass --token or set RUNWAY_ADMIN_TOKEN");
         };
-        Ok(AdminClient::new(&self.url, token)?)
+        Ok(AdminClient::trusting(
+            &self.url,
+            token,
+            self.ca_file.as_deref(),
+        )?)
     }
 }
 

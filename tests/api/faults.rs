@@ -320,3 +320,41 @@ async fn postgres_stopped_and_started_under_load() {
         200
     );
 }
+
+// The command line reaches an HTTPS server: trusting its self-signed certificate with
+// `--ca-file`, refusing it (exit 3, a usage error, the reason said) without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_speaks_https() {
+    let server = spawn_https(crate::helpers::Backend::Sqlite).await;
+    let base = format!("https://{}", server.addr);
+    let run = |ca_file: Option<std::path::PathBuf>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runway"));
+        command
+            .args([
+                "runners",
+                "list",
+                "--url",
+                &base,
+                "--token",
+                crate::helpers::ADMIN_TOKEN,
+            ])
+            .env_remove("RUNWAY_CA_FILE");
+        if let Some(file) = ca_file {
+            command.arg("--ca-file").arg(file);
+        }
+        command.output()
+    };
+    let trusted = run(Some(server.cert_file.clone())).await.expect("runs");
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let refused = run(None).await.expect("runs");
+    assert_eq!(refused.status.code(), Some(3));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("cannot reach Runway") && said.contains("hint:"),
+        "{said}"
+    );
+}

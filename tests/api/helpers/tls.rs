@@ -1,5 +1,5 @@
 //! HTTPS for tests: a server with a fresh self-signed certificate for 127.0.0.1, and a
-//! one-request HTTP/1.1 client over rustls (reqwest is built here without TLS).
+//! one-request HTTP/1.1 client over rustls that shows the exact bytes of the exchange.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,8 @@ pub struct HttpsApp {
     pub app: TestApp,
     pub addr: String,
     pub trusting: Arc<rustls::ClientConfig>,
+    /// The server's certificate (PEM).
+    pub cert_file: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -34,6 +36,7 @@ pub async fn spawn_https(backend: Backend) -> HttpsApp {
         addr: app.base.trim_start_matches("https://").to_string(),
         app,
         trusting: client_config(roots),
+        cert_file,
         _dir: dir,
     }
 }
