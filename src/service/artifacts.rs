@@ -187,10 +187,10 @@ impl Artifacts {
         let Some(root) = self.local_root.clone() else {
             return Ok(0);
         };
-        let swept = tokio::task::spawn_blocking(move || remove_stale_staging(&root))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("sweeping uploads")))?;
+        let swept = crate::service::blocking_io("sweeping unfinished uploads", move || {
+            remove_stale_staging(&root)
+        })
+        .await?;
         if swept > 0 {
             tracing::info!(swept, "removed uploads a crash left unfinished");
         }

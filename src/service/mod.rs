@@ -7,3 +7,15 @@ pub mod pipelines;
 pub mod repos;
 pub mod runners;
 pub mod traces;
+
+/// Runs file work on tokio's blocking pool; its I/O error is the server's, with `context`.
+pub(crate) async fn blocking_io<T: Send + 'static>(
+    context: &'static str,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> crate::error::ApiResult<T> {
+    use crate::error::ApiError;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context(context)))
+}

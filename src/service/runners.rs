@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::tokens::{runner_token_prefix, NewToken, TokenDigest, MAX_TOKEN_BYTES};
 use crate::db::enums::{AccessLevel, CreationState, RegistrationType, RunnerType};
 use crate::db::models::{
-    now, ManagerHeartbeat, NewRunner, Project, Runner, RunnerChanges, RunnerManager,
+    later, now, ManagerHeartbeat, NewRunner, Project, Runner, RunnerChanges, RunnerManager,
 };
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
@@ -124,11 +124,6 @@ fn body_digest(body: &[u8]) -> ([u8; 32], u64) {
     let mut key = [0; 8];
     key.copy_from_slice(&digest[..8]);
     (digest, u64::from_le_bytes(key))
-}
-
-/// `interval` after `t`, or the end of time.
-fn after(t: NaiveDateTime, interval: chrono::Duration) -> NaiveDateTime {
-    t.checked_add_signed(interval).unwrap_or(NaiveDateTime::MAX)
 }
 
 /// (runner id, runner manager id, client address) of a job route's contacts.
@@ -393,20 +388,20 @@ impl Runners {
             let runner_next = match job.runner_id {
                 Some(runner_id) => Runner::find(&mut conn, runner_id).await?.map(|r| {
                     r.contacted_at
-                        .map_or(NaiveDateTime::MIN, |c| after(c, interval))
+                        .map_or(NaiveDateTime::MIN, |c| later(c, interval))
                 }),
                 None => None,
             };
             let manager_next = match job.runner_manager_id {
-                Some(id) => RunnerManager::next_contact(&mut conn, id, ip.as_deref(), interval)
-                    .await?
-                    .map(|next| (id, next)),
+                Some(id) => {
+                    RunnerManager::next_contact(&mut conn, id, ip.as_deref(), interval).await?
+                }
                 None => None,
             };
             (runner_next, manager_next)
         };
         let runner_due = runner_next.is_some_and(|next| at >= next);
-        let manager_due = manager_next.is_some_and(|(_, next)| at >= next);
+        let manager_due = manager_next.is_some_and(|next| at >= next);
         if runner_due || manager_due || job_due {
             let mut db = self.db.write().await?;
             let mut conn = db.conn();
@@ -414,7 +409,7 @@ impl Runners {
                 Runner::touch(&mut conn, runner_id, at, None).await?;
                 self.forget(runner_id);
             }
-            if let (true, Some((manager_id, _))) = (manager_due, manager_next) {
+            if let (true, Some(manager_id)) = (manager_due, job.runner_manager_id) {
                 RunnerManager::record_contact(&mut conn, manager_id, ip.as_deref(), at).await?;
             }
             if job_due {
@@ -422,15 +417,15 @@ impl Runners {
             }
         }
         // Written now, or due when read: either way not due again before then.
-        let next = |due: bool, next: NaiveDateTime| if due { after(at, interval) } else { next };
+        let next = |due: bool, next: NaiveDateTime| if due { later(at, interval) } else { next };
         let due = [
             runner_next.map(|n| next(runner_due, n)),
-            manager_next.map(|(_, n)| next(manager_due, n)),
+            manager_next.map(|n| next(manager_due, n)),
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(after(at, interval));
+        .unwrap_or(later(at, interval));
         if self.job_contacts.len() >= JOB_CONTACTS_KEPT {
             self.job_contacts.retain(|_, due| at < *due);
         }

@@ -30,6 +30,7 @@ use dashmap::DashMap;
 use crate::db::models::{Appended, TraceChunk};
 use crate::db::{Backend, DbPool};
 use crate::error::{ApiError, ApiResult};
+use crate::service::blocking_io;
 use crate::transaction;
 
 /// The log files of running jobs, `<job id>.log` in one folder. A chunk's bytes are written
@@ -51,23 +52,24 @@ impl LogFiles {
         self.dir.join(format!("{job_id}.log"))
     }
 
-    fn write_at(&self, job_id: i64, offset: i64, data: &[u8]) -> io::Result<()> {
-        let file = std::fs::OpenOptions::new()
+    /// The job's file, opened for writing (created by its first append).
+    fn open_for_write(&self, job_id: i64) -> io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(false)
-            .open(self.path(job_id))?;
-        file.write_all_at(data, offset as u64)
+            .open(self.path(job_id))
+    }
+
+    fn write_at(&self, job_id: i64, offset: i64, data: &[u8]) -> io::Result<()> {
+        self.open_for_write(job_id)?
+            .write_all_at(data, offset as u64)
     }
 
     /// The job's file, opened for writing and locked (`flock`, exclusive) until the
     /// handle is dropped. Blocks while another holds it.
     fn lock(&self, job_id: i64) -> io::Result<LockedLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(self.path(job_id))?;
+        let file = self.open_for_write(job_id)?;
         file.lock()?;
         Ok(LockedLog { file })
     }
@@ -123,16 +125,6 @@ impl LockedLog {
     }
 }
 
-/// Runs file work on a blocking thread; an I/O error is the server's.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("a log file")))
-}
-
 /// Up to `limit` chunks of the job's log starting after `after`, as (offset, bytes), the
 /// bytes read from the log file where the rows hold none.
 pub async fn read_page(
@@ -153,22 +145,16 @@ pub async fn read_page(
             .collect());
     }
     let files = files.clone();
-    tokio::task::spawn_blocking(move || {
+    blocking_io("reading a job's log file", move || {
         chunks
             .into_iter()
             .map(|c| match c.data {
                 Some(data) => Ok((c.offset, data)),
                 None => Ok((c.offset, files.read_at(job_id, c.offset, c.len)?)),
             })
-            .collect::<io::Result<Vec<_>>>()
+            .collect()
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .map_err(|e| {
-        ApiError::Internal(
-            anyhow::Error::new(e).context(format!("reading the log of job {job_id}")),
-        )
-    })
 }
 
 /// How long a read of the log counts as someone watching it (GitLab's flag lives 10 s).
@@ -221,13 +207,8 @@ impl Traces {
             Backend::Sqlite => Duration::ZERO,
             Backend::Postgres => SWEEP_QUIET,
         };
-        let on_disk = {
-            let files = self.files.clone();
-            tokio::task::spawn_blocking(move || files.jobs(quiet))
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .map_err(|e| ApiError::Internal(e.into()))?
-        };
+        let files = self.files.clone();
+        let on_disk = blocking_io("listing the log files", move || files.jobs(quiet)).await?;
         let mut db = self.db.read().await?;
         for job_id in on_disk {
             // A file is kept unless its job surely has no chunks.
@@ -281,10 +262,11 @@ impl Traces {
                 let mut db = db.write().await?;
                 // PostgreSQL with files: appends to one job's file take turns through a
                 // file lock (instances share the folder), always taken before the row's.
+                // Held (with the file's lock) until this block ends, after any commit.
                 let mut locked = None;
                 if let (true, Some(files)) = (postgres && !data.is_empty(), &files) {
                     let (files, bytes) = (files.clone(), data.clone());
-                    let (log, wrote) = blocking(move || {
+                    let (log, wrote) = blocking_io("writing a log file", move || {
                         let log = files.lock(job_id)?;
                         // The file is never shorter than the stored log; if it is exactly
                         // `start` long, nothing stored lies past `start` to overwrite.
@@ -303,7 +285,7 @@ impl Traces {
                             return Ok(Appended::Stored(size));
                         }
                     }
-                    locked = Some(log);
+                    locked = Some(Arc::new(log));
                 } else if conditional {
                     let mut conn = db.conn();
                     let stored = TraceChunk::append_if_tail(&mut conn, job_id, known, &data, false);
@@ -311,8 +293,8 @@ impl Traces {
                         return Ok(Appended::Stored(size));
                     }
                 }
-                let (data, files) = (&data, &files);
-                let appended = transaction!(&mut db.conn(), |tx| {
+                let (data, files, locked) = (&data, &files, &locked);
+                transaction!(&mut db.conn(), |tx| {
                     let tail = match TraceChunk::tail_for_append(tx, job_id, start).await? {
                         Ok(tail) => tail,
                         Err(refused) => return Ok(refused),
@@ -320,14 +302,27 @@ impl Traces {
                     if data.is_empty() {
                         return Ok(Appended::Stored(tail.0));
                     }
-                    if let Some(files) = files {
-                        write_file(files, job_id, tail.0, data.clone(), postgres).await?;
+                    match (locked, files) {
+                        // PostgreSQL: through the handle that holds the file's lock.
+                        (Some(log), _) => {
+                            let (log, data) = (log.clone(), data.clone());
+                            let write = move || log.write_at(tail.0, &data);
+                            blocking_io("writing a log file", write).await?;
+                        }
+                        // SQLite's writer thread: appends are serialised here, and the
+                        // write is to the page cache.
+                        (None, Some(files)) => {
+                            files.write_at(job_id, tail.0, data).map_err(|e| {
+                                ApiError::Internal(
+                                    anyhow::Error::new(e).context("writing a log file"),
+                                )
+                            })?
+                        }
+                        (None, None) => {}
                     }
                     let size = TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
                     Ok::<_, ApiError>(Appended::Stored(size))
-                });
-                drop(locked);
-                appended
+                })
             })
             .await
     }
@@ -357,27 +352,6 @@ impl Traces {
 /// How long a log file must have been left alone before the start-up sweep may remove it
 /// on PostgreSQL (where other instances append while this one starts).
 const SWEEP_QUIET: Duration = Duration::from_secs(600);
-
-/// Writes a chunk's bytes to its job's file: on a blocking thread when `spawn`, else right
-/// here (SQLite's writer thread, where appends are serialised and the write is to the page
-/// cache).
-async fn write_file(
-    files: &LogFiles,
-    job_id: i64,
-    offset: i64,
-    data: Arc<Vec<u8>>,
-    spawn: bool,
-) -> ApiResult<()> {
-    let written = if spawn {
-        let files = files.clone();
-        tokio::task::spawn_blocking(move || files.write_at(job_id, offset, &data))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-    } else {
-        files.write_at(job_id, offset, &data)
-    };
-    written.map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing a log file")))
-}
 
 /// `crc32:%08x` as the runner writes it.
 pub fn checksum_text(crc: u32) -> String {

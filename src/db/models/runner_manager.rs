@@ -134,9 +134,7 @@ impl RunnerManager {
                 .await
                 .optional())?;
         Ok(current.map(|(contacted_at, stored_ip)| match contacted_at {
-            Some(at) if stored_ip.as_deref() == ip => at
-                .checked_add_signed(interval)
-                .unwrap_or(NaiveDateTime::MAX),
+            Some(at) if stored_ip.as_deref() == ip => super::later(at, interval),
             _ => NaiveDateTime::MIN,
         }))
     }

@@ -76,9 +76,7 @@ impl TraceChunk {
         data: &[u8],
         in_file: bool,
     ) -> QueryResult<i64> {
-        let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
-        hasher.update(data);
-        let new_crc = i64::from(hasher.finalize());
+        let new_crc = extend_crc(crc, data);
         let new_size = size + data.len() as i64;
         let row = (
             trace_chunks::job_id.eq(job_id),
@@ -119,14 +117,12 @@ impl TraceChunk {
         let Conn::Postgres(c) = conn else {
             return Ok(None);
         };
-        let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
-        hasher.update(data);
         let append = AppendIfTail {
             job_id,
             start,
             crc,
             new_size: start + data.len() as i64,
-            new_crc: i64::from(hasher.finalize()),
+            new_crc: extend_crc(crc, data),
             at: super::now(),
             data: if in_file { &[][..] } else { data },
         };
@@ -206,6 +202,13 @@ impl TraceChunk {
             })
             .collect())
     }
+}
+
+/// The CRC-32 of a log of CRC `crc` once `data` is appended to it.
+fn extend_crc(crc: i64, data: &[u8]) -> i64 {
+    let mut hasher = crc32fast::Hasher::new_with_initial(crc as u32);
+    hasher.update(data);
+    i64::from(hasher.finalize())
 }
 
 /// The statement of [`TraceChunk::append_if_tail`]: fixed text with a static query id, so
