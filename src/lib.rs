@@ -291,6 +291,7 @@ fn spawn_reaper(state: web::Data<AppState>) {
                 tracing::error!(error = %e, "archiving job logs failed");
             }
             state.limits.prune();
+            state.traces.prune();
             if let Err(e) = state.artifacts.expire().await {
                 tracing::error!(error = %e, "expiring artifacts failed");
             }

@@ -33,15 +33,25 @@ pub struct NoHeartbeat;
 /// manager's creation (`creation_state = finished`).
 pub struct Polling;
 
+/// Marker for a log append: heartbeat, and the job may be the one the job's last append
+/// here left ([`crate::service::traces::Traces::recent`]) instead of a fresh read — the
+/// append itself checks in the database that the job is still the token's and running.
+pub struct LogAppend;
+
 pub trait HeartbeatMode {
     const HEARTBEAT: bool;
     const FINISH_CREATION: bool = false;
+    const RECENT_JOB: bool = false;
 }
 impl HeartbeatMode for Heartbeat {
     const HEARTBEAT: bool = true;
 }
 impl HeartbeatMode for NoHeartbeat {
     const HEARTBEAT: bool = false;
+}
+impl HeartbeatMode for LogAppend {
+    const HEARTBEAT: bool = true;
+    const RECENT_JOB: bool = true;
 }
 impl HeartbeatMode for Polling {
     const HEARTBEAT: bool = true;
@@ -247,12 +257,29 @@ fn path_job_id(req: &HttpRequest) -> ApiResult<i64> {
         .ok_or_else(|| ApiError::InvalidParams("id is invalid".into()))
 }
 
+/// Whether a log PATCH continues the job's log where it ends (past its start), with an
+/// announced end within the log's limit: the only PATCH a recent job serves (the append
+/// then confirms the job in the database), so that anything else the route does — start a
+/// debug log, fail the job for a log too large — acts on a job read fresh.
+fn continues_log(req: &HttpRequest, job: &Job, max_bytes: u64) -> bool {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let start = header("Content-Range").and_then(crate::api::runner::jobs::content_range_start);
+    let len = header("Content-Length").and_then(|v| v.parse::<u64>().ok());
+    match (start, len) {
+        (Some(start), Some(len)) => {
+            start > 0 && start == job.trace_size && (start as u64).saturating_add(len) <= max_bytes
+        }
+        _ => false,
+    }
+}
+
 /// `authenticate_job!` ‹lib/api/ci/helpers/runner.rb›: the job named by the path's `:id`,
 /// authenticated by its token — the `token` param first, else the `JOB-TOKEN` header. 403
 /// when the job does not exist or the token is not its own (deliberately not 404), when it
 /// was erased, and — with `Job-Status` — when it is not running or canceling. With
 /// [`Heartbeat`] the job's runner and runner manager are heartbeated (the manager with
 /// the client's IP only). The job is memoised in the request extensions (`current_job`).
+/// With [`LogAppend`] it may be the job as the last append here left it (no read).
 pub struct JobAuth<H = Heartbeat> {
     pub job: Job,
     _mode: PhantomData<H>,
@@ -274,16 +301,25 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
                 Limit::JobApi
             };
             state.limits.check(limit, &token)?;
-            let job = {
-                let mut db = state.db.read().await?;
-                Job::find(&mut db.conn(), id).await?
-            }
-            .ok_or(ApiError::Forbidden(None))?;
+            let digest = TokenDigest::of(&token);
+            let recent = H::RECENT_JOB
+                .then(|| state.traces.recent(id, &digest))
+                .flatten()
+                .filter(|job| continues_log(&req, job, state.settings.max_trace_bytes));
+            let job = match recent {
+                Some(job) => job,
+                None => {
+                    let mut db = state.db.read().await?;
+                    Job::find(&mut db.conn(), id)
+                        .await?
+                        .ok_or(ApiError::Forbidden(None))?
+                }
+            };
             let owned = job
                 .token_digest
                 .as_deref()
                 .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                .is_some_and(|d| TokenDigest::of(&token).matches(&TokenDigest::from_bytes(d)));
+                .is_some_and(|d| digest.matches(&TokenDigest::from_bytes(d)));
             if !owned {
                 return Err(ApiError::Forbidden(None));
             }

@@ -18,6 +18,12 @@
 //! `start` if the file is exactly `start` long — the file is never shorter than the
 //! stored log, so nothing stored is overwritten — and stores with one conditional
 //! statement; otherwise it locks the job's row and finds out, still under the file lock.
+//!
+//! A log PATCH's guard may take the job as the previous append here left it instead of
+//! reading it ([`Traces::recent`]; one statement per PATCH instead of two): every append
+//! is conditional on the job's token, status and log size in the database, so a job that
+//! moved meanwhile — canceled, ended, appended to through another instance, its token
+//! replaced — is found out there, and the answer's `Job-Status` is what the append saw.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -27,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::db::models::{Appended, TraceChunk};
+use crate::auth::tokens::TokenDigest;
+use crate::db::models::{Appended, Job, TraceChunk};
 use crate::db::{Backend, DbPool};
 use crate::error::{ApiError, ApiResult};
 use crate::service::blocking_io;
@@ -170,7 +177,19 @@ pub struct Traces {
     append_to_files: bool,
     /// Jobs whose log someone read lately, and when.
     watched: DashMap<i64, Instant>,
+    /// Jobs whose log was appended to here lately (see [`Traces::recent`]).
+    recent: DashMap<i64, RecentJob>,
 }
+
+/// A job as its last append left it, and when a PATCH last used it.
+struct RecentJob {
+    job: Job,
+    used: Instant,
+}
+
+/// How long a job is kept as recent without an append (a runner sends its log at least
+/// every few minutes while the job runs; GitLab's longest update interval is 30 s).
+const RECENT_IDLE: Duration = Duration::from_secs(300);
 
 impl Traces {
     /// On SQLite the log files are kept beside the database file, in `<file>-logs` (as its
@@ -190,6 +209,7 @@ impl Traces {
             db,
             append_to_files,
             watched: DashMap::new(),
+            recent: DashMap::new(),
         })
     }
 
@@ -239,15 +259,35 @@ impl Traces {
         }
     }
 
-    /// Appends `data` at `start`; committed before it answers. `known` is the log's size and
-    /// CRC-32 as the caller read them with the job: when `start` is that size, PostgreSQL
-    /// appends with one statement conditional on them ([`TraceChunk::append_if_tail`]),
-    /// and only if the log moved meanwhile does the append lock the job's row to find out
-    /// (see the module's notes for the file lock). Runs on the writer
-    /// ([`DbPool::on_writer`]): a log append is a hot write.
-    pub async fn append(
+    /// Appends `data` at `start` for `job` as its guard read it (or as [`Traces::recent`]
+    /// kept it); committed before it answers. When `start` is the log's size as read,
+    /// PostgreSQL appends with one statement conditional on it and on the job still being
+    /// the token's and running ([`TraceChunk::append_if_tail`]); only if the job moved
+    /// meanwhile does the append lock the job's row to find out (see the module's notes for
+    /// the file lock). Runs on the writer ([`DbPool::on_writer`]): a log append is a hot
+    /// write. The job is kept as recent while its appends land, and forgotten otherwise.
+    pub async fn append(&self, job: &Job, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
+        let Some(digest) = job.token_digest.clone() else {
+            return Ok(Appended::NotOwned);
+        };
+        let known = (job.trace_size, job.trace_crc32);
+        let appended = self.append_for(job.id, digest, start, data, known).await;
+        match appended {
+            Ok(Appended::Stored { size, crc, status }) => {
+                let mut job = job.clone();
+                (job.trace_size, job.trace_crc32, job.status) = (size, crc, status);
+                job.updated_at = crate::db::models::now();
+                self.remember(job);
+            }
+            _ => self.forget(job.id),
+        }
+        appended
+    }
+
+    async fn append_for(
         &self,
         job_id: i64,
+        digest: Vec<u8>,
         start: i64,
         data: Vec<u8>,
         known: (i64, i64),
@@ -279,52 +319,88 @@ impl Traces {
                     .await?;
                     if wrote {
                         let mut conn = db.conn();
-                        let stored =
-                            TraceChunk::append_if_tail(&mut conn, job_id, known, &data, true);
-                        if let Some(size) = stored.await? {
-                            return Ok(Appended::Stored(size));
+                        let stored = TraceChunk::append_if_tail(
+                            &mut conn, job_id, &digest, known, &data, true,
+                        );
+                        if let Some(stored) = stored.await? {
+                            return Ok(stored);
                         }
                     }
                     locked = Some(Arc::new(log));
                 } else if conditional {
                     let mut conn = db.conn();
-                    let stored = TraceChunk::append_if_tail(&mut conn, job_id, known, &data, false);
-                    if let Some(size) = stored.await? {
-                        return Ok(Appended::Stored(size));
+                    let stored =
+                        TraceChunk::append_if_tail(&mut conn, job_id, &digest, known, &data, false);
+                    if let Some(stored) = stored.await? {
+                        return Ok(stored);
                     }
                 }
-                let (data, files, locked) = (&data, &files, &locked);
+                let (data, files, locked, digest) = (&data, &files, &locked, &digest);
                 transaction!(&mut db.conn(), |tx| {
-                    let tail = match TraceChunk::tail_for_append(tx, job_id, start).await? {
-                        Ok(tail) => tail,
-                        Err(refused) => return Ok(refused),
-                    };
+                    let (size, crc, status) =
+                        match TraceChunk::tail_for_append(tx, job_id, digest, start).await? {
+                            Ok(tail) => tail,
+                            Err(refused) => return Ok(refused),
+                        };
                     if data.is_empty() {
-                        return Ok(Appended::Stored(tail.0));
+                        return Ok(Appended::Stored { size, crc, status });
                     }
                     match (locked, files) {
                         // PostgreSQL: through the handle that holds the file's lock.
                         (Some(log), _) => {
                             let (log, data) = (log.clone(), data.clone());
-                            let write = move || log.write_at(tail.0, &data);
+                            let write = move || log.write_at(size, &data);
                             blocking_io("writing a log file", write).await?;
                         }
                         // SQLite's writer thread: appends are serialised here, and the
                         // write is to the page cache.
-                        (None, Some(files)) => {
-                            files.write_at(job_id, tail.0, data).map_err(|e| {
-                                ApiError::Internal(
-                                    anyhow::Error::new(e).context("writing a log file"),
-                                )
-                            })?
-                        }
+                        (None, Some(files)) => files.write_at(job_id, size, data).map_err(|e| {
+                            ApiError::Internal(anyhow::Error::new(e).context("writing a log file"))
+                        })?,
                         (None, None) => {}
                     }
-                    let size = TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
-                    Ok::<_, ApiError>(Appended::Stored(size))
+                    let tail = (size, crc);
+                    let (size, crc) =
+                        TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
+                    Ok::<_, ApiError>(Appended::Stored { size, crc, status })
                 })
             })
             .await
+    }
+
+    /// The job as its last append here left it, if `digest` is its token's and it was
+    /// kept (see [`Traces::append`]): what a log PATCH's guard may take instead of reading
+    /// the job, since the append then checks in the database that the job is still the
+    /// token's, running, and its log that long.
+    pub fn recent(&self, job_id: i64, digest: &TokenDigest) -> Option<Job> {
+        let mut entry = self.recent.get_mut(&job_id)?;
+        let owned = entry
+            .job
+            .token_digest
+            .as_deref()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok())
+            .is_some_and(|d| digest.matches(&TokenDigest::from_bytes(d)));
+        if !owned {
+            return None;
+        }
+        entry.used = Instant::now();
+        Some(entry.job.clone())
+    }
+
+    fn remember(&self, job: Job) {
+        let used = Instant::now();
+        self.recent.insert(job.id, RecentJob { job, used });
+    }
+
+    /// Drops the job from the recent ones (it ended, or an append found it moved).
+    pub fn forget(&self, job_id: i64) {
+        self.recent.remove(&job_id);
+    }
+
+    /// Drops the recent jobs no append used for [`RECENT_IDLE`] (ended elsewhere, or
+    /// silent); the reaper calls it.
+    pub fn prune(&self) {
+        self.recent.retain(|_, r| r.used.elapsed() < RECENT_IDLE);
     }
 
     /// Up to `limit` chunks of the log starting after `after` (see [`read_page`]).

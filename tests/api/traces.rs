@@ -165,6 +165,45 @@ both_backends! {
             .await;
         assert_eq!(reply.status, 202, "{}", reply.text);
     }
+
+    // A log PATCH may take its job as the previous append here left it (no read); the
+    // append still sees what changed since: a cancel (Job-Status tells the runner), an end
+    // (403 with the status), nothing stored then.
+    async fn a_log_patch_sees_what_changed_since_the_last(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        assert_eq!(app.patch_trace(&job, 0, b"a").await.status, 202);
+        assert_eq!(app.patch_trace(&job, 1, b"b").await.header("job-status"), Some("running"));
+        let cancel = format!("/api/v4/projects/{project}/jobs/{}/cancel", job["id"]);
+        assert_eq!(app.send(app.admin(Method::POST, &cancel)).await.json()["status"], "canceling");
+        let reply = app.patch_trace(&job, 2, b"c").await;
+        assert_eq!((reply.status, reply.header("job-status"), reply.header("range")), (202, Some("canceling"), Some("0-3")));
+        assert_eq!(app.send(app.admin(Method::POST, &cancel)).await.json()["status"], "canceled");
+        let reply = app.patch_trace(&job, 3, b"d").await;
+        assert_eq!((reply.status, reply.header("job-status")), (403, Some("canceled")));
+        assert_eq!(app.trace(project, &job).await, b"abc");
+    }
+
+    // The job's token changed after the last append (as another instance's reassignment
+    // would): the old token's PATCH is refused and stores nothing; the new one's lands.
+    async fn a_log_patch_with_a_token_no_longer_the_jobs_is_refused(backend) {
+        let app = TestApp::spawn(backend).await;
+        let (project, job) = running_job(&app).await;
+        assert_eq!(app.patch_trace(&job, 0, b"a").await.status, 202);
+        assert_eq!(app.patch_trace(&job, 1, b"b").await.status, 202);
+        let digest = runway::auth::tokens::TokenDigest::of("glcbt-new").to_hex();
+        let literal = match backend {
+            crate::helpers::Backend::Postgres => format!("'\\x{digest}'::bytea"),
+            crate::helpers::Backend::Sqlite => format!("X'{digest}'"),
+        };
+        app.execute(&format!("UPDATE jobs SET token_digest = {literal} WHERE id = {}", job["id"])).await;
+        app.patch_trace(&job, 2, b"c").await.assert(403, json!({ "message": "403 Forbidden" }));
+        let mut renewed = job.clone();
+        renewed["token"] = json!("glcbt-new");
+        let reply = app.patch_trace(&renewed, 2, b"C").await;
+        assert_eq!((reply.status, reply.header("range")), (202, Some("0-3")), "{}", reply.text);
+        assert_eq!(app.trace(project, &job).await, b"abC");
+    }
 }
 
 both_backends! {

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::api::params::{Check, FromParams, Params, Validated};
 use crate::api::runner::payload::{self, JobPayload, PayloadContext};
-use crate::auth::{JobAuth, Polling, RunnerAuth};
+use crate::auth::{JobAuth, LogAppend, Polling, RunnerAuth};
 use crate::db::enums::JobStatus;
 use crate::db::models::Appended;
 use crate::error::{ApiError, ApiResult, JOB_STATUS_HEADER};
@@ -327,6 +327,7 @@ pub async fn update_job(
         _ => return Ok(job_response(StatusCode::BAD_REQUEST, job.status, None)),
     };
     let finished = state.pipelines.finish(job.id, outcome).await?;
+    state.traces.forget(job.id);
     Ok(job_response(StatusCode::OK, finished.status, None))
 }
 
@@ -378,7 +379,7 @@ pub fn content_range_start(header: &str) -> Option<i64> {
 )]
 #[patch("/jobs/{id}/trace")]
 pub async fn append_trace(
-    auth: JobAuth,
+    auth: JobAuth<LogAppend>,
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
@@ -406,13 +407,9 @@ pub async fn append_trace(
     if debug && start == 0 && !job.debug_trace {
         state.traces.set_debug(job.id).await?;
     }
-    match state
-        .traces
-        .append(job.id, start, data, (job.trace_size, job.trace_crc32))
-        .await?
-    {
-        Appended::Stored(size) => Ok(HttpResponse::Accepted()
-            .insert_header((JOB_STATUS_HEADER, job.status.as_str()))
+    match state.traces.append(&job, start, data).await? {
+        Appended::Stored { size, status, .. } => Ok(HttpResponse::Accepted()
+            .insert_header((JOB_STATUS_HEADER, status.as_str()))
             .insert_header(("Range", format!("0-{size}")))
             .insert_header((
                 TRACE_UPDATE_INTERVAL_HEADER,
@@ -428,6 +425,7 @@ pub async fn append_trace(
             .insert_header((JOB_STATUS_HEADER, job.status.as_str()))
             .json(serde_json::json!({ "message": "416 Range Not Satisfiable" }))),
         Appended::NotRunning(status) => Err(ApiError::JobNotRunning(status)),
+        Appended::NotOwned => Err(ApiError::Forbidden(None)),
     }
 }
 

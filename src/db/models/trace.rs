@@ -9,12 +9,19 @@ use crate::db_run;
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
-    /// Stored; the log is now this long.
-    Stored(i64),
+    /// Stored; the log is now `size` bytes long with CRC-32 `crc`, and the job was in
+    /// `status` (running or canceling).
+    Stored {
+        size: i64,
+        crc: i64,
+        status: JobStatus,
+    },
     /// `start` was not the stored size: nothing written; the log is this long.
     Mismatch(i64),
     /// The job stopped running meanwhile.
     NotRunning(JobStatus),
+    /// The token is not the job's (any more): nothing written.
+    NotOwned,
 }
 
 /// The job log, stored as the chunks the runner sent, each at its offset. A chunk's bytes
@@ -30,52 +37,52 @@ pub struct StoredChunk {
 }
 
 impl TraceChunk {
-    /// Where an append of `start` goes: the log's size and CRC-32 now, or why nothing is to
-    /// be written. Run it in the append's transaction: the job's row is locked on
-    /// PostgreSQL (`FOR UPDATE`), and SQLite has one writer, so concurrent appends to one
-    /// job are serialised and none is lost or interleaved.
+    /// Where an append of `start` by the holder of token `digest` goes: the log's size and
+    /// CRC-32 now and the job's status, or why nothing is to be written. Run it in the
+    /// append's transaction: the job's row is locked on PostgreSQL (`FOR UPDATE`), and
+    /// SQLite has one writer, so concurrent appends to one job are serialised and none is
+    /// lost or interleaved.
     pub async fn tail_for_append(
         conn: &mut Conn<'_>,
         job_id: i64,
+        digest: &[u8],
         start: i64,
-    ) -> QueryResult<Result<(i64, i64), Appended>> {
-        let current: (i64, i64, JobStatus) = match conn {
-            Conn::Postgres(c) => {
-                jobs::table
-                    .find(job_id)
-                    .select((jobs::trace_size, jobs::trace_crc32, jobs::status))
-                    .for_update()
-                    .first(&mut **c)
-                    .await?
-            }
-            Conn::Sqlite(c) => {
-                jobs::table
-                    .find(job_id)
-                    .select((jobs::trace_size, jobs::trace_crc32, jobs::status))
-                    .first(&mut **c)
-                    .await?
-            }
+    ) -> QueryResult<Result<(i64, i64, JobStatus), Appended>> {
+        let query = jobs::table.find(job_id).select((
+            jobs::trace_size,
+            jobs::trace_crc32,
+            jobs::status,
+            jobs::token_digest,
+        ));
+        let current: Option<(i64, i64, JobStatus, Option<Vec<u8>>)> = match conn {
+            Conn::Postgres(c) => query.for_update().first(&mut **c).await.optional()?,
+            Conn::Sqlite(c) => query.first(&mut **c).await.optional()?,
         };
-        let (size, crc, status) = current;
+        let Some((size, crc, status, owner)) = current else {
+            return Ok(Err(Appended::NotOwned));
+        };
+        if owner.as_deref() != Some(digest) {
+            return Ok(Err(Appended::NotOwned));
+        }
         if !matches!(status, JobStatus::Running | JobStatus::Canceling) {
             return Ok(Err(Appended::NotRunning(status)));
         }
         if start != size {
             return Ok(Err(Appended::Mismatch(size)));
         }
-        Ok(Ok((size, crc)))
+        Ok(Ok((size, crc, status)))
     }
 
     /// Records `data` as the chunk at `size` (the tail [`TraceChunk::tail_for_append`]
     /// found), its bytes in the row unless `in_file` (written there already), and keeps the
-    /// job's size and CRC-32 in step. Answers the new size.
+    /// job's size and CRC-32 in step. Answers the new size and CRC-32.
     pub async fn record(
         conn: &mut Conn<'_>,
         job_id: i64,
         (size, crc): (i64, i64),
         data: &[u8],
         in_file: bool,
-    ) -> QueryResult<i64> {
+    ) -> QueryResult<(i64, i64)> {
         let new_crc = extend_crc(crc, data);
         let new_size = size + data.len() as i64;
         let row = (
@@ -96,29 +103,32 @@ impl TraceChunk {
         )
         .execute(c)
         .await)?;
-        Ok(new_size)
+        Ok((new_size, new_crc))
     }
 
-    /// PostgreSQL only: appends `data` at `start` in one statement, if the log is still
-    /// `start` bytes long with CRC-32 `crc` (as the caller read it) and the job is running
-    /// or canceling; its bytes in the row unless `in_file` (the caller wrote them to the
-    /// job's file under the file's lock). Answers the new size if stored; when not, nothing
-    /// was written and [`TraceChunk::tail_for_append`] tells why. One autocommitted
-    /// statement in place of a transaction: the log's tail is the condition of the job
-    /// row's update, which PostgreSQL re-checks on the row's newest version after waiting
-    /// for its lock, so two appends at one offset cannot both match.
+    /// PostgreSQL only: appends `data` at `start` in one statement, if the job is still
+    /// the one token `digest` was given for, running or canceling, and its log still
+    /// `start` bytes long with CRC-32 `crc` (as the caller read it); its bytes in the row
+    /// unless `in_file` (the caller wrote them to the job's file under the file's lock).
+    /// Answers what was stored, or `None` when nothing was written and
+    /// [`TraceChunk::tail_for_append`] tells why. One autocommitted statement in place of a
+    /// transaction: the log's tail is the condition of the job row's update, which
+    /// PostgreSQL re-checks on the row's newest version after waiting for its lock, so two
+    /// appends at one offset cannot both match.
     pub async fn append_if_tail(
         conn: &mut Conn<'_>,
         job_id: i64,
+        digest: &[u8],
         (start, crc): (i64, i64),
         data: &[u8],
         in_file: bool,
-    ) -> QueryResult<Option<i64>> {
+    ) -> QueryResult<Option<Appended>> {
         let Conn::Postgres(c) = conn else {
             return Ok(None);
         };
         let append = AppendIfTail {
             job_id,
+            digest,
             start,
             crc,
             new_size: start + data.len() as i64,
@@ -126,9 +136,9 @@ impl TraceChunk {
             at: super::now(),
             data: if in_file { &[][..] } else { data },
         };
-        let new_size = append.new_size;
-        let stored = append.execute(&mut **c).await? == 1;
-        Ok(stored.then_some(new_size))
+        let (size, crc) = (append.new_size, append.new_crc);
+        let status: Option<JobStatus> = append.get_result(&mut **c).await.optional()?;
+        Ok(status.map(|status| Appended::Stored { size, crc, status }))
     }
 
     /// Finished jobs whose log is still in chunks (oldest first, at most `limit`).
@@ -216,12 +226,17 @@ fn extend_crc(crc: i64, data: &[u8]) -> i64 {
 /// it builds, which costs a parse, a plan and a round trip more on every execution).
 struct AppendIfTail<'a> {
     job_id: i64,
+    digest: &'a [u8],
     start: i64,
     crc: i64,
     new_size: i64,
     new_crc: i64,
     at: chrono::NaiveDateTime,
     data: &'a [u8],
+}
+
+impl diesel::query_builder::Query for AppendIfTail<'_> {
+    type SqlType = diesel::sql_types::Text;
 }
 
 impl diesel::query_builder::QueryId for AppendIfTail<'_> {
@@ -243,18 +258,20 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendIfTail<'_> {
         out.push_bind_param::<Timestamp, _>(&self.at)?;
         out.push_sql(" WHERE id = ");
         out.push_bind_param::<BigInt, _>(&self.job_id)?;
+        out.push_sql(" AND token_digest = ");
+        out.push_bind_param::<Binary, _>(self.digest)?;
         out.push_sql(" AND trace_size = ");
         out.push_bind_param::<BigInt, _>(&self.start)?;
         out.push_sql(" AND trace_crc32 = ");
         out.push_bind_param::<BigInt, _>(&self.crc)?;
         out.push_sql(
-            " AND status IN ('running', 'canceling') RETURNING id) \
-             INSERT INTO trace_chunks (job_id, \"offset\", data) SELECT id, ",
+            " AND status IN ('running', 'canceling') RETURNING id, status), \
+             stored AS (INSERT INTO trace_chunks (job_id, \"offset\", data) SELECT id, ",
         );
         out.push_bind_param::<BigInt, _>(&self.start)?;
         out.push_sql(", ");
         out.push_bind_param::<Binary, _>(self.data)?;
-        out.push_sql(" FROM claimed");
+        out.push_sql(" FROM claimed) SELECT status FROM claimed");
         Ok(())
     }
 }
