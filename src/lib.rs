@@ -222,7 +222,6 @@ impl Runway {
             settings,
         });
         state.traces.sweep().await?;
-        state.artifacts.sweep_staging().await?;
         spawn_reaper(state.clone());
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
@@ -271,18 +270,31 @@ fn tls_config(
     Ok(config)
 }
 
+/// How often the local artifact store is walked for uploads a crash left unfinished
+/// (this instance's at start, or another's sharing the folder).
+const STAGING_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most, until
-/// the server stops.
+/// the server stops; archives logs, expires artifacts, and — at start, then hourly —
+/// sweeps unfinished uploads (in the background: the walk of a large store does not hold
+/// up serving).
 fn spawn_reaper(state: web::Data<AppState>) {
     let period = (state.settings.stuck_job_timeout / 4).min(std::time::Duration::from_secs(30));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut staging_swept: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 // The server is stopping: no more passes (and the state is let go).
                 _ = state.queue.closed() => return,
+            }
+            if staging_swept.is_none_or(|at| at.elapsed() >= STAGING_SWEEP_EVERY) {
+                staging_swept = Some(std::time::Instant::now());
+                if let Err(e) = state.artifacts.sweep_staging().await {
+                    tracing::error!(error = %e, "sweeping unfinished uploads failed");
+                }
             }
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
                 tracing::error!(error = %e, "reaping stuck jobs failed");

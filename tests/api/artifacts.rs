@@ -251,9 +251,9 @@ both_backends! {
 }
 
 both_backends! {
-    // An upload the process died in leaves `<object>#<n>` in the local store: swept at the
-    // next start once untouched for an hour; fresh ones (another instance's upload) and
-    // stored objects stay.
+    // An upload the process died in leaves `<object>#<n>` in the local store: swept in the
+    // background from the next start once untouched for an hour; fresh ones (another
+    // instance's upload) and stored objects stay.
     async fn unfinished_uploads_are_swept_at_start(backend) {
         let first = TestApp::spawn(backend).await;
         let root = first.data_dir().join("artifacts");
@@ -264,6 +264,10 @@ both_backends! {
         }
         first.stop().await;
         let _second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        let swept = std::time::Instant::now();
+        while folder.join("artifacts.zip#1").exists() && swept.elapsed().as_secs() < 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(!folder.join("artifacts.zip#1").exists(), "an old unfinished upload is swept");
         assert!(folder.join("artifacts.zip#2").exists(), "a fresh one is kept");
         assert!(folder.join("stored.zip").exists(), "objects are kept");
