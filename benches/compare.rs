@@ -67,7 +67,7 @@ impl Sizes {
             dispatch_runners: 50,
             pickup_jobs: scaled("RUNWAY_BENCH_PICKUP_JOBS", 1000.0) as usize,
             trace_jobs: 4,
-            trace_patches: scaled("RUNWAY_BENCH_TRACE_PATCHES", 512.0) as usize,
+            trace_patches: scaled("RUNWAY_BENCH_TRACE_PATCHES", 2048.0) as usize,
             artifact_bytes: scaled("RUNWAY_BENCH_ARTIFACT_BYTES", (1u64 << 30) as f64) as u64,
             held_polls: scaled("RUNWAY_BENCH_HELD_POLLS", 10_000.0) as usize,
             limit: Duration::from_secs(600),
