@@ -315,12 +315,7 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
                         .ok_or(ApiError::Forbidden(None))?
                 }
             };
-            let owned = job
-                .token_digest
-                .as_deref()
-                .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                .is_some_and(|d| digest.matches(&TokenDigest::from_bytes(d)));
-            if !owned {
+            if !digest.matches_stored(job.token_digest.as_deref()) {
                 return Err(ApiError::Forbidden(None));
             }
             if job.erased_at.is_some() {

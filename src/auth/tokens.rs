@@ -27,10 +27,6 @@ impl TokenDigest {
         TokenDigest(Sha256::digest(token.as_bytes()).into())
     }
 
-    pub fn from_bytes(bytes: [u8; 32]) -> TokenDigest {
-        TokenDigest(bytes)
-    }
-
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -47,6 +43,14 @@ impl TokenDigest {
     /// Constant-time comparison, for secrets compared in memory (admin, registration).
     pub fn matches(&self, other: &TokenDigest) -> bool {
         self.0.ct_eq(&other.0).into()
+    }
+
+    /// Whether a digest as a row stores it (a nullable column's bytes) is this one,
+    /// compared in constant time; no digest, or one of another length, is not.
+    pub fn matches_stored(&self, stored: Option<&[u8]>) -> bool {
+        stored
+            .and_then(|d| <[u8; 32]>::try_from(d).ok())
+            .is_some_and(|d| self.matches(&TokenDigest(d)))
     }
 }
 
@@ -115,5 +119,9 @@ mod tests {
         assert!(!a.digest.matches(&b.digest));
         assert_eq!(a.display_prefix(), a.token[..10]);
         assert_eq!(TokenDigest::from_hex(&a.digest.to_hex()), Some(a.digest));
+        assert!(a.digest.matches_stored(Some(a.digest.as_bytes())));
+        assert!(!a.digest.matches_stored(Some(b.digest.as_bytes())));
+        assert!(!a.digest.matches_stored(Some(&a.digest.as_bytes()[..31])));
+        assert!(!a.digest.matches_stored(None));
     }
 }

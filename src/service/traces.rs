@@ -374,13 +374,7 @@ impl Traces {
     /// token's, running, and its log that long.
     pub fn recent(&self, job_id: i64, digest: &TokenDigest) -> Option<Job> {
         let mut entry = self.recent.get_mut(&job_id)?;
-        let owned = entry
-            .job
-            .token_digest
-            .as_deref()
-            .and_then(|d| <[u8; 32]>::try_from(d).ok())
-            .is_some_and(|d| digest.matches(&TokenDigest::from_bytes(d)));
-        if !owned {
+        if !digest.matches_stored(entry.job.token_digest.as_deref()) {
             return None;
         }
         entry.used = Instant::now();
