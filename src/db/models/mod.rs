@@ -27,13 +27,13 @@ pub use ui_session::UiSessionRow;
 
 /// Current time as stored: UTC, microsecond precision (what both backends keep), so that a
 /// value read back compares equal to the value written.
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
 /// `interval` after `t`, or the end of time if that is past what a timestamp holds.
 pub fn later(t: chrono::NaiveDateTime, interval: chrono::Duration) -> chrono::NaiveDateTime {
     t.checked_add_signed(interval)
         .unwrap_or(chrono::NaiveDateTime::MAX)
-}
-
-pub fn now() -> chrono::NaiveDateTime {
-    let now = chrono::Utc::now().naive_utc();
-    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
 }
