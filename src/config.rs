@@ -116,6 +116,20 @@ pub struct SettingsArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "RUNWAY_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Seconds a request body may go without a byte before the request is cut (408).
+    #[arg(long, env = "RUNWAY_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
+    /// Slowest average rate a request body may arrive at once past `body_timeout`, in
+    /// bytes per second (0: no minimum).
+    #[arg(long, env = "RUNWAY_BODY_MIN_RATE")]
+    pub body_min_rate: Option<u64>,
+    /// Most jobs one pipeline may have (GitLab's `ci_pipeline_size` limit; 0: no limit).
+    #[arg(long, env = "RUNWAY_MAX_PIPELINE_JOBS")]
+    pub max_pipeline_jobs: Option<usize>,
+    /// URL schemes a project's `repository_url` may use, comma-separated (`file` also
+    /// allows plain local paths).
+    #[arg(long, env = "RUNWAY_GIT_ALLOWED_SCHEMES")]
+    pub git_allowed_schemes: Option<String>,
 }
 
 impl SettingsArgs {
@@ -164,6 +178,10 @@ impl SettingsArgs {
             tls_key_file: self.tls_key_file.or(lower.tls_key_file),
             workers: self.workers.or(lower.workers),
             log_format: self.log_format.or(lower.log_format),
+            body_timeout: self.body_timeout.or(lower.body_timeout),
+            body_min_rate: self.body_min_rate.or(lower.body_min_rate),
+            max_pipeline_jobs: self.max_pipeline_jobs.or(lower.max_pipeline_jobs),
+            git_allowed_schemes: self.git_allowed_schemes.or(lower.git_allowed_schemes),
         }
     }
 }
@@ -230,6 +248,13 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub workers: usize,
     pub log_format: LogFormat,
+    /// How long a request body may stall, and the slowest rate it may keep after that.
+    pub body_timeout: Duration,
+    pub body_min_rate: u64,
+    /// Most jobs in one pipeline (`None`: no limit).
+    pub max_pipeline_jobs: Option<usize>,
+    /// Schemes a `repository_url` may use (lower case; `file` covers local paths).
+    pub git_allowed_schemes: Vec<String>,
 }
 
 impl Settings {
@@ -342,6 +367,25 @@ impl Settings {
             },
             workers: workers.max(1),
             log_format,
+            // 30 s without a byte, then 1 KiB/s on average: a stalled or trickling body
+            // cannot hold a connection (nginx's `client_body_timeout` is 60 s).
+            body_timeout: Duration::from_secs(merged.body_timeout.unwrap_or(30).max(1)),
+            body_min_rate: merged.body_min_rate.unwrap_or(1024),
+            // GitLab's `ci_pipeline_size` is off by default on self-managed instances; one
+            // binary on a small machine keeps to 2,000 jobs (the size from which GitLab
+            // logs a pipeline as large), enough for 10 jobs × `parallel: 200`.
+            max_pipeline_jobs: match merged.max_pipeline_jobs.unwrap_or(2_000) {
+                0 => None,
+                n => Some(n),
+            },
+            git_allowed_schemes: merged
+                .git_allowed_schemes
+                .as_deref()
+                .unwrap_or("https,http,ssh,git,file")
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
         })
     }
 }

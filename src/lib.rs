@@ -121,6 +121,8 @@ pub fn build_app(
         .wrap(from_fn(api::runner::jobs::answer_known_poll))
         .wrap(faults)
         .wrap(NormalizePath::trim())
+        .wrap(from_fn(api::hardening::catch_panics))
+        .wrap(from_fn(api::hardening::body_deadline))
         .wrap(from_fn(observability::request_context))
 }
 
@@ -202,8 +204,11 @@ impl Runway {
                 queue.clone(),
             ),
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
-            pipelines: Pipelines::new(db.clone(), queue.clone()),
-            repositories: Repositories::new(&settings.data_dir),
+            pipelines: Pipelines::new(db.clone(), queue.clone(), settings.max_pipeline_jobs),
+            repositories: Repositories::new(
+                &settings.data_dir,
+                settings.git_allowed_schemes.clone(),
+            ),
             traces,
             artifacts: Artifacts::new(
                 db.clone(),
@@ -294,6 +299,9 @@ fn spawn_reaper(state: web::Data<AppState>) {
                 staging_swept = Some(std::time::Instant::now());
                 if let Err(e) = state.artifacts.sweep_staging().await {
                     tracing::error!(error = %e, "sweeping unfinished uploads failed");
+                }
+                if let Err(e) = state.artifacts.sweep_orphans().await {
+                    tracing::error!(error = %e, "sweeping objects without rows failed");
                 }
             }
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod docs;
 pub mod faults;
+pub mod hardening;
 pub mod health;
 pub mod openapi;
 pub mod params;

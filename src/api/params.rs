@@ -9,7 +9,7 @@
 
 use std::future::{ready, Ready};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
@@ -41,8 +41,61 @@ impl Params {
     /// Params from a query string (or a form body: the same encoding, Rack's nesting).
     pub fn from_query(query: &str) -> ApiResult<Params> {
         let mut map = Map::new();
-        merge_form(&mut map, query.as_bytes())?;
+        merge_form(&mut map, query.as_bytes()).map_err(FormError::into_api)?;
         Ok(Params(map))
+    }
+}
+
+/// The deepest `a[b][c]…` nesting a query string or form body may have: the
+/// `param_depth_limit` of the Rack GitLab runs (2.2: 100; `Rack::QueryParser`, whose
+/// `ParamsTooDeepError` Rails answers with 400). Deeper input is refused before anything
+/// is built from it, so that neither the merge nor dropping the result recurses without
+/// bound.
+pub const MAX_PARAM_DEPTH: usize = 100;
+
+/// The most params one query string or form body may hold (Rack's `params_limit`).
+pub const MAX_PARAMS: usize = 4096;
+
+/// The message of a too-deep query string or body.
+pub const TOO_DEEP: &str = "Invalid request parameters: nested deeper than 100 levels";
+
+/// The message of a query string or body with too many params.
+pub const TOO_MANY: &str = "Invalid request parameters: more than 4096 parameters";
+
+/// The message of params holding a NUL byte (GitLab's `Gitlab::Middleware::HandleNullBytes`
+/// refuses them with 400 before Rails sees them; PostgreSQL cannot store them in text).
+pub const NULL_BYTE: &str = "params contain a null byte";
+
+/// Why a query string or form body was not read.
+#[derive(Debug, PartialEq, Eq)]
+enum FormError {
+    /// Not `application/x-www-form-urlencoded` text.
+    Unreadable,
+    /// Nested deeper than [`MAX_PARAM_DEPTH`].
+    TooDeep,
+    /// More than [`MAX_PARAMS`] params.
+    TooMany,
+}
+
+impl FormError {
+    fn into_api(self) -> ApiError {
+        match self {
+            FormError::Unreadable => ApiError::InvalidParams(UNREADABLE.into()),
+            FormError::TooDeep => ApiError::InvalidParams(TOO_DEEP.into()),
+            FormError::TooMany => ApiError::InvalidParams(TOO_MANY.into()),
+        }
+    }
+}
+
+/// Whether a key or string anywhere in `value` holds a NUL byte. `value` was built by
+/// this module (form nesting at most [`MAX_PARAM_DEPTH`], JSON at most serde_json's 128
+/// levels), so the recursion is bounded.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 
@@ -65,45 +118,79 @@ struct Unreadable(String);
 const UNREADABLE: &str = "message body does not match declared format";
 
 /// Middleware: parse and store [`Params`] (see the module doc).
-pub async fn parse_params(
+pub async fn parse_params<B: MessageBody + 'static>(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     use actix_web::http::Method;
     // Methods no route takes go straight to the router's 405/404, their input unread.
     if !matches!(
         *req.method(),
         Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD
     ) {
-        return next.call(req).await;
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     }
     let max = req
         .app_data::<web::Data<crate::AppState>>()
         .map_or(1024 * 1024, |s| s.settings.max_body_bytes);
     let mut unreadable = false;
-    let mut params = Params::from_query(req.query_string()).unwrap_or_else(|_| {
-        unreadable = true;
-        Params(Map::new())
-    });
+    // Hostile input is answered at once, whatever the route: a nesting too deep (Rack's
+    // limit) or a NUL byte in the path or params (GitLab's `HandleNullBytes`).
+    let refuse = |req: ServiceRequest, message: &'static str| {
+        let response =
+            actix_web::ResponseError::error_response(&ApiError::InvalidParams(message.into()));
+        Ok(req.into_response(response).map_into_right_body())
+    };
+    if req.path().contains('\0') || contains_encoded_nul(req.uri().path()) {
+        return refuse(req, NULL_BYTE);
+    }
+    let mut params = Params(Map::new());
+    match merge_form(&mut params.0, req.query_string().as_bytes()) {
+        Ok(()) => {}
+        Err(FormError::TooDeep) => return refuse(req, TOO_DEEP),
+        Err(FormError::TooMany) => return refuse(req, TOO_MANY),
+        Err(FormError::Unreadable) => unreadable = true,
+    }
     let kind = body_kind(&req);
     if kind != BodyKind::Other {
         let body = read_limited(req.take_payload(), max).await?;
         match kind {
             BodyKind::Json if !body.iter().all(u8::is_ascii_whitespace) => {
+                // serde_json refuses nesting past 128 levels itself.
                 match serde_json::from_slice::<Value>(&body) {
                     Ok(Value::Object(map)) => params.0.extend(map),
                     Ok(_) | Err(_) => unreadable = true,
                 }
             }
-            BodyKind::Form => unreadable |= merge_form(&mut params.0, &body).is_err(),
+            BodyKind::Form => match merge_form(&mut params.0, &body) {
+                Ok(()) => {}
+                Err(FormError::TooDeep) => return refuse(req, TOO_DEEP),
+                Err(FormError::TooMany) => return refuse(req, TOO_MANY),
+                Err(FormError::Unreadable) => unreadable = true,
+            },
             _ => {}
         }
+    }
+    if params.0.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return refuse(req, NULL_BYTE);
     }
     if unreadable {
         req.extensions_mut().insert(Unreadable(UNREADABLE.into()));
     }
     req.extensions_mut().insert(params);
-    next.call(req).await
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// Whether a raw (still percent-encoded) path holds `%00`.
+fn contains_encoded_nul(path: &str) -> bool {
+    path.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -149,10 +236,20 @@ pub(crate) async fn read_limited(mut payload: Payload, max: usize) -> Result<Vec
 }
 
 /// Merges `a=1&tags[]=x&info[name]=n` into `map` as Rack does: `[]` appends to an array,
-/// `[key]` nests an object.
-fn merge_form(map: &mut Map<String, Value>, body: &[u8]) -> ApiResult<()> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-        .map_err(|_| ApiError::InvalidParams(UNREADABLE.into()))?;
+/// `[key]` nests an object; at most [`MAX_PARAM_DEPTH`] levels, checked for every key
+/// before anything is merged.
+fn merge_form(map: &mut Map<String, Value>, body: &[u8]) -> Result<(), FormError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|_| FormError::Unreadable)?;
+    if pairs.len() > MAX_PARAMS {
+        return Err(FormError::TooMany);
+    }
+    if pairs
+        .iter()
+        .any(|(key, _)| key.matches('[').count() > MAX_PARAM_DEPTH)
+    {
+        return Err(FormError::TooDeep);
+    }
     for (key, value) in pairs {
         let (head, rest) = match key.find('[') {
             Some(i) if key.ends_with(']') => (&key[..i], &key[i..]),
@@ -232,6 +329,11 @@ impl<'a> Check<'a> {
             params,
             errors: Vec::new(),
         }
+    }
+
+    /// Records `message` as it is.
+    pub fn error(&mut self, message: impl Into<String>) {
+        self.errors.push(message.into());
     }
 
     /// Records `<key> is invalid` (a value of the wrong type or shape).

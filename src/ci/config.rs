@@ -298,10 +298,127 @@ impl RuleScope {
     }
 }
 
+/// The largest `.gitlab-ci.yml` read: GitLab's default `max_yaml_size_bytes` (2 MB).
+pub const MAX_YAML_BYTES: usize = 2 * 1024 * 1024;
+
+/// The deepest nesting of a `.gitlab-ci.yml`: GitLab's default `max_yaml_depth`.
+pub const MAX_YAML_DEPTH: usize = 100;
+
+/// GitLab's words for a configuration past either limit (`Gitlab::Config::Loader::Yaml`).
+pub const TOO_BIG: &str = "The parsed YAML is too big";
+
+/// Whether `text` nests flow collections (`[`, `{`) deeper than `max`, found by a scan of
+/// the text before it is parsed: libyaml takes time quadratic in that depth (70,000
+/// levels, 140 KB, take 18 s to refuse), while block nesting needs indentation, which the
+/// size limit bounds. Brackets in quoted scalars and comments do not count; a quote is
+/// taken to end at its line's end at the latest, so that a bracket is never missed — a
+/// multi-line quoted string full of brackets may be over-counted, never a flow
+/// under-counted.
+pub fn flow_too_deep(text: &str, max: usize) -> bool {
+    // Depth carries across lines: flows may span them.
+    let mut depth: usize = 0;
+    for line in text.split('\n') {
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        // The last significant character before `i`, and whether whitespace came since.
+        let mut previous: Option<u8> = None;
+        let mut spaced = true;
+        while i < bytes.len() {
+            let c = bytes[i];
+            match c {
+                b'#' if spaced => break,
+                b'\'' | b'"'
+                    if spaced
+                        && matches!(
+                            previous,
+                            None | Some(b':' | b'-' | b'?' | b'[' | b'{' | b',')
+                        ) =>
+                {
+                    // A quoted scalar: skip to its end (or the line's).
+                    i += 1;
+                    while i < bytes.len() {
+                        if c == b'"' && bytes[i] == b'\\' {
+                            i += 2;
+                            continue;
+                        }
+                        if bytes[i] == c {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    previous = Some(c);
+                    spaced = false;
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                    previous = Some(c);
+                    spaced = true;
+                }
+                b']' | b'}' => {
+                    depth = depth.saturating_sub(1);
+                    previous = Some(c);
+                    spaced = false;
+                }
+                b',' => {
+                    previous = Some(c);
+                    spaced = true;
+                }
+                b' ' | b'\t' | b'\r' => spaced = true,
+                _ => {
+                    previous = Some(c);
+                    spaced = false;
+                }
+            }
+            i += 1;
+        }
+    }
+    false
+}
+
+/// How deep `value` nests (a scalar is 1), walked without recursion.
+fn depth_of(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        match value {
+            Value::Sequence(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Mapping(map) => stack.extend(
+                map.iter()
+                    .flat_map(|(k, v)| [(k, depth + 1), (v, depth + 1)]),
+            ),
+            Value::Tagged(tagged) => stack.push((&tagged.value, depth + 1)),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Reads `.gitlab-ci.yml` text as GitLab's loader bounds it: at most [`MAX_YAML_BYTES`]
+/// and [`MAX_YAML_DEPTH`] levels, refused before the parse where the text shows it.
+pub fn load(yaml: &str) -> Result<Value> {
+    if yaml.len() > MAX_YAML_BYTES || flow_too_deep(yaml, MAX_YAML_DEPTH) {
+        return err(TOO_BIG);
+    }
+    let root: Value = serde_yaml::from_str(yaml).map_err(|e| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ConfigError(TOO_BIG.into())
+        } else {
+            ConfigError(format!("Invalid configuration format: {e}"))
+        }
+    })?;
+    if depth_of(&root) > MAX_YAML_DEPTH {
+        return err(TOO_BIG);
+    }
+    Ok(root)
+}
+
 /// Plans a pipeline from `.gitlab-ci.yml` text, evaluating rules in `scope`.
 pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
-    let mut root: Value = serde_yaml::from_str(yaml)
-        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
+    let mut root: Value = load(yaml)?;
     root.apply_merge()
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
     let Value::Mapping(root) = root else {

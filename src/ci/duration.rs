@@ -1,13 +1,25 @@
 //! GitLab's human durations (`timeout: 1h 30m`, `expire_in: 2 days`), in seconds.
 
-/// Parses `"3600"`, `"1h 30m"`, `"90 minutes"`, `"1 day"`, `"2w"`; `None` if it is not one.
+/// The longest duration read: 1,000 years. Anything longer is no duration (`None`), so
+/// that every value read fits a timestamp added to now in chrono and in both databases
+/// (ChronicDuration has no such bound, and GitLab then fails when it stores the time).
+pub const MAX_SECONDS: i64 = 1_000 * 31_557_600;
+
+/// At most this many characters are read as a duration (`"1 day 2 hours …"` stays short).
+const MAX_TEXT: usize = 256;
+
+/// Parses `"3600"`, `"1h 30m"`, `"90 minutes"`, `"1 day"`, `"2w"`; `None` if it is not one,
+/// or if it is longer than [`MAX_SECONDS`].
 pub fn parse_seconds(text: &str) -> Option<i64> {
+    if text.len() > MAX_TEXT {
+        return None;
+    }
     let text = text.trim().to_ascii_lowercase();
     if text.is_empty() {
         return None;
     }
     if let Ok(n) = text.parse::<i64>() {
-        return (n >= 0).then_some(n);
+        return (0..=MAX_SECONDS).contains(&n).then_some(n);
     }
     let mut total: i64 = 0;
     let mut rest = text.as_str();
@@ -40,7 +52,15 @@ pub fn parse_seconds(text: &str) -> Option<i64> {
             "y" | "yr" | "yrs" | "year" | "years" => 31_557_600.0,
             _ => return None,
         };
-        total += (number * factor) as i64;
+        let seconds = number * factor;
+        if !seconds.is_finite() || seconds > MAX_SECONDS as f64 {
+            return None;
+        }
+        // Each part is at most MAX_SECONDS, so the sum is checked against it before it
+        // could overflow.
+        total = total
+            .checked_add(seconds as i64)
+            .filter(|t| *t <= MAX_SECONDS)?;
         parsed_any = true;
     }
     parsed_any.then_some(total)
@@ -60,5 +80,20 @@ mod tests {
         assert_eq!(parse_seconds("1 hour and 20 minutes"), Some(4800));
         assert_eq!(parse_seconds("soon"), None);
         assert_eq!(parse_seconds(""), None);
+    }
+
+    #[test]
+    fn durations_too_long_to_store_are_none() {
+        assert_eq!(parse_seconds("1000 years"), Some(super::MAX_SECONDS));
+        assert_eq!(parse_seconds("1001 years"), None);
+        assert_eq!(parse_seconds("99999999999999999 years"), None);
+        assert_eq!(
+            parse_seconds("9223372036854775807 seconds 9223372036854775807 seconds"),
+            None
+        );
+        assert_eq!(parse_seconds("9223372036854775807"), None);
+        assert_eq!(parse_seconds(&"9".repeat(400)), None);
+        assert_eq!(parse_seconds(&"1s ".repeat(200)), None, "longer than read");
+        assert_eq!(parse_seconds("999 years 999 years"), None);
     }
 }

@@ -39,11 +39,19 @@ impl Value {
     }
 }
 
+/// The most tokens one expression may have: GitLab's lexer stops at the same count
+/// (`Gitlab::Ci::Pipeline::Expression::Lexer::MAX_TOKENS`, "Too many tokens!"). It also
+/// bounds the parser's recursion: parentheses nest at most this deep.
+pub const MAX_TOKENS: usize = 100;
+
 fn tokenize(text: &str) -> Result<Vec<Token>, String> {
     let chars: Vec<char> = text.chars().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
     while i < chars.len() {
+        if tokens.len() > MAX_TOKENS {
+            return Err("Too many tokens!".into());
+        }
         let c = chars[i];
         let next = chars.get(i + 1).copied();
         match c {
@@ -139,12 +147,15 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 tokens.push(Token::Regex(pattern, flags));
                 i = end;
             }
-            _ if text[text.char_indices().nth(i).map_or(0, |(b, _)| b)..].starts_with("null") => {
+            'n' if chars[i..].starts_with(&['n', 'u', 'l', 'l']) => {
                 tokens.push(Token::Null);
                 i += 4;
             }
             _ => return Err(format!("unexpected {c:?} at offset {i}")),
         }
+    }
+    if tokens.len() > MAX_TOKENS {
+        return Err("Too many tokens!".into());
     }
     Ok(tokens)
 }
@@ -318,6 +329,19 @@ mod tests {
             "$A =~ /(/",
         ] {
             assert!(evaluate(bad, &vars).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deep_parentheses_are_refused_not_recursed() {
+        let vars = HashMap::new();
+        // 50 levels fit in GitLab's 100 tokens…
+        let fits = format!("{}$A{}", "(".repeat(49), ")".repeat(49));
+        assert_eq!(evaluate(&fits, &vars), Ok(false));
+        // …a bomb does not, however deep.
+        for depth in [51, 5_000, 100_000] {
+            let bomb = format!("{}$A{}", "(".repeat(depth), ")".repeat(depth));
+            assert_eq!(evaluate(&bomb, &vars), Err("Too many tokens!".into()));
         }
     }
 }

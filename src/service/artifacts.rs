@@ -30,11 +30,49 @@ pub fn format_for(file_type: &str) -> Option<&'static str> {
     }
 }
 
-/// An upload written to storage, not yet recorded.
+/// An upload written to storage, not yet recorded. It owns the stored object until
+/// [`StoredFile::keep`] says its row was written: dropped before that — an error, a
+/// refused parameter, a client gone mid-request, a panic unwinding the handler — it
+/// removes the object, so no path of the upload can leave bytes without a row.
 pub struct StoredFile {
     pub path: String,
     pub size: i64,
     pub sha256: String,
+    /// The store to remove the object from when dropped; `None` once kept.
+    owner: Option<Arc<dyn ObjectStore>>,
+}
+
+impl StoredFile {
+    /// The row that points at the object is written: the object stays.
+    fn keep(mut self) {
+        self.owner = None;
+    }
+}
+
+impl Drop for StoredFile {
+    fn drop(&mut self) {
+        let Some(store) = self.owner.take() else {
+            return;
+        };
+        let path = StorePath::from(self.path.as_str());
+        let remove = async move {
+            if let Err(e) = store.delete(&path).await {
+                if !matches!(e, object_store::Error::NotFound { .. }) {
+                    tracing::warn!(error = %e, %path, "removing an unrecorded upload failed");
+                }
+            }
+        };
+        // Drop cannot wait: the removal runs on the runtime (every handler has one); the
+        // background sweep catches the object should the process stop first.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(remove);
+            }
+            Err(_) => {
+                tracing::warn!(path = %self.path, "an unrecorded upload is left for the sweep")
+            }
+        }
+    }
 }
 
 /// How long a `direct_download` URL stays valid (GitLab's default for presigned URLs).
@@ -197,6 +235,73 @@ impl Artifacts {
         Ok(swept)
     }
 
+    /// Removes stored objects no row points at (`jobs/<job>/…` uploads, `traces/<job>/…`
+    /// archived logs) once untouched for [`STAGING_QUIET`]: what a process killed between
+    /// storing an upload and writing its row left behind ([`StoredFile`] covers every
+    /// other case). Works on the local store and on S3 alike; answers how many went.
+    pub async fn sweep_orphans(&self) -> ApiResult<usize> {
+        use std::collections::{HashMap, HashSet};
+        const BATCH: usize = 200;
+        let quiet = chrono::TimeDelta::from_std(STAGING_QUIET).unwrap_or_default();
+        let before = chrono::Utc::now() - quiet;
+        let mut removed = 0;
+        for prefix in ["jobs", "traces"] {
+            let mut listing = self.store.list(Some(&StorePath::from(prefix)));
+            let mut batch: HashMap<i64, Vec<StorePath>> = HashMap::new();
+            let mut count = 0;
+            loop {
+                let next = listing.next().await;
+                let done = next.is_none();
+                if let Some(meta) = next {
+                    let meta = meta.map_err(storage_error)?;
+                    let job_id = meta
+                        .location
+                        .parts()
+                        .nth(1)
+                        .and_then(|p| p.as_ref().parse::<i64>().ok());
+                    let staged = meta.location.as_ref().contains('#');
+                    if let (Some(job_id), false, true) =
+                        (job_id, staged, meta.last_modified < before)
+                    {
+                        batch.entry(job_id).or_default().push(meta.location);
+                        count += 1;
+                    }
+                }
+                if count < BATCH && !done {
+                    continue;
+                }
+                let ids: Vec<i64> = batch.keys().copied().collect();
+                let known: HashSet<String> = {
+                    let mut db = self.db.read().await?;
+                    JobArtifact::for_jobs(&mut db.conn(), &ids)
+                        .await?
+                        .into_iter()
+                        .map(|a| a.store_path)
+                        .collect()
+                };
+                for location in batch.drain().flat_map(|(_, paths)| paths) {
+                    if known.contains(location.as_ref()) {
+                        continue;
+                    }
+                    match self.store.delete(&location).await {
+                        Ok(()) => removed += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, %location, "removing an orphaned object failed")
+                        }
+                    }
+                }
+                count = 0;
+                if done {
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed stored objects no artifact row points at");
+        }
+        Ok(removed)
+    }
+
     /// Streams `body` into storage, hashing it and refusing more than `max_size` bytes
     /// (413 `file size has reached maximum size limit`); memory stays bounded by the
     /// multipart writer's buffers whatever the size.
@@ -238,12 +343,13 @@ impl Artifacts {
             path,
             size: size as i64,
             sha256: hex::encode(hasher.finalize()),
+            owner: Some(self.store.clone()),
         })
     }
 
     /// Records an upload for `job` (GitLab's rules: the type's fixed format; the same type
     /// twice is a no-op when the bytes are identical, else 400). The stored file is removed
-    /// when it is not kept.
+    /// unless its row was written (see [`StoredFile`]).
     pub async fn record(
         &self,
         job: &Job,
@@ -256,11 +362,8 @@ impl Artifacts {
         let outcome = self
             .record_inner(job, &stored, file_type, file_format, filename, expire_in)
             .await;
-        if !matches!(outcome, Ok(true)) {
-            let _ = self
-                .store
-                .delete(&StorePath::from(stored.path.as_str()))
-                .await;
+        if matches!(outcome, Ok(true)) {
+            stored.keep();
         }
         outcome.map(|_| ())
     }
@@ -291,9 +394,17 @@ impl Artifacts {
         let expire_at = match expire_in.map(str::trim) {
             Some("never") => None,
             Some(text) if !text.is_empty() => {
+                // parse_seconds bounds the duration, so the sum cannot leave chrono's range.
                 let secs = parse_seconds(text)
                     .ok_or_else(|| ApiError::InvalidParams("expire_in is invalid".into()))?;
-                (secs > 0).then(|| at + chrono::TimeDelta::seconds(secs))
+                (secs > 0)
+                    .then(|| {
+                        chrono::TimeDelta::try_seconds(secs).and_then(|d| at.checked_add_signed(d))
+                    })
+                    .map(|t| {
+                        t.ok_or_else(|| ApiError::InvalidParams("expire_in is invalid".into()))
+                    })
+                    .transpose()?
             }
             _ => self
                 .default_expire_in
@@ -520,6 +631,13 @@ impl Artifacts {
         }
         writer.finish().await.map_err(storage_error)?;
         let sha256 = hex::encode(hasher.finalize());
+        // Removed again unless recorded below (an error, or another instance first).
+        let archive = StoredFile {
+            path: path.clone(),
+            size,
+            sha256: sha256.clone(),
+            owner: Some(self.store.clone()),
+        };
 
         let mut db = self.db.write().await?;
         let (sha256, record_path) = (&sha256, &path);
@@ -546,10 +664,8 @@ impl Artifacts {
         })?;
         drop(db);
         self.log_files.remove(job.id);
-        if !recorded {
-            if let Err(e) = self.store.delete(&store_path).await {
-                tracing::warn!(error = %e, %path, "deleting a duplicate trace archive failed");
-            }
+        if recorded {
+            archive.keep();
         }
         Ok(())
     }

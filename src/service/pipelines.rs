@@ -103,6 +103,8 @@ pub struct JobOutcome {
 pub struct Pipelines {
     db: DbPool,
     queue: Arc<Queue>,
+    /// The most jobs one pipeline may have (GitLab's `ci_pipeline_size`); `None`: no limit.
+    max_jobs: Option<usize>,
 }
 
 fn is_complete(status: JobStatus) -> bool {
@@ -151,16 +153,33 @@ pub fn ref_protected(project: &Project, ref_: &str) -> bool {
 }
 
 impl Pipelines {
-    pub fn new(db: DbPool, queue: Arc<Queue>) -> Pipelines {
-        Pipelines { db, queue }
+    pub fn new(db: DbPool, queue: Arc<Queue>, max_jobs: Option<usize>) -> Pipelines {
+        Pipelines {
+            db,
+            queue,
+            max_jobs,
+        }
     }
 
     /// Plans the configuration and creates the pipeline with its jobs; 400 with GitLab's
     /// `{"message":{"base":[…]}}` when the configuration is refused (nothing is created).
     pub async fn create(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Pipeline> {
         let protected = ref_protected(project, &req.ref_);
-        let plan = config::plan(&req.ci_config, &rule_scope(project, &req, protected))
+        // Parsing and planning are CPU work bounded by the loader's limits: off the async
+        // workers, so that a large file does not hold up other requests.
+        let scope = rule_scope(project, &req, protected);
+        let yaml = req.ci_config.clone();
+        let plan = tokio::task::spawn_blocking(move || config::plan(&yaml, &scope))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
             .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
+        // `Gitlab::Ci::Pipeline::Quota::Size`: checked on the plan, before any row.
+        if let Some(limit) = self.max_jobs.filter(|limit| plan.jobs.len() > *limit) {
+            return Err(ApiError::Validation(json!({ "base": [format!(
+                "The number of jobs has exceeded the limit of {limit}. \
+                 Try splitting the configuration with parent-child-pipelines"
+            )] })));
+        }
         for v in &req.variables {
             if v.key.is_empty()
                 || v.key.len() > 255

@@ -27,13 +27,65 @@ fn refused(message: impl Into<String>) -> ApiError {
 
 pub struct Repositories {
     mirrors: PathBuf,
+    /// The URL schemes a repository may be read over (see [`check_url`]).
+    allowed_schemes: Vec<String>,
+}
+
+/// Whether git may read `url` given the `allowed` schemes, or why not. The forms git
+/// takes: `scheme://…` (the scheme listed), an absolute local path (`file` listed), or
+/// scp-like `user@host:path` (`ssh` listed). Everything else is refused — a relative path,
+/// `<transport>::<address>` (`ext::` runs a command), and anything starting with `-`,
+/// which git would read as an option. GitLab likewise checks mirror URLs against its
+/// `VALID_MIRROR_PROTOCOLS` ("Only allowed schemes are …").
+pub fn check_url(url: &str, allowed: &[String]) -> Result<(), String> {
+    let only = || {
+        format!(
+            "is blocked: Only allowed schemes are {}",
+            allowed.join(", ")
+        )
+    };
+    let listed = |scheme: &str| allowed.iter().any(|a| a == scheme);
+    if url.is_empty() || url.starts_with('-') || url.chars().any(char::is_control) {
+        return Err(only());
+    }
+    if url.starts_with('/') {
+        return if listed("file") { Ok(()) } else { Err(only()) };
+    }
+    if let Some((scheme, _)) = url.split_once("://") {
+        let scheme = scheme.to_ascii_lowercase();
+        let plain = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        return if plain && listed(&scheme) {
+            Ok(())
+        } else {
+            Err(only())
+        };
+    }
+    if url.contains("::") {
+        return Err(only());
+    }
+    // scp-like: a colon before any slash, and a host before it.
+    match (url.find(':'), url.find('/')) {
+        (Some(colon), slash) if colon > 0 && slash.is_none_or(|s| colon < s) && listed("ssh") => {
+            Ok(())
+        }
+        _ => Err(only()),
+    }
 }
 
 impl Repositories {
-    pub fn new(data_dir: &Path) -> Repositories {
+    pub fn new(data_dir: &Path, allowed_schemes: Vec<String>) -> Repositories {
         Repositories {
             mirrors: data_dir.join("repositories"),
+            allowed_schemes,
         }
+    }
+
+    /// Whether a project may have `url` as its repository (see [`check_url`]).
+    pub fn check_url(&self, url: &str) -> Result<(), String> {
+        check_url(url, &self.allowed_schemes)
     }
 
     /// Resolves `ref_` (or `sha`) in the project's repository and reads `.gitlab-ci.yml`
@@ -51,6 +103,9 @@ impl Repositories {
             .ok_or_else(|| {
                 ApiError::bad_request("ci_config is missing and the project has no repository_url")
             })?;
+        // Checked again here: the list may have changed since the URL was stored.
+        self.check_url(url)
+            .map_err(|e| refused(format!("Repository URL {e}")))?;
         let dir = if url.starts_with('/') {
             PathBuf::from(url)
         } else {
@@ -71,7 +126,19 @@ impl Repositories {
                 },
             },
         };
-        let ci_config = git(&dir, &["show", &format!("{sha}:.gitlab-ci.yml")])
+        // A file past the loader's limit is refused before it is read into memory.
+        let object = format!("{sha}:.gitlab-ci.yml");
+        let size = git(&dir, &["cat-file", "-s", &object])
+            .await
+            .map_err(|_| refused("Missing CI config file"))?;
+        if size
+            .trim()
+            .parse::<usize>()
+            .map_or(true, |s| s > crate::ci::config::MAX_YAML_BYTES)
+        {
+            return Err(refused(crate::ci::config::TOO_BIG));
+        }
+        let ci_config = git(&dir, &["show", &object])
             .await
             .map_err(|_| refused("Missing CI config file"))?;
         Ok(Resolved {
@@ -85,7 +152,7 @@ impl Repositories {
     async fn mirror(&self, project_id: i64, url: &str) -> ApiResult<PathBuf> {
         let dir = self.mirrors.join(format!("{project_id}.git"));
         let result = if dir.join("HEAD").exists() {
-            git(&dir, &["remote", "set-url", "origin", url]).await?;
+            git(&dir, &["remote", "set-url", "--", "origin", url]).await?;
             git(
                 &dir,
                 &[
@@ -107,7 +174,7 @@ impl Repositories {
             let target = dir.display().to_string();
             git(
                 &self.mirrors,
-                &["clone", "--mirror", "--quiet", url, &target],
+                &["clone", "--mirror", "--quiet", "--", url, &target],
             )
             .await
         };
@@ -123,6 +190,7 @@ async fn resolve(dir: &Path, rev: &str) -> Option<String> {
             "rev-parse",
             "--verify",
             "--quiet",
+            "--end-of-options",
             &format!("{rev}^{{commit}}"),
         ],
     )
@@ -140,6 +208,9 @@ async fn git(dir: &Path, args: &[&str]) -> ApiResult<String> {
         .arg(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        // Only the transports a repository URL may name, also for redirects and
+        // submodules git follows on its own.
+        .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
         .kill_on_drop(true);
     let output = tokio::time::timeout(GIT_TIMEOUT, command.output())
         .await
@@ -150,4 +221,47 @@ async fn git(dir: &Path, args: &[&str]) -> ApiResult<String> {
         return Err(ApiError::bad_request("git failed"));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn repository_urls_are_checked_against_the_schemes() {
+        let all: Vec<String> = ["https", "http", "ssh", "git", "file"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for ok in [
+            "/srv/repos/app.git",
+            "file:///srv/repos/app.git",
+            "https://example.com/group/app.git",
+            "HTTP://example.com/app.git",
+            "ssh://git@example.com/app.git",
+            "git@example.com:group/app.git",
+            "git://example.com/app.git",
+        ] {
+            assert_eq!(check_url(ok, &all), Ok(()), "{ok}");
+        }
+        for bad in [
+            "--upload-pack=touch /tmp/pwned",
+            "-u/bin/sh",
+            "ext::sh -c touch% /tmp/pwned",
+            "fd::17",
+            "relative/path",
+            "ftp://example.com/app.git",
+            "https://example.com/app\n.git",
+            "",
+            ":nohost",
+        ] {
+            assert!(check_url(bad, &all).is_err(), "{bad}");
+        }
+        let https_only = vec!["https".to_string()];
+        assert_eq!(
+            check_url("/srv/app.git", &https_only),
+            Err("is blocked: Only allowed schemes are https".to_string())
+        );
+        assert!(check_url("git@example.com:app.git", &https_only).is_err());
+    }
 }

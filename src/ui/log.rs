@@ -321,7 +321,7 @@ pub fn render(bytes: &[u8], mut state: LogState, finished: bool) -> Rendered {
     let text = String::from_utf8_lossy(&bytes[..consumed]);
     let mut items = Vec::new();
     for line in lines(&text) {
-        render_line(line, &mut state, &mut items);
+        render_line(line, &mut state, &mut items, true);
     }
     let partial = render_partial(&bytes[consumed..], &state);
     Rendered {
@@ -340,7 +340,7 @@ fn render_partial(rest: &[u8], state: &LogState) -> Option<Line> {
         return None;
     }
     let mut style = state.style.clone();
-    let h = spans(text.strip_suffix('\r').unwrap_or(&text), &mut style);
+    let h = spans(text.strip_suffix('\r').unwrap_or(&text), &mut style, true);
     Some(Line {
         l: state.lines + 1,
         h,
@@ -363,7 +363,12 @@ pub fn scan(bytes: &[u8], mut state: LogState) -> LogState {
             state.lines += 1;
             continue;
         }
-        render_line(&String::from_utf8_lossy(line), &mut state, &mut scratch);
+        render_line(
+            &String::from_utf8_lossy(line),
+            &mut state,
+            &mut scratch,
+            false,
+        );
         scratch.clear();
     }
     // `split` yields an empty piece after a final newline: it is no line.
@@ -378,7 +383,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Where a page showing the last `keep` bytes of `bytes` starts: the start of the first
-/// whole line in them (0 when all fit).
+/// whole line in them (0 when all fit). When the last line alone is longer than `keep`,
+/// inside it: `keep` bytes before the end, moved back to the start of an escape sequence
+/// it would split and forward to a character's first byte (see [`scan`] for the state
+/// before such a cut).
 pub fn tail_start(bytes: &[u8], keep: usize) -> usize {
     if bytes.len() <= keep {
         return 0;
@@ -389,11 +397,46 @@ pub fn tail_start(bytes: &[u8], keep: usize) -> usize {
         .position(|b| *b == b'\n')
         .map_or(bytes.len(), |i| from + i);
     if start < bytes.len() {
-        start
-    } else {
-        // The last line is longer than `keep`: show it whole.
-        last_newline(&bytes[..bytes.len() - 1])
+        return start;
     }
+    let mut cut = from;
+    // An escape sequence the cut would split (they are short): cut before its ESC.
+    let window = &bytes[cut.saturating_sub(MAX_ESCAPE)..cut];
+    if let Some(esc) = window.iter().rposition(|b| *b == 0x1b) {
+        let after = &window[esc + 1..];
+        let finished = after.len() >= 2
+            && after[0] == b'['
+            && after[1..].iter().any(|b| (0x40..=0x7e).contains(b));
+        let bare = after.len() == 1 && after[0] != b'[';
+        if !finished && !bare {
+            cut = cut.saturating_sub(MAX_ESCAPE) + esc;
+        }
+    }
+    // Not inside a UTF-8 character.
+    while cut < bytes.len() && (bytes[cut] & 0xc0) == 0x80 {
+        cut += 1;
+    }
+    cut
+}
+
+/// The longest escape sequence [`tail_start`] keeps whole (the renderer ignores SGR
+/// parameters longer than 64 anyway).
+const MAX_ESCAPE: usize = 72;
+
+/// Whether a page starting at `cut` (from [`tail_start`]) starts inside a line.
+fn cut_inside_line(bytes: &[u8], cut: usize) -> bool {
+    cut > 0 && bytes.get(cut - 1) != Some(&b'\n')
+}
+
+/// The state a page starting at `cut` (from [`tail_start`]) starts from: what [`scan`]
+/// leaves, and when the cut is inside a line, that line's number for the rest of it.
+pub fn state_before(bytes: &[u8], cut: usize) -> LogState {
+    let mut state = scan(&bytes[..cut], LogState::default());
+    if cut_inside_line(bytes, cut) {
+        // The piece before the cut was counted as a line; the page goes on with it.
+        state.lines = state.lines.saturating_sub(1);
+    }
+    state
 }
 
 /// The sections still open in `state`, opened again (unnumbered, open) for a page that
@@ -416,14 +459,16 @@ fn last_newline(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
 }
 
-fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
+/// Renders one line into `items`; with `html` false only the state moves (the items carry
+/// no HTML), which is what [`scan`] needs of a line however long.
+fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>, html: bool) {
     let line = line.strip_suffix('\r').unwrap_or(line);
     let Some(first) = marker().find(line) else {
-        let h = spans(line, &mut state.style);
+        let h = spans(line, &mut state.style, html);
         push_line(h, state, items);
         return;
     };
-    push_text(&line[..first.start()], state, items);
+    push_text(&line[..first.start()], state, items, html);
     let mut rest = &line[first.start()..];
     while let Some(caps) = marker().captures(rest) {
         let end = caps.get(0).map_or(0, |m| m.end());
@@ -440,7 +485,7 @@ fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
         let text = &rest[..next];
         rest = &rest[next..];
         if start && state.sections.len() < MAX_DEPTH {
-            let h = spans(text, &mut state.style);
+            let h = spans(text, &mut state.style, html);
             state.lines += 1;
             items.push(Item::Start {
                 n: name.clone(),
@@ -460,13 +505,13 @@ fn render_line(line: &str, state: &mut LogState, items: &mut Vec<Item>) {
                 state.sections.truncate(i);
             }
         }
-        push_text(text, state, items);
+        push_text(text, state, items, html);
     }
 }
 
 /// A line's text around markers: a line when it shows anything (its escapes apply anyway).
-fn push_text(text: &str, state: &mut LogState, items: &mut Vec<Item>) {
-    let h = spans(text, &mut state.style);
+fn push_text(text: &str, state: &mut LogState, items: &mut Vec<Item>, html: bool) {
+    let h = spans(text, &mut state.style, html);
     if !h.is_empty() {
         push_line(h, state, items);
     }
@@ -479,7 +524,16 @@ fn push_line(h: String, state: &mut LogState, items: &mut Vec<Item>) {
 
 /// One line of text with its escapes applied: styled runs as spans, HTML escaped, a `\r`
 /// overwriting what came before it on the line (as a terminal shows a progress line).
-fn spans(text: &str, style: &mut Style) -> String {
+/// Without `html`, only `style` moves, and the answer is empty or a single space: whether
+/// the line shows anything.
+fn spans(text: &str, style: &mut Style, html: bool) -> String {
+    if !html {
+        return if apply_escapes(text, style) {
+            " ".into()
+        } else {
+            String::new()
+        };
+    }
     // (style, text) runs of the line so far.
     let mut runs: Vec<(Style, String)> = Vec::new();
     let mut chars = text.chars().peekable();
@@ -526,6 +580,46 @@ fn spans(text: &str, style: &mut Style) -> String {
         }
     }
     html
+}
+
+/// What [`spans`] does to `style` for `text`, without building anything; answers whether
+/// something visible is left on the line (after its last `\r`).
+fn apply_escapes(text: &str, style: &mut Style) -> bool {
+    let bytes = text.as_bytes();
+    let mut visible = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            0x1b => {
+                if bytes.get(i + 1) != Some(&b'[') {
+                    // ESC and the character after it vanish.
+                    i += 2;
+                    continue;
+                }
+                let start = i + 2;
+                let end = bytes[start.min(bytes.len())..]
+                    .iter()
+                    .position(|b| (0x40..=0x7e).contains(b))
+                    .map(|p| start + p);
+                match end {
+                    Some(end) => {
+                        if bytes[end] == b'm' && end - start <= 64 {
+                            style.apply(&String::from_utf8_lossy(&bytes[start..end]));
+                        }
+                        i = end + 1;
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            b'\r' => visible = false,
+            b'\t' => visible = true,
+            b if b < 0x20 || b == 0x7f => {}
+            _ => visible = true,
+        }
+        i += 1;
+    }
+    visible
 }
 
 /// `mm:ss`, or `h:mm:ss` from an hour, as GitLab shows a section's duration.
@@ -753,6 +847,10 @@ mod tests {
         assert_eq!(scan(log.as_bytes(), LogState::default()), rendered);
         assert_eq!(rendered.encode(), "38;5;2|outer@5|9");
         assert_eq!(scan(b"", LogState::default()), LogState::default());
+        // Escapes, carriage returns and invisible lines move the state as a render does.
+        let log = "\x1b[31mred\x1b[0m\x1b[1;34m bold blue\r\x1b[33m\nover\r\n\x1b[K\n\x1bXz\x1b[38;5;208mx\n";
+        let rendered = render(log.as_bytes(), LogState::default(), true).state;
+        assert_eq!(scan(log.as_bytes(), LogState::default()), rendered);
     }
 
     #[test]
@@ -763,9 +861,30 @@ mod tests {
         assert_eq!(tail_start(log, 8), 10, "the first whole line");
         assert_eq!(
             tail_start(b"short\nvery long line\n", 4),
-            6,
-            "a long last line whole"
+            17,
+            "a last line longer than the tail is cut inside"
         );
+        // Never inside an escape sequence, nor inside a character.
+        let coloured = b"\x1b[31mred \x1b[1;32mgreen";
+        assert_eq!(
+            tail_start(coloured, 10),
+            9,
+            "back to the ESC it would split"
+        );
+        assert_eq!(
+            tail_start(coloured, 5),
+            coloured.len() - 5,
+            "after a whole one"
+        );
+        let wide = "ab\u{e9}\u{e9}\u{e9}".as_bytes();
+        assert_eq!(
+            tail_start(wide, 3),
+            6,
+            "forward to a character's first byte"
+        );
+        assert!(cut_inside_line(b"ab\ncd", 4));
+        assert!(!cut_inside_line(b"ab\ncd", 3));
+        assert!(!cut_inside_line(b"ab\ncd", 0));
 
         let log = "section_start:100:build\r\x1b[0K\x1b[1mBuild\nfirst\nsecond\nsection_end:160:build\r\x1b[0K\ndone\n";
         let cut = tail_start(

@@ -31,10 +31,14 @@ const JS: &str = include_str!("assets/ui.js");
 /// seconds; a page that fell behind catches up over a few polls).
 const CHUNKS_PER_POLL: i64 = 256;
 
-/// How much of a long log a job's page shows at first: its end, from a line start. The
+/// How much of a long log a job's page shows at first: its end, from a line start (inside
+/// the last line when that alone is longer). The
 /// rest is behind links (the complete log, the raw log); the page follows the job from
 /// there, so a log of many megabytes neither loads nor renders whole.
 const LOG_TAIL_BYTES: usize = 512 * 1024;
+/// The longest log the page renders whole (`?full=true`); a longer one is read raw. Its
+/// HTML is several times its size, so this bounds what one view costs.
+const FULL_LOG_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 pub(super) fn ok(title: &str, session: &UiSession, main: &str) -> Page {
     Ok(page_response(
@@ -679,12 +683,15 @@ pub struct JobPageQuery {
 async fn log_region(state: &AppState, job: &Job, full: bool) -> Result<String, UiError> {
     let (bytes, starts) = stored_log(state, job).await?;
     let live = unfinished(job.status);
-    let cut = if full {
+    // The complete log is rendered only up to a size; past it the page stays the end of
+    // the log, and says where the rest is (the raw log).
+    let whole = full && bytes.len() <= FULL_LOG_MAX_BYTES;
+    let cut = if whole {
         0
     } else {
         log::tail_start(&bytes, LOG_TAIL_BYTES)
     };
-    let before = log::scan(&bytes[..cut], LogState::default());
+    let before = log::state_before(&bytes, cut);
     let mut items = log::reopened(&before);
     let rendered = log::render(&bytes[cut..], before, !live);
     items.extend(rendered.items);
@@ -695,7 +702,15 @@ async fn log_region(state: &AppState, job: &Job, full: bool) -> Result<String, U
     let log_html = log::to_html(&items, rendered.state.depth(), &last);
     let offset = cut + rendered.consumed;
     let raw = format!("/-/ui/jobs/{}/raw", job.id);
-    let links = if cut > 0 {
+    let links = if cut > 0 && bytes.len() > FULL_LOG_MAX_BYTES {
+        format!(
+            "<p id=\"log-cut\" class=\"note\">This is the end of a long log: the last {} of {}. \
+             The complete log is too long to show here (over {}): <a href=\"{raw}\">Raw log</a></p>",
+            html::size(bytes.len() - cut),
+            html::size(bytes.len()),
+            html::size(FULL_LOG_MAX_BYTES),
+        )
+    } else if cut > 0 {
         format!(
             "<p id=\"log-cut\" class=\"note\">This is the end of a long log: the last {} of {}. \
              <a href=\"/-/ui/jobs/{}?full=true\">Show the complete log</a> · <a href=\"{raw}\">Raw log</a></p>",
@@ -786,9 +801,12 @@ async fn job_log(
     let job = job_by_id(&state, *id).await?;
     state.traces.mark_watched(job.id);
     let chunk = query.chunk.unwrap_or(query.offset);
-    let (bytes, starts) = log_from(&state, &job, query.offset, chunk).await?;
+    let (mut bytes, starts) = log_from(&state, &job, query.offset, chunk).await?;
     let live = unfinished(job.status);
-    let rendered = log::render(&bytes, start, !live);
+    // At most a page's worth per answer; the script asks again for the rest.
+    let more = bytes.len() > LOG_TAIL_BYTES;
+    bytes.truncate(LOG_TAIL_BYTES);
+    let rendered = log::render(&bytes, start, !live && !more);
     let artifact = !live && archive_of(&state, &job).await?.is_some();
     let offset = query.offset + rendered.consumed;
     Ok(HttpResponse::Ok()

@@ -208,6 +208,7 @@ pub async fn create_project(
         ));
     }
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
+    check_repository_url(&state, p.repository_url.as_deref())?;
     let at = now();
     let mut db = state.db.write().await?;
     let mut conn = db.conn();
@@ -244,6 +245,17 @@ pub async fn create_project(
 }
 
 /// GitLab's bounds: a job timeout between 10 minutes and a month; a quota not negative.
+/// A `repository_url` git may read with the configured schemes ([`crate::service::repos::check_url`]).
+fn check_repository_url(state: &AppState, url: Option<&str>) -> ApiResult<()> {
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => state
+            .repositories
+            .check_url(url)
+            .map_err(|e| ApiError::validation("repository_url", e)),
+        None => Ok(()),
+    }
+}
+
 fn check_limits(build_timeout: Option<i64>, minutes_limit: Option<i64>) -> ApiResult<()> {
     if build_timeout.is_some_and(|t| !(600..=2_592_000).contains(&t)) {
         return Err(ApiError::validation(
@@ -318,6 +330,7 @@ pub async fn update_project(
     let project = find_project(&state, &id).await?;
     let p = params.0;
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
+    check_repository_url(&state, p.repository_url.as_deref())?;
     let changes = ProjectChanges {
         name: p.name.clone(),
         description: p.description.clone().map(Some),
@@ -503,6 +516,20 @@ impl FromParams for CreatePipelineParams {
             c.invalid("variables");
             Vec::new()
         });
+        // A pipeline variable is never masked (GitLab's have no such attribute; masking
+        // belongs to CI/CD variables): `masked: true` is refused rather than dropped, so
+        // nobody believes a secret sent this way stays out of job logs.
+        let masked = |v: &Value| {
+            !matches!(
+                v.get("masked"),
+                None | Some(Value::Null | Value::Bool(false))
+            )
+        };
+        if let Some(Value::Array(items)) = params.get("variables") {
+            if items.iter().any(masked) {
+                c.error("variables masked is not supported: pipeline variables are never masked");
+            }
+        }
         c.finish()?;
         Ok(CreatePipelineParams {
             ref_,

@@ -58,6 +58,13 @@ pub async fn upload_artifacts(
     let mut artifact_type = query.text("artifact_type");
     let mut artifact_format = query.text("artifact_format");
     let mut expire_in = query.text("expire_in");
+    // A bad `expire_in` in the query is refused before any byte is stored.
+    if let Some(text) = expire_in.as_deref().map(str::trim) {
+        if !text.is_empty() && text != "never" && crate::ci::duration::parse_seconds(text).is_none()
+        {
+            return Err(ApiError::InvalidParams("expire_in is invalid".into()));
+        }
+    }
     let mut form = actix_multipart::Multipart::new(req.headers(), body);
     let mut stored = None;
     let mut filename = String::from("artifacts.zip");
