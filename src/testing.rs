@@ -586,6 +586,17 @@ impl TestServer {
         self.arm(method, path, times, FaultAction::Delay(hold))
     }
 
+    /// The next `times` requests with `method` whose path matches `path` panic in the
+    /// server, as a bug in a handler would: each is answered 500 (`{"message":"500
+    /// Internal Server Error"}`) and the server goes on. Paths as in
+    /// [`TestServer::fail_next`].
+    ///
+    /// # Panics
+    /// As [`TestServer::fail_next`].
+    pub fn panic_next(&self, method: &str, path: &str, times: usize) -> Fault {
+        self.arm(method, path, times, FaultAction::Panic)
+    }
+
     fn arm(&self, method: &str, path: &str, times: usize, action: FaultAction) -> Fault {
         let method = match method {
             "*" => None,

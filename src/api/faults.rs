@@ -24,6 +24,9 @@ pub enum FaultAction {
     Respond(StatusCode),
     /// Hold the request this long, then pass it on to the route.
     Delay(Duration),
+    /// Panic, as a bug in a handler would: the request is answered 500 and the server
+    /// goes on (see [`crate::api::hardening::catch_panics`]).
+    Panic,
 }
 
 /// One armed rule: `method` and `pattern` select requests, the first `times` of them get
@@ -225,6 +228,7 @@ where
                     tokio::time::sleep(hold).await;
                     service.call(req).await.map(passed)
                 }
+                FaultAction::Panic => panic!("injected fault: {} {}", req.method(), req.path()),
                 FaultAction::Respond(status) => {
                     // Read the body first, so that the connection stays usable for the
                     // client's next request (an unread body costs the keep-alive).

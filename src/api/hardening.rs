@@ -15,9 +15,11 @@ use std::time::Duration;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
 use bytes::Bytes;
 use futures_util::{FutureExt, Stream};
 use tokio::time::{Instant, Sleep};
@@ -27,25 +29,40 @@ use tokio::time::{Instant, Sleep};
 pub async fn catch_panics<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let request = req.request().clone();
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    // The request went into the call and is gone; the answer is an error, which actix
+    // turns into its response (`ApiError::Internal`: GitLab's 500, logged).
     match std::panic::AssertUnwindSafe(next.call(req))
         .catch_unwind()
         .await
     {
-        Ok(result) => result.map(ServiceResponse::map_into_left_body),
+        Ok(result) => result,
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(panic = %message, "a handler panicked; answered 500");
-            let response = HttpResponse::InternalServerError()
-                .insert_header((header::CONNECTION, "close"))
-                .json(serde_json::json!({ "message": "500 Internal Server Error" }));
-            Ok(ServiceResponse::new(request, response).map_into_right_body())
+            Err(ApiError::Internal(anyhow::anyhow!("a handler panicked: {message}")).into())
         }
+    }
+}
+
+/// The answer to a body cut by [`body_deadline`]: 408, and the connection closed (the
+/// rest of the body is never read).
+#[derive(Debug, thiserror::Error)]
+#[error("request body too slow")]
+struct BodyTooSlow;
+
+impl ResponseError for BodyTooSlow {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::REQUEST_TIMEOUT
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::RequestTimeout()
+            .force_close()
+            .json(serde_json::json!({ "message": "408 Request Timeout" }))
     }
 }
 
@@ -92,16 +109,15 @@ pub async fn body_deadline<B: MessageBody + 'static>(
     if !cut.load(Ordering::SeqCst) {
         return response.map(ServiceResponse::map_into_left_body);
     }
-    // Whatever the handler made of the error, the client hears that it was too slow, and
-    // the connection (with the rest of the body unread) is closed.
-    let response = match response {
-        Ok(response) => response.into_parts().0,
-        Err(e) => return Err(e),
-    };
-    let answer = HttpResponse::RequestTimeout()
-        .insert_header((header::CONNECTION, "close"))
-        .json(serde_json::json!({ "message": "408 Request Timeout" }));
-    Ok(ServiceResponse::new(response, answer).map_into_right_body())
+    // Whatever the handler or a middleware made of the error, the client hears that it
+    // was too slow, and the connection (with the rest of the body unread) is closed.
+    match response {
+        Ok(response) => {
+            let (request, _) = response.into_parts();
+            Ok(ServiceResponse::new(request, BodyTooSlow.error_response()).map_into_right_body())
+        }
+        Err(_) => Err(BodyTooSlow.into()),
+    }
 }
 
 /// A request body with a deadline (see [`body_deadline`]).

@@ -416,8 +416,23 @@ pub fn load(yaml: &str) -> Result<Value> {
     Ok(root)
 }
 
+/// GitLab's words for a pipeline over `ci_pipeline_size` (`Gitlab::Ci::Pipeline::Quota::Size`).
+pub fn too_many_jobs(limit: usize) -> String {
+    format!(
+        "The number of jobs has exceeded the limit of {limit}. \
+         Try splitting the configuration with parent-child-pipelines"
+    )
+}
+
 /// Plans a pipeline from `.gitlab-ci.yml` text, evaluating rules in `scope`.
 pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
+    plan_within(yaml, scope, None)
+}
+
+/// [`plan`], refusing as soon as more than `max_jobs` jobs (after rules, with `parallel`
+/// expanded) would be in the pipeline — before the plan of a huge pipeline is made whole,
+/// as GitLab checks `ci_pipeline_size` on the seeded pipeline before creating anything.
+pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Result<PipelinePlan> {
     let mut root: Value = load(yaml)?;
     root.apply_merge()
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
@@ -528,6 +543,9 @@ pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
             Ok(Some(jobs)) => planned.extend(jobs),
             Ok(None) => {}
             Err(e) => problems.push(e.0),
+        }
+        if let Some(limit) = max_jobs.filter(|limit| planned.len() > *limit) {
+            return err(too_many_jobs(limit));
         }
     }
     if !problems.is_empty() {

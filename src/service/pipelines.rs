@@ -169,17 +169,13 @@ impl Pipelines {
         // workers, so that a large file does not hold up other requests.
         let scope = rule_scope(project, &req, protected);
         let yaml = req.ci_config.clone();
-        let plan = tokio::task::spawn_blocking(move || config::plan(&yaml, &scope))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?
-            .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
-        // `Gitlab::Ci::Pipeline::Quota::Size`: checked on the plan, before any row.
-        if let Some(limit) = self.max_jobs.filter(|limit| plan.jobs.len() > *limit) {
-            return Err(ApiError::Validation(json!({ "base": [format!(
-                "The number of jobs has exceeded the limit of {limit}. \
-                 Try splitting the configuration with parent-child-pipelines"
-            )] })));
-        }
+        // `Gitlab::Ci::Pipeline::Quota::Size` is checked while planning, before any row.
+        let max_jobs = self.max_jobs;
+        let plan =
+            tokio::task::spawn_blocking(move || config::plan_within(&yaml, &scope, max_jobs))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
         for v in &req.variables {
             if v.key.is_empty()
                 || v.key.len() > 255

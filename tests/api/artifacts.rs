@@ -251,25 +251,43 @@ both_backends! {
 }
 
 both_backends! {
-    // An upload the process died in leaves `<object>#<n>` in the local store: swept in the
+    // An upload the process died in leaves `<object>#<n>` in the local store, and one it
+    // died after storing leaves an object no row points at: both are swept in the
     // background from the next start once untouched for an hour; fresh ones (another
-    // instance's upload) and stored objects stay.
-    async fn unfinished_uploads_are_swept_at_start(backend) {
+    // instance's upload in flight) and recorded objects stay.
+    async fn unfinished_uploads_and_orphans_are_swept_at_start(backend) {
         let first = TestApp::spawn(backend).await;
-        let root = first.data_dir().join("artifacts");
-        let folder = root.join("jobs").join("1");
-        std::fs::create_dir_all(&folder).expect("folder");
-        for (name, hours_ago) in [("artifacts.zip#1", 2), ("artifacts.zip#2", 0), ("stored.zip", 2)] {
+        let project = first.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = first.create_runner(json!({ "runner_type": "instance_type" })).await;
+        first.pipeline(project, "a: { script: x }\n").await;
+        let job = first.take_job(&runner).await;
+        assert_eq!(first.upload(&job, "", "artifacts.zip", bytes(100, 3), false).await.status, 201);
+        let folder = first.data_dir().join("artifacts").join("jobs").join(job["id"].to_string());
+        let recorded = std::fs::read_dir(&folder).expect("folder").next().expect("the upload").expect("entry").path();
+        // The recorded object, aged like the others.
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+        std::fs::File::options().write(true).open(&recorded).expect("open").set_modified(two_hours_ago).expect("mtime");
+        for (name, hours_ago) in [("artifacts.zip#1", 2), ("artifacts.zip#2", 0), ("orphan", 2), ("fresh-orphan", 0)] {
             crate::helpers::write_file_aged(&folder.join(name), hours_ago);
         }
+        // Another job's folder: objects of jobs that have no rows at all.
+        let gone = first.data_dir().join("artifacts").join("jobs").join("999999");
+        std::fs::create_dir_all(&gone).expect("folder");
+        crate::helpers::write_file_aged(&gone.join("left"), 3);
         first.stop().await;
-        let _second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        let second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
         let swept = std::time::Instant::now();
-        while folder.join("artifacts.zip#1").exists() && swept.elapsed().as_secs() < 10 {
+        let pending = || ["artifacts.zip#1", "orphan"].iter().any(|n| folder.join(n).exists()) || gone.join("left").exists();
+        while pending() && swept.elapsed().as_secs() < 10 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(!folder.join("artifacts.zip#1").exists(), "an old unfinished upload is swept");
-        assert!(folder.join("artifacts.zip#2").exists(), "a fresh one is kept");
-        assert!(folder.join("stored.zip").exists(), "objects are kept");
+        assert!(!folder.join("orphan").exists(), "an old object without a row is swept");
+        assert!(!gone.join("left").exists(), "so is one of a job without rows");
+        assert!(folder.join("artifacts.zip#2").exists(), "a fresh upload is kept");
+        assert!(folder.join("fresh-orphan").exists(), "a fresh object is kept (its row may come)");
+        assert!(recorded.exists(), "recorded objects are kept");
+        let admin = second.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}/artifacts", job["id"])).send().await.expect("download");
+        assert_eq!(admin.status(), 200);
     }
 }

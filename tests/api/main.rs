@@ -5,6 +5,7 @@ mod helpers;
 #[path = "../common/shell_runner.rs"]
 mod shell_runner;
 
+mod abuse;
 mod admin_runners;
 mod artifacts;
 mod backoff;

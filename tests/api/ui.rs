@@ -18,14 +18,14 @@ fn browser() -> Client {
         .expect("client")
 }
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     location: Option<String>,
     set_cookie: Option<String>,
-    text: String,
+    pub(crate) text: String,
 }
 
-async fn get(app: &TestApp, cookie: Option<&str>, path: &str) -> Page {
+pub(crate) async fn get(app: &TestApp, cookie: Option<&str>, path: &str) -> Page {
     send(browser().get(app.url(path)), cookie).await
 }
 
@@ -71,7 +71,7 @@ async fn sign_in(app: &TestApp) -> (String, String) {
     (cookie, csrf)
 }
 
-async fn patch_log(app: &TestApp, job: &Value, start: usize, data: &[u8]) {
+pub(crate) async fn patch_log(app: &TestApp, job: &Value, start: usize, data: &[u8]) {
     let end = (start + data.len()).saturating_sub(1);
     let reply = app
         .send(
@@ -85,7 +85,7 @@ async fn patch_log(app: &TestApp, job: &Value, start: usize, data: &[u8]) {
 }
 
 /// A server with one running job (of a one-job pipeline), and a signed-in session.
-async fn running_job(backend: Backend) -> (TestApp, Value, String) {
+pub(crate) async fn running_job(backend: Backend) -> (TestApp, Value, String) {
     let app = TestApp::spawn(backend).await;
     let (_, token) = app
         .create_runner(json!({ "runner_type": "instance_type" }))

@@ -112,6 +112,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// A request body is cut after `seconds` without a byte, or under `min_rate` bytes/s.
+    pub fn body_timeout(mut self, seconds: u64, min_rate: u64) -> Self {
+        self.args.body_timeout = Some(seconds);
+        self.args.body_min_rate = Some(min_rate);
+        self
+    }
+
+    /// The most jobs one pipeline may have (0: no limit).
+    pub fn max_pipeline_jobs(mut self, jobs: usize) -> Self {
+        self.args.max_pipeline_jobs = Some(jobs);
+        self
+    }
+
     pub fn max_trace_bytes(mut self, bytes: u64) -> Self {
         self.args.max_trace_bytes = Some(bytes);
         self
