@@ -1,7 +1,10 @@
 //! Bounded fuzzing (proptest) of what clients send that Runway parses: `.gitlab-ci.yml`,
-//! `rules:if` expressions, durations, `Content-Range`, query strings and form bodies, and
-//! the JSON params of every route. None may panic; each answers a value or a clear error.
-//! Cases per property: `RUNWAY_FUZZ_CASES` (default 2,000; well under a second each).
+//! `rules:if` expressions, durations, `Content-Range`, query strings and form bodies, the
+//! JSON params of every route, and a job log's page. None may panic; each answers a value
+//! or a clear error. Each parser also gets a property that nests its input up to 100,000
+//! levels deep, which must be refused past its limit without recursing.
+//! Cases per property: `RUNWAY_FUZZ_CASES` (default 2,000; well under a second each; the
+//! nesting properties a 32nd of it).
 
 use std::collections::HashMap;
 
@@ -287,5 +290,153 @@ proptest! {
     #[test]
     fn json_params_of_every_route(params in params()) {
         parse_everywhere(&params);
+    }
+}
+
+/// Cases per nesting property: each builds input up to 100,000 levels deep, so fewer than
+/// the other properties (`RUNWAY_FUZZ_CASES` / 32, at least 16).
+fn deep_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: (config().cases / 32).max(16),
+        ..config()
+    }
+}
+
+/// The deepest nesting the properties below generate.
+const DEEPEST: usize = 100_000;
+
+/// `rules:if` text nested `depth` levels in one of the ways an expression nests.
+fn nested_expression(depth: usize, kind: usize) -> String {
+    match kind {
+        0 => format!("{}$A{}", "(".repeat(depth), ")".repeat(depth)),
+        1 => format!("{}$A == \"x\"", "(".repeat(depth)),
+        2 => format!("$A{}", " && ($A".repeat(depth)),
+        _ => format!("{}\"x\"", "$A == ".repeat(depth)),
+    }
+}
+
+/// `.gitlab-ci.yml` text whose job nests `depth` levels in one of YAML's ways.
+fn nested_yaml(depth: usize, kind: usize) -> String {
+    match kind {
+        0 => format!(
+            "a:\n  script: {}x{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+        1 => format!(
+            "a:\n  script: x\n  variables: {}1{}\n",
+            "{b: ".repeat(depth),
+            "}".repeat(depth)
+        ),
+        2 => format!("a:\n  script:\n    {}x\n", "- ".repeat(depth)),
+        3 => format!("a:\n  script: x\n  cache: {}\n", "[{k: ".repeat(depth / 2)),
+        // Quotes and comments that do not hide a flow's nesting.
+        _ => format!(
+            "a:\n  script: \"[[[\" # [[[\n  tags: {}x{}\n",
+            "['y', ".repeat(depth),
+            "]".repeat(depth)
+        ),
+    }
+}
+
+proptest! {
+    #![proptest_config(deep_config())]
+
+    // Rack's `a[b][c]…`: past 100 levels refused, whatever the depth, never a stack overflow.
+    #[test]
+    fn query_strings_nested_up_to_100_000_deep(depth in 0..=DEEPEST, kind in 0usize..3) {
+        let segment = ["[b]", "[]", "[b][]"][kind];
+        let text = format!("a{}=1", segment.repeat(depth));
+        let brackets = text.matches('[').count();
+        match Params::from_query(&text) {
+            Ok(_) => prop_assert!(brackets <= runway::api::params::MAX_PARAM_DEPTH),
+            Err(e) => {
+                prop_assert!(brackets > runway::api::params::MAX_PARAM_DEPTH);
+                prop_assert!(e.to_string().contains("nested deeper than 100 levels"), "{e}");
+            }
+        }
+    }
+
+    // JSON params: serde_json stops at 128 levels, so the params built from a body are
+    // never deeper (the NUL check and every walk of them rely on it).
+    #[test]
+    fn json_bodies_nested_up_to_100_000_deep(depth in 0..=DEEPEST, object in prop::bool::ANY) {
+        let (open, close) = if object { ("{\"a\":", "}") } else { ("[", "]") };
+        let text = format!("{}1{}", open.repeat(depth), close.repeat(depth));
+        prop_assert_eq!(serde_json::from_str::<Value>(&text).is_ok(), depth <= 127);
+    }
+
+    // `rules:if`: GitLab's 100-token limit refuses deep nesting of any kind before parsing.
+    #[test]
+    fn rules_expressions_nested_up_to_100_000_deep(depth in 0..=DEEPEST, kind in 0usize..4) {
+        let text = nested_expression(depth, kind);
+        let vars = HashMap::from([("A".to_string(), "x".to_string())]);
+        let result = runway::ci::expr::evaluate(&text, &vars);
+        if depth > runway::ci::expr::MAX_TOKENS {
+            prop_assert_eq!(result, Err("Too many tokens!".to_string()));
+        }
+    }
+
+    // `.gitlab-ci.yml`: past 100 levels (GitLab's `max_yaml_depth`) refused, fast, however
+    // the nesting is written.
+    #[test]
+    fn ci_configs_nested_up_to_100_000_deep(depth in 0..=DEEPEST, kind in 0usize..5) {
+        let text = nested_yaml(depth, kind);
+        let result = plan(&text, &scope());
+        if depth > 130 && kind != 3 {
+            prop_assert_eq!(result.map(|_| ()), Err(runway::ci::config::ConfigError("The parsed YAML is too big".into())));
+        }
+    }
+
+    // Block mappings nest by indentation, so their text grows with the square of the depth:
+    // 3,000 levels are 4.5 MB, past the 2 MiB limit, refused before parsing.
+    #[test]
+    fn ci_configs_nested_by_indentation(depth in 0usize..3_000) {
+        let mut text = String::from("a:\n  script: x\n  variables:\n");
+        for level in 0..depth {
+            text.push_str(&" ".repeat(4 + level));
+            text.push_str("k:\n");
+        }
+        text.push_str(&" ".repeat(4 + depth));
+        text.push_str("v\n");
+        let result = plan(&text, &scope());
+        if depth > 100 {
+            prop_assert_eq!(result.map(|_| ()), Err(runway::ci::config::ConfigError("The parsed YAML is too big".into())));
+        }
+    }
+
+    // `extends` chains: GitLab's 10 levels; a chain of tens of thousands of hidden jobs is
+    // refused without recursing down it.
+    #[test]
+    fn extends_chains_up_to_100_000_long(length in 1usize..=DEEPEST) {
+        let mut text = String::from("a:\n  script: x\n  extends: .j0\n");
+        for i in 0..length {
+            text.push_str(&format!(".j{i}:\n  extends: .j{}\n", i + 1));
+        }
+        text.push_str(&format!(".j{length}:\n  tags: [t]\n"));
+        let result = plan(&text, &scope());
+        if length > 10 {
+            prop_assert!(result.is_err(), "{length} levels of extends");
+        }
+    }
+
+    // Durations: any number of parts with any numbers, never past the bound, never a panic.
+    #[test]
+    fn durations_of_huge_parts(parts in prop::collection::vec((any::<u64>(), prop::sample::select(&["s", "minutes", "h", "days", "weeks", "months", "years", ""][..])), 1..40)) {
+        let text: Vec<String> = parts.iter().map(|(n, unit)| format!("{n} {unit}")).collect();
+        if let Some(seconds) = runway::ci::duration::parse_seconds(&text.join(" ")) {
+            prop_assert!((0..=runway::ci::duration::MAX_SECONDS).contains(&seconds));
+        }
+    }
+
+    // A job log's page: any bytes, any tail size — the cut is inside the log, never inside
+    // a character, and the state before it is found without a panic.
+    #[test]
+    fn job_log_tails(log in prop::collection::vec(prop::sample::select(&[b'a', b'\n', b'\r', 0x1b, b'[', b'3', b'1', b'm', 0xc3, 0xa9, b's'][..]), 0..4_000), keep in 1usize..4_000) {
+        let cut = runway::ui::log::tail_start(&log, keep);
+        prop_assert!(cut <= log.len());
+        prop_assert!(cut == log.len() || (log[cut] & 0xc0) != 0x80 || std::str::from_utf8(&log).is_err());
+        let state = runway::ui::log::state_before(&log, cut);
+        let _ = runway::ui::log::render(&log[cut..], state, true);
     }
 }

@@ -93,12 +93,14 @@ pub async fn body_deadline<B: MessageBody + 'static>(
     let cut = Arc::new(AtomicBool::new(false));
     let timed = TimedBody {
         inner: req.take_payload(),
-        idle,
-        min_rate,
-        started: Instant::now(),
-        last: Instant::now(),
-        received: 0,
-        timer: Box::pin(tokio::time::sleep(idle)),
+        pace: Pace {
+            idle,
+            min_rate,
+            started: Instant::now(),
+            last: Instant::now(),
+            received: 0,
+        },
+        timer: None,
         cut: cut.clone(),
         done: false,
     };
@@ -123,17 +125,24 @@ pub async fn body_deadline<B: MessageBody + 'static>(
 /// A request body with a deadline (see [`body_deadline`]).
 struct TimedBody {
     inner: Payload,
+    pace: Pace,
+    /// Armed the first time the body makes the reader wait: a small body that came with
+    /// the headers (a job request's) costs no timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    cut: Arc<AtomicBool>,
+    done: bool,
+}
+
+/// How a body has come so far, and what it must keep to.
+struct Pace {
     idle: Duration,
     min_rate: u64,
     started: Instant,
     last: Instant,
     received: u64,
-    timer: Pin<Box<Sleep>>,
-    cut: Arc<AtomicBool>,
-    done: bool,
 }
 
-impl TimedBody {
+impl Pace {
     /// When the body is cut if nothing more comes: `idle` after the last byte, or when
     /// the average rate falls under `min_rate` (never before `idle` from the start).
     fn deadline(&self) -> Instant {
@@ -157,10 +166,12 @@ impl Stream for TimedBody {
         }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                this.received += chunk.len() as u64;
-                this.last = Instant::now();
-                let deadline = this.deadline();
-                this.timer.as_mut().reset(deadline);
+                this.pace.received += chunk.len() as u64;
+                this.pace.last = Instant::now();
+                if let Some(timer) = this.timer.as_mut() {
+                    let deadline = this.pace.deadline();
+                    timer.as_mut().reset(deadline);
+                }
                 return Poll::Ready(Some(Ok(chunk)));
             }
             Poll::Ready(other) => {
@@ -169,16 +180,20 @@ impl Stream for TimedBody {
             }
             Poll::Pending => {}
         }
+        let deadline = this.pace.deadline();
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         loop {
-            if this.timer.as_mut().poll(cx).is_pending() {
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let deadline = this.deadline();
+            let deadline = this.pace.deadline();
             if deadline <= Instant::now() {
                 this.done = true;
                 this.cut.store(true, Ordering::SeqCst);
                 tracing::info!(
-                    received = this.received,
+                    received = this.pace.received,
                     "a request body stalled or came too slowly; cut"
                 );
                 return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
@@ -186,7 +201,7 @@ impl Stream for TimedBody {
                     "request body too slow",
                 )))));
             }
-            this.timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
         }
     }
 }

@@ -41,6 +41,13 @@ impl Filled {
     fn from_fields(fields: Vec<(String, String)>) -> Result<Filled, ApiError> {
         let mut filled = Filled::default();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
+        // Refused before the database, as the API refuses it (PostgreSQL stores no NUL).
+        if fields
+            .iter()
+            .any(|(n, v)| n.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::BadRequest(crate::api::params::NULL_BYTE.into()));
+        }
         for (name, value) in fields {
             match name.as_str() {
                 "csrf" => filled.csrf = value,

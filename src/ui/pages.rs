@@ -803,9 +803,9 @@ async fn job_log(
     let chunk = query.chunk.unwrap_or(query.offset);
     let (mut bytes, starts) = log_from(&state, &job, query.offset, chunk).await?;
     let live = unfinished(job.status);
-    // At most a page's worth per answer; the script asks again for the rest.
-    let more = bytes.len() > LOG_TAIL_BYTES;
-    bytes.truncate(LOG_TAIL_BYTES);
+    // At most what the complete view renders per answer; the script asks again for the rest.
+    let more = bytes.len() > FULL_LOG_MAX_BYTES;
+    bytes.truncate(FULL_LOG_MAX_BYTES);
     let rendered = log::render(&bytes, start, !live && !more);
     let artifact = !live && archive_of(&state, &job).await?.is_some();
     let offset = query.offset + rendered.consumed;

@@ -94,3 +94,37 @@ async fn swagger_ui_renders_every_operation_in_chromium() {
     );
     println!("screenshot: {}", out.display());
 }
+
+/// Swagger UI keeps the tokens typed into "Authorize" in the page, not in the browser's
+/// storage on the web pages' origin, and carries the pages' security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_persists_no_tokens_and_carries_the_pages_headers() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for path in ["/api/docs/", "/api/docs/swagger-initializer.js"] {
+        let reply = app.send(app.request(Method::GET, path)).await;
+        assert_eq!(reply.status, 200, "{path}");
+        let csp = reply.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("same-origin"),
+            "{path}"
+        );
+        if path.ends_with(".js") {
+            let config: String = reply.text.chars().filter(|c| !c.is_whitespace()).collect();
+            assert!(
+                config.contains("\"persistAuthorization\":false"),
+                "{}",
+                reply.text
+            );
+        }
+    }
+}

@@ -56,7 +56,7 @@ async fn send(mut request: reqwest::RequestBuilder, cookie: Option<&str>) -> Pag
 }
 
 /// Signs in; returns the `Cookie` header value and the session's CSRF token.
-async fn sign_in(app: &TestApp) -> (String, String) {
+pub(crate) async fn sign_in(app: &TestApp) -> (String, String) {
     let reply = post(app, None, "/-/ui/login", &[("token", ADMIN_TOKEN)]).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text);
     let set = reply.set_cookie.expect("a session cookie");
