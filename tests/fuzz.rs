@@ -76,6 +76,14 @@ const KEYWORDS: &[&str] = &[
     "dotenv",
     "variables",
     "value",
+    "only",
+    "except",
+    "refs",
+    "kubernetes",
+    "active",
+    "branches",
+    "tags",
+    "/^ma.*/i",
 ];
 
 /// A YAML-ish value: scalars of every kind, and nested mappings and lists keyed mostly by

@@ -5,7 +5,8 @@
 //! `image`, `services`, `before_script`/`script`/`after_script`, `stage`, `tags`, `when`,
 //! `allow_failure` (with `exit_codes`), `needs`, `dependencies`, `artifacts`, `cache`,
 //! `timeout`, `retry`, `interruptible`, `extends`, hidden `.jobs`, `parallel` (count and
-//! matrix), `rules` with `if`/`when`/`allow_failure`/`variables`, YAML anchors and `<<`.
+//! matrix), `rules` with `if`/`when`/`allow_failure`/`variables`, `only`/`except`
+//! (see [`super::policy`]), YAML anchors and `<<`.
 //! Any other keyword is refused with a list of what was not understood — never dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,11 +16,10 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration::parse_seconds;
 use super::expr;
+use super::policy;
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
 const UNSUPPORTED_JOB_KEYS: &[&str] = &[
-    "only",
-    "except",
     "environment",
     "release",
     "trigger",
@@ -59,6 +59,8 @@ const JOB_KEYS: &[&str] = &[
     "parallel",
     "rules",
     "interruptible",
+    "only",
+    "except",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -496,6 +498,9 @@ pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Re
         return err("jobs config should contain at least one visible job");
     }
 
+    // `workflow:rules` drops `only`'s default from every job (`Processable#compose!`).
+    let workflow_rules =
+        matches!(root.get("workflow"), Some(Value::Mapping(w)) if w.contains_key("rules"));
     // Resolve extends and defaults, then plan each job (rules may drop it).
     let mut planned: Vec<JobPlan> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -539,7 +544,7 @@ pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Re
             ));
             continue;
         }
-        match plan_job(name, &job, &stages, &global_vars, scope) {
+        match plan_job(name, &job, &stages, &global_vars, scope, workflow_rules) {
             Ok(Some(jobs)) => planned.extend(jobs),
             Ok(None) => {}
             Err(e) => problems.push(e.0),
@@ -797,6 +802,7 @@ fn plan_job(
     stages: &[String],
     global_vars: &[Variable],
     rule_scope: &RuleScope,
+    workflow_rules: bool,
 ) -> Result<Option<Vec<JobPlan>>> {
     if name.chars().count() > 255 {
         return err(format!(
@@ -875,6 +881,52 @@ fn plan_job(
     let mut variables: Vec<Variable> = global_vars.to_vec();
     for v in variables_of(field("variables"), &at("variables"))? {
         upsert_var(&mut variables, v);
+    }
+
+    // `only`/`except` ‹entry/policy.rb›: read (and checked) whether or not they apply.
+    let only = field("only")
+        .map(|v| policy::parse(v, &at("only")))
+        .transpose()
+        .map_err(ConfigError)?
+        .flatten();
+    let except = field("except")
+        .map(|v| policy::parse(v, &at("except")))
+        .transpose()
+        .map_err(ConfigError)?
+        .flatten();
+    if field("rules").is_some() {
+        // `disallowed_keys … 'key may not be used with `rules`'`, in the file's order.
+        let with_rules: Vec<String> = job
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .filter_map(|(k, _)| k.as_str())
+            .filter(|k| matches!(*k, "only" | "except" | "start_in"))
+            .map(str::to_string)
+            .collect();
+        if !with_rules.is_empty() {
+            return err(format!(
+                "jobs:{name} config key may not be used with `rules`: {}",
+                with_rules.join(", ")
+            ));
+        }
+    } else {
+        let vars = rule_scope.with(&variables);
+        let predefined = |key: &str| rule_scope.predefined.get(key).map_or("", String::as_str);
+        let scope = policy::PolicyScope {
+            source: predefined("CI_PIPELINE_SOURCE"),
+            ref_: predefined("CI_COMMIT_REF_NAME"),
+            tag: rule_scope.predefined.contains_key("CI_COMMIT_TAG"),
+            project_path: predefined("CI_PROJECT_PATH"),
+            variables: &vars,
+            // Runway does not know a push's changed paths yet: every `changes` holds, as
+            // GitLab's does for pipelines without a push diff.
+            changed_paths: None,
+        };
+        let included = policy::included(only.as_ref(), except.as_ref(), workflow_rules, &scope)
+            .map_err(|e| ConfigError(format!("jobs:{name} {e}")))?;
+        if !included {
+            return Ok(None);
+        }
     }
 
     if let Some(rules) = field("rules") {
@@ -1646,8 +1698,16 @@ never:
         let cases = [
             ("a: [", "Invalid configuration format"),
             (
-                "a: { script: x, only: [main] }",
-                "jobs:a uses keywords Runway does not support yet: only",
+                "a: { script: x, environment: production }",
+                "jobs:a uses keywords Runway does not support yet: environment",
+            ),
+            (
+                "a: { script: x, only: [main], rules: [ { when: always } ], except: [tags] }",
+                "jobs:a config key may not be used with `rules`: only, except",
+            ),
+            (
+                "a: { script: x, only: main }",
+                "jobs:a:only has to be either an array of conditions or a hash",
             ),
             (
                 "a: { script: x, bogus: 1 }",

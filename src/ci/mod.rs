@@ -3,4 +3,5 @@
 pub mod config;
 pub mod duration;
 pub mod expr;
+pub mod policy;
 pub mod progress;

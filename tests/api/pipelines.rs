@@ -228,12 +228,53 @@ test_b: { stage: test, script: x }
         assert_eq!(app.pipeline_status(project, pipeline).await, "success");
     }
 
+    // The older `only`/`except`, as GitLab evaluates them: refs (names, regexes, GitLab's
+    // keywords for sources, `@project`), variables, and only's default (branches, tags).
+    async fn only_and_except_choose_the_jobs(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app", "namespace": "team" })).await;
+        let yaml = r#"
+build: { script: x }
+only-main: { script: x, only: [main] }
+only-api: { script: x, only: [api] }
+only-web: { script: x, only: [web, schedules] }
+except-main: { script: x, except: [main] }
+feature: { script: x, only: ['/^feature\/.*/'] }
+deploy: { script: x, only: { refs: [branches], variables: ['$DEPLOY == "yes"'] } }
+release: { script: x, only: [tags] }
+here: { script: x, only: ['main@team/app'] }
+elsewhere: { script: x, only: ['main@other/app'] }
+"#;
+        let names = |pipeline: i64| {
+            let app = &app;
+            async move { app.job_statuses(project, pipeline).await.into_iter().map(|(n, _)| n).collect::<Vec<_>>() }
+        };
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline"))
+            .json(&json!({ "ref": "main", "ci_config": yaml, "variables": [{ "key": "DEPLOY", "value": "yes" }] }))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut on_main = names(reply.json()["id"].as_i64().expect("id")).await;
+        on_main.sort();
+        assert_eq!(on_main, ["build", "deploy", "here", "only-api", "only-main"]);
+        let reply = app.create_pipeline(project, "feature/login", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut on_feature = names(reply.json()["id"].as_i64().expect("id")).await;
+        on_feature.sort();
+        assert_eq!(on_feature, ["build", "except-main", "feature", "only-api"]);
+        // `workflow:rules` drops only's default; a job with no rules or only then always runs.
+        let reply = app.create_pipeline(project, "main", "workflow: { rules: [{ when: always }] }
+a: { script: x }
+b: { script: x, except: [api] }
+").await;
+        assert_eq!(names(reply.json()["id"].as_i64().expect("id")).await, ["a"]);
+    }
+
     async fn refused_configurations_create_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
         for (yaml, message) in [
             ("a: [", "Invalid configuration format"),
-            ("a: { script: x, only: [main] }", "jobs:a uses keywords Runway does not support yet: only"),
+            ("a: { script: x, only: main }", "jobs:a:only has to be either an array of conditions or a hash"),
+            ("a: { script: x, only: [main], rules: [{ when: always }] }", "jobs:a config key may not be used with `rules`: only"),
             ("a: { script: x, wat: 1 }", "jobs:a config contains unknown keys: wat"),
             ("a: { stage: test }", "jobs:a config should implement the script:, run:, or trigger: keyword"),
             ("a: { script: x, needs: [b] }\nb: { script: y, needs: [a] }", "The pipeline has circular dependencies"),
