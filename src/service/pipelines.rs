@@ -451,7 +451,8 @@ impl Pipelines {
                     ..Default::default()
                 };
                 if !Job::transition(tx, job.id, &[JobStatus::Manual], &changes).await? {
-                    return Err(ApiError::forbidden("Unplayable Job"));
+                    // GitLab: `bad_request!("Unplayable Job")`.
+                    return Err(ApiError::bad_request("Unplayable Job"));
                 }
                 Ok(job.id)
             })

@@ -517,6 +517,22 @@ impl Runners {
         Ok(deleted)
     }
 
+    /// Every manager (machine) of a runner, oldest first.
+    pub async fn managers_of(&self, runner_id: i64) -> ApiResult<Vec<RunnerManager>> {
+        let mut db = self.db.read().await?;
+        Ok(RunnerManager::for_runner(&mut db.conn(), runner_id).await?)
+    }
+
+    /// One manager (machine) of a runner, by its `system_id`.
+    pub async fn manager(
+        &self,
+        runner_id: i64,
+        system_xid: &str,
+    ) -> ApiResult<Option<RunnerManager>> {
+        let mut db = self.db.read().await?;
+        Ok(RunnerManager::find(&mut db.conn(), runner_id, system_xid).await?)
+    }
+
     pub async fn delete_manager(&self, runner_id: i64, system_xid: &str) -> ApiResult<bool> {
         let mut db = self.db.write().await?;
         let deleted = RunnerManager::delete(&mut db.conn(), runner_id, system_xid).await?;

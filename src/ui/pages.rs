@@ -191,7 +191,13 @@ async fn runners_region(
              <td data-label=\"Tags\">{tags}</td><td data-label=\"Machines\"><ul class=\"plain\">{machines}</ul></td>\
              <td data-label=\"Last contact\">{contact}</td><td>{button}</td></tr>",
             id = r.id,
-            desc = escape(r.name.as_deref().unwrap_or(&r.description)),
+            // The description, as GitLab shows runners: the name a runner reports is its
+            // program's ("gitlab-runner" for every Go runner), shown only without one.
+            desc = escape(if r.description.trim().is_empty() {
+                r.name.as_deref().unwrap_or("")
+            } else {
+                &r.description
+            }),
             status = status(runner_status(r, at)),
             kind = escape(r.runner_type.as_str()),
             machines = machines.concat(),

@@ -43,6 +43,26 @@ both_backends! {
         assert_eq!(body["ip_address"], "127.0.0.1");
         assert!(body["contacted_at"].as_str().is_some());
 
+        // Its machines, as GitLab's `GET /runners/:id/managers` lists them.
+        let reply = app.send(app.admin(Method::GET, &format!("/api/v4/runners/{id}/managers"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let mut managers = reply.json();
+        let manager = &mut managers[0];
+        assert!(manager["id"].is_i64());
+        assert!(manager["created_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+        assert!(manager["contacted_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+        for volatile in ["id", "created_at", "contacted_at"] {
+            manager[volatile] = json!(format!("[{volatile}]"));
+        }
+        assert_eq!(managers, json!([{
+            "id": "[id]", "system_id": "s_aaaaaaaaaaaa", "version": "19.4.0", "revision": "fc1f1862",
+            "platform": "linux", "architecture": "amd64", "created_at": "[created_at]",
+            "contacted_at": "[contacted_at]", "ip_address": "127.0.0.1", "status": "online",
+        }]));
+        app.send(app.admin(Method::GET, "/api/v4/runners/999999/managers")).await
+            .assert(404, json!({ "message": "404 Runner Not Found" }));
+        assert_eq!(app.send(app.request(Method::GET, &format!("/api/v4/runners/{id}/managers"))).await.status, 401);
+
         let reply = app
             .send(app.admin(Method::PUT, &format!("/api/v4/runners/{id}")).json(&json!({
                 "paused": true, "tag_list": ["arm"], "description": "fleet-2", "access_level": "ref_protected",

@@ -222,7 +222,10 @@ test_b: { stage: test, script: x }
         let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
         let id = jobs[0]["id"].as_i64().expect("id");
         let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{id}/play"))).await;
+        assert_eq!(reply.status, 200, "GitLab's play answers 200");
         assert_eq!(reply.json()["status"], "pending");
+        let again = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{id}/play"))).await;
+        again.assert(400, json!({ "message": "400 Bad request - Unplayable Job" }));
         let job = app.take_job(&runner).await;
         app.update_job(&job, json!({ "state": "success" })).await;
         assert_eq!(app.pipeline_status(project, pipeline).await, "success");

@@ -291,9 +291,20 @@ both_backends! {
             .send(app.request(Method::DELETE, "/api/v4/runners/managers").json(&json!({ "token": token })))
             .await;
         reply.assert(400, json!({ "error": "system_id is missing" }));
+        // If-Unmodified-Since older than the manager's last change: 412, nothing deleted.
         let reply = app
             .send(
                 app.request(Method::DELETE, "/api/v4/runners/managers")
+                    .header("If-Unmodified-Since", "Wed, 01 Jan 2020 00:00:00 GMT")
+                    .json(&json!({ "token": token, "system_id": "s_aaaaaaaaaaaa" })),
+            )
+            .await;
+        reply.assert(412, json!({ "message": "412 Precondition Failed" }));
+        assert_eq!(app.managers(id).await.len(), 2);
+        let reply = app
+            .send(
+                app.request(Method::DELETE, "/api/v4/runners/managers")
+                    .header("If-Unmodified-Since", "Fri, 01 Jan 2100 00:00:00 GMT")
                     .json(&json!({ "token": token, "system_id": "s_aaaaaaaaaaaa" })),
             )
             .await;

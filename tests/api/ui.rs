@@ -269,6 +269,16 @@ both_backends! {
         assert!(row.contains("<span class=\"status s-online\">online</span>"), "{row}");
         assert!(row.contains("instance_type") && row.contains("<span class=\"tag\">docker</span>"), "{row}");
         assert!(row.contains("s_000000000001 19.4.0"), "the manager's version: {row}");
+        // A Go runner reports its program's name ("gitlab-runner"): the page shows the
+        // description, as GitLab does.
+        let registered = app.post_json("/runners", json!({
+            "token": crate::helpers::REGISTRATION_TOKEN, "description": "build box", "info": { "name": "gitlab-runner" }
+        })).await;
+        assert_eq!(registered.status, 201, "{}", registered.text);
+        let page = get(&app, Some(&cookie), "/-/ui/runners").await;
+        let row = page.text.split(&format!("<tr id=\"runner-{}\">", registered.json()["id"])).nth(1).expect("its row");
+        let row = row.split("</tr>").next().unwrap_or_default();
+        assert!(row.contains("build box") && !row.contains("gitlab-runner"), "{row}");
 
         let page = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}")).await;
         assert!(page.text.contains("<td data-label=\"Ref\">main</td>"), "{}", page.text);

@@ -309,7 +309,13 @@ async fn job_action(
         json!({ "project_id": project.id, "status": job.status, "result_job_id": job.id });
     record_admin_action(state, audit_kind, "job", asked.id, details).await;
     let mut json = jobs_json(state, &project, std::slice::from_ref(&job)).await?;
-    Ok(HttpResponse::Created().json(json.pop()))
+    // GitLab answers 201 (Grape's default for POST), but `status 200` for play.
+    let status = if audit_kind == "job_played" {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::CREATED
+    };
+    Ok(HttpResponse::build(status).json(json.pop()))
 }
 
 /// Cancel a job (running jobs of runners that cancel gracefully go through `canceling`).
@@ -359,7 +365,7 @@ pub async fn erase_job(
 
 /// Start a manual job.
 #[utoipa::path(tag = "jobs (admin)", operation_id = "play_job", params(("id" = String, Path), ("job_id" = i64, Path)),
-    security(("private_token" = [])), responses((status = 201, description = "the job"), (status = 403, description = "not playable"), (status = 404, description = "not found")))]
+    security(("private_token" = [])), responses((status = 200, description = "the job"), (status = 400, description = "not playable: `400 Bad request - Unplayable Job`"), (status = 404, description = "not found")))]
 #[post("/projects/{id}/jobs/{job_id}/play")]
 pub async fn play_job(
     _admin: AdminAuth,

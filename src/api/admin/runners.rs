@@ -26,14 +26,21 @@ const STALE_TIMEOUT: TimeDelta = TimeDelta::days(7);
 
 /// `online`, `offline`, `stale` or `never_contacted`, from `contacted_at` as GitLab derives it.
 pub fn runner_status(runner: &Runner, at: NaiveDateTime) -> &'static str {
-    let last = runner
-        .contacted_at
-        .map_or(runner.created_at, |c| c.max(runner.created_at));
+    contact_status(runner.contacted_at, runner.created_at, at)
+}
+
+/// The status of a runner or runner manager from its contacts (`Ci::HasRunnerStatus`).
+fn contact_status(
+    contacted_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    at: NaiveDateTime,
+) -> &'static str {
+    let last = contacted_at.map_or(created_at, |c| c.max(created_at));
     if last <= at - STALE_TIMEOUT {
         "stale"
-    } else if runner.contacted_at.is_none() {
+    } else if contacted_at.is_none() {
         "never_contacted"
-    } else if is_online(runner, at) {
+    } else if contacted_at.is_some_and(|c| c > at - ONLINE_CONTACT_TIMEOUT) {
         "online"
     } else {
         "offline"
@@ -41,9 +48,7 @@ pub fn runner_status(runner: &Runner, at: NaiveDateTime) -> &'static str {
 }
 
 fn is_online(runner: &Runner, at: NaiveDateTime) -> bool {
-    runner
-        .contacted_at
-        .is_some_and(|c| c > at - ONLINE_CONTACT_TIMEOUT)
+    runner_status(runner, at) == "online"
 }
 
 /// A runner in a list (`API::Entities::Ci::Runner`).
@@ -355,6 +360,65 @@ pub async fn get_runner(
     Ok(HttpResponse::Ok().json(details(&state, runner).await?))
 }
 
+/// One machine of a runner (`API::Entities::Ci::RunnerManager`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiRunnerManager {
+    pub id: i64,
+    pub system_id: String,
+    pub version: Option<String>,
+    pub revision: Option<String>,
+    pub platform: Option<String>,
+    pub architecture: Option<String>,
+    #[serde(serialize_with = "serialize_time")]
+    #[schema(value_type = String)]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "serialize_time_opt")]
+    #[schema(value_type = Option<String>)]
+    pub contacted_at: Option<NaiveDateTime>,
+    pub ip_address: Option<String>,
+    #[schema(example = "online")]
+    pub status: &'static str,
+}
+
+/// A runner's managers: the machines that ran it (GitLab's `GET /runners/:id/managers`).
+#[utoipa::path(
+    tag = "admin runners",
+    operation_id = "list_runner_managers",
+    params(("id" = i64, Path)),
+    security(("private_token" = [])),
+    responses(
+        (status = 200, body = Vec<ApiRunnerManager>),
+        (status = 401, description = "no or wrong admin token"),
+        (status = 404, description = "no such runner"),
+    )
+)]
+#[get("/runners/{id}/managers")]
+pub async fn list_runner_managers(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let runner = find_runner(&state, &id).await?;
+    let managers = state.runners.managers_of(runner.id).await?;
+    let at = now();
+    let items: Vec<ApiRunnerManager> = managers
+        .into_iter()
+        .map(|m| ApiRunnerManager {
+            status: contact_status(m.contacted_at, m.created_at, at),
+            id: m.id,
+            system_id: m.system_xid,
+            version: m.version,
+            revision: m.revision,
+            platform: m.platform,
+            architecture: m.architecture,
+            created_at: m.created_at,
+            contacted_at: m.contacted_at,
+            ip_address: m.ip_address,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(items))
+}
+
 /// Params of `PUT /runners/:id`; absent params leave the runner as it is.
 #[derive(Debug, Default, ToSchema)]
 pub struct UpdateRunnerParams {
@@ -485,6 +549,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create_runner)
         .service(list_runners)
         .service(get_runner)
+        .service(list_runner_managers)
         .service(update_runner)
         .service(delete_runner_by_id);
 }

@@ -292,14 +292,24 @@ pub async fn delete_runner(
         (status = 400, description = "token or system_id missing"),
         (status = 403, description = "unknown or expired token"),
         (status = 404, description = "no manager with that system_id"),
+        (status = 412, description = "If-Unmodified-Since is older than the manager's last change"),
     )
 )]
 #[delete("/runners/managers")]
 pub async fn delete_runner_manager(
     params: Validated<ManagerParams>,
     auth: RunnerAuth<NoHeartbeat>,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
+    let not_found = || ApiError::not_found("Runner manager not found");
+    // `destroy_conditionally!(current_runner_manager)`, as for the runner itself.
+    let manager = state
+        .runners
+        .manager(auth.runner.id, &params.0.system_id)
+        .await?
+        .ok_or_else(not_found)?;
+    check_unmodified_since(&req, manager.updated_at)?;
     if state
         .runners
         .delete_manager(auth.runner.id, &params.0.system_id)
@@ -307,7 +317,7 @@ pub async fn delete_runner_manager(
     {
         Ok(no_content())
     } else {
-        Err(ApiError::not_found("Runner manager not found"))
+        Err(not_found())
     }
 }
 
