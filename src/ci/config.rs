@@ -457,6 +457,11 @@ pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Re
             continue;
         }
         let Value::Mapping(map) = value else {
+            // GitLab ignores hidden keys that are not jobs: anchors' targets of any type
+            // (`.versions: &versions [1, 2]`, `.note: text`).
+            if key.starts_with('.') {
+                continue;
+            }
             return err(format!("jobs:{key} config should be a hash"));
         };
         if !key.starts_with('.') {
@@ -1691,6 +1696,14 @@ never:
             .map(|n| n.job)
             .collect();
         assert_eq!(needs, vec!["a 1/2", "a 2/2"]);
+    }
+
+    #[test]
+    fn hidden_keys_of_any_type_are_ignored() {
+        let yaml = ".versions: &versions ['3.11', '3.12']\n.note: a string\n.empty:\n\
+                    test:\n  script: x\n  parallel:\n    matrix:\n      - PY: *versions\n";
+        let plan = plan(yaml, &ctx()).expect("plans");
+        assert_eq!(names(&plan), ["test: [3.11]", "test: [3.12]"]);
     }
 
     #[test]
