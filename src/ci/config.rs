@@ -20,7 +20,6 @@ use super::policy;
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
 const UNSUPPORTED_JOB_KEYS: &[&str] = &[
-    "environment",
     "release",
     "trigger",
     "resource_group",
@@ -61,6 +60,7 @@ const JOB_KEYS: &[&str] = &[
     "interruptible",
     "only",
     "except",
+    "environment",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -250,6 +250,9 @@ pub struct JobSpec {
     pub allow_failure_exit_codes: Vec<i64>,
     pub timeout: Option<i64>,
     pub interruptible: bool,
+    /// `environment`, its name and URL expanded at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<super::environment::EnvironmentSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1055,6 +1058,7 @@ fn plan_job(
         allow_failure_exit_codes: exit_codes,
         timeout,
         interruptible,
+        environment: None,
     };
     let base = JobPlan {
         name: name.to_string(),
@@ -1065,10 +1069,22 @@ fn plan_job(
         tags,
         spec,
     };
-    match field("parallel") {
-        None => Ok(Some(vec![base])),
-        Some(v) => parallel(base, v, &at("parallel")).map(Some),
+    let mut jobs = match field("parallel") {
+        None => vec![base],
+        Some(v) => parallel(base, v, &at("parallel"))?,
+    };
+    if let Some(value) = field("environment") {
+        // Expanded per job, with what each sees when the pipeline is created (a matrix
+        // job's own variables, its own name).
+        for job in &mut jobs {
+            let mut vars = rule_scope.with(&job.spec.variables);
+            vars.insert("CI_JOB_NAME".into(), job.name.clone());
+            vars.insert("CI_JOB_STAGE".into(), job.stage.clone());
+            job.spec.environment =
+                super::environment::parse(value, &at("environment"), &vars).map_err(ConfigError)?;
+        }
     }
+    Ok(Some(jobs))
 }
 
 fn upsert_var(vars: &mut Vec<Variable>, v: Variable) {
@@ -1711,8 +1727,8 @@ never:
         let cases = [
             ("a: [", "Invalid configuration format"),
             (
-                "a: { script: x, environment: production }",
-                "jobs:a uses keywords Runway does not support yet: environment",
+                "a: { script: x, coverage: '/(\\d+)%/' }",
+                "jobs:a uses keywords Runway does not support yet: coverage",
             ),
             (
                 "a: { script: x, only: [main], rules: [ { when: always } ], except: [tags] }",

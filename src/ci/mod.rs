@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod environment;
 pub mod expr;
 pub mod policy;
 pub mod progress;

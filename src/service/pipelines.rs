@@ -127,6 +127,15 @@ fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> R
         ("GITLAB_CI", "true".to_string()),
         ("CI_PIPELINE_SOURCE", req.source.clone()),
         ("CI_COMMIT_REF_NAME", req.ref_.clone()),
+        (
+            "CI_COMMIT_REF_SLUG",
+            crate::api::runner::payload::slug(&req.ref_),
+        ),
+        ("CI_COMMIT_SHORT_SHA", req.sha.chars().take(8).collect()),
+        (
+            "CI_PROJECT_PATH_SLUG",
+            crate::api::runner::payload::slug(&project.path_with_namespace()),
+        ),
         (branch_or_tag, req.ref_.clone()),
         ("CI_COMMIT_SHA", req.sha.clone()),
         ("CI_DEFAULT_BRANCH", project.default_branch.clone()),

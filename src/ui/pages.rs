@@ -768,7 +768,7 @@ async fn job_page(
          <a href=\"/-/ui/projects/{pid}/pipelines/{pipeline}\">Pipeline #{pipeline}</a></p>\
          <h1>{name} <span id=\"job-status\">{status}</span></h1>\
          <dl class=\"facts\"><dt>Stage</dt><dd>{stage}</dd><dt>Runner</dt><dd>{runner}</dd>\
-         <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd></dl>\
+         <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd>{environment}</dl>\
          <div id=\"job-actions\" class=\"row\">{actions}</div>{artifact}{log}",
         pid = project.id,
         path = escape(&project.path_with_namespace()),
@@ -779,8 +779,32 @@ async fn job_page(
         runner = job.runner_id.map_or("—".into(), |r| format!("#{r}")),
         duration = html::duration(&job.started_at, &job.finished_at),
         started = html::time_opt(&job.started_at),
+        environment = environment_fact(&job),
     );
     ok(&format!("Job {}", job.name), &session, &main)
+}
+
+/// The job's environment for its facts: the name, its action, and its URL as a link
+/// when it is a web address.
+fn environment_fact(job: &Job) -> String {
+    let Some(env) = job.spec().environment else {
+        return String::new();
+    };
+    let url = env
+        .url
+        .as_deref()
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .map_or(String::new(), |u| {
+            format!(
+                " · <a href=\"{0}\" rel=\"noopener noreferrer\">{0}</a>",
+                escape(u)
+            )
+        });
+    format!(
+        "<dt>Environment</dt><dd id=\"environment\">{} <span class=\"muted\">({})</span>{url}</dd>",
+        escape(&env.name),
+        escape(&env.action),
+    )
 }
 
 #[derive(Deserialize)]

@@ -271,6 +271,60 @@ b: { script: x, except: [api] }
         assert_eq!(names(reply.json()["id"].as_i64().expect("id")).await, ["a"]);
     }
 
+    // `environment`: the name and URL expanded at creation, GitLab's CI_ENVIRONMENT_*
+    // variables in the payload, the environment in the job's JSON and on its page.
+    async fn environments_reach_the_job(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = r#"
+review:
+  script: x
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    url: https://$CI_COMMIT_REF_SLUG.example.com
+    action: prepare
+live: { script: x, environment: production }
+regional:
+  script: x
+  parallel: { matrix: [ { REGION: [eu, us] } ] }
+  environment: prod-$REGION
+"#;
+        let reply = app.create_pipeline(project, "feature/Login", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..4 {
+            let job = app.take_job(&runner).await;
+            let vars: std::collections::BTreeMap<String, String> = job["variables"].as_array().expect("variables").iter()
+                .filter(|v| v["key"].as_str().is_some_and(|k| k.starts_with("CI_ENVIRONMENT_")))
+                .map(|v| (v["key"].as_str().unwrap_or_default().to_string(), v["value"].as_str().unwrap_or_default().to_string()))
+                .collect();
+            seen.insert(job["job_info"]["name"].as_str().unwrap_or_default().to_string(), (job["id"].clone(), vars));
+        }
+        let review = &seen["review"].1;
+        assert_eq!(review["CI_ENVIRONMENT_NAME"], "review/feature-login");
+        assert_eq!(review["CI_ENVIRONMENT_URL"], "https://feature-login.example.com");
+        assert_eq!(review["CI_ENVIRONMENT_ACTION"], "prepare");
+        assert_eq!(review["CI_ENVIRONMENT_TIER"], "development");
+        assert!(review["CI_ENVIRONMENT_SLUG"].starts_with("review-feature-lo-") && review["CI_ENVIRONMENT_SLUG"].len() == 24, "{review:?}");
+        let live = &seen["live"].1;
+        assert_eq!((live["CI_ENVIRONMENT_NAME"].as_str(), live["CI_ENVIRONMENT_SLUG"].as_str(), live["CI_ENVIRONMENT_TIER"].as_str()), ("production", "production", "production"));
+        assert!(!live.contains_key("CI_ENVIRONMENT_URL"));
+        assert_eq!(seen["regional: [eu]"].1["CI_ENVIRONMENT_NAME"], "prod-eu");
+        assert_eq!(seen["regional: [us]"].1["CI_ENVIRONMENT_NAME"], "prod-us");
+
+        let id = &seen["review"].0;
+        let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{id}"))).await.json();
+        assert_eq!(job["environment"], json!({ "name": "review/feature-login", "url": "https://feature-login.example.com", "action": "prepare", "tier": "development" }));
+        let (cookie, _) = crate::ui::sign_in(&app).await;
+        let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/jobs/{id}")).await;
+        assert!(page.text.contains("<dd id=\"environment\">review/feature-login <span class=\"muted\">(prepare)</span> · <a href=\"https://feature-login.example.com\""), "{}", page.text);
+
+        let reply = app.create_pipeline(project, "main", "d: { script: x, environment: { name: prod, on_stop: stop } }\n").await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["message"]["base"][0], "jobs:d:environment uses keywords Runway does not support yet: environment:on_stop");
+    }
+
     async fn refused_configurations_create_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

@@ -132,6 +132,11 @@ pub fn job_json(
     if j.status == JobStatus::Failed {
         value["failure_reason"] = json!(j.failure_reason);
     }
+    // Runway: the job's environment (GitLab shows it through its deployments).
+    if let Some(env) = j.spec().environment {
+        value["environment"] =
+            json!({ "name": env.name, "url": env.url, "action": env.action, "tier": env.tier });
+    }
     value
 }
 

@@ -229,6 +229,12 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     if repo_url.is_empty() && !spec.variables.iter().any(|v| v.key == "GIT_STRATEGY") {
         variables.push(var("GIT_STRATEGY", "none", true));
     }
+    // `environment`: GitLab's deployment variables, before the file's own.
+    if let Some(env) = &spec.environment {
+        for (key, value) in crate::ci::environment::variables(env) {
+            variables.push(var(key, value, true));
+        }
+    }
     for v in &spec.variables {
         variables.push(var(&v.key, v.value.clone(), true));
     }
