@@ -29,7 +29,6 @@ const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "hooks",
     "inherit",
     "start_in",
-    "coverage",
     "dast_configuration",
     "identity",
     "manual_confirmation",
@@ -61,6 +60,7 @@ const JOB_KEYS: &[&str] = &[
     "only",
     "except",
     "environment",
+    "coverage",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -253,6 +253,9 @@ pub struct JobSpec {
     /// `environment`, its name and URL expanded at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<super::environment::EnvironmentSpec>,
+    /// `coverage`: `/regex/` applied to the log when the job ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -962,6 +965,25 @@ fn plan_job(
         }
     }
 
+    // `Entry::Coverage`: a regular expression written `/…/` that compiles.
+    let coverage = match field("coverage") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .filter(|text| {
+                    policy::as_regex(text)
+                        .and_then(|(body, flags)| policy::compile(body, flags))
+                        .is_some()
+                })
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{} config must be a regular expression with re2 syntax",
+                        at("coverage")
+                    ))
+                })?,
+        ),
+    };
     let tags = match field("tags") {
         None => Vec::new(),
         Some(v) => string_list(v).ok_or_else(|| {
@@ -1059,6 +1081,7 @@ fn plan_job(
         timeout,
         interruptible,
         environment: None,
+        coverage,
     };
     let base = JobPlan {
         name: name.to_string(),
@@ -1727,8 +1750,12 @@ never:
         let cases = [
             ("a: [", "Invalid configuration format"),
             (
-                "a: { script: x, coverage: '/(\\d+)%/' }",
-                "jobs:a uses keywords Runway does not support yet: coverage",
+                "a: { script: x, coverage: 'Total: (\\d+)%' }",
+                "jobs:a:coverage config must be a regular expression with re2 syntax",
+            ),
+            (
+                "a: { script: x, release: { tag_name: v1 } }",
+                "jobs:a uses keywords Runway does not support yet: release",
             ),
             (
                 "a: { script: x, only: [main], rules: [ { when: always } ], except: [tags] }",

@@ -1,6 +1,7 @@
 //! `.gitlab-ci.yml` → pipeline plan, and pipeline progression.
 
 pub mod config;
+pub mod coverage;
 pub mod duration;
 pub mod environment;
 pub mod expr;

@@ -50,7 +50,7 @@ pub struct PolicyScope<'a> {
 
 /// A ref pattern written as a regular expression: `/pattern/flags`
 /// (`Gitlab::UntrustedRegexp::RubySyntax`: flags among `i`, `s`, `m`, `U`).
-fn as_regex(pattern: &str) -> Option<(&str, &str)> {
+pub(crate) fn as_regex(pattern: &str) -> Option<(&str, &str)> {
     let rest = pattern.strip_prefix('/')?;
     let end = rest.rfind('/')?;
     let (body, flags) = (&rest[..end], &rest[end + 1..]);
@@ -60,7 +60,7 @@ fn as_regex(pattern: &str) -> Option<(&str, &str)> {
         .then_some((body, flags))
 }
 
-fn compile(body: &str, flags: &str) -> Option<regex::Regex> {
+pub(crate) fn compile(body: &str, flags: &str) -> Option<regex::Regex> {
     RegexBuilder::new(body)
         .case_insensitive(flags.contains('i'))
         .dot_matches_new_line(flags.contains('s'))

@@ -139,6 +139,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_coverages (job_id) {
+        job_id -> BigInt,
+        coverage -> Double,
+    }
+}
+
+diesel::table! {
     trace_chunks (id) {
         id -> BigInt,
         job_id -> BigInt,
@@ -215,6 +222,7 @@ diesel::joinable!(pipelines -> projects (project_id));
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
+diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     instance_settings,
@@ -226,6 +234,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     trace_chunks,
     job_artifacts,
+    job_coverages,
     audit_events,
     feature_flags,
     ci_minutes_usages,

@@ -670,6 +670,54 @@ impl Artifacts {
         Ok(())
     }
 
+    /// Applies the job's `coverage` pattern to its log and records what it finds
+    /// (`Ci::Build#update_coverage`): the log as stored — its chunks, or the archive if the
+    /// reaper archived it meanwhile — read a few chunks at a time.
+    pub async fn record_coverage(&self, job_id: i64, pattern: &str) -> ApiResult<Option<f64>> {
+        use crate::ci::coverage::CoverageScanner;
+        const CHUNKS_PER_READ: i64 = 16;
+        let Some(mut scanner) = CoverageScanner::new(pattern) else {
+            return Ok(None);
+        };
+        let size = {
+            let mut db = self.db.read().await?;
+            Job::find(&mut db.conn(), job_id)
+                .await?
+                .map_or(0, |j| j.trace_size)
+        };
+        let mut read: i64 = 0;
+        let mut after = -1;
+        loop {
+            let page = read_page(&self.db, &self.log_files, job_id, after, CHUNKS_PER_READ).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, data) in page {
+                read += data.len() as i64;
+                scanner.feed(&data);
+            }
+        }
+        if read < size {
+            // Archived while it was read: the archive holds all of it.
+            if let Some(archive) = self.archived_trace(job_id).await? {
+                let Some(fresh) = CoverageScanner::new(pattern) else {
+                    return Ok(None);
+                };
+                scanner = fresh;
+                let mut stream = self.open(&archive).await?;
+                while let Some(bytes) = stream.next().await {
+                    let bytes = bytes.map_err(|e| ApiError::Internal(e.into()))?;
+                    scanner.feed(&bytes);
+                }
+            }
+        }
+        let coverage = scanner.finish();
+        if let Some(value) = coverage {
+            let mut db = self.db.write().await?;
+            crate::db::models::JobCoverage::set(&mut db.conn(), job_id, value).await?;
+        }
+        Ok(coverage)
+    }
+
     /// A job's archived log, if it was archived.
     pub async fn archived_trace(&self, job_id: i64) -> ApiResult<Option<JobArtifact>> {
         let mut db = self.db.read().await?;

@@ -669,6 +669,17 @@ async fn stored_log(state: &AppState, job: &Job) -> Result<(Vec<u8>, Vec<usize>)
     Ok((chunks.into_iter().flat_map(|(_, d)| d).collect(), starts))
 }
 
+/// The job's coverage fact, when its pattern found one.
+async fn coverage_fact(state: &AppState, job: &Job) -> Result<String, UiError> {
+    let mut db = state.db.read().await.map_err(ApiError::from)?;
+    let found = crate::db::models::JobCoverage::for_jobs(&mut db.conn(), &[job.id])
+        .await
+        .map_err(ApiError::from)?;
+    Ok(found.first().map_or(String::new(), |(_, c)| {
+        format!("<dt>Coverage</dt><dd id=\"coverage\">{c}%</dd>")
+    }))
+}
+
 async fn archive_of(state: &AppState, job: &Job) -> Result<Option<JobArtifact>, UiError> {
     let mut db = state.db.read().await.map_err(ApiError::from)?;
     Ok(JobArtifact::find(&mut db.conn(), job.id, "archive")
@@ -768,7 +779,7 @@ async fn job_page(
          <a href=\"/-/ui/projects/{pid}/pipelines/{pipeline}\">Pipeline #{pipeline}</a></p>\
          <h1>{name} <span id=\"job-status\">{status}</span></h1>\
          <dl class=\"facts\"><dt>Stage</dt><dd>{stage}</dd><dt>Runner</dt><dd>{runner}</dd>\
-         <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd>{environment}</dl>\
+         <dt>Duration</dt><dd>{duration}</dd><dt>Started</dt><dd>{started}</dd>{environment}{coverage}</dl>\
          <div id=\"job-actions\" class=\"row\">{actions}</div>{artifact}{log}",
         pid = project.id,
         path = escape(&project.path_with_namespace()),
@@ -780,6 +791,7 @@ async fn job_page(
         duration = html::duration(&job.started_at, &job.finished_at),
         started = html::time_opt(&job.started_at),
         environment = environment_fact(&job),
+        coverage = coverage_fact(&state, &job).await?,
     );
     ok(&format!("Job {}", job.name), &session, &main)
 }

@@ -1,7 +1,7 @@
 //! Pipelines from `.gitlab-ci.yml`: creation, refusals, progression, cancel and retry.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::{both_backends, statuses, TestApp};
 
@@ -323,6 +323,42 @@ regional:
         let reply = app.create_pipeline(project, "main", "d: { script: x, environment: { name: prod, on_stop: stop } }\n").await;
         assert_eq!(reply.status, 400);
         assert_eq!(reply.json()["message"]["base"][0], "jobs:d:environment uses keywords Runway does not support yet: environment:on_stop");
+    }
+
+    // `coverage`: when the job ends, its pattern is applied to the log (the last matching
+    // line wins); the number is in the job's JSON and on its page.
+    async fn coverage_is_read_from_the_log(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "unit:\n  script: x\n  coverage: '/^TOTAL.+?(\\d+\\.\\d+)%$/'\nlint: { script: y }\n";
+        let reply = app.create_pipeline(project, "main", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut ids = std::collections::BTreeMap::new();
+        for _ in 0..2 {
+            let job = app.take_job(&runner).await;
+            let log = b"\x1b[0KRunning tests\nTOTAL   120   30   75.00%\nretrying\nTOTAL   120   10   91.67%\nJob succeeded\n";
+            assert_eq!(app.patch_trace(&job, 0, log).await.status, 202);
+            app.update_job(&job, json!({ "state": "success" })).await;
+            ids.insert(job["job_info"]["name"].as_str().unwrap_or_default().to_string(), job["id"].clone());
+        }
+        let job_json = |id: &Value| app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{id}")));
+        let waited = std::time::Instant::now();
+        let mut unit = job_json(&ids["unit"]).await.json();
+        while unit["coverage"].is_null() && waited.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            unit = job_json(&ids["unit"]).await.json();
+        }
+        assert_eq!(unit["coverage"], json!(91.67));
+        assert_eq!(job_json(&ids["lint"]).await.json()["coverage"], Value::Null, "no pattern, no coverage");
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
+        assert!(listed.as_array().expect("jobs").iter().any(|j| j["coverage"] == json!(91.67)));
+        let (cookie, _) = crate::ui::sign_in(&app).await;
+        let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/jobs/{}", ids["unit"])).await;
+        assert!(page.text.contains("<dt>Coverage</dt><dd id=\"coverage\">91.67%</dd>"), "{}", page.text);
+
+        let reply = app.create_pipeline(project, "main", "a: { script: x, coverage: 'TOTAL (\\d+)%' }\n").await;
+        assert_eq!(reply.json()["message"]["base"][0], "jobs:a:coverage config must be a regular expression with re2 syntax");
     }
 
     async fn refused_configurations_create_nothing(backend) {

@@ -41,6 +41,10 @@ async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResu
     let mut runners: HashMap<i64, Option<Runner>> = HashMap::new();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let artifacts = crate::db::models::JobArtifact::for_jobs(&mut conn, &ids).await?;
+    let coverages: HashMap<i64, f64> = crate::db::models::JobCoverage::for_jobs(&mut conn, &ids)
+        .await?
+        .into_iter()
+        .collect();
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         if !pipelines.contains_key(&job.pipeline_id) {
@@ -80,6 +84,10 @@ async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResu
                     .map(|t| serde_json::json!(crate::api::format_time(&t)))
             })
             .unwrap_or(Value::Null);
+        // GitLab's `coverage`: what the job's pattern found in its log, a number.
+        json["coverage"] = coverages
+            .get(&job.id)
+            .map_or(Value::Null, |c| serde_json::json!(c));
         out.push(json);
     }
     Ok(out)

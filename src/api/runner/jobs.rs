@@ -327,6 +327,17 @@ pub async fn update_job(
         _ => return Ok(job_response(StatusCode::BAD_REQUEST, job.status, None)),
     };
     let finished = state.pipelines.finish(job.id, outcome).await?;
+    // `coverage`: read from the log once the job ended, off the request (GitLab's
+    // BuildFinishedWorker does it in the background too).
+    if let Some(pattern) = finished.spec().coverage {
+        let state = state.clone();
+        let job_id = finished.id;
+        tokio::spawn(async move {
+            if let Err(e) = state.artifacts.record_coverage(job_id, &pattern).await {
+                tracing::warn!(job_id, error = %e, "reading the job's coverage failed");
+            }
+        });
+    }
     state.traces.forget(job.id);
     Ok(job_response(StatusCode::OK, finished.status, None))
 }

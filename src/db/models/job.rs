@@ -429,3 +429,34 @@ impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for 
         Ok(())
     }
 }
+
+/// A job's coverage (see migrations' `job_coverages`).
+pub struct JobCoverage;
+
+impl JobCoverage {
+    /// Records (or replaces: a retried extraction) the coverage of `job_id`.
+    pub async fn set(conn: &mut Conn<'_>, job_id: i64, value: f64) -> QueryResult<()> {
+        use crate::db::schema::job_coverages::dsl;
+        db_run!(conn, |c| diesel::insert_into(dsl::job_coverages)
+            .values((dsl::job_id.eq(job_id), dsl::coverage.eq(value)))
+            .on_conflict(dsl::job_id)
+            .do_update()
+            .set(dsl::coverage.eq(value))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
+    /// The coverage of each of `job_ids` that has one.
+    pub async fn for_jobs(conn: &mut Conn<'_>, job_ids: &[i64]) -> QueryResult<Vec<(i64, f64)>> {
+        use crate::db::schema::job_coverages::dsl;
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        db_run!(conn, |c| dsl::job_coverages
+            .filter(dsl::job_id.eq_any(job_ids))
+            .select((dsl::job_id, dsl::coverage))
+            .load(c)
+            .await)
+    }
+}

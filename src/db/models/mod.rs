@@ -16,7 +16,7 @@ pub mod ui_session;
 pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
 pub use ci_minutes::CiMinutesUsage;
 pub use feature_flag::FeatureFlag;
-pub use job::{Candidate, Job, JobChanges, NewJob};
+pub use job::{Candidate, Job, JobChanges, JobCoverage, NewJob};
 pub use pipeline::{NewPipeline, Pipeline};
 pub use project::{NewProject, Project};
 pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
