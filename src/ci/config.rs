@@ -86,7 +86,7 @@ const RESERVED_TOP_KEYS: &[&str] = &[
     "after_script",
     "cache",
 ];
-const UNSUPPORTED_TOP_KEYS: &[&str] = &["include", "spec", "pages"];
+const UNSUPPORTED_TOP_KEYS: &[&str] = &["spec", "pages"];
 const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
 /// `artifacts:reports` types and the format and file name GitLab sends for each
 /// ‹app/models/concerns/enums/ci/job_artifact.rb›.
@@ -441,6 +441,16 @@ pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
 /// expanded) would be in the pipeline — before the plan of a huge pipeline is made whole,
 /// as GitLab checks `ci_pipeline_size` on the seeded pipeline before creating anything.
 pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Result<PipelinePlan> {
+    plan_with(yaml, scope, max_jobs, &super::include::NoFiles)
+}
+
+/// [`plan_within`], reading the files `include` names from `files` (the pipeline's commit).
+pub fn plan_with(
+    yaml: &str,
+    scope: &RuleScope,
+    max_jobs: Option<usize>,
+    files: &dyn super::include::FileSource,
+) -> Result<PipelinePlan> {
     let mut root: Value = load(yaml)?;
     root.apply_merge()
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
@@ -449,6 +459,9 @@ pub fn plan_within(yaml: &str, scope: &RuleScope, max_jobs: Option<usize>) -> Re
             "Invalid configuration format: the file must be a mapping of keywords and jobs",
         );
     };
+    // `include` first: what the files bring is there before anything is read.
+    let include_vars = scope.with(&[]);
+    let root = super::include::Includes::new(files, &include_vars).expand(root)?;
 
     let mut unsupported: Vec<String> = Vec::new();
     let mut templates: BTreeMap<String, Mapping> = BTreeMap::new();
@@ -796,16 +809,7 @@ fn resolve_extends(
     Ok(merged)
 }
 
-fn deep_merge(base: &mut Mapping, over: &Mapping) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(Value::Mapping(b)), Value::Mapping(o)) => deep_merge(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
+use super::include::deep_merge;
 
 fn plan_job(
     name: &str,
@@ -1787,7 +1791,11 @@ never:
             ),
             (
                 "include: x.yml\na: { script: x }",
-                "Runway does not support these keywords yet: include",
+                "Local file `x.yml` does not exist!",
+            ),
+            (
+                "include: { template: Jobs/Build.gitlab-ci.yml }\na: { script: x }",
+                "Runway does not support these keywords yet: include:template",
             ),
             (
                 "a: { script: x, extends: .nope }",

@@ -5,5 +5,6 @@ pub mod coverage;
 pub mod duration;
 pub mod environment;
 pub mod expr;
+pub mod include;
 pub mod policy;
 pub mod progress;

@@ -88,6 +88,9 @@ pub struct NewPipelineRequest {
     pub variables: Vec<PipelineVariable>,
     pub ci_config: String,
     pub source: String,
+    /// The commit's files for `include:local` (none: a configuration sent with the
+    /// request, which reads no repository).
+    pub files: Option<crate::service::repos::RepoFiles>,
 }
 
 /// The final state a runner reports.
@@ -180,11 +183,14 @@ impl Pipelines {
         let yaml = req.ci_config.clone();
         // `Gitlab::Ci::Pipeline::Quota::Size` is checked while planning, before any row.
         let max_jobs = self.max_jobs;
-        let plan =
-            tokio::task::spawn_blocking(move || config::plan_within(&yaml, &scope, max_jobs))
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
+        let files = req.files.clone();
+        let plan = tokio::task::spawn_blocking(move || match &files {
+            Some(files) => config::plan_with(&yaml, &scope, max_jobs, files),
+            None => config::plan_within(&yaml, &scope, max_jobs),
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
         for v in &req.variables {
             if v.key.is_empty()
                 || v.key.len() > 255

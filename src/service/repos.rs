@@ -19,6 +19,74 @@ pub struct Resolved {
     pub sha: String,
     pub tag: bool,
     pub ci_config: String,
+    /// The commit's files, for `include:local`.
+    pub files: RepoFiles,
+}
+
+/// The files of one commit of a repository on this machine, read with git when the
+/// configuration is planned (on the blocking pool: these calls wait for git).
+#[derive(Debug, Clone)]
+pub struct RepoFiles {
+    dir: PathBuf,
+    sha: String,
+}
+
+impl RepoFiles {
+    fn git(&self, args: &[&str]) -> Result<std::process::Output, String> {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| {
+                tracing::error!(error = %e, "running git");
+                "The repository could not be read".to_string()
+            })
+    }
+}
+
+impl crate::ci::include::FileSource for RepoFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        let object = format!("{}:{path}", self.sha);
+        let size = self.git(&["cat-file", "-s", &object])?;
+        if !size.status.success() {
+            return Ok(None);
+        }
+        let size: usize = String::from_utf8_lossy(&size.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(usize::MAX);
+        if size > crate::ci::config::MAX_YAML_BYTES {
+            return Err(crate::ci::config::TOO_BIG.into());
+        }
+        let shown = self.git(&["cat-file", "blob", &object])?;
+        Ok(shown
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&shown.stdout).into_owned()))
+    }
+
+    fn paths(&self) -> Result<Vec<String>, String> {
+        let listed = self.git(&[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--name-only",
+            "--end-of-options",
+            &self.sha,
+        ])?;
+        if !listed.status.success() {
+            return Err("The repository could not be read".into());
+        }
+        Ok(listed
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
+    }
 }
 
 fn refused(message: impl Into<String>) -> ApiError {
@@ -142,6 +210,10 @@ impl Repositories {
             .await
             .map_err(|_| refused("Missing CI config file"))?;
         Ok(Resolved {
+            files: RepoFiles {
+                dir,
+                sha: sha.clone(),
+            },
             sha,
             tag,
             ci_config,

@@ -68,3 +68,59 @@ both_backends! {
             .assert(400, json!({ "message": "400 Bad request - ci_config is missing and the project has no repository_url" }));
     }
 }
+
+both_backends! {
+    // `include:local` reads the pipeline's own commit: wildcards, nested files, rules, and
+    // the including file on top; a later commit's files do not leak into an older ref.
+    async fn included_files_come_from_the_pipelines_commit(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        let write = |path: &str, text: &str| {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+            std::fs::write(file, text).expect("write");
+        };
+        write(".gitlab-ci.yml", "include:\n  - local: ci/*.yml\n  - local: /ci/deploy/prod.yml\n    rules:\n      - if: $CI_COMMIT_BRANCH == \"main\"\nvariables: { WHO: main }\nlint: { extends: .base, script: [lint] }\n");
+        write("ci/base.yml", "include: ci/shared/defaults.yml\n.base: { tags: [docker] }\nbuild: { script: [make] }\n");
+        write("ci/test.yml", "test: { script: [make test], variables: { WHO: test } }\n");
+        write("ci/shared/defaults.yml", "variables: { WHO: defaults, LEVEL: shared }\n");
+        write("ci/deploy/prod.yml", "deploy: { stage: deploy, script: [ship] }\n");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "ci"]);
+        git(dir, &["checkout", "-q", "-b", "feature"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": dir.display().to_string() })).await;
+        let names = |pipeline: &serde_json::Value| {
+            let id = pipeline["id"].as_i64().expect("id");
+            let app = &app;
+            async move {
+                let mut names: Vec<String> = app.job_statuses(project, id).await.into_iter().map(|(n, _)| n).collect();
+                names.sort();
+                names
+            }
+        };
+        let create = |ref_: &str| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": ref_ })));
+        let on_main = create("main").await;
+        assert_eq!(on_main.status, 201, "{}", on_main.text);
+        assert_eq!(names(&on_main.json()).await, ["build", "deploy", "lint", "test"]);
+        let on_feature = create("feature").await;
+        assert_eq!(names(&on_feature.json()).await, ["build", "lint", "test"], "the rule leaves deploy out");
+
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": ["docker"] })).await;
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..4 {
+            let job = app.take_job(&runner).await;
+            let var = |key: &str| job["variables"].as_array().and_then(|v| v.iter().rev().find(|v| v["key"] == key)).map(|v| v["value"].clone());
+            seen.insert(job["job_info"]["name"].as_str().unwrap_or_default().to_string(), (var("WHO"), var("LEVEL")));
+        }
+        assert_eq!(seen["lint"], (Some(json!("main")), Some(json!("shared"))), "the including file wins over its includes");
+        assert_eq!(seen["test"].0, Some(json!("test")), "a job's own variables win");
+
+        // A missing file, as GitLab words it; nothing is created.
+        write(".gitlab-ci.yml", "include: ci/missing.yml\na: { script: [x] }\n");
+        git(dir, &["commit", "-q", "-am", "broken"]);
+        create("feature").await.assert(400, json!({ "message": { "base": ["Local file `ci/missing.yml` does not exist!"] } }));
+        assert_eq!(names(&create("main").await.json()).await, ["build", "deploy", "lint", "test"], "main's commit is untouched");
+    }
+}

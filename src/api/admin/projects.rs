@@ -567,14 +567,14 @@ pub async fn pipeline_request(
     p: CreatePipelineParams,
     source: &str,
 ) -> ApiResult<NewPipelineRequest> {
-    let (sha, tag, ci_config) = match p.ci_config {
+    let (sha, tag, ci_config, files) = match p.ci_config {
         // Runway's extension: the configuration comes with the request.
         Some(ci_config) => {
             let sha = p.sha.unwrap_or_else(|| {
                 let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
                 crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
             });
-            (sha, false, ci_config)
+            (sha, false, ci_config, None)
         }
         // As GitLab: `.gitlab-ci.yml` of the commit the ref (or sha) names.
         None => {
@@ -582,7 +582,12 @@ pub async fn pipeline_request(
                 .repositories
                 .read_config(project, &p.ref_, p.sha.as_deref())
                 .await?;
-            (resolved.sha, resolved.tag, resolved.ci_config)
+            (
+                resolved.sha,
+                resolved.tag,
+                resolved.ci_config,
+                Some(resolved.files),
+            )
         }
     };
     Ok(NewPipelineRequest {
@@ -592,6 +597,7 @@ pub async fn pipeline_request(
         variables: p.variables,
         ci_config,
         source: source.into(),
+        files,
     })
 }
 

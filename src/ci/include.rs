@@ -1,0 +1,441 @@
+//! `include` ‹lib/gitlab/ci/config/external/›: files of the pipeline's own commit merged
+//! into the configuration before anything else reads it.
+//!
+//! - `include: path`, a list of paths and hashes, or a hash; `local:` paths from the
+//!   repository's root (a leading `/` allowed), with wildcards (`*` within a folder, `**`
+//!   across folders); nested includes; `rules` (`if`, `exists`, `changes`, `when`).
+//! - Merge order as GitLab's: a file's includes first, in order (a later one wins), then
+//!   the file itself on top; hashes merge deeply, anything else is replaced.
+//! - Limits: GitLab's 150 includes (`Maximum of 150 nested includes are allowed!`), each
+//!   file within the loader's size and depth limits, 16 MiB in all.
+//! - `remote`, `template`, `project`, `component`, `artifact` and `inputs` are refused by
+//!   name: their sources are not here yet.
+
+use std::collections::HashMap;
+
+use serde_yaml::{Mapping, Value};
+
+use super::config::{load, ConfigError, TOO_BIG};
+use super::expr;
+
+/// GitLab's `ci_max_includes`.
+pub const MAX_INCLUDES: usize = 150;
+
+/// The most YAML all the files of one pipeline may hold together.
+pub const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
+
+/// The files of the pipeline's commit.
+pub trait FileSource {
+    /// The text of the file at `path` (from the repository's root), `None` if there is
+    /// none; an error for a file too large to read ([`super::config::MAX_YAML_BYTES`]).
+    fn read(&self, path: &str) -> Result<Option<String>, String>;
+    /// Every file's path in the commit.
+    fn paths(&self) -> Result<Vec<String>, String>;
+}
+
+/// No repository: every local file is missing.
+pub struct NoFiles;
+
+impl FileSource for NoFiles {
+    fn read(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    fn paths(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// What expanding one configuration's includes needs.
+pub struct Includes<'a> {
+    pub files: &'a dyn FileSource,
+    /// Predefined and pipeline variables, for `rules:if`.
+    pub variables: &'a HashMap<String, String>,
+    count: usize,
+    bytes: usize,
+    paths: Option<Vec<String>>,
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+impl<'a> Includes<'a> {
+    pub fn new(files: &'a dyn FileSource, variables: &'a HashMap<String, String>) -> Includes<'a> {
+        Includes {
+            files,
+            variables,
+            count: 0,
+            bytes: 0,
+            paths: None,
+        }
+    }
+
+    /// `root` with its includes merged in (and the `include` key gone).
+    pub fn expand(&mut self, mut root: Mapping) -> Result<Mapping, ConfigError> {
+        let Some(include) = root.remove("include") else {
+            return Ok(root);
+        };
+        let mut merged = Mapping::new();
+        for location in self.locations(&include)? {
+            for path in self.resolve(&location)? {
+                let file = self.load_file(&path, &location)?;
+                let file = self.expand(file)?;
+                deep_merge(&mut merged, &file);
+            }
+        }
+        deep_merge(&mut merged, &root);
+        Ok(merged)
+    }
+
+    /// The local paths `include` names whose rules let them in, in order.
+    fn locations(&mut self, include: &Value) -> Result<Vec<String>, ConfigError> {
+        let entries: Vec<&Value> = match include {
+            Value::Sequence(items) => items.iter().collect(),
+            Value::String(_) | Value::Mapping(_) => vec![include],
+            Value::Null => Vec::new(),
+            _ => return fail("include config should be an array or a string or a hash"),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            match entry {
+                Value::String(location) => {
+                    if location.starts_with("http://") || location.starts_with("https://") {
+                        return fail(not_yet("remote"));
+                    }
+                    out.push(location.clone());
+                }
+                Value::Mapping(map) => {
+                    for key in map.keys() {
+                        let key = key.as_str().unwrap_or_default();
+                        match key {
+                            "local" | "rules" => {}
+                            "remote" | "template" | "project" | "component" | "artifact"
+                            | "inputs" | "file" | "ref" | "job" => return fail(not_yet(key)),
+                            other => {
+                                return fail(format!(
+                                    "include config contains unknown keys: {other}"
+                                ))
+                            }
+                        }
+                    }
+                    let Some(Value::String(location)) = map.get("local") else {
+                        return fail("include config should be a hash with a local: path");
+                    };
+                    if let Some(rules) = map.get("rules") {
+                        if !self.rules_include(rules)? {
+                            continue;
+                        }
+                    }
+                    out.push(location.clone());
+                }
+                _ => return fail("include config should be an array or a string or a hash"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `include:rules`: the first rule that holds decides (`when: never` leaves the file
+    /// out); none holding leaves it out.
+    fn rules_include(&mut self, rules: &Value) -> Result<bool, ConfigError> {
+        let Value::Sequence(rules) = rules else {
+            return fail("include:rules config should be an array of hashes");
+        };
+        for rule in rules {
+            let Value::Mapping(rule) = rule else {
+                return fail("include:rules config should be an array of hashes");
+            };
+            let mut holds = true;
+            for (key, value) in rule {
+                match key.as_str().unwrap_or_default() {
+                    "if" => {
+                        let Value::String(condition) = value else {
+                            return fail("include:rules:if should be a string");
+                        };
+                        holds &= expr::evaluate(condition, self.variables).map_err(|e| {
+                            ConfigError(format!("include:rules:if invalid expression syntax: {e}"))
+                        })?;
+                    }
+                    "exists" => {
+                        let globs = string_list(value).ok_or_else(|| {
+                            ConfigError("include:rules:exists should be an array of strings".into())
+                        })?;
+                        let paths = self.all_paths()?;
+                        holds &= globs.iter().any(|g| {
+                            paths
+                                .iter()
+                                .any(|p| wildcard_matches(g.trim_start_matches('/'), p))
+                        });
+                    }
+                    // Runway does not know a push's changed paths yet: `changes` holds, as
+                    // GitLab's does for pipelines without a push diff.
+                    "changes" => {}
+                    "when" => match value.as_str() {
+                        Some("never" | "always") => {}
+                        _ => {
+                            return fail(
+                                "include:rules:when unknown value: should be never or always",
+                            )
+                        }
+                    },
+                    other => {
+                        return fail(format!(
+                            "include:rules:rule config contains unknown keys: {other}"
+                        ))
+                    }
+                }
+            }
+            if holds {
+                return Ok(rule.get("when").and_then(Value::as_str) != Some("never"));
+            }
+        }
+        Ok(false)
+    }
+
+    fn all_paths(&mut self) -> Result<&[String], ConfigError> {
+        if self.paths.is_none() {
+            self.paths = Some(self.files.paths().map_err(ConfigError)?);
+        }
+        Ok(self.paths.as_deref().unwrap_or_default())
+    }
+
+    /// The files a location names: itself, or what its wildcards match (sorted).
+    fn resolve(&mut self, location: &str) -> Result<Vec<String>, ConfigError> {
+        let path = location.trim_start_matches('/');
+        if !path.contains('*') {
+            return Ok(vec![path.to_string()]);
+        }
+        let mut found: Vec<String> = self
+            .all_paths()?
+            .iter()
+            .filter(|p| wildcard_matches(path, p))
+            .cloned()
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
+    /// One included file, read, counted and parsed (`Gitlab::Ci::Config::External::File::Local`).
+    fn load_file(&mut self, path: &str, location: &str) -> Result<Mapping, ConfigError> {
+        self.count += 1;
+        if self.count > MAX_INCLUDES {
+            return fail(format!(
+                "Maximum of {MAX_INCLUDES} nested includes are allowed!"
+            ));
+        }
+        if !(path.ends_with(".yml") || path.ends_with(".yaml")) {
+            return fail(format!(
+                "Included file `{location}` does not have YAML extension!"
+            ));
+        }
+        if path.split('/').any(|part| part == "..") {
+            return fail(format!("Local file `{location}` does not exist!"));
+        }
+        let text = self
+            .files
+            .read(path)
+            .map_err(ConfigError)?
+            .ok_or_else(|| ConfigError(format!("Local file `{location}` does not exist!")))?;
+        if text.trim().is_empty() {
+            return fail(format!("Local file `{location}` is empty!"));
+        }
+        self.bytes += text.len();
+        if self.bytes > MAX_TOTAL_BYTES {
+            return fail(TOO_BIG);
+        }
+        let mut value = load(&text).map_err(|e| {
+            if e.0 == TOO_BIG {
+                e
+            } else {
+                ConfigError(format!(
+                    "Included file `{location}` does not have valid YAML syntax!"
+                ))
+            }
+        })?;
+        value.apply_merge().map_err(|_| {
+            ConfigError(format!(
+                "Included file `{location}` does not have valid YAML syntax!"
+            ))
+        })?;
+        match value {
+            Value::Mapping(map) => Ok(map),
+            _ => fail(format!(
+                "Included file `{location}` does not have valid YAML syntax!"
+            )),
+        }
+    }
+}
+
+fn not_yet(kind: &str) -> String {
+    format!("Runway does not support these keywords yet: include:{kind}")
+}
+
+fn string_list(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Deep-merges `over` into `base` (Ruby's `Hash#deep_merge`: hashes merge, the rest is
+/// replaced).
+pub fn deep_merge(base: &mut Mapping, over: &Mapping) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => deep_merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// An include's wildcard path: `*` within a folder, `**` across folders, as GitLab's
+/// `configs/*.yml` (this folder), `configs/**.yml` (any depth), `configs/**/*.yml`
+/// (subfolders). Bounded work.
+pub fn wildcard_matches(pattern: &str, path: &str) -> bool {
+    fn go(p: &[u8], s: &[u8], budget: &mut u32) -> bool {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) if rest.first() == Some(&b'*') => {
+                (0..=s.len()).any(|i| go(&rest[1..], &s[i..], budget))
+            }
+            Some((b'*', rest)) => (0..=s.len())
+                .take_while(|i| *i == 0 || s[i - 1] != b'/')
+                .any(|i| go(rest, &s[i..], budget)),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..], budget),
+        }
+    }
+    let mut budget = 100_000;
+    go(pattern.as_bytes(), path.as_bytes(), &mut budget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files(HashMap<&'static str, &'static str>);
+
+    impl FileSource for Files {
+        fn read(&self, path: &str) -> Result<Option<String>, String> {
+            Ok(self.0.get(path).map(|s| s.to_string()))
+        }
+        fn paths(&self) -> Result<Vec<String>, String> {
+            Ok(self.0.keys().map(|k| k.to_string()).collect())
+        }
+    }
+
+    fn expand(files: &[(&'static str, &'static str)], root: &str) -> Result<Mapping, ConfigError> {
+        let files = Files(files.iter().copied().collect());
+        let vars = HashMap::from([("CI_COMMIT_BRANCH".to_string(), "main".to_string())]);
+        let root = match load(root)? {
+            Value::Mapping(m) => m,
+            _ => Mapping::new(),
+        };
+        Includes::new(&files, &vars).expand(root)
+    }
+
+    fn yaml(text: &str) -> Mapping {
+        serde_yaml::from_str(text).expect("yaml")
+    }
+
+    #[test]
+    fn files_merge_under_the_file_that_includes_them() {
+        let files = [
+            ("ci/base.yml", "variables: { A: base, B: base }\n.tmpl: { script: make }\nbuild: { stage: build, script: base }\n"),
+            ("ci/more.yml", "include: ci/nested/deep.yml\nvariables: { B: more }\n"),
+            ("ci/nested/deep.yml", "variables: { C: deep, B: deep }\n"),
+        ];
+        let merged = expand(&files, "include: [ci/base.yml, {local: /ci/more.yml}]\nvariables: { A: main }\nbuild: { script: main }\n").expect("expands");
+        assert_eq!(
+            merged,
+            yaml("variables: { A: main, B: more, C: deep }\n.tmpl: { script: make }\nbuild: { stage: build, script: main }\n")
+        );
+    }
+
+    #[test]
+    fn wildcards_rules_and_gitlabs_messages() {
+        let files = [
+            ("configs/a.yml", "a: { script: x }\n"),
+            ("configs/b.yaml", "b: { script: x }\n"),
+            ("configs/sub/c.yml", "c: { script: x }\n"),
+            ("configs/readme.md", "text"),
+            ("empty.yml", "  \n"),
+            ("list.yml", "- a\n"),
+            ("loop.yml", "include: loop.yml\n"),
+        ];
+        let keys = |m: Mapping| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(expand(&files, "include: 'configs/*.yml'\n").unwrap()),
+            ["a"]
+        );
+        assert_eq!(
+            keys(expand(&files, "include: 'configs/**.yml'\n").unwrap()),
+            ["a", "c"]
+        );
+        assert_eq!(
+            keys(expand(&files, "include: 'configs/**/*.yml'\n").unwrap()),
+            ["c"]
+        );
+        assert_eq!(
+            keys(expand(&files, "include:\n  - local: configs/a.yml\n    rules: [{ if: '$CI_COMMIT_BRANCH == \"dev\"' }]\n  - local: configs/b.yaml\n    rules: [{ exists: ['configs/sub/*.yml'] }]\n").unwrap()),
+            ["b"]
+        );
+        assert_eq!(keys(expand(&files, "include: [{ local: configs/a.yml, rules: [{ if: $CI_COMMIT_BRANCH, when: never }] }]\n").unwrap()), Vec::<String>::new());
+        for (root, message) in [
+            ("include: nope.yml", "Local file `nope.yml` does not exist!"),
+            (
+                "include: configs/readme.md",
+                "Included file `configs/readme.md` does not have YAML extension!",
+            ),
+            ("include: empty.yml", "Local file `empty.yml` is empty!"),
+            (
+                "include: list.yml",
+                "Included file `list.yml` does not have valid YAML syntax!",
+            ),
+            (
+                "include: loop.yml",
+                "Maximum of 150 nested includes are allowed!",
+            ),
+            ("include: ../x.yml", "Local file `../x.yml` does not exist!"),
+            ("include: https://example.com/ci.yml", "include:remote"),
+            (
+                "include: { template: Auto-DevOps.gitlab-ci.yml }",
+                "include:template",
+            ),
+            ("include: { project: a/b, file: x.yml }", "include:project"),
+            ("include: { component: x }", "include:component"),
+            (
+                "include: { local: a.yml, inputs: { a: 1 } }",
+                "include:inputs",
+            ),
+        ] {
+            let error = expand(&files, root).unwrap_err().0;
+            assert!(error.contains(message), "{root}: {error}");
+        }
+    }
+
+    #[test]
+    fn wildcards_stay_in_their_folders() {
+        assert!(wildcard_matches("a/*.yml", "a/x.yml"));
+        assert!(!wildcard_matches("a/*.yml", "a/b/x.yml"));
+        assert!(wildcard_matches("a/**.yml", "a/b/c/x.yml"));
+        assert!(!wildcard_matches("a/**/*.yml", "a/x.yml"));
+        assert!(
+            !wildcard_matches(&"*a".repeat(30), &"a".repeat(100).replace('a', "b")),
+            "bounded"
+        );
+    }
+}
