@@ -462,6 +462,8 @@ pub fn plan_with(
     // `include` first: what the files bring is there before anything is read.
     let include_vars = scope.with(&[]);
     let root = super::include::Includes::new(files, &include_vars).expand(root)?;
+    // Then `!reference` tags, on the merged configuration.
+    let root = super::reference::resolve(&root)?;
 
     let mut unsupported: Vec<String> = Vec::new();
     let mut templates: BTreeMap<String, Mapping> = BTreeMap::new();
@@ -710,7 +712,18 @@ fn evaluate_rules(
     let Value::Sequence(rules) = rules else {
         return err(format!("{owner}:rules config should be an array of hashes"));
     };
-    for rule in rules {
+    // Rules from `!reference` arrive as lists inside the list: GitLab flattens them.
+    let mut flat: Vec<&Value> = Vec::new();
+    let mut pending: Vec<(&Value, usize)> = rules.iter().rev().map(|r| (r, 0)).collect();
+    while let Some((rule, depth)) = pending.pop() {
+        match rule {
+            Value::Sequence(inner) if depth < 10 => {
+                pending.extend(inner.iter().rev().map(|r| (r, depth + 1)))
+            }
+            other => flat.push(other),
+        }
+    }
+    for rule in flat {
         let Value::Mapping(rule) = rule else {
             return err(format!("{owner}:rules config should be an array of hashes"));
         };
@@ -1739,6 +1752,20 @@ never:
             .map(|n| n.job)
             .collect();
         assert_eq!(needs, vec!["a 1/2", "a 2/2"]);
+    }
+
+    #[test]
+    fn references_reach_scripts_rules_and_variables() {
+        let yaml = ".setup:\n  script: [echo setup]\n  rules:\n    - if: $CI_COMMIT_REF_NAME == \"nope\"\n      when: never\n  variables: { LEVEL: ref }\n\
+                    test:\n  script: [!reference [.setup, script], echo test]\n  rules:\n    - !reference [.setup, rules]\n    - when: always\n  variables: !reference [.setup, variables]\n";
+        let plan = plan(yaml, &ctx()).expect("plans");
+        let test = &plan.jobs[0];
+        assert_eq!(test.spec.script, ["echo setup", "echo test"]);
+        assert!(test
+            .spec
+            .variables
+            .iter()
+            .any(|v| v.key == "LEVEL" && v.value == "ref"));
     }
 
     #[test]

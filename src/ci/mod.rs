@@ -8,3 +8,4 @@ pub mod expr;
 pub mod include;
 pub mod policy;
 pub mod progress;
+pub mod reference;
