@@ -27,7 +27,6 @@ const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "id_tokens",
     "pages",
     "hooks",
-    "inherit",
     "start_in",
     "dast_configuration",
     "identity",
@@ -61,6 +60,7 @@ const JOB_KEYS: &[&str] = &[
     "except",
     "environment",
     "coverage",
+    "inherit",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -532,11 +532,23 @@ pub fn plan_with(
     let mut problems: Vec<String> = Vec::new();
     for name in &job_order {
         let mut job = resolve_extends(name, &templates, &mut Vec::new())?;
+        let (inherit_default, inherit_variables) = inherit(name, job.get("inherit"))?;
         for (k, v) in &defaults {
-            if !job.contains_key(k) {
+            let wanted = inherit_default
+                .as_ref()
+                .is_none_or(|keys| k.as_str().is_some_and(|k| keys.iter().any(|w| w == k)));
+            if wanted && !job.contains_key(k) {
                 job.insert(k.clone(), v.clone());
             }
         }
+        let job_globals: Vec<Variable> = match &inherit_variables {
+            None => global_vars.clone(),
+            Some(names) => global_vars
+                .iter()
+                .filter(|v| names.contains(&v.key))
+                .cloned()
+                .collect(),
+        };
         let keys: Vec<String> = job.keys().map(key_str).collect::<Result<_>>()?;
         let unknown: Vec<&String> = keys
             .iter()
@@ -570,7 +582,7 @@ pub fn plan_with(
             ));
             continue;
         }
-        match plan_job(name, &job, &stages, &global_vars, scope, workflow_rules) {
+        match plan_job(name, &job, &stages, &job_globals, scope, workflow_rules) {
             Ok(Some(jobs)) => planned.extend(jobs),
             Ok(None) => {}
             Err(e) => problems.push(e.0),
@@ -823,6 +835,50 @@ fn resolve_extends(
 }
 
 use super::include::deep_merge;
+
+/// `inherit` ‹entry/inherit/default.rb, variables.rb›: which `default:` keys and which
+/// global variables the job takes — `None` for all (`true`, or not written), else the
+/// names listed (`false`: none).
+type Inherited = (Option<Vec<String>>, Option<Vec<String>>);
+
+fn inherit(name: &str, value: Option<&Value>) -> Result<Inherited> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok((None, None));
+    };
+    let Value::Mapping(map) = value else {
+        return err(format!("jobs:{name}:inherit config should be a hash"));
+    };
+    let mut out: Inherited = (None, None);
+    for (key, value) in map {
+        let key = key_str(key)?;
+        let slot = match key.as_str() {
+            "default" => &mut out.0,
+            "variables" => &mut out.1,
+            other => {
+                return err(format!(
+                    "jobs:{name}:inherit config contains unknown keys: {other}"
+                ))
+            }
+        };
+        *slot = match value {
+            Value::Bool(true) | Value::Null => None,
+            Value::Bool(false) => Some(Vec::new()),
+            other => Some(string_list(other).ok_or_else(|| {
+                ConfigError(format!(
+                    "jobs:{name}:inherit:{key} config should be a boolean value or an array of strings"
+                ))
+            })?),
+        };
+    }
+    if let Some(keys) = &out.0 {
+        if let Some(unknown) = keys.iter().find(|k| !DEFAULT_KEYS.contains(&k.as_str())) {
+            return err(format!(
+                "jobs:{name}:inherit:default config contains unknown values: {unknown}"
+            ));
+        }
+    }
+    Ok(out)
+}
 
 fn plan_job(
     name: &str,
@@ -1766,6 +1822,52 @@ never:
             .variables
             .iter()
             .any(|v| v.key == "LEVEL" && v.value == "ref"));
+    }
+
+    #[test]
+    fn inherit_chooses_defaults_and_global_variables() {
+        let yaml = "default: { image: alpine, tags: [docker] }\nvariables: { A: a, B: b }\n\
+                    none: { script: x, inherit: { default: false, variables: false } }\n\
+                    some: { script: x, inherit: { default: [tags], variables: [B] } }\n\
+                    all: { script: x }\n";
+        let planned = plan(yaml, &ctx()).expect("plans");
+        let job = |name: &str| planned.jobs.iter().find(|j| j.name == name).expect("job");
+        let keys = |name: &str| {
+            job(name)
+                .spec
+                .variables
+                .iter()
+                .map(|v| v.key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (
+                job("none").spec.image.clone(),
+                job("none").tags.clone(),
+                keys("none")
+            ),
+            (None, vec![], vec![])
+        );
+        assert_eq!(
+            (
+                job("some").spec.image.clone(),
+                job("some").tags.clone(),
+                keys("some")
+            ),
+            (None, vec!["docker".to_string()], vec!["B".to_string()])
+        );
+        assert_eq!(
+            job("all").spec.image.as_ref().map(|i| i.name.as_str()),
+            Some("alpine")
+        );
+        assert_eq!(keys("all"), ["A", "B"]);
+        let bad = plan("a: { script: x, inherit: { default: [nope] } }", &ctx())
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            bad,
+            "jobs:a:inherit:default config contains unknown values: nope"
+        );
     }
 
     #[test]
