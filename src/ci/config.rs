@@ -499,7 +499,8 @@ pub fn plan_with(
 
     let stages = stages(&root)?;
     let global_vars = variables_of(root.get("variables"), "variables")?;
-    workflow(&root, &scope.with(&global_vars))?;
+    let commit = super::include::Commit::new(files);
+    workflow(&root, &scope.with(&global_vars), &commit)?;
 
     let mut defaults = Mapping::new();
     for key in DEFAULT_KEYS {
@@ -582,7 +583,15 @@ pub fn plan_with(
             ));
             continue;
         }
-        match plan_job(name, &job, &stages, &job_globals, scope, workflow_rules) {
+        match plan_job(
+            name,
+            &job,
+            &stages,
+            &job_globals,
+            scope,
+            workflow_rules,
+            &commit,
+        ) {
             Ok(Some(jobs)) => planned.extend(jobs),
             Ok(None) => {}
             Err(e) => problems.push(e.0),
@@ -685,7 +694,11 @@ fn variables_of(value: Option<&Value>, what: &str) -> Result<Vec<Variable>> {
 
 /// `workflow:rules`: the first matching rule decides; `when: never` or no match stops the
 /// whole pipeline.
-fn workflow(root: &Mapping, vars: &HashMap<String, String>) -> Result<()> {
+fn workflow(
+    root: &Mapping,
+    vars: &HashMap<String, String>,
+    commit: &super::include::Commit<'_>,
+) -> Result<()> {
     let Some(workflow) = root.get("workflow") else {
         return Ok(());
     };
@@ -703,7 +716,7 @@ fn workflow(root: &Mapping, vars: &HashMap<String, String>) -> Result<()> {
     let Some(rules) = workflow.get("rules") else {
         return Ok(());
     };
-    match evaluate_rules(rules, vars, "workflow")? {
+    match evaluate_rules(rules, vars, "workflow", commit)? {
         Some(rule) if rule.when.as_deref() != Some("never") => Ok(()),
         _ => err("Pipeline filtered out by workflow rules."),
     }
@@ -720,6 +733,7 @@ fn evaluate_rules(
     rules: &Value,
     vars: &HashMap<String, String>,
     owner: &str,
+    commit: &super::include::Commit<'_>,
 ) -> Result<Option<RuleOutcome>> {
     let Value::Sequence(rules) = rules else {
         return err(format!("{owner}:rules config should be an array of hashes"));
@@ -742,8 +756,8 @@ fn evaluate_rules(
         for (k, _) in rule {
             let k = key_str(k)?;
             match k.as_str() {
-                "if" | "when" | "allow_failure" | "variables" => {}
-                "changes" | "exists" | "needs" | "start_in" | "interruptible" => {
+                "if" | "when" | "allow_failure" | "variables" | "changes" | "exists" => {}
+                "needs" | "start_in" | "interruptible" => {
                     return err(format!(
                         "{owner}:rules uses keywords Runway does not support yet: {k}"
                     ))
@@ -755,13 +769,24 @@ fn evaluate_rules(
                 }
             }
         }
-        let holds = match rule.get("if") {
+        let mut holds = match rule.get("if") {
             None => true,
             Some(Value::String(condition)) => expr::evaluate(condition, vars).map_err(|e| {
                 ConfigError(format!("{owner}:rules:if invalid expression syntax: {e}"))
             })?,
             Some(_) => return err(format!("{owner}:rules:if should be a string")),
         };
+        // Clauses hold together (`Gitlab::Ci::Build::Rules::Rule#matches?`).
+        if holds {
+            if let Some(exists) = rule.get("exists") {
+                holds = rule_exists(exists, owner, commit)?;
+            }
+        }
+        if holds {
+            if let Some(changes) = rule.get("changes") {
+                holds = rule_changes(changes, owner, commit)?;
+            }
+        }
         if holds {
             let when = match rule.get("when") {
                 None => None,
@@ -792,6 +817,70 @@ fn evaluate_rules(
         }
     }
     Ok(None)
+}
+
+/// A list of strings, and nothing else (no lone string).
+fn strict_list(value: &Value) -> Option<Vec<String>> {
+    match value {
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// `rules:exists` ‹rules/rule/clause/exists.rb›: a glob (or `paths:` globs) matching a
+/// file of the pipeline's commit; past 10,000 comparisons GitLab answers yes.
+fn rule_exists(value: &Value, owner: &str, commit: &super::include::Commit<'_>) -> Result<bool> {
+    const MAX_COMPARISONS: usize = 10_000;
+    let globs = match value {
+        Value::Mapping(map) => map.get("paths").and_then(strict_list),
+        other => strict_list(other),
+    }
+    .ok_or_else(|| {
+        ConfigError(format!(
+            "{owner}:rules:exists should be an array of strings"
+        ))
+    })?;
+    let paths = commit.paths()?;
+    if globs.len().saturating_mul(paths.len()) > MAX_COMPARISONS {
+        return Ok(true);
+    }
+    Ok(globs.iter().any(|g| {
+        let g = g.trim_start_matches('/');
+        paths.iter().any(|p| super::policy::glob_matches(g, p))
+    }))
+}
+
+/// `rules:changes` ‹rules/rule/clause/changes.rb›: globs (or `paths:` with `compare_to:`)
+/// matching a changed path. Runway knows no push diff yet, so without `compare_to` a
+/// change holds, as GitLab's does for pipelines without one; with it, the paths changed
+/// since the merge base with that ref.
+fn rule_changes(value: &Value, owner: &str, commit: &super::include::Commit<'_>) -> Result<bool> {
+    let message = || {
+        ConfigError(format!(
+            "{owner}:rules:changes should be an array of strings"
+        ))
+    };
+    let (globs, compare_to) = match value {
+        Value::Mapping(map) => (
+            map.get("paths").and_then(strict_list).ok_or_else(message)?,
+            map.get("compare_to").and_then(Value::as_str),
+        ),
+        other => (strict_list(other).ok_or_else(message)?, None),
+    };
+    let Some(base) = compare_to else {
+        return Ok(true);
+    };
+    match commit.files.changed_since(base).map_err(ConfigError)? {
+        None => Ok(true),
+        Some(changed) => Ok(globs.iter().any(|g| {
+            changed
+                .iter()
+                .any(|p| super::policy::glob_matches(g.trim_start_matches('/'), p))
+        })),
+    }
 }
 
 /// Deep-merges the job with what it `extends` (parents first; hashes merge, the rest is
@@ -887,6 +976,7 @@ fn plan_job(
     global_vars: &[Variable],
     rule_scope: &RuleScope,
     workflow_rules: bool,
+    commit: &super::include::Commit<'_>,
 ) -> Result<Option<Vec<JobPlan>>> {
     if name.chars().count() > 255 {
         return err(format!(
@@ -1015,7 +1105,7 @@ fn plan_job(
 
     if let Some(rules) = field("rules") {
         let scope = rule_scope.with(&variables);
-        match evaluate_rules(rules, &scope, &format!("jobs:{name}"))? {
+        match evaluate_rules(rules, &scope, &format!("jobs:{name}"), commit)? {
             None => return Ok(None),
             Some(rule) => {
                 match rule.when.as_deref() {
@@ -1870,6 +1960,52 @@ never:
         );
     }
 
+    /// A commit of three files, `src/` changed since `main`.
+    struct Commit3;
+
+    impl super::super::include::FileSource for Commit3 {
+        fn read(&self, _: &str) -> std::result::Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn paths(&self) -> std::result::Result<Vec<String>, String> {
+            Ok(vec![
+                "Cargo.toml".into(),
+                "src/main.rs".into(),
+                "docs/index.md".into(),
+            ])
+        }
+        fn changed_since(&self, base: &str) -> std::result::Result<Option<Vec<String>>, String> {
+            match base {
+                "main" => Ok(Some(vec!["src/main.rs".into()])),
+                _ => Err("rules:changes:compare_to is not a valid ref".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn rules_exists_and_changes_read_the_commit() {
+        let yaml = "rust: { script: x, rules: [ { exists: [Cargo.toml] } ] }\n\
+                    node: { script: x, rules: [ { exists: { paths: ['**/package.json'] } } ] }\n\
+                    code: { script: x, rules: [ { changes: { paths: ['src/**/*'], compare_to: main } } ] }\n\
+                    docs: { script: x, rules: [ { changes: { paths: ['docs/*'], compare_to: main } } ] }\n\
+                    any: { script: x, rules: [ { if: $CI_COMMIT_REF_NAME, changes: ['docs/*'] } ] }\n";
+        let planned = plan_with(yaml, &ctx(), None, &Commit3).expect("plans");
+        assert_eq!(names(&planned), ["rust", "code", "any"]);
+        // Without a repository nothing exists, and changes hold.
+        let planned = plan(yaml, &ctx()).expect("plans");
+        assert_eq!(names(&planned), ["code", "docs", "any"]);
+        let bad = plan_with(
+            "a: { script: x, rules: [ { changes: { paths: [x], compare_to: nope } } ] }",
+            &ctx(),
+            None,
+            &Commit3,
+        );
+        assert_eq!(
+            bad.unwrap_err().0,
+            "rules:changes:compare_to is not a valid ref"
+        );
+    }
+
     #[test]
     fn hidden_keys_of_any_type_are_ignored() {
         let yaml = ".versions: &versions ['3.11', '3.12']\n.note: a string\n.empty:\n\
@@ -1939,8 +2075,12 @@ never:
                 "invalid expression syntax",
             ),
             (
-                "a: { script: x, rules: [ { changes: [x] } ] }",
-                "does not support yet: changes",
+                "a: { script: x, rules: [ { changes: x } ] }",
+                "jobs:a:rules:changes should be an array of strings",
+            ),
+            (
+                "a: { script: x, rules: [ { needs: [b] } ] }",
+                "does not support yet: needs",
             ),
             (
                 "a: { script: x, dependencies: [b] }\nb: { script: y }",

@@ -31,6 +31,35 @@ pub trait FileSource {
     fn read(&self, path: &str) -> Result<Option<String>, String>;
     /// Every file's path in the commit.
     fn paths(&self) -> Result<Vec<String>, String>;
+    /// The paths changed between the merge base of `base` (a ref or sha) and the commit,
+    /// `None` when there is no repository to compare in; an error when `base` names
+    /// nothing.
+    fn changed_since(&self, _base: &str) -> Result<Option<Vec<String>>, String> {
+        Ok(None)
+    }
+}
+
+/// The pipeline's commit as the rules see it: its files, their paths read once.
+pub struct Commit<'a> {
+    pub files: &'a dyn FileSource,
+    paths: std::cell::OnceCell<Result<Vec<String>, String>>,
+}
+
+impl<'a> Commit<'a> {
+    pub fn new(files: &'a dyn FileSource) -> Commit<'a> {
+        Commit {
+            files,
+            paths: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Every file's path in the commit.
+    pub fn paths(&self) -> Result<&[String], ConfigError> {
+        self.paths
+            .get_or_init(|| self.files.paths())
+            .as_deref()
+            .map_err(|e| ConfigError(e.clone()))
+    }
 }
 
 /// No repository: every local file is missing.

@@ -68,6 +68,21 @@ impl crate::ci::include::FileSource for RepoFiles {
             .then(|| String::from_utf8_lossy(&shown.stdout).into_owned()))
     }
 
+    fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
+        let range = format!("{base}...{}", self.sha);
+        let diff = self.git(&["diff", "--name-only", "-z", "--end-of-options", &range])?;
+        if !diff.status.success() {
+            return Err("rules:changes:compare_to is not a valid ref".into());
+        }
+        Ok(Some(
+            diff.stdout
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        ))
+    }
+
     fn paths(&self) -> Result<Vec<String>, String> {
         let listed = self.git(&[
             "ls-tree",

@@ -124,3 +124,42 @@ both_backends! {
         assert_eq!(names(&create("main").await.json()).await, ["build", "deploy", "lint", "test"], "main's commit is untouched");
     }
 }
+
+both_backends! {
+    // `rules:exists` against the commit's files, `rules:changes:compare_to` against the
+    // merge base with another ref, both read with git from the project's repository.
+    async fn rules_read_the_commit(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join("Cargo.toml"), "[package]\n").expect("write");
+        std::fs::write(
+            dir.join(".gitlab-ci.yml"),
+            "rust: { script: [x], rules: [ { exists: [Cargo.toml] } ] }\n\
+             node: { script: [x], rules: [ { exists: ['**/package.json'] } ] }\n\
+             code: { script: [x], rules: [ { changes: { paths: ['src/**/*'], compare_to: refs/heads/main } } ] }\n\
+             docs: { script: [x], rules: [ { changes: { paths: ['docs/**/*'], compare_to: refs/heads/main } } ] }\n\
+             always: { script: [x] }\n",
+        )
+        .expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "ci"]);
+        git(dir, &["checkout", "-q", "-b", "feature"]);
+        std::fs::create_dir_all(dir.join("src")).expect("folder");
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "code"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": dir.display().to_string() })).await;
+        let create = |ref_: &str| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": ref_ })));
+        let reply = create("feature").await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut names: Vec<String> = app.job_statuses(project, reply.json()["id"].as_i64().expect("id")).await.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["always", "code", "rust"]);
+        let reply = create("main").await;
+        let mut names: Vec<String> = app.job_statuses(project, reply.json()["id"].as_i64().expect("id")).await.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["always", "rust"], "nothing changed on main since main");
+    }
+}
