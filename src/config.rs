@@ -130,6 +130,10 @@ pub struct SettingsArgs {
     /// allows plain local paths).
     #[arg(long, env = "RUNWAY_GIT_ALLOWED_SCHEMES")]
     pub git_allowed_schemes: Option<String>,
+    /// Serve each project's pages site at `<project>/-/pages/` (to anybody who can reach
+    /// Runway, sandboxed).
+    #[arg(long, env = "RUNWAY_PAGES")]
+    pub pages: Option<bool>,
 }
 
 impl SettingsArgs {
@@ -182,6 +186,7 @@ impl SettingsArgs {
             body_min_rate: self.body_min_rate.or(lower.body_min_rate),
             max_pipeline_jobs: self.max_pipeline_jobs.or(lower.max_pipeline_jobs),
             git_allowed_schemes: self.git_allowed_schemes.or(lower.git_allowed_schemes),
+            pages: self.pages.or(lower.pages),
         }
     }
 }
@@ -255,6 +260,8 @@ pub struct Settings {
     pub max_pipeline_jobs: Option<usize>,
     /// Schemes a `repository_url` may use (lower case; `file` covers local paths).
     pub git_allowed_schemes: Vec<String>,
+    /// Whether pages sites are served.
+    pub pages: bool,
 }
 
 impl Settings {
@@ -386,6 +393,7 @@ impl Settings {
                 .map(|s| s.trim().to_ascii_lowercase())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            pages: merged.pages.unwrap_or(true),
         })
     }
 }

@@ -109,6 +109,7 @@ pub fn build_app(
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
     // The web pages are not API operations: plain routes, outside the OpenAPI document.
     app.configure(ui::configure)
+        .configure(api::pages::configure)
         .default_service(web::to(|req: actix_web::HttpRequest| async move {
             // A documented path asked with another method: Grape's 405 and `Allow`.
             match api::openapi::allowed_methods(req.path()) {

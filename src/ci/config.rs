@@ -25,7 +25,6 @@ const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "resource_group",
     "secrets",
     "id_tokens",
-    "pages",
     "hooks",
     "start_in",
     "dast_configuration",
@@ -33,7 +32,6 @@ const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "manual_confirmation",
     "run",
     "inputs",
-    "publish",
 ];
 const JOB_KEYS: &[&str] = &[
     "stage",
@@ -61,6 +59,8 @@ const JOB_KEYS: &[&str] = &[
     "environment",
     "coverage",
     "inherit",
+    "pages",
+    "publish",
 ];
 const DEFAULT_KEYS: &[&str] = &[
     "image",
@@ -86,7 +86,7 @@ const RESERVED_TOP_KEYS: &[&str] = &[
     "after_script",
     "cache",
 ];
-const UNSUPPORTED_TOP_KEYS: &[&str] = &["spec", "pages"];
+const UNSUPPORTED_TOP_KEYS: &[&str] = &["spec"];
 const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
 /// `artifacts:reports` types and the format and file name GitLab sends for each
 /// ‹app/models/concerns/enums/ci/job_artifact.rb›.
@@ -256,6 +256,10 @@ pub struct JobSpec {
     /// `coverage`: `/regex/` applied to the log when the job ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<String>,
+    /// A pages job: the folder of its artifacts that is the site (`public` unless
+    /// `publish` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -819,6 +823,57 @@ fn evaluate_rules(
     Ok(None)
 }
 
+/// Whether a job is a pages job, and its site's folder ‹entry/job.rb, entry/pages.rb›: a
+/// job named `pages` (unless `pages: false`), or one with `pages: true` or a `pages:`
+/// hash; the folder from `pages:publish`, else `publish`, else `public`.
+fn pages_folder(
+    name: &str,
+    pages: Option<&Value>,
+    publish: Option<&Value>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Option<String>> {
+    let folder_of = |value: Option<&Value>, key: &str| -> Result<Option<String>> {
+        match value {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                Ok(Some(s.trim().trim_matches('/').to_string()))
+            }
+            Some(_) => err(format!("{} config should be a string", at(key))),
+        }
+    };
+    let publish = folder_of(publish, "publish")?;
+    let (is_pages, from_pages) = match pages {
+        None => (name == "pages", None),
+        Some(Value::Bool(b)) => (*b, None),
+        Some(Value::Mapping(map)) => {
+            for key in map.keys().filter_map(Value::as_str) {
+                match key {
+                    "publish" => {}
+                    "path_prefix" | "expire_in" => {
+                        return err(format!(
+                            "jobs:{name} uses keywords Runway does not support yet: pages:{key}"
+                        ))
+                    }
+                    other => {
+                        return err(format!(
+                            "{} config contains unknown keys: {other}",
+                            at("pages")
+                        ))
+                    }
+                }
+            }
+            (true, folder_of(map.get("publish"), "pages:publish")?)
+        }
+        Some(_) => {
+            return err(format!(
+                "{} config should be a boolean or a hash",
+                at("pages")
+            ))
+        }
+    };
+    Ok(is_pages.then(|| from_pages.or(publish).unwrap_or_else(|| "public".into())))
+}
+
 /// A list of strings, and nothing else (no lone string).
 fn strict_list(value: &Value) -> Option<Vec<String>> {
     match value {
@@ -1147,6 +1202,7 @@ fn plan_job(
                 })?,
         ),
     };
+    let pages = pages_folder(name, field("pages"), field("publish"), &at)?;
     let tags = match field("tags") {
         None => Vec::new(),
         Some(v) => string_list(v).ok_or_else(|| {
@@ -1245,6 +1301,7 @@ fn plan_job(
         interruptible,
         environment: None,
         coverage,
+        pages,
     };
     let base = JobPlan {
         name: name.to_string(),
@@ -2003,6 +2060,35 @@ never:
         assert_eq!(
             bad.unwrap_err().0,
             "rules:changes:compare_to is not a valid ref"
+        );
+    }
+
+    #[test]
+    fn pages_jobs_and_their_folders() {
+        let yaml = "pages: { script: x }\nsite: { script: x, pages: true, publish: dist }\n\
+                    docs: { script: x, pages: { publish: /build/html/ } }\nnot: { script: x, pages: false }\n\
+                    plain: { script: x }\n";
+        let planned = plan(yaml, &ctx()).expect("plans");
+        let folder = |name: &str| {
+            planned
+                .jobs
+                .iter()
+                .find(|j| j.name == name)
+                .expect("job")
+                .spec
+                .pages
+                .clone()
+        };
+        assert_eq!(folder("pages").as_deref(), Some("public"));
+        assert_eq!(folder("site").as_deref(), Some("dist"));
+        assert_eq!(folder("docs").as_deref(), Some("build/html"));
+        assert_eq!((folder("not"), folder("plain")), (None, None));
+        let bad = plan("a: { script: x, pages: { path_prefix: v1 } }", &ctx())
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            bad,
+            "jobs:a uses keywords Runway does not support yet: pages:path_prefix"
         );
     }
 

@@ -119,6 +119,64 @@ fn remove_stale_staging(root: &std::path::Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// The largest file a pages site serves.
+pub const PAGES_FILE_MAX: u64 = 64 * 1024 * 1024;
+
+/// What a path of a pages site is.
+pub enum PagesEntry {
+    /// A file: its bytes and its name in the archive.
+    File(Vec<u8>, String),
+    /// A folder with an `index.html`.
+    Folder,
+    Missing,
+}
+
+/// `path` (no leading `/`, no `..`) under `folder` in the zip archive `file`.
+fn read_pages_entry(
+    file: &std::path::Path,
+    folder: &str,
+    path: &str,
+) -> std::io::Result<PagesEntry> {
+    use std::io::Read;
+    let archive = std::fs::File::open(file)?;
+    let Ok(mut zip) = zip::ZipArchive::new(archive) else {
+        return Ok(PagesEntry::Missing);
+    };
+    let base = if folder.is_empty() {
+        String::new()
+    } else {
+        format!("{folder}/")
+    };
+    let index = format!(
+        "{base}{}index.html",
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        }
+    );
+    if path.is_empty() {
+        return Ok(if zip.by_name(&index).is_ok() {
+            PagesEntry::Folder
+        } else {
+            PagesEntry::Missing
+        });
+    }
+    let name = format!("{base}{path}");
+    if let Ok(entry) = zip.by_name(&name) {
+        if entry.is_file() {
+            let mut bytes = Vec::new();
+            entry.take(PAGES_FILE_MAX).read_to_end(&mut bytes)?;
+            return Ok(PagesEntry::File(bytes, name));
+        }
+    }
+    Ok(if zip.by_name(&index).is_ok() {
+        PagesEntry::Folder
+    } else {
+        PagesEntry::Missing
+    })
+}
+
 /// How much one blocking read of a stored file takes.
 const FILE_CHUNK: usize = 512 * 1024;
 
@@ -391,7 +449,10 @@ impl Artifacts {
             )));
         }
         let at = now();
+        // A pages job's archive is its site: it is served from there, so it stays.
+        let site = file_type == "archive" && job.spec().pages.is_some();
         let expire_at = match expire_in.map(str::trim) {
+            _ if site => None,
             Some("never") => None,
             Some(text) if !text.is_empty() => {
                 // parse_seconds bounds the duration, so the sum cannot leave chrono's range.
@@ -716,6 +777,49 @@ impl Artifacts {
             crate::db::models::JobCoverage::set(&mut db.conn(), job_id, value).await?;
         }
         Ok(coverage)
+    }
+
+    /// The project's pages site: its latest successful pages job's archive and the folder
+    /// in it that is the site.
+    pub async fn pages_site(&self, project_id: i64) -> ApiResult<Option<(JobArtifact, String)>> {
+        let mut db = self.db.read().await?;
+        let found = JobArtifact::latest_pages(&mut db.conn(), project_id).await?;
+        Ok(found.and_then(|(artifact, job)| job.spec().pages.map(|folder| (artifact, folder))))
+    }
+
+    /// One file of a pages site: `path` under `folder` in the archive (`index.html` for
+    /// the folder itself). Read on the blocking pool, at most [`PAGES_FILE_MAX`] bytes;
+    /// with S3 the archive is fetched to a temporary file first.
+    pub async fn pages_entry(
+        &self,
+        artifact: &JobArtifact,
+        folder: &str,
+        path: &str,
+    ) -> ApiResult<PagesEntry> {
+        let (file, _temporary) = match &self.local_root {
+            Some(root) => (root.join(&artifact.store_path), None),
+            None => {
+                let temporary =
+                    tempfile::NamedTempFile::new().map_err(|e| ApiError::Internal(e.into()))?;
+                let mut stream = self.open(artifact).await?;
+                let mut out = tokio::fs::File::create(temporary.path())
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+                while let Some(bytes) = stream.next().await {
+                    let bytes = bytes.map_err(|e| ApiError::Internal(e.into()))?;
+                    tokio::io::AsyncWriteExt::write_all(&mut out, &bytes)
+                        .await
+                        .map_err(|e| ApiError::Internal(e.into()))?;
+                }
+                (temporary.path().to_path_buf(), Some(temporary))
+            }
+        };
+        let folder = folder.to_string();
+        let path = path.to_string();
+        crate::service::blocking_io("reading a pages file", move || {
+            read_pages_entry(&file, &folder, &path)
+        })
+        .await
     }
 
     /// A job's archived log, if it was archived.

@@ -291,3 +291,83 @@ both_backends! {
         assert_eq!(admin.status(), 200);
     }
 }
+
+/// A zip archive of `files` (name, bytes), deflated.
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in files {
+            zip.start_file(*name, options).expect("entry");
+            zip.write_all(bytes).expect("bytes");
+        }
+        zip.finish().expect("zip");
+    }
+    out.into_inner()
+}
+
+both_backends! {
+    // A pages job's archive is the project's site, served read-only (sandboxed) at
+    // `<project>/-/pages/`, kept past any expiry; the latest successful pages job wins.
+    async fn pages_are_served_from_the_pages_jobs_archive(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "site", "namespace": "docs" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let get = |path: &str| {
+            let url = app.url(path);
+            async move {
+                let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+                let response = client.get(url).send().await.expect("get");
+                let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let (status, location, content_type, csp) = (response.status().as_u16(), header("location"), header("content-type"), header("content-security-policy"));
+                (status, location, content_type, csp, response.text().await.expect("body"))
+            }
+        };
+        assert_eq!(get("/docs/site/-/pages").await.0, 404, "no site yet");
+
+        app.pipeline(project, "pages:\n  script: [make]\n  artifacts: { paths: [public], expire_in: 1 hour }\n").await;
+        let job = app.take_job(&runner).await;
+        let site = zip_of(&[
+            ("public/index.html", b"<h1>Home</h1><link href=\"css/site.css\" rel=\"stylesheet\">"),
+            ("public/css/site.css", b"h1 { color: green }"),
+            ("public/guide/index.html", b"<h1>Guide</h1>"),
+            ("public/404.html", b"<h1>Lost?</h1>"),
+            ("secret.txt", b"outside the site"),
+        ]);
+        let reply = app.upload(&job, "artifact_format=zip&artifact_type=archive&expire_in=1+hour", "artifacts.zip", site, false).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.update_job(&job, json!({ "state": "success" })).await;
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}", job["id"]))).await.json();
+        assert_eq!(listed["artifacts_expire_at"], Value::Null, "a site does not expire");
+        let var = |key: &str| job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == key)).map(|v| v["value"].clone());
+        assert_eq!(var("CI_PAGES_URL"), Some(json!(app.url("/docs/site/-/pages"))));
+
+        let (status, location, ..) = get("/docs/site/-/pages/").await;
+        assert_eq!((status, location.as_deref()), (302, Some("/docs/site/-/pages/index.html")));
+        let (status, _, content_type, csp, body) = get("/docs/site/-/pages/index.html").await;
+        assert_eq!((status, content_type.as_deref()), (200, Some("text/html; charset=utf-8")));
+        assert!(csp.as_deref().is_some_and(|c| c.starts_with("sandbox ") && !c.contains("allow-same-origin")), "{csp:?}");
+        assert!(body.contains("<h1>Home</h1>"));
+        let (status, _, content_type, _, body) = get("/docs/site/-/pages/css/site.css").await;
+        assert_eq!((status, content_type.as_deref(), body.as_str()), (200, Some("text/css; charset=utf-8"), "h1 { color: green }"));
+        let (status, location, ..) = get("/docs/site/-/pages/guide").await;
+        assert_eq!((status, location.as_deref()), (302, Some("/docs/site/-/pages/guide/index.html")));
+        let (status, _, _, _, body) = get("/docs/site/-/pages/nope.html").await;
+        assert_eq!((status, body.as_str()), (404, "<h1>Lost?</h1>"), "the site's own 404 page");
+        for outside in ["/docs/site/-/pages/../secret.txt", "/docs/site/-/pages/%2e%2e/secret.txt", "/docs/other/-/pages/index.html"] {
+            let (status, _, _, _, body) = get(outside).await;
+            assert!(status == 404 && !body.contains("outside the site"), "{outside}: {status}");
+        }
+
+        // A later successful pages job replaces the site.
+        app.pipeline(project, "pages:\n  script: [make]\n  pages: { publish: dist }\n").await;
+        let job = app.take_job(&runner).await;
+        let reply = app.upload(&job, "artifact_format=zip&artifact_type=archive", "artifacts.zip", zip_of(&[("dist/index.html", b"<h1>Two</h1>")]), false).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert!(get("/docs/site/-/pages/index.html").await.4.contains("<h1>Two</h1>"));
+    }
+}

@@ -148,3 +148,26 @@ pub async fn job_by_token_digest(
         .await
         .optional())
 }
+
+impl JobArtifact {
+    /// The archive of the project's latest successful pages job (its spec has `pages`).
+    /// The spec is JSON text: `"pages":` appears in it only as that key (a string value
+    /// would have its quotes escaped), so a LIKE finds the candidates and the caller
+    /// checks the parsed spec.
+    pub async fn latest_pages(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+    ) -> QueryResult<Option<(JobArtifact, super::Job)>> {
+        db_run!(conn, |c| job_artifacts::table
+            .inner_join(jobs::table)
+            .filter(jobs::project_id.eq(project_id))
+            .filter(jobs::status.eq(crate::db::enums::JobStatus::Success))
+            .filter(jobs::options.like("%\"pages\":%"))
+            .filter(job_artifacts::file_type.eq("archive"))
+            .order(jobs::id.desc())
+            .select((JobArtifact::as_select(), super::Job::as_select()))
+            .first(c)
+            .await
+            .optional())
+    }
+}
