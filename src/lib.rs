@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod observability;
+pub mod pages;
 pub mod queue;
 pub mod service;
 pub mod testing;
@@ -109,7 +110,7 @@ pub fn build_app(
     let (app, _) = routes(App::new().into_utoipa_app().app_data(state)).split_for_parts();
     // The web pages are not API operations: plain routes, outside the OpenAPI document.
     app.configure(ui::configure)
-        .configure(api::pages::configure)
+        .configure(pages::configure)
         .default_service(web::to(|req: actix_web::HttpRequest| async move {
             // A documented path asked with another method: Grape's 405 and `Allow`.
             match api::openapi::allowed_methods(req.path()) {

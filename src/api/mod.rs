@@ -7,7 +7,6 @@ pub mod faults;
 pub mod hardening;
 pub mod health;
 pub mod openapi;
-pub mod pages;
 pub mod params;
 pub mod runner;
 

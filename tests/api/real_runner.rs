@@ -373,3 +373,97 @@ both_backends! {
         assert!(!std::fs::read_to_string(&config).expect("config").contains(&glrt));
     }
 }
+
+/// A pipeline that uses what issue 21 brought: `include:local`, `!reference`,
+/// `only`/`except`, `rules:changes` with `compare_to`, `environment`, `coverage`, `pages`.
+const COMPILER: &str = r#"
+include:
+  - local: ci/templates.yml
+stages: [build, test, deploy]
+build:
+  stage: build
+  script:
+    - !reference [.setup, script]
+    - echo "built on $CI_COMMIT_REF_NAME"
+  only: [compiler]
+not_here:
+  script: [echo never]
+  except: [compiler]
+unit:
+  stage: test
+  script:
+    - 'echo "Coverage: 87.5%"'
+  coverage: '/Coverage: \d+\.\d+%/'
+  rules:
+    - changes:
+        paths: ['src/**/*']
+        compare_to: refs/heads/main
+docs_only:
+  stage: test
+  script: [echo never]
+  rules:
+    - changes:
+        paths: ['docs/**/*']
+        compare_to: refs/heads/main
+pages:
+  stage: deploy
+  script:
+    - echo "env=$CI_ENVIRONMENT_NAME url=$CI_ENVIRONMENT_URL"
+    - mkdir -p public
+    - echo '<h1>Runway e2e site</h1>' > public/index.html
+  artifacts:
+    paths: [public]
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    url: https://example.com/$CI_COMMIT_REF_SLUG
+"#;
+
+both_backends! {
+    async fn the_pipeline_compiler_with_the_real_runner(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        commit_branch(dir, "compiler", COMPILER);
+        std::fs::create_dir_all(dir.join("ci")).expect("ci");
+        std::fs::create_dir_all(dir.join("src")).expect("src");
+        std::fs::write(dir.join("ci/templates.yml"), ".setup:\n  script:\n    - echo \"from the included template\"\n").expect("write");
+        std::fs::write(dir.join("src/lib.rs"), "pub fn f() {}\n").expect("write");
+        crate::helpers::e2e::git(dir, &["add", "."]);
+        crate::helpers::e2e::git(dir, &["commit", "-q", "-m", "templates and code"]);
+        let project = app
+            .create_project(json!({ "name": "e2e", "repository_url": dir.display().to_string() }))
+            .await;
+        let runner = RealRunner::new();
+        runner.register(&app.base, &["--registration-token", REGISTRATION_TOKEN]).await;
+        let pipeline = create_pipeline(&app, project, "compiler").await;
+        let mut child = runner.run();
+        let status = finished_pipeline(&app, project, pipeline, || runner.log()).await;
+        child.kill().await.ok();
+        assert_eq!(status, "success", "runner log:\n{}", runner.log());
+        let jobs = pipeline_jobs(&app, project, pipeline).await;
+        assert_eq!(
+            names_and_statuses(&jobs),
+            crate::helpers::statuses(&[("build", "success"), ("pages", "success"), ("unit", "success")])
+        );
+        let build = trace(&app, project, job(&jobs, "build")).await;
+        assert!(build.contains("from the included template") && build.contains("built on compiler"), "{build}");
+        let pages = trace(&app, project, job(&jobs, "pages")).await;
+        assert!(pages.contains("env=review/compiler url=https://example.com/compiler"), "{pages}");
+
+        // Coverage is read from the log once the job ended (in the background).
+        let unit = job(&jobs, "unit")["id"].clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let shown = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{unit}"))).await.json();
+            if shown["coverage"] == json!(87.5) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no coverage: {shown}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The site the pages job uploaded.
+        let site = app.client.get(app.url("/root/e2e/-/pages/index.html")).send().await.expect("pages");
+        assert_eq!(site.status(), 200);
+        assert!(site.text().await.expect("body").contains("<h1>Runway e2e site</h1>"));
+    }
+}

@@ -190,7 +190,7 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
             true,
         ),
         var("CI_PROJECT_URL", project_url.clone(), true),
-        // Where the project's pages site is served (`src/api/pages.rs`).
+        // Where the project's pages site is served (`src/pages.rs`).
         var("CI_PAGES_URL", format!("{project_url}/-/pages"), true),
         var("CI_PAGES_DOMAIN", host.clone(), true),
         var("CI_PROJECT_VISIBILITY", "private", true),

@@ -134,8 +134,8 @@ async fn serve(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpR
     }
 }
 
-/// The pages routes: plain routes, outside the OpenAPI document (they serve sites, not
-/// an API).
+/// The pages routes: plain routes, outside the OpenAPI document and `src/api` (they
+/// serve sites, not an API).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/{project:.+}/-/pages", web::get().to(serve))
         .route("/{project:.+}/-/pages/{path:.*}", web::get().to(serve));
