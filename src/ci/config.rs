@@ -436,6 +436,29 @@ pub fn too_many_jobs(limit: usize) -> String {
     )
 }
 
+/// The configuration as the rest of the compiler reads it: the file loaded (GitLab's
+/// limits), YAML merge keys applied, `include`d files merged in, `!reference` tags
+/// replaced. CI Lint shows it as `merged_yaml`.
+pub fn expand(
+    yaml: &str,
+    scope: &RuleScope,
+    files: &dyn super::include::FileSource,
+) -> Result<Mapping> {
+    let mut root: Value = load(yaml)?;
+    root.apply_merge()
+        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
+    let Value::Mapping(root) = root else {
+        return err(
+            "Invalid configuration format: the file must be a mapping of keywords and jobs",
+        );
+    };
+    // `include` first: what the files bring is there before anything is read.
+    let include_vars = scope.with(&[]);
+    let root = super::include::Includes::new(files, &include_vars).expand(root)?;
+    // Then `!reference` tags, on the merged configuration.
+    super::reference::resolve(&root)
+}
+
 /// Plans a pipeline from `.gitlab-ci.yml` text, evaluating rules in `scope`.
 pub fn plan(yaml: &str, scope: &RuleScope) -> Result<PipelinePlan> {
     plan_within(yaml, scope, None)
@@ -455,19 +478,7 @@ pub fn plan_with(
     max_jobs: Option<usize>,
     files: &dyn super::include::FileSource,
 ) -> Result<PipelinePlan> {
-    let mut root: Value = load(yaml)?;
-    root.apply_merge()
-        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
-    let Value::Mapping(root) = root else {
-        return err(
-            "Invalid configuration format: the file must be a mapping of keywords and jobs",
-        );
-    };
-    // `include` first: what the files bring is there before anything is read.
-    let include_vars = scope.with(&[]);
-    let root = super::include::Includes::new(files, &include_vars).expand(root)?;
-    // Then `!reference` tags, on the merged configuration.
-    let root = super::reference::resolve(&root)?;
+    let root = expand(yaml, scope, files)?;
 
     let mut unsupported: Vec<String> = Vec::new();
     let mut templates: BTreeMap<String, Mapping> = BTreeMap::new();

@@ -93,6 +93,13 @@ pub struct NewPipelineRequest {
     pub files: Option<crate::service::repos::RepoFiles>,
 }
 
+/// What CI Lint found.
+pub struct Lint {
+    pub errors: Vec<String>,
+    pub merged_yaml: Option<String>,
+    pub jobs: Vec<crate::ci::config::JobPlan>,
+}
+
 /// The final state a runner reports.
 pub struct JobOutcome {
     pub success: bool,
@@ -256,6 +263,40 @@ impl Pipelines {
             self.queue.bump();
         }
         Ok(pipeline)
+    }
+
+    /// CI Lint: what creating `req`'s pipeline would make of its configuration, without
+    /// creating anything — the merged configuration and the jobs, or the errors.
+    pub async fn lint(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Lint> {
+        let protected = ref_protected(project, &req.ref_);
+        let scope = rule_scope(project, &req, protected);
+        let max_jobs = self.max_jobs;
+        let lint = tokio::task::spawn_blocking(move || {
+            let files: &dyn crate::ci::include::FileSource = match &req.files {
+                Some(files) => files,
+                None => &crate::ci::include::NoFiles,
+            };
+            let merged = config::expand(&req.ci_config, &scope, files)
+                .map(|m| serde_yaml::to_string(&m).unwrap_or_default());
+            match (
+                merged,
+                config::plan_with(&req.ci_config, &scope, max_jobs, files),
+            ) {
+                (Ok(merged), Ok(plan)) => Lint {
+                    errors: Vec::new(),
+                    merged_yaml: Some(merged),
+                    jobs: plan.jobs,
+                },
+                (Err(e), _) | (_, Err(e)) => Lint {
+                    errors: vec![e.0],
+                    merged_yaml: None,
+                    jobs: Vec::new(),
+                },
+            }
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(lint)
     }
 
     /// Applies a runner's final `success`/`failed` to a running or canceling job: from

@@ -171,6 +171,23 @@ impl Repositories {
         check_url(url, &self.allowed_schemes)
     }
 
+    /// The commit `ref_` (or `sha`) names in the project's repository — its sha, whether
+    /// the ref is a tag, and its files — or `None` for a project without a repository.
+    pub async fn commit(
+        &self,
+        project: &Project,
+        ref_: &str,
+        sha: Option<&str>,
+    ) -> ApiResult<Option<(String, bool, RepoFiles)>> {
+        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+            return Ok(None);
+        }
+        let resolved = self
+            .read_config_or_commit(project, ref_, sha, false)
+            .await?;
+        Ok(Some((resolved.sha, resolved.tag, resolved.files)))
+    }
+
     /// Resolves `ref_` (or `sha`) in the project's repository and reads `.gitlab-ci.yml`
     /// there; 400 in GitLab's `{"message":{"base":[…]}}` shape when that fails.
     pub async fn read_config(
@@ -178,6 +195,18 @@ impl Repositories {
         project: &Project,
         ref_: &str,
         sha: Option<&str>,
+    ) -> ApiResult<Resolved> {
+        self.read_config_or_commit(project, ref_, sha, true).await
+    }
+
+    /// [`Repositories::read_config`]; without `read` the file is not read (its text
+    /// stays empty).
+    async fn read_config_or_commit(
+        &self,
+        project: &Project,
+        ref_: &str,
+        sha: Option<&str>,
+        read: bool,
     ) -> ApiResult<Resolved> {
         let url = project
             .repository_url
@@ -209,6 +238,18 @@ impl Repositories {
                 },
             },
         };
+        let files = RepoFiles {
+            dir: dir.clone(),
+            sha: sha.clone(),
+        };
+        if !read {
+            return Ok(Resolved {
+                files,
+                sha,
+                tag,
+                ci_config: String::new(),
+            });
+        }
         // A file past the loader's limit is refused before it is read into memory.
         let object = format!("{sha}:.gitlab-ci.yml");
         let size = git(&dir, &["cat-file", "-s", &object])
@@ -225,10 +266,7 @@ impl Repositories {
             .await
             .map_err(|_| refused("Missing CI config file"))?;
         Ok(Resolved {
-            files: RepoFiles {
-                dir,
-                sha: sha.clone(),
-            },
+            files,
             sha,
             tag,
             ci_config,

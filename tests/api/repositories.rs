@@ -163,3 +163,48 @@ both_backends! {
         assert_eq!(names, ["always", "rust"], "nothing changed on main since main");
     }
 }
+
+both_backends! {
+    // CI Lint: the configuration as a pipeline on the ref would read it (includes from
+    // that commit), its jobs and GitLab's errors, and nothing created.
+    async fn ci_lint_checks_without_creating(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(dir.join("ci")).expect("ci");
+        std::fs::write(dir.join("ci/a.yml"), "a: { stage: build, script: [make] }\n").expect("write");
+        std::fs::write(dir.join(".gitlab-ci.yml"), "include: ci/a.yml\nb: { script: [test], needs: [a] }\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "ci"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": dir.display().to_string() })).await;
+        let lint = |body: serde_json::Value| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/ci/lint")).json(&body));
+
+        let reply = lint(json!({ "content": "include: ci/a.yml\nc: { script: [x] }\n", "include_jobs": true })).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let body = reply.json();
+        assert_eq!((body["valid"].clone(), body["errors"].clone(), body["warnings"].clone()), (json!(true), json!([]), json!([])));
+        let merged: serde_yaml::Value = serde_yaml::from_str(body["merged_yaml"].as_str().expect("merged_yaml")).expect("yaml");
+        assert_eq!(merged, serde_yaml::from_str::<serde_yaml::Value>("a: { stage: build, script: [make] }\nc: { script: [x] }\n").expect("yaml"));
+        let jobs: Vec<&str> = body["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["name"].as_str()).collect();
+        assert_eq!(jobs, ["a", "c"]);
+        assert_eq!(body["jobs"][0]["script"], json!(["make"]));
+        assert_eq!(body["jobs"][0]["stage"], "build");
+
+        let reply = lint(json!({ "content": "x: { stage: test }\n" })).await;
+        assert_eq!(reply.json(), json!({
+            "valid": false, "errors": ["jobs:x config should implement the script:, run:, or trigger: keyword"],
+            "warnings": [], "merged_yaml": null, "includes": [],
+        }));
+        lint(json!({})).await.assert(400, json!({ "error": "content is missing" }));
+
+        // The repository's own file.
+        let reply = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/ci/lint?include_jobs=true"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let jobs: Vec<String> = reply.json()["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["name"].as_str().map(str::to_string)).collect();
+        assert_eq!(jobs, ["a", "b"]);
+        assert_eq!(reply.json()["jobs"][1]["needs"], json!([{ "name": "a" }]));
+        let pipelines = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await;
+        assert_eq!(pipelines.json(), json!([]), "lint creates nothing");
+    }
+}

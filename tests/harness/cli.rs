@@ -29,11 +29,22 @@ impl From<Output> for Ran {
 
 /// Runs `runway <args>` in `dir` against `server`; bounded by [`TIMEOUT`].
 async fn runway(server: &TestServer, dir: &Path, args: &[&str]) -> Ran {
+    let url = server.url().to_string();
+    let token = server.admin_token().to_string();
+    run(
+        dir,
+        args,
+        &[("RUNWAY_URL", &url), ("RUNWAY_ADMIN_TOKEN", &token)],
+    )
+    .await
+}
+
+/// Runs `runway <args>` in `dir` with `env` set; bounded by [`TIMEOUT`].
+async fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Ran {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runway"))
         .args(args)
         .current_dir(dir)
-        .env("RUNWAY_URL", server.url())
-        .env("RUNWAY_ADMIN_TOKEN", server.admin_token())
+        .envs(env.iter().copied())
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(TIMEOUT, child)
@@ -336,4 +347,52 @@ async fn errors_are_worded_for_the_shell() {
         "{}",
         out.stderr
     );
+}
+
+/// Runs `runway <args>` in `dir` with no server.
+async fn runway_offline(dir: &Path, args: &[&str]) -> Ran {
+    run(dir, args, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_checks_a_file_without_a_server() {
+    let (_root, dir) = checkout(
+        "app",
+        "include: ci/*.yml\nbuild: { stage: build, script: [make] }\ndeploy: { stage: deploy, script: [ship], only: [main] }\n",
+    );
+    std::fs::create_dir(dir.join("ci")).expect("ci");
+    std::fs::write(dir.join("ci/test.yml"), "test: { script: [make test] }\n").expect("write");
+    let ran = runway_offline(&dir, &["lint", "--jobs"]).await;
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains(".gitlab-ci.yml: valid (3 jobs in 3 stages)"),
+        "{ran:?}"
+    );
+    assert!(
+        ran.stdout.contains("  deploy (deploy, on_success)"),
+        "{ran:?}"
+    );
+    let ran = runway_offline(&dir, &["lint", "--ref", "feature"]).await;
+    assert!(
+        ran.stdout.contains("valid (2 jobs"),
+        "only: [main] leaves deploy out: {ran:?}"
+    );
+
+    std::fs::write(dir.join("broken.yml"), "a: { script: x, needs: [nope] }\n").expect("write");
+    let ran = runway_offline(&dir, &["lint", "broken.yml"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("broken.yml: invalid: ") && ran.stderr.contains("nope"),
+        "{ran:?}"
+    );
+    std::fs::write(dir.join("syntax.yml"), "a: [\n").expect("write");
+    let ran = runway_offline(&dir, &["lint", "syntax.yml"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("line 2"),
+        "the YAML error's position: {ran:?}"
+    );
+    let ran = runway_offline(&dir, &["lint", "missing.yml"]).await;
+    assert_eq!(ran.code, Some(3), "{ran:?}");
 }

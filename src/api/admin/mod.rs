@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod features;
+pub mod lint;
 pub mod meta;
 pub mod pipelines;
 pub mod projects;
@@ -90,5 +91,6 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     features::configure(cfg);
     projects::configure(cfg);
     pipelines::configure(cfg);
+    lint::configure(cfg);
     audit::configure(cfg);
 }
