@@ -409,19 +409,110 @@ fn depth_of(value: &Value) -> usize {
     deepest
 }
 
+/// A YAML value read as Psych reads it for GitLab: a key given twice in one mapping keeps
+/// its first place and its last value (serde_yaml's own `Value` refuses the file).
+/// Custom tags (`!reference`) are kept. Nesting stays bounded by the deserializer's own
+/// recursion limit.
+struct LastWins(Value);
+
+impl<'de> serde::Deserialize<'de> for LastWins {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::{EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+
+        struct Any;
+
+        impl<'de> Visitor<'de> for Any {
+            type Value = LastWins;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_bool<E>(self, b: bool) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Bool(b)))
+            }
+            fn visit_i64<E>(self, n: i64) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Number(n.into())))
+            }
+            fn visit_u64<E>(self, n: u64) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Number(n.into())))
+            }
+            fn visit_f64<E>(self, n: f64) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Number(n.into())))
+            }
+            fn visit_str<E>(self, s: &str) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::String(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::String(s)))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Null))
+            }
+            fn visit_none<E>(self) -> std::result::Result<LastWins, E> {
+                Ok(LastWins(Value::Null))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<LastWins, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<LastWins, A::Error> {
+                let mut items = Vec::new();
+                while let Some(LastWins(item)) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(LastWins(Value::Sequence(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<LastWins, A::Error> {
+                let mut mapping = Mapping::new();
+                while let Some((LastWins(key), LastWins(value))) = map.next_entry()? {
+                    mapping.insert(key, value);
+                }
+                Ok(LastWins(Value::Mapping(mapping)))
+            }
+            fn visit_enum<A: EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> std::result::Result<LastWins, A::Error> {
+                let (tag, contents) = data.variant::<String>()?;
+                let LastWins(value) = contents.newtype_variant()?;
+                Ok(LastWins(Value::Tagged(Box::new(
+                    serde_yaml::value::TaggedValue {
+                        tag: serde_yaml::value::Tag::new(tag),
+                        value,
+                    },
+                ))))
+            }
+        }
+
+        deserializer.deserialize_any(Any)
+    }
+}
+
 /// Reads `.gitlab-ci.yml` text as GitLab's loader bounds it: at most [`MAX_YAML_BYTES`]
 /// and [`MAX_YAML_DEPTH`] levels, refused before the parse where the text shows it.
 pub fn load(yaml: &str) -> Result<Value> {
     if yaml.len() > MAX_YAML_BYTES || flow_too_deep(yaml, MAX_YAML_DEPTH) {
         return err(TOO_BIG);
     }
-    let root: Value = serde_yaml::from_str(yaml).map_err(|e| {
-        if e.to_string().starts_with("recursion limit exceeded") {
-            ConfigError(TOO_BIG.into())
-        } else {
-            ConfigError(format!("Invalid configuration format: {e}"))
-        }
-    })?;
+    let root: Value = serde_yaml::from_str::<LastWins>(yaml)
+        .map(|v| v.0)
+        .map_err(|e| {
+            if e.to_string().starts_with("recursion limit exceeded") {
+                ConfigError(TOO_BIG.into())
+            } else {
+                ConfigError(format!("Invalid configuration format: {e}"))
+            }
+        })?;
     if depth_of(&root) > MAX_YAML_DEPTH {
         return err(TOO_BIG);
     }
@@ -2101,6 +2192,32 @@ never:
             bad,
             "jobs:a uses keywords Runway does not support yet: pages:path_prefix"
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_keeps_its_last_value() {
+        let yaml =
+            "variables: { A: first, B: b, A: last }\nbuild:\n  script: [one]\n  script: [two]\n\
+                    build:\n  script: [three]\n  tags: [t]\n";
+        let planned = plan(yaml, &ctx()).expect("plans");
+        assert_eq!(names(&planned), ["build"]);
+        let build = &planned.jobs[0];
+        assert_eq!(build.spec.script, ["three"], "the whole job given last");
+        assert_eq!(build.tags, ["t"]);
+        let a = build
+            .spec
+            .variables
+            .iter()
+            .find(|v| v.key == "A")
+            .map(|v| v.value.as_str());
+        assert_eq!(a, Some("last"));
+        // Tags survive the reading.
+        let refs = plan(
+            ".s: { script: [x] }\nj: { script: !reference [.s, script] }\n",
+            &ctx(),
+        )
+        .expect("plans");
+        assert_eq!(refs.jobs[0].spec.script, ["x"]);
     }
 
     #[test]
