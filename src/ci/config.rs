@@ -277,6 +277,8 @@ pub struct JobPlan {
 pub struct PipelinePlan {
     pub stages: Vec<String>,
     pub jobs: Vec<JobPlan>,
+    /// `workflow:name`, its variables expanded.
+    pub name: Option<String>,
 }
 
 /// A configuration error, worded like GitLab's.
@@ -604,9 +606,17 @@ pub fn plan_with(
     }
 
     let stages = stages(&root)?;
-    let global_vars = variables_of(root.get("variables"), "variables")?;
+    let mut global_vars = variables_of(root.get("variables"), "variables")?;
     let commit = super::include::Commit::new(files);
-    workflow(&root, &scope.with(&global_vars), &commit)?;
+    let flow = workflow(&root, &scope.with(&global_vars), &commit)?;
+    // `workflow:rules:variables` are the pipeline's: over the file's global ones.
+    for v in flow.variables {
+        upsert_var(&mut global_vars, v);
+    }
+    let name = flow
+        .name
+        .map(|name| super::environment::expand(&name, &scope.with(&global_vars)))
+        .filter(|name| !name.is_empty());
 
     let mut defaults = Mapping::new();
     for key in DEFAULT_KEYS {
@@ -717,6 +727,7 @@ pub fn plan_with(
     Ok(PipelinePlan {
         stages,
         jobs: planned,
+        name,
     })
 }
 
@@ -798,32 +809,56 @@ fn variables_of(value: Option<&Value>, what: &str) -> Result<Vec<Variable>> {
     Ok(out)
 }
 
-/// `workflow:rules`: the first matching rule decides; `when: never` or no match stops the
-/// whole pipeline.
+/// What `workflow` gives the pipeline.
+#[derive(Default)]
+struct Workflow {
+    /// `workflow:name`, as written.
+    name: Option<String>,
+    /// The matching rule's `variables`.
+    variables: Vec<Variable>,
+}
+
+/// `workflow` ‹entry/workflow.rb›: `rules` (the first matching rule decides; `when: never`
+/// or no match stops the whole pipeline; its `variables` become the pipeline's) and
+/// `name` (at most 255 characters).
 fn workflow(
     root: &Mapping,
     vars: &HashMap<String, String>,
     commit: &super::include::Commit<'_>,
-) -> Result<()> {
+) -> Result<Workflow> {
     let Some(workflow) = root.get("workflow") else {
-        return Ok(());
+        return Ok(Workflow::default());
     };
     let Value::Mapping(workflow) = workflow else {
         return err("workflow config should be a hash");
     };
     for (k, _) in workflow {
         let k = key_str(k)?;
-        if k != "rules" {
+        if k != "rules" && k != "name" {
             return err(format!(
                 "Runway does not support these keywords yet: workflow:{k}"
             ));
         }
     }
+    let name = match workflow.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if name.chars().count() <= 255 => Some(name.clone()),
+        Some(Value::String(_)) => {
+            return err("workflow:name is too long (maximum is 255 characters)")
+        }
+        Some(_) => return err("workflow:name config should be a string"),
+    };
     let Some(rules) = workflow.get("rules") else {
-        return Ok(());
+        return Ok(Workflow {
+            name,
+            variables: Vec::new(),
+        });
     };
     match evaluate_rules(rules, vars, "workflow", commit)? {
-        Some(rule) if rule.when.as_deref() != Some("never") => Ok(()),
+        Some(rule) if rule.when.as_deref() != Some("never") => Ok(Workflow {
+            name,
+            variables: rule.variables,
+        }),
         _ => err("Pipeline filtered out by workflow rules."),
     }
 }
@@ -2218,6 +2253,38 @@ never:
         )
         .expect("plans");
         assert_eq!(refs.jobs[0].spec.script, ["x"]);
+    }
+
+    #[test]
+    fn workflow_names_the_pipeline_and_its_rules_set_variables() {
+        let yaml = "variables: { DEPLOY: no, KIND: nightly }\n\
+                    workflow:\n  name: '$KIND build of $CI_COMMIT_REF_NAME, deploy $DEPLOY'\n\
+                    \x20 rules:\n    - if: $CI_COMMIT_REF_NAME\n      variables: { DEPLOY: yes }\n\
+                    job: { script: x }\n";
+        let planned = plan(yaml, &ctx()).expect("plans");
+        assert_eq!(
+            planned.name.as_deref(),
+            Some("nightly build of main, deploy yes")
+        );
+        let deploy = planned.jobs[0]
+            .spec
+            .variables
+            .iter()
+            .find(|v| v.key == "DEPLOY")
+            .map(|v| v.value.as_str());
+        assert_eq!(
+            deploy,
+            Some("yes"),
+            "the rule's variables win over the file's"
+        );
+        let long = format!(
+            "workflow: {{ name: '{}' }}\njob: {{ script: x }}\n",
+            "n".repeat(256)
+        );
+        assert_eq!(
+            plan(&long, &ctx()).unwrap_err().0,
+            "workflow:name is too long (maximum is 255 characters)"
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ diesel::table! {
         updated_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        name -> Nullable<Text>,
     }
 }
 

@@ -223,6 +223,7 @@ impl Pipelines {
             stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
             created_at: at,
             updated_at: at,
+            name: plan.name.as_deref(),
         };
         let build_timeout = project.build_timeout;
         let mut db = self.db.write().await?;

@@ -500,11 +500,15 @@ async fn pipeline_region(
         String::new()
     };
     let region = format!(
-        "<div id=\"pipeline\"{follow}><h1>Pipeline #{id} {status}</h1>\
+        "<div id=\"pipeline\"{follow}><h1>Pipeline #{id}{name} {status}</h1>\
          <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
          <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
          <div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
         id = pipeline.id,
+        name = pipeline
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" <span class=\"muted\">{}</span>", escape(n))),
         status = status(pipeline.status.as_str()),
         ref_ = escape(&pipeline.ref_),
         sha = escape(&pipeline.sha),

@@ -361,6 +361,31 @@ regional:
         assert_eq!(reply.json()["message"]["base"][0], "jobs:a:coverage config must be a regular expression with re2 syntax");
     }
 
+    // `workflow:name` names the pipeline (its variables expanded) in its JSON and page;
+    // `workflow:rules:variables` reach the jobs.
+    async fn workflow_names_the_pipeline(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "workflow:\n  name: 'Deploy $CI_COMMIT_REF_NAME to $TARGET'\n  rules:\n    - if: $CI_COMMIT_REF_NAME == \"main\"\n      variables: { TARGET: production }\n    - when: always\nvariables: { TARGET: staging }\ndeploy: { script: x }\n";
+        let reply = app.create_pipeline(project, "main", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["name"], "Deploy main to production");
+        let id = reply.json()["id"].as_i64().expect("id");
+        let shown = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}"))).await.json();
+        assert_eq!(shown["name"], "Deploy main to production");
+        let job = app.take_job(&runner).await;
+        let target = job["variables"].as_array().and_then(|v| v.iter().rev().find(|v| v["key"] == "TARGET")).map(|v| v["value"].clone());
+        assert_eq!(target, Some(json!("production")));
+        let (cookie, _) = crate::ui::sign_in(&app).await;
+        let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/pipelines/{id}")).await;
+        assert!(page.text.contains("<span class=\"muted\">Deploy main to production</span>"), "{}", page.text);
+        let other = app.create_pipeline(project, "dev", yaml).await;
+        assert_eq!(other.json()["name"], "Deploy dev to staging");
+        let unnamed = app.create_pipeline(project, "main", "a: { script: x }\n").await;
+        assert_eq!(unnamed.json()["name"], Value::Null);
+    }
+
     async fn refused_configurations_create_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

@@ -64,6 +64,7 @@ pub fn pipeline_json(p: &Pipeline, project: &Project, base: &str) -> Value {
         "ref": p.ref_,
         "status": p.status,
         "source": p.source,
+        "name": p.name,
         "before_sha": p.before_sha,
         "tag": p.tag,
         "yaml_errors": null,

@@ -29,6 +29,8 @@ pub struct Pipeline {
     pub updated_at: NaiveDateTime,
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
+    /// `workflow:name`, expanded.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -47,6 +49,7 @@ pub struct NewPipeline<'a> {
     pub stages: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub name: Option<&'a str>,
 }
 
 impl Pipeline {
