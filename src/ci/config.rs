@@ -94,6 +94,7 @@ const REPORT_TYPES: &[(&str, &str, &str)] = &[
     ("junit", "gzip", "junit.xml"),
     ("dotenv", "gzip", ".env"),
     ("cobertura", "gzip", "cobertura-coverage.xml"),
+    ("jacoco", "gzip", "jacoco.xml"),
     ("coverage_report", "gzip", "coverage_report.xml"),
     ("codequality", "raw", "gl-code-quality-report.json"),
     ("sast", "raw", "gl-sast-report.json"),
@@ -1584,12 +1585,39 @@ fn artifacts_spec(value: &Value, at: &str) -> Result<ArtifactsSpec> {
                     return err(format!("{at}:reports config should be a hash"));
                 };
                 for (rk, rv) in reports {
-                    let rk = key_str(rk)?;
+                    let mut rk = key_str(rk)?;
+                    // `coverage_report: { coverage_format, path }`: GitLab's runner payload
+                    // names the artifact by its format (`Ci::BuildRunnerPresenter`).
+                    let mut rv = rv.clone();
+                    if rk == "coverage_report" {
+                        let Value::Mapping(report) = &rv else {
+                            return err(format!(
+                                "{at}:reports:coverage_report config should be a hash"
+                            ));
+                        };
+                        let format = report
+                            .get("coverage_format")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        let path = report
+                            .get("path")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        let (Some(format), Some(path)) =
+                            (format.filter(|f| f == "cobertura" || f == "jacoco"), path)
+                        else {
+                            return err(format!(
+                                "{at}:reports:coverage_report config should be a hash with coverage_format (cobertura or jacoco) and path"
+                            ));
+                        };
+                        rv = Value::from(vec![Value::from(path)]);
+                        rk = format;
+                    }
                     let Some((_, format, file)) = REPORT_TYPES.iter().find(|(t, _, _)| *t == rk)
                     else {
                         return err(format!("{at}:reports config contains unknown keys: {rk}"));
                     };
-                    let paths = string_list(rv).ok_or_else(|| {
+                    let paths = string_list(&rv).ok_or_else(|| {
                         ConfigError(format!(
                             "{at}:reports:{rk} config should be an array of strings"
                         ))

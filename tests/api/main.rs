@@ -10,6 +10,7 @@ mod admin_runners;
 mod artifacts;
 mod backoff;
 mod bad_input;
+mod corpus;
 mod crate_runner;
 mod faults;
 mod features;

@@ -396,3 +396,20 @@ async fn lint_checks_a_file_without_a_server() {
     let ran = runway_offline(&dir, &["lint", "missing.yml"]).await;
     assert_eq!(ran.code, Some(3), "{ran:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_finds_every_corpus_file_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ci-corpus");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&root).expect("tests/ci-corpus").flatten() {
+        if !entry.path().join(".gitlab-ci.yml").is_file() {
+            continue;
+        }
+        let ran =
+            runway_offline(&entry.path(), &["lint", "--ref", "main", "--source", "api"]).await;
+        assert_eq!(ran.code, Some(0), "{}: {ran:?}", entry.path().display());
+        assert!(ran.stdout.contains(": valid ("), "{ran:?}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "the corpus: {checked} files");
+}
