@@ -504,22 +504,41 @@ impl<'de> serde::Deserialize<'de> for LastWins {
 /// Reads `.gitlab-ci.yml` text as GitLab's loader bounds it: at most [`MAX_YAML_BYTES`]
 /// and [`MAX_YAML_DEPTH`] levels, refused before the parse where the text shows it.
 pub fn load(yaml: &str) -> Result<Value> {
+    let mut documents = load_documents(yaml)?;
+    match documents.len() {
+        0 => Ok(Value::Null),
+        1 => Ok(documents.remove(0)),
+        _ => err("Invalid configuration format: the file holds more than one document"),
+    }
+}
+
+/// The documents of a file (at most GitLab's 2: a `spec` header, then the
+/// configuration), each within the loader's limits.
+pub fn load_documents(yaml: &str) -> Result<Vec<Value>> {
+    /// `Gitlab::Ci::Config::Yaml::Loader::MAX_DOCUMENTS`.
+    const MAX_DOCUMENTS: usize = 2;
     if yaml.len() > MAX_YAML_BYTES || flow_too_deep(yaml, MAX_YAML_DEPTH) {
         return err(TOO_BIG);
     }
-    let root: Value = serde_yaml::from_str::<LastWins>(yaml)
-        .map(|v| v.0)
-        .map_err(|e| {
-            if e.to_string().starts_with("recursion limit exceeded") {
-                ConfigError(TOO_BIG.into())
-            } else {
-                ConfigError(format!("Invalid configuration format: {e}"))
-            }
-        })?;
-    if depth_of(&root) > MAX_YAML_DEPTH {
-        return err(TOO_BIG);
+    let failed = |e: serde_yaml::Error| {
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ConfigError(TOO_BIG.into())
+        } else {
+            ConfigError(format!("Invalid configuration format: {e}"))
+        }
+    };
+    let mut documents = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        if documents.len() == MAX_DOCUMENTS {
+            return err("Invalid configuration format: the file holds more than two documents");
+        }
+        let LastWins(value) = serde::Deserialize::deserialize(document).map_err(failed)?;
+        if depth_of(&value) > MAX_YAML_DEPTH {
+            return err(TOO_BIG);
+        }
+        documents.push(value);
     }
-    Ok(root)
+    Ok(documents)
 }
 
 /// GitLab's words for a pipeline over `ci_pipeline_size` (`Gitlab::Ci::Pipeline::Quota::Size`).
@@ -538,7 +557,9 @@ pub fn expand(
     scope: &RuleScope,
     files: &dyn super::include::FileSource,
 ) -> Result<Mapping> {
-    let mut root: Value = load(yaml)?;
+    // `spec:inputs` in a header document: their defaults (the pipeline passes none yet).
+    let mut root: Value =
+        super::inputs::load_with_inputs(yaml, None, &scope.with(&[]), "the configuration")?;
     root.apply_merge()
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
     let Value::Mapping(root) = root else {

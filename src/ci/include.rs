@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde_yaml::{Mapping, Value};
 
-use super::config::{load, ConfigError, TOO_BIG};
+use super::config::{ConfigError, TOO_BIG};
 use super::expr;
 
 /// GitLab's `ci_max_includes`.
@@ -106,9 +106,9 @@ impl<'a> Includes<'a> {
             return Ok(root);
         };
         let mut merged = Mapping::new();
-        for location in self.locations(&include)? {
+        for (location, inputs) in self.locations(&include)? {
             for path in self.resolve(&location)? {
-                let file = self.load_file(&path, &location)?;
+                let file = self.load_file(&path, &location, inputs.as_ref())?;
                 let file = self.expand(file)?;
                 deep_merge(&mut merged, &file);
             }
@@ -117,8 +117,12 @@ impl<'a> Includes<'a> {
         Ok(merged)
     }
 
-    /// The local paths `include` names whose rules let them in, in order.
-    fn locations(&mut self, include: &Value) -> Result<Vec<String>, ConfigError> {
+    /// The local paths `include` names whose rules let them in, in order, with the
+    /// inputs given to each.
+    fn locations(
+        &mut self,
+        include: &Value,
+    ) -> Result<Vec<(String, Option<Mapping>)>, ConfigError> {
         let entries: Vec<&Value> = match include {
             Value::Sequence(items) => items.iter().collect(),
             Value::String(_) | Value::Mapping(_) => vec![include],
@@ -132,15 +136,15 @@ impl<'a> Includes<'a> {
                     if location.starts_with("http://") || location.starts_with("https://") {
                         return fail(not_yet("remote"));
                     }
-                    out.push(location.clone());
+                    out.push((location.clone(), None));
                 }
                 Value::Mapping(map) => {
                     for key in map.keys() {
                         let key = key.as_str().unwrap_or_default();
                         match key {
-                            "local" | "rules" => {}
+                            "local" | "rules" | "inputs" => {}
                             "remote" | "template" | "project" | "component" | "artifact"
-                            | "inputs" | "file" | "ref" | "job" => return fail(not_yet(key)),
+                            | "file" | "ref" | "job" => return fail(not_yet(key)),
                             other => {
                                 return fail(format!(
                                     "include config contains unknown keys: {other}"
@@ -156,7 +160,12 @@ impl<'a> Includes<'a> {
                             continue;
                         }
                     }
-                    out.push(location.clone());
+                    let inputs = match map.get("inputs") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::Mapping(inputs)) => Some(inputs.clone()),
+                        Some(_) => return fail("include:inputs config should be a hash"),
+                    };
+                    out.push((location.clone(), inputs));
                 }
                 _ => return fail("include config should be an array or a string or a hash"),
             }
@@ -245,7 +254,12 @@ impl<'a> Includes<'a> {
     }
 
     /// One included file, read, counted and parsed (`Gitlab::Ci::Config::External::File::Local`).
-    fn load_file(&mut self, path: &str, location: &str) -> Result<Mapping, ConfigError> {
+    fn load_file(
+        &mut self,
+        path: &str,
+        location: &str,
+        inputs: Option<&Mapping>,
+    ) -> Result<Mapping, ConfigError> {
         self.count += 1;
         if self.count > MAX_INCLUDES {
             return fail(format!(
@@ -272,15 +286,17 @@ impl<'a> Includes<'a> {
         if self.bytes > MAX_TOTAL_BYTES {
             return fail(TOO_BIG);
         }
-        let mut value = load(&text).map_err(|e| {
-            if e.0 == TOO_BIG {
-                e
-            } else {
-                ConfigError(format!(
-                    "Included file `{location}` does not have valid YAML syntax!"
-                ))
-            }
-        })?;
+        let what = format!("the included file `{location}`");
+        let mut value = super::inputs::load_with_inputs(&text, inputs, self.variables, &what)
+            .map_err(|e| {
+                if e.0.starts_with("Invalid configuration format") {
+                    ConfigError(format!(
+                        "Included file `{location}` does not have valid YAML syntax!"
+                    ))
+                } else {
+                    e
+                }
+            })?;
         value.apply_merge().map_err(|_| {
             ConfigError(format!(
                 "Included file `{location}` does not have valid YAML syntax!"
@@ -365,7 +381,7 @@ mod tests {
     fn expand(files: &[(&'static str, &'static str)], root: &str) -> Result<Mapping, ConfigError> {
         let files = Files(files.iter().copied().collect());
         let vars = HashMap::from([("CI_COMMIT_BRANCH".to_string(), "main".to_string())]);
-        let root = match load(root)? {
+        let root = match super::super::config::load(root)? {
             Value::Mapping(m) => m,
             _ => Mapping::new(),
         };
@@ -447,13 +463,38 @@ mod tests {
             ("include: { project: a/b, file: x.yml }", "include:project"),
             ("include: { component: x }", "include:component"),
             (
-                "include: { local: a.yml, inputs: { a: 1 } }",
-                "include:inputs",
+                "include: { local: configs/a.yml, inputs: { a: 1 } }",
+                "Given inputs not defined in the `spec` section of the included file `configs/a.yml`",
             ),
         ] {
             let error = expand(&files, root).unwrap_err().0;
             assert!(error.contains(message), "{root}: {error}");
         }
+    }
+
+    #[test]
+    fn included_files_get_their_inputs() {
+        let files = [(
+            "templates/build.yml",
+            "spec:\n  inputs:\n    target: { options: [linux, windows] }\n    jobs: { type: number, default: 1 }\n---\n\
+             \"build-$[[ inputs.target ]]\":\n  script:\n    - make $[[ inputs.target ]]\n  parallel: $[[ inputs.jobs ]]\n",
+        )];
+        let merged = expand(&files, "include:\n  - local: templates/build.yml\n    inputs: { target: linux, jobs: 2 }\n  \
+                                     - local: templates/build.yml\n    inputs: { target: windows }\n").expect("expands");
+        assert_eq!(
+            merged,
+            yaml("build-linux: { script: [make linux], parallel: 2 }\nbuild-windows: { script: [make windows], parallel: 1 }\n")
+        );
+        let error = expand(
+            &files,
+            "include: [{ local: templates/build.yml, inputs: { target: mac } }]\n",
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            error,
+            "`target` input: `mac` cannot be used because it is not in the list of allowed options"
+        );
     }
 
     #[test]

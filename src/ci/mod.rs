@@ -6,6 +6,7 @@ pub mod duration;
 pub mod environment;
 pub mod expr;
 pub mod include;
+pub mod inputs;
 pub mod policy;
 pub mod progress;
 pub mod reference;

@@ -208,3 +208,39 @@ both_backends! {
         assert_eq!(pipelines.json(), json!([]), "lint creates nothing");
     }
 }
+
+both_backends! {
+    // A template with `spec:inputs`, included twice with different inputs.
+    async fn included_templates_take_inputs(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(dir.join("templates")).expect("templates");
+        std::fs::write(
+            dir.join("templates/deploy.yml"),
+            "spec:\n  inputs:\n    target: { options: [staging, production] }\n    replicas: { type: number, default: 1 }\n---\n\
+             \"deploy-$[[ inputs.target ]]\":\n  script:\n    - ./deploy $[[ inputs.target ]]\n  variables:\n    REPLICAS: $[[ inputs.replicas ]]\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.join(".gitlab-ci.yml"),
+            "include:\n  - local: templates/deploy.yml\n    inputs: { target: staging }\n  - local: templates/deploy.yml\n    inputs: { target: production, replicas: 3 }\n",
+        )
+        .expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "ci"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": dir.display().to_string() })).await;
+        let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main" }))).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..2 {
+            let job = app.take_job(&runner).await;
+            let replicas = job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == "REPLICAS")).map(|v| v["value"].clone());
+            seen.insert(job["job_info"]["name"].as_str().unwrap_or_default().to_string(), (job["steps"][0]["script"].clone(), replicas));
+        }
+        assert_eq!(seen["deploy-staging"], (json!(["./deploy staging"]), Some(json!("1"))));
+        assert_eq!(seen["deploy-production"], (json!(["./deploy production"]), Some(json!("3"))));
+    }
+}
