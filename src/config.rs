@@ -134,6 +134,9 @@ pub struct SettingsArgs {
     /// Runway, sandboxed).
     #[arg(long, env = "RUNWAY_PAGES")]
     pub pages: Option<bool>,
+    /// Let `include:remote` fetch addresses on the local network (loopback, private).
+    #[arg(long, env = "RUNWAY_INCLUDE_REMOTE_ALLOW_LOCAL")]
+    pub include_remote_allow_local: Option<bool>,
 }
 
 impl SettingsArgs {
@@ -187,6 +190,9 @@ impl SettingsArgs {
             max_pipeline_jobs: self.max_pipeline_jobs.or(lower.max_pipeline_jobs),
             git_allowed_schemes: self.git_allowed_schemes.or(lower.git_allowed_schemes),
             pages: self.pages.or(lower.pages),
+            include_remote_allow_local: self
+                .include_remote_allow_local
+                .or(lower.include_remote_allow_local),
         }
     }
 }
@@ -262,6 +268,8 @@ pub struct Settings {
     pub git_allowed_schemes: Vec<String>,
     /// Whether pages sites are served.
     pub pages: bool,
+    /// Whether `include:remote` may fetch local-network addresses.
+    pub include_remote_allow_local: bool,
 }
 
 impl Settings {
@@ -394,6 +402,7 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .collect(),
             pages: merged.pages.unwrap_or(true),
+            include_remote_allow_local: merged.include_remote_allow_local.unwrap_or(false),
         })
     }
 }

@@ -206,7 +206,14 @@ impl Runway {
                 queue.clone(),
             ),
             dispatcher: Dispatcher::new(db.clone(), queue.clone(), settings.two_phase_commit),
-            pipelines: Pipelines::new(db.clone(), queue.clone(), settings.max_pipeline_jobs),
+            pipelines: Pipelines::new(
+                db.clone(),
+                queue.clone(),
+                settings.max_pipeline_jobs,
+                service::remote::RemoteIncludes {
+                    allow_local: settings.include_remote_allow_local,
+                },
+            ),
             repositories: Repositories::new(
                 &settings.data_dir,
                 settings.git_allowed_schemes.clone(),

@@ -37,6 +37,39 @@ pub trait FileSource {
     fn changed_since(&self, _base: &str) -> Result<Option<Vec<String>>, String> {
         Ok(None)
     }
+    /// The text at `url` for `include:remote` (see `service::remote`); refused where no
+    /// fetcher is given.
+    fn remote(&self, _url: &str) -> Result<String, String> {
+        Err(not_yet("remote"))
+    }
+}
+
+/// A commit's files, with remote includes fetched by `fetch`.
+pub struct WithRemote<'a> {
+    pub files: &'a dyn FileSource,
+    pub fetch: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+impl FileSource for WithRemote<'_> {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        self.files.read(path)
+    }
+    fn paths(&self) -> Result<Vec<String>, String> {
+        self.files.paths()
+    }
+    fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
+        self.files.changed_since(base)
+    }
+    fn remote(&self, url: &str) -> Result<String, String> {
+        (self.fetch)(url)
+    }
+}
+
+/// Where an included file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Local(String),
+    Remote(String),
 }
 
 /// The pipeline's commit as the rules see it: its files, their paths read once.
@@ -106,9 +139,16 @@ impl<'a> Includes<'a> {
             return Ok(root);
         };
         let mut merged = Mapping::new();
-        for (location, inputs) in self.locations(&include)? {
-            for path in self.resolve(&location)? {
-                let file = self.load_file(&path, &location, inputs.as_ref())?;
+        for (source, inputs) in self.locations(&include)? {
+            let files = match &source {
+                Source::Local(location) => self
+                    .resolve(location)?
+                    .into_iter()
+                    .map(|path| self.load_file(&path, location, inputs.as_ref()))
+                    .collect::<Result<Vec<_>, _>>()?,
+                Source::Remote(url) => vec![self.load_remote(url, inputs.as_ref())?],
+            };
+            for file in files {
                 let file = self.expand(file)?;
                 deep_merge(&mut merged, &file);
             }
@@ -122,7 +162,7 @@ impl<'a> Includes<'a> {
     fn locations(
         &mut self,
         include: &Value,
-    ) -> Result<Vec<(String, Option<Mapping>)>, ConfigError> {
+    ) -> Result<Vec<(Source, Option<Mapping>)>, ConfigError> {
         let entries: Vec<&Value> = match include {
             Value::Sequence(items) => items.iter().collect(),
             Value::String(_) | Value::Mapping(_) => vec![include],
@@ -133,18 +173,20 @@ impl<'a> Includes<'a> {
         for entry in entries {
             match entry {
                 Value::String(location) => {
+                    // `normalize_location_string`: a URL is remote, anything else local.
                     if location.starts_with("http://") || location.starts_with("https://") {
-                        return fail(not_yet("remote"));
+                        out.push((Source::Remote(location.clone()), None));
+                    } else {
+                        out.push((Source::Local(location.clone()), None));
                     }
-                    out.push((location.clone(), None));
                 }
                 Value::Mapping(map) => {
                     for key in map.keys() {
                         let key = key.as_str().unwrap_or_default();
                         match key {
-                            "local" | "rules" | "inputs" => {}
-                            "remote" | "template" | "project" | "component" | "artifact"
-                            | "file" | "ref" | "job" => return fail(not_yet(key)),
+                            "local" | "remote" | "rules" | "inputs" => {}
+                            "template" | "project" | "component" | "artifact" | "file" | "ref"
+                            | "job" => return fail(not_yet(key)),
                             other => {
                                 return fail(format!(
                                     "include config contains unknown keys: {other}"
@@ -152,8 +194,12 @@ impl<'a> Includes<'a> {
                             }
                         }
                     }
-                    let Some(Value::String(location)) = map.get("local") else {
-                        return fail("include config should be a hash with a local: path");
+                    let location = match (map.get("local"), map.get("remote")) {
+                        (Some(Value::String(path)), None) => Source::Local(path.clone()),
+                        (None, Some(Value::String(url))) => Source::Remote(url.clone()),
+                        _ => return fail(
+                            "include config should be a hash with a local: path or a remote: URL",
+                        ),
                     };
                     if let Some(rules) = map.get("rules") {
                         if !self.rules_include(rules)? {
@@ -165,7 +211,7 @@ impl<'a> Includes<'a> {
                         Some(Value::Mapping(inputs)) => Some(inputs.clone()),
                         Some(_) => return fail("include:inputs config should be a hash"),
                     };
-                    out.push((location.clone(), inputs));
+                    out.push((location, inputs));
                 }
                 _ => return fail("include config should be an array or a string or a hash"),
             }
@@ -253,6 +299,23 @@ impl<'a> Includes<'a> {
         Ok(found)
     }
 
+    /// A remote file (`Gitlab::Ci::Config::External::File::Remote`): fetched, counted and
+    /// parsed as a local one.
+    fn load_remote(&mut self, url: &str, inputs: Option<&Mapping>) -> Result<Mapping, ConfigError> {
+        self.count += 1;
+        if self.count > MAX_INCLUDES {
+            return fail(format!(
+                "Maximum of {MAX_INCLUDES} nested includes are allowed!"
+            ));
+        }
+        let text = self.files.remote(url).map_err(ConfigError)?;
+        self.bytes += text.len();
+        if self.bytes > MAX_TOTAL_BYTES {
+            return fail(TOO_BIG);
+        }
+        self.parse(&text, url, inputs)
+    }
+
     /// One included file, read, counted and parsed (`Gitlab::Ci::Config::External::File::Local`).
     fn load_file(
         &mut self,
@@ -286,8 +349,18 @@ impl<'a> Includes<'a> {
         if self.bytes > MAX_TOTAL_BYTES {
             return fail(TOO_BIG);
         }
+        self.parse(&text, location, inputs)
+    }
+
+    /// An included file's text as configuration, its inputs given.
+    fn parse(
+        &self,
+        text: &str,
+        location: &str,
+        inputs: Option<&Mapping>,
+    ) -> Result<Mapping, ConfigError> {
         let what = format!("the included file `{location}`");
-        let mut value = super::inputs::load_with_inputs(&text, inputs, self.variables, &what)
+        let mut value = super::inputs::load_with_inputs(text, inputs, self.variables, &what)
             .map_err(|e| {
                 if e.0.starts_with("Invalid configuration format") {
                     ConfigError(format!(
@@ -455,7 +528,7 @@ mod tests {
                 "Maximum of 150 nested includes are allowed!",
             ),
             ("include: ../x.yml", "Local file `../x.yml` does not exist!"),
-            ("include: https://example.com/ci.yml", "include:remote"),
+            ("include: https://example.com/ci.yml", "Runway does not support these keywords yet: include:remote"),
             (
                 "include: { template: Auto-DevOps.gitlab-ci.yml }",
                 "include:template",

@@ -115,6 +115,8 @@ pub struct Pipelines {
     queue: Arc<Queue>,
     /// The most jobs one pipeline may have (GitLab's `ci_pipeline_size`); `None`: no limit.
     max_jobs: Option<usize>,
+    /// How `include:remote` files are fetched.
+    remote: crate::service::remote::RemoteIncludes,
 }
 
 fn is_complete(status: JobStatus) -> bool {
@@ -172,12 +174,57 @@ pub fn ref_protected(project: &Project, ref_: &str) -> bool {
 }
 
 impl Pipelines {
-    pub fn new(db: DbPool, queue: Arc<Queue>, max_jobs: Option<usize>) -> Pipelines {
+    pub fn new(
+        db: DbPool,
+        queue: Arc<Queue>,
+        max_jobs: Option<usize>,
+        remote: crate::service::remote::RemoteIncludes,
+    ) -> Pipelines {
         Pipelines {
             db,
             queue,
             max_jobs,
+            remote,
         }
+    }
+
+    /// Plans `yaml` on the blocking pool: the commit's files (or none) and remote
+    /// includes fetched with the server's runtime; with `merged`, the merged configuration
+    /// too (CI Lint's `merged_yaml`).
+    async fn plan(
+        &self,
+        yaml: String,
+        scope: RuleScope,
+        files: Option<crate::service::repos::RepoFiles>,
+        merged: bool,
+    ) -> ApiResult<(
+        Result<config::PipelinePlan, config::ConfigError>,
+        Option<String>,
+    )> {
+        let max_jobs = self.max_jobs;
+        let remote = self.remote.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let fetch = |url: &str| remote.fetch(&runtime, url);
+            let commit: &dyn crate::ci::include::FileSource = match &files {
+                Some(files) => files,
+                None => &crate::ci::include::NoFiles,
+            };
+            let sources = crate::ci::include::WithRemote {
+                files: commit,
+                fetch: &fetch,
+            };
+            let merged_yaml = merged
+                .then(|| config::expand(&yaml, &scope, &sources).ok())
+                .flatten()
+                .map(|m| serde_yaml::to_string(&m).unwrap_or_default());
+            (
+                config::plan_with(&yaml, &scope, max_jobs, &sources),
+                merged_yaml,
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
     }
 
     /// Plans the configuration and creates the pipeline with its jobs; 400 with GitLab's
@@ -189,15 +236,11 @@ impl Pipelines {
         let scope = rule_scope(project, &req, protected);
         let yaml = req.ci_config.clone();
         // `Gitlab::Ci::Pipeline::Quota::Size` is checked while planning, before any row.
-        let max_jobs = self.max_jobs;
-        let files = req.files.clone();
-        let plan = tokio::task::spawn_blocking(move || match &files {
-            Some(files) => config::plan_with(&yaml, &scope, max_jobs, files),
-            None => config::plan_within(&yaml, &scope, max_jobs),
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
+        let plan = self
+            .plan(yaml, scope, req.files.clone(), false)
+            .await?
+            .0
+            .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
         for v in &req.variables {
             if v.key.is_empty()
                 || v.key.len() > 255
@@ -271,33 +314,19 @@ impl Pipelines {
     pub async fn lint(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Lint> {
         let protected = ref_protected(project, &req.ref_);
         let scope = rule_scope(project, &req, protected);
-        let max_jobs = self.max_jobs;
-        let lint = tokio::task::spawn_blocking(move || {
-            let files: &dyn crate::ci::include::FileSource = match &req.files {
-                Some(files) => files,
-                None => &crate::ci::include::NoFiles,
-            };
-            let merged = config::expand(&req.ci_config, &scope, files)
-                .map(|m| serde_yaml::to_string(&m).unwrap_or_default());
-            match (
-                merged,
-                config::plan_with(&req.ci_config, &scope, max_jobs, files),
-            ) {
-                (Ok(merged), Ok(plan)) => Lint {
-                    errors: Vec::new(),
-                    merged_yaml: Some(merged),
-                    jobs: plan.jobs,
-                },
-                (Err(e), _) | (_, Err(e)) => Lint {
-                    errors: vec![e.0],
-                    merged_yaml: None,
-                    jobs: Vec::new(),
-                },
-            }
+        let (plan, merged) = self.plan(req.ci_config, scope, req.files, true).await?;
+        Ok(match plan {
+            Ok(plan) => Lint {
+                errors: Vec::new(),
+                merged_yaml: merged,
+                jobs: plan.jobs,
+            },
+            Err(e) => Lint {
+                errors: vec![e.0],
+                merged_yaml: None,
+                jobs: Vec::new(),
+            },
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-        Ok(lint)
     }
 
     /// Applies a runner's final `success`/`failed` to a running or canceling job: from

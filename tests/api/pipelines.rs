@@ -386,6 +386,45 @@ regional:
         assert_eq!(unnamed.json()["name"], Value::Null);
     }
 
+    // `include:remote`: fetched over HTTP when the pipeline is planned; GitLab's messages
+    // for an error status and a local address (refused unless allowed).
+    async fn remote_includes_are_fetched(backend) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A file server on 127.0.0.1 for three requests at most.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut request = vec![0u8; 4096];
+                let n = socket.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).to_string();
+                let answer = if request.starts_with("GET /ci/shared.yml ") {
+                    let body = "shared: { script: [echo shared], variables: { FROM: remote } }\n";
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        let app = TestApp::builder(backend).include_remote_allow_local().spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let reply = app.create_pipeline(project, "main", &format!("include:\n  - remote: {base}/ci/shared.yml\nmain: {{ script: x }}\n")).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let mut names: Vec<String> = app.job_statuses(project, reply.json()["id"].as_i64().expect("id")).await.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["main", "shared"]);
+        let reply = app.create_pipeline(project, "main", &format!("include: {base}/ci/missing.yml\nmain: {{ script: x }}\n")).await;
+        assert_eq!(reply.json()["message"]["base"][0], format!("Remote file `{base}/ci/missing.yml` could not be fetched because of HTTP code `404` error!"));
+
+        let strict = TestApp::spawn(backend).await;
+        let project = strict.create_project(json!({ "name": "app" })).await;
+        let reply = strict.create_pipeline(project, "main", &format!("include: {base}/ci/shared.yml\nmain: {{ script: x }}\n")).await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.json()["message"]["base"][0], format!("Remote file `{base}/ci/shared.yml` could not be fetched because requests to the local network are not allowed!"));
+    }
+
     async fn refused_configurations_create_nothing(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

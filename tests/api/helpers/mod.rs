@@ -119,6 +119,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// `include:remote` may fetch 127.0.0.1 (the tests' own file servers).
+    pub fn include_remote_allow_local(mut self) -> Self {
+        self.args.include_remote_allow_local = Some(true);
+        self
+    }
+
     /// The most jobs one pipeline may have (0: no limit).
     pub fn max_pipeline_jobs(mut self, jobs: usize) -> Self {
         self.args.max_pipeline_jobs = Some(jobs);
