@@ -118,18 +118,10 @@ async fn serve(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpR
                 .finish()
         }
         // The site's own 404 page when it has one, as GitLab Pages serves it.
-        Ok(PagesEntry::Missing) => {
-            match state
-                .artifacts
-                .pages_entry(&archive, &folder, "404.html")
-                .await
-            {
-                Ok(PagesEntry::File(bytes, name)) => {
-                    file_response(actix_web::http::StatusCode::NOT_FOUND, bytes, &name)
-                }
-                _ => not_found(),
-            }
+        Ok(PagesEntry::Missing(Some((bytes, name)))) => {
+            file_response(actix_web::http::StatusCode::NOT_FOUND, bytes, &name)
         }
+        Ok(PagesEntry::Missing(None)) => not_found(),
         Err(e) => actix_web::ResponseError::error_response(&e),
     }
 }

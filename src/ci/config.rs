@@ -16,6 +16,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration::parse_seconds;
 use super::expr;
+use super::include::deep_merge;
 use super::policy;
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
@@ -558,8 +559,9 @@ pub fn expand(
     files: &dyn super::include::FileSource,
 ) -> Result<Mapping> {
     // `spec:inputs` in a header document: their defaults (the pipeline passes none yet).
+    let pipeline_vars = scope.with(&[]);
     let mut root: Value =
-        super::inputs::load_with_inputs(yaml, None, &scope.with(&[]), "the configuration")?;
+        super::inputs::load_with_inputs(yaml, None, &pipeline_vars, "the configuration")?;
     root.apply_merge()
         .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
     let Value::Mapping(root) = root else {
@@ -568,8 +570,7 @@ pub fn expand(
         );
     };
     // `include` first: what the files bring is there before anything is read.
-    let include_vars = scope.with(&[]);
-    let root = super::include::Includes::new(files, &include_vars).expand(root)?;
+    let root = super::include::Includes::new(files, &pipeline_vars).expand(root)?;
     // Then `!reference` tags, on the merged configuration.
     super::reference::resolve(&root)
 }
@@ -1033,24 +1034,13 @@ fn pages_folder(
     Ok(is_pages.then(|| from_pages.or(publish).unwrap_or_else(|| "public".into())))
 }
 
-/// A list of strings, and nothing else (no lone string).
-fn strict_list(value: &Value) -> Option<Vec<String>> {
-    match value {
-        Value::Sequence(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string))
-            .collect(),
-        _ => None,
-    }
-}
-
 /// `rules:exists` ‹rules/rule/clause/exists.rb›: a glob (or `paths:` globs) matching a
 /// file of the pipeline's commit; past 10,000 comparisons GitLab answers yes.
 fn rule_exists(value: &Value, owner: &str, commit: &super::include::Commit<'_>) -> Result<bool> {
     const MAX_COMPARISONS: usize = 10_000;
     let globs = match value {
-        Value::Mapping(map) => map.get("paths").and_then(strict_list),
-        other => strict_list(other),
+        Value::Mapping(map) => map.get("paths").and_then(policy::strings),
+        other => policy::strings(other),
     }
     .ok_or_else(|| {
         ConfigError(format!(
@@ -1079,10 +1069,12 @@ fn rule_changes(value: &Value, owner: &str, commit: &super::include::Commit<'_>)
     };
     let (globs, compare_to) = match value {
         Value::Mapping(map) => (
-            map.get("paths").and_then(strict_list).ok_or_else(message)?,
+            map.get("paths")
+                .and_then(policy::strings)
+                .ok_or_else(message)?,
             map.get("compare_to").and_then(Value::as_str),
         ),
-        other => (strict_list(other).ok_or_else(message)?, None),
+        other => (policy::strings(other).ok_or_else(message)?, None),
     };
     let Some(base) = compare_to else {
         return Ok(true);
@@ -1136,8 +1128,6 @@ fn resolve_extends(
     deep_merge(&mut merged, &own);
     Ok(merged)
 }
-
-use super::include::deep_merge;
 
 /// `inherit` ‹entry/inherit/default.rb, variables.rb›: which `default:` keys and which
 /// global variables the job takes — `None` for all (`true`, or not written), else the

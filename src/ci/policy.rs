@@ -89,7 +89,8 @@ fn refs_list(value: &Value) -> Option<Vec<String>> {
         .collect()
 }
 
-fn strings(value: &Value) -> Option<Vec<String>> {
+/// A list of strings, and nothing else (no lone string).
+pub(crate) fn strings(value: &Value) -> Option<Vec<String>> {
     let Value::Sequence(items) = value else {
         return None;
     };

@@ -128,7 +128,8 @@ pub enum PagesEntry {
     File(Vec<u8>, String),
     /// A folder with an `index.html`.
     Folder,
-    Missing,
+    /// Nothing; the site's own `404.html` (bytes and name) when it has one.
+    Missing(Option<(Vec<u8>, String)>),
 }
 
 /// `path` (no leading `/`, no `..`) under `folder` in the zip archive `file`.
@@ -140,7 +141,7 @@ fn read_pages_entry(
     use std::io::Read;
     let archive = std::fs::File::open(file)?;
     let Ok(mut zip) = zip::ZipArchive::new(archive) else {
-        return Ok(PagesEntry::Missing);
+        return Ok(PagesEntry::Missing(None));
     };
     let base = if folder.is_empty() {
         String::new()
@@ -155,26 +156,32 @@ fn read_pages_entry(
             format!("{path}/")
         }
     );
-    if path.is_empty() {
-        return Ok(if zip.by_name(&index).is_ok() {
-            PagesEntry::Folder
-        } else {
-            PagesEntry::Missing
-        });
-    }
-    let name = format!("{base}{path}");
-    if let Ok(entry) = zip.by_name(&name) {
-        if entry.is_file() {
-            let mut bytes = Vec::new();
-            entry.take(PAGES_FILE_MAX).read_to_end(&mut bytes)?;
+    // A file of the archive, whole (at most `PAGES_FILE_MAX`); `None` if it is none.
+    let file_named = |zip: &mut zip::ZipArchive<std::fs::File>,
+                      name: String|
+     -> std::io::Result<Option<(Vec<u8>, String)>> {
+        match zip.by_name(&name) {
+            Ok(entry) if entry.is_file() => {
+                let mut bytes = Vec::new();
+                entry.take(PAGES_FILE_MAX).read_to_end(&mut bytes)?;
+                Ok(Some((bytes, name)))
+            }
+            _ => Ok(None),
+        }
+    };
+    if !path.is_empty() {
+        if let Some((bytes, name)) = file_named(&mut zip, format!("{base}{path}"))? {
             return Ok(PagesEntry::File(bytes, name));
         }
     }
-    Ok(if zip.by_name(&index).is_ok() {
-        PagesEntry::Folder
-    } else {
-        PagesEntry::Missing
-    })
+    if zip.by_name(&index).is_ok() {
+        return Ok(PagesEntry::Folder);
+    }
+    // Read in the same pass: with S3 the archive was fetched for this request.
+    Ok(PagesEntry::Missing(file_named(
+        &mut zip,
+        format!("{base}404.html"),
+    )?))
 }
 
 /// How much one blocking read of a stored file takes.

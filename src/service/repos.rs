@@ -47,6 +47,14 @@ impl RepoFiles {
     }
 }
 
+/// The paths git printed with `-z`.
+fn nul_separated(out: &[u8]) -> Vec<String> {
+    out.split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
 impl crate::ci::include::FileSource for RepoFiles {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
         let object = format!("{}:{path}", self.sha);
@@ -74,13 +82,7 @@ impl crate::ci::include::FileSource for RepoFiles {
         if !diff.status.success() {
             return Err("rules:changes:compare_to is not a valid ref".into());
         }
-        Ok(Some(
-            diff.stdout
-                .split(|b| *b == 0)
-                .filter(|p| !p.is_empty())
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect(),
-        ))
+        Ok(Some(nul_separated(&diff.stdout)))
     }
 
     fn paths(&self) -> Result<Vec<String>, String> {
@@ -95,12 +97,7 @@ impl crate::ci::include::FileSource for RepoFiles {
         if !listed.status.success() {
             return Err("The repository could not be read".into());
         }
-        Ok(listed
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect())
+        Ok(nul_separated(&listed.stdout))
     }
 }
 
@@ -182,10 +179,7 @@ impl Repositories {
         if project.repository_url.as_deref().is_none_or(str::is_empty) {
             return Ok(None);
         }
-        let resolved = self
-            .read_config_or_commit(project, ref_, sha, false)
-            .await?;
-        Ok(Some((resolved.sha, resolved.tag, resolved.files)))
+        self.resolve_commit(project, ref_, sha).await.map(Some)
     }
 
     /// Resolves `ref_` (or `sha`) in the project's repository and reads `.gitlab-ci.yml`
@@ -196,18 +190,36 @@ impl Repositories {
         ref_: &str,
         sha: Option<&str>,
     ) -> ApiResult<Resolved> {
-        self.read_config_or_commit(project, ref_, sha, true).await
+        let (sha, tag, files) = self.resolve_commit(project, ref_, sha).await?;
+        // Read as `include:local` reads a file: sized first, past the loader's limit
+        // refused before it is read into memory.
+        let reader = files.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::ci::include::FileSource::read(&reader, ".gitlab-ci.yml")
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+        let ci_config = match read {
+            Ok(Some(text)) => text,
+            Err(e) if e == crate::ci::config::TOO_BIG => return Err(refused(e)),
+            Ok(None) | Err(_) => return Err(refused("Missing CI config file")),
+        };
+        Ok(Resolved {
+            files,
+            sha,
+            tag,
+            ci_config,
+        })
     }
 
-    /// [`Repositories::read_config`]; without `read` the file is not read (its text
-    /// stays empty).
-    async fn read_config_or_commit(
+    /// The commit `ref_` (or `sha`) names in the project's repository (mirrored first
+    /// when it is remote), whether the ref is a tag, and the commit's files.
+    async fn resolve_commit(
         &self,
         project: &Project,
         ref_: &str,
         sha: Option<&str>,
-        read: bool,
-    ) -> ApiResult<Resolved> {
+    ) -> ApiResult<(String, bool, RepoFiles)> {
         let url = project
             .repository_url
             .as_deref()
@@ -239,38 +251,10 @@ impl Repositories {
             },
         };
         let files = RepoFiles {
-            dir: dir.clone(),
+            dir,
             sha: sha.clone(),
         };
-        if !read {
-            return Ok(Resolved {
-                files,
-                sha,
-                tag,
-                ci_config: String::new(),
-            });
-        }
-        // A file past the loader's limit is refused before it is read into memory.
-        let object = format!("{sha}:.gitlab-ci.yml");
-        let size = git(&dir, &["cat-file", "-s", &object])
-            .await
-            .map_err(|_| refused("Missing CI config file"))?;
-        if size
-            .trim()
-            .parse::<usize>()
-            .map_or(true, |s| s > crate::ci::config::MAX_YAML_BYTES)
-        {
-            return Err(refused(crate::ci::config::TOO_BIG));
-        }
-        let ci_config = git(&dir, &["show", &object])
-            .await
-            .map_err(|_| refused("Missing CI config file"))?;
-        Ok(Resolved {
-            files,
-            sha,
-            tag,
-            ci_config,
-        })
+        Ok((sha, tag, files))
     }
 
     /// A mirror of a remote repository, cloned once and fetched on each use.

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
@@ -305,6 +306,7 @@ pub async fn get_job_artifacts(
 async fn job_action(
     state: &AppState,
     audit_kind: &str,
+    status: StatusCode,
     path: (String, String),
     action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Job>,
 ) -> ApiResult<HttpResponse> {
@@ -317,12 +319,6 @@ async fn job_action(
         json!({ "project_id": project.id, "status": job.status, "result_job_id": job.id });
     record_admin_action(state, audit_kind, "job", asked.id, details).await;
     let mut json = jobs_json(state, &project, std::slice::from_ref(&job)).await?;
-    // GitLab answers 201 (Grape's default for POST), but `status 200` for play.
-    let status = if audit_kind == "job_played" {
-        actix_web::http::StatusCode::OK
-    } else {
-        actix_web::http::StatusCode::CREATED
-    };
     Ok(HttpResponse::build(status).json(json.pop()))
 }
 
@@ -335,9 +331,13 @@ pub async fn cancel_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, "job_canceled", path.into_inner(), async |s, id| {
-        s.pipelines.cancel_job(id).await
-    })
+    job_action(
+        &state,
+        "job_canceled",
+        StatusCode::CREATED,
+        path.into_inner(),
+        async |s, id| s.pipelines.cancel_job(id).await,
+    )
     .await
 }
 
@@ -350,9 +350,13 @@ pub async fn retry_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, "job_retried", path.into_inner(), async |s, id| {
-        s.pipelines.retry_job(id).await
-    })
+    job_action(
+        &state,
+        "job_retried",
+        StatusCode::CREATED,
+        path.into_inner(),
+        async |s, id| s.pipelines.retry_job(id).await,
+    )
     .await
 }
 
@@ -365,9 +369,13 @@ pub async fn erase_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, "job_erased", path.into_inner(), async |s, id| {
-        s.artifacts.erase(id).await
-    })
+    job_action(
+        &state,
+        "job_erased",
+        StatusCode::CREATED,
+        path.into_inner(),
+        async |s, id| s.artifacts.erase(id).await,
+    )
     .await
 }
 
@@ -380,9 +388,14 @@ pub async fn play_job(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    job_action(&state, "job_played", path.into_inner(), async |s, id| {
-        s.pipelines.play_job(id).await
-    })
+    // GitLab answers 201 (Grape's default for POST), but `status 200` for play.
+    job_action(
+        &state,
+        "job_played",
+        StatusCode::OK,
+        path.into_inner(),
+        async |s, id| s.pipelines.play_job(id).await,
+    )
     .await
 }
 

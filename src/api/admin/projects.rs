@@ -250,7 +250,6 @@ pub async fn create_project(
     Ok(HttpResponse::Created().json(project_json(&project, &state.settings.external_url)))
 }
 
-/// GitLab's bounds: a job timeout between 10 minutes and a month; a quota not negative.
 /// A `repository_url` git may read with the configured schemes ([`crate::service::repos::check_url`]).
 fn check_repository_url(state: &AppState, url: Option<&str>) -> ApiResult<()> {
     match url.filter(|u| !u.is_empty()) {
@@ -262,6 +261,7 @@ fn check_repository_url(state: &AppState, url: Option<&str>) -> ApiResult<()> {
     }
 }
 
+/// GitLab's bounds: a job timeout between 10 minutes and a month; a quota not negative.
 fn check_limits(build_timeout: Option<i64>, minutes_limit: Option<i64>) -> ApiResult<()> {
     if build_timeout.is_some_and(|t| !(600..=2_592_000).contains(&t)) {
         return Err(ApiError::validation(
