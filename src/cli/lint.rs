@@ -123,7 +123,15 @@ pub fn run(args: &LintArgs) -> i32 {
             );
             if args.jobs {
                 for job in &plan.jobs {
-                    println!("  {} ({}, {})", job.name, job.stage, job.when.as_str());
+                    let mut facts = vec![job.stage.clone(), job.when.as_str().to_string()];
+                    if job.allow_failure {
+                        facts.push("allow_failure".into());
+                    }
+                    if let Some(needs) = &job.spec.needs {
+                        let names: Vec<&str> = needs.iter().map(|n| n.job.as_str()).collect();
+                        facts.push(format!("needs: [{}]", names.join(", ")));
+                    }
+                    println!("  {} ({})", job.name, facts.join(", "));
                 }
             }
             super::exit::SUCCESS

@@ -2,9 +2,10 @@
 //! styles real projects use, each with the files it includes. Each is committed to a
 //! repository of its own and run as a pipeline on `main` through the admin API, on both
 //! backends; its jobs (stage, status, when, allow_failure, tags, environment, needs from
-//! CI Lint) are compared with a snapshot reviewed by hand against GitLab's documented
-//! semantics (`tests/api/snapshots/api__corpus__*.snap`). CI Lint must find each valid
-//! with the same jobs.
+//! CI Lint, the variables the file gives the job) are compared with a snapshot reviewed by
+//! hand against GitLab's documented semantics (`tests/api/snapshots/api__corpus__*.snap`).
+//! CI Lint must find each valid with the same jobs. A file that uses what Runway refuses by name (part-2 keywords,
+//! templates, `secrets`) is expected to be refused: its snapshot is the refusal.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,19 @@ both_backends! {
             git(repo.path(), &["commit", "-q", "-m", &name]);
             let project = app.create_project(json!({ "name": name, "repository_url": repo.path().display().to_string() })).await;
             let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main" }))).await;
+            if reply.status == 400 {
+                // A file that uses what Runway refuses by name (a part-2 keyword, a
+                // template, `secrets`): the refusal is the expected plan, and CI Lint
+                // gives the same words; nothing was created.
+                let refusal = reply.json()["message"]["base"].clone();
+                let lint = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/ci/lint"))).await.json();
+                assert_eq!(lint["valid"], false, "{name}: {lint}");
+                assert_eq!(lint["errors"], refusal, "{name}: the lint's errors are the pipeline's");
+                let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await.json();
+                assert_eq!(listed, json!([]), "{name}: a refused file creates no pipeline");
+                insta::assert_json_snapshot!(format!("corpus__{name}"), json!({ "refused": refusal }));
+                continue;
+            }
             assert_eq!(reply.status, 201, "{name}: {}", reply.text);
             let pipeline = reply.json();
             let id = pipeline["id"].as_i64().expect("id");
@@ -65,12 +79,20 @@ both_backends! {
                     .map(|j| j["needs"].clone())
                     .unwrap_or(Value::Null)
             };
-            let mut jobs: Vec<Value> = jobs.as_array().expect("jobs").iter().map(|j| json!({
-                "name": j["name"], "stage": j["stage"], "status": j["status"], "when": j["when"],
-                "allow_failure": j["allow_failure"], "tags": j["tag_list"],
-                "environment": j.get("environment").cloned().unwrap_or(Value::Null),
-                "needs": needs(j["name"].as_str().unwrap_or_default()),
-            })).collect();
+            let mut summaries = Vec::new();
+            for j in jobs.as_array().expect("jobs") {
+                // The variables the job gets from the file (global, its own, matrix, rules).
+                let spec = app.runner_job(j["id"].as_i64().expect("job id")).await.spec();
+                let variables: Vec<String> = spec.variables.iter().map(|v| format!("{}={}", v.key, v.value)).collect();
+                summaries.push(json!({
+                    "name": j["name"], "stage": j["stage"], "status": j["status"], "when": j["when"],
+                    "allow_failure": j["allow_failure"], "tags": j["tag_list"],
+                    "environment": j.get("environment").cloned().unwrap_or(Value::Null),
+                    "needs": needs(j["name"].as_str().unwrap_or_default()),
+                    "variables": variables,
+                }));
+            }
+            let mut jobs = summaries;
             jobs.sort_by_key(|j| j["name"].as_str().unwrap_or_default().to_string());
             let linted: Vec<&str> = lint["jobs"].as_array().into_iter().flatten().filter_map(|j| j["name"].as_str()).collect();
             assert_eq!(linted.len(), jobs.len(), "{name}: the lint's jobs are the pipeline's");

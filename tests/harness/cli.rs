@@ -358,7 +358,7 @@ async fn runway_offline(dir: &Path, args: &[&str]) -> Ran {
 async fn lint_checks_a_file_without_a_server() {
     let (_root, dir) = checkout(
         "app",
-        "include: ci/*.yml\nbuild: { stage: build, script: [make] }\ndeploy: { stage: deploy, script: [ship], only: [main] }\n",
+        "include: ci/*.yml\nbuild: { stage: build, script: [make] }\ndeploy: { stage: deploy, script: [ship], only: [main], needs: [build], when: manual }\n",
     );
     std::fs::create_dir(dir.join("ci")).expect("ci");
     std::fs::write(dir.join("ci/test.yml"), "test: { script: [make test] }\n").expect("write");
@@ -370,7 +370,8 @@ async fn lint_checks_a_file_without_a_server() {
         "{ran:?}"
     );
     assert!(
-        ran.stdout.contains("  deploy (deploy, on_success)"),
+        ran.stdout
+            .contains("  deploy (deploy, manual, allow_failure, needs: [build])"),
         "{ran:?}"
     );
     let ran = runway_offline(&dir, &["lint", "--ref", "feature"]).await;
