@@ -94,28 +94,28 @@ const KEYWORDS: &[&str] = &[
 
 /// A YAML-ish value: scalars of every kind, and nested mappings and lists keyed mostly by
 /// keywords.
-fn yaml_value() -> impl Strategy<Value = serde_yaml::Value> {
+fn yaml_value() -> impl Strategy<Value = serde_yaml_ng::Value> {
     let scalar = prop_oneof![
-        Just(serde_yaml::Value::Null),
-        any::<bool>().prop_map(serde_yaml::Value::Bool),
-        any::<i64>().prop_map(|n| serde_yaml::Value::Number(n.into())),
-        any::<f64>().prop_map(|n| serde_yaml::Value::Number(n.into())),
-        prop::sample::select(KEYWORDS).prop_map(|k| serde_yaml::Value::String(k.to_string())),
-        "[ -~]{0,24}".prop_map(serde_yaml::Value::String),
+        Just(serde_yaml_ng::Value::Null),
+        any::<bool>().prop_map(serde_yaml_ng::Value::Bool),
+        any::<i64>().prop_map(|n| serde_yaml_ng::Value::Number(n.into())),
+        any::<f64>().prop_map(|n| serde_yaml_ng::Value::Number(n.into())),
+        prop::sample::select(KEYWORDS).prop_map(|k| serde_yaml_ng::Value::String(k.to_string())),
+        "[ -~]{0,24}".prop_map(serde_yaml_ng::Value::String),
         "\\$[A-Z_]{1,8} (==|!=|=~) (\"[a-z]*\"|/[a-z.*]*/|null)"
-            .prop_map(serde_yaml::Value::String),
+            .prop_map(serde_yaml_ng::Value::String),
         "[0-9]{1,4} ?(s|sec|seconds|m|min|minutes|h|hours|d|days|weeks|mo|months|y|years)?"
-            .prop_map(serde_yaml::Value::String),
+            .prop_map(serde_yaml_ng::Value::String),
     ];
     scalar.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(serde_yaml::Value::Sequence),
+            prop::collection::vec(inner.clone(), 0..5).prop_map(serde_yaml_ng::Value::Sequence),
             prop::collection::vec((prop::sample::select(KEYWORDS), inner), 0..6).prop_map(
                 |entries| {
-                    serde_yaml::Value::Mapping(
+                    serde_yaml_ng::Value::Mapping(
                         entries
                             .into_iter()
-                            .map(|(k, v)| (serde_yaml::Value::String(k.to_string()), v))
+                            .map(|(k, v)| (serde_yaml_ng::Value::String(k.to_string()), v))
                             .collect(),
                     )
                 }
@@ -255,11 +255,11 @@ proptest! {
 
     #[test]
     fn ci_config_from_keyword_documents(doc in prop::collection::vec((prop::sample::select(KEYWORDS), yaml_value()), 0..8)) {
-        let mapping: serde_yaml::Mapping = doc
+        let mapping: serde_yaml_ng::Mapping = doc
             .into_iter()
-            .map(|(k, v)| (serde_yaml::Value::String(k.to_string()), v))
+            .map(|(k, v)| (serde_yaml_ng::Value::String(k.to_string()), v))
             .collect();
-        let text = serde_yaml::to_string(&mapping).expect("yaml");
+        let text = serde_yaml_ng::to_string(&mapping).expect("yaml");
         let _ = plan(&text, &scope());
     }
 

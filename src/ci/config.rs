@@ -12,11 +12,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use super::duration::parse_seconds;
 use super::expr;
 use super::include::deep_merge;
+use super::load::expand;
 use super::policy;
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
@@ -75,9 +76,10 @@ const DEFAULT_KEYS: &[&str] = &[
     "retry",
     "interruptible",
 ];
+/// `Entry::Root`'s keywords (GitLab 15.0 removed `types`: it is now a job's name, and a
+/// list is no job).
 const RESERVED_TOP_KEYS: &[&str] = &[
     "stages",
-    "types",
     "variables",
     "default",
     "workflow",
@@ -304,7 +306,7 @@ pub struct RuleScope {
 
 impl RuleScope {
     /// Predefined, then `file` (in order), then user variables: later ones win.
-    fn with(&self, file: &[Variable]) -> HashMap<String, String> {
+    pub(crate) fn with(&self, file: &[Variable]) -> HashMap<String, String> {
         let mut vars = self.predefined.clone();
         for v in file {
             vars.insert(v.key.clone(), v.value.clone());
@@ -314,265 +316,12 @@ impl RuleScope {
     }
 }
 
-/// The largest `.gitlab-ci.yml` read: GitLab's default `max_yaml_size_bytes` (2 MB).
-pub const MAX_YAML_BYTES: usize = 2 * 1024 * 1024;
-
-/// The deepest nesting of a `.gitlab-ci.yml`: GitLab's default `max_yaml_depth`.
-pub const MAX_YAML_DEPTH: usize = 100;
-
-/// GitLab's words for a configuration past either limit (`Gitlab::Config::Loader::Yaml`).
-pub const TOO_BIG: &str = "The parsed YAML is too big";
-
-/// Whether `text` nests flow collections (`[`, `{`) deeper than `max`, found by a scan of
-/// the text before it is parsed: libyaml takes time quadratic in that depth (70,000
-/// levels, 140 KB, take 18 s to refuse), while block nesting needs indentation, which the
-/// size limit bounds. Brackets in quoted scalars and comments do not count; a quote is
-/// taken to end at its line's end at the latest, so that a bracket is never missed — a
-/// multi-line quoted string full of brackets may be over-counted, never a flow
-/// under-counted.
-pub fn flow_too_deep(text: &str, max: usize) -> bool {
-    // Depth carries across lines: flows may span them.
-    let mut depth: usize = 0;
-    for line in text.split('\n') {
-        let bytes = line.as_bytes();
-        let mut i = 0;
-        // The last significant character before `i`, and whether whitespace came since.
-        let mut previous: Option<u8> = None;
-        let mut spaced = true;
-        while i < bytes.len() {
-            let c = bytes[i];
-            match c {
-                b'#' if spaced => break,
-                b'\'' | b'"'
-                    if spaced
-                        && matches!(
-                            previous,
-                            None | Some(b':' | b'-' | b'?' | b'[' | b'{' | b',')
-                        ) =>
-                {
-                    // A quoted scalar: skip to its end (or the line's).
-                    i += 1;
-                    while i < bytes.len() {
-                        if c == b'"' && bytes[i] == b'\\' {
-                            i += 2;
-                            continue;
-                        }
-                        if bytes[i] == c {
-                            break;
-                        }
-                        i += 1;
-                    }
-                    previous = Some(c);
-                    spaced = false;
-                }
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > max {
-                        return true;
-                    }
-                    previous = Some(c);
-                    spaced = true;
-                }
-                b']' | b'}' => {
-                    depth = depth.saturating_sub(1);
-                    previous = Some(c);
-                    spaced = false;
-                }
-                b',' => {
-                    previous = Some(c);
-                    spaced = true;
-                }
-                b' ' | b'\t' | b'\r' => spaced = true,
-                _ => {
-                    previous = Some(c);
-                    spaced = false;
-                }
-            }
-            i += 1;
-        }
-    }
-    false
-}
-
-/// How deep `value` nests (a scalar is 1), walked without recursion.
-fn depth_of(value: &Value) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1usize)];
-    while let Some((value, depth)) = stack.pop() {
-        deepest = deepest.max(depth);
-        match value {
-            Value::Sequence(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
-            Value::Mapping(map) => stack.extend(
-                map.iter()
-                    .flat_map(|(k, v)| [(k, depth + 1), (v, depth + 1)]),
-            ),
-            Value::Tagged(tagged) => stack.push((&tagged.value, depth + 1)),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// A YAML value read as Psych reads it for GitLab: a key given twice in one mapping keeps
-/// its first place and its last value (serde_yaml's own `Value` refuses the file).
-/// Custom tags (`!reference`) are kept. Nesting stays bounded by the deserializer's own
-/// recursion limit.
-struct LastWins(Value);
-
-impl<'de> serde::Deserialize<'de> for LastWins {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        use serde::de::{EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
-
-        struct Any;
-
-        impl<'de> Visitor<'de> for Any {
-            type Value = LastWins;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any YAML value")
-            }
-            fn visit_bool<E>(self, b: bool) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Bool(b)))
-            }
-            fn visit_i64<E>(self, n: i64) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Number(n.into())))
-            }
-            fn visit_u64<E>(self, n: u64) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Number(n.into())))
-            }
-            fn visit_f64<E>(self, n: f64) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Number(n.into())))
-            }
-            fn visit_str<E>(self, s: &str) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::String(s.to_string())))
-            }
-            fn visit_string<E>(self, s: String) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::String(s)))
-            }
-            fn visit_unit<E>(self) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Null))
-            }
-            fn visit_none<E>(self) -> std::result::Result<LastWins, E> {
-                Ok(LastWins(Value::Null))
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> std::result::Result<LastWins, D::Error> {
-                serde::Deserialize::deserialize(d)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<LastWins, A::Error> {
-                let mut items = Vec::new();
-                while let Some(LastWins(item)) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(LastWins(Value::Sequence(items)))
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<LastWins, A::Error> {
-                let mut mapping = Mapping::new();
-                while let Some((LastWins(key), LastWins(value))) = map.next_entry()? {
-                    mapping.insert(key, value);
-                }
-                Ok(LastWins(Value::Mapping(mapping)))
-            }
-            fn visit_enum<A: EnumAccess<'de>>(
-                self,
-                data: A,
-            ) -> std::result::Result<LastWins, A::Error> {
-                let (tag, contents) = data.variant::<String>()?;
-                let LastWins(value) = contents.newtype_variant()?;
-                Ok(LastWins(Value::Tagged(Box::new(
-                    serde_yaml::value::TaggedValue {
-                        tag: serde_yaml::value::Tag::new(tag),
-                        value,
-                    },
-                ))))
-            }
-        }
-
-        deserializer.deserialize_any(Any)
-    }
-}
-
-/// Reads `.gitlab-ci.yml` text as GitLab's loader bounds it: at most [`MAX_YAML_BYTES`]
-/// and [`MAX_YAML_DEPTH`] levels, refused before the parse where the text shows it.
-pub fn load(yaml: &str) -> Result<Value> {
-    let mut documents = load_documents(yaml)?;
-    match documents.len() {
-        0 => Ok(Value::Null),
-        1 => Ok(documents.remove(0)),
-        _ => err("Invalid configuration format: the file holds more than one document"),
-    }
-}
-
-/// The documents of a file (at most GitLab's 2: a `spec` header, then the
-/// configuration), each within the loader's limits.
-pub fn load_documents(yaml: &str) -> Result<Vec<Value>> {
-    /// `Gitlab::Ci::Config::Yaml::Loader::MAX_DOCUMENTS`.
-    const MAX_DOCUMENTS: usize = 2;
-    if yaml.len() > MAX_YAML_BYTES || flow_too_deep(yaml, MAX_YAML_DEPTH) {
-        return err(TOO_BIG);
-    }
-    let failed = |e: serde_yaml::Error| {
-        if e.to_string().starts_with("recursion limit exceeded") {
-            ConfigError(TOO_BIG.into())
-        } else {
-            ConfigError(format!("Invalid configuration format: {e}"))
-        }
-    };
-    let mut documents = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        if documents.len() == MAX_DOCUMENTS {
-            return err("Invalid configuration format: the file holds more than two documents");
-        }
-        let LastWins(value) = serde::Deserialize::deserialize(document).map_err(failed)?;
-        if depth_of(&value) > MAX_YAML_DEPTH {
-            return err(TOO_BIG);
-        }
-        documents.push(value);
-    }
-    Ok(documents)
-}
-
 /// GitLab's words for a pipeline over `ci_pipeline_size` (`Gitlab::Ci::Pipeline::Quota::Size`).
 pub fn too_many_jobs(limit: usize) -> String {
     format!(
         "The number of jobs has exceeded the limit of {limit}. \
          Try splitting the configuration with parent-child-pipelines"
     )
-}
-
-/// The configuration as the rest of the compiler reads it: the file loaded (GitLab's
-/// limits), YAML merge keys applied, `include`d files merged in, `!reference` tags
-/// replaced. CI Lint shows it as `merged_yaml`.
-pub fn expand(
-    yaml: &str,
-    scope: &RuleScope,
-    files: &dyn super::include::FileSource,
-) -> Result<Mapping> {
-    // `spec:inputs` in a header document: their defaults (the pipeline passes none yet).
-    let pipeline_vars = scope.with(&[]);
-    let mut root: Value =
-        super::inputs::load_with_inputs(yaml, None, &pipeline_vars, "the configuration")?;
-    root.apply_merge()
-        .map_err(|e| ConfigError(format!("Invalid configuration format: {e}")))?;
-    let Value::Mapping(root) = root else {
-        return err(
-            "Invalid configuration format: the file must be a mapping of keywords and jobs",
-        );
-    };
-    // `include` first: what the files bring is there before anything is read.
-    let root = super::include::Includes::new(files, &pipeline_vars).expand(root)?;
-    // Then `!reference` tags, on the merged configuration.
-    super::reference::resolve(&root)
 }
 
 /// Plans a pipeline from `.gitlab-ci.yml` text, evaluating rules in `scope`.
@@ -614,7 +363,10 @@ pub fn plan_with(
             if key.starts_with('.') {
                 continue;
             }
-            return err(format!("jobs:{key} config should be a hash"));
+            // `Entry::Jobs`: a key that is no keyword is a job, and a job is a hash.
+            return err(format!(
+                "jobs:{key} config should implement the script:, run:, or trigger: keyword"
+            ));
         };
         if !key.starts_with('.') {
             job_order.push(key.clone());
@@ -638,7 +390,11 @@ pub fn plan_with(
     }
     let name = flow
         .name
-        .map(|name| super::environment::expand(&name, &scope.with(&global_vars)))
+        // `PopulateMetadata`: expanded with the variables' own references expanded.
+        .map(|name| {
+            let vars = super::environment::expand_all(&scope.with(&global_vars));
+            super::environment::expand(&name, &vars)
+        })
         .filter(|name| !name.is_empty());
 
     let mut defaults = Mapping::new();
@@ -764,7 +520,7 @@ fn key_str(key: &Value) -> Result<String> {
 }
 
 fn stages(root: &Mapping) -> Result<Vec<String>> {
-    let declared = root.get("stages").or_else(|| root.get("types"));
+    let declared = root.get("stages");
     let mut stages: Vec<String> = match declared {
         None => DEFAULT_STAGES.iter().map(|s| s.to_string()).collect(),
         Some(value) => string_list(value)
@@ -774,6 +530,15 @@ fn stages(root: &Mapping) -> Result<Vec<String>> {
     stages.insert(0, ".pre".into());
     stages.push(".post".into());
     Ok(stages)
+}
+
+/// A string or an integer, as text: what GitLab's `AlphanumericValidator` accepts.
+fn alphanumeric(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 fn scalar(value: &Value) -> Option<String> {
@@ -818,14 +583,20 @@ fn variables_of(value: Option<&Value>, what: &str) -> Result<Vec<Variable>> {
     let mut out = Vec::new();
     for (k, v) in map {
         let key = key_str(k)?;
+        // `Entry::Variable`: a value is a string or an integer (`AlphanumericValidator`:
+        // YAML 1.1's `yes`, `3.10` or an empty value are refused), or a hash whose
+        // `value` is one.
+        let refused = || {
+            ConfigError(format!(
+                "{what}:{key} variable definition must be either a string or a hash"
+            ))
+        };
         let value = match v {
-            Value::Mapping(m) => m.get("value").and_then(scalar).unwrap_or_default(),
-            Value::Null => String::new(),
-            other => scalar(other).ok_or_else(|| {
-                ConfigError(format!(
-                    "{what} config should be a hash of key value pairs, value can be a hash"
-                ))
-            })?,
+            Value::Mapping(m) => match m.get("value") {
+                None => String::new(),
+                Some(value) => alphanumeric(value).ok_or_else(refused)?,
+            },
+            other => alphanumeric(other).ok_or_else(refused)?,
         };
         out.push(Variable { key, value });
     }
@@ -857,10 +628,15 @@ fn workflow(
     };
     for (k, _) in workflow {
         let k = key_str(k)?;
-        if k != "rules" && k != "name" {
-            return err(format!(
-                "Runway does not support these keywords yet: workflow:{k}"
-            ));
+        match k.as_str() {
+            "rules" | "name" => {}
+            // `Entry::Workflow`'s other keyword: its behaviour comes with part 2.
+            "auto_cancel" => {
+                return err(format!(
+                    "Runway does not support these keywords yet: workflow:{k}"
+                ))
+            }
+            _ => return err(format!("workflow config contains unknown keys: {k}")),
         }
     }
     let name = match workflow.get("name") {
@@ -1314,12 +1090,11 @@ fn plan_job(
             Some(rule) => {
                 match rule.when.as_deref() {
                     Some("never") => return Ok(None),
-                    Some(w) => {
-                        when = When::parse(w).unwrap_or(When::OnSuccess);
-                        if when == When::Manual && rule.allow_failure.is_none() {
-                            allow_failure = false;
-                        }
-                    }
+                    // The job's own `allow_failure` (or its own `when: manual`) stays
+                    // unless the rule sets one: `Rules::Result#build_attributes` leaves
+                    // it out when the rule has none, and `Entry::Job#ignored?` decides
+                    // from the job's keys.
+                    Some(w) => when = When::parse(w).unwrap_or(When::OnSuccess),
                     None => {}
                 }
                 if let Some(af) = rule.allow_failure {
@@ -1465,15 +1240,25 @@ fn plan_job(
         None => vec![base],
         Some(v) => parallel(base, v, &at("parallel"))?,
     };
-    if let Some(value) = field("environment") {
-        // Expanded per job, with what each sees when the pipeline is created (a matrix
-        // job's own variables, its own name).
+    // Expanded per job, with what each sees when the pipeline is created (a matrix
+    // job's own variables, its own name), the variables' own references expanded
+    // (`sort_and_expand_all`): the environment, and the tags
+    // (`Seed::Build#evaluate_runner_tags`, unknown references kept as written).
+    let environment = field("environment");
+    let expands = |tag: &String| tag.contains(['$', '%']);
+    if environment.is_some() || jobs.iter().any(|job| job.tags.iter().any(expands)) {
         for job in &mut jobs {
             let mut vars = rule_scope.with(&job.spec.variables);
             vars.insert("CI_JOB_NAME".into(), job.name.clone());
             vars.insert("CI_JOB_STAGE".into(), job.stage.clone());
-            job.spec.environment =
-                super::environment::parse(value, &at("environment"), &vars).map_err(ConfigError)?;
+            let vars = super::environment::expand_all(&vars);
+            if let Some(value) = environment {
+                job.spec.environment = super::environment::parse(value, &at("environment"), &vars)
+                    .map_err(ConfigError)?;
+            }
+            for tag in &mut job.tags {
+                *tag = super::environment::expand_existing(tag, &vars);
+            }
         }
     }
     Ok(Some(jobs))
@@ -1503,6 +1288,12 @@ fn image_spec(value: &Value, at: &str) -> Result<ImageSpec> {
         Value::Mapping(m) => {
             for (k, _) in m {
                 let k = key_str(k)?;
+                // `Entry::Image`/`Entry::Service` options whose behaviour comes later.
+                if ["ports", "docker", "kubernetes"].contains(&k.as_str()) {
+                    return err(format!(
+                        "{at} uses keywords Runway does not support yet: {k}"
+                    ));
+                }
                 if ![
                     "name",
                     "entrypoint",
@@ -1666,9 +1457,13 @@ fn cache_spec(value: &Value, at: &str) -> Result<CacheSpec> {
         let k = key_str(k)?;
         match k.as_str() {
             "key" => match v {
+                // `Entry::Key`: a hash needs `files` (`prefix` is optional).
+                Value::Mapping(key) if !key.contains_key("files") => {
+                    return err(format!("{at}:key config missing required keys: files"))
+                }
                 Value::Mapping(_) => {
                     return err(format!(
-                        "{at}:key uses keywords Runway does not support yet: files, prefix"
+                        "{at}:key uses keywords Runway does not support yet: files"
                     ))
                 }
                 other => {
@@ -2296,9 +2091,9 @@ never:
 
     #[test]
     fn workflow_names_the_pipeline_and_its_rules_set_variables() {
-        let yaml = "variables: { DEPLOY: no, KIND: nightly }\n\
+        let yaml = "variables: { DEPLOY: 'no', KIND: nightly }\n\
                     workflow:\n  name: '$KIND build of $CI_COMMIT_REF_NAME, deploy $DEPLOY'\n\
-                    \x20 rules:\n    - if: $CI_COMMIT_REF_NAME\n      variables: { DEPLOY: yes }\n\
+                    \x20 rules:\n    - if: $CI_COMMIT_REF_NAME\n      variables: { DEPLOY: 'yes' }\n\
                     job: { script: x }\n";
         let planned = plan(yaml, &ctx()).expect("plans");
         assert_eq!(

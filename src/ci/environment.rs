@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
 
 /// Keys GitLab allows under `environment` (`Entry::Environment::ALLOWED_KEYS`).
@@ -137,6 +137,93 @@ pub fn parse(
 /// `$VAR`, `${VAR}` and `%VAR%` replaced by their values, unknown ones by nothing
 /// (`ExpandVariables.expand`).
 pub fn expand(text: &str, vars: &HashMap<String, String>) -> String {
+    expand_by(text, |name| vars.get(name).map(String::as_str))
+}
+
+/// The variables with the references in their values expanded, as
+/// `Gitlab::Ci::Variables::Collection#sort_and_expand_all` does: each value after the
+/// ones it names; a cycle leaves every value as written (GitLab reports it and expands
+/// none). A value that would grow past 1 MiB stays as written.
+pub fn expand_all(vars: &HashMap<String, String>) -> HashMap<String, String> {
+    const MAX_VALUE: usize = 1024 * 1024;
+    // Kahn's algorithm over "value of A names B" edges, B first.
+    let mut names_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut waiting: HashMap<&str, usize> = HashMap::new();
+    let mut needed_by: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (key, value) in vars {
+        let mut names: Vec<&str> = Vec::new();
+        let mut names_itself = false;
+        expand_by(value, |name| {
+            if let Some((known, _)) = vars.get_key_value(name) {
+                if known == key {
+                    names_itself = true;
+                } else if !names.contains(&known.as_str()) {
+                    names.push(known.as_str());
+                }
+            }
+            None
+        });
+        if names_itself {
+            // A cycle of one.
+            return vars.clone();
+        }
+        waiting.insert(key, names.len());
+        for name in &names {
+            needed_by.entry(name).or_default().push(key);
+        }
+        names_of.insert(key, names);
+    }
+    let mut ready: Vec<&str> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut done: HashMap<String, String> = HashMap::with_capacity(vars.len());
+    while let Some(key) = ready.pop() {
+        let value = &vars[key];
+        let expanded = expand_by(value, |name| {
+            done.get(name)
+                .map(String::as_str)
+                .or_else(|| vars.get(name).map(String::as_str))
+        });
+        let expanded = if expanded.len() > MAX_VALUE {
+            value.clone()
+        } else {
+            expanded
+        };
+        done.insert(key.to_string(), expanded);
+        for dependant in needed_by.get(key).into_iter().flatten() {
+            let left = waiting.get_mut(dependant).expect("counted");
+            *left -= 1;
+            if *left == 0 {
+                ready.push(dependant);
+            }
+        }
+    }
+    if done.len() < vars.len() {
+        return vars.clone();
+    }
+    done
+}
+
+/// `$VAR`, `${VAR}` and `%VAR%` replaced by their values, unknown ones kept as written
+/// (`ExpandVariables.expand_existing`).
+pub fn expand_existing(text: &str, vars: &HashMap<String, String>) -> String {
+    expand_with(text, true, |name| vars.get(name).map(String::as_str))
+}
+
+/// [`expand_with`], unknown references replaced by nothing.
+fn expand_by<'a>(text: &str, value: impl FnMut(&str) -> Option<&'a str>) -> String {
+    expand_with(text, false, value)
+}
+
+/// References replaced by what `value` gives; one it has no value for is dropped, or
+/// kept as written when `keep_unknown`.
+fn expand_with<'a>(
+    text: &str,
+    keep_unknown: bool,
+    mut value: impl FnMut(&str) -> Option<&'a str>,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -166,7 +253,11 @@ pub fn expand(text: &str, vars: &HashMap<String, String>) -> String {
             i += 1;
             continue;
         }
-        out.push_str(vars.get(&text[start..j]).map_or("", String::as_str));
+        match value(&text[start..j]) {
+            Some(found) => out.push_str(found),
+            None if keep_unknown => out.push_str(&text[i..j + close]),
+            None => {}
+        }
         i = j + close;
     }
     out
@@ -266,7 +357,7 @@ mod tests {
     use super::*;
 
     fn yaml(text: &str) -> Value {
-        serde_yaml::from_str(text).expect("yaml")
+        serde_yaml_ng::from_str(text).expect("yaml")
     }
 
     #[test]
@@ -342,6 +433,31 @@ mod tests {
             "x-1-1-1--$-${}-%%"
         );
         assert_eq!(expand("é$A", &vars), "é1");
+    }
+
+    #[test]
+    fn expand_all_expands_values_after_the_ones_they_name() {
+        let vars: HashMap<String, String> = [
+            ("NAME", "$KIND of ${BRANCH}"),
+            ("KIND", "build"),
+            ("BRANCH", "$CI_COMMIT_REF_NAME"),
+            ("CI_COMMIT_REF_NAME", "main"),
+            ("OTHER", "$UNKNOWN-x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let all = expand_all(&vars);
+        assert_eq!(all["NAME"], "build of main");
+        assert_eq!(all["BRANCH"], "main");
+        assert_eq!(all["OTHER"], "-x");
+        // A cycle leaves every value as written.
+        let mut cyclic = vars.clone();
+        cyclic.insert("CI_COMMIT_REF_NAME".into(), "$NAME".into());
+        assert_eq!(expand_all(&cyclic), cyclic);
+        let mut own = vars.clone();
+        own.insert("KIND".into(), "$KIND!".into());
+        assert_eq!(expand_all(&own), own);
     }
 
     #[test]

@@ -13,10 +13,11 @@
 
 use std::collections::HashMap;
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
-use super::config::{ConfigError, TOO_BIG};
+use super::config::ConfigError;
 use super::expr;
+use super::load::TOO_BIG;
 
 /// GitLab's `ci_max_includes`.
 pub const MAX_INCLUDES: usize = 150;
@@ -27,7 +28,7 @@ pub const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// The files of the pipeline's commit.
 pub trait FileSource {
     /// The text of the file at `path` (from the repository's root), `None` if there is
-    /// none; an error for a file too large to read ([`super::config::MAX_YAML_BYTES`]).
+    /// none; an error for a file too large to read ([`super::load::MAX_YAML_BYTES`]).
     fn read(&self, path: &str) -> Result<Option<String>, String>;
     /// Every file's path in the commit.
     fn paths(&self) -> Result<Vec<String>, String>;
@@ -454,7 +455,7 @@ mod tests {
     fn expand(files: &[(&'static str, &'static str)], root: &str) -> Result<Mapping, ConfigError> {
         let files = Files(files.iter().copied().collect());
         let vars = HashMap::from([("CI_COMMIT_BRANCH".to_string(), "main".to_string())]);
-        let root = match super::super::config::load(root)? {
+        let root = match super::super::load::load(root)? {
             Value::Mapping(m) => m,
             _ => Mapping::new(),
         };
@@ -462,7 +463,7 @@ mod tests {
     }
 
     fn yaml(text: &str) -> Mapping {
-        serde_yaml::from_str(text).expect("yaml")
+        serde_yaml_ng::from_str(text).expect("yaml")
     }
 
     #[test]

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use regex::Regex;
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
-use super::config::{load_documents, ConfigError};
+use super::config::ConfigError;
+use super::load::load_documents;
 
 /// The most interpolation blocks one file may hold (work stays bounded).
 const MAX_BLOCKS: usize = 10_000;
@@ -204,7 +205,7 @@ fn scalar_text(value: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other)
+        other => serde_yaml_ng::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_string(),
@@ -329,7 +330,7 @@ mod tests {
     use super::*;
 
     fn given(text: &str) -> Mapping {
-        serde_yaml::from_str(text).expect("yaml")
+        serde_yaml_ng::from_str(text).expect("yaml")
     }
 
     fn load(text: &str, args: Option<&str>) -> Result<Value, String> {
@@ -352,7 +353,7 @@ mod tests {
             Some("name: $CI_COMMIT_REF_NAME\njobs: 3\nenvs: [a, b]"),
         )
         .expect("loads");
-        let expected: Value = serde_yaml::from_str(
+        let expected: Value = serde_yaml_ng::from_str(
             "$CI_COMMIT_REF_NAME-job:\n  stage: test\n  parallel: 3\n  variables:\n    LINT: true\n    \
              NOTE: tier low on v of main\n  tags: [a, b]\n",
         )

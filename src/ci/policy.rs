@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use regex::RegexBuilder;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use super::expr;
 
@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     fn yaml(text: &str) -> Value {
-        serde_yaml::from_str(text).expect("yaml")
+        serde_yaml_ng::from_str(text).expect("yaml")
     }
 
     fn policy(text: &str) -> Policy {

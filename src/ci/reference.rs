@@ -3,7 +3,7 @@
 //! GitLab's tag resolver does before anything else reads the file. A list that lands in
 //! a list (`script`, `rules`) is flattened where the keyword flattens.
 
-use serde_yaml::{Mapping, Value};
+use serde_yaml_ng::{Mapping, Value};
 
 use super::config::ConfigError;
 
@@ -43,7 +43,7 @@ fn resolve_value(
 ) -> Result<Value, ConfigError> {
     *budget = budget
         .checked_sub(1)
-        .ok_or_else(|| ConfigError(super::config::TOO_BIG.into()))?;
+        .ok_or_else(|| ConfigError(super::load::TOO_BIG.into()))?;
     match value {
         Value::Tagged(tagged) if tagged.tag == "reference" => {
             let path: Option<Vec<String>> = match &tagged.value {
@@ -56,7 +56,7 @@ fn resolve_value(
             let Some(path) = path else {
                 return Err(ConfigError(format!(
                     "!reference {} is not valid",
-                    serde_yaml::to_string(&tagged.value)
+                    serde_yaml_ng::to_string(&tagged.value)
                         .unwrap_or_default()
                         .trim()
                 )));
@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn resolved(text: &str) -> Result<Mapping, String> {
-        let root: Mapping = serde_yaml::from_str(text).expect("yaml");
+        let root: Mapping = serde_yaml_ng::from_str(text).expect("yaml");
         resolve(&root).map_err(|e| e.0)
     }
 
@@ -130,7 +130,7 @@ mod tests {
              job:\n  script: [!reference [.more, script], echo four]\n  variables: !reference [.setup, vars]\n",
         )
         .expect("resolves");
-        let expected: Mapping = serde_yaml::from_str(
+        let expected: Mapping = serde_yaml_ng::from_str(
             ".setup:\n  script: [echo one, echo two]\n  vars: { A: a }\n\
              .more:\n  script: [[echo one, echo two], echo three]\n\
              job:\n  script: [[[echo one, echo two], echo three], echo four]\n  variables: { A: a }\n",

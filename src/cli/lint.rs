@@ -20,6 +20,9 @@ pub struct LintArgs {
     /// The pipeline's source (`push`, `web`, `schedule`, …), for rules that read it.
     #[arg(long, default_value = "push")]
     pub source: String,
+    /// The project's default branch (`CI_DEFAULT_BRANCH`).
+    #[arg(long, default_value = "main")]
+    pub default_branch: String,
     /// Print the jobs the pipeline would have.
     #[arg(long)]
     pub jobs: bool,
@@ -38,8 +41,8 @@ impl FileSource for Folder {
         let file = self.root.join(path);
         match std::fs::metadata(&file) {
             Ok(meta) if meta.is_file() => {
-                if meta.len() > crate::ci::config::MAX_YAML_BYTES as u64 {
-                    return Err(crate::ci::config::TOO_BIG.into());
+                if meta.len() > crate::ci::load::MAX_YAML_BYTES as u64 {
+                    return Err(crate::ci::load::TOO_BIG.into());
                 }
                 std::fs::read_to_string(&file)
                     .map(Some)
@@ -47,6 +50,32 @@ impl FileSource for Folder {
             }
             _ => Ok(None),
         }
+    }
+
+    /// `rules:changes:compare_to` in a git checkout: the paths changed between the merge
+    /// base of `base` and `HEAD` (as a pipeline on `HEAD`'s commit reads them). Outside a
+    /// checkout, changes hold, as for a pipeline without a diff.
+    fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
+        if !self.root.join(".git").exists() {
+            return Ok(None);
+        }
+        let diff = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.root)
+            .args(["diff", "--name-only", "-z", "--end-of-options"])
+            .arg(format!("{base}...HEAD"))
+            .output()
+            .map_err(|e| format!("git: {e}"))?;
+        if !diff.status.success() {
+            return Err("rules:changes:compare_to is not a valid ref".into());
+        }
+        Ok(Some(
+            diff.stdout
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        ))
     }
 
     fn paths(&self) -> Result<Vec<String>, String> {
@@ -80,8 +109,8 @@ pub fn run(args: &LintArgs) -> i32 {
         .clone()
         .unwrap_or_else(|| PathBuf::from(".gitlab-ci.yml"));
     let text = match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > crate::ci::config::MAX_YAML_BYTES as u64 => {
-            eprintln!("{}: {}", file.display(), crate::ci::config::TOO_BIG);
+        Ok(meta) if meta.len() > crate::ci::load::MAX_YAML_BYTES as u64 => {
+            eprintln!("{}: {}", file.display(), crate::ci::load::TOO_BIG);
             return 1;
         }
         _ => match std::fs::read_to_string(&file) {
@@ -99,7 +128,13 @@ pub fn run(args: &LintArgs) -> i32 {
     let scope = RuleScope {
         predefined: HashMap::from([
             ("CI".to_string(), "true".to_string()),
+            ("GITLAB_CI".to_string(), "true".to_string()),
             ("CI_PIPELINE_SOURCE".to_string(), args.source.clone()),
+            ("CI_DEFAULT_BRANCH".to_string(), args.default_branch.clone()),
+            (
+                "CI_COMMIT_REF_PROTECTED".to_string(),
+                (args.ref_ == args.default_branch).to_string(),
+            ),
             ("CI_COMMIT_REF_NAME".to_string(), args.ref_.clone()),
             ("CI_COMMIT_BRANCH".to_string(), args.ref_.clone()),
             (

@@ -215,9 +215,9 @@ impl Pipelines {
                 fetch: &fetch,
             };
             let merged_yaml = merged
-                .then(|| config::expand(&yaml, &scope, &sources).ok())
+                .then(|| crate::ci::load::expand(&yaml, &scope, &sources).ok())
                 .flatten()
-                .map(|m| serde_yaml::to_string(&m).unwrap_or_default());
+                .map(|m| serde_yaml_ng::to_string(&m).unwrap_or_default());
             (
                 config::plan_with(&yaml, &scope, max_jobs, &sources),
                 merged_yaml,

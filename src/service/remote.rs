@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::ci::config::{MAX_YAML_BYTES, TOO_BIG};
+use crate::ci::load::{MAX_YAML_BYTES, TOO_BIG};
 
 /// How long one fetch may take (GitLab's is 30 s; a pipeline waits for it).
 const TIMEOUT: Duration = Duration::from_secs(10);

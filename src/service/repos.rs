@@ -66,8 +66,8 @@ impl crate::ci::include::FileSource for RepoFiles {
             .trim()
             .parse()
             .unwrap_or(usize::MAX);
-        if size > crate::ci::config::MAX_YAML_BYTES {
-            return Err(crate::ci::config::TOO_BIG.into());
+        if size > crate::ci::load::MAX_YAML_BYTES {
+            return Err(crate::ci::load::TOO_BIG.into());
         }
         let shown = self.git(&["cat-file", "blob", &object])?;
         Ok(shown
@@ -201,7 +201,7 @@ impl Repositories {
         .map_err(|e| ApiError::Internal(e.into()))?;
         let ci_config = match read {
             Ok(Some(text)) => text,
-            Err(e) if e == crate::ci::config::TOO_BIG => return Err(refused(e)),
+            Err(e) if e == crate::ci::load::TOO_BIG => return Err(refused(e)),
             Ok(None) | Err(_) => return Err(refused("Missing CI config file")),
         };
         Ok(Resolved {

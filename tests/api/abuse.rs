@@ -217,15 +217,15 @@ both_backends! {
             let reply = app.hostile(Hostile::json(format!("/api/v4/projects/{project}/pipeline"), json!({ "ref": "main", "ci_config": yaml })).admin(), 400).await;
             assert_eq!(reply.json(), json!({ "message": { "base": ["The parsed YAML is too big"] } }));
         }
-        // Aliases that multiply (the billion laughs) stop at the parser's repetition limit.
+        // Aliases that multiply (the billion laughs) stop at the loader's budget, with the
+        // words GitLab's deep-size check gives them.
         let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
         for (name, previous) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().zip(["a", "b", "c", "d", "e", "f", "g", "h"]) {
             laughs.push_str(&format!("{name}: &{name} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]\n"));
         }
         laughs.push_str("job: { script: x, variables: { X: *i } }\n");
         let reply = app.hostile(Hostile::json(format!("/api/v4/projects/{project}/pipeline"), json!({ "ref": "main", "ci_config": laughs })).admin(), 400).await;
-        let message = reply.json()["message"]["base"][0].as_str().unwrap_or_default().to_string();
-        assert!(message.starts_with("Invalid configuration format"), "{message}");
+        assert_eq!(reply.json(), json!({ "message": { "base": ["The parsed YAML is too big"] } }));
         assert_eq!(app.rows().await.1, 0);
     }
 

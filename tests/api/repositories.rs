@@ -184,8 +184,8 @@ both_backends! {
         assert_eq!(reply.status, 200, "{}", reply.text);
         let body = reply.json();
         assert_eq!((body["valid"].clone(), body["errors"].clone(), body["warnings"].clone()), (json!(true), json!([]), json!([])));
-        let merged: serde_yaml::Value = serde_yaml::from_str(body["merged_yaml"].as_str().expect("merged_yaml")).expect("yaml");
-        assert_eq!(merged, serde_yaml::from_str::<serde_yaml::Value>("a: { stage: build, script: [make] }\nc: { script: [x] }\n").expect("yaml"));
+        let merged: serde_yaml_ng::Value = serde_yaml_ng::from_str(body["merged_yaml"].as_str().expect("merged_yaml")).expect("yaml");
+        assert_eq!(merged, serde_yaml_ng::from_str::<serde_yaml_ng::Value>("a: { stage: build, script: [make] }\nc: { script: [x] }\n").expect("yaml"));
         let jobs: Vec<&str> = body["jobs"].as_array().expect("jobs").iter().filter_map(|j| j["name"].as_str()).collect();
         assert_eq!(jobs, ["a", "c"]);
         assert_eq!(body["jobs"][0]["script"], json!(["make"]));

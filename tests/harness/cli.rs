@@ -399,18 +399,83 @@ async fn lint_checks_a_file_without_a_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lint_finds_every_corpus_file_valid() {
+async fn lint_agrees_with_every_corpus_snapshot() {
+    // The reviewed plan of each corpus file (`tests/api/corpus.rs`): the jobs, or the
+    // refusal. `runway lint` must find the same without a server.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ci-corpus");
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/snapshots");
     let mut checked = 0;
     for entry in std::fs::read_dir(&root).expect("tests/ci-corpus").flatten() {
         if !entry.path().join(".gitlab-ci.yml").is_file() {
             continue;
         }
-        let ran =
-            runway_offline(&entry.path(), &["lint", "--ref", "main", "--source", "api"]).await;
-        assert_eq!(ran.code, Some(0), "{}: {ran:?}", entry.path().display());
-        assert!(ran.stdout.contains(": valid ("), "{ran:?}");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let snapshot = std::fs::read_to_string(snapshots.join(format!(
+            "api__corpus__every_corpus_file_runs_as_planned__corpus__{name}.snap"
+        )))
+        .unwrap_or_else(|e| panic!("{name}: its snapshot: {e}"));
+        let body = snapshot.splitn(3, "---\n").nth(2).expect("a snapshot body");
+        let expected: serde_json::Value = serde_json::from_str(body).expect("snapshot JSON");
+        // A checkout of its own, as the API test commits it: `compare_to` reads git.
+        let checkout = tempfile::tempdir().expect("tempdir");
+        let copied = std::process::Command::new("cp")
+            .arg("-R")
+            .arg(entry.path().join("."))
+            .arg(checkout.path())
+            .status()
+            .expect("cp");
+        assert!(copied.success(), "{name}: copied");
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                "corpus",
+            ],
+        ] {
+            let done = std::process::Command::new("git")
+                .arg("-C")
+                .arg(checkout.path())
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(done.status.success(), "git {args:?}: {done:?}");
+        }
+        let ran = runway_offline(
+            checkout.path(),
+            &["lint", "--jobs", "--ref", "main", "--source", "api"],
+        )
+        .await;
+        if let Some(refusal) = expected["refused"].as_array() {
+            assert_eq!(ran.code, Some(1), "{name}: {ran:?}");
+            for message in refusal.iter().filter_map(|m| m.as_str()) {
+                assert!(ran.stderr.contains(message), "{name}: {message}: {ran:?}");
+            }
+        } else {
+            assert_eq!(ran.code, Some(0), "{name}: {ran:?}");
+            let mut linted: Vec<&str> = ran
+                .stdout
+                .lines()
+                .filter_map(|line| line.strip_prefix("  "))
+                .filter_map(|line| line.rsplit_once(" (").map(|(job, _)| job))
+                .collect();
+            linted.sort_unstable();
+            let mut planned: Vec<&str> = expected["jobs"]
+                .as_array()
+                .expect("jobs")
+                .iter()
+                .filter_map(|j| j["name"].as_str())
+                .collect();
+            planned.sort_unstable();
+            assert_eq!(linted, planned, "{name}: {ran:?}");
+        }
         checked += 1;
     }
-    assert!(checked >= 12, "the corpus: {checked} files");
+    assert!(checked >= 100, "the corpus: {checked} files");
 }
