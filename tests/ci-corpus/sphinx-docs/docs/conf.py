@@ -1,0 +1,3 @@
+project = "tidepool"
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.intersphinx"]
+html_theme = "furo"
