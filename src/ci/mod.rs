@@ -7,6 +7,7 @@ pub mod environment;
 pub mod expr;
 pub mod include;
 pub mod inputs;
+mod keywords;
 pub mod load;
 pub mod policy;
 pub mod progress;
