@@ -9,92 +9,21 @@
 //! (see [`super::policy`]), YAML anchors and `<<`.
 //! Any other keyword is refused with a list of what was not understood — never dropped.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::duration::parse_seconds;
 use super::expr;
-use super::include::deep_merge;
 use super::keywords::{
     artifacts_spec, cache_spec, err, image_spec, int_list, key_str, need, pages_folder, retry_spec,
     scalar, script, string_list, upsert_var, variables_of, Result, REPORT_TYPES,
 };
 use super::load::expand;
+use super::normalise::normalise;
 use super::policy;
 
-/// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
-const UNSUPPORTED_JOB_KEYS: &[&str] = &[
-    "release",
-    "trigger",
-    "resource_group",
-    "secrets",
-    "id_tokens",
-    "hooks",
-    "start_in",
-    "dast_configuration",
-    "identity",
-    "manual_confirmation",
-    "run",
-    "inputs",
-];
-const JOB_KEYS: &[&str] = &[
-    "stage",
-    "script",
-    "before_script",
-    "after_script",
-    "image",
-    "services",
-    "variables",
-    "tags",
-    "when",
-    "allow_failure",
-    "needs",
-    "dependencies",
-    "artifacts",
-    "cache",
-    "timeout",
-    "retry",
-    "extends",
-    "parallel",
-    "rules",
-    "interruptible",
-    "only",
-    "except",
-    "environment",
-    "coverage",
-    "inherit",
-    "pages",
-    "publish",
-];
-const DEFAULT_KEYS: &[&str] = &[
-    "image",
-    "services",
-    "before_script",
-    "after_script",
-    "tags",
-    "cache",
-    "artifacts",
-    "timeout",
-    "retry",
-    "interruptible",
-];
-/// `Entry::Root`'s keywords (GitLab 15.0 removed `types`: it is now a job's name, and a
-/// list is no job).
-const RESERVED_TOP_KEYS: &[&str] = &[
-    "stages",
-    "variables",
-    "default",
-    "workflow",
-    "image",
-    "services",
-    "before_script",
-    "after_script",
-    "cache",
-];
-const UNSUPPORTED_TOP_KEYS: &[&str] = &["spec"];
-const DEFAULT_STAGES: &[&str] = &["build", "test", "deploy"];
 /// The fixed format of a report artifact type, if it is one.
 pub fn report_format(file_type: &str) -> Option<&'static str> {
     REPORT_TYPES
@@ -305,44 +234,9 @@ pub fn plan_with(
     files: &dyn super::include::FileSource,
 ) -> Result<PipelinePlan> {
     let root = expand(yaml, scope, files)?;
+    let config = normalise(&root)?;
 
-    let mut unsupported: Vec<String> = Vec::new();
-    let mut templates: BTreeMap<String, Mapping> = BTreeMap::new();
-    let mut job_order: Vec<String> = Vec::new();
-    for (key, value) in &root {
-        let key = key_str(key)?;
-        if RESERVED_TOP_KEYS.contains(&key.as_str()) {
-            continue;
-        }
-        if UNSUPPORTED_TOP_KEYS.contains(&key.as_str()) {
-            unsupported.push(key);
-            continue;
-        }
-        let Value::Mapping(map) = value else {
-            // GitLab ignores hidden keys that are not jobs: anchors' targets of any type
-            // (`.versions: &versions [1, 2]`, `.note: text`).
-            if key.starts_with('.') {
-                continue;
-            }
-            // `Entry::Jobs`: a key that is no keyword is a job, and a job is a hash.
-            return err(format!(
-                "jobs:{key} config should implement the script:, run:, or trigger: keyword"
-            ));
-        };
-        if !key.starts_with('.') {
-            job_order.push(key.clone());
-        }
-        templates.insert(key, map.clone());
-    }
-    if !unsupported.is_empty() {
-        return err(format!(
-            "Runway does not support these keywords yet: {}",
-            unsupported.join(", ")
-        ));
-    }
-
-    let stages = stages(&root)?;
-    let mut global_vars = variables_of(root.get("variables"), "variables")?;
+    let mut global_vars = config.variables.clone();
     let commit = super::include::Commit::new(files);
     let flow = workflow(&root, &scope.with(&global_vars), &commit)?;
     // `workflow:rules:variables` are the pipeline's: over the file's global ones.
@@ -358,28 +252,8 @@ pub fn plan_with(
         })
         .filter(|name| !name.is_empty());
 
-    let mut defaults = Mapping::new();
-    for key in DEFAULT_KEYS {
-        if let Some(v) = root.get(*key) {
-            defaults.insert(Value::from(*key), v.clone());
-        }
-    }
-    if let Some(default) = root.get("default") {
-        let Value::Mapping(default) = default else {
-            return err("default config should be a hash");
-        };
-        for (k, v) in default {
-            let k = key_str(k)?;
-            if !DEFAULT_KEYS.contains(&k.as_str()) {
-                return err(format!("default config contains unknown keys: {k}"));
-            }
-            defaults.insert(Value::from(k), v.clone());
-        }
-    }
-
-    if job_order.is_empty() {
-        return err("jobs config should contain at least one visible job");
-    }
+    let defaults = config.defaults()?;
+    let stages = &config.stages;
 
     // `workflow:rules` drops `only`'s default from every job (`Processable#compose!`).
     let workflow_rules =
@@ -387,63 +261,19 @@ pub fn plan_with(
     // Resolve extends and defaults, then plan each job (rules may drop it).
     let mut planned: Vec<JobPlan> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
-    for name in &job_order {
-        let mut job = resolve_extends(name, &templates, &mut Vec::new())?;
-        let (inherit_default, inherit_variables) = inherit(name, job.get("inherit"))?;
-        for (k, v) in &defaults {
-            let wanted = inherit_default
-                .as_ref()
-                .is_none_or(|keys| k.as_str().is_some_and(|k| keys.iter().any(|w| w == k)));
-            if wanted && !job.contains_key(k) {
-                job.insert(k.clone(), v.clone());
+    for name in config.visible_jobs()? {
+        let job = match config.job(name, &defaults, &global_vars)? {
+            Ok(job) => job,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
             }
-        }
-        let job_globals: Vec<Variable> = match &inherit_variables {
-            None => global_vars.clone(),
-            Some(names) => global_vars
-                .iter()
-                .filter(|v| names.contains(&v.key))
-                .cloned()
-                .collect(),
         };
-        let keys: Vec<String> = job.keys().map(key_str).collect::<Result<_>>()?;
-        let unknown: Vec<&String> = keys
-            .iter()
-            .filter(|k| {
-                !JOB_KEYS.contains(&k.as_str()) && !UNSUPPORTED_JOB_KEYS.contains(&k.as_str())
-            })
-            .collect();
-        if !unknown.is_empty() {
-            problems.push(format!(
-                "jobs:{name} config contains unknown keys: {}",
-                unknown
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            continue;
-        }
-        let not_yet: Vec<&String> = keys
-            .iter()
-            .filter(|k| UNSUPPORTED_JOB_KEYS.contains(&k.as_str()))
-            .collect();
-        if !not_yet.is_empty() {
-            problems.push(format!(
-                "jobs:{name} uses keywords Runway does not support yet: {}",
-                not_yet
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            continue;
-        }
         match plan_job(
             name,
-            &job,
-            &stages,
-            &job_globals,
+            &job.keys,
+            stages,
+            &job.globals,
             scope,
             workflow_rules,
             &commit,
@@ -465,23 +295,10 @@ pub fn plan_with(
     resolve_needs(&mut planned)?;
     check_dependencies(&planned)?;
     Ok(PipelinePlan {
-        stages,
+        stages: config.stages,
         jobs: planned,
         name,
     })
-}
-
-fn stages(root: &Mapping) -> Result<Vec<String>> {
-    let declared = root.get("stages");
-    let mut stages: Vec<String> = match declared {
-        None => DEFAULT_STAGES.iter().map(|s| s.to_string()).collect(),
-        Some(value) => string_list(value)
-            .ok_or_else(|| ConfigError("stages config should be an array of strings".into()))?,
-    };
-    stages.retain(|s| s != ".pre" && s != ".post");
-    stages.insert(0, ".pre".into());
-    stages.push(".post".into());
-    Ok(stages)
 }
 
 /// What `workflow` gives the pipeline.
@@ -693,90 +510,6 @@ fn rule_changes(value: &Value, owner: &str, commit: &super::include::Commit<'_>)
                 .any(|p| super::policy::glob_matches(g.trim_start_matches('/'), p))
         })),
     }
-}
-
-/// Deep-merges the job with what it `extends` (parents first; hashes merge, the rest is
-/// replaced), as GitLab does, up to 10 levels.
-fn resolve_extends(
-    name: &str,
-    all: &BTreeMap<String, Mapping>,
-    chain: &mut Vec<String>,
-) -> Result<Mapping> {
-    if chain.iter().any(|c| c == name) {
-        return err(format!("{name}: circular dependency detected in `extends`"));
-    }
-    if chain.len() >= 10 {
-        return err(format!("{name}: nesting too deep in `extends`"));
-    }
-    let job = all.get(name).ok_or_else(|| {
-        ConfigError(format!(
-            "{}: unknown keys in `extends` ({name})",
-            chain.last().map_or(name, |s| s)
-        ))
-    })?;
-    let Some(extends) = job.get("extends") else {
-        return Ok(job.clone());
-    };
-    let parents = string_list(extends).ok_or_else(|| {
-        ConfigError(format!(
-            "jobs:{name}:extends should be a string or an array of strings"
-        ))
-    })?;
-    chain.push(name.to_string());
-    let mut merged = Mapping::new();
-    for parent in parents {
-        let resolved = resolve_extends(&parent, all, chain)?;
-        deep_merge(&mut merged, &resolved);
-    }
-    chain.pop();
-    let mut own = job.clone();
-    own.remove("extends");
-    deep_merge(&mut merged, &own);
-    Ok(merged)
-}
-
-/// `inherit` ‹entry/inherit/default.rb, variables.rb›: which `default:` keys and which
-/// global variables the job takes — `None` for all (`true`, or not written), else the
-/// names listed (`false`: none).
-type Inherited = (Option<Vec<String>>, Option<Vec<String>>);
-
-fn inherit(name: &str, value: Option<&Value>) -> Result<Inherited> {
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok((None, None));
-    };
-    let Value::Mapping(map) = value else {
-        return err(format!("jobs:{name}:inherit config should be a hash"));
-    };
-    let mut out: Inherited = (None, None);
-    for (key, value) in map {
-        let key = key_str(key)?;
-        let slot = match key.as_str() {
-            "default" => &mut out.0,
-            "variables" => &mut out.1,
-            other => {
-                return err(format!(
-                    "jobs:{name}:inherit config contains unknown keys: {other}"
-                ))
-            }
-        };
-        *slot = match value {
-            Value::Bool(true) | Value::Null => None,
-            Value::Bool(false) => Some(Vec::new()),
-            other => Some(string_list(other).ok_or_else(|| {
-                ConfigError(format!(
-                    "jobs:{name}:inherit:{key} config should be a boolean value or an array of strings"
-                ))
-            })?),
-        };
-    }
-    if let Some(keys) = &out.0 {
-        if let Some(unknown) = keys.iter().find(|k| !DEFAULT_KEYS.contains(&k.as_str())) {
-            return err(format!(
-                "jobs:{name}:inherit:default config contains unknown values: {unknown}"
-            ));
-        }
-    }
-    Ok(out)
 }
 
 fn plan_job(

@@ -9,6 +9,7 @@ pub mod include;
 pub mod inputs;
 mod keywords;
 pub mod load;
+mod normalise;
 pub mod policy;
 pub mod progress;
 pub mod reference;
