@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 use super::duration::parse_seconds;
-use super::expr;
+use super::evaluate;
 use super::keywords::{
     artifacts_spec, cache_spec, err, image_spec, int_list, key_str, need, pages_folder, retry_spec,
     scalar, script, string_list, upsert_var, variables_of, Result, REPORT_TYPES,
@@ -236,33 +236,17 @@ pub fn plan_with(
     let root = expand(yaml, scope, files)?;
     let config = normalise(&root)?;
 
-    let mut global_vars = config.variables.clone();
     let commit = super::include::Commit::new(files);
-    let flow = workflow(&root, &scope.with(&global_vars), &commit)?;
-    // `workflow:rules:variables` are the pipeline's: over the file's global ones.
-    for v in flow.variables {
-        upsert_var(&mut global_vars, v);
-    }
-    let name = flow
-        .name
-        // `PopulateMetadata`: expanded with the variables' own references expanded.
-        .map(|name| {
-            let vars = super::environment::expand_all(&scope.with(&global_vars));
-            super::environment::expand(&name, &vars)
-        })
-        .filter(|name| !name.is_empty());
+    let pipeline = evaluate::pipeline(&config, scope, &commit)?;
 
     let defaults = config.defaults()?;
     let stages = &config.stages;
 
-    // `workflow:rules` drops `only`'s default from every job (`Processable#compose!`).
-    let workflow_rules =
-        matches!(root.get("workflow"), Some(Value::Mapping(w)) if w.contains_key("rules"));
     // Resolve extends and defaults, then plan each job (rules may drop it).
     let mut planned: Vec<JobPlan> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     for name in config.visible_jobs()? {
-        let job = match config.job(name, &defaults, &global_vars)? {
+        let job = match config.job(name, &defaults, &pipeline.variables)? {
             Ok(job) => job,
             Err(problem) => {
                 problems.push(problem);
@@ -275,7 +259,7 @@ pub fn plan_with(
             stages,
             &job.globals,
             scope,
-            workflow_rules,
+            pipeline.workflow_rules,
             &commit,
         ) {
             Ok(Some(jobs)) => planned.extend(jobs),
@@ -297,219 +281,8 @@ pub fn plan_with(
     Ok(PipelinePlan {
         stages: config.stages,
         jobs: planned,
-        name,
+        name: pipeline.name,
     })
-}
-
-/// What `workflow` gives the pipeline.
-#[derive(Default)]
-struct Workflow {
-    /// `workflow:name`, as written.
-    name: Option<String>,
-    /// The matching rule's `variables`.
-    variables: Vec<Variable>,
-}
-
-/// `workflow` ‹entry/workflow.rb›: `rules` (the first matching rule decides; `when: never`
-/// or no match stops the whole pipeline; its `variables` become the pipeline's) and
-/// `name` (at most 255 characters).
-fn workflow(
-    root: &Mapping,
-    vars: &HashMap<String, String>,
-    commit: &super::include::Commit<'_>,
-) -> Result<Workflow> {
-    let Some(workflow) = root.get("workflow") else {
-        return Ok(Workflow::default());
-    };
-    let Value::Mapping(workflow) = workflow else {
-        return err("workflow config should be a hash");
-    };
-    for (k, _) in workflow {
-        let k = key_str(k)?;
-        match k.as_str() {
-            "rules" | "name" => {}
-            // `Entry::Workflow`'s other keyword: its behaviour comes with part 2.
-            "auto_cancel" => {
-                return err(format!(
-                    "Runway does not support these keywords yet: workflow:{k}"
-                ))
-            }
-            _ => return err(format!("workflow config contains unknown keys: {k}")),
-        }
-    }
-    let name = match workflow.get("name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) if name.chars().count() <= 255 => Some(name.clone()),
-        Some(Value::String(_)) => {
-            return err("workflow:name is too long (maximum is 255 characters)")
-        }
-        Some(_) => return err("workflow:name config should be a string"),
-    };
-    let Some(rules) = workflow.get("rules") else {
-        return Ok(Workflow {
-            name,
-            variables: Vec::new(),
-        });
-    };
-    match evaluate_rules(rules, vars, "workflow", commit)? {
-        Some(rule) if rule.when.as_deref() != Some("never") => Ok(Workflow {
-            name,
-            variables: rule.variables,
-        }),
-        _ => err("Pipeline filtered out by workflow rules."),
-    }
-}
-
-struct RuleOutcome {
-    when: Option<String>,
-    allow_failure: Option<bool>,
-    variables: Vec<Variable>,
-}
-
-/// The first rule whose `if` holds (a rule without `if` always holds), or `None`.
-fn evaluate_rules(
-    rules: &Value,
-    vars: &HashMap<String, String>,
-    owner: &str,
-    commit: &super::include::Commit<'_>,
-) -> Result<Option<RuleOutcome>> {
-    let Value::Sequence(rules) = rules else {
-        return err(format!("{owner}:rules config should be an array of hashes"));
-    };
-    // Rules from `!reference` arrive as lists inside the list: GitLab flattens them.
-    let mut flat: Vec<&Value> = Vec::new();
-    let mut pending: Vec<(&Value, usize)> = rules.iter().rev().map(|r| (r, 0)).collect();
-    while let Some((rule, depth)) = pending.pop() {
-        match rule {
-            Value::Sequence(inner) if depth < 10 => {
-                pending.extend(inner.iter().rev().map(|r| (r, depth + 1)))
-            }
-            other => flat.push(other),
-        }
-    }
-    for rule in flat {
-        let Value::Mapping(rule) = rule else {
-            return err(format!("{owner}:rules config should be an array of hashes"));
-        };
-        for (k, _) in rule {
-            let k = key_str(k)?;
-            match k.as_str() {
-                "if" | "when" | "allow_failure" | "variables" | "changes" | "exists" => {}
-                "needs" | "start_in" | "interruptible" => {
-                    return err(format!(
-                        "{owner}:rules uses keywords Runway does not support yet: {k}"
-                    ))
-                }
-                other => {
-                    return err(format!(
-                        "{owner}:rules:rule config contains unknown keys: {other}"
-                    ))
-                }
-            }
-        }
-        let mut holds = match rule.get("if") {
-            None => true,
-            Some(Value::String(condition)) => expr::evaluate(condition, vars).map_err(|e| {
-                ConfigError(format!("{owner}:rules:if invalid expression syntax: {e}"))
-            })?,
-            Some(_) => return err(format!("{owner}:rules:if should be a string")),
-        };
-        // Clauses hold together (`Gitlab::Ci::Build::Rules::Rule#matches?`).
-        if holds {
-            if let Some(exists) = rule.get("exists") {
-                holds = rule_exists(exists, owner, commit)?;
-            }
-        }
-        if holds {
-            if let Some(changes) = rule.get("changes") {
-                holds = rule_changes(changes, owner, commit)?;
-            }
-        }
-        if holds {
-            let when = match rule.get("when") {
-                None => None,
-                Some(v) => {
-                    let w = scalar(v).unwrap_or_default();
-                    if w != "never" && When::parse(&w).is_none() {
-                        return err(format!("{owner}:rules:when unknown value: {w}"));
-                    }
-                    Some(w)
-                }
-            };
-            let allow_failure = match rule.get("allow_failure") {
-                None => None,
-                Some(Value::Bool(b)) => Some(*b),
-                Some(_) => {
-                    return err(format!(
-                        "{owner}:rules:allow_failure should be a boolean value"
-                    ))
-                }
-            };
-            let variables =
-                variables_of(rule.get("variables"), &format!("{owner}:rules:variables"))?;
-            return Ok(Some(RuleOutcome {
-                when,
-                allow_failure,
-                variables,
-            }));
-        }
-    }
-    Ok(None)
-}
-
-/// `rules:exists` ‹rules/rule/clause/exists.rb›: a glob (or `paths:` globs) matching a
-/// file of the pipeline's commit; past 10,000 comparisons GitLab answers yes.
-fn rule_exists(value: &Value, owner: &str, commit: &super::include::Commit<'_>) -> Result<bool> {
-    const MAX_COMPARISONS: usize = 10_000;
-    let globs = match value {
-        Value::Mapping(map) => map.get("paths").and_then(policy::strings),
-        other => policy::strings(other),
-    }
-    .ok_or_else(|| {
-        ConfigError(format!(
-            "{owner}:rules:exists should be an array of strings"
-        ))
-    })?;
-    let paths = commit.paths()?;
-    if globs.len().saturating_mul(paths.len()) > MAX_COMPARISONS {
-        return Ok(true);
-    }
-    Ok(globs.iter().any(|g| {
-        let g = g.trim_start_matches('/');
-        paths.iter().any(|p| super::policy::glob_matches(g, p))
-    }))
-}
-
-/// `rules:changes` ‹rules/rule/clause/changes.rb›: globs (or `paths:` with `compare_to:`)
-/// matching a changed path. Runway knows no push diff yet, so without `compare_to` a
-/// change holds, as GitLab's does for pipelines without one; with it, the paths changed
-/// since the merge base with that ref.
-fn rule_changes(value: &Value, owner: &str, commit: &super::include::Commit<'_>) -> Result<bool> {
-    let message = || {
-        ConfigError(format!(
-            "{owner}:rules:changes should be an array of strings"
-        ))
-    };
-    let (globs, compare_to) = match value {
-        Value::Mapping(map) => (
-            map.get("paths")
-                .and_then(policy::strings)
-                .ok_or_else(message)?,
-            map.get("compare_to").and_then(Value::as_str),
-        ),
-        other => (policy::strings(other).ok_or_else(message)?, None),
-    };
-    let Some(base) = compare_to else {
-        return Ok(true);
-    };
-    match commit.files.changed_since(base).map_err(ConfigError)? {
-        None => Ok(true),
-        Some(changed) => Ok(globs.iter().any(|g| {
-            changed
-                .iter()
-                .any(|p| super::policy::glob_matches(g.trim_start_matches('/'), p))
-        })),
-    }
 }
 
 fn plan_job(
@@ -600,74 +373,21 @@ fn plan_job(
         upsert_var(&mut variables, v);
     }
 
-    // `only`/`except` ‹entry/policy.rb›: read (and checked) whether or not they apply.
-    let only = field("only")
-        .map(|v| policy::parse(v, &at("only")))
-        .transpose()
-        .map_err(ConfigError)?
-        .flatten();
-    let except = field("except")
-        .map(|v| policy::parse(v, &at("except")))
-        .transpose()
-        .map_err(ConfigError)?
-        .flatten();
-    if field("rules").is_some() {
-        // `disallowed_keys … 'key may not be used with `rules`'`, in the file's order.
-        let with_rules: Vec<String> = job
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .filter_map(|(k, _)| k.as_str())
-            .filter(|k| matches!(*k, "only" | "except" | "start_in"))
-            .map(str::to_string)
-            .collect();
-        if !with_rules.is_empty() {
-            return err(format!(
-                "jobs:{name} config key may not be used with `rules`: {}",
-                with_rules.join(", ")
-            ));
-        }
-    } else {
-        let vars = rule_scope.with(&variables);
-        let predefined = |key: &str| rule_scope.predefined.get(key).map_or("", String::as_str);
-        let scope = policy::PolicyScope {
-            source: predefined("CI_PIPELINE_SOURCE"),
-            ref_: predefined("CI_COMMIT_REF_NAME"),
-            tag: rule_scope.predefined.contains_key("CI_COMMIT_TAG"),
-            project_path: predefined("CI_PROJECT_PATH"),
-            variables: &vars,
-            // Runway does not know a push's changed paths yet: every `changes` holds, as
-            // GitLab's does for pipelines without a push diff.
-            changed_paths: None,
-        };
-        let included = policy::included(only.as_ref(), except.as_ref(), workflow_rules, &scope)
-            .map_err(|e| ConfigError(format!("jobs:{name} {e}")))?;
-        if !included {
-            return Ok(None);
-        }
+    let Some(rule) = evaluate::job(name, job, &variables, rule_scope, workflow_rules, commit)?
+    else {
+        return Ok(None);
+    };
+    // The job's own `allow_failure` (or its own `when: manual`) stays unless the rule sets
+    // one: `Rules::Result#build_attributes` leaves it out when the rule has none, and
+    // `Entry::Job#ignored?` decides from the job's keys.
+    if let Some(w) = rule.when {
+        when = w;
     }
-
-    if let Some(rules) = field("rules") {
-        let scope = rule_scope.with(&variables);
-        match evaluate_rules(rules, &scope, &format!("jobs:{name}"), commit)? {
-            None => return Ok(None),
-            Some(rule) => {
-                match rule.when.as_deref() {
-                    Some("never") => return Ok(None),
-                    // The job's own `allow_failure` (or its own `when: manual`) stays
-                    // unless the rule sets one: `Rules::Result#build_attributes` leaves
-                    // it out when the rule has none, and `Entry::Job#ignored?` decides
-                    // from the job's keys.
-                    Some(w) => when = When::parse(w).unwrap_or(When::OnSuccess),
-                    None => {}
-                }
-                if let Some(af) = rule.allow_failure {
-                    allow_failure = af;
-                }
-                for v in rule.variables {
-                    upsert_var(&mut variables, v);
-                }
-            }
-        }
+    if let Some(af) = rule.allow_failure {
+        allow_failure = af;
+    }
+    for v in rule.variables {
+        upsert_var(&mut variables, v);
     }
 
     // `Entry::Coverage`: a regular expression written `/…/` that compiles.
@@ -1044,10 +764,11 @@ fn check_dependencies(jobs: &[JobPlan]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ctx() -> RuleScope {
+    /// A pipeline of `main`, made by the API.
+    pub(crate) fn ctx() -> RuleScope {
         let predefined = [
             ("CI_COMMIT_BRANCH", "main"),
             ("CI_COMMIT_REF_NAME", "main"),
@@ -1062,7 +783,7 @@ mod tests {
         }
     }
 
-    fn names(plan: &PipelinePlan) -> Vec<&str> {
+    pub(crate) fn names(plan: &PipelinePlan) -> Vec<&str> {
         plan.jobs.iter().map(|j| j.name.as_str()).collect()
     }
 
@@ -1243,52 +964,6 @@ never:
         );
     }
 
-    /// A commit of three files, `src/` changed since `main`.
-    struct Commit3;
-
-    impl super::super::include::FileSource for Commit3 {
-        fn read(&self, _: &str) -> std::result::Result<Option<String>, String> {
-            Ok(None)
-        }
-        fn paths(&self) -> std::result::Result<Vec<String>, String> {
-            Ok(vec![
-                "Cargo.toml".into(),
-                "src/main.rs".into(),
-                "docs/index.md".into(),
-            ])
-        }
-        fn changed_since(&self, base: &str) -> std::result::Result<Option<Vec<String>>, String> {
-            match base {
-                "main" => Ok(Some(vec!["src/main.rs".into()])),
-                _ => Err("rules:changes:compare_to is not a valid ref".into()),
-            }
-        }
-    }
-
-    #[test]
-    fn rules_exists_and_changes_read_the_commit() {
-        let yaml = "rust: { script: x, rules: [ { exists: [Cargo.toml] } ] }\n\
-                    node: { script: x, rules: [ { exists: { paths: ['**/package.json'] } } ] }\n\
-                    code: { script: x, rules: [ { changes: { paths: ['src/**/*'], compare_to: main } } ] }\n\
-                    docs: { script: x, rules: [ { changes: { paths: ['docs/*'], compare_to: main } } ] }\n\
-                    any: { script: x, rules: [ { if: $CI_COMMIT_REF_NAME, changes: ['docs/*'] } ] }\n";
-        let planned = plan_with(yaml, &ctx(), None, &Commit3).expect("plans");
-        assert_eq!(names(&planned), ["rust", "code", "any"]);
-        // Without a repository nothing exists, and changes hold.
-        let planned = plan(yaml, &ctx()).expect("plans");
-        assert_eq!(names(&planned), ["code", "docs", "any"]);
-        let bad = plan_with(
-            "a: { script: x, rules: [ { changes: { paths: [x], compare_to: nope } } ] }",
-            &ctx(),
-            None,
-            &Commit3,
-        );
-        assert_eq!(
-            bad.unwrap_err().0,
-            "rules:changes:compare_to is not a valid ref"
-        );
-    }
-
     #[test]
     fn pages_jobs_and_their_folders() {
         let yaml = "pages: { script: x }\nsite: { script: x, pages: true, publish: dist }\n\
@@ -1342,38 +1017,6 @@ never:
         )
         .expect("plans");
         assert_eq!(refs.jobs[0].spec.script, ["x"]);
-    }
-
-    #[test]
-    fn workflow_names_the_pipeline_and_its_rules_set_variables() {
-        let yaml = "variables: { DEPLOY: 'no', KIND: nightly }\n\
-                    workflow:\n  name: '$KIND build of $CI_COMMIT_REF_NAME, deploy $DEPLOY'\n\
-                    \x20 rules:\n    - if: $CI_COMMIT_REF_NAME\n      variables: { DEPLOY: 'yes' }\n\
-                    job: { script: x }\n";
-        let planned = plan(yaml, &ctx()).expect("plans");
-        assert_eq!(
-            planned.name.as_deref(),
-            Some("nightly build of main, deploy yes")
-        );
-        let deploy = planned.jobs[0]
-            .spec
-            .variables
-            .iter()
-            .find(|v| v.key == "DEPLOY")
-            .map(|v| v.value.as_str());
-        assert_eq!(
-            deploy,
-            Some("yes"),
-            "the rule's variables win over the file's"
-        );
-        let long = format!(
-            "workflow: {{ name: '{}' }}\njob: {{ script: x }}\n",
-            "n".repeat(256)
-        );
-        assert_eq!(
-            plan(&long, &ctx()).unwrap_err().0,
-            "workflow:name is too long (maximum is 255 characters)"
-        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod config;
 pub mod coverage;
 pub mod duration;
 pub mod environment;
+mod evaluate;
 pub mod expr;
 pub mod include;
 pub mod inputs;
