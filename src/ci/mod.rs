@@ -11,6 +11,7 @@ pub mod inputs;
 mod keywords;
 pub mod load;
 mod normalise;
+mod plan;
 pub mod policy;
 pub mod progress;
 pub mod reference;
