@@ -360,11 +360,8 @@ mod tests {
     use super::super::config::tests::{ctx, names};
     use super::super::config::{plan, plan_with};
     use super::super::include::{Commit, FileSource, NoFiles};
+    use super::super::keywords::yaml;
     use super::*;
-
-    fn yaml(text: &str) -> Value {
-        serde_yaml_ng::from_str(text).expect("YAML")
-    }
 
     /// A commit of three files, `src/` changed since `main`.
     struct Commit3;
