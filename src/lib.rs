@@ -213,6 +213,7 @@ impl Runway {
                 service::remote::RemoteIncludes {
                     allow_local: settings.include_remote_allow_local,
                 },
+                Repositories::new(&settings.data_dir, settings.git_allowed_schemes.clone()),
             ),
             repositories: Repositories::new(
                 &settings.data_dir,

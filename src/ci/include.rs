@@ -8,8 +8,13 @@
 //!   the file itself on top; hashes merge deeply, anything else is replaced.
 //! - Limits: GitLab's 150 includes (`Maximum of 150 nested includes are allowed!`), each
 //!   file within the loader's size and depth limits, 16 MiB in all.
-//! - `remote`, `template`, `project`, `component`, `artifact` and `inputs` are refused by
-//!   name: their sources are not here yet.
+//! - `project:` (with `ref:`, `file:` one path or a list): files of another project of
+//!   this Runway at a branch, tag or sha (its default branch when no `ref`); a file read
+//!   there resolves its own `local:` includes in that project, as GitLab's `mutate`d
+//!   context does.
+//! - `remote:` through the server's fetcher (`service::remote`).
+//! - `template`, `component` and `artifact` are refused by name: their sources are not
+//!   here.
 
 use std::collections::HashMap;
 
@@ -43,15 +48,48 @@ pub trait FileSource {
     fn remote(&self, _url: &str) -> Result<String, String> {
         Err(not_yet("remote"))
     }
+    /// The files of the project at `path` (`namespace/project`) at `ref_` (its default
+    /// branch when `None`), for `include:project`; an error in GitLab's words when the
+    /// project or the ref is not there. Refused where no projects are known.
+    fn project(&self, _path: &str, _ref: Option<&str>) -> Result<Box<dyn FileSource>, String> {
+        Err(not_yet("project"))
+    }
 }
 
-/// A commit's files, with remote includes fetched by `fetch`.
-pub struct WithRemote<'a> {
-    pub files: &'a dyn FileSource,
+/// Reads a project's repository for `include:project`: `(path, ref)` → its files.
+pub type ProjectFiles<'a> = dyn Fn(&str, Option<&str>) -> Result<Box<dyn FileSource>, String> + 'a;
+
+/// The server's readers of what is not in a commit: remote files (`fetch`) and other
+/// projects' files (`projects`). It has no files of its own.
+pub struct Fetchers<'a> {
     pub fetch: &'a dyn Fn(&str) -> Result<String, String>,
+    pub projects: &'a ProjectFiles<'a>,
 }
 
-impl FileSource for WithRemote<'_> {
+impl FileSource for Fetchers<'_> {
+    fn read(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn paths(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+    fn remote(&self, url: &str) -> Result<String, String> {
+        (self.fetch)(url)
+    }
+    fn project(&self, path: &str, ref_: Option<&str>) -> Result<Box<dyn FileSource>, String> {
+        (self.projects)(path, ref_)
+    }
+}
+
+/// One commit's `files` — the pipeline's, or another project's where a file included
+/// from it is read (its `local:` includes come from that project) — with remote and
+/// project includes read through `outer`.
+pub struct Within<'a> {
+    pub files: &'a dyn FileSource,
+    pub outer: &'a dyn FileSource,
+}
+
+impl FileSource for Within<'_> {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
         self.files.read(path)
     }
@@ -62,7 +100,10 @@ impl FileSource for WithRemote<'_> {
         self.files.changed_since(base)
     }
     fn remote(&self, url: &str) -> Result<String, String> {
-        (self.fetch)(url)
+        self.outer.remote(url)
+    }
+    fn project(&self, path: &str, ref_: Option<&str>) -> Result<Box<dyn FileSource>, String> {
+        self.outer.project(path, ref_)
     }
 }
 
@@ -71,6 +112,12 @@ impl FileSource for WithRemote<'_> {
 enum Source {
     Local(String),
     Remote(String),
+    /// `project:`, `ref:` and the `file:` paths.
+    Project {
+        project: String,
+        ref_: Option<String>,
+        files: Vec<String>,
+    },
 }
 
 /// The pipeline's commit as the rules see it: its files, their paths read once.
@@ -135,23 +182,54 @@ impl<'a> Includes<'a> {
     }
 
     /// `root` with its includes merged in (and the `include` key gone).
-    pub fn expand(&mut self, mut root: Mapping) -> Result<Mapping, ConfigError> {
+    pub fn expand(&mut self, root: Mapping) -> Result<Mapping, ConfigError> {
+        let files = self.files;
+        self.expand_in(files, root)
+    }
+
+    /// `root`, read from `files`, with its includes merged in.
+    fn expand_in(
+        &mut self,
+        files: &dyn FileSource,
+        mut root: Mapping,
+    ) -> Result<Mapping, ConfigError> {
         let Some(include) = root.remove("include") else {
             return Ok(root);
         };
         let mut merged = Mapping::new();
-        for (source, inputs) in self.locations(&include)? {
-            let files = match &source {
-                Source::Local(location) => self
-                    .resolve(location)?
-                    .into_iter()
-                    .map(|path| self.load_file(&path, location, inputs.as_ref()))
-                    .collect::<Result<Vec<_>, _>>()?,
-                Source::Remote(url) => vec![self.load_remote(url, inputs.as_ref())?],
-            };
-            for file in files {
-                let file = self.expand(file)?;
-                deep_merge(&mut merged, &file);
+        for (source, inputs) in self.locations(files, &include)? {
+            match &source {
+                Source::Local(location) => {
+                    for path in self.resolve(files, location)? {
+                        let file = self.load_file(files, &path, location, inputs.as_ref())?;
+                        let file = self.expand_in(files, file)?;
+                        deep_merge(&mut merged, &file);
+                    }
+                }
+                Source::Remote(url) => {
+                    let file = self.load_remote(files, url, inputs.as_ref())?;
+                    let file = self.expand_in(files, file)?;
+                    deep_merge(&mut merged, &file);
+                }
+                Source::Project {
+                    project,
+                    ref_,
+                    files: paths,
+                } => {
+                    let theirs = files
+                        .project(project, ref_.as_deref())
+                        .map_err(ConfigError)?;
+                    let other = Within {
+                        files: theirs.as_ref(),
+                        outer: files,
+                    };
+                    for path in paths {
+                        let file =
+                            self.load_project_file(&other, project, path, inputs.as_ref())?;
+                        let file = self.expand_in(&other, file)?;
+                        deep_merge(&mut merged, &file);
+                    }
+                }
             }
         }
         deep_merge(&mut merged, &root);
@@ -162,6 +240,7 @@ impl<'a> Includes<'a> {
     /// inputs given to each.
     fn locations(
         &mut self,
+        files: &dyn FileSource,
         include: &Value,
     ) -> Result<Vec<(Source, Option<Mapping>)>, ConfigError> {
         let entries: Vec<&Value> = match include {
@@ -185,9 +264,11 @@ impl<'a> Includes<'a> {
                     for key in map.keys() {
                         let key = key.as_str().unwrap_or_default();
                         match key {
-                            "local" | "remote" | "rules" | "inputs" => {}
-                            "template" | "project" | "component" | "artifact" | "file" | "ref"
-                            | "job" => return fail(not_yet(key)),
+                            "local" | "remote" | "project" | "file" | "ref" | "rules"
+                            | "inputs" => {}
+                            "template" | "component" | "artifact" | "job" => {
+                                return fail(not_yet(key))
+                            }
                             other => {
                                 return fail(format!(
                                     "include config contains unknown keys: {other}"
@@ -195,15 +276,20 @@ impl<'a> Includes<'a> {
                             }
                         }
                     }
-                    let location = match (map.get("local"), map.get("remote")) {
-                        (Some(Value::String(path)), None) => Source::Local(path.clone()),
-                        (None, Some(Value::String(url))) => Source::Remote(url.clone()),
+                    let location = match (map.get("local"), map.get("remote"), map.get("project")) {
+                        (Some(Value::String(path)), None, None) if !has_project_keys(map) => {
+                            Source::Local(path.clone())
+                        }
+                        (None, Some(Value::String(url)), None) if !has_project_keys(map) => {
+                            Source::Remote(url.clone())
+                        }
+                        (None, None, Some(Value::String(project))) => project_source(project, map)?,
                         _ => return fail(
-                            "include config should be a hash with a local: path or a remote: URL",
+                            "include config should be a hash with a local: path, a remote: URL or a project: with its file:",
                         ),
                     };
                     if let Some(rules) = map.get("rules") {
-                        if !self.rules_include(rules)? {
+                        if !self.rules_include(files, rules)? {
                             continue;
                         }
                     }
@@ -222,7 +308,11 @@ impl<'a> Includes<'a> {
 
     /// `include:rules`: the first rule that holds decides (`when: never` leaves the file
     /// out); none holding leaves it out.
-    fn rules_include(&mut self, rules: &Value) -> Result<bool, ConfigError> {
+    fn rules_include(
+        &mut self,
+        files: &dyn FileSource,
+        rules: &Value,
+    ) -> Result<bool, ConfigError> {
         let Value::Sequence(rules) = rules else {
             return fail("include:rules config should be an array of hashes");
         };
@@ -245,7 +335,7 @@ impl<'a> Includes<'a> {
                         let globs = string_list(value).ok_or_else(|| {
                             ConfigError("include:rules:exists should be an array of strings".into())
                         })?;
-                        let paths = self.all_paths()?;
+                        let paths = self.all_paths(files)?;
                         holds &= globs.iter().any(|g| {
                             paths
                                 .iter()
@@ -277,21 +367,34 @@ impl<'a> Includes<'a> {
         Ok(false)
     }
 
-    fn all_paths(&mut self) -> Result<&[String], ConfigError> {
+    /// Every path of `files`; the pipeline's own commit's are read once.
+    fn all_paths(
+        &mut self,
+        files: &dyn FileSource,
+    ) -> Result<std::borrow::Cow<'_, [String]>, ConfigError> {
+        if !std::ptr::addr_eq(files, self.files) {
+            return Ok(std::borrow::Cow::Owned(files.paths().map_err(ConfigError)?));
+        }
         if self.paths.is_none() {
             self.paths = Some(self.files.paths().map_err(ConfigError)?);
         }
-        Ok(self.paths.as_deref().unwrap_or_default())
+        Ok(std::borrow::Cow::Borrowed(
+            self.paths.as_deref().unwrap_or_default(),
+        ))
     }
 
     /// The files a location names: itself, or what its wildcards match (sorted).
-    fn resolve(&mut self, location: &str) -> Result<Vec<String>, ConfigError> {
+    fn resolve(
+        &mut self,
+        files: &dyn FileSource,
+        location: &str,
+    ) -> Result<Vec<String>, ConfigError> {
         let path = location.trim_start_matches('/');
         if !path.contains('*') {
             return Ok(vec![path.to_string()]);
         }
         let mut found: Vec<String> = self
-            .all_paths()?
+            .all_paths(files)?
             .iter()
             .filter(|p| wildcard_matches(path, p))
             .cloned()
@@ -302,34 +405,78 @@ impl<'a> Includes<'a> {
 
     /// A remote file (`Gitlab::Ci::Config::External::File::Remote`): fetched, counted and
     /// parsed as a local one.
-    fn load_remote(&mut self, url: &str, inputs: Option<&Mapping>) -> Result<Mapping, ConfigError> {
+    fn load_remote(
+        &mut self,
+        files: &dyn FileSource,
+        url: &str,
+        inputs: Option<&Mapping>,
+    ) -> Result<Mapping, ConfigError> {
+        self.count_one()?;
+        let text = files.remote(url).map_err(ConfigError)?;
+        self.take(&text)?;
+        self.parse(&text, url, inputs)
+    }
+
+    /// A file of another project (`Gitlab::Ci::Config::External::File::Project`).
+    fn load_project_file(
+        &mut self,
+        files: &dyn FileSource,
+        project: &str,
+        location: &str,
+        inputs: Option<&Mapping>,
+    ) -> Result<Mapping, ConfigError> {
+        self.count_one()?;
+        let path = location.trim_start_matches('/');
+        if !(path.ends_with(".yml") || path.ends_with(".yaml")) {
+            return fail(format!(
+                "Included file `{location}` does not have YAML extension!"
+            ));
+        }
+        let missing = || {
+            ConfigError(format!(
+                "Project `{project}` file `{location}` does not exist!"
+            ))
+        };
+        if path.split('/').any(|part| part == "..") {
+            return Err(missing());
+        }
+        let text = files.read(path).map_err(ConfigError)?.ok_or_else(missing)?;
+        if text.trim().is_empty() {
+            return fail(format!("Project `{project}` file `{location}` is empty!"));
+        }
+        self.take(&text)?;
+        self.parse(&text, location, inputs)
+    }
+
+    /// One more file, within GitLab's `ci_max_includes`.
+    fn count_one(&mut self) -> Result<(), ConfigError> {
         self.count += 1;
         if self.count > MAX_INCLUDES {
             return fail(format!(
                 "Maximum of {MAX_INCLUDES} nested includes are allowed!"
             ));
         }
-        let text = self.files.remote(url).map_err(ConfigError)?;
+        Ok(())
+    }
+
+    /// A file's text, within what all the files may hold together.
+    fn take(&mut self, text: &str) -> Result<(), ConfigError> {
         self.bytes += text.len();
         if self.bytes > MAX_TOTAL_BYTES {
             return fail(TOO_BIG);
         }
-        self.parse(&text, url, inputs)
+        Ok(())
     }
 
     /// One included file, read, counted and parsed (`Gitlab::Ci::Config::External::File::Local`).
     fn load_file(
         &mut self,
+        files: &dyn FileSource,
         path: &str,
         location: &str,
         inputs: Option<&Mapping>,
     ) -> Result<Mapping, ConfigError> {
-        self.count += 1;
-        if self.count > MAX_INCLUDES {
-            return fail(format!(
-                "Maximum of {MAX_INCLUDES} nested includes are allowed!"
-            ));
-        }
+        self.count_one()?;
         if !(path.ends_with(".yml") || path.ends_with(".yaml")) {
             return fail(format!(
                 "Included file `{location}` does not have YAML extension!"
@@ -338,18 +485,14 @@ impl<'a> Includes<'a> {
         if path.split('/').any(|part| part == "..") {
             return fail(format!("Local file `{location}` does not exist!"));
         }
-        let text = self
-            .files
+        let text = files
             .read(path)
             .map_err(ConfigError)?
             .ok_or_else(|| ConfigError(format!("Local file `{location}` does not exist!")))?;
         if text.trim().is_empty() {
             return fail(format!("Local file `{location}` is empty!"));
         }
-        self.bytes += text.len();
-        if self.bytes > MAX_TOTAL_BYTES {
-            return fail(TOO_BIG);
-        }
+        self.take(&text)?;
         self.parse(&text, location, inputs)
     }
 
@@ -361,8 +504,8 @@ impl<'a> Includes<'a> {
         inputs: Option<&Mapping>,
     ) -> Result<Mapping, ConfigError> {
         let what = format!("the included file `{location}`");
-        let mut value = super::inputs::load_with_inputs(text, inputs, self.variables, &what)
-            .map_err(|e| {
+        let value =
+            super::inputs::load_with_inputs(text, inputs, self.variables, &what).map_err(|e| {
                 if e.0.starts_with("Invalid configuration format") {
                     ConfigError(format!(
                         "Included file `{location}` does not have valid YAML syntax!"
@@ -371,11 +514,6 @@ impl<'a> Includes<'a> {
                     e
                 }
             })?;
-        value.apply_merge().map_err(|_| {
-            ConfigError(format!(
-                "Included file `{location}` does not have valid YAML syntax!"
-            ))
-        })?;
         match value {
             Value::Mapping(map) => Ok(map),
             _ => fail(format!(
@@ -383,6 +521,38 @@ impl<'a> Includes<'a> {
             )),
         }
     }
+}
+
+/// Whether an include hash has `include:project`'s companion keys.
+fn has_project_keys(map: &Mapping) -> bool {
+    map.contains_key("file") || map.contains_key("ref")
+}
+
+/// `include:project` (`Entry::Include`, `File::Project`): the project's full path, an
+/// optional `ref`, and `file` — one path or a list of them.
+fn project_source(project: &str, map: &Mapping) -> Result<Source, ConfigError> {
+    let files = match map.get("file") {
+        Some(Value::String(file)) => vec![file.clone()],
+        Some(Value::Sequence(items)) if !items.is_empty() => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                ConfigError("include:file config should be a string or an array of strings".into())
+            })?,
+        None => return fail("include config must specify the file where to fetch the config from"),
+        Some(_) => return fail("include:file config should be a string or an array of strings"),
+    };
+    let ref_ = match map.get("ref") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) => Some(r.clone()),
+        Some(_) => return fail("include:ref config should be a string"),
+    };
+    Ok(Source::Project {
+        project: project.trim_matches('/').to_string(),
+        ref_,
+        files,
+    })
 }
 
 fn not_yet(kind: &str) -> String {
@@ -464,6 +634,89 @@ mod tests {
 
     fn yaml(text: &str) -> Mapping {
         serde_yaml_ng::from_str(text).expect("yaml")
+    }
+
+    /// The pipeline's files, and one other project (`group/shared`, any ref but `gone`).
+    struct WithProject(Files);
+
+    impl FileSource for WithProject {
+        fn read(&self, path: &str) -> Result<Option<String>, String> {
+            self.0.read(path)
+        }
+        fn paths(&self) -> Result<Vec<String>, String> {
+            self.0.paths()
+        }
+        fn project(&self, path: &str, ref_: Option<&str>) -> Result<Box<dyn FileSource>, String> {
+            if path != "group/shared" {
+                return Err(format!("Project `{path}` not found"));
+            }
+            if ref_ == Some("gone") {
+                return Err("no such ref".into());
+            }
+            Ok(Box::new(Files(HashMap::from([
+                (
+                    "t/jobs.yml",
+                    "include: t/base.yml
+build: { extends: .base }
+",
+                ),
+                (
+                    "t/base.yml",
+                    ".base: { script: [shared] }
+",
+                ),
+            ]))))
+        }
+    }
+
+    #[test]
+    fn project_files_resolve_their_local_includes_in_their_project() {
+        let files = WithProject(Files(HashMap::from([(
+            "t/base.yml",
+            ".base: { script: [own] }
+",
+        )])));
+        let vars = HashMap::new();
+        let expand = |root: &str| {
+            let Value::Mapping(root) = super::super::load::load(root).expect("yaml") else {
+                panic!("a mapping");
+            };
+            Includes::new(&files, &vars).expand(root)
+        };
+        let merged = expand(
+            "include: { project: group/shared, file: t/jobs.yml }
+",
+        )
+        .expect("expands");
+        assert_eq!(
+            merged,
+            yaml(
+                ".base: { script: [shared] }
+build: { extends: .base }
+"
+            )
+        );
+        let failed = |root: &str| expand(root).expect_err("refused").0;
+        assert_eq!(
+            failed("include: { project: group/shared, ref: gone, file: t/jobs.yml }"),
+            "no such ref"
+        );
+        assert_eq!(
+            failed("include: { project: group/shared, file: [t/jobs.yml, t/none.yml] }"),
+            "Project `group/shared` file `t/none.yml` does not exist!"
+        );
+        assert_eq!(
+            failed("include: { project: group/shared, file: { a: b } }"),
+            "include:file config should be a string or an array of strings"
+        );
+        assert_eq!(
+            failed("include: { local: a.yml, file: b.yml }"),
+            "include config should be a hash with a local: path, a remote: URL or a project: with its file:"
+        );
+        assert_eq!(
+            failed("include: { template: Auto-DevOps.gitlab-ci.yml }"),
+            "Runway does not support these keywords yet: include:template"
+        );
     }
 
     #[test]

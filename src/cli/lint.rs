@@ -78,6 +78,13 @@ impl FileSource for Folder {
         ))
     }
 
+    /// Other projects live on a Runway server: its CI Lint reads them.
+    fn project(&self, path: &str, _ref: Option<&str>) -> Result<Box<dyn FileSource>, String> {
+        Err(format!(
+            "include:project `{path}` is read from a Runway server: check this file with its CI Lint API (POST /api/v4/projects/:id/ci/lint)"
+        ))
+    }
+
     fn paths(&self) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         let mut folders = vec![self.root.clone()];

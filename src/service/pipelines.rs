@@ -117,6 +117,8 @@ pub struct Pipelines {
     max_jobs: Option<usize>,
     /// How `include:remote` files are fetched.
     remote: crate::service::remote::RemoteIncludes,
+    /// Where `include:project` files are read.
+    repositories: crate::service::repos::Repositories,
 }
 
 fn is_complete(status: JobStatus) -> bool {
@@ -167,6 +169,49 @@ fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> R
     RuleScope { predefined, user }
 }
 
+/// `include:project`: the files of the Runway project at `path` (`namespace/project`) at
+/// `ref_` — a branch, a tag or a sha; its default branch when none is given — or
+/// GitLab's words (`External::File::Project`) for a project or a ref that is not there.
+/// Every project is readable: the pipelines are created by the admin.
+async fn included_project(
+    db: &DbPool,
+    repositories: &crate::service::repos::Repositories,
+    path: &str,
+    ref_: Option<&str>,
+) -> Result<Box<dyn crate::ci::include::FileSource>, String> {
+    let not_found = || {
+        format!(
+            "Project `{path}` not found or access denied! Make sure any includes in the \
+             pipeline configuration are correctly defined."
+        )
+    };
+    let (namespace, name) = path.rsplit_once('/').ok_or_else(not_found)?;
+    let project = {
+        let mut db = db
+            .read()
+            .await
+            .map_err(|_| "The project could not be read".to_string())?;
+        Project::find_by_path(&mut db.conn(), namespace, name)
+            .await
+            .map_err(|_| "The project could not be read".to_string())?
+            .ok_or_else(not_found)?
+    };
+    let ref_ = ref_.unwrap_or(&project.default_branch);
+    let missing = || format!("Project `{path}` reference `{ref_}` does not exist!");
+    let by_name = repositories.commit(&project, ref_, None).await;
+    let commit = match by_name {
+        Ok(commit) => commit,
+        // Not a branch or a tag: maybe a commit's sha.
+        Err(_) if ref_.len() >= 7 && ref_.bytes().all(|b| b.is_ascii_hexdigit()) => repositories
+            .commit(&project, ref_, Some(ref_))
+            .await
+            .map_err(|_| missing())?,
+        Err(_) => return Err(missing()),
+    };
+    let (_, _, files) = commit.ok_or_else(missing)?;
+    Ok(Box::new(files))
+}
+
 /// Whether `ref_` is protected in `project`: its default branch, or a listed branch.
 pub fn ref_protected(project: &Project, ref_: &str) -> bool {
     let listed: Vec<String> = serde_json::from_str(&project.protected_branches).unwrap_or_default();
@@ -179,12 +224,14 @@ impl Pipelines {
         queue: Arc<Queue>,
         max_jobs: Option<usize>,
         remote: crate::service::remote::RemoteIncludes,
+        repositories: crate::service::repos::Repositories,
     ) -> Pipelines {
         Pipelines {
             db,
             queue,
             max_jobs,
             remote,
+            repositories,
         }
     }
 
@@ -203,16 +250,24 @@ impl Pipelines {
     )> {
         let max_jobs = self.max_jobs;
         let remote = self.remote.clone();
+        let (db, repositories) = (self.db.clone(), self.repositories.clone());
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let fetch = |url: &str| remote.fetch(&runtime, url);
+            let projects = |path: &str, ref_: Option<&str>| {
+                runtime.block_on(included_project(&db, &repositories, path, ref_))
+            };
             let commit: &dyn crate::ci::include::FileSource = match &files {
                 Some(files) => files,
                 None => &crate::ci::include::NoFiles,
             };
-            let sources = crate::ci::include::WithRemote {
-                files: commit,
+            let fetchers = crate::ci::include::Fetchers {
                 fetch: &fetch,
+                projects: &projects,
+            };
+            let sources = crate::ci::include::Within {
+                files: commit,
+                outer: &fetchers,
             };
             let merged_yaml = merged
                 .then(|| crate::ci::load::expand(&yaml, &scope, &sources).ok())

@@ -105,6 +105,7 @@ fn refused(message: impl Into<String>) -> ApiError {
     ApiError::Validation(json!({ "base": [message.into()] }))
 }
 
+#[derive(Debug, Clone)]
 pub struct Repositories {
     mirrors: PathBuf,
     /// The URL schemes a repository may be read over (see [`check_url`]).

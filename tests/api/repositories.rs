@@ -244,3 +244,83 @@ both_backends! {
         assert_eq!(seen["deploy-production"], (json!(["./deploy production"]), Some(json!("3"))));
     }
 }
+
+both_backends! {
+    // `include:project`: another Runway project's files at its default branch, a branch, a
+    // tag or a sha; the included file's own `local:` includes come from that project;
+    // GitLab's words for a project, a ref or a file that is not there.
+    async fn included_project_files_come_from_that_project(backend) {
+        let app = TestApp::spawn(backend).await;
+        let shared = tempfile::tempdir().expect("tempdir");
+        let dir = shared.path();
+        let write = |dir: &Path, path: &str, text: &str| {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+            std::fs::write(file, text).expect("write");
+        };
+        git(dir, &["init", "-q", "-b", "main"]);
+        write(dir, "templates/build.yml", "include: templates/common.yml\nbuild: { extends: .common, script: [make] }\n");
+        write(dir, "templates/common.yml", ".common: { tags: [docker], variables: { FROM: shared-main } }\n");
+        write(dir, "templates/lint.yml", "lint: { script: [lint] }\n");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "templates"]);
+        let first = git(dir, &["rev-parse", "HEAD"]);
+        git(dir, &["tag", "v1"]);
+        write(dir, "templates/common.yml", ".common: { tags: [docker], variables: { FROM: shared-next } }\n");
+        git(dir, &["commit", "-q", "-am", "next"]);
+        app.create_project(json!({ "name": "ci-templates", "namespace": "platform", "repository_url": dir.display().to_string() })).await;
+
+        let app_repo = tempfile::tempdir().expect("tempdir");
+        let own = app_repo.path();
+        git(own, &["init", "-q", "-b", "main"]);
+        write(own, "templates/common.yml", ".common: { variables: { FROM: the-app } }\n");
+        write(own, ".gitlab-ci.yml", "x: { script: [x] }\n");
+        git(own, &["add", "."]);
+        git(own, &["commit", "-q", "-m", "app"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": own.display().to_string() })).await;
+
+        let from = |include: &str| {
+            let app = &app;
+            let include = include.to_string();
+            async move {
+                let config = format!("include:\n{include}\ntest: {{ script: [t] }}\n");
+                write(own, ".gitlab-ci.yml", &config);
+                git(own, &["commit", "-q", "-am", "ci"]);
+                app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main" }))).await
+            }
+        };
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": ["docker"] })).await;
+        for (include, expected) in [
+            ("  - project: platform/ci-templates\n    file: templates/build.yml", "shared-next"),
+            ("  - project: platform/ci-templates\n    ref: v1\n    file: [/templates/build.yml, templates/lint.yml]", "shared-main"),
+            (&format!("  - project: platform/ci-templates\n    ref: {first}\n    file: templates/build.yml"), "shared-main"),
+        ] {
+            let reply = from(include).await;
+            assert_eq!(reply.status, 201, "{include}: {}", reply.text);
+            let mut names: Vec<String> = app.job_statuses(project, reply.json()["id"].as_i64().expect("id")).await.into_iter().map(|(n, _)| n).collect();
+            names.sort();
+            let lint = include.contains("lint.yml");
+            assert_eq!(names, if lint { vec!["build", "lint", "test"] } else { vec!["build", "test"] }, "{include}");
+            // The build job: its template from the shared project, at the ref asked for.
+            for _ in 0..names.len() {
+                let job = app.take_job(&runner).await;
+                if job["job_info"]["name"] == "build" {
+                    let from = job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == "FROM")).map(|v| v["value"].clone());
+                    assert_eq!(from, Some(json!(expected)), "{include}");
+                }
+                app.update_job(&job, json!({ "state": "success" })).await;
+            }
+        }
+        for (include, message) in [
+            ("  - project: platform/nope\n    file: a.yml", "Project `platform/nope` not found or access denied! Make sure any includes in the pipeline configuration are correctly defined."),
+            ("  - project: platform/ci-templates\n    ref: nope\n    file: a.yml", "Project `platform/ci-templates` reference `nope` does not exist!"),
+            ("  - project: platform/ci-templates\n    file: templates/missing.yml", "Project `platform/ci-templates` file `templates/missing.yml` does not exist!"),
+            ("  - project: platform/ci-templates\n    file: README.md", "Included file `README.md` does not have YAML extension!"),
+            ("  - project: platform/ci-templates", "include config must specify the file where to fetch the config from"),
+        ] {
+            from(include).await.assert(400, json!({ "message": { "base": [message] } }));
+        }
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await.json();
+        assert_eq!(listed.as_array().map(Vec::len), Some(3), "no pipeline for a refused include");
+    }
+}
