@@ -137,6 +137,52 @@ pub fn load_documents(yaml: &str) -> Result<Vec<Value>> {
     Builder::default().documents(yaml)
 }
 
+/// The line (1-based) of each top-level key of the file's last document — the
+/// configuration, after any `spec` header — for pointing at a job or keyword in an error
+/// message. Empty when the text does not parse.
+pub fn key_lines(yaml: &str) -> HashMap<String, usize> {
+    let mut lines = HashMap::new();
+    if yaml.len() > MAX_YAML_BYTES || flow_too_deep(yaml, MAX_YAML_DEPTH) {
+        return lines;
+    }
+    // For each open collection: whether it is a mapping whose next node is a key.
+    let mut open: Vec<(bool, bool)> = Vec::new();
+    for event in Parser::new_from_str(yaml) {
+        let Ok((event, span)) = event else {
+            return HashMap::new();
+        };
+        let starts_node = matches!(
+            event,
+            Event::Scalar(..)
+                | Event::Alias(_)
+                | Event::SequenceStart(..)
+                | Event::MappingStart(..)
+        );
+        if starts_node {
+            if let Some((true, next_is_key)) = open.last_mut() {
+                if *next_is_key && open.len() == 1 {
+                    if let Event::Scalar(text, ..) = &event {
+                        lines.entry(text.to_string()).or_insert(span.start.line());
+                    }
+                }
+                if let Some((_, next_is_key)) = open.last_mut() {
+                    *next_is_key = !*next_is_key;
+                }
+            }
+        }
+        match event {
+            Event::DocumentStart(_) => lines.clear(),
+            Event::SequenceStart(..) => open.push((false, false)),
+            Event::MappingStart(..) => open.push((true, true)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    lines
+}
+
 /// A collection being built.
 enum Open {
     Sequence(Vec<Value>),
@@ -752,6 +798,18 @@ mod tests {
         let crlf = "stages: [build]\r\njob:\r\n  script:\r\n    - make\r\n  allow_failure: yes\r\n";
         assert_eq!(one(crlf), one(&crlf.replace("\r\n", "\n")));
         assert_eq!(one(crlf)["job"]["script"][0], Value::from("make"));
+    }
+
+    #[test]
+    fn top_level_keys_have_their_lines() {
+        let text = "spec:\n  inputs: {}\n---\n# jobs\nstages: [a]\n\nbuild:linux:\n  script:\n    - x\n  variables: { A: b }\n'quoted': { script: y }\n";
+        let lines = key_lines(text);
+        assert_eq!(lines.get("stages"), Some(&5));
+        assert_eq!(lines.get("build:linux"), Some(&7));
+        assert_eq!(lines.get("quoted"), Some(&11));
+        assert_eq!(lines.get("script"), None, "only top-level keys");
+        assert_eq!(lines.get("spec"), None, "the configuration's document");
+        assert!(key_lines("a: [").is_empty());
     }
 
     #[test]

@@ -179,8 +179,31 @@ pub fn run(args: &LintArgs) -> i32 {
             super::exit::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: invalid: {}", file.display(), e.0);
+            let lines = crate::ci::load::key_lines(&text);
+            for message in e.0.split("; ") {
+                match line_of(message, &lines) {
+                    Some(line) => eprintln!("{}:{line}: invalid: {message}", file.display()),
+                    None => eprintln!("{}: invalid: {message}", file.display()),
+                }
+            }
             super::exit::FAILED
         }
     }
+}
+
+/// The line of the job or keyword an error message is about (`jobs:<name> …`,
+/// `<keyword> …`, or a syntax error's `at line N`), when the file itself holds it.
+fn line_of(message: &str, lines: &HashMap<String, usize>) -> Option<usize> {
+    if let Some((_, at)) = message.rsplit_once(" at line ") {
+        return at.split_whitespace().next()?.parse().ok();
+    }
+    let about = message.strip_prefix("jobs:").unwrap_or(message);
+    // The longest key the message starts with: job names may hold `:`.
+    lines
+        .iter()
+        .filter(|(key, _)| {
+            about.starts_with(key.as_str()) && about[key.len()..].starts_with([' ', ':'])
+        })
+        .max_by_key(|(key, _)| key.len())
+        .map(|(_, line)| *line)
 }

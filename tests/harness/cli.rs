@@ -374,6 +374,30 @@ async fn lint_checks_a_file_without_a_server() {
             .contains("  deploy (deploy, manual, allow_failure, needs: [build])"),
         "{ran:?}"
     );
+    std::fs::write(
+        dir.join("broken.yml"),
+        "stages: [a]\n\nbuild:linux:\n  stage: a\n  script: [x]\n  bogus: 1\nother:\n  script: [y]\n  when: later\n",
+    )
+    .expect("write");
+    let ran = runway_offline(&dir, &["lint", "broken.yml"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains(
+            "broken.yml:3: invalid: jobs:build:linux config contains unknown keys: bogus"
+        ),
+        "the job's line: {ran:?}"
+    );
+    assert!(
+        ran.stderr.contains("broken.yml:7: invalid: jobs:other"),
+        "{ran:?}"
+    );
+    std::fs::write(dir.join("syntax.yml"), "a:\n  script: [x\nb: 1\n").expect("write");
+    let ran = runway_offline(&dir, &["lint", "syntax.yml"]).await;
+    assert!(
+        ran.stderr
+            .contains("syntax.yml:3: invalid: Invalid configuration format"),
+        "{ran:?}"
+    );
     let ran = runway_offline(&dir, &["lint", "--ref", "feature"]).await;
     assert!(
         ran.stdout.contains("valid (2 jobs"),
@@ -454,7 +478,12 @@ async fn lint_agrees_with_every_corpus_snapshot() {
         .await;
         if let Some(refusal) = expected["refused"].as_array() {
             assert_eq!(ran.code, Some(1), "{name}: {ran:?}");
-            for message in refusal.iter().filter_map(|m| m.as_str()) {
+            // One line each, with the line of the job it is about where there is one.
+            for message in refusal
+                .iter()
+                .filter_map(|m| m.as_str())
+                .flat_map(|m| m.split("; "))
+            {
                 assert!(ran.stderr.contains(message), "{name}: {message}: {ran:?}");
             }
         } else {
