@@ -663,12 +663,33 @@ impl Artifacts {
         Ok(pending.len())
     }
 
+    /// A running job's log as stored (its chunks, from the database or the log files), in
+    /// order, read a few chunks at a time: memory stays bounded whatever its size, and
+    /// no connection is held between reads.
+    fn log_chunks(&self, job_id: i64) -> BoxStream<'_, ApiResult<Vec<u8>>> {
+        const CHUNKS_PER_READ: i64 = 16;
+        futures_util::stream::unfold(Some(-1), move |after| async move {
+            let after = after?;
+            match read_page(&self.db, &self.log_files, job_id, after, CHUNKS_PER_READ).await {
+                Err(e) => Some((vec![Err(e)], None)),
+                Ok(page) => {
+                    let last = page.last()?.0;
+                    Some((
+                        page.into_iter().map(|(_, data)| Ok(data)).collect(),
+                        Some(last),
+                    ))
+                }
+            }
+        })
+        .flat_map(futures_util::stream::iter)
+        .boxed()
+    }
+
     /// Streams one finished job's log from the database into object storage a few chunks
     /// at a time (memory stays bounded whatever the log's size, and no write connection is
     /// held meanwhile), then records it and drops the chunks in one transaction. If
     /// another instance archived it first, our copy is deleted.
     async fn archive_trace(&self, job_id: i64) -> ApiResult<()> {
-        const CHUNKS_PER_READ: i64 = 16;
         let job = {
             let mut db = self.db.read().await?;
             Job::find(&mut db.conn(), job_id)
@@ -685,17 +706,13 @@ impl Artifacts {
         let mut writer = WriteMultipart::new(upload);
         let mut hasher = Sha256::new();
         let mut size: i64 = 0;
-        let mut after = -1;
-        loop {
-            let page = read_page(&self.db, &self.log_files, job.id, after, CHUNKS_PER_READ).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (_, data) in page {
-                size += data.len() as i64;
-                hasher.update(&data);
-                writer.wait_for_capacity(2).await.map_err(storage_error)?;
-                writer.write(&data);
-            }
+        let mut chunks = self.log_chunks(job.id);
+        while let Some(data) = chunks.next().await {
+            let data = data?;
+            size += data.len() as i64;
+            hasher.update(&data);
+            writer.wait_for_capacity(2).await.map_err(storage_error)?;
+            writer.write(&data);
         }
         writer.finish().await.map_err(storage_error)?;
         let sha256 = hex::encode(hasher.finalize());
@@ -743,7 +760,6 @@ impl Artifacts {
     /// reaper archived it meanwhile — read a few chunks at a time.
     pub async fn record_coverage(&self, job_id: i64, pattern: &str) -> ApiResult<Option<f64>> {
         use crate::ci::coverage::CoverageScanner;
-        const CHUNKS_PER_READ: i64 = 16;
         let Some(mut scanner) = CoverageScanner::new(pattern) else {
             return Ok(None);
         };
@@ -754,15 +770,11 @@ impl Artifacts {
                 .map_or(0, |j| j.trace_size)
         };
         let mut read: i64 = 0;
-        let mut after = -1;
-        loop {
-            let page = read_page(&self.db, &self.log_files, job_id, after, CHUNKS_PER_READ).await?;
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (_, data) in page {
-                read += data.len() as i64;
-                scanner.feed(&data);
-            }
+        let mut chunks = self.log_chunks(job_id);
+        while let Some(data) = chunks.next().await {
+            let data = data?;
+            read += data.len() as i64;
+            scanner.feed(&data);
         }
         if read < size {
             // Archived while it was read: the archive holds all of it.
