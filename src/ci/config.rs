@@ -182,6 +182,8 @@ pub struct PipelinePlan {
     pub jobs: Vec<JobPlan>,
     /// `workflow:name`, its variables expanded.
     pub name: Option<String>,
+    /// `workflow:auto_cancel`, as the matching workflow rule left it.
+    pub auto_cancel: super::auto_cancel::AutoCancel,
 }
 
 /// A configuration error, worded like GitLab's.

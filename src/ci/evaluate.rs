@@ -24,6 +24,8 @@ pub(crate) struct Pipeline {
     /// Whether `workflow:rules` is written: it drops `only`'s default from every job
     /// (`Processable#compose!`).
     pub(crate) workflow_rules: bool,
+    /// `workflow:auto_cancel`, the matching rule's keys over it.
+    pub(crate) auto_cancel: super::auto_cancel::AutoCancel,
 }
 
 /// Evaluates `workflow` for this pipeline: an error when its rules stop it.
@@ -54,6 +56,7 @@ pub(crate) fn pipeline(
         variables,
         name,
         workflow_rules,
+        auto_cancel: flow.auto_cancel,
     })
 }
 
@@ -151,6 +154,8 @@ struct Workflow {
     name: Option<String>,
     /// The matching rule's `variables`.
     variables: Vec<Variable>,
+    /// `workflow:auto_cancel`, the matching rule's keys over it.
+    auto_cancel: super::auto_cancel::AutoCancel,
 }
 
 /// `workflow` ‹entry/workflow.rb›: `rules` (the first matching rule decides; `when: never`
@@ -170,13 +175,7 @@ fn workflow(
     for (k, _) in workflow {
         let k = key_str(k)?;
         match k.as_str() {
-            "rules" | "name" => {}
-            // `Entry::Workflow`'s other keyword: its behaviour comes with part 2.
-            "auto_cancel" => {
-                return err(format!(
-                    "Runway does not support these keywords yet: workflow:{k}"
-                ))
-            }
+            "rules" | "name" | "auto_cancel" => {}
             _ => return err(format!("workflow config contains unknown keys: {k}")),
         }
     }
@@ -188,16 +187,23 @@ fn workflow(
         }
         Some(_) => return err("workflow:name config should be a string"),
     };
+    let auto_cancel = match workflow.get("auto_cancel") {
+        None => super::auto_cancel::Given::default(),
+        Some(value) => super::auto_cancel::parse(value, "workflow:auto_cancel")?,
+    };
     let Some(rules) = workflow.get("rules") else {
         return Ok(Workflow {
             name,
             variables: Vec::new(),
+            auto_cancel: auto_cancel.settle(),
         });
     };
     match evaluate_rules(rules, vars, "workflow", commit)? {
+        // `PopulateMetadata#set_auto_cancel`: the rule's keys over the workflow's.
         Some(rule) if rule.when.as_deref() != Some("never") => Ok(Workflow {
             name,
             variables: rule.variables,
+            auto_cancel: auto_cancel.merged(rule.auto_cancel).settle(),
         }),
         _ => err("Pipeline filtered out by workflow rules."),
     }
@@ -207,6 +213,8 @@ struct RuleOutcome {
     when: Option<String>,
     allow_failure: Option<bool>,
     variables: Vec<Variable>,
+    /// A workflow rule's `auto_cancel` (`Entry::Rules::Rule`; jobs' rules have none).
+    auto_cancel: super::auto_cancel::Given,
 }
 
 /// The first rule whose `if` holds (a rule without `if` always holds), or `None`.
@@ -234,10 +242,14 @@ fn evaluate_rules(
         let Value::Mapping(rule) = rule else {
             return err(format!("{owner}:rules config should be an array of hashes"));
         };
-        for (k, _) in rule {
+        let mut auto_cancel = super::auto_cancel::Given::default();
+        for (k, v) in rule {
             let k = key_str(k)?;
             match k.as_str() {
                 "if" | "when" | "allow_failure" | "variables" | "changes" | "exists" => {}
+                "auto_cancel" if owner == "workflow" => {
+                    auto_cancel = super::auto_cancel::parse(v, "workflow:rules:rule:auto_cancel")?;
+                }
                 "needs" | "start_in" | "interruptible" => {
                     return err(format!(
                         "{owner}:rules uses keywords Runway does not support yet: {k}"
@@ -294,6 +306,7 @@ fn evaluate_rules(
                 when,
                 allow_failure,
                 variables,
+                auto_cancel,
             }));
         }
     }
@@ -500,8 +513,15 @@ mod tests {
             "Pipeline filtered out by workflow rules."
         );
         assert_eq!(
-            refused("workflow: {auto_cancel: {}}"),
-            "Runway does not support these keywords yet: workflow:auto_cancel"
+            flow("workflow: {auto_cancel: {on_job_failure: all}}")
+                .unwrap()
+                .auto_cancel
+                .on_job_failure,
+            "all"
+        );
+        assert_eq!(
+            refused("workflow: {later: {}}"),
+            "workflow config contains unknown keys: later"
         );
         assert_eq!(refused("workflow: [x]"), "workflow config should be a hash");
         assert_eq!(

@@ -1,5 +1,6 @@
 //! `.gitlab-ci.yml` → pipeline plan, and pipeline progression.
 
+pub mod auto_cancel;
 pub mod config;
 pub mod coverage;
 pub mod duration;

@@ -76,6 +76,7 @@ pub(crate) fn plan(
         stages: config.stages,
         jobs: planned,
         name: pipeline.name,
+        auto_cancel: pipeline.auto_cancel,
     })
 }
 

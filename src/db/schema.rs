@@ -99,6 +99,8 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         name -> Nullable<Text>,
+        auto_cancel_on_new_commit -> Text,
+        auto_cancel_on_job_failure -> Text,
     }
 }
 

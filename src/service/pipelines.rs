@@ -322,6 +322,8 @@ impl Pipelines {
             created_at: at,
             updated_at: at,
             name: plan.name.as_deref(),
+            auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
+            auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
         };
         let build_timeout = project.build_timeout;
         let mut db = self.db.write().await?;
@@ -358,10 +360,78 @@ impl Pipelines {
                 .ok_or(ApiError::Conflict)?;
             Ok::<_, ApiError>((pipeline, became_pending))
         })?;
+        drop(db);
         if became_pending {
             self.queue.bump();
         }
+        // After the new pipeline is there, as GitLab's worker does it: a failure here
+        // leaves the older pipelines running, never the new one uncreated.
+        if let Err(e) = self.cancel_redundant(&pipeline).await {
+            tracing::warn!(pipeline_id = pipeline.id, error = %e, "canceling redundant pipelines failed");
+        }
         Ok(pipeline)
+    }
+
+    /// `Ci::PipelineCreation::CancelRedundantPipelinesService`: the project's older
+    /// pipelines on the new one's ref — still waiting or running, created within the last
+    /// 7 days, at another commit — are canceled as each one's own
+    /// `workflow:auto_cancel:on_new_commit` says: `conservative` cancels the whole
+    /// pipeline unless a job that is not `interruptible` has started, `interruptible`
+    /// cancels only its interruptible jobs, `none` nothing. Manual jobs stay (GitLab's
+    /// cancelable statuses leave them out).
+    async fn cancel_redundant(&self, new: &Pipeline) -> ApiResult<()> {
+        let candidates = {
+            let mut db = self.db.read().await?;
+            Pipeline::older_on_ref(
+                &mut db.conn(),
+                new.project_id,
+                &new.ref_,
+                new.id,
+                new.created_at - chrono::Duration::days(7),
+                &[
+                    PipelineStatus::Created,
+                    PipelineStatus::WaitingForResource,
+                    PipelineStatus::Preparing,
+                    PipelineStatus::Pending,
+                    PipelineStatus::Running,
+                    PipelineStatus::Scheduled,
+                ],
+            )
+            .await?
+        };
+        for old in candidates.into_iter().filter(|p| p.sha != new.sha) {
+            let mode = old.auto_cancel_on_new_commit.clone();
+            if mode == "none" {
+                continue;
+            }
+            self.in_pipeline(old.id, move |tx, jobs| {
+                Box::pin(async move {
+                    let current: Vec<&Job> = jobs.iter().filter(|j| !j.retried).collect();
+                    let started = |j: &&Job| {
+                        matches!(
+                            j.status,
+                            JobStatus::Running | JobStatus::Success | JobStatus::Failed
+                        )
+                    };
+                    if mode != "interruptible"
+                        && current
+                            .iter()
+                            .any(|j| started(j) && !j.spec().interruptible)
+                    {
+                        return Ok(());
+                    }
+                    for job in current {
+                        let cancelable = !matches!(job.status, JobStatus::Manual);
+                        if cancelable && (mode != "interruptible" || job.spec().interruptible) {
+                            cancel_one(tx, job).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// CI Lint: what creating `req`'s pipeline would make of its configuration, without
@@ -450,6 +520,10 @@ impl Pipelines {
                 clone_job(tx, &job, JobStatus::Pending).await?;
                 became_pending = true;
             }
+            let failed = changes.status == Some(JobStatus::Failed);
+            if failed && !retry && changes.allow_failure != Some(true) {
+                cancel_on_job_failure(tx, job.pipeline_id).await?;
+            }
             became_pending |= process(tx, job.pipeline_id).await?;
             let job = Job::find(tx, job.id).await?.ok_or(ApiError::Conflict)?;
             Ok::<_, ApiError>((job, became_pending))
@@ -494,13 +568,16 @@ impl Pipelines {
                     updated_at: Some(at),
                     ..Default::default()
                 };
-                Job::transition(
+                let failed = Job::transition(
                     tx,
                     job.id,
                     &[JobStatus::Running, JobStatus::Canceling],
                     &changes,
                 )
                 .await?;
+                if failed && !job.allow_failure {
+                    cancel_on_job_failure(tx, job.pipeline_id).await?;
+                }
                 Ok(job.id)
             })
         })
@@ -724,6 +801,25 @@ impl Pipelines {
         self.queue.bump();
         Ok(pipeline)
     }
+}
+
+/// `workflow:auto_cancel:on_job_failure: all`: a job failed (not allowed to, and not to
+/// be retried), so the rest of its pipeline is canceled (`Ci::Processable`'s
+/// `after_transition … => :failed`, then `Ci::CancelPipelineService`); manual jobs
+/// stay, as GitLab's cancelable statuses leave them out.
+async fn cancel_on_job_failure(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<()> {
+    let Some(pipeline) = Pipeline::find(tx, pipeline_id).await? else {
+        return Ok(());
+    };
+    if pipeline.auto_cancel_on_job_failure != "all" {
+        return Ok(());
+    }
+    for job in Job::for_pipeline(tx, pipeline_id).await? {
+        if !job.retried && job.status != JobStatus::Manual {
+            cancel_one(tx, &job).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn cancel_one(tx: &mut Conn<'_>, job: &Job) -> ApiResult<()> {

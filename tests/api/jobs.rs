@@ -269,7 +269,9 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
         let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
-        app.pipeline(project, "stages: [one, two]\na: { stage: one, script: x }\nb: { stage: two, script: x }\n").await;
+        // The first pipeline opts out of being canceled by the second (GitLab's default
+        // would cancel it: nothing of it has started).
+        app.pipeline(project, "workflow: { auto_cancel: { on_new_commit: none } }\nstages: [one, two]\na: { stage: one, script: x }\nb: { stage: two, script: x }\n").await;
         app.pipeline(project, "c: { script: x }\nd: { script: x }\n").await;
         let a = app.take_job(&runner).await;
         assert_eq!(a["job_info"]["name"], "a");

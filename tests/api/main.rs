@@ -8,6 +8,7 @@ mod shell_runner;
 mod abuse;
 mod admin_runners;
 mod artifacts;
+mod auto_cancel;
 mod backoff;
 mod bad_input;
 mod corpus;

@@ -31,6 +31,10 @@ pub struct Pipeline {
     pub finished_at: Option<NaiveDateTime>,
     /// `workflow:name`, expanded.
     pub name: Option<String>,
+    /// `workflow:auto_cancel:on_new_commit`: `conservative`, `interruptible` or `none`.
+    pub auto_cancel_on_new_commit: String,
+    /// `workflow:auto_cancel:on_job_failure`: `none` or `all`.
+    pub auto_cancel_on_job_failure: String,
 }
 
 #[derive(Debug, Insertable)]
@@ -50,6 +54,8 @@ pub struct NewPipeline<'a> {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub name: Option<&'a str>,
+    pub auto_cancel_on_new_commit: &'a str,
+    pub auto_cancel_on_job_failure: &'a str,
 }
 
 impl Pipeline {
@@ -78,6 +84,36 @@ impl Pipeline {
             .select(Pipeline::as_select())
             .load(c)
             .await)
+    }
+
+    /// The project's pipelines on `ref_` older than `before` (by id) and created since
+    /// `since`, in `statuses`, oldest first: what a new pipeline may cancel as redundant
+    /// (at most GitLab's 3000).
+    pub async fn older_on_ref(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        ref_: &str,
+        before: i64,
+        since: NaiveDateTime,
+        statuses: &[PipelineStatus],
+    ) -> QueryResult<Vec<Pipeline>> {
+        let ref_ = ref_.to_string();
+        let statuses = statuses.to_vec();
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::project_id.eq(project_id))
+            .filter(pipelines::ref_.eq(&ref_))
+            .filter(pipelines::id.lt(before))
+            .filter(pipelines::created_at.ge(since))
+            .filter(pipelines::status.eq_any(&statuses))
+            .order(pipelines::id.desc())
+            .limit(3000)
+            .select(Pipeline::as_select())
+            .load(c)
+            .await
+            .map(|mut found: Vec<Pipeline>| {
+                found.reverse();
+                found
+            }))
     }
 
     /// One page of the project's pipelines, newest first: `limit` from the `offset`th.

@@ -1,0 +1,126 @@
+//! `workflow:auto_cancel`: a newer pipeline on the same ref cancels older ones as each
+//! one's `on_new_commit` says (`Ci::PipelineCreation::CancelRedundantPipelinesService`),
+//! and `on_job_failure: all` cancels the rest of a pipeline when a job fails.
+
+use serde_json::json;
+
+use crate::helpers::{both_backends, statuses, TestApp};
+
+/// The sorted `(name, status)` of a pipeline's jobs.
+async fn sorted(app: &TestApp, project: i64, pipeline: i64) -> Vec<(String, String)> {
+    let mut jobs = app.job_statuses(project, pipeline).await;
+    jobs.sort();
+    jobs
+}
+
+both_backends! {
+    async fn a_failed_job_cancels_the_rest_with_on_job_failure_all(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "workflow:\n  auto_cancel:\n    on_job_failure: all\n\
+                    stages: [test, deploy]\n\
+                    lint: { stage: test, script: [x], allow_failure: true }\n\
+                    unit: { stage: test, script: [x] }\n\
+                    e2e: { stage: test, script: [x] }\n\
+                    deploy: { stage: deploy, script: [x] }\n\
+                    gate: { stage: test, script: [x], when: manual }\n";
+        let pipeline = app.pipeline(project, yaml).await;
+        // A failure that is allowed cancels nothing.
+        let lint = app.take_job(&runner).await;
+        assert_eq!(lint["job_info"]["name"], "lint");
+        assert_eq!(app.update_job(&lint, json!({ "state": "failed", "failure_reason": "script_failure" })).await.status, 200);
+        assert_eq!(
+            sorted(&app, project, pipeline).await,
+            statuses(&[("deploy", "created"), ("e2e", "pending"), ("gate", "manual"), ("lint", "failed"), ("unit", "pending")])
+        );
+        let unit = app.take_job(&runner).await;
+        assert_eq!(unit["job_info"]["name"], "unit");
+        app.update_job(&unit, json!({ "state": "failed", "failure_reason": "script_failure" })).await;
+        assert_eq!(
+            sorted(&app, project, pipeline).await,
+            statuses(&[("deploy", "canceled"), ("e2e", "canceled"), ("gate", "manual"), ("lint", "failed"), ("unit", "failed")]),
+            "the rest is canceled; a manual job is not cancelable"
+        );
+        // GitLab's composite status: a failed job makes the pipeline failed.
+        assert_eq!(app.pipeline_status(project, pipeline).await, "failed");
+
+        // Without the setting, a failure leaves the others be.
+        let pipeline = app.pipeline(project, "a: { script: [x] }\nb: { script: [x] }\n").await;
+        let a = app.take_job(&runner).await;
+        app.update_job(&a, json!({ "state": "failed", "failure_reason": "script_failure" })).await;
+        assert_eq!(sorted(&app, project, pipeline).await, statuses(&[("a", "failed"), ("b", "pending")]));
+    }
+}
+
+both_backends! {
+    async fn a_newer_pipeline_cancels_older_ones_as_each_says(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let other = |n: u32| format!("newer{n}: {{ script: [x] }}\n");
+
+        // `conservative` (the default): nothing started yet, so the whole pipeline goes.
+        let waiting = app.pipeline(project, "a: { script: [x] }\nb: { script: [x], when: manual }\n").await;
+        let newer = app.pipeline(project, &other(1)).await;
+        assert_eq!(sorted(&app, project, waiting).await, statuses(&[("a", "canceled"), ("b", "manual")]));
+        assert_eq!(sorted(&app, project, newer).await, statuses(&[("newer1", "pending")]));
+        // The same commit again (the same configuration here) is not redundant.
+        let again = app.pipeline(project, &other(1)).await;
+        assert_eq!(sorted(&app, project, newer).await, statuses(&[("newer1", "pending")]));
+        for _ in 0..2 {
+            let job = app.take_job(&runner).await;
+            app.update_job(&job, json!({ "state": "success" })).await;
+        }
+        assert_eq!(app.pipeline_status(project, again).await, "success");
+
+        // A started job that is not interruptible keeps the pipeline.
+        let started = app.pipeline(project, "stages: [a, b]\none: { stage: a, script: [x] }\ntwo: { stage: b, script: [x] }\n").await;
+        let one = app.take_job(&runner).await;
+        app.pipeline(project, &other(2)).await;
+        assert_eq!(sorted(&app, project, started).await, statuses(&[("one", "running"), ("two", "created")]));
+        app.update_job(&one, json!({ "state": "success" })).await;
+        // Interruptible started jobs do not: the pipeline is canceled, its running job
+        // through `canceling` (this runner cancels gracefully).
+        let interruptible = app.pipeline(project, "stages: [a, b]\none: { stage: a, script: [x], interruptible: true }\ntwo: { stage: b, script: [x] }\n").await;
+        let mut taken = app.take_job(&runner).await;
+        while taken["job_info"]["name"] != "one" {
+            app.update_job(&taken, json!({ "state": "success" })).await;
+            taken = app.take_job(&runner).await;
+        }
+        app.pipeline(project, &other(3)).await;
+        assert_eq!(sorted(&app, project, interruptible).await, statuses(&[("one", "canceling"), ("two", "canceled")]));
+
+        // `interruptible`: only the interruptible jobs go.
+        let partial = app.pipeline(project, "workflow: { auto_cancel: { on_new_commit: interruptible } }\ni: { script: [x], interruptible: true }\nn: { script: [x] }\n").await;
+        app.pipeline(project, &other(4)).await;
+        assert_eq!(sorted(&app, project, partial).await, statuses(&[("i", "canceled"), ("n", "pending")]));
+        // `none`, set by the workflow rule that matched: nothing goes.
+        let kept = app.pipeline(project, "workflow:\n  auto_cancel: { on_new_commit: interruptible }\n  rules:\n    - if: $CI_COMMIT_BRANCH\n      auto_cancel: { on_new_commit: none }\nk: { script: [x], interruptible: true }\n").await;
+        app.pipeline(project, &other(5)).await;
+        assert_eq!(sorted(&app, project, kept).await, statuses(&[("k", "pending")]));
+        // Another ref is another line of work.
+        let elsewhere = app.create_pipeline(project, "feature", "f: { script: [x] }\n").await;
+        assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
+        app.pipeline(project, &other(6)).await;
+        let id = elsewhere.json()["id"].as_i64().expect("id");
+        assert_eq!(sorted(&app, project, id).await, statuses(&[("f", "pending")]));
+    }
+}
+
+both_backends! {
+    async fn auto_cancel_is_checked_as_gitlab_checks_it(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        for (yaml, message) in [
+            ("workflow: { auto_cancel: { on_new_commit: always } }\na: { script: [x] }\n",
+             "workflow:auto_cancel on new commit must be one of: conservative, interruptible, none"),
+            ("workflow: { auto_cancel: { on_job_failure: some } }\na: { script: [x] }\n",
+             "workflow:auto_cancel on job failure must be one of: none, all"),
+            ("workflow: { rules: [ { if: $CI, auto_cancel: { later: 1 } } ] }\na: { script: [x] }\n",
+             "workflow:rules:rule:auto_cancel config contains unknown keys: later"),
+        ] {
+            app.create_pipeline(project, "main", yaml).await.assert(400, json!({ "message": { "base": [message] } }));
+        }
+    }
+}
