@@ -241,7 +241,7 @@ fn scope() -> RuleScope {
             ("CI_COMMIT_REF_NAME".to_string(), "main".to_string()),
             ("CI_PIPELINE_SOURCE".to_string(), "api".to_string()),
         ]),
-        user: HashMap::new(),
+        ..Default::default()
     }
 }
 

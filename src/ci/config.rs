@@ -197,6 +197,9 @@ pub struct ConfigError(pub String);
 pub struct RuleScope {
     pub predefined: HashMap<String, String>,
     pub user: HashMap<String, String>,
+    /// The pipeline's `inputs` for the configuration's `spec:inputs` header (`None`:
+    /// none given, the defaults apply).
+    pub inputs: Option<serde_yaml_ng::Mapping>,
 }
 
 impl RuleScope {
@@ -265,7 +268,7 @@ pub(crate) mod tests {
         .collect();
         RuleScope {
             predefined,
-            user: HashMap::new(),
+            ..Default::default()
         }
     }
 

@@ -641,10 +641,15 @@ pub fn expand(
     scope: &RuleScope,
     files: &dyn super::include::FileSource,
 ) -> Result<Mapping> {
-    // `spec:inputs` in a header document: their defaults (the pipeline passes none yet).
+    // `spec:inputs` in a header document: the pipeline's inputs, else their defaults
+    // (`ProjectConfig` includes the file with the pipeline's inputs).
     let pipeline_vars = scope.with(&[]);
-    let root: Value =
-        super::inputs::load_with_inputs(yaml, None, &pipeline_vars, "the configuration")?;
+    let root: Value = super::inputs::load_with_inputs(
+        yaml,
+        scope.inputs.as_ref(),
+        &pipeline_vars,
+        "the included configuration file",
+    )?;
     let Value::Mapping(root) = root else {
         return Err(ConfigError(
             "Invalid configuration format: the file must be a mapping of keywords and jobs".into(),

@@ -149,7 +149,7 @@ pub fn run(args: &LintArgs) -> i32 {
                 crate::api::runner::payload::slug(&args.ref_),
             ),
         ]),
-        user: HashMap::new(),
+        ..Default::default()
     };
     match plan_with(&text, &scope, None, &Folder { root }) {
         Ok(plan) => {

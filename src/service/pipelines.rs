@@ -91,6 +91,8 @@ pub struct NewPipelineRequest {
     /// The commit's files for `include:local` (none: a configuration sent with the
     /// request, which reads no repository).
     pub files: Option<crate::service::repos::RepoFiles>,
+    /// `inputs` for the configuration's `spec:inputs` header.
+    pub inputs: Option<serde_yaml_ng::Mapping>,
 }
 
 /// What CI Lint found.
@@ -166,7 +168,11 @@ fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> R
         .iter()
         .map(|v| (v.key.clone(), v.value.clone()))
         .collect();
-    RuleScope { predefined, user }
+    RuleScope {
+        predefined,
+        user,
+        inputs: req.inputs.clone(),
+    }
 }
 
 /// `include:project`: the files of the Runway project at `path` (`namespace/project`) at

@@ -584,3 +584,43 @@ both_backends! {
         reply.assert(400, json!({ "message": { "base": ["Pipeline filtered out by workflow rules."] } }));
     }
 }
+
+both_backends! {
+    // `inputs` given when the pipeline is created fill the configuration's `spec:inputs`
+    // header (GitLab 17.10+), typed as JSON gives them; GitLab's words for what does not fit.
+    async fn pipeline_inputs_fill_the_spec_header(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let yaml = "spec:\n  inputs:\n    target:\n      options: [staging, production]\n    replicas:\n      type: number\n      default: 1\n    canary:\n      type: boolean\n      default: false\n---\n\
+                    deploy-$[[ inputs.target ]]:\n  script: [deploy]\n  variables:\n    REPLICAS: $[[ inputs.replicas ]]\n    TARGET: $[[ inputs.target ]]\n\
+                    canary:\n  script: [canary]\n  rules:\n    - if: '\"$[[ inputs.canary ]]\" == \"true\"'\n";
+        let create = |body: Value| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&body));
+        let reply = create(json!({ "ref": "main", "ci_config": yaml, "inputs": { "target": "production", "replicas": 3, "canary": true } })).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let id = reply.json()["id"].as_i64().expect("id");
+        let mut names: Vec<String> = app.job_statuses(project, id).await.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        assert_eq!(names, ["canary", "deploy-production"]);
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let job = loop {
+            let job = app.take_job(&runner).await;
+            if job["job_info"]["name"] == "deploy-production" {
+                break job;
+            }
+        };
+        let var = |key: &str| job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == key)).map(|v| v["value"].clone());
+        assert_eq!((var("REPLICAS"), var("TARGET")), (Some(json!("3")), Some(json!("production"))));
+
+        for (body, message) in [
+            (json!({ "ref": "main", "ci_config": yaml, "inputs": { "target": "production", "colour": "blue" } }), "unknown input arguments: colour"),
+            (json!({ "ref": "main", "ci_config": yaml }), "`target` input: required value has not been provided"),
+            (json!({ "ref": "main", "ci_config": yaml, "inputs": { "target": "production", "replicas": "many" } }), "`replicas` input: provided value is not a number"),
+            (json!({ "ref": "main", "ci_config": "a: { script: [x] }\n", "inputs": { "target": "production" } }), "Given inputs not defined in the `spec` section of the included configuration file"),
+        ] {
+            create(body).await.assert(400, json!({ "message": { "base": [message] } }));
+        }
+        create(json!({ "ref": "main", "ci_config": yaml, "inputs": ["target"] }))
+            .await
+            .assert(400, json!({ "error": "inputs is invalid" }));
+    }
+}

@@ -120,7 +120,19 @@ async fn lint_request(
         Some((sha, tag, files)) => (sha, tag, Some(files)),
         None => ("0".repeat(40), false, None),
     };
-    Ok(NewPipelineRequest {
+    Ok(push_request(ref_, sha, tag, ci_config, files))
+}
+
+/// What CI Lint checks: the configuration as a push pipeline at the commit would read it
+/// (no variables or inputs given).
+fn push_request(
+    ref_: String,
+    sha: String,
+    tag: bool,
+    ci_config: String,
+    files: Option<crate::service::repos::RepoFiles>,
+) -> NewPipelineRequest {
+    NewPipelineRequest {
         ref_,
         sha,
         tag,
@@ -128,7 +140,8 @@ async fn lint_request(
         ci_config,
         source: "push".into(),
         files,
-    })
+        inputs: None,
+    }
 }
 
 /// Check a `.gitlab-ci.yml` sent with the request, as a pipeline on `ref` would read it.
@@ -172,15 +185,13 @@ pub async fn lint_repository(
         .repositories
         .read_config(&project, &ref_, p.sha.as_deref())
         .await?;
-    let request = NewPipelineRequest {
+    let request = push_request(
         ref_,
-        sha: resolved.sha,
-        tag: resolved.tag,
-        variables: Vec::new(),
-        ci_config: resolved.ci_config,
-        source: "push".into(),
-        files: Some(resolved.files),
-    };
+        resolved.sha,
+        resolved.tag,
+        resolved.ci_config,
+        Some(resolved.files),
+    );
     let lint = state.pipelines.lint(&project, request).await?;
     Ok(HttpResponse::Ok().json(lint_json(lint, p.include_jobs.unwrap_or(false))))
 }

@@ -505,6 +505,9 @@ pub struct CreatePipelineParams {
     pub variables: Vec<PipelineVariable>,
     /// Runway: the `.gitlab-ci.yml` text of this pipeline.
     pub ci_config: Option<String>,
+    /// Values for the configuration's `spec:inputs` (GitLab 17.10+): `{name: value}`.
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<serde_yaml_ng::Mapping>,
 }
 
 impl FromParams for CreatePipelineParams {
@@ -536,12 +539,28 @@ impl FromParams for CreatePipelineParams {
                 c.error("variables masked is not supported: pipeline variables are never masked");
             }
         }
+        // `optional :inputs, type: Hash`: JSON values keep their types.
+        let inputs = match params.get("inputs") {
+            None | Some(Value::Null) => None,
+            Some(value @ Value::Object(_)) => match serde_yaml_ng::to_value(value) {
+                Ok(serde_yaml_ng::Value::Mapping(inputs)) => Some(inputs),
+                _ => {
+                    c.invalid("inputs");
+                    None
+                }
+            },
+            Some(_) => {
+                c.invalid("inputs");
+                None
+            }
+        };
         c.finish()?;
         Ok(CreatePipelineParams {
             ref_,
             sha,
             variables,
             ci_config,
+            inputs,
         })
     }
 }
@@ -599,6 +618,7 @@ pub async fn pipeline_request(
         ci_config,
         source: source.into(),
         files,
+        inputs: p.inputs,
     })
 }
 
