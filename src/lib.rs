@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod git_http;
 pub mod metrics;
 pub mod observability;
 pub mod pages;
@@ -111,6 +112,7 @@ pub fn build_app(
     // The web pages are not API operations: plain routes, outside the OpenAPI document.
     app.configure(ui::configure)
         .configure(pages::configure)
+        .configure(git_http::configure)
         .default_service(web::to(|req: actix_web::HttpRequest| async move {
             // A documented path asked with another method: Grape's 405 and `Allow`.
             match api::openapi::allowed_methods(req.path()) {

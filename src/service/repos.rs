@@ -258,6 +258,28 @@ impl Repositories {
         Ok((sha, tag, files))
     }
 
+    /// The repository Runway serves for the project over HTTP (`git_http`): the local
+    /// repository its `repository_url` names (its `.git` folder when it has a work
+    /// tree), or the mirror of its remote one (mirrored now if it never was); `None` for a
+    /// project without a repository, or one whose URL is no longer allowed.
+    pub async fn served_dir(&self, project: &Project) -> Option<PathBuf> {
+        let url = project
+            .repository_url
+            .as_deref()
+            .filter(|u| !u.is_empty())?;
+        self.check_url(url).ok()?;
+        if url.starts_with('/') {
+            let dir = PathBuf::from(url);
+            let git_dir = dir.join(".git");
+            return Some(if git_dir.is_dir() { git_dir } else { dir });
+        }
+        let dir = self.mirrors.join(format!("{}.git", project.id));
+        if dir.join("HEAD").exists() {
+            return Some(dir);
+        }
+        self.mirror(project.id, url).await.ok()
+    }
+
     /// A mirror of a remote repository, cloned once and fetched on each use.
     async fn mirror(&self, project_id: i64, url: &str) -> ApiResult<PathBuf> {
         let dir = self.mirrors.join(format!("{project_id}.git"));

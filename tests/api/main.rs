@@ -15,6 +15,7 @@ mod corpus;
 mod crate_runner;
 mod faults;
 mod features;
+mod git_http;
 mod jobs;
 mod limits;
 mod meta;

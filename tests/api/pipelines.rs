@@ -457,7 +457,8 @@ regional:
         let project = app.send(app.admin(Method::GET, "/api/v4/projects/team%2Fmy-app")).await.json();
         assert_eq!(project["id"], id);
         assert_eq!(project["path_with_namespace"], "team/my-app");
-        assert_eq!(project["http_url_to_repo"], "file:///srv/app.git");
+        assert_eq!(project["http_url_to_repo"], format!("{}/team/my-app.git", app.base));
+        assert_eq!(project["repository_url"], "file:///srv/app.git");
         assert_eq!(project["default_branch"], "main");
         let reply = app.send(app.admin(Method::POST, "/api/v4/projects").json(&json!({ "name": "My App", "namespace": "team" }))).await;
         reply.assert(400, json!({ "message": { "name": ["has already been taken"], "path": ["has already been taken"] } }));

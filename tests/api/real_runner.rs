@@ -307,6 +307,34 @@ both_backends! {
         assert!(app.request_job(&token).await.status == 204);
     }
 
+    // The runner cannot read the project's upstream (it is gone once Runway mirrored it):
+    // both stages fetch the sources from Runway over HTTP with their job's token.
+    async fn sources_come_from_runway_when_the_upstream_is_out_of_reach(backend) {
+        let app = TestApp::spawn(backend).await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        commit_branch(upstream.path(), "two-stages", "stages: [build, test]\n\
+            build: { stage: build, script: ['grep -q \"runway e2e\" README', 'git log -1 --format=%s'] }\n\
+            test: { stage: test, script: ['test -f .gitlab-ci.yml', 'echo fetched from $CI_SERVER_HOST'] }\n");
+        let project = app
+            .create_project(json!({ "name": "gone", "repository_url": format!("file://{}", upstream.path().display()) }))
+            .await;
+        let pipeline = create_pipeline(&app, project, "two-stages").await;
+        drop(upstream);
+
+        let (_, glrt) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let runner = RealRunner::new();
+        let out = runner.register(&app.base, &["--token", &glrt]).await;
+        assert!(out.contains("Verifying runner... is alive"), "{out}");
+        let mut child = runner.run();
+        let status = finished_pipeline(&app, project, pipeline, || runner.log()).await;
+        child.kill().await.ok();
+        assert_eq!(status, "success", "runner log:\n{}", runner.log());
+        let jobs = pipeline_jobs(&app, project, pipeline).await;
+        let build = trace(&app, project, job(&jobs, "build")).await;
+        assert!(build.contains("two-stages"), "the branch's commit was checked out: {build}");
+        assert!(!build.contains(glrt.as_str()), "no runner token in the log");
+    }
+
     async fn authentication_token_failure_cancel_and_unregister(backend) {
         let app = TestApp::spawn(backend).await;
         let repo = tempfile::tempdir().expect("tempdir");

@@ -43,7 +43,10 @@ both_backends! {
             assert_eq!(reply.json()["tag"], false);
             let job = app.take_job(&runner).await;
             assert_eq!(job["job_info"]["name"], "from_repo");
-            assert_eq!(job["git_info"]["repo_url"], url.as_str());
+            // Fetched from Runway with the job's token, wherever the runner runs.
+            let path = format!("root/p{}", url.len());
+            let served = format!("{}/{path}.git", app.base.replacen("://", &format!("://gitlab-ci-token:{}@", job["token"].as_str().expect("token")), 1));
+            assert_eq!(job["git_info"]["repo_url"], served.as_str());
             assert_eq!(job["git_info"]["sha"], main_sha.as_str());
             assert!(!job["variables"].as_array().is_some_and(|v| v.iter().any(|v| v["key"] == "GIT_STRATEGY")), "a repository is cloned");
             app.update_job(&job, json!({ "state": "success" })).await;

@@ -43,7 +43,10 @@ pub fn project_json(p: &Project, base: &str) -> Value {
         "description": p.description,
         "default_branch": p.default_branch,
         "visibility": "private",
-        "http_url_to_repo": p.repository_url,
+        // Where git reaches the project's repository through Runway (`git_http`).
+        "http_url_to_repo": format!("{web_url}.git"),
+        // Runway's: the upstream it mirrors (or the local repository it reads).
+        "repository_url": p.repository_url,
         "web_url": web_url,
         "namespace": { "id": 1, "name": p.namespace_path, "path": p.namespace_path, "kind": "group", "full_path": p.namespace_path },
         "shared_runners_enabled": p.shared_runners_enabled,

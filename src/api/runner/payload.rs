@@ -109,7 +109,22 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     let project_path = project.path_with_namespace();
     let project_url = format!("{server}/{project_path}");
     let (host, port, protocol) = split_url(server);
-    let repo_url = project.repository_url.clone().unwrap_or_default();
+    // GitLab's `repo_url`: the project's repository served by Runway (`git_http`), the
+    // job's token as the password — a runner fetches it wherever it runs.
+    let repo_url = if project
+        .repository_url
+        .as_deref()
+        .is_some_and(|u| !u.is_empty())
+    {
+        let (scheme, rest) = server.split_once("://").unwrap_or(("http", server));
+        format!(
+            "{scheme}://{}:{}@{rest}/{project_path}.git",
+            crate::git_http::JOB_TOKEN_USER,
+            a.token
+        )
+    } else {
+        String::new()
+    };
     let sha = pipeline.sha.clone();
     let depth: i64 = spec
         .variables
@@ -219,7 +234,8 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
             pipeline.ref_.clone(),
             true,
         ),
-        var("CI_REPOSITORY_URL", repo_url.clone(), true),
+        // It holds the job's token: not public, as GitLab's.
+        var("CI_REPOSITORY_URL", repo_url.clone(), false),
         var("CI_RUNNER_ID", runner.id.to_string(), true),
         var("CI_RUNNER_DESCRIPTION", runner.description.clone(), true),
         var("CI_RUNNER_TAGS", json!(runner.tags()).to_string(), true),

@@ -1,0 +1,101 @@
+//! Git over smart HTTP: a job's sources fetched from Runway with the job's token, at
+//! GitLab's `<namespace>/<project>.git`, with GitLab's answers for everybody else.
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::e2e::git;
+use crate::helpers::{both_backends, TestApp};
+
+/// A repository with two commits on `main`; its head.
+fn repository(dir: &Path) -> String {
+    git(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(dir.join(".gitlab-ci.yml"), "build: { script: [make] }\n").expect("write");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "first"]);
+    std::fs::write(dir.join("README"), "hello\n").expect("write");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "second"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// `git clone` of `url` into a new folder, with the protocol `version`; the clone's head,
+/// or git's complaint.
+fn clone(url: &str, version: &str) -> Result<String, String> {
+    let into = tempfile::tempdir().expect("tempdir");
+    let target = into.path().join("clone");
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            &format!("protocol.version={version}"),
+            "clone",
+            "-q",
+            "--depth",
+            "1",
+            url,
+        ])
+        .arg(&target)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(git(&target, &["rev-parse", "HEAD"]))
+}
+
+both_backends! {
+    async fn jobs_fetch_their_projects_sources_from_runway(backend) {
+        let app = TestApp::spawn(backend).await;
+        let local = tempfile::tempdir().expect("tempdir");
+        let head = repository(local.path());
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let upstream_head = repository(upstream.path());
+        let project = app.create_project(json!({ "name": "app", "repository_url": local.path().display().to_string() })).await;
+        let mirrored = app.create_project(json!({ "name": "mirrored", "repository_url": format!("file://{}", upstream.path().display()) })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let create = |id: i64| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{id}/pipeline")).json(&json!({ "ref": "main" })));
+        assert_eq!(create(project).await.status, 201);
+        let job = app.take_job(&runner).await;
+        let url = job["git_info"]["repo_url"].as_str().expect("repo_url").to_string();
+        let token = job["token"].as_str().expect("token").to_string();
+        assert_eq!(url, app.base.replacen("://", &format!("://gitlab-ci-token:{token}@"), 1) + "/root/app.git");
+        let variable = |key: &str| job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == key)).cloned();
+        assert_eq!(variable("CI_REPOSITORY_URL"), Some(json!({ "key": "CI_REPOSITORY_URL", "value": url, "public": false, "masked": false })));
+        // Both protocol versions, through git's own client.
+        assert_eq!(clone(&url, "2"), Ok(head.clone()));
+        assert_eq!(clone(&url, "0"), Ok(head.clone()));
+
+        // The mirrored project: served from its mirror.
+        assert_eq!(create(mirrored).await.status, 201);
+        let other = app.take_job(&runner).await;
+        let other_url = other["git_info"]["repo_url"].as_str().expect("repo_url").to_string();
+        assert_eq!(clone(&other_url, "2"), Ok(upstream_head));
+
+        // Everybody else, as GitLab answers them.
+        let refs = |path: &str| app.url(&format!("/{path}.git/info/refs?service=git-upload-pack"));
+        let ask = |request: reqwest::RequestBuilder| app.send(request);
+        let no_credentials = ask(app.client.get(refs("root/app"))).await;
+        assert_eq!(no_credentials.status, 401);
+        assert_eq!(no_credentials.header("www-authenticate"), Some("Basic realm=\"GitLab\""));
+        let other_token = other["token"].as_str().expect("token");
+        let wrong_project = ask(app.client.get(refs("root/app")).basic_auth("gitlab-ci-token", Some(other_token))).await;
+        assert_eq!(wrong_project.status, 404, "another project's job");
+        let unknown = ask(app.client.get(refs("root/nope")).basic_auth("gitlab-ci-token", Some(&token))).await;
+        assert_eq!(unknown.status, 404);
+        let admin = ask(app.client.get(refs("root/app")).header("PRIVATE-TOKEN", crate::helpers::ADMIN_TOKEN)).await;
+        assert_eq!(admin.status, 200);
+        assert_eq!(admin.header("content-type"), Some("application/x-git-upload-pack-advertisement"));
+        let push = ask(app.client.get(app.url("/root/app.git/info/refs?service=git-receive-pack")).header("PRIVATE-TOKEN", crate::helpers::ADMIN_TOKEN)).await;
+        assert_eq!(push.status, 403, "only fetching is served");
+        assert!(clone(&url.replacen(&token, "wrong", 1), "2").is_err(), "a wrong token");
+
+        // A finished job's token opens nothing any more.
+        app.update_job(&job, json!({ "state": "success" })).await;
+        let finished = ask(app.client.get(refs("root/app")).basic_auth("gitlab-ci-token", Some(&token))).await;
+        assert_eq!(finished.status, 401);
+        assert!(clone(&url, "2").is_err(), "the job is over");
+    }
+}
