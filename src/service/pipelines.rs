@@ -367,6 +367,16 @@ impl Pipelines {
             Ok::<_, ApiError>((pipeline, became_pending))
         })?;
         drop(db);
+        // GitLab's persistent ref, written once the pipeline's id is known and before the
+        // queue is woken (a runner that takes a job meanwhile fetches only after preparing
+        // its executor; git takes milliseconds).
+        if let Err(e) = self
+            .repositories
+            .keep_pipeline_ref(project, pipeline.id, &pipeline.sha)
+            .await
+        {
+            tracing::warn!(pipeline_id = pipeline.id, error = %e, "keeping refs/pipelines failed");
+        }
         if became_pending {
             self.queue.bump();
         }

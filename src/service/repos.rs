@@ -1,6 +1,8 @@
-//! Reading `.gitlab-ci.yml` from a project's repository at a ref, with the `git` command:
-//! an absolute local path is read in place; a URL (`file://`, http, https, ssh, git) is
-//! mirrored under the data dir and fetched again for each pipeline.
+//! A project's repository, with the `git` command: its `repository_url` (an absolute
+//! local path, or a `file://`, http, https, ssh or git URL) is mirrored under the data dir
+//! and fetched again for each pipeline; `.gitlab-ci.yml` and included files are read
+//! from the mirror at the pipeline's commit, which is kept as `refs/pipelines/<id>`; the
+//! mirror is what `git_http` serves to the jobs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -231,11 +233,9 @@ impl Repositories {
         // Checked again here: the list may have changed since the URL was stored.
         self.check_url(url)
             .map_err(|e| refused(format!("Repository URL {e}")))?;
-        let dir = if url.starts_with('/') {
-            PathBuf::from(url)
-        } else {
-            self.mirror(project.id, url).await?
-        };
+        // Every repository is mirrored, a local path too: Runway serves the mirror to the
+        // jobs (`git_http`) and keeps each pipeline's commit there (`refs/pipelines/<id>`).
+        let dir = self.mirror(project.id, url).await?;
         let (sha, tag) = match sha {
             Some(sha) => (
                 resolve(&dir, sha)
@@ -258,21 +258,15 @@ impl Repositories {
         Ok((sha, tag, files))
     }
 
-    /// The repository Runway serves for the project over HTTP (`git_http`): the local
-    /// repository its `repository_url` names (its `.git` folder when it has a work
-    /// tree), or the mirror of its remote one (mirrored now if it never was); `None` for a
-    /// project without a repository, or one whose URL is no longer allowed.
+    /// The repository Runway serves for the project over HTTP (`git_http`): its mirror of
+    /// the `repository_url` (mirrored now if it never was); `None` for a project without
+    /// a repository, or one whose URL is no longer allowed.
     pub async fn served_dir(&self, project: &Project) -> Option<PathBuf> {
         let url = project
             .repository_url
             .as_deref()
             .filter(|u| !u.is_empty())?;
         self.check_url(url).ok()?;
-        if url.starts_with('/') {
-            let dir = PathBuf::from(url);
-            let git_dir = dir.join(".git");
-            return Some(if git_dir.is_dir() { git_dir } else { dir });
-        }
         let dir = self.mirrors.join(format!("{}.git", project.id));
         if dir.join("HEAD").exists() {
             return Some(dir);
@@ -280,7 +274,24 @@ impl Repositories {
         self.mirror(project.id, url).await.ok()
     }
 
-    /// A mirror of a remote repository, cloned once and fetched on each use.
+    /// Keeps the pipeline's commit in the project's mirror as `refs/pipelines/<id>`
+    /// (GitLab's persistent ref): a job of an older pipeline still fetches its own commit
+    /// after its branch moved on. The mirror's fetches leave `refs/pipelines/` alone.
+    pub async fn keep_pipeline_ref(
+        &self,
+        project: &Project,
+        pipeline_id: i64,
+        sha: &str,
+    ) -> ApiResult<()> {
+        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+            return Ok(());
+        }
+        let dir = self.mirrors.join(format!("{}.git", project.id));
+        let name = format!("refs/pipelines/{pipeline_id}");
+        git(&dir, &["update-ref", &name, sha]).await.map(|_| ())
+    }
+
+    /// A mirror of a repository, cloned once and fetched on each use.
     async fn mirror(&self, project_id: i64, url: &str) -> ApiResult<PathBuf> {
         let dir = self.mirrors.join(format!("{project_id}.git"));
         let result = if dir.join("HEAD").exists() {

@@ -99,3 +99,63 @@ both_backends! {
         assert!(clone(&url, "2").is_err(), "the job is over");
     }
 }
+
+/// `git fetch` of `refspec` from `url` into a new repository; the fetched ref's commit.
+fn fetch(url: &str, refspec: &str, name: &str) -> Result<String, String> {
+    let into = tempfile::tempdir().expect("tempdir");
+    git(into.path(), &["init", "-q"]);
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(into.path())
+        .args(["fetch", "-q", url, refspec])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(git(into.path(), &["rev-parse", name]))
+}
+
+both_backends! {
+    // Each pipeline's commit stays fetchable as `refs/pipelines/<id>` after its branch was
+    // rewritten; a pipeline created with `ci_config` still runs at the ref's commit.
+    async fn an_older_pipeline_fetches_its_own_commit(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let dir = repo.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join(".gitlab-ci.yml"), "workflow: { auto_cancel: { on_new_commit: none } }\njob: { script: [x] }\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "first"]);
+        let first = git(dir, &["rev-parse", "HEAD"]);
+        let project = app.create_project(json!({ "name": "app", "repository_url": dir.display().to_string() })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let create = |body: serde_json::Value| app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&body));
+        let older = create(json!({ "ref": "main" })).await;
+        assert_eq!(older.status, 201, "{}", older.text);
+        let older_id = older.json()["id"].as_i64().expect("id");
+        // The branch is rewritten: the first commit is no longer on it.
+        git(dir, &["commit", "-q", "--amend", "-m", "rewritten"]);
+        let rewritten = git(dir, &["rev-parse", "HEAD"]);
+        assert_eq!(create(json!({ "ref": "main" })).await.status, 201);
+
+        let job = app.take_job(&runner).await;
+        assert_eq!(job["git_info"]["sha"], first.as_str(), "the older pipeline's job comes first");
+        let url = job["git_info"]["repo_url"].as_str().expect("repo_url");
+        let persistent = format!("+refs/pipelines/{older_id}:refs/pipelines/{older_id}");
+        assert_eq!(job["git_info"]["refspecs"][0], persistent.as_str());
+        assert_eq!(fetch(url, &persistent, &format!("refs/pipelines/{older_id}")), Ok(first.clone()));
+        assert_eq!(fetch(url, "+refs/heads/main:refs/heads/main", "refs/heads/main"), Ok(rewritten.clone()));
+
+        // `ci_config` with a repository: the ref's commit, not a made-up sha.
+        let sent = create(json!({ "ref": "main", "ci_config": "sent: { script: [x] }\n" })).await;
+        assert_eq!(sent.status, 201, "{}", sent.text);
+        assert_eq!(sent.json()["sha"], rewritten.as_str());
+        let sent = create(json!({ "ref": "main", "sha": first, "ci_config": "sent: { script: [x] }\n" })).await;
+        assert_eq!(sent.json()["sha"], first.as_str(), "or the sha given");
+        create(json!({ "ref": "nope", "ci_config": "sent: { script: [x] }\n" }))
+            .await
+            .assert(400, json!({ "message": { "base": ["Reference not found"] } }));
+    }
+}

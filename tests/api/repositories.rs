@@ -55,7 +55,9 @@ both_backends! {
             assert_eq!((reply.status, reply.json()["tag"].clone()), (201, json!(true)), "{}", reply.text);
             let job = app.take_job(&runner).await;
             assert_eq!(job["git_info"]["ref_type"], "tag");
-            assert_eq!(job["git_info"]["refspecs"], json!(["+refs/tags/v1:refs/tags/v1"]));
+            let id = job["job_info"]["id"].clone();
+            let pipeline = app.runner_job(job["id"].as_i64().expect("id")).await.pipeline_id;
+            assert_eq!(job["git_info"]["refspecs"], json!([format!("+refs/pipelines/{pipeline}:refs/pipelines/{pipeline}"), "+refs/tags/v1:refs/tags/v1"]), "{id}");
             app.update_job(&job, json!({ "state": "success" })).await;
 
             app.send(create(json!({ "ref": "nope" })))

@@ -591,14 +591,24 @@ pub async fn pipeline_request(
     source: &str,
 ) -> ApiResult<NewPipelineRequest> {
     let (sha, tag, ci_config, files) = match p.ci_config {
-        // Runway's extension: the configuration comes with the request.
-        Some(ci_config) => {
-            let sha = p.sha.unwrap_or_else(|| {
-                let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
-                crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
-            });
-            (sha, false, ci_config, None)
-        }
+        // Runway's extension: the configuration comes with the request. The jobs still
+        // check out the ref's commit of the project's repository (or the given sha);
+        // only a project without a repository gets a sha made from the configuration
+        // (its jobs run without sources).
+        Some(ci_config) => match state
+            .repositories
+            .commit(project, &p.ref_, p.sha.as_deref())
+            .await?
+        {
+            Some((sha, tag, files)) => (sha, tag, ci_config, Some(files)),
+            None => {
+                let sha = p.sha.unwrap_or_else(|| {
+                    let seed = format!("{}\n{}\n{ci_config}", project.id, p.ref_);
+                    crate::auth::tokens::TokenDigest::of(&seed).to_hex()[..40].to_string()
+                });
+                (sha, false, ci_config, None)
+            }
+        },
         // As GitLab: `.gitlab-ci.yml` of the commit the ref (or sha) names.
         None => {
             let resolved = state

@@ -133,9 +133,18 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
         .and_then(|v| v.value.parse().ok())
         .unwrap_or(20);
     let ref_type = if pipeline.tag { "tag" } else { "branch" };
-    // GitLab also fetches `refs/pipelines/<id>`, which exists only in its own repositories;
-    // Runway's repositories live elsewhere, so only branch and tag refs are fetched.
-    let refspecs: Vec<String> = if depth > 0 {
+    // `Ci::BuildRunnerPresenter#refspecs`: the pipeline's persistent ref first (Runway
+    // keeps it in the mirror it serves), then the branch or tag — or every head and tag
+    // for a full clone.
+    let mut refspecs: Vec<String> = if repo_url.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "+refs/pipelines/{0}:refs/pipelines/{0}",
+            pipeline.id
+        )]
+    };
+    refspecs.extend(if depth > 0 {
         if pipeline.tag {
             vec![format!("+refs/tags/{0}:refs/tags/{0}", pipeline.ref_)]
         } else {
@@ -149,7 +158,7 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
             "+refs/heads/*:refs/remotes/origin/*".into(),
             "+refs/tags/*:refs/tags/*".into(),
         ]
-    };
+    });
 
     let started_at = job
         .started_at
