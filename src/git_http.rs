@@ -1,7 +1,8 @@
 //! Git over smart HTTP at GitLab's URL shape, `<external URL>/<namespace>/<project>.git`:
-//! `GET info/refs?service=git-upload-pack` and `POST git-upload-pack` (protocol v0 and
-//! v2), for the jobs of a project to fetch its sources from Runway whatever the runner
-//! can reach. Git's own server side does the protocol: `git http-backend` runs as a CGI
+//! `info/refs` and `git-upload-pack` (protocol v0 and v2), for the jobs of a project to
+//! fetch its sources from Runway whatever the runner can reach; `git-receive-pack` for
+//! the admin to push to a project without an upstream, each updated branch or tag then
+//! starting a pipeline (source `push`, GitLab's skip-ci and push options). Git's own server side does the protocol: `git http-backend` runs as a CGI
 //! program, the request body streamed to it and its answer streamed back, so memory does
 //! not grow with the repository.
 //!
@@ -12,7 +13,7 @@
 //! `WWW-Authenticate: Basic`. Failures count in the failed-authentication limit.
 //!
 //! The repository served: the project's mirror of its `repository_url` (fetched for each
-//! pipeline), or the local repository it names.
+//! pipeline), or the repository pushed to Runway (created by the first push).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -32,7 +33,26 @@ use crate::AppState;
 pub const JOB_TOKEN_USER: &str = "gitlab-ci-token";
 
 /// The largest `git-upload-pack` request (its wants and haves) read.
-const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+const MAX_FETCH_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// The largest push (its pack) read.
+const MAX_PUSH_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The `post-receive` hook Runway keeps in the repositories pushed to it: it writes the
+/// push options and the updated refs (`<old> <new> <ref>`) to `$RUNWAY_PUSH_LOG`, which
+/// Runway reads once the push is done (options reach hooks only).
+const POST_RECEIVE: &str = r#"#!/bin/sh
+# Written by Runway: what this push updated, for its push pipelines.
+[ -n "$RUNWAY_PUSH_LOG" ] || exit 0
+{
+  i=0
+  while [ "$i" -lt "${GIT_PUSH_OPTION_COUNT:-0}" ]; do
+    eval "printf 'option %s\n' \"\$GIT_PUSH_OPTION_$i\""
+    i=$((i + 1))
+  done
+  cat
+} > "$RUNWAY_PUSH_LOG"
+"#;
 
 /// The largest CGI header block read from `git http-backend`.
 const MAX_CGI_HEADERS: usize = 64 * 1024;
@@ -50,6 +70,8 @@ enum Refusal {
     Unauthorized,
     /// 404: no such project, or none this caller may see.
     NotFound,
+    /// 403, with why.
+    Forbidden(&'static str),
 }
 
 fn refused(refusal: Refusal) -> HttpResponse {
@@ -58,6 +80,9 @@ fn refused(refusal: Refusal) -> HttpResponse {
             .insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"GitLab\""))
             .content_type("text/plain; charset=utf-8")
             .body("HTTP Basic: Access denied\n"),
+        Refusal::Forbidden(why) => HttpResponse::Forbidden()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{why}\n")),
         Refusal::NotFound => HttpResponse::NotFound()
             .content_type("text/plain; charset=utf-8")
             .body("The project you were looking for could not be found or you don't have permission to view it.\n"),
@@ -112,20 +137,7 @@ async fn reader(state: &AppState, req: &HttpRequest) -> Result<Reader, Refusal> 
     Ok(Reader::Job(job.project_id))
 }
 
-/// The project a `<namespace>/<project>` path names, and its repository on this machine.
-async fn repository(state: &AppState, path: &str) -> Option<(Project, PathBuf)> {
-    let (namespace, name) = path.trim_matches('/').rsplit_once('/')?;
-    let project = {
-        let mut db = state.db.read().await.ok()?;
-        Project::find_by_path(&mut db.conn(), namespace, name)
-            .await
-            .ok()??
-    };
-    let dir = state.repositories.served_dir(&project).await?;
-    Some((project, dir))
-}
-
-/// `GET …/info/refs` and `POST …/git-upload-pack`.
+/// `GET …/info/refs`, `POST …/git-upload-pack` and `POST …/git-receive-pack`.
 async fn serve(req: HttpRequest, body: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let ip = crate::auth::guards::peer_ip(&req);
     if let Err(e) = state.limits.check_address(ip) {
@@ -140,22 +152,58 @@ async fn serve(req: HttpRequest, body: web::Payload, state: web::Data<AppState>)
     };
     let project_path = req.match_info().get("project").unwrap_or_default();
     let service = req.match_info().get("service").unwrap_or_default();
-    let Some((project, dir)) = repository(&state, project_path).await else {
+    let push = service == "git-receive-pack"
+        || req
+            .query_string()
+            .split('&')
+            .any(|p| p == "service=git-receive-pack");
+    let Some(project) = find_project(&state, project_path).await else {
         return refused(Refusal::NotFound);
     };
     if let Reader::Job(project_id) = reader {
         if project_id != project.id {
             return refused(Refusal::NotFound);
         }
+        if push {
+            // GitLab's answer to a job token that pushes.
+            return refused(Refusal::Forbidden(
+                "You are not allowed to push code to this project.",
+            ));
+        }
     }
-    // Reading only: the push service is not served.
-    let query = req.query_string();
-    if service == "info/refs" && !query.split('&').any(|p| p == "service=git-upload-pack") {
-        return HttpResponse::Forbidden()
-            .content_type("text/plain; charset=utf-8")
-            .body("Only fetching is served\n");
-    }
-    match backend(&req, body, &dir, service).await {
+    let dir = if push {
+        if project
+            .repository_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty())
+        {
+            return refused(Refusal::Forbidden(
+                "This project mirrors its repository_url: push there, Runway fetches it",
+            ));
+        }
+        match pushable(&state, &project).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::error!(project_id = project.id, error = %e, "preparing a push");
+                return HttpResponse::InternalServerError().finish();
+            }
+        }
+    } else {
+        match state.repositories.served_dir(&project).await {
+            Some(dir) => dir,
+            None => return refused(Refusal::NotFound),
+        }
+    };
+    // A push's updates, written by the repository's hook, read when git is done.
+    let push_log = (service == "git-receive-pack").then(|| {
+        std::env::temp_dir().join(format!("runway-push-{}", uuid::Uuid::new_v4().simple()))
+    });
+    let done = push_log.clone().map(|log| {
+        let state = state.clone();
+        let project = project.clone();
+        move || async move { push_pipelines(&state, &project, &log).await }
+    });
+    match backend(&req, body, &dir, service, push_log.as_deref(), done).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(project_id = project.id, error = %e, "git http-backend failed");
@@ -164,14 +212,133 @@ async fn serve(req: HttpRequest, body: web::Payload, state: web::Data<AppState>)
     }
 }
 
+/// The project a `<namespace>/<project>` path names.
+async fn find_project(state: &AppState, path: &str) -> Option<Project> {
+    let (namespace, name) = path.trim_matches('/').rsplit_once('/')?;
+    let mut db = state.db.read().await.ok()?;
+    Project::find_by_path(&mut db.conn(), namespace, name)
+        .await
+        .ok()?
+}
+
+/// The repository a push goes into, its hook in place.
+async fn pushable(state: &AppState, project: &Project) -> anyhow::Result<PathBuf> {
+    let dir = state
+        .repositories
+        .ensure_pushable(project)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tokio::fs::create_dir_all(dir.join("hooks")).await?;
+    let hook = dir.join("hooks").join("post-receive");
+    tokio::fs::write(&hook, POST_RECEIVE).await?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).await?;
+    }
+    Ok(dir)
+}
+
+/// GitLab's push pipelines (`Git::BranchPushService`, `Git::TagPushService`): one per
+/// branch or tag the push created or moved — none for a deleted one, none when the head
+/// commit's message says `[skip ci]` or `[ci skip]`, none with the push option `ci.skip`;
+/// `ci.variable="KEY=value"` options become the pipelines' variables. Source `push`,
+/// `before_sha` the ref's old head. A commit without `.gitlab-ci.yml` starts none.
+async fn push_pipelines(state: &AppState, project: &Project, log: &std::path::Path) {
+    let Ok(text) = tokio::fs::read_to_string(log).await else {
+        return;
+    };
+    let _ = tokio::fs::remove_file(log).await;
+    let mut options = Vec::new();
+    let mut updates = Vec::new();
+    for line in text.lines() {
+        if let Some(option) = line.strip_prefix("option ") {
+            options.push(option.to_string());
+        } else if let [old, new, name] = line.split(' ').collect::<Vec<_>>()[..] {
+            updates.push((old.to_string(), new.to_string(), name.to_string()));
+        }
+    }
+    if options.iter().any(|o| o == "ci.skip") {
+        return;
+    }
+    let variables: Vec<crate::service::pipelines::PipelineVariable> = options
+        .iter()
+        .filter_map(|o| o.strip_prefix("ci.variable="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(key, value)| crate::service::pipelines::PipelineVariable {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .collect();
+    for (old, new, name) in updates {
+        if new.bytes().all(|b| b == b'0') {
+            continue;
+        }
+        let (ref_, tag) = if let Some(branch) = name.strip_prefix("refs/heads/") {
+            (branch.to_string(), false)
+        } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+            (tag.to_string(), true)
+        } else {
+            continue;
+        };
+        let message = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(state.repositories.dir(project.id))
+            .args(["log", "-1", "--format=%B", "--end-of-options", &new])
+            .output()
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
+            .unwrap_or_default();
+        if message.contains("[skip ci]") || message.contains("[ci skip]") {
+            continue;
+        }
+        let resolved = match state
+            .repositories
+            .read_config(project, &ref_, Some(&new))
+            .await
+        {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                tracing::info!(project_id = project.id, %ref_, error = %e, "no push pipeline");
+                continue;
+            }
+        };
+        let request = crate::service::pipelines::NewPipelineRequest {
+            ref_: ref_.clone(),
+            sha: resolved.sha,
+            tag,
+            variables: variables.clone(),
+            ci_config: resolved.ci_config,
+            source: "push".into(),
+            files: Some(resolved.files),
+            inputs: None,
+            before_sha: old,
+        };
+        if let Err(e) = state.pipelines.create(project, request).await {
+            tracing::info!(project_id = project.id, %ref_, error = %e, "the push pipeline was refused");
+        }
+    }
+}
+
 /// Runs `git http-backend` for the repository at `dir`: the request's body streamed to
 /// it, its CGI headers turned into the response's, its body streamed back.
-async fn backend(
+async fn backend<F, Fut>(
     req: &HttpRequest,
     mut body: web::Payload,
     dir: &std::path::Path,
     service: &str,
-) -> anyhow::Result<HttpResponse> {
+    push_log: Option<&std::path::Path>,
+    done: Option<F>,
+) -> anyhow::Result<HttpResponse>
+where
+    F: FnOnce() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let max_request = if push_log.is_some() {
+        MAX_PUSH_BYTES
+    } else {
+        MAX_FETCH_REQUEST_BYTES
+    };
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -199,10 +366,21 @@ async fn backend(
                 .map(|ip| ip.to_string())
                 .unwrap_or_default(),
         )
+        // Pushes are served to the admin only (checked before): git's own switch on, and
+        // push options offered (`-o ci.skip`).
+        .env("REMOTE_USER", "root")
+        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_KEY_0", "http.receivepack")
+        .env("GIT_CONFIG_VALUE_0", "true")
+        .env("GIT_CONFIG_KEY_1", "receive.advertisePushOptions")
+        .env("GIT_CONFIG_VALUE_1", "true")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(log) = push_log {
+        command.env("RUNWAY_PUSH_LOG", log);
+    }
     let mut child = command.spawn()?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
@@ -215,8 +393,8 @@ async fn backend(
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| anyhow::anyhow!("reading the request: {e}"))?;
             sent += chunk.len();
-            if sent > MAX_REQUEST_BYTES {
-                anyhow::bail!("the request is larger than {MAX_REQUEST_BYTES} bytes");
+            if sent > max_request {
+                anyhow::bail!("the request is larger than {max_request} bytes");
             }
             stdin.write_all(&chunk).await?;
         }
@@ -275,6 +453,9 @@ async fn backend(
         if !text.trim().is_empty() || waited.as_ref().map_or(true, |s| !s.success()) {
             tracing::info!(stderr = %text.trim(), status = ?waited, "git http-backend");
         }
+        if let Some(done) = done {
+            done().await;
+        }
     });
     Ok(response.streaming(tokio_util::io::ReaderStream::new(stdout)))
 }
@@ -287,6 +468,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route(
         "/{project:.+}.git/{service:git-upload-pack}",
+        web::post().to(serve),
+    )
+    .route(
+        "/{project:.+}.git/{service:git-receive-pack}",
         web::post().to(serve),
     );
 }

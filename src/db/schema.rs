@@ -101,6 +101,7 @@ diesel::table! {
         name -> Nullable<Text>,
         auto_cancel_on_new_commit -> Text,
         auto_cancel_on_job_failure -> Text,
+        has_sources -> Bool,
     }
 }
 

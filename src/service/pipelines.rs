@@ -80,6 +80,10 @@ pub struct PipelineVariable {
     pub value: String,
 }
 
+/// GitLab's "no commit" sha: `before_sha` of a pipeline that no push started, or of a
+/// pushed new branch.
+pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
 pub struct NewPipelineRequest {
     pub ref_: String,
     pub sha: String,
@@ -93,6 +97,8 @@ pub struct NewPipelineRequest {
     pub files: Option<crate::service::repos::RepoFiles>,
     /// `inputs` for the configuration's `spec:inputs` header.
     pub inputs: Option<serde_yaml_ng::Mapping>,
+    /// The ref's head before a push (GitLab's `before_sha`; zeros otherwise).
+    pub before_sha: String,
 }
 
 /// What CI Lint found.
@@ -317,7 +323,7 @@ impl Pipelines {
             project_id: project.id,
             ref_: &req.ref_,
             sha: &req.sha,
-            before_sha: "0000000000000000000000000000000000000000",
+            before_sha: &req.before_sha,
             tag: req.tag,
             protected,
             source: &req.source,
@@ -330,6 +336,7 @@ impl Pipelines {
             name: plan.name.as_deref(),
             auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
             auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
+            has_sources: req.files.is_some(),
         };
         let build_timeout = project.build_timeout;
         let mut db = self.db.write().await?;
@@ -370,12 +377,14 @@ impl Pipelines {
         // GitLab's persistent ref, written once the pipeline's id is known and before the
         // queue is woken (a runner that takes a job meanwhile fetches only after preparing
         // its executor; git takes milliseconds).
-        if let Err(e) = self
-            .repositories
-            .keep_pipeline_ref(project, pipeline.id, &pipeline.sha)
-            .await
-        {
-            tracing::warn!(pipeline_id = pipeline.id, error = %e, "keeping refs/pipelines failed");
+        if pipeline.has_sources {
+            if let Err(e) = self
+                .repositories
+                .keep_pipeline_ref(project, pipeline.id, &pipeline.sha)
+                .await
+            {
+                tracing::warn!(pipeline_id = pipeline.id, error = %e, "keeping refs/pipelines failed");
+            }
         }
         if became_pending {
             self.queue.bump();

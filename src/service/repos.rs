@@ -179,7 +179,7 @@ impl Repositories {
         ref_: &str,
         sha: Option<&str>,
     ) -> ApiResult<Option<(String, bool, RepoFiles)>> {
-        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+        if !self.has_repository(project) {
             return Ok(None);
         }
         self.resolve_commit(project, ref_, sha).await.map(Some)
@@ -223,19 +223,24 @@ impl Repositories {
         ref_: &str,
         sha: Option<&str>,
     ) -> ApiResult<(String, bool, RepoFiles)> {
-        let url = project
-            .repository_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                ApiError::bad_request("ci_config is missing and the project has no repository_url")
-            })?;
-        // Checked again here: the list may have changed since the URL was stored.
-        self.check_url(url)
-            .map_err(|e| refused(format!("Repository URL {e}")))?;
-        // Every repository is mirrored, a local path too: Runway serves the mirror to the
-        // jobs (`git_http`) and keeps each pipeline's commit there (`refs/pipelines/<id>`).
-        let dir = self.mirror(project.id, url).await?;
+        let dir = match project.repository_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                // Checked again here: the list may have changed since the URL was stored.
+                self.check_url(url)
+                    .map_err(|e| refused(format!("Repository URL {e}")))?;
+                // Every upstream is mirrored, a local path too: Runway serves the mirror
+                // to the jobs (`git_http`) and keeps each pipeline's commit there
+                // (`refs/pipelines/<id>`).
+                self.mirror(project.id, url).await?
+            }
+            // A repository pushed to Runway (`git_http`).
+            None if self.has_repository(project) => self.dir(project.id),
+            None => {
+                return Err(ApiError::bad_request(
+                    "ci_config is missing and the project has no repository_url",
+                ))
+            }
+        };
         let (sha, tag) = match sha {
             Some(sha) => (
                 resolve(&dir, sha)
@@ -262,12 +267,11 @@ impl Repositories {
     /// the `repository_url` (mirrored now if it never was); `None` for a project without
     /// a repository, or one whose URL is no longer allowed.
     pub async fn served_dir(&self, project: &Project) -> Option<PathBuf> {
-        let url = project
-            .repository_url
-            .as_deref()
-            .filter(|u| !u.is_empty())?;
+        let Some(url) = project.repository_url.as_deref().filter(|u| !u.is_empty()) else {
+            return self.has_repository(project).then(|| self.dir(project.id));
+        };
         self.check_url(url).ok()?;
-        let dir = self.mirrors.join(format!("{}.git", project.id));
+        let dir = self.dir(project.id);
         if dir.join("HEAD").exists() {
             return Some(dir);
         }
@@ -283,17 +287,58 @@ impl Repositories {
         pipeline_id: i64,
         sha: &str,
     ) -> ApiResult<()> {
-        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+        if !self.has_repository(project) {
             return Ok(());
         }
-        let dir = self.mirrors.join(format!("{}.git", project.id));
+        let dir = self.dir(project.id);
         let name = format!("refs/pipelines/{pipeline_id}");
         git(&dir, &["update-ref", &name, sha]).await.map(|_| ())
     }
 
+    /// The project's repository on this machine: the mirror of its upstream, or the
+    /// repository pushed to Runway.
+    pub fn dir(&self, project_id: i64) -> PathBuf {
+        self.mirrors.join(format!("{project_id}.git"))
+    }
+
+    /// Whether the project has a repository: an upstream, or one pushed to Runway.
+    pub fn has_repository(&self, project: &Project) -> bool {
+        project
+            .repository_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty())
+            || self.dir(project.id).join("HEAD").exists()
+    }
+
+    /// The bare repository a push to a project without an upstream goes into, created
+    /// empty on the first push.
+    pub async fn ensure_pushable(&self, project: &Project) -> ApiResult<PathBuf> {
+        let dir = self.dir(project.id);
+        if !dir.join("HEAD").exists() {
+            let target = self.new_repository_path(&dir).await?;
+            let branch = format!("--initial-branch={}", project.default_branch);
+            git(
+                &self.mirrors,
+                &["init", "--bare", "--quiet", &branch, "--", &target],
+            )
+            .await?;
+        }
+        Ok(dir)
+    }
+
+    /// `dir` as git's argument, the folder that holds the repositories created.
+    async fn new_repository_path(&self, dir: &Path) -> ApiResult<String> {
+        tokio::fs::create_dir_all(&self.mirrors)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("creating {}: {e}", self.mirrors.display()))
+            })?;
+        Ok(dir.display().to_string())
+    }
+
     /// A mirror of a repository, cloned once and fetched on each use.
     async fn mirror(&self, project_id: i64, url: &str) -> ApiResult<PathBuf> {
-        let dir = self.mirrors.join(format!("{project_id}.git"));
+        let dir = self.dir(project_id);
         let result = if dir.join("HEAD").exists() {
             git(&dir, &["remote", "set-url", "--", "origin", url]).await?;
             git(
@@ -309,12 +354,7 @@ impl Repositories {
             )
             .await
         } else {
-            tokio::fs::create_dir_all(&self.mirrors)
-                .await
-                .map_err(|e| {
-                    ApiError::Internal(anyhow::anyhow!("creating {}: {e}", self.mirrors.display()))
-                })?;
-            let target = dir.display().to_string();
+            let target = self.new_repository_path(&dir).await?;
             git(
                 &self.mirrors,
                 &["clone", "--mirror", "--quiet", "--", url, &target],

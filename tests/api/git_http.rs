@@ -159,3 +159,99 @@ both_backends! {
             .assert(400, json!({ "message": { "base": ["Reference not found"] } }));
     }
 }
+
+/// `git push` with `args` (options, refspecs) to `url` from `dir`.
+fn push(dir: &Path, url: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .arg("push")
+        .args(args)
+        .arg(url)
+        .arg("main")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The project's pipelines, newest first, once there are `count` (pushes start them
+/// when the push is done; bounded wait).
+async fn pipelines(app: &TestApp, project: i64, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let listed = app
+            .send(app.admin(
+                Method::GET,
+                &format!("/api/v4/projects/{project}/pipelines"),
+            ))
+            .await
+            .json();
+        let listed = listed.as_array().cloned().unwrap_or_default();
+        if listed.len() >= count {
+            return listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{count} pipelines never came");
+}
+
+both_backends! {
+    // `git push` to a project without an upstream: its repository is created, and each
+    // pushed branch starts a pipeline (source `push`) that fetches from Runway; GitLab's
+    // `[skip ci]`, `-o ci.skip` and `-o ci.variable`.
+    async fn a_push_starts_a_pipeline(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "pushed" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join(".gitlab-ci.yml"), "job: { script: [echo $FROM_PUSH] }\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "first"]);
+        let first = git(dir, &["rev-parse", "HEAD"]);
+        let url = app.base.replacen("://", &format!("://root:{}@", crate::helpers::ADMIN_TOKEN), 1) + "/root/pushed.git";
+        push(dir, &url, &[]).expect("the admin pushes");
+
+        let listed = pipelines(&app, project, 1).await;
+        assert_eq!((listed[0]["source"].clone(), listed[0]["sha"].clone(), listed[0]["ref"].clone()), (json!("push"), json!(first), json!("main")));
+        let job = app.take_job(&runner).await;
+        assert_eq!(job["git_info"]["before_sha"], "0000000000000000000000000000000000000000", "a new branch");
+        assert_eq!(clone(job["git_info"]["repo_url"].as_str().expect("repo_url"), "2"), Ok(first.clone()));
+        app.update_job(&job, json!({ "state": "success" })).await;
+
+        // Skipped: by the commit message, by the push option.
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "docs only [skip ci]"]);
+        push(dir, &url, &[]).expect("pushed");
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "quiet"]);
+        push(dir, &url, &["-o", "ci.skip"]).expect("pushed");
+        let quiet = git(dir, &["rev-parse", "HEAD"]);
+        // A variable for the pipeline, and the ref's old head as before_sha.
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "third"]);
+        push(dir, &url, &["-o", "ci.variable=FROM_PUSH=pushed value"]).expect("pushed");
+        let third = git(dir, &["rev-parse", "HEAD"]);
+        let listed = pipelines(&app, project, 2).await;
+        assert_eq!(listed.len(), 2, "skipped pushes start none");
+        assert_eq!(listed[0]["sha"], third.as_str());
+        let job = app.take_job(&runner).await;
+        assert_eq!(job["git_info"]["before_sha"], quiet.as_str());
+        let variable = job["variables"].as_array().and_then(|v| v.iter().find(|v| v["key"] == "FROM_PUSH")).map(|v| v["value"].clone());
+        assert_eq!(variable, Some(json!("pushed value")));
+
+        // Who may not push.
+        let token = job["token"].as_str().expect("token");
+        let as_job = app.base.replacen("://", &format!("://gitlab-ci-token:{token}@"), 1) + "/root/pushed.git";
+        let refused = push(dir, &as_job, &[]).expect_err("a job cannot push");
+        assert!(refused.contains("403"), "{refused}");
+        let upstream = tempfile::tempdir().expect("tempdir");
+        repository(upstream.path());
+        app.create_project(json!({ "name": "mirrored", "repository_url": upstream.path().display().to_string() })).await;
+        let mirrored = url.replace("/root/pushed.git", "/root/mirrored.git");
+        let refused = push(dir, &mirrored, &["--force"]).expect_err("a mirror takes no push");
+        assert!(refused.contains("403"), "{refused}");
+    }
+}

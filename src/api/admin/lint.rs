@@ -141,6 +141,7 @@ fn push_request(
         source: "push".into(),
         files,
         inputs: None,
+        before_sha: crate::service::pipelines::ZERO_SHA.into(),
     }
 }
 

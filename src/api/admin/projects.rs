@@ -632,6 +632,7 @@ pub async fn pipeline_request(
         source: source.into(),
         files,
         inputs: p.inputs,
+        before_sha: crate::service::pipelines::ZERO_SHA.into(),
     })
 }
 

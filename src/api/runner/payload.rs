@@ -111,11 +111,7 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     let (host, port, protocol) = split_url(server);
     // GitLab's `repo_url`: the project's repository served by Runway (`git_http`), the
     // job's token as the password — a runner fetches it wherever it runs.
-    let repo_url = if project
-        .repository_url
-        .as_deref()
-        .is_some_and(|u| !u.is_empty())
-    {
+    let repo_url = if pipeline.has_sources {
         let (scheme, rest) = server.split_once("://").unwrap_or(("http", server));
         format!(
             "{scheme}://{}:{}@{rest}/{project_path}.git",

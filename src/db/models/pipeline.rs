@@ -35,6 +35,9 @@ pub struct Pipeline {
     pub auto_cancel_on_new_commit: String,
     /// `workflow:auto_cancel:on_job_failure`: `none` or `all`.
     pub auto_cancel_on_job_failure: String,
+    /// The commit is in the project's repository: jobs fetch it (else they run without
+    /// sources: a configuration alone, for a project without a repository).
+    pub has_sources: bool,
 }
 
 #[derive(Debug, Insertable)]
@@ -56,6 +59,7 @@ pub struct NewPipeline<'a> {
     pub name: Option<&'a str>,
     pub auto_cancel_on_new_commit: &'a str,
     pub auto_cancel_on_job_failure: &'a str,
+    pub has_sources: bool,
 }
 
 impl Pipeline {
