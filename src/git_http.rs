@@ -310,7 +310,7 @@ async fn push_pipelines(state: &AppState, project: &Project, log: &std::path::Pa
             variables: variables.clone(),
             ci_config: resolved.ci_config,
             source: "push".into(),
-            files: Some(resolved.files),
+            files: Some(resolved.files.pushed_from(&old)),
             inputs: None,
             before_sha: old,
         };

@@ -117,9 +117,9 @@ pub(crate) fn job(
             tag: rule_scope.predefined.contains_key("CI_COMMIT_TAG"),
             project_path: predefined("CI_PROJECT_PATH"),
             variables: &vars,
-            // Runway does not know a push's changed paths yet: every `changes` holds, as
-            // GitLab's does for pipelines without a push diff.
-            changed_paths: None,
+            // The push's changed paths; without a push diff every `changes` holds, as
+            // GitLab's does.
+            changed_paths: commit.pushed_changes()?,
         };
         let included = policy::included(only.as_ref(), except.as_ref(), workflow_rules, &scope)
             .map_err(|e| ConfigError(format!("jobs:{name} {e}")))?;
@@ -355,8 +355,17 @@ fn rule_changes(value: &Value, owner: &str, commit: &super::include::Commit<'_>)
         ),
         other => (policy::strings(other).ok_or_else(message)?, None),
     };
+    // `Clause::Changes`: without `compare_to`, the push's changed paths; none known (no
+    // push, a new branch) and `changes` holds.
     let Some(base) = compare_to else {
-        return Ok(true);
+        return Ok(match commit.pushed_changes()? {
+            None => true,
+            Some(changed) => globs.iter().any(|g| {
+                changed
+                    .iter()
+                    .any(|p| super::policy::glob_matches(g.trim_start_matches('/'), p))
+            }),
+        });
     };
     match commit.files.changed_since(base).map_err(ConfigError)? {
         None => Ok(true),

@@ -43,6 +43,12 @@ pub trait FileSource {
     fn changed_since(&self, _base: &str) -> Result<Option<Vec<String>>, String> {
         Ok(None)
     }
+    /// The paths the push that started the pipeline changed (GitLab's
+    /// `pipeline.modified_paths`), `None` when no push with a before-sha started it:
+    /// `changes` then holds.
+    fn pushed_changes(&self) -> Result<Option<Vec<String>>, String> {
+        Ok(None)
+    }
     /// The text at `url` for `include:remote` (see `service::remote`); refused where no
     /// fetcher is given.
     fn remote(&self, _url: &str) -> Result<String, String> {
@@ -99,6 +105,9 @@ impl FileSource for Within<'_> {
     fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
         self.files.changed_since(base)
     }
+    fn pushed_changes(&self) -> Result<Option<Vec<String>>, String> {
+        self.files.pushed_changes()
+    }
     fn remote(&self, url: &str) -> Result<String, String> {
         self.outer.remote(url)
     }
@@ -124,6 +133,7 @@ enum Source {
 pub struct Commit<'a> {
     pub files: &'a dyn FileSource,
     paths: std::cell::OnceCell<Result<Vec<String>, String>>,
+    pushed: std::cell::OnceCell<Result<Option<Vec<String>>, String>>,
 }
 
 impl<'a> Commit<'a> {
@@ -131,6 +141,15 @@ impl<'a> Commit<'a> {
         Commit {
             files,
             paths: std::cell::OnceCell::new(),
+            pushed: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The paths the push changed, read once (see [`FileSource::pushed_changes`]).
+    pub fn pushed_changes(&self) -> Result<Option<&[String]>, ConfigError> {
+        match self.pushed.get_or_init(|| self.files.pushed_changes()) {
+            Ok(changed) => Ok(changed.as_deref()),
+            Err(e) => Err(ConfigError(e.clone())),
         }
     }
 
@@ -342,9 +361,34 @@ impl<'a> Includes<'a> {
                                 .any(|p| wildcard_matches(g.trim_start_matches('/'), p))
                         });
                     }
-                    // Runway does not know a push's changed paths yet: `changes` holds, as
-                    // GitLab's does for pipelines without a push diff.
-                    "changes" => {}
+                    // As a job's `rules:changes`: the push's changed paths (or those since
+                    // `compare_to`); without a diff it holds, as GitLab's does.
+                    "changes" => {
+                        let (globs, compare_to) = match value {
+                            Value::Mapping(map) => (
+                                map.get("paths").and_then(string_list),
+                                map.get("compare_to").and_then(Value::as_str),
+                            ),
+                            other => (string_list(other), None),
+                        };
+                        let globs = globs.ok_or_else(|| {
+                            ConfigError(
+                                "include:rules:changes should be an array of strings".into(),
+                            )
+                        })?;
+                        let changed = match compare_to {
+                            Some(base) => files.changed_since(base),
+                            None => files.pushed_changes(),
+                        }
+                        .map_err(ConfigError)?;
+                        if let Some(changed) = changed {
+                            holds &= globs.iter().any(|g| {
+                                changed.iter().any(|p| {
+                                    super::policy::glob_matches(g.trim_start_matches('/'), p)
+                                })
+                            });
+                        }
+                    }
                     "when" => match value.as_str() {
                         Some("never" | "always") => {}
                         _ => {

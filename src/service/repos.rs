@@ -31,9 +31,18 @@ pub struct Resolved {
 pub struct RepoFiles {
     dir: PathBuf,
     sha: String,
+    /// The ref's head before the push that started the pipeline, if one did.
+    before: Option<String>,
 }
 
 impl RepoFiles {
+    /// These files as a push from `before` brought them (all zeros: a new ref, whose
+    /// changes are unknown, as GitLab's).
+    pub fn pushed_from(mut self, before: &str) -> RepoFiles {
+        self.before = Some(before.to_string()).filter(|b| !b.bytes().all(|c| c == b'0'));
+        self
+    }
+
     fn git(&self, args: &[&str]) -> Result<std::process::Output, String> {
         std::process::Command::new("git")
             .arg("-C")
@@ -76,6 +85,25 @@ impl crate::ci::include::FileSource for RepoFiles {
             .status
             .success()
             .then(|| String::from_utf8_lossy(&shown.stdout).into_owned()))
+    }
+
+    /// `git diff` of the push's two heads (`Gitlab::Git::Push#modified_paths`).
+    fn pushed_changes(&self) -> Result<Option<Vec<String>>, String> {
+        let Some(before) = &self.before else {
+            return Ok(None);
+        };
+        let diff = self.git(&[
+            "diff",
+            "--name-only",
+            "-z",
+            "--end-of-options",
+            before,
+            &self.sha,
+        ])?;
+        if !diff.status.success() {
+            return Ok(None);
+        }
+        Ok(Some(nul_separated(&diff.stdout)))
     }
 
     fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
@@ -259,6 +287,7 @@ impl Repositories {
         let files = RepoFiles {
             dir,
             sha: sha.clone(),
+            before: None,
         };
         Ok((sha, tag, files))
     }

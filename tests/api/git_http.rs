@@ -255,3 +255,45 @@ both_backends! {
         assert!(refused.contains("403"), "{refused}");
     }
 }
+
+both_backends! {
+    // A push pipeline's `changes` (rules, only/except, include:rules) read the paths the
+    // push changed; a new branch's push knows none, and they hold.
+    async fn push_pipelines_read_the_pushed_changes(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "mono" })).await;
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path();
+        let write = |path: &str, text: &str| {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("folder");
+            std::fs::write(file, text).expect("write");
+        };
+        git(dir, &["init", "-q", "-b", "main"]);
+        write(".gitlab-ci.yml", "include:\n  - local: ci/extra.yml\n    rules:\n      - changes: [api/**/*]\n\
+            docs: { script: [x], rules: [ { changes: [docs/**/*] } ] }\n\
+            api: { script: [x], only: { changes: [api/**/*] } }\n\
+            always: { script: [x] }\n");
+        write("ci/extra.yml", "extra: { script: [x] }\n");
+        write("docs/index.md", "# docs\n");
+        write("api/main.go", "package main\n");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "first"]);
+        let url = app.base.replacen("://", &format!("://root:{}@", crate::helpers::ADMIN_TOKEN), 1) + "/root/mono.git";
+        push(dir, &url, &[]).expect("pushed");
+        let listed = pipelines(&app, project, 1).await;
+        assert_eq!(app.job_names(project, &listed[0]).await, ["always", "api", "docs", "extra"], "a new branch: every change holds");
+
+        write("docs/index.md", "# more docs\n");
+        git(dir, &["commit", "-q", "-am", "docs"]);
+        push(dir, &url, &[]).expect("pushed");
+        let listed = pipelines(&app, project, 2).await;
+        assert_eq!(app.job_names(project, &listed[0]).await, ["always", "docs"]);
+
+        write("api/main.go", "package main\n\nfunc main() {}\n");
+        git(dir, &["commit", "-q", "-am", "api"]);
+        push(dir, &url, &[]).expect("pushed");
+        let listed = pipelines(&app, project, 3).await;
+        assert_eq!(app.job_names(project, &listed[0]).await, ["always", "api", "extra"]);
+    }
+}

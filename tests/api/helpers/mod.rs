@@ -558,6 +558,19 @@ impl TestApp {
             .collect()
     }
 
+    /// The sorted names of the latest jobs of the pipeline in `pipeline` (its JSON).
+    pub async fn job_names(&self, project_id: i64, pipeline: &Value) -> Vec<String> {
+        let id = pipeline["id"].as_i64().expect("pipeline id");
+        let mut names: Vec<String> = self
+            .job_statuses(project_id, id)
+            .await
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names
+    }
+
     pub async fn pipeline_status(&self, project_id: i64, pipeline_id: i64) -> String {
         let reply = self
             .send(self.admin(
