@@ -51,6 +51,9 @@ pub struct SettingsArgs {
     /// Seconds after which a running job its runner stopped updating is failed.
     #[arg(long, env = "RUNWAY_STUCK_JOB_TIMEOUT")]
     pub stuck_job_timeout: Option<u64>,
+    /// Seconds between two pulls of each mirrored project's upstream (0: none).
+    #[arg(long, env = "RUNWAY_MIRROR_INTERVAL")]
+    pub mirror_interval: Option<u64>,
     /// Two-phase job commit for runners that advertise it: a job stays pending until the
     /// runner's first update and goes back to the queue if none comes within 2 minutes.
     /// Off by default, as GitLab's `allow_runner_job_acknowledgement`.
@@ -158,6 +161,7 @@ impl SettingsArgs {
             long_poll_timeout: self.long_poll_timeout.or(lower.long_poll_timeout),
             trace_update_interval: self.trace_update_interval.or(lower.trace_update_interval),
             stuck_job_timeout: self.stuck_job_timeout.or(lower.stuck_job_timeout),
+            mirror_interval: self.mirror_interval.or(lower.mirror_interval),
             two_phase_commit: self.two_phase_commit.or(lower.two_phase_commit),
             max_trace_bytes: self.max_trace_bytes.or(lower.max_trace_bytes),
             max_trace_patch_bytes: self.max_trace_patch_bytes.or(lower.max_trace_patch_bytes),
@@ -242,6 +246,8 @@ pub struct Settings {
     pub long_poll_timeout: Duration,
     pub trace_update_interval: Duration,
     pub stuck_job_timeout: Duration,
+    /// `None`: mirrors are pulled only when asked (`POST /projects/:id/mirror/pull`).
+    pub mirror_interval: Option<Duration>,
     pub two_phase_commit: bool,
     pub max_trace_bytes: u64,
     pub max_trace_patch_bytes: usize,
@@ -338,6 +344,10 @@ impl Settings {
             stuck_job_timeout: Duration::from_secs(
                 merged.stuck_job_timeout.unwrap_or(3600).max(60),
             ),
+            mirror_interval: match merged.mirror_interval.unwrap_or(60) {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
+            },
             two_phase_commit: merged.two_phase_commit.unwrap_or(false),
             // 100 MiB: GitLab's default `ci_jobs_trace_size_limit`.
             max_trace_bytes: merged.max_trace_bytes.unwrap_or(100 * 1024 * 1024),

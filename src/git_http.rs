@@ -239,11 +239,8 @@ async fn pushable(state: &AppState, project: &Project) -> anyhow::Result<PathBuf
     Ok(dir)
 }
 
-/// GitLab's push pipelines (`Git::BranchPushService`, `Git::TagPushService`): one per
-/// branch or tag the push created or moved — none for a deleted one, none when the head
-/// commit's message says `[skip ci]` or `[ci skip]`, none with the push option `ci.skip`;
-/// `ci.variable="KEY=value"` options become the pipelines' variables. Source `push`,
-/// `before_sha` the ref's old head. A commit without `.gitlab-ci.yml` starts none.
+/// The push's updates as the repository's hook wrote them, handed to
+/// [`crate::service::pushes::start`].
 async fn push_pipelines(state: &AppState, project: &Project, log: &std::path::Path) {
     let Ok(text) = tokio::fs::read_to_string(log).await else {
         return;
@@ -255,69 +252,14 @@ async fn push_pipelines(state: &AppState, project: &Project, log: &std::path::Pa
         if let Some(option) = line.strip_prefix("option ") {
             options.push(option.to_string());
         } else if let [old, new, name] = line.split(' ').collect::<Vec<_>>()[..] {
-            updates.push((old.to_string(), new.to_string(), name.to_string()));
+            updates.push(crate::service::pushes::Update {
+                old: old.to_string(),
+                new: new.to_string(),
+                name: name.to_string(),
+            });
         }
     }
-    if options.iter().any(|o| o == "ci.skip") {
-        return;
-    }
-    let variables: Vec<crate::service::pipelines::PipelineVariable> = options
-        .iter()
-        .filter_map(|o| o.strip_prefix("ci.variable="))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(key, value)| crate::service::pipelines::PipelineVariable {
-            key: key.to_string(),
-            value: value.to_string(),
-        })
-        .collect();
-    for (old, new, name) in updates {
-        if new.bytes().all(|b| b == b'0') {
-            continue;
-        }
-        let (ref_, tag) = if let Some(branch) = name.strip_prefix("refs/heads/") {
-            (branch.to_string(), false)
-        } else if let Some(tag) = name.strip_prefix("refs/tags/") {
-            (tag.to_string(), true)
-        } else {
-            continue;
-        };
-        let message = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(state.repositories.dir(project.id))
-            .args(["log", "-1", "--format=%B", "--end-of-options", &new])
-            .output()
-            .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
-            .unwrap_or_default();
-        if message.contains("[skip ci]") || message.contains("[ci skip]") {
-            continue;
-        }
-        let resolved = match state
-            .repositories
-            .read_config(project, &ref_, Some(&new))
-            .await
-        {
-            Ok(resolved) => resolved,
-            Err(e) => {
-                tracing::info!(project_id = project.id, %ref_, error = %e, "no push pipeline");
-                continue;
-            }
-        };
-        let request = crate::service::pipelines::NewPipelineRequest {
-            ref_: ref_.clone(),
-            sha: resolved.sha,
-            tag,
-            variables: variables.clone(),
-            ci_config: resolved.ci_config,
-            source: "push".into(),
-            files: Some(resolved.files.pushed_from(&old)),
-            inputs: None,
-            before_sha: old,
-        };
-        if let Err(e) = state.pipelines.create(project, request).await {
-            tracing::info!(project_id = project.id, %ref_, error = %e, "the push pipeline was refused");
-        }
-    }
+    crate::service::pushes::start(state, project, &updates, &options).await;
 }
 
 /// Runs `git http-backend` for the repository at `dir`: the request's body streamed to

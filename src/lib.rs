@@ -240,6 +240,7 @@ impl Runway {
         });
         state.traces.sweep().await?;
         spawn_reaper(state.clone());
+        spawn_mirror_puller(state.clone());
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
         }
@@ -329,6 +330,45 @@ fn spawn_reaper(state: web::Data<AppState>) {
             }
         }
     });
+}
+
+/// Pulls every mirrored project's upstream every `RUNWAY_MIRROR_INTERVAL`, until the
+/// server stops.
+fn spawn_mirror_puller(state: web::Data<AppState>) {
+    let Some(every) = state.settings.mirror_interval else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.queue.closed() => return,
+            }
+            pull_mirrors(&state).await;
+        }
+    });
+}
+
+/// Pulls every mirrored project's upstream ([`service::pushes::pull`]); several instances
+/// may pull at once, each moved head starts one pipeline.
+async fn pull_mirrors(state: &AppState) {
+    let projects = match state.db.read().await {
+        Ok(mut db) => crate::db::models::Project::all(&mut db.conn()).await,
+        Err(e) => {
+            tracing::error!(error = %e, "listing projects to pull");
+            return;
+        }
+    };
+    for project in projects.into_iter().flatten() {
+        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+            continue;
+        }
+        if let Err(e) = service::pushes::pull(state, &project).await {
+            tracing::info!(project_id = project.id, error = %e, "pulling the mirror failed");
+        }
+    }
 }
 
 /// The admin token's digest: from the settings, or generated on the first start and kept

@@ -223,12 +223,22 @@ diesel::joinable!(runner_projects -> runners (runner_id));
 diesel::joinable!(runner_projects -> projects (project_id));
 diesel::joinable!(runner_managers -> runners (runner_id));
 diesel::joinable!(pipelines -> projects (project_id));
+diesel::table! {
+    mirror_heads (project_id, ref_) {
+        project_id -> BigInt,
+        #[sql_name = "ref"]
+        ref_ -> Text,
+        sha -> Text,
+    }
+}
+
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
 diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    mirror_heads,
     instance_settings,
     projects,
     runners,

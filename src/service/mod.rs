@@ -4,6 +4,7 @@ pub mod artifacts;
 pub mod backoff;
 pub mod limits;
 pub mod pipelines;
+pub mod pushes;
 pub mod remote;
 pub mod repos;
 pub mod runners;

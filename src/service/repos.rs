@@ -307,6 +307,39 @@ impl Repositories {
         self.mirror(project.id, url).await.ok()
     }
 
+    /// Fetches the project's upstream into its mirror and lists the mirror's branch and
+    /// tag heads: `(refs/heads/…, sha)`; 400 for a project without an upstream.
+    pub async fn fetch_heads(&self, project: &Project) -> ApiResult<Vec<(String, String)>> {
+        let url = project
+            .repository_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| ApiError::bad_request("The project is not mirrored"))?;
+        self.check_url(url)
+            .map_err(|e| refused(format!("Repository URL {e}")))?;
+        let dir = self.mirror(project.id, url).await?;
+        let listed = git(
+            &dir,
+            &[
+                "for-each-ref",
+                // A tag's commit, for annotated tags too.
+                "--format=%(refname) %(objectname) %(*objectname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        )
+        .await?;
+        Ok(listed
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let (name, object) = (parts.next()?, parts.next()?);
+                let commit = parts.next().unwrap_or(object);
+                Some((name.to_string(), commit.to_string()))
+            })
+            .collect())
+    }
+
     /// Keeps the pipeline's commit in the project's mirror as `refs/pipelines/<id>`
     /// (GitLab's persistent ref): a job of an older pipeline still fetches its own commit
     /// after its branch moved on. The mirror's fetches leave `refs/pipelines/` alone.
@@ -365,9 +398,35 @@ impl Repositories {
         Ok(dir.display().to_string())
     }
 
+    /// An exclusive lock on the project's repository (`<id>.lock` beside it), waited for
+    /// off the async workers.
+    async fn lock(&self, project_id: i64) -> ApiResult<std::fs::File> {
+        tokio::fs::create_dir_all(&self.mirrors)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("creating {}: {e}", self.mirrors.display()))
+            })?;
+        let path = self.mirrors.join(format!("{project_id}.lock"));
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("locking the repository: {e}")))
+    }
+
     /// A mirror of a repository, cloned once and fetched on each use.
     async fn mirror(&self, project_id: i64, url: &str) -> ApiResult<PathBuf> {
         let dir = self.dir(project_id);
+        // One fetch at a time per repository, across the instances sharing the data dir
+        // (a file lock beside it; released when `_held` is dropped).
+        let _held = self.lock(project_id).await?;
         let result = if dir.join("HEAD").exists() {
             git(&dir, &["remote", "set-url", "--", "origin", url]).await?;
             git(

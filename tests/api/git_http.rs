@@ -297,3 +297,80 @@ both_backends! {
         assert_eq!(app.job_names(project, &listed[0]).await, ["always", "api", "extra"]);
     }
 }
+
+/// `POST /projects/:id/mirror/pull` on `app`.
+async fn pull(app: &TestApp, project: i64) -> crate::helpers::Reply {
+    app.send(app.admin(
+        Method::POST,
+        &format!("/api/v4/projects/{project}/mirror/pull"),
+    ))
+    .await
+}
+
+both_backends! {
+    // A mirror pull starts a pipeline per branch or tag head the upstream moved, once
+    // even when two instances on one database pull at the same time; the first pull only
+    // records the heads.
+    async fn a_mirror_pull_starts_each_moved_heads_pipeline_once(backend) {
+        let first = TestApp::spawn(backend).await;
+        let second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let dir = upstream.path();
+        let old_head = repository(dir);
+        let project = first.create_project(json!({ "name": "mirrored", "repository_url": format!("file://{}", dir.display()) })).await;
+        pull(&first, project).await.assert(200, json!({ "pipelines": 0 }));
+
+        std::fs::write(dir.join("CHANGELOG"), "1.0\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "release notes"]);
+        let new_head = git(dir, &["rev-parse", "HEAD"]);
+        git(dir, &["checkout", "-q", "-b", "feature"]);
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "feature work"]);
+        let feature = git(dir, &["rev-parse", "HEAD"]);
+        let (a, b) = tokio::join!(pull(&first, project), pull(&second, project));
+        assert_eq!((a.status, b.status), (200, 200), "{} {}", a.text, b.text);
+        let started = a.json()["pipelines"].as_i64().unwrap_or(0) + b.json()["pipelines"].as_i64().unwrap_or(0);
+        assert_eq!(started, 2, "main moved, feature is new: {} {}", a.text, b.text);
+        let listed = pipelines(&first, project, 2).await;
+        assert_eq!(listed.len(), 2);
+        let mut seen: Vec<(String, String, String)> = listed
+            .iter()
+            .map(|p| (p["ref"].as_str().unwrap_or_default().into(), p["sha"].as_str().unwrap_or_default().into(), p["source"].as_str().unwrap_or_default().into()))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [("feature".into(), feature.clone(), "push".into()), ("main".into(), new_head.clone(), "push".into())]);
+        let (_, runner) = first.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let mut befores = Vec::new();
+        for _ in 0..2 {
+            let job = first.take_job(&runner).await;
+            befores.push((job["git_info"]["ref"].as_str().unwrap_or_default().to_string(), job["git_info"]["before_sha"].as_str().unwrap_or_default().to_string()));
+        }
+        befores.sort();
+        assert_eq!(befores, [("feature".to_string(), "0000000000000000000000000000000000000000".to_string()), ("main".to_string(), old_head)]);
+        pull(&second, project).await.assert(200, json!({ "pipelines": 0 }));
+
+        let bare = first.create_project(json!({ "name": "bare" })).await;
+        first.send(first.admin(Method::POST, &format!("/api/v4/projects/{bare}/mirror/pull")))
+            .await
+            .assert(400, json!({ "message": "400 Bad request - The project is not mirrored" }));
+    }
+}
+
+both_backends! {
+    // `RUNWAY_MIRROR_INTERVAL`: the upstream's new commit starts its pipeline by itself.
+    async fn mirrors_are_pulled_on_a_timer(backend) {
+        let app = TestApp::builder(backend).mirror_interval(1).spawn().await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let dir = upstream.path();
+        repository(dir);
+        let project = app.create_project(json!({ "name": "polled", "repository_url": format!("file://{}", dir.display()) })).await;
+        // The first pull records the heads; none of them starts a pipeline.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await.json();
+        assert_eq!(listed, json!([]));
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "upstream moved"]);
+        let head = git(dir, &["rev-parse", "HEAD"]);
+        let listed = pipelines(&app, project, 1).await;
+        assert_eq!((listed[0]["sha"].clone(), listed[0]["source"].clone()), (json!(head), json!("push")));
+    }
+}

@@ -662,8 +662,26 @@ pub async fn create_pipeline(
     )))
 }
 
+/// Pull a mirrored project's upstream now (GitLab's endpoint): a pipeline starts for
+/// each branch or tag head that moved since the last pull.
+#[utoipa::path(tag = "projects", operation_id = "pull_mirror", params(("id" = String, Path)),
+    security(("private_token" = [])),
+    responses((status = 200, description = "`{pipelines}`: how many started"),
+              (status = 400, description = "The project is not mirrored"), (status = 404, description = "no such project")))]
+#[post("/projects/{id}/mirror/pull")]
+pub async fn pull_mirror(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let started = crate::service::pushes::pull(&state, &project).await?;
+    Ok(HttpResponse::Ok().json(json!({ "pipelines": started })))
+}
+
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create_project)
+        .service(pull_mirror)
         .service(list_projects)
         .service(get_project)
         .service(update_project)

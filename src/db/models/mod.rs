@@ -5,6 +5,7 @@ pub mod artifact;
 pub mod ci_minutes;
 pub mod feature_flag;
 pub mod job;
+pub mod mirror_head;
 pub mod pipeline;
 pub mod project;
 pub mod runner;
@@ -17,6 +18,7 @@ pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact}
 pub use ci_minutes::CiMinutesUsage;
 pub use feature_flag::FeatureFlag;
 pub use job::{Candidate, Job, JobChanges, JobCoverage, NewJob};
+pub use mirror_head::MirrorHead;
 pub use pipeline::{NewPipeline, Pipeline};
 pub use project::{NewProject, Project};
 pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};

@@ -131,6 +131,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Pull mirrored projects' upstreams every `seconds` (off in tests otherwise).
+    pub fn mirror_interval(mut self, seconds: u64) -> Self {
+        self.args.mirror_interval = Some(seconds);
+        self
+    }
+
     pub fn max_trace_bytes(mut self, bytes: u64) -> Self {
         self.args.max_trace_bytes = Some(bytes);
         self
@@ -308,6 +314,9 @@ impl TestApp {
                 // Every test client is 127.0.0.1: tests that send wrong tokens on purpose
                 // would ban each other. The limit's own test turns it on.
                 rate_limit_failed_auth: Some(0),
+                // Mirrors are pulled when a test asks (`POST …/mirror/pull`), not on a
+                // timer that would race the test's own commits.
+                mirror_interval: Some(0),
                 workers: Some(2),
                 ..Default::default()
             },

@@ -1,0 +1,1 @@
+DROP TABLE mirror_heads;
