@@ -353,22 +353,35 @@ async fn project_page(
             format!(
                 "<tr><td data-label=\"Pipeline\"><a href=\"/-/ui/projects/{}/pipelines/{id}\">#{id}</a></td>\
                  <td data-label=\"Status\">{}</td><td data-label=\"Ref\">{}</td><td data-label=\"Commit\"><code>{}</code></td>\
-                 <td data-label=\"Duration\">{}</td><td data-label=\"Created\">{}</td></tr>",
+                 <td data-label=\"Source\">{}</td><td data-label=\"Duration\">{}</td><td data-label=\"Created\">{}</td></tr>",
                 project.id,
                 status(p.status.as_str()),
                 escape(&p.ref_),
                 escape(&p.sha.chars().take(8).collect::<String>()),
+                escape(&p.source),
                 html::duration(&p.started_at, &p.finished_at),
                 html::time(&p.created_at),
                 id = p.id,
             )
         })
         .collect();
+    // Where git reaches the project through Runway (`git_http`), and its upstream.
+    let clone_url = format!(
+        "{}/{}.git",
+        state.settings.external_url.trim_end_matches('/'),
+        project.path_with_namespace()
+    );
+    let upstream = match project.repository_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => format!(" <span class=\"muted\">mirrors {}</span>", escape(url)),
+        None => String::new(),
+    };
     let main = format!(
-        "<h1>{}</h1><p><a class=\"button\" href=\"/-/ui/pipelines/new?project={}\">New pipeline</a></p>\
+        "<h1>{}</h1><p>Clone: <code>{}</code>{upstream}</p>\
+         <p><a class=\"button\" href=\"/-/ui/pipelines/new?project={}\">New pipeline</a></p>\
          <table class=\"cards\"><thead><tr><th>Pipeline</th><th>Status</th><th>Ref</th><th>Commit</th>\
-         <th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>{nav}",
+         <th>Source</th><th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>{nav}",
         escape(&project.path_with_namespace()),
+        escape(&clone_url),
         project.id,
         nav = paging.nav(&format!("/-/ui/projects/{}", project.id), total as usize),
     );

@@ -282,6 +282,10 @@ both_backends! {
 
         let page = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}")).await;
         assert!(page.text.contains("<td data-label=\"Ref\">main</td>"), "{}", page.text);
+        // The clone URL, and where each pipeline came from (the form's: `web`).
+        let path: String = page.text.split("<h1>").nth(1).and_then(|t| t.split("</h1>").next()).unwrap_or_default().to_string();
+        assert!(page.text.contains(&format!("Clone: <code>{}/{path}.git</code>", app.base)), "{}", page.text);
+        assert!(page.text.contains("<td data-label=\"Source\">web</td>"), "{}", page.text);
         let page = get(&app, Some(&cookie), &pipeline_page).await;
         assert_eq!(page.status, StatusCode::OK);
         let stages: Vec<&str> = page.text.split("<section class=\"stage\"").skip(1).collect();
