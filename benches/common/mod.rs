@@ -265,6 +265,28 @@ pub struct ArtifactRoundTrip {
     pub identical: bool,
 }
 
+/// A project made of `body` and an instance runner, through the admin API: the project's
+/// JSON and the runner's token.
+pub async fn project_and_runner(
+    client: &reqwest::Client,
+    server: &Server,
+    body: Value,
+) -> (Value, String) {
+    let admin = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, server.api(path))
+            .header("PRIVATE-TOKEN", ADMIN_TOKEN)
+    };
+    let (_, project) = call(admin(reqwest::Method::POST, "/projects").json(&body)).await;
+    let (_, runner) = call(
+        admin(reqwest::Method::POST, "/user/runners")
+            .json(&json!({ "runner_type": "instance_type" })),
+    )
+    .await;
+    let runner = runner["token"].as_str().expect("runner token").to_string();
+    (project, runner)
+}
+
 /// Runs the round trip on a Runway started with a max artifact size above `size`.
 pub async fn artifact_round_trip(server: &Server, size: u64) -> ArtifactRoundTrip {
     let client = reqwest::Client::new();
@@ -273,15 +295,8 @@ pub async fn artifact_round_trip(server: &Server, size: u64) -> ArtifactRoundTri
             .request(method, server.api(path))
             .header("PRIVATE-TOKEN", ADMIN_TOKEN)
     };
-    let (_, project) =
-        call(admin(reqwest::Method::POST, "/projects").json(&json!({ "name": "bench-artifacts" })))
-            .await;
-    let (_, runner) = call(
-        admin(reqwest::Method::POST, "/user/runners")
-            .json(&json!({ "runner_type": "instance_type" })),
-    )
-    .await;
-    let runner = runner["token"].as_str().expect("runner token").to_string();
+    let (project, runner) =
+        project_and_runner(&client, server, json!({ "name": "bench-artifacts" })).await;
     let yaml = "build:\n  stage: build\n  script: [x]\n  artifacts: { paths: [a] }\ntest:\n  stage: test\n  needs: [build]\n  script: [y]\n";
     let (status, _) = call(
         admin(
