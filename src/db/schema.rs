@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         shared_runners_minutes_limit -> Nullable<Integer>,
+        push_hook_secret -> Nullable<Text>,
     }
 }
 

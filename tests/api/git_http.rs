@@ -374,3 +374,46 @@ both_backends! {
         assert_eq!((listed[0]["sha"].clone(), listed[0]["source"].clone()), (json!(head), json!("push")));
     }
 }
+
+both_backends! {
+    // The push webhook pulls the upstream when the forge signs it with the project's
+    // secret (GitHub/Gitea HMAC, GitLab token); a bad signature fetches nothing.
+    async fn a_signed_push_hook_pulls_the_upstream(backend) {
+        use hmac::Mac;
+        let app = TestApp::spawn(backend).await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let dir = upstream.path();
+        repository(dir);
+        let project = app.create_project(json!({ "name": "hooked", "repository_url": format!("file://{}", dir.display()) })).await;
+        let hook = |headers: &[(&str, String)], body: &'static str| {
+            let mut request = app.client.post(app.url(&format!("/api/v4/projects/{project}/hooks/push"))).body(body);
+            for (name, value) in headers {
+                request = request.header(*name, value.as_str());
+            }
+            app.send(request)
+        };
+        // No secret set: the hook is off.
+        hook(&[("X-Gitlab-Token", "anything".into())], "{}").await.assert(401, json!({ "message": "401 Unauthorized" }));
+        let set = app.send(app.admin(Method::PUT, &format!("/api/v4/projects/{project}")).json(&json!({ "push_hook_secret": "s3cret" }))).await;
+        assert_eq!(set.status, 200, "{}", set.text);
+        assert!(!set.text.contains("s3cret"), "the secret is never shown");
+        hook(&[("X-Gitlab-Token", "s3cret".into())], "{}").await.assert(200, json!({ "pipelines": 0 }));
+
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "upstream moved"]);
+        let head = git(dir, &["rev-parse", "HEAD"]);
+        let body = r#"{"ref":"refs/heads/main"}"#;
+        let sign = |secret: &str| {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+            mac.update(body.as_bytes());
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        };
+        for bad in [vec![("X-Hub-Signature-256", sign("wrong"))], vec![("X-Gitlab-Token", "wrong".into())], vec![]] {
+            hook(&bad, body).await.assert(401, json!({ "message": "401 Unauthorized" }));
+        }
+        let listed = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines"))).await.json();
+        assert_eq!(listed, json!([]), "a refused hook fetches nothing");
+        hook(&[("X-Hub-Signature-256", sign("s3cret"))], body).await.assert(200, json!({ "pipelines": 1 }));
+        let listed = pipelines(&app, project, 1).await;
+        assert_eq!(listed[0]["sha"], head.as_str());
+    }
+}

@@ -295,6 +295,9 @@ pub struct UpdateProjectParams {
     /// Minutes a month on instance runners; 0 or null: no limit.
     #[schema(nullable)]
     pub shared_runners_minutes_limit: Option<i64>,
+    /// Runway: the secret of the push webhook (`POST /projects/:id/hooks/push`); empty:
+    /// the hook is off. Never shown again.
+    pub push_hook_secret: Option<String>,
 }
 
 impl FromParams for UpdateProjectParams {
@@ -312,6 +315,7 @@ impl FromParams for UpdateProjectParams {
             shared_runners_minutes_limit: c
                 .int("shared_runners_minutes_limit")
                 .map(|m| m.unwrap_or(0)),
+            push_hook_secret: c.str_max("push_hook_secret", 255),
         };
         c.finish()?;
         if p.name.as_deref() == Some("") || p.default_branch.as_deref() == Some("") {
@@ -349,6 +353,10 @@ pub async fn update_project(
         build_timeout: p.build_timeout.map(|t| t as i32),
         shared_runners_enabled: p.shared_runners_enabled,
         shared_runners_minutes_limit: p.shared_runners_minutes_limit.map(|m| Some(m as i32)),
+        push_hook_secret: p
+            .push_hook_secret
+            .clone()
+            .map(|s| Some(s).filter(|s| !s.is_empty())),
         updated_at: Some(now()),
     };
     let project = {
@@ -679,9 +687,64 @@ pub async fn pull_mirror(
     Ok(HttpResponse::Ok().json(json!({ "pipelines": started })))
 }
 
+/// The push webhook of a mirrored project (GitHub, Gitea and GitLab send it when the
+/// upstream gets a push): signed with the project's `push_hook_secret` — GitHub's and
+/// Gitea's `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`, or GitLab's
+/// `X-Gitlab-Token: <secret>` — it pulls the upstream as `mirror/pull` does. Anything else
+/// is refused (401) and fetches nothing.
+#[utoipa::path(tag = "projects", operation_id = "push_hook", params(("id" = String, Path)),
+    request_body(content = String, description = "the forge's push event (only its signature is read)"),
+    responses((status = 200, description = "`{pipelines}`: how many started"),
+              (status = 401, description = "no valid signature"), (status = 404, description = "no such project")))]
+#[post("/projects/{id}/hooks/push")]
+pub async fn push_hook(
+    req: actix_web::HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let ip = crate::auth::guards::peer_ip(&req);
+    state.limits.check_address(ip)?;
+    let project = find_project(&state, &id).await?;
+    let signed = project
+        .push_hook_secret
+        .as_deref()
+        .is_some_and(|secret| push_hook_signed(&req, &body, secret));
+    if !signed {
+        state.limits.authentication_failed(ip);
+        return Err(ApiError::Unauthorized);
+    }
+    let started = crate::service::pushes::pull(&state, &project).await?;
+    Ok(HttpResponse::Ok().json(json!({ "pipelines": started })))
+}
+
+/// Whether the request carries the secret: GitLab's token, or a GitHub/Gitea HMAC of the
+/// body — compared in constant time.
+fn push_hook_signed(req: &actix_web::HttpRequest, body: &[u8], secret: &str) -> bool {
+    use hmac::Mac;
+    use subtle::ConstantTimeEq;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(token) = header("X-Gitlab-Token") {
+        return token.as_bytes().ct_eq(secret.as_bytes()).into();
+    }
+    let Some(signature) = header("X-Hub-Signature-256").and_then(|s| s.strip_prefix("sha256="))
+    else {
+        return false;
+    };
+    let Ok(given) = hex::decode(signature) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create_project)
         .service(pull_mirror)
+        .service(push_hook)
         .service(list_projects)
         .service(get_project)
         .service(update_project)

@@ -24,6 +24,8 @@ pub struct Project {
     pub updated_at: NaiveDateTime,
     /// Minutes a month this project may run on instance runners; `None` or 0: no limit.
     pub shared_runners_minutes_limit: Option<i32>,
+    /// The push webhook's secret; `None`: the hook is off.
+    pub push_hook_secret: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -55,6 +57,7 @@ pub struct ProjectChanges {
     pub build_timeout: Option<i32>,
     pub shared_runners_enabled: Option<bool>,
     pub shared_runners_minutes_limit: Option<Option<i32>>,
+    pub push_hook_secret: Option<Option<String>>,
     pub updated_at: Option<NaiveDateTime>,
 }
 
