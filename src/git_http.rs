@@ -214,9 +214,8 @@ async fn serve(req: HttpRequest, body: web::Payload, state: web::Data<AppState>)
 
 /// The project a `<namespace>/<project>` path names.
 async fn find_project(state: &AppState, path: &str) -> Option<Project> {
-    let (namespace, name) = path.trim_matches('/').rsplit_once('/')?;
     let mut db = state.db.read().await.ok()?;
-    Project::find_by_path(&mut db.conn(), namespace, name)
+    Project::find_by_full_path(&mut db.conn(), path.trim_matches('/'))
         .await
         .ok()?
 }

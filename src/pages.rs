@@ -79,14 +79,12 @@ async fn serve(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpR
     {
         return not_found();
     }
-    let Some((namespace, path)) = project_path.trim_start_matches('/').rsplit_once('/') else {
-        return not_found();
-    };
     let project = {
         let Ok(mut db) = state.db.read().await else {
             return HttpResponse::ServiceUnavailable().finish();
         };
-        match Project::find_by_path(&mut db.conn(), namespace, path).await {
+        match Project::find_by_full_path(&mut db.conn(), project_path.trim_start_matches('/')).await
+        {
             Ok(Some(project)) => project,
             Ok(None) => return not_found(),
             Err(e) => {

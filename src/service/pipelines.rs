@@ -197,13 +197,12 @@ async fn included_project(
              pipeline configuration are correctly defined."
         )
     };
-    let (namespace, name) = path.rsplit_once('/').ok_or_else(not_found)?;
     let project = {
         let mut db = db
             .read()
             .await
             .map_err(|_| "The project could not be read".to_string())?;
-        Project::find_by_path(&mut db.conn(), namespace, name)
+        Project::find_by_full_path(&mut db.conn(), path)
             .await
             .map_err(|_| "The project could not be read".to_string())?
             .ok_or_else(not_found)?

@@ -463,10 +463,7 @@ pub async fn find_project(state: &AppState, raw: &str) -> ApiResult<Project> {
         Ok(id) => Project::find(&mut conn, id).await?,
         Err(_) => {
             let decoded = raw.replace("%2F", "/").replace("%2f", "/");
-            match decoded.rsplit_once('/') {
-                Some((ns, path)) => Project::find_by_path(&mut conn, ns, path).await?,
-                None => None,
-            }
+            Project::find_by_full_path(&mut conn, &decoded).await?
         }
     };
     found.ok_or_else(|| ApiError::not_found("Project"))

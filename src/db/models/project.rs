@@ -85,6 +85,18 @@ impl Project {
             .optional())
     }
 
+    /// The project at `full_path` (`<namespace>/<project>`, the namespace possibly
+    /// nested); `None` for a path without a namespace.
+    pub async fn find_by_full_path(
+        conn: &mut Conn<'_>,
+        full_path: &str,
+    ) -> QueryResult<Option<Project>> {
+        match full_path.rsplit_once('/') {
+            Some((namespace, path)) => Project::find_by_path(conn, namespace, path).await,
+            None => Ok(None),
+        }
+    }
+
     pub async fn find_by_path(
         conn: &mut Conn<'_>,
         namespace: &str,
