@@ -59,23 +59,13 @@ impl FileSource for Folder {
         if !self.root.join(".git").exists() {
             return Ok(None);
         }
-        let diff = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.root)
-            .args(["diff", "--name-only", "-z", "--end-of-options"])
-            .arg(format!("{base}...HEAD"))
-            .output()
-            .map_err(|e| format!("git: {e}"))?;
-        if !diff.status.success() {
-            return Err("rules:changes:compare_to is not a valid ref".into());
+        let range = format!("{base}...HEAD");
+        match crate::service::repos::diff_names(&self.root, &[&range])
+            .map_err(|e| format!("git: {e}"))?
+        {
+            None => Err(crate::service::repos::COMPARE_TO_INVALID.into()),
+            changed => Ok(changed),
         }
-        Ok(Some(
-            diff.stdout
-                .split(|b| *b == 0)
-                .filter(|p| !p.is_empty())
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .collect(),
-        ))
     }
 
     /// Other projects live on a Runway server: its CI Lint reads them.

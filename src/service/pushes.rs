@@ -51,14 +51,11 @@ pub async fn start(
         } else {
             continue;
         };
-        let message = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(state.repositories.dir(project.id))
-            .args(["log", "-1", "--format=%B", "--end-of-options", &update.new])
-            .output()
+        let message = state
+            .repositories
+            .commit_message(project.id, &update.new)
             .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_lowercase())
-            .unwrap_or_default();
+            .to_lowercase();
         if message.contains("[skip ci]") || message.contains("[ci skip]") {
             continue;
         }

@@ -51,11 +51,32 @@ impl RepoFiles {
             .env("GIT_TERMINAL_PROMPT", "0")
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| {
-                tracing::error!(error = %e, "running git");
-                "The repository could not be read".to_string()
-            })
+            .map_err(unreadable)
     }
+}
+
+/// What a client hears when git cannot run here (the cause is logged).
+fn unreadable(e: std::io::Error) -> String {
+    tracing::error!(error = %e, "running git");
+    "The repository could not be read".to_string()
+}
+
+/// What `compare_to` that names nothing gets (`Clause::Changes`).
+pub const COMPARE_TO_INVALID: &str = "rules:changes:compare_to is not a valid ref";
+
+/// The paths `git diff --name-only` lists in the repository at `dir` between
+/// `revisions` (two commits, or one `a...b` range); `None` when git refuses them (a
+/// revision that names nothing); an error when git cannot run.
+pub fn diff_names(dir: &Path, revisions: &[&str]) -> std::io::Result<Option<Vec<String>>> {
+    let diff = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["diff", "--name-only", "-z", "--end-of-options"])
+        .args(revisions)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    Ok(diff.status.success().then(|| nul_separated(&diff.stdout)))
 }
 
 /// The paths git printed with `-z`.
@@ -92,27 +113,15 @@ impl crate::ci::include::FileSource for RepoFiles {
         let Some(before) = &self.before else {
             return Ok(None);
         };
-        let diff = self.git(&[
-            "diff",
-            "--name-only",
-            "-z",
-            "--end-of-options",
-            before,
-            &self.sha,
-        ])?;
-        if !diff.status.success() {
-            return Ok(None);
-        }
-        Ok(Some(nul_separated(&diff.stdout)))
+        diff_names(&self.dir, &[before, &self.sha]).map_err(unreadable)
     }
 
     fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
         let range = format!("{base}...{}", self.sha);
-        let diff = self.git(&["diff", "--name-only", "-z", "--end-of-options", &range])?;
-        if !diff.status.success() {
-            return Err("rules:changes:compare_to is not a valid ref".into());
+        match diff_names(&self.dir, &[&range]).map_err(unreadable)? {
+            None => Err(COMPARE_TO_INVALID.into()),
+            changed => Ok(changed),
         }
-        Ok(Some(nul_separated(&diff.stdout)))
     }
 
     fn paths(&self) -> Result<Vec<String>, String> {
@@ -338,6 +347,15 @@ impl Repositories {
                 Some((name.to_string(), commit.to_string()))
             })
             .collect())
+    }
+
+    /// The message of commit `sha` in the project's repository (empty if git cannot
+    /// read it).
+    pub async fn commit_message(&self, project_id: i64, sha: &str) -> String {
+        let dir = self.dir(project_id);
+        git(&dir, &["log", "-1", "--format=%B", "--end-of-options", sha])
+            .await
+            .unwrap_or_default()
     }
 
     /// Keeps the pipeline's commit in the project's mirror as `refs/pipelines/<id>`
