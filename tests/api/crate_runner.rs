@@ -83,7 +83,10 @@ both_backends! {
                 if job["status"] == "running" && trace(&app, project, &job).await.contains("$ for i") {
                     break job;
                 }
-                assert!(Instant::now() < deadline, "ticking never ran: {jobs:?}");
+                if job["status"] == "failed" || Instant::now() >= deadline {
+                    let log = trace(&app, project, &job).await;
+                    panic!("ticking never ran: {log:?} {jobs:?}");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
             let reply = app
@@ -157,5 +160,73 @@ both_backends! {
         let managers = app.managers(runner_id).await;
         assert_eq!(managers.len(), 1);
         assert!(managers[0].system_xid.starts_with("s_") || managers[0].system_xid.starts_with("r_"), "{:?}", managers[0]);
+    }
+}
+
+both_backends! {
+    // The crate runner gets each job's sources from Runway over HTTP with the job's token
+    // (`CI_REPOSITORY_URL`, the pipeline's persistent ref): the upstream is gone after
+    // Runway mirrored it, so nothing else could serve them.
+    async fn gitlab_runner_crate_fetches_sources_from_runway(backend) {
+        let app = TestApp::spawn(backend).await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let dir = upstream.path().join("upstream");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git").arg("-C").arg(&dir).args(args).output().expect("git");
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["config", "user.email", "dev@example.com"]);
+        git(&["config", "user.name", "Dev"]);
+        std::fs::write(dir.join("greeting.txt"), "hello from the repository\n").expect("write");
+        std::fs::write(
+            dir.join(".gitlab-ci.yml"),
+            "build:\n  stage: build\n  script: [mkdir -p out, cp greeting.txt out/copy.txt]\n  artifacts: { paths: [out/copy.txt] }\n\
+             test:\n  stage: test\n  script: [cat greeting.txt, cmp greeting.txt out/copy.txt, git log -1 --format=%s]\n",
+        )
+        .expect("write");
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "from the upstream"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        let project = app.create_project(json!({ "name": "sourced", "repository_url": dir.display().to_string() })).await;
+        let created = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main" }))).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let pipeline = created.json()["id"].as_i64().expect("id");
+        // Mirrored when the pipeline was created; now out of anyone's reach but Runway's.
+        std::fs::remove_dir_all(&dir).expect("rm");
+
+        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (layer, jobs) = GitlabLayer::new();
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let builds = tempfile::tempdir().expect("tempdir");
+        let mut runner = RunnerBuilder::new(app.base.as_str().try_into().expect("url"), token, builds.path(), jobs)
+            .build()
+            .await;
+        tokio::time::timeout(Duration::from_secs(120), async {
+            // Bounded: at most 300 polls.
+            for _ in 0..300 {
+                if ["success", "failed", "canceled"].contains(&app.pipeline_status(project, pipeline).await.as_str()) {
+                    break;
+                }
+                runner.wait_for_space(1).await;
+                if !runner.request_job(|job| async move { ShellJob::new(job).await }).await.expect("job request") {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            runner.drain().await;
+        })
+        .await
+        .expect("the pipeline runs within the time limit");
+        let jobs = pipeline_jobs(&app, project, pipeline).await;
+        let mut logs = String::new();
+        for name in ["build", "test"] {
+            logs += &trace(&app, project, job(&jobs, name)).await;
+        }
+        assert_eq!(names_and_statuses(&jobs), statuses(&[("build", "success"), ("test", "success")]), "{logs}");
+        let test = trace(&app, project, job(&jobs, "test")).await;
+        assert!(test.contains(&format!("fetched {head} from the server")), "{test}");
+        assert!(test.contains("hello from the repository") && test.contains("from the upstream"), "{test}");
     }
 }

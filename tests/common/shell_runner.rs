@@ -41,6 +41,7 @@ pub struct ShellJob {
 
 impl ShellJob {
     pub async fn new(job: Job) -> Result<Self, ()> {
+        fetch_sources(&job).await?;
         // Unpack the artifacts of the jobs this one depends on, as the Go runner does.
         for dependency in job.dependencies() {
             let Some(mut artifact) = dependency.download().await.map_err(|e| {
@@ -64,6 +65,52 @@ impl ShellJob {
         }
         Ok(ShellJob { job })
     }
+}
+
+/// The job's sources, as the Go runner's `fetch` strategy gets them: the commit's
+/// persistent ref (`refs/pipelines/<id>`) fetched from `CI_REPOSITORY_URL`, which carries
+/// the job's token, and checked out into the build folder. None with `GIT_STRATEGY: none`
+/// (a pipeline without a repository).
+async fn fetch_sources(job: &Job) -> Result<(), ()> {
+    let value = |key: &str| job.variable(key).map(|v| v.value().to_string());
+    if value("GIT_STRATEGY").as_deref() == Some("none") {
+        return Ok(());
+    }
+    let (Some(url), Some(pipeline), Some(sha)) = (
+        value("CI_REPOSITORY_URL"),
+        value("CI_PIPELINE_ID"),
+        value("CI_COMMIT_SHA"),
+    ) else {
+        return Ok(());
+    };
+    let refspec = format!("+refs/pipelines/{pipeline}:refs/pipelines/{pipeline}");
+    let dir = job.build_dir();
+    let steps: [&[&str]; 3] = [
+        &["init", "-q"],
+        &["fetch", "-q", "--depth", "20", &url, &refspec],
+        &["checkout", "-q", "-f", &sha],
+    ];
+    for args in steps {
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .await
+            .map_err(|_| ())?;
+        if !out.status.success() {
+            // git prints the URL without its password.
+            job.trace(format!(
+                "git {} failed: {}\n",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            return Err(());
+        }
+    }
+    job.trace(format!("fetched {sha} from the server\n"));
+    Ok(())
 }
 
 #[async_trait::async_trait]
