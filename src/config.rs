@@ -51,7 +51,8 @@ pub struct SettingsArgs {
     /// Seconds after which a running job its runner stopped updating is failed.
     #[arg(long, env = "RUNWAY_STUCK_JOB_TIMEOUT")]
     pub stuck_job_timeout: Option<u64>,
-    /// Seconds between two pulls of each mirrored project's upstream (0: none).
+    /// Seconds between two pulls of a mirrored project's upstream, for projects that set
+    /// no `mirror_interval` of their own (0: those are pulled only when asked).
     #[arg(long, env = "RUNWAY_MIRROR_INTERVAL")]
     pub mirror_interval: Option<u64>,
     /// Two-phase job commit for runners that advertise it: a job stays pending until the
@@ -246,7 +247,8 @@ pub struct Settings {
     pub long_poll_timeout: Duration,
     pub trace_update_interval: Duration,
     pub stuck_job_timeout: Duration,
-    /// `None`: mirrors are pulled only when asked (`POST /projects/:id/mirror/pull`).
+    /// The default timed-pull interval; `None`: projects without their own
+    /// `mirror_interval` are pulled only when asked (`POST /projects/:id/mirror/pull`).
     pub mirror_interval: Option<Duration>,
     pub two_phase_commit: bool,
     pub max_trace_bytes: u64,

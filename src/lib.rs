@@ -293,7 +293,8 @@ fn tls_config(
 const STAGING_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most, until
-/// the server stops; archives logs, expires artifacts, and — at start, then hourly —
+/// the server stops; archives logs, expires artifacts, prunes finished pipelines'
+/// `refs/pipelines/<id>`, and — at start, then hourly —
 /// sweeps unfinished uploads (in the background: the walk of a large store does not hold
 /// up serving).
 fn spawn_reaper(state: web::Data<AppState>) {
@@ -302,13 +303,25 @@ fn spawn_reaper(state: web::Data<AppState>) {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut staging_swept: Option<std::time::Instant> = None;
+        let mut refs_pruned: Option<chrono::NaiveDateTime> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 // The server is stopping: no more passes (and the state is let go).
                 _ = state.queue.closed() => return,
             }
-            if staging_swept.is_none_or(|at| at.elapsed() >= STAGING_SWEEP_EVERY) {
+            let full = staging_swept.is_none_or(|at| at.elapsed() >= STAGING_SWEEP_EVERY);
+            // Every repository at start and hourly, else those where a pipeline finished
+            // since the last pass (a minute back: a transaction commits after its clock).
+            let pass_at = crate::db::models::now();
+            let since = refs_pruned
+                .filter(|_| !full)
+                .map(|at| at - chrono::TimeDelta::minutes(1));
+            match state.pipelines.prune_refs(since).await {
+                Ok(_) => refs_pruned = Some(pass_at),
+                Err(e) => tracing::error!(error = %e, "pruning refs/pipelines failed"),
+            }
+            if full {
                 staging_swept = Some(std::time::Instant::now());
                 if let Err(e) = state.artifacts.sweep_staging().await {
                     tracing::error!(error = %e, "sweeping unfinished uploads failed");
@@ -332,14 +345,12 @@ fn spawn_reaper(state: web::Data<AppState>) {
     });
 }
 
-/// Pulls every mirrored project's upstream every `RUNWAY_MIRROR_INTERVAL`, until the
+/// Pulls each mirrored project's upstream when its interval is up (its own
+/// `mirror_interval`, else `RUNWAY_MIRROR_INTERVAL`), looking every second, until the
 /// server stops.
 fn spawn_mirror_puller(state: web::Data<AppState>) {
-    let Some(every) = state.settings.mirror_interval else {
-        return;
-    };
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -351,8 +362,8 @@ fn spawn_mirror_puller(state: web::Data<AppState>) {
     });
 }
 
-/// Pulls every mirrored project's upstream ([`service::pushes::pull`]); several instances
-/// may pull at once, each moved head starts one pipeline.
+/// Pulls the mirrored projects whose interval is up ([`service::pushes::pull`]). Each due
+/// pull is claimed in the database first, so that of several instances one pulls.
 async fn pull_mirrors(state: &AppState) {
     let projects = match state.db.read().await {
         Ok(mut db) => crate::db::models::Project::all(&mut db.conn()).await,
@@ -361,14 +372,41 @@ async fn pull_mirrors(state: &AppState) {
             return;
         }
     };
+    let at = crate::db::models::now();
     for project in projects.into_iter().flatten() {
-        if project.repository_url.as_deref().is_none_or(str::is_empty) {
+        let Some(every) = project.mirror_every(state.settings.mirror_interval) else {
             continue;
+        };
+        let every = chrono::TimeDelta::from_std(every).unwrap_or(chrono::TimeDelta::MAX);
+        if project
+            .mirror_pulled_at
+            .is_some_and(|last| last.checked_add_signed(every).is_none_or(|due| due > at))
+        {
+            continue;
+        }
+        match claim_mirror_pull(state, &project, at).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(project_id = project.id, error = %e, "claiming a mirror pull");
+                continue;
+            }
         }
         if let Err(e) = service::pushes::pull(state, &project).await {
             tracing::info!(project_id = project.id, error = %e, "pulling the mirror failed");
         }
     }
+}
+
+/// Claims `project`'s due pull for this instance ([`crate::db::models::Project::claim_mirror_pull`]).
+async fn claim_mirror_pull(
+    state: &AppState,
+    project: &crate::db::models::Project,
+    at: chrono::NaiveDateTime,
+) -> crate::error::ApiResult<bool> {
+    let mut db = state.db.write().await?;
+    let seen = project.mirror_pulled_at;
+    Ok(crate::db::models::Project::claim_mirror_pull(&mut db.conn(), project.id, seen, at).await?)
 }
 
 /// The admin token's digest: from the settings, or generated on the first start and kept

@@ -24,6 +24,8 @@ diesel::table! {
         updated_at -> Timestamp,
         shared_runners_minutes_limit -> Nullable<Integer>,
         push_hook_secret -> Nullable<Text>,
+        mirror_interval -> Nullable<Integer>,
+        mirror_pulled_at -> Nullable<Timestamp>,
     }
 }
 
@@ -103,6 +105,7 @@ diesel::table! {
         auto_cancel_on_new_commit -> Text,
         auto_cancel_on_job_failure -> Text,
         has_sources -> Bool,
+        yaml_errors -> Nullable<Text>,
     }
 }
 

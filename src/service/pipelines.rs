@@ -99,6 +99,36 @@ pub struct NewPipelineRequest {
     pub inputs: Option<serde_yaml_ng::Mapping>,
     /// The ref's head before a push (GitLab's `before_sha`; zeros otherwise).
     pub before_sha: String,
+    /// GitLab's `save_on_errors` (pushes and mirror pulls): a configuration error is
+    /// recorded as a failed pipeline rather than answered alone.
+    pub save_on_errors: bool,
+}
+
+impl NewPipelineRequest {
+    /// The pipeline's row as requested: `created`, no stages yet, GitLab's default
+    /// `workflow:auto_cancel`.
+    fn row(&self, project_id: i64, protected: bool, at: chrono::NaiveDateTime) -> NewPipeline<'_> {
+        NewPipeline {
+            project_id,
+            ref_: &self.ref_,
+            sha: &self.sha,
+            before_sha: &self.before_sha,
+            tag: self.tag,
+            protected,
+            source: &self.source,
+            status: PipelineStatus::Created,
+            ci_config: &self.ci_config,
+            variables: serde_json::to_string(&self.variables).unwrap_or_else(|_| "[]".into()),
+            stages: "[]".into(),
+            created_at: at,
+            updated_at: at,
+            name: None,
+            auto_cancel_on_new_commit: "conservative",
+            auto_cancel_on_job_failure: "none",
+            has_sources: self.files.is_some(),
+            yaml_errors: None,
+        }
+    }
 }
 
 /// What CI Lint found.
@@ -127,6 +157,15 @@ pub struct Pipelines {
     remote: crate::service::remote::RemoteIncludes,
     /// Where `include:project` files are read.
     repositories: crate::service::repos::Repositories,
+}
+
+/// Whether a refused configuration is recorded as a failed pipeline when the command saves
+/// its errors: every failure but the rules filtering everything out (GitLab's
+/// `Enums::Ci::Pipeline.persistable_failure_reasons` leave out `filtered_by_rules` and
+/// `filtered_by_workflow_rules`).
+fn persistable(error: &str) -> bool {
+    !error.starts_with("Pipeline filtered out by workflow rules")
+        && !error.starts_with("Pipeline will not run for the selected trigger")
 }
 
 fn is_complete(status: JobStatus) -> bool {
@@ -302,11 +341,13 @@ impl Pipelines {
         let scope = rule_scope(project, &req, protected);
         let yaml = req.ci_config.clone();
         // `Gitlab::Ci::Pipeline::Quota::Size` is checked while planning, before any row.
-        let plan = self
-            .plan(yaml, scope, req.files.clone(), false)
-            .await?
-            .0
-            .map_err(|e| ApiError::Validation(json!({ "base": [e.0] })))?;
+        let plan = match self.plan(yaml, scope, req.files.clone(), false).await?.0 {
+            Ok(plan) => plan,
+            Err(e) if req.save_on_errors && persistable(&e.0) => {
+                return self.create_failed(project, &req, protected, &e.0).await;
+            }
+            Err(e) => return Err(ApiError::Validation(json!({ "base": [e.0] }))),
+        };
         for v in &req.variables {
             if v.key.is_empty()
                 || v.key.len() > 255
@@ -319,23 +360,11 @@ impl Pipelines {
         }
         let at = now();
         let new = NewPipeline {
-            project_id: project.id,
-            ref_: &req.ref_,
-            sha: &req.sha,
-            before_sha: &req.before_sha,
-            tag: req.tag,
-            protected,
-            source: &req.source,
-            status: PipelineStatus::Created,
-            ci_config: &req.ci_config,
-            variables: serde_json::to_string(&req.variables).unwrap_or_else(|_| "[]".into()),
             stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
-            created_at: at,
-            updated_at: at,
             name: plan.name.as_deref(),
             auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
             auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
-            has_sources: req.files.is_some(),
+            ..req.row(project.id, protected, at)
         };
         let build_timeout = project.build_timeout;
         let mut db = self.db.write().await?;
@@ -393,6 +422,33 @@ impl Pipelines {
         if let Err(e) = self.cancel_redundant(&pipeline).await {
             tracing::warn!(pipeline_id = pipeline.id, error = %e, "canceling redundant pipelines failed");
         }
+        Ok(pipeline)
+    }
+
+    /// A pipeline whose configuration was refused, recorded failed without jobs, with the
+    /// errors as its `yaml_errors` (GitLab's `Chain::Helpers#drop_pipeline!` when the
+    /// command saves incomplete pipelines).
+    async fn create_failed(
+        &self,
+        project: &Project,
+        req: &NewPipelineRequest,
+        protected: bool,
+        errors: &str,
+    ) -> ApiResult<Pipeline> {
+        let at = now();
+        let new = NewPipeline {
+            status: PipelineStatus::Failed,
+            yaml_errors: Some(errors),
+            ..req.row(project.id, protected, at)
+        };
+        let mut db = self.db.write().await?;
+        let pipeline = transaction!(&mut db.conn(), |tx| {
+            let pipeline = Pipeline::create(tx, new).await?;
+            Pipeline::set_status(tx, pipeline.id, PipelineStatus::Failed, None, Some(at)).await?;
+            Pipeline::find(tx, pipeline.id)
+                .await?
+                .ok_or(ApiError::Conflict)
+        })?;
         Ok(pipeline)
     }
 
@@ -633,9 +689,93 @@ impl Pipelines {
         .await
     }
 
+    /// GitLab deletes a pipeline's persistent ref once the pipeline has finished
+    /// (`Ci::Pipelines::ClearPersistentRefService`, batched in the background); Runway does
+    /// it on the reaper's passes: in the repositories of the projects where a pipeline
+    /// finished at `since` or later (every project's: `None`), the `refs/pipelines/<id>` of
+    /// finished pipelines go. A ref whose pipeline is not (yet) in the database stays.
+    /// Answers how many refs went.
+    pub async fn prune_refs(&self, since: Option<chrono::NaiveDateTime>) -> ApiResult<usize> {
+        let projects: Vec<i64> = {
+            let mut db = self.db.read().await?;
+            match since {
+                Some(since) => Pipeline::projects_finished_since(&mut db.conn(), since).await?,
+                None => Project::all(&mut db.conn())
+                    .await?
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect(),
+            }
+        };
+        let mut pruned = 0;
+        for project_id in projects {
+            let _held = self.repositories.lock_pipeline_refs(project_id).await?;
+            let refs = self.repositories.pipeline_refs(project_id).await?;
+            if refs.is_empty() {
+                continue;
+            }
+            let finished = {
+                let mut db = self.db.read().await?;
+                Pipeline::finished_among(&mut db.conn(), &refs).await?
+            };
+            self.repositories
+                .delete_pipeline_refs(project_id, &finished)
+                .await?;
+            pruned += finished.len();
+        }
+        Ok(pruned)
+    }
+
+    /// Runs `change`, which may start jobs of a finished pipeline again, after writing the
+    /// pipeline's `refs/pipelines/<id>` back (GitLab's `ensure_persistent_ref` when a
+    /// pipeline is processed again), under the lock [`Self::prune_refs`] takes: a runner
+    /// that takes the job finds its commit.
+    async fn with_pipeline_ref<T>(
+        &self,
+        pipeline_id: i64,
+        change: impl std::future::Future<Output = ApiResult<T>>,
+    ) -> ApiResult<T> {
+        let found = {
+            let mut db = self.db.read().await?;
+            match Pipeline::find(&mut db.conn(), pipeline_id).await? {
+                Some(p) if p.has_sources => Project::find(&mut db.conn(), p.project_id)
+                    .await?
+                    .map(|project| (p, project)),
+                _ => None,
+            }
+        };
+        let Some((pipeline, project)) = found else {
+            return change.await;
+        };
+        let _held = self.repositories.lock_pipeline_refs(project.id).await?;
+        if let Err(e) = self
+            .repositories
+            .keep_pipeline_ref(&project, pipeline.id, &pipeline.sha)
+            .await
+        {
+            tracing::warn!(pipeline_id, error = %e, "writing refs/pipelines back failed");
+        }
+        change.await
+    }
+
+    /// The pipeline of a job; 404 without the job.
+    async fn pipeline_of_job(&self, job_id: i64) -> ApiResult<i64> {
+        let mut db = self.db.read().await?;
+        Job::find(&mut db.conn(), job_id)
+            .await?
+            .map(|j| j.pipeline_id)
+            .ok_or_else(|| ApiError::not_found("Job"))
+    }
+
     /// Retries a finished job: a new try is created (the old one is kept as retried), and
     /// later jobs skipped because of it are reset to run again.
     pub async fn retry_job(&self, job_id: i64) -> ApiResult<Job> {
+        let pipeline_id = self.pipeline_of_job(job_id).await?;
+        self.with_pipeline_ref(pipeline_id, self.retry_job_now(job_id))
+            .await
+    }
+
+    async fn retry_job_now(&self, job_id: i64) -> ApiResult<Job> {
         self.in_pipeline_of_job(job_id, |tx, job| {
             Box::pin(async move {
                 if !is_complete(job.status) {
@@ -651,6 +791,11 @@ impl Pipelines {
 
     /// Retries every failed or canceled job of the pipeline and resets skipped ones.
     pub async fn retry_pipeline(&self, pipeline_id: i64) -> ApiResult<Pipeline> {
+        self.with_pipeline_ref(pipeline_id, self.retry_pipeline_now(pipeline_id))
+            .await
+    }
+
+    async fn retry_pipeline_now(&self, pipeline_id: i64) -> ApiResult<Pipeline> {
         self.in_pipeline(pipeline_id, |tx, jobs| {
             Box::pin(async move {
                 let mut any = false;
@@ -684,6 +829,12 @@ impl Pipelines {
 
     /// Starts a `manual` job.
     pub async fn play_job(&self, job_id: i64) -> ApiResult<Job> {
+        let pipeline_id = self.pipeline_of_job(job_id).await?;
+        self.with_pipeline_ref(pipeline_id, self.play_job_now(job_id))
+            .await
+    }
+
+    async fn play_job_now(&self, job_id: i64) -> ApiResult<Job> {
         self.in_pipeline_of_job(job_id, |tx, job| {
             Box::pin(async move {
                 let changes = JobChanges {

@@ -19,7 +19,9 @@ pub struct Update {
 /// message says `[skip ci]` or `[ci skip]`, none with the push option `ci.skip`;
 /// `ci.variable="KEY=value"` options become the pipelines' variables. Source `push`,
 /// `before_sha` the ref's old head, `changes` read from the push's diff. A commit
-/// without `.gitlab-ci.yml` starts none. Answers how many started.
+/// without `.gitlab-ci.yml` starts none; a configuration GitLab would refuse is recorded
+/// as a failed pipeline with its `yaml_errors` (GitLab's `save_on_errors` for pushes),
+/// unless rules filtered everything out. Answers how many were created.
 pub async fn start(
     state: &AppState,
     project: &Project,
@@ -85,6 +87,7 @@ pub async fn start(
             files: Some(resolved.files.pushed_from(&before)),
             inputs: None,
             before_sha: before,
+            save_on_errors: true,
         };
         match state.pipelines.create(project, request).await {
             Ok(_) => started += 1,

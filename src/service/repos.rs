@@ -375,6 +375,48 @@ impl Repositories {
         git(&dir, &["update-ref", &name, sha]).await.map(|_| ())
     }
 
+    /// The pipelines that have a `refs/pipelines/<id>` in the project's repository.
+    pub async fn pipeline_refs(&self, project_id: i64) -> ApiResult<Vec<i64>> {
+        let dir = self.dir(project_id);
+        if !dir.join("HEAD").exists() {
+            return Ok(Vec::new());
+        }
+        let out = git(
+            &dir,
+            &["for-each-ref", "--format=%(refname)", "refs/pipelines/"],
+        )
+        .await?;
+        Ok(out
+            .lines()
+            .filter_map(|r| r.strip_prefix("refs/pipelines/")?.parse().ok())
+            .collect())
+    }
+
+    /// Deletes the pipelines' `refs/pipelines/<id>`, in one transaction of git's.
+    pub async fn delete_pipeline_refs(&self, project_id: i64, pipelines: &[i64]) -> ApiResult<()> {
+        if pipelines.is_empty() {
+            return Ok(());
+        }
+        let commands: String = pipelines
+            .iter()
+            .map(|id| format!("delete refs/pipelines/{id}\n"))
+            .collect();
+        git_with_input(
+            &self.dir(project_id),
+            &["update-ref", "--stdin"],
+            Some(commands),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The lock that orders pruning `refs/pipelines/` against writing a ref back for a
+    /// pipeline that runs again (`<id>.refs.lock`, apart from the fetches' lock so that a
+    /// long fetch holds up neither).
+    pub async fn lock_pipeline_refs(&self, project_id: i64) -> ApiResult<std::fs::File> {
+        self.lock_file(format!("{project_id}.refs.lock")).await
+    }
+
     /// The project's repository on this machine: the mirror of its upstream, or the
     /// repository pushed to Runway.
     pub fn dir(&self, project_id: i64) -> PathBuf {
@@ -419,12 +461,17 @@ impl Repositories {
     /// An exclusive lock on the project's repository (`<id>.lock` beside it), waited for
     /// off the async workers.
     async fn lock(&self, project_id: i64) -> ApiResult<std::fs::File> {
+        self.lock_file(format!("{project_id}.lock")).await
+    }
+
+    /// An exclusive lock on `name` in the repositories' folder.
+    async fn lock_file(&self, name: String) -> ApiResult<std::fs::File> {
         tokio::fs::create_dir_all(&self.mirrors)
             .await
             .map_err(|e| {
                 ApiError::Internal(anyhow::anyhow!("creating {}: {e}", self.mirrors.display()))
             })?;
-        let path = self.mirrors.join(format!("{project_id}.lock"));
+        let path = self.mirrors.join(name);
         tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -491,8 +538,15 @@ async fn resolve(dir: &Path, rev: &str) -> Option<String> {
 
 /// Runs git in `dir`; its standard output, or an error (logged, never sent to clients).
 async fn git(dir: &Path, args: &[&str]) -> ApiResult<String> {
-    let mut command = Command::new("git");
-    command
+    git_with_input(dir, args, None).await
+}
+
+/// Runs git in `dir` with `input` (if any) on its standard input; its standard output, or
+/// an error (logged, never sent to clients).
+async fn git_with_input(dir: &Path, args: &[&str], input: Option<String>) -> ApiResult<String> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -500,8 +554,24 @@ async fn git(dir: &Path, args: &[&str]) -> ApiResult<String> {
         // Only the transports a repository URL may name, also for redirects and
         // submodules git follows on its own.
         .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(GIT_TIMEOUT, command.output())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("running git: {e}")))?;
+    let stdin = child.stdin.take();
+    let run = async move {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            stdin.write_all(input.as_bytes()).await?;
+        }
+        child.wait_with_output().await
+    };
+    let output = tokio::time::timeout(GIT_TIMEOUT, run)
         .await
         .map_err(|_| ApiError::Internal(anyhow::anyhow!("git {args:?} timed out")))?
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("running git: {e}")))?;

@@ -516,7 +516,7 @@ async fn pipeline_region(
         "<div id=\"pipeline\"{follow}><h1>Pipeline #{id}{name} {status}</h1>\
          <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
          <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
-         <div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
+         {notes}<div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
         id = pipeline.id,
         name = pipeline
             .name
@@ -528,6 +528,7 @@ async fn pipeline_region(
         source = escape(&pipeline.source),
         duration = html::duration(&pipeline.started_at, &pipeline.finished_at),
         created = html::time(&pipeline.created_at),
+        notes = pipeline_notes(&pipeline),
         cancel = if jobs.iter().any(|j| unfinished(j.status)) {
             button(&format!("{base}/cancel"), "Cancel pipeline", &session.csrf)
         } else {
@@ -543,6 +544,26 @@ async fn pipeline_region(
         },
     );
     Ok((pipeline, region))
+}
+
+/// What the pipeline page says besides its jobs: why a pipeline without jobs failed (its
+/// configuration's errors), and that a project without a repository runs without sources.
+fn pipeline_notes(pipeline: &Pipeline) -> String {
+    let mut notes = String::new();
+    if let Some(errors) = &pipeline.yaml_errors {
+        let _ = write!(
+            notes,
+            "<p class=\"error\" role=\"alert\">The configuration is invalid: {}</p>",
+            escape(errors)
+        );
+    }
+    if !pipeline.has_sources {
+        notes.push_str(
+            "<p class=\"muted\">The project has no repository: its jobs run without sources \
+             (<code>GIT_STRATEGY: none</code>).</p>",
+        );
+    }
+    notes
 }
 
 /// The project, the pipeline and its changing part, for the page and for `ui.js`.

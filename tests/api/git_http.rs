@@ -160,6 +160,52 @@ both_backends! {
     }
 }
 
+/// The pipelines with a `refs/pipelines/<id>` in the project's repository, and their commits.
+fn pipeline_refs(app: &TestApp, project: i64) -> String {
+    git(
+        &app.data_dir().join(format!("repositories/{project}.git")),
+        &[
+            "for-each-ref",
+            "--format=%(refname) %(objectname)",
+            "refs/pipelines/",
+        ],
+    )
+}
+
+both_backends! {
+    // GitLab's persistent ref lives while its pipeline does: the reaper's pass prunes it
+    // once the pipeline finished, and a retry writes it back before the job is queued.
+    async fn a_finished_pipelines_ref_is_pruned_and_a_retry_writes_it_back(backend) {
+        let app = TestApp::builder(backend).stuck_job_timeout(60).spawn().await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let head = repository(repo.path());
+        let project = app.create_project(json!({ "name": "pruned", "repository_url": repo.path().display().to_string() })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let created = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main" }))).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let pipeline = created.json()["id"].as_i64().expect("id");
+        let kept = format!("refs/pipelines/{pipeline} {head}");
+        assert_eq!(pipeline_refs(&app, project), kept);
+        let job = app.take_job(&runner).await;
+        let updated = app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(updated.status, 200, "{}", updated.text);
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+        while !pipeline_refs(&app, project).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "refs/pipelines/{pipeline} is still there");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let job_id = job["id"].as_i64().expect("id");
+        let retried = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{job_id}/retry"))).await;
+        assert_eq!(retried.status, 201, "{}", retried.text);
+        assert_eq!(pipeline_refs(&app, project), kept, "written back with the retry");
+        let job = app.take_job(&runner).await;
+        let url = job["git_info"]["repo_url"].as_str().expect("repo_url");
+        let persistent = format!("+refs/pipelines/{pipeline}:refs/pipelines/{pipeline}");
+        assert_eq!(fetch(url, &persistent, &format!("refs/pipelines/{pipeline}")), Ok(head));
+    }
+}
+
 /// `git push` with `args` (options, refspecs) to `url` from `dir`.
 fn push(dir: &Path, url: &str, args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("git")
@@ -298,6 +344,61 @@ both_backends! {
     }
 }
 
+/// `GET /projects/:id` on `app`.
+async fn project_of(app: &TestApp, project: i64) -> serde_json::Value {
+    app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}")))
+        .await
+        .json()
+}
+
+both_backends! {
+    // GitLab's `save_on_errors` for pushes: a configuration it refuses is recorded as a
+    // failed pipeline without jobs, with its `yaml_errors`; rules that filter everything
+    // out record nothing; the API answers 400 and records nothing.
+    async fn a_pushed_invalid_configuration_records_a_failed_pipeline(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "broken" })).await;
+        let work = tempfile::tempdir().expect("tempdir");
+        let dir = work.path();
+        git(dir, &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.join(".gitlab-ci.yml"), "job: { script: [x], needs: [nope] }\n").expect("write");
+        git(dir, &["add", "."]);
+        git(dir, &["commit", "-q", "-m", "broken"]);
+        let head = git(dir, &["rev-parse", "HEAD"]);
+        let url = app.base.replacen("://", &format!("://root:{}@", crate::helpers::ADMIN_TOKEN), 1) + "/root/broken.git";
+        push(dir, &url, &[]).expect("pushed");
+        let listed = pipelines(&app, project, 1).await;
+        let id = listed[0]["id"].as_i64().expect("id");
+        let shown = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}"))).await.json();
+        let errors = "'job' job needs 'nope' job, but 'nope' does not exist in the pipeline. This might be because of the only, except, or rules keywords.";
+        assert_eq!(
+            (shown["status"].clone(), shown["source"].clone(), shown["sha"].clone(), shown["yaml_errors"].clone(), shown["finished_at"].is_string()),
+            (json!("failed"), json!("push"), json!(head), json!(errors), true),
+            "{shown}"
+        );
+        let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}/jobs"))).await.json();
+        assert_eq!(jobs, json!([]));
+        let (cookie, _) = crate::ui::sign_in(&app).await;
+        let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/pipelines/{id}")).await;
+        assert!(page.text.contains("The configuration is invalid: ") && page.text.contains("does not exist in the pipeline"), "{}", page.text);
+
+        // Filtered out by workflow rules: nothing recorded (GitLab does not persist those).
+        std::fs::write(dir.join(".gitlab-ci.yml"), "workflow: { rules: [ { if: $NEVER } ] }\njob: { script: [x] }\n").expect("write");
+        git(dir, &["commit", "-q", "-am", "filtered"]);
+        push(dir, &url, &[]).expect("pushed");
+        // The API: 400, and no pipeline.
+        let refused = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline")).json(&json!({ "ref": "main", "ci_config": "job: { script: [x], needs: [nope] }\n" }))).await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "valid again"]);
+        std::fs::write(dir.join(".gitlab-ci.yml"), "job: { script: [x] }\n").expect("write");
+        git(dir, &["commit", "-q", "-am", "fixed"]);
+        push(dir, &url, &[]).expect("pushed");
+        let listed = pipelines(&app, project, 2).await;
+        let statuses: Vec<_> = listed.iter().map(|p| (p["status"].clone(), p["yaml_errors"].clone())).collect();
+        assert_eq!(statuses, [(json!("pending"), json!(null)), (json!("failed"), json!(errors))]);
+    }
+}
+
 /// `POST /projects/:id/mirror/pull` on `app`.
 async fn pull(app: &TestApp, project: i64) -> crate::helpers::Reply {
     app.send(app.admin(
@@ -372,6 +473,50 @@ both_backends! {
         let head = git(dir, &["rev-parse", "HEAD"]);
         let listed = pipelines(&app, project, 1).await;
         assert_eq!((listed[0]["sha"].clone(), listed[0]["source"].clone()), (json!(head), json!("push")));
+    }
+}
+
+both_backends! {
+    // A project's own `mirror_interval` (the instance's default here is 0): two instances
+    // on one database pull it on their timers, and the new upstream commit starts exactly
+    // one pipeline; a project without an interval of its own is never pulled.
+    async fn a_projects_interval_pulls_it_once_across_instances(backend) {
+        let first = TestApp::spawn(backend).await;
+        let second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
+        let upstream = tempfile::tempdir().expect("tempdir");
+        let dir = upstream.path();
+        repository(dir);
+        let url = format!("file://{}", dir.display());
+        let created = first.send(first.admin(Method::POST, "/api/v4/projects").json(&json!({ "name": "timed", "repository_url": url, "mirror_interval": 1 }))).await;
+        assert_eq!((created.status, created.json()["mirror_interval"].clone()), (201, json!(1)), "{}", created.text);
+        let timed = created.json()["id"].as_i64().expect("id");
+        let untimed = first.create_project(json!({ "name": "untimed", "repository_url": url })).await;
+        // The first pull records the heads; none of them starts a pipeline.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        assert!(project_of(&second, timed).await["mirror_last_update_at"].is_string());
+        let listed = first.send(first.admin(Method::GET, &format!("/api/v4/projects/{timed}/pipelines"))).await.json();
+        assert_eq!(listed, json!([]));
+
+        git(dir, &["commit", "-q", "--allow-empty", "-m", "upstream moved"]);
+        let head = git(dir, &["rev-parse", "HEAD"]);
+        let listed = pipelines(&first, timed, 1).await;
+        assert_eq!((listed[0]["sha"].clone(), listed[0]["source"].clone()), (json!(head), json!("push")));
+        // Several more ticks of both instances: still one pipeline.
+        tokio::time::sleep(std::time::Duration::from_millis(3000)).await;
+        let listed = second.send(second.admin(Method::GET, &format!("/api/v4/projects/{timed}/pipelines"))).await.json();
+        assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+        let untouched = project_of(&first, untimed).await;
+        assert_eq!(untouched["mirror_last_update_at"], json!(null));
+        let listed = first.send(first.admin(Method::GET, &format!("/api/v4/projects/{untimed}/pipelines"))).await.json();
+        assert_eq!(listed, json!([]));
+
+        // Settable and bounded through the projects API; empty gives the instance's back.
+        let put = |body: serde_json::Value| first.send(first.admin(Method::PUT, &format!("/api/v4/projects/{timed}")).json(&body));
+        let off = put(json!({ "mirror_interval": 0 })).await;
+        assert_eq!((off.status, off.json()["mirror_interval"].clone()), (200, json!(0)), "{}", off.text);
+        put(json!({ "mirror_interval": -1 })).await.assert(400, json!({ "message": { "mirror_interval": ["must be between 0 and 2592000 seconds"] } }));
+        let default = put(json!({ "mirror_interval": "" })).await;
+        assert_eq!((default.status, default.json()["mirror_interval"].clone()), (200, json!(null)), "{}", default.text);
     }
 }
 

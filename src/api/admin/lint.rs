@@ -142,6 +142,7 @@ fn push_request(
         files,
         inputs: None,
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
+        save_on_errors: false,
     }
 }
 

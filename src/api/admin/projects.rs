@@ -52,6 +52,10 @@ pub fn project_json(p: &Project, base: &str) -> Value {
         "shared_runners_enabled": p.shared_runners_enabled,
         "build_timeout": p.build_timeout,
         "shared_runners_minutes_limit": p.shared_runners_minutes_limit,
+        // Runway's: seconds between timed pulls of the upstream (null: the instance's
+        // `RUNWAY_MIRROR_INTERVAL`; 0: only when asked), and the last timed pull.
+        "mirror_interval": p.mirror_interval,
+        "mirror_last_update_at": time(&p.mirror_pulled_at),
         "protected_branches": serde_json::from_str::<Value>(&p.protected_branches).unwrap_or(json!([])),
         "created_at": format_time(&p.created_at),
         "last_activity_at": format_time(&p.updated_at),
@@ -70,7 +74,10 @@ pub fn pipeline_json(p: &Pipeline, project: &Project, base: &str) -> Value {
         "name": p.name,
         "before_sha": p.before_sha,
         "tag": p.tag,
-        "yaml_errors": null,
+        "yaml_errors": p.yaml_errors,
+        // Runway's: false for a pipeline of a project without a repository, whose jobs
+        // run without sources (`GIT_STRATEGY: none`).
+        "has_sources": p.has_sources,
         "created_at": format_time(&p.created_at),
         "updated_at": format_time(&p.updated_at),
         "started_at": time(&p.started_at),
@@ -161,6 +168,9 @@ pub struct CreateProjectParams {
     pub shared_runners_enabled: Option<bool>,
     /// Minutes a month the project may run on instance runners; 0 or absent: no limit.
     pub shared_runners_minutes_limit: Option<i64>,
+    /// Runway: seconds between timed pulls of `repository_url` (0: only when asked,
+    /// absent: the instance's `RUNWAY_MIRROR_INTERVAL`).
+    pub mirror_interval: Option<i64>,
 }
 
 impl FromParams for CreateProjectParams {
@@ -177,6 +187,7 @@ impl FromParams for CreateProjectParams {
             build_timeout: c.int("build_timeout").flatten(),
             shared_runners_enabled: c.bool("shared_runners_enabled"),
             shared_runners_minutes_limit: c.int("shared_runners_minutes_limit").flatten(),
+            mirror_interval: c.int("mirror_interval").flatten(),
         };
         c.finish()?;
         if p.name.is_none() && p.path.is_none() {
@@ -217,6 +228,7 @@ pub async fn create_project(
         ));
     }
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
+    check_mirror_interval(p.mirror_interval)?;
     check_repository_url(&state, p.repository_url.as_deref())?;
     let at = now();
     let mut db = state.db.write().await?;
@@ -244,6 +256,7 @@ pub async fn create_project(
             created_at: at,
             updated_at: at,
             shared_runners_minutes_limit: p.shared_runners_minutes_limit.map(|m| m as i32),
+            mirror_interval: p.mirror_interval.map(|m| m as i32),
         },
     )
     .await?;
@@ -262,6 +275,17 @@ fn check_repository_url(state: &AppState, url: Option<&str>) -> ApiResult<()> {
             .map_err(|e| ApiError::validation("repository_url", e)),
         None => Ok(()),
     }
+}
+
+/// A month at most between two timed pulls; 0 turns the timer off for the project.
+fn check_mirror_interval(interval: Option<i64>) -> ApiResult<()> {
+    if interval.is_some_and(|i| !(0..=2_592_000).contains(&i)) {
+        return Err(ApiError::validation(
+            "mirror_interval",
+            "must be between 0 and 2592000 seconds",
+        ));
+    }
+    Ok(())
 }
 
 /// GitLab's bounds: a job timeout between 10 minutes and a month; a quota not negative.
@@ -298,6 +322,10 @@ pub struct UpdateProjectParams {
     /// Runway: the secret of the push webhook (`POST /projects/:id/hooks/push`); empty:
     /// the hook is off. Never shown again.
     pub push_hook_secret: Option<String>,
+    /// Runway: seconds between timed pulls of `repository_url` (0: only when asked; empty:
+    /// the instance's `RUNWAY_MIRROR_INTERVAL`).
+    #[schema(nullable)]
+    pub mirror_interval: Option<Option<i64>>,
 }
 
 impl FromParams for UpdateProjectParams {
@@ -316,6 +344,7 @@ impl FromParams for UpdateProjectParams {
                 .int("shared_runners_minutes_limit")
                 .map(|m| m.unwrap_or(0)),
             push_hook_secret: c.str_max("push_hook_secret", 255),
+            mirror_interval: c.int("mirror_interval"),
         };
         c.finish()?;
         if p.name.as_deref() == Some("") || p.default_branch.as_deref() == Some("") {
@@ -344,6 +373,7 @@ pub async fn update_project(
     let p = params.0;
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
     check_repository_url(&state, p.repository_url.as_deref())?;
+    check_mirror_interval(p.mirror_interval.flatten())?;
     let changes = ProjectChanges {
         name: p.name.clone(),
         description: p.description.clone().map(Some),
@@ -357,6 +387,7 @@ pub async fn update_project(
             .push_hook_secret
             .clone()
             .map(|s| Some(s).filter(|s| !s.is_empty())),
+        mirror_interval: p.mirror_interval.map(|m| m.map(|m| m as i32)),
         updated_at: Some(now()),
     };
     let project = {
@@ -370,6 +401,7 @@ pub async fn update_project(
         "shared_runners_enabled": p.shared_runners_enabled,
         "shared_runners_minutes_limit": p.shared_runners_minutes_limit,
         "default_branch": p.default_branch,
+        "mirror_interval": p.mirror_interval,
     });
     record_admin_action(&state, "project_updated", "project", project.id, details).await;
     Ok(HttpResponse::Ok().json(project_json(&project, &state.settings.external_url)))
@@ -638,6 +670,7 @@ pub async fn pipeline_request(
         files,
         inputs: p.inputs,
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
+        save_on_errors: false,
     })
 }
 

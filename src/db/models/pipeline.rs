@@ -38,6 +38,9 @@ pub struct Pipeline {
     /// The commit is in the project's repository: jobs fetch it (else they run without
     /// sources: a configuration alone, for a project without a repository).
     pub has_sources: bool,
+    /// The configuration's errors, for a pipeline recorded failed without jobs (GitLab's
+    /// `yaml_errors`).
+    pub yaml_errors: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -60,6 +63,7 @@ pub struct NewPipeline<'a> {
     pub auto_cancel_on_new_commit: &'a str,
     pub auto_cancel_on_job_failure: &'a str,
     pub has_sources: bool,
+    pub yaml_errors: Option<&'a str>,
 }
 
 impl Pipeline {
@@ -168,6 +172,35 @@ impl Pipeline {
         )
         .get_result(c)
         .await)
+    }
+
+    /// The projects where a pipeline finished at `since` or later.
+    pub async fn projects_finished_since(
+        conn: &mut Conn<'_>,
+        since: NaiveDateTime,
+    ) -> QueryResult<Vec<i64>> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::finished_at.ge(since))
+            .select(pipelines::project_id)
+            .distinct()
+            .load(c)
+            .await)
+    }
+
+    /// Which of `ids` are pipelines that have finished (a pipeline not there is not).
+    pub async fn finished_among(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<i64>> {
+        let mut finished = Vec::new();
+        // A bounded number of bind parameters per query, for SQLite.
+        for chunk in ids.chunks(500) {
+            let found: Vec<i64> = db_run!(conn, |c| pipelines::table
+                .filter(pipelines::id.eq_any(chunk))
+                .filter(pipelines::finished_at.is_not_null())
+                .select(pipelines::id)
+                .load(c)
+                .await)?;
+            finished.extend(found);
+        }
+        Ok(finished)
     }
 
     /// Records a new status with its start and finish times.

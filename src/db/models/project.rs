@@ -26,6 +26,10 @@ pub struct Project {
     pub shared_runners_minutes_limit: Option<i32>,
     /// The push webhook's secret; `None`: the hook is off.
     pub push_hook_secret: Option<String>,
+    /// Seconds between timed pulls of the upstream; `None`: the instance's interval.
+    pub mirror_interval: Option<i32>,
+    /// When an instance last claimed a timed pull ([`Project::claim_mirror_pull`]).
+    pub mirror_pulled_at: Option<NaiveDateTime>,
 }
 
 #[derive(Debug, Insertable)]
@@ -43,6 +47,7 @@ pub struct NewProject<'a> {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub shared_runners_minutes_limit: Option<i32>,
+    pub mirror_interval: Option<i32>,
 }
 
 /// What `PUT /projects/:id` changes; `None` leaves a column as it is.
@@ -58,6 +63,7 @@ pub struct ProjectChanges {
     pub shared_runners_enabled: Option<bool>,
     pub shared_runners_minutes_limit: Option<Option<i32>>,
     pub push_hook_secret: Option<Option<String>>,
+    pub mirror_interval: Option<Option<i32>>,
     pub updated_at: Option<NaiveDateTime>,
 }
 
@@ -66,6 +72,51 @@ impl Project {
     /// is no limit, as GitLab's `shared_runners_minutes_limit`).
     pub fn minutes_limit(&self) -> Option<i32> {
         self.shared_runners_minutes_limit.filter(|l| *l > 0)
+    }
+
+    /// How often the upstream is pulled on a timer: the project's own interval, else the
+    /// instance's; `None`: never (no upstream, or an interval of 0).
+    pub fn mirror_every(
+        &self,
+        instance: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        if self.repository_url.as_deref().is_none_or(str::is_empty) {
+            return None;
+        }
+        match self.mirror_interval {
+            Some(seconds) if seconds > 0 => Some(std::time::Duration::from_secs(seconds as u64)),
+            Some(_) => None,
+            None => instance,
+        }
+    }
+
+    /// Claims the project's next timed pull: moves `mirror_pulled_at` from `seen` (what
+    /// this instance read) to `at`. Only one of several instances that read the same value
+    /// moves it, so each due pull is made once.
+    pub async fn claim_mirror_pull(
+        conn: &mut Conn<'_>,
+        id: i64,
+        seen: Option<NaiveDateTime>,
+        at: NaiveDateTime,
+    ) -> QueryResult<bool> {
+        let moved = db_run!(conn, |c| {
+            let target = projects::table.filter(projects::id.eq(id));
+            match seen {
+                Some(seen) => {
+                    diesel::update(target.filter(projects::mirror_pulled_at.eq(seen)))
+                        .set(projects::mirror_pulled_at.eq(at))
+                        .execute(c)
+                        .await
+                }
+                None => {
+                    diesel::update(target.filter(projects::mirror_pulled_at.is_null()))
+                        .set(projects::mirror_pulled_at.eq(at))
+                        .execute(c)
+                        .await
+                }
+            }
+        })?;
+        Ok(moved == 1)
     }
 
     pub fn path_with_namespace(&self) -> String {

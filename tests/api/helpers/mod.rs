@@ -131,7 +131,14 @@ impl TestAppBuilder {
         self
     }
 
-    /// Pull mirrored projects' upstreams every `seconds` (off in tests otherwise).
+    /// The stuck-job timeout; the reaper passes every quarter of it (15 s at 60).
+    pub fn stuck_job_timeout(mut self, seconds: u64) -> Self {
+        self.args.stuck_job_timeout = Some(seconds);
+        self
+    }
+
+    /// Pull mirrored projects' upstreams every `seconds` (off in tests otherwise), unless
+    /// a project sets its own `mirror_interval`.
     pub fn mirror_interval(mut self, seconds: u64) -> Self {
         self.args.mirror_interval = Some(seconds);
         self

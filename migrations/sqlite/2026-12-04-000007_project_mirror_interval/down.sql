@@ -1,0 +1,2 @@
+ALTER TABLE projects DROP COLUMN mirror_pulled_at;
+ALTER TABLE projects DROP COLUMN mirror_interval;
