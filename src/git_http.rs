@@ -66,7 +66,10 @@ enum Reader {
 
 /// Why not.
 enum Refusal {
-    /// 401 with `WWW-Authenticate`.
+    /// 401 with `WWW-Authenticate`: no credentials yet. git asks without them first, so
+    /// this is no failed authentication (GitLab counts only credentials given).
+    Challenge,
+    /// 401 with `WWW-Authenticate`: wrong credentials.
     Unauthorized,
     /// 404: no such project, or none this caller may see.
     NotFound,
@@ -76,7 +79,7 @@ enum Refusal {
 
 fn refused(refusal: Refusal) -> HttpResponse {
     match refusal {
-        Refusal::Unauthorized => HttpResponse::Unauthorized()
+        Refusal::Challenge | Refusal::Unauthorized => HttpResponse::Unauthorized()
             .insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"GitLab\""))
             .content_type("text/plain; charset=utf-8")
             .body("HTTP Basic: Access denied\n"),
@@ -115,7 +118,7 @@ fn credentials(req: &HttpRequest) -> Option<(String, String)> {
 
 /// Who the credentials name (before the project is known).
 async fn reader(state: &AppState, req: &HttpRequest) -> Result<Reader, Refusal> {
-    let (user, password) = credentials(req).ok_or(Refusal::Unauthorized)?;
+    let (user, password) = credentials(req).ok_or(Refusal::Challenge)?;
     let digest = TokenDigest::of(password.trim());
     if digest.matches(&state.admin_digest) {
         return Ok(Reader::Admin);
@@ -146,7 +149,9 @@ async fn serve(req: HttpRequest, body: web::Payload, state: web::Data<AppState>)
     let reader = match reader(&state, &req).await {
         Ok(reader) => reader,
         Err(refusal) => {
-            state.limits.authentication_failed(ip);
+            if !matches!(refusal, Refusal::Challenge) {
+                state.limits.authentication_failed(ip);
+            }
             return refused(refusal);
         }
     };

@@ -206,6 +206,31 @@ both_backends! {
     }
 }
 
+both_backends! {
+    // git asks without credentials first: that 401 is no failed authentication, so clones
+    // never trip the limit; wrong passwords do, and then the address waits (429).
+    async fn wrong_git_credentials_count_in_the_failed_authentication_limit(backend) {
+        let app = TestApp::builder(backend).failed_auth_limit(3, 60).spawn().await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        let head = repository(repo.path());
+        app.create_project(json!({ "name": "limited", "repository_url": repo.path().display().to_string() })).await;
+        let url = |password: &str| app.base.replacen("://", &format!("://root:{password}@"), 1) + "/root/limited.git";
+        for _ in 0..5 {
+            assert_eq!(clone(&url(crate::helpers::ADMIN_TOKEN), "2"), Ok(head.clone()));
+        }
+        // Three failures pass as failures; the fourth is one too many.
+        for _ in 0..4 {
+            let refused = clone(&url("glpat-wrong"), "2").expect_err("a wrong password");
+            assert!(refused.contains("Authentication failed"), "{refused}");
+        }
+        let limited = clone(&url(crate::helpers::ADMIN_TOKEN), "2").expect_err("the address waits");
+        assert!(limited.contains("429"), "{limited}");
+        let reply = app.send(app.request(Method::GET, "/root/limited.git/info/refs?service=git-upload-pack")).await;
+        assert_eq!(reply.status, 429, "{}", reply.text);
+        assert!(reply.header("retry-after").is_some());
+    }
+}
+
 /// `git push` with `args` (options, refspecs) to `url` from `dir`.
 fn push(dir: &Path, url: &str, args: &[&str]) -> Result<(), String> {
     let out = std::process::Command::new("git")
