@@ -27,6 +27,10 @@ pub struct SettingsArgs {
     /// Admin token for the admin API (`PRIVATE-TOKEN`); generated on first start if unset.
     #[arg(long, env = "RUNWAY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Key that seals CI/CD variables at rest: 64 hex digits (unset: generated on the first
+    /// start into `<data dir>/secret.key`).
+    #[arg(long, env = "RUNWAY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
     /// Legacy instance registration token for `POST /runners` (unset: legacy registration off).
     #[arg(long, env = "RUNWAY_REGISTRATION_TOKEN", hide_env_values = true)]
     pub registration_token: Option<String>,
@@ -152,6 +156,7 @@ impl SettingsArgs {
             data_dir: self.data_dir.or(lower.data_dir),
             external_url: self.external_url.or(lower.external_url),
             admin_token: self.admin_token.or(lower.admin_token),
+            secret_key: self.secret_key.or(lower.secret_key),
             registration_token: self.registration_token.or(lower.registration_token),
             runner_token_expires_in: self
                 .runner_token_expires_in
@@ -239,6 +244,7 @@ pub struct Settings {
     /// Whether `external_url` was derived from `listen` (and follows the bound port).
     pub external_url_is_default: bool,
     pub admin_token: Option<String>,
+    pub secret_key: Option<String>,
     pub registration_token: Option<String>,
     pub runner_token_expires_in: Option<Duration>,
     pub heartbeat_interval: Duration,
@@ -328,6 +334,7 @@ impl Settings {
             external_url,
             external_url_is_default,
             admin_token: merged.admin_token.filter(|t| !t.is_empty()),
+            secret_key: merged.secret_key.filter(|k| !k.is_empty()),
             registration_token: merged.registration_token.filter(|t| !t.is_empty()),
             runner_token_expires_in: merged
                 .runner_token_expires_in

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observability;
 pub mod pages;
 pub mod queue;
+pub mod secrets;
 pub mod service;
 pub mod testing;
 pub mod ui;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub limits: service::limits::Limits,
     pub admin_digest: TokenDigest,
+    /// Seals CI/CD variables' values at rest ([`secrets::SecretBox`]).
+    pub secrets: secrets::SecretBox,
     pub registration_digest: Option<TokenDigest>,
     /// Faults armed by the test harness (`runway::testing`); none otherwise.
     pub faults: Arc<api::faults::Faults>,
@@ -185,6 +188,7 @@ impl Runway {
             settings.external_url = format!("{scheme}://{addr}");
         }
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
+        let secrets = secrets::SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let metrics = Arc::new(metrics::Metrics::default());
         let local_store = settings.object_store.url.is_none();
@@ -233,6 +237,7 @@ impl Runway {
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
+            secrets,
             faults: Default::default(),
             ui_sessions: Default::default(),
             db,

@@ -236,12 +236,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    ci_variables (id) {
+        id -> BigInt,
+        project_id -> Nullable<BigInt>,
+        key -> Text,
+        value -> Text,
+        variable_type -> Text,
+        protected -> Bool,
+        masked -> Bool,
+        hidden -> Bool,
+        raw -> Bool,
+        environment_scope -> Text,
+        description -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
 diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    ci_variables,
     mirror_heads,
     instance_settings,
     projects,

@@ -16,8 +16,8 @@ use crate::ci::config::JobSpec;
 use crate::db::enums::{AccessLevel, JobStatus, PipelineStatus, RunnerType};
 use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
-    now, Candidate, CiMinutesUsage, Job, JobArtifact, JobChanges, Pipeline, Project, Runner,
-    RunnerManager,
+    now, Candidate, CiMinutesUsage, CiVariable, Job, JobArtifact, JobChanges, Pipeline, Project,
+    Runner, RunnerManager,
 };
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -146,6 +146,9 @@ pub struct Assignment {
     pub token: String,
     /// Jobs whose artifacts this job downloads, with their archives (if uploaded).
     pub dependencies: Vec<(Job, Option<JobArtifact>)>,
+    /// The instance's and the project's CI/CD variables (sealed), before protection and
+    /// environment scope are applied.
+    pub variables: Vec<CiVariable>,
     pub queue_size: i64,
 }
 
@@ -187,8 +190,13 @@ fn can_run(
         && (!job_tags.is_empty() || runner.run_untagged)
 }
 
-/// A claimed job with its pipeline and dependencies.
-type Claimed = (Job, Pipeline, Vec<(Job, Option<JobArtifact>)>);
+/// A claimed job with its pipeline, dependencies and CI/CD variables.
+type Claimed = (
+    Job,
+    Pipeline,
+    Vec<(Job, Option<JobArtifact>)>,
+    Vec<CiVariable>,
+);
 
 /// How long a runner has to acknowledge a job under two-phase commit
 /// (`RUNNER_ACK_QUEUE_EXPIRY_TIME`).
@@ -360,7 +368,7 @@ impl Dispatcher {
                 if became_pending {
                     self.queue.bump();
                 }
-                let Some((job, pipeline, dependencies)) = claimed else {
+                let Some((job, pipeline, dependencies, variables)) = claimed else {
                     continue; // all taken by other runners meanwhile
                 };
                 let Some(Some(project)) = projects.get(&job.project_id) else {
@@ -372,6 +380,7 @@ impl Dispatcher {
                     project: project.clone(),
                     token: token.token,
                     dependencies,
+                    variables,
                     queue_size,
                 }));
             }
@@ -472,7 +481,11 @@ async fn claim(
                 pipeline.finished_at = None;
             }
             let dependencies = dependencies_of(tx, &job).await?;
-            return Ok((Some((job, pipeline, dependencies)), became_pending));
+            let variables = CiVariable::for_job(tx, job.project_id).await?;
+            return Ok((
+                Some((job, pipeline, dependencies, variables)),
+                became_pending,
+            ));
         }
     })
 }

@@ -35,3 +35,4 @@ mod swagger_ui;
 mod traces;
 mod ui;
 mod ui_browser;
+mod variables;

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod pipelines;
 pub mod projects;
 pub mod runners;
+pub mod variables;
 
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -93,4 +94,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     pipelines::configure(cfg);
     lint::configure(cfg);
     audit::configure(cfg);
+    variables::configure(cfg);
 }

@@ -47,10 +47,78 @@ pub struct JobPayload {
 /// What the payload needs from the server's settings.
 pub struct PayloadContext<'a> {
     pub external_url: &'a str,
+    /// Opens the CI/CD variables' sealed values.
+    pub secrets: &'a crate::secrets::SecretBox,
 }
 
 fn var(key: &str, value: impl Into<String>, public: bool) -> Value {
     json!({ "key": key, "value": value.into(), "public": public, "masked": false })
+}
+
+/// The CI/CD variables a job sees, as `Ci::HasVariable#to_hash_variable` sends them
+/// (`file`, `masked` and `raw` for the runner), in rising precedence: the instance's, then
+/// the project's; protected ones only on a protected ref; a project's only when its
+/// `environment_scope` covers the job's environment (`*` alone for a job without one),
+/// the more specific scope winning (`*`, then patterns, then the exact name).
+fn ci_variables(a: &Assignment, environment: Option<&str>, ctx: &PayloadContext<'_>) -> Vec<Value> {
+    let specificity = |scope: &str| match scope {
+        "*" => 0,
+        s if s.contains('*') => 1,
+        _ => 2,
+    };
+    let mut chosen: Vec<&crate::db::models::CiVariable> = a
+        .variables
+        .iter()
+        .filter(|v| !v.protected || a.pipeline.protected)
+        .filter(|v| match environment {
+            _ if v.environment_scope == "*" => true,
+            Some(name) => scope_matches(&v.environment_scope, name),
+            None => false,
+        })
+        .collect();
+    chosen.sort_by_key(|v| (v.project_id.is_some(), specificity(&v.environment_scope)));
+    chosen
+        .into_iter()
+        .filter_map(|v| {
+            let value = match ctx.secrets.open(&v.value) {
+                Ok(value) => value,
+                Err(e) => {
+                    tracing::error!(variable_id = v.id, error = %e, "a CI/CD variable left out");
+                    return None;
+                }
+            };
+            let mut shown =
+                json!({ "key": v.key, "value": value, "public": false, "masked": v.masked });
+            if v.variable_type == "file" {
+                shown["file"] = json!(true);
+            }
+            if v.raw {
+                shown["raw"] = json!(true);
+            }
+            Some(shown)
+        })
+        .collect()
+}
+
+/// Whether an `environment_scope` covers `name`: the same name, or a pattern whose `*`
+/// stands for any text (GitLab matches with SQL `LIKE`, `*` as `%`).
+fn scope_matches(scope: &str, name: &str) -> bool {
+    let parts: Vec<&str> = scope.split('*').collect();
+    if parts.len() == 1 {
+        return scope == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// GitLab's `CI_COMMIT_REF_SLUG`: lower case, non-alphanumerics to `-`, at most 63 chars,
@@ -275,6 +343,10 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
             ));
         }
     }
+    // CI/CD variables: the instance's, then the project's, above the file's and the
+    // dotenv reports', below the pipeline's (GitLab's precedence).
+    let environment = spec.environment.as_ref().map(|e| e.name.as_str());
+    variables.extend(ci_variables(a, environment, ctx));
     for v in pipeline_variables(pipeline) {
         variables.push(var(&v.key, v.value, false));
     }

@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod ci_minutes;
+pub mod ci_variable;
 pub mod feature_flag;
 pub mod job;
 pub mod mirror_head;
@@ -16,6 +17,7 @@ pub mod ui_session;
 
 pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
 pub use ci_minutes::CiMinutesUsage;
+pub use ci_variable::{CiVariable, CiVariableFields};
 pub use feature_flag::FeatureFlag;
 pub use job::{Candidate, Job, JobChanges, JobCoverage, NewJob};
 pub use mirror_head::MirrorHead;

@@ -1,0 +1,1 @@
+DROP TABLE ci_variables;
