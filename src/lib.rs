@@ -220,6 +220,7 @@ impl Runway {
                     allow_local: settings.include_remote_allow_local,
                 },
                 Repositories::new(&settings.data_dir, settings.git_allowed_schemes.clone()),
+                secrets.clone(),
             ),
             repositories: Repositories::new(
                 &settings.data_dir,

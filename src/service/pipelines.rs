@@ -157,6 +157,8 @@ pub struct Pipelines {
     remote: crate::service::remote::RemoteIncludes,
     /// Where `include:project` files are read.
     repositories: crate::service::repos::Repositories,
+    /// Opens CI/CD variables for `rules:if`.
+    secrets: crate::secrets::SecretBox,
 }
 
 /// Whether a refused configuration is recorded as a failed pipeline when the command saves
@@ -177,7 +179,12 @@ fn is_complete(status: JobStatus) -> bool {
 
 /// The variables `rules:if` sees at creation: the predefined ones that do not depend on
 /// the job, and the pipeline's own (which win over the file's).
-fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> RuleScope {
+fn rule_scope(
+    project: &Project,
+    req: &NewPipelineRequest,
+    protected: bool,
+    ci_variables: Vec<(String, String)>,
+) -> RuleScope {
     let branch_or_tag = if req.tag {
         "CI_COMMIT_TAG"
     } else {
@@ -208,10 +215,14 @@ fn rule_scope(project: &Project, req: &NewPipelineRequest, protected: bool) -> R
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let user = req
-        .variables
-        .iter()
-        .map(|v| (v.key.clone(), v.value.clone()))
+    // CI/CD variables, then the pipeline's over them.
+    let user = ci_variables
+        .into_iter()
+        .chain(
+            req.variables
+                .iter()
+                .map(|v| (v.key.clone(), v.value.clone())),
+        )
         .collect();
     RuleScope {
         predefined,
@@ -275,6 +286,7 @@ impl Pipelines {
         max_jobs: Option<usize>,
         remote: crate::service::remote::RemoteIncludes,
         repositories: crate::service::repos::Repositories,
+        secrets: crate::secrets::SecretBox,
     ) -> Pipelines {
         Pipelines {
             db,
@@ -282,7 +294,28 @@ impl Pipelines {
             max_jobs,
             remote,
             repositories,
+            secrets,
         }
+    }
+
+    /// The CI/CD variables `rules:if` sees when a pipeline is created: the instance's,
+    /// then the project's (of scope `*`: no environment is known yet), protected ones on a
+    /// protected ref only — GitLab's `Gitlab::Ci::Variables::Builder#config_variables`.
+    async fn ci_variables_for_rules(
+        &self,
+        project: &Project,
+        protected: bool,
+    ) -> ApiResult<Vec<(String, String)>> {
+        let mut rows = {
+            let mut db = self.db.read().await?;
+            crate::db::models::CiVariable::for_job(&mut db.conn(), project.id).await?
+        };
+        rows.retain(|v| v.environment_scope == "*" && (!v.protected || protected));
+        rows.sort_by_key(|v| v.project_id.is_some());
+        Ok(rows
+            .into_iter()
+            .filter_map(|v| Some((v.key, self.secrets.open(&v.value).ok()?)))
+            .collect())
     }
 
     /// Plans `yaml` on the blocking pool: the commit's files (or none) and remote
@@ -338,7 +371,8 @@ impl Pipelines {
         let protected = ref_protected(project, &req.ref_);
         // Parsing and planning are CPU work bounded by the loader's limits: off the async
         // workers, so that a large file does not hold up other requests.
-        let scope = rule_scope(project, &req, protected);
+        let ci_variables = self.ci_variables_for_rules(project, protected).await?;
+        let scope = rule_scope(project, &req, protected, ci_variables);
         let yaml = req.ci_config.clone();
         // `Gitlab::Ci::Pipeline::Quota::Size` is checked while planning, before any row.
         let plan = match self.plan(yaml, scope, req.files.clone(), false).await?.0 {
@@ -518,7 +552,8 @@ impl Pipelines {
     /// creating anything — the merged configuration and the jobs, or the errors.
     pub async fn lint(&self, project: &Project, req: NewPipelineRequest) -> ApiResult<Lint> {
         let protected = ref_protected(project, &req.ref_);
-        let scope = rule_scope(project, &req, protected);
+        let ci_variables = self.ci_variables_for_rules(project, protected).await?;
+        let scope = rule_scope(project, &req, protected, ci_variables);
         let (plan, merged) = self.plan(req.ci_config, scope, req.files, true).await?;
         Ok(match plan {
             Ok(plan) => Lint {

@@ -495,3 +495,33 @@ both_backends! {
         assert!(site.text().await.expect("body").contains("<h1>Runway e2e site</h1>"));
     }
 }
+
+both_backends! {
+    // A masked, protected, file-type project variable reaches the real runner's job on a
+    // protected ref as a file; the runner masks it, so the stored log shows `[MASKED]`
+    // where the job printed it.
+    async fn a_masked_file_variable_with_the_real_runner(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "secrets" })).await;
+        for body in [
+            json!({ "key": "DEPLOY_KEY", "value": "k3y-c0ntent-f0r-dep1oys", "variable_type": "file", "masked": true, "protected": true }),
+            json!({ "key": "API_TOKEN", "value": "t0ken-v@lue-123", "masked": true }),
+        ] {
+            let reply = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/variables")).json(&body)).await;
+            assert_eq!(reply.status, 201, "{}", reply.text);
+        }
+        let yaml = "secret:\n  script:\n    - test -f \"$DEPLOY_KEY\" && echo \"the key is a file\"\n    - cat \"$DEPLOY_KEY\"; echo\n    - echo \"token $API_TOKEN\"\n";
+        let runner = RealRunner::new();
+        runner.register(&app.base, &["--registration-token", REGISTRATION_TOKEN]).await;
+        let pipeline = app.pipeline(project, yaml).await;
+        let mut child = runner.run();
+        let status = finished_pipeline(&app, project, pipeline, || runner.log()).await;
+        child.kill().await.ok();
+        assert_eq!(status, "success", "runner log:\n{}", runner.log());
+        let jobs = pipeline_jobs(&app, project, pipeline).await;
+        let log = trace(&app, project, job(&jobs, "secret")).await;
+        assert!(log.contains("the key is a file"), "{log}");
+        assert!(log.contains("[MASKED]") && log.contains("token [MASKED]"), "{log}");
+        assert!(!log.contains("k3y-c0ntent-f0r-dep1oys") && !log.contains("t0ken-v@lue-123"), "{log}");
+    }
+}

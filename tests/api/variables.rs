@@ -189,3 +189,33 @@ both_backends! {
         assert_eq!(vars["P"]["value"], "project");
     }
 }
+
+both_backends! {
+    // `rules:if` sees CI/CD variables when the pipeline is created (protected ones only
+    // on a protected ref), below the pipeline's own.
+    async fn rules_see_ci_cd_variables(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "ruled" })).await;
+        let base = format!("/projects/{project}/variables");
+        for body in [
+            json!({ "key": "DEPLOY_ENABLED", "value": "yes" }),
+            json!({ "key": "PROTECTED_FLAG", "value": "on", "protected": true }),
+            json!({ "key": "OVERRIDDEN", "value": "project" }),
+        ] {
+            assert_eq!(send(&app, Method::POST, &base, Some(body)).await.status, 201);
+        }
+        let yaml = "deploy: { script: [x], rules: [ { if: '$DEPLOY_ENABLED == \"yes\"' } ] }\n\
+            guarded: { script: [x], rules: [ { if: $PROTECTED_FLAG } ] }\n\
+            piped: { script: [x], rules: [ { if: '$OVERRIDDEN == \"pipeline\"' } ] }\n\
+            always: { script: [x] }\n";
+        let names = |created: crate::helpers::Reply| {
+            assert_eq!(created.status, 201, "{}", created.text);
+            created.json()
+        };
+        let on_main = names(app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline"))
+            .json(&json!({ "ref": "main", "ci_config": yaml, "variables": [{ "key": "OVERRIDDEN", "value": "pipeline" }] }))).await);
+        assert_eq!(app.job_names(project, &on_main).await, ["always", "deploy", "guarded", "piped"]);
+        let on_feature = names(app.create_pipeline(project, "feature", yaml).await);
+        assert_eq!(app.job_names(project, &on_feature).await, ["always", "deploy"]);
+    }
+}
