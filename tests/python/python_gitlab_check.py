@@ -62,6 +62,39 @@ except gitlab.exceptions.GitlabVerifyError as err:
 gl.runners.delete(legacy.id)
 assert gl.runners_all.list(get_all=True) == []
 
+# CI/CD variables: a project's and the instance's.
+project = gl.projects.create({"name": "py-vars"})
+variable = project.variables.create(
+    {"key": "DEPLOY_TOKEN", "value": "s3cr3t-t0ken", "masked": True, "protected": True}
+)
+assert (variable.key, variable.value, variable.masked, variable.environment_scope) == (
+    "DEPLOY_TOKEN", "s3cr3t-t0ken", True, "*"), variable.attributes
+project.variables.create({"key": "DEPLOY_TOKEN", "value": "prod-t0ken", "environment_scope": "production"})
+assert sorted(v.environment_scope for v in project.variables.list(get_all=True)) == ["*", "production"]
+scoped = project.variables.get("DEPLOY_TOKEN", filter={"environment_scope": "production"})
+assert scoped.value == "prod-t0ken", scoped.attributes
+project.variables.create({"key": "PLAIN", "value": "one"})
+plain = project.variables.get("PLAIN")
+plain.value = "two"
+plain.save()
+assert project.variables.get("PLAIN").value == "two"
+project.variables.delete("PLAIN")
+try:
+    project.variables.get("PLAIN")
+    raise AssertionError("deleted variable still found")
+except gitlab.exceptions.GitlabGetError as err:
+    assert err.response_code == 404, err.response_code
+try:
+    project.variables.create({"key": "SHORT", "value": "short", "masked": True})
+    raise AssertionError("a value too short to mask was taken")
+except gitlab.exceptions.GitlabCreateError as err:
+    assert err.response_code == 400, err.response_code
+instance = gl.variables.create({"key": "REGISTRY", "value": "mirror.example.com"})
+assert [v.key for v in gl.variables.list(get_all=True)] == ["REGISTRY"]
+assert gl.variables.get("REGISTRY").value == "mirror.example.com"
+instance.delete()
+assert gl.variables.list(get_all=True) == []
+
 try:
     gitlab.Gitlab(url, private_token="wrong").auth()
     raise AssertionError("wrong admin token accepted")
