@@ -254,6 +254,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pipeline_triggers (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        description -> Text,
+        token_digest -> Binary,
+        token -> Text,
+        last_used -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
@@ -261,6 +274,7 @@ diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     ci_variables,
+    pipeline_triggers,
     mirror_heads,
     instance_settings,
     projects,

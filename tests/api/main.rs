@@ -33,6 +33,7 @@ mod schema;
 mod schemathesis;
 mod swagger_ui;
 mod traces;
+mod triggers;
 mod ui;
 mod ui_browser;
 mod variables;

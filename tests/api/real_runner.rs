@@ -27,13 +27,13 @@ fn runner_binary() -> PathBuf {
 }
 
 /// One runner's folder: config.toml, working directory (builds) and home.
-struct RealRunner {
+pub(crate) struct RealRunner {
     bin: PathBuf,
     dir: tempfile::TempDir,
 }
 
 impl RealRunner {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("work")).expect("work dir");
         std::fs::create_dir_all(dir.path().join("home")).expect("home dir");
@@ -93,7 +93,7 @@ impl RealRunner {
 
     /// `register --non-interactive` with the given credential flags, then a one-second poll
     /// interval and a 16 MiB log limit in config.toml.
-    async fn register(&self, base: &str, credentials: &[&str]) -> String {
+    pub(crate) async fn register(&self, base: &str, credentials: &[&str]) -> String {
         let config = self.config();
         let url = format!("{base}/");
         let mut args = vec![
@@ -133,7 +133,7 @@ impl RealRunner {
     }
 
     /// `gitlab-runner run` in the background; its log goes to `runner.log`.
-    fn run(&self) -> Child {
+    pub(crate) fn run(&self) -> Child {
         let log = std::fs::File::create(self.dir.path().join("runner.log")).expect("log");
         let config = self.config();
         let work = self.dir.path().join("work");
@@ -150,7 +150,7 @@ impl RealRunner {
         .expect("gitlab-runner run starts")
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
     }
 }

@@ -219,3 +219,29 @@ both_backends! {
         assert_eq!(app.job_names(project, &on_feature).await, ["always", "deploy"]);
     }
 }
+
+both_backends! {
+    // `GET /pipelines/:id/variables` lists what the pipeline was created with;
+    // `GET /pipelines/latest` is the newest of a ref (the default branch by default).
+    async fn pipeline_variables_and_the_latest_pipeline(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "latest" })).await;
+        let create = |ref_: &'static str| {
+            app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline"))
+                .json(&json!({ "ref": ref_, "ci_config": "job: { script: [x] }\n", "variables": [{ "key": "WHERE", "value": ref_ }] })))
+        };
+        send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await
+            .assert(404, json!({ "message": "404 Pipeline Not Found" }));
+        let first = create("main").await.json();
+        let second = create("main").await.json();
+        let feature = create("feature").await.json();
+        let latest = send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await;
+        assert_eq!((latest.status, latest.json()["id"].clone()), (200, second["id"].clone()), "{}", latest.text);
+        let on_feature = send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest?ref=feature"), None).await;
+        assert_eq!(on_feature.json()["id"], feature["id"]);
+        send(&app, Method::GET, &format!("/projects/{project}/pipelines/{}/variables", first["id"]), None).await
+            .assert(200, json!([{ "variable_type": "env_var", "key": "WHERE", "value": "main" }]));
+        send(&app, Method::GET, &format!("/projects/{project}/pipelines/999/variables"), None).await
+            .assert(404, json!({ "message": "404 Pipeline Not Found" }));
+    }
+}

@@ -2,7 +2,10 @@
 makes from Python. Usage: python_gitlab_check.py BASE_URL ADMIN_TOKEN REGISTRATION_TOKEN.
 Exits non-zero (with a traceback) on the first thing that does not work."""
 
+import os
+import subprocess
 import sys
+import tempfile
 
 import gitlab
 
@@ -94,6 +97,27 @@ assert [v.key for v in gl.variables.list(get_all=True)] == ["REGISTRY"]
 assert gl.variables.get("REGISTRY").value == "mirror.example.com"
 instance.delete()
 assert gl.variables.list(get_all=True) == []
+
+# Trigger tokens, and a pipeline started with one (the project reads a local repository).
+repo = tempfile.mkdtemp()
+for args in (["init", "-q", "-b", "main"], ["config", "user.email", "py@example.com"],
+             ["config", "user.name", "py"]):
+    subprocess.run(["git", "-C", repo, *args], check=True)
+with open(os.path.join(repo, ".gitlab-ci.yml"), "w") as ci:
+    ci.write("job: { script: [echo $FROM_TRIGGER] }\n")
+subprocess.run(["git", "-C", repo, "add", "."], check=True)
+subprocess.run(["git", "-C", repo, "commit", "-q", "-m", "ci"], check=True)
+triggered = gl.projects.create({"name": "py-triggers", "repository_url": repo})
+trigger = triggered.triggers.create({"description": "from python"})
+assert trigger.token.startswith("glptt-"), trigger.attributes
+assert [t.description for t in triggered.triggers.list(get_all=True)] == ["from python"]
+pipeline = triggered.trigger_pipeline("main", trigger.token, variables={"FROM_TRIGGER": "python"})
+assert (pipeline.source, pipeline.ref) == ("trigger", "main"), pipeline.attributes
+assert [v.key for v in pipeline.variables.list(get_all=True)] == ["FROM_TRIGGER"]
+assert triggered.pipelines.latest(ref="main").id == pipeline.id
+assert triggered.pipelines.latest().id == pipeline.id
+triggered.triggers.delete(trigger.id)
+assert triggered.triggers.list(get_all=True) == []
 
 try:
     gitlab.Gitlab(url, private_token="wrong").auth()

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod pipelines;
 pub mod projects;
 pub mod runners;
+pub mod triggers;
 pub mod variables;
 
 use actix_web::{HttpRequest, HttpResponse};
@@ -95,4 +96,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     lint::configure(cfg);
     audit::configure(cfg);
     variables::configure(cfg);
+    triggers::configure(cfg);
 }

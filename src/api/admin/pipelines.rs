@@ -115,6 +115,57 @@ pub async fn list_pipelines(
     Ok(page.respond(&req, items))
 }
 
+/// The newest pipeline of a ref (`ref`; the default branch if none is given).
+#[utoipa::path(tag = "pipelines", operation_id = "latest_pipeline", params(("id" = String, Path), ("ref" = Option<String>, Query)),
+    security(("private_token" = [])), responses((status = 200, description = "the pipeline"), (status = 404, description = "none on that ref")))]
+#[get("/projects/{id}/pipelines/latest")]
+pub async fn latest_pipeline(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = find_project(&state, &id).await?;
+    let params = params_of(&req)?;
+    let mut c = crate::api::params::Check::new(&params);
+    let ref_ = c
+        .str_max("ref", 255)
+        .unwrap_or_else(|| project.default_branch.clone());
+    c.finish()?;
+    let newest = {
+        let mut db = state.db.read().await?;
+        Pipeline::for_project(&mut db.conn(), project.id).await?
+    }
+    .into_iter()
+    .filter(|p| p.ref_ == ref_)
+    .max_by_key(|p| p.id)
+    .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+    Ok(HttpResponse::Ok().json(pipeline_json(
+        &newest,
+        &project,
+        &state.settings.external_url,
+    )))
+}
+
+/// The variables a pipeline was created with (API, trigger, schedule, push options).
+#[utoipa::path(tag = "pipelines", operation_id = "list_pipeline_variables", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 200, description = "`[{variable_type, key, value}]`"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}/variables")]
+pub async fn list_pipeline_variables(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let variables: Vec<Value> = crate::service::pipelines::pipeline_variables(&pipeline)
+        .into_iter()
+        .map(|v| json!({ "variable_type": "env_var", "key": v.key, "value": v.value }))
+        .collect();
+    Ok(HttpResponse::Ok().json(variables))
+}
+
 /// One pipeline.
 #[utoipa::path(tag = "pipelines", operation_id = "get_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
     security(("private_token" = [])), responses((status = 200, description = "the pipeline"), (status = 404, description = "not found")))]
@@ -401,7 +452,10 @@ pub async fn play_job(
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(list_pipelines)
+        // Before `{pipeline_id}`, which would take `latest` for an id.
+        .service(latest_pipeline)
         .service(get_pipeline)
+        .service(list_pipeline_variables)
         .service(list_pipeline_jobs)
         .service(cancel_pipeline)
         .service(retry_pipeline)

@@ -579,21 +579,7 @@ impl FromParams for CreatePipelineParams {
                 c.error("variables masked is not supported: pipeline variables are never masked");
             }
         }
-        // `optional :inputs, type: Hash`: JSON values keep their types.
-        let inputs = match params.get("inputs") {
-            None | Some(Value::Null) => None,
-            Some(value @ Value::Object(_)) => match serde_yaml_ng::to_value(value) {
-                Ok(serde_yaml_ng::Value::Mapping(inputs)) => Some(inputs),
-                _ => {
-                    c.invalid("inputs");
-                    None
-                }
-            },
-            Some(_) => {
-                c.invalid("inputs");
-                None
-            }
-        };
+        let inputs = inputs_param(&mut c, params);
         c.finish()?;
         Ok(CreatePipelineParams {
             ref_,
@@ -602,6 +588,24 @@ impl FromParams for CreatePipelineParams {
             ci_config,
             inputs,
         })
+    }
+}
+
+/// `optional :inputs, type: Hash`: JSON values keep their types.
+pub fn inputs_param(c: &mut Check<'_>, params: &Params) -> Option<serde_yaml_ng::Mapping> {
+    match params.get("inputs") {
+        None | Some(Value::Null) => None,
+        Some(value @ Value::Object(_)) => match serde_yaml_ng::to_value(value) {
+            Ok(serde_yaml_ng::Value::Mapping(inputs)) => Some(inputs),
+            _ => {
+                c.invalid("inputs");
+                None
+            }
+        },
+        Some(_) => {
+            c.invalid("inputs");
+            None
+        }
     }
 }
 

@@ -317,6 +317,10 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
         var("GITLAB_USER_NAME", "Administrator", true),
         var("GITLAB_USER_EMAIL", "admin@example.com", true),
     ];
+    // GitLab's `CI_PIPELINE_TRIGGERED`, for pipelines started with a trigger token.
+    if pipeline.source == "trigger" {
+        variables.push(var("CI_PIPELINE_TRIGGERED", "true", true));
+    }
     // Without a repository there is nothing to clone: the job runs in an empty folder.
     if repo_url.is_empty() && !spec.variables.iter().any(|v| v.key == "GIT_STRATEGY") {
         variables.push(var("GIT_STRATEGY", "none", true));

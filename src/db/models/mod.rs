@@ -13,6 +13,7 @@ pub mod runner;
 pub mod runner_manager;
 pub mod setting;
 pub mod trace;
+pub mod trigger;
 pub mod ui_session;
 
 pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
@@ -27,6 +28,7 @@ pub use runner::{NewRunner, Runner, RunnerChanges, RunnerFilter};
 pub use runner_manager::{ManagerHeartbeat, RunnerManager};
 pub use setting::InstanceSetting;
 pub use trace::{Appended, StoredChunk, TraceChunk};
+pub use trigger::PipelineTrigger;
 pub use ui_session::UiSessionRow;
 
 /// Current time as stored: UTC, microsecond precision (what both backends keep), so that a
