@@ -247,6 +247,7 @@ impl Runway {
         state.traces.sweep().await?;
         spawn_reaper(state.clone());
         spawn_mirror_puller(state.clone());
+        spawn_scheduler(state.clone());
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
         }
@@ -364,6 +365,24 @@ fn spawn_mirror_puller(state: web::Data<AppState>) {
                 _ = state.queue.closed() => return,
             }
             pull_mirrors(&state).await;
+        }
+    });
+}
+
+/// Runs due pipeline schedules ([`service::schedules::run_due`]), looking every second,
+/// until the server stops.
+fn spawn_scheduler(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = state.queue.closed() => return,
+            }
+            if let Err(e) = service::schedules::run_due(&state).await {
+                tracing::error!(error = %e, "running due pipeline schedules failed");
+            }
         }
     });
 }

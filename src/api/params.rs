@@ -463,6 +463,21 @@ impl<'a> Check<'a> {
     }
 }
 
+/// Grape's `requires` checked after parsing: `<name> is missing` for each absent one
+/// (`(name, absent)` pairs), joined as Grape joins them.
+pub fn require(fields: &[(&str, bool)]) -> ApiResult<()> {
+    let missing: Vec<String> = fields
+        .iter()
+        .filter(|(_, absent)| *absent)
+        .map(|(name, _)| format!("{name} is missing"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidParams(missing.join(", ")))
+    }
+}
+
 /// Trims, drops empties and duplicates, keeps order (`"a, b,,a"` → `["a","b"]`).
 fn split_tags<'s>(items: impl Iterator<Item = &'s str>) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();

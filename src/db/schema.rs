@@ -106,6 +106,7 @@ diesel::table! {
         auto_cancel_on_job_failure -> Text,
         has_sources -> Bool,
         yaml_errors -> Nullable<Text>,
+        schedule_id -> Nullable<BigInt>,
     }
 }
 
@@ -267,6 +268,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pipeline_schedules (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        description -> Text,
+        #[sql_name = "ref"]
+        ref_ -> Text,
+        cron -> Text,
+        cron_timezone -> Text,
+        next_run_at -> Timestamp,
+        active -> Bool,
+        variables -> Text,
+        last_pipeline_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
@@ -274,6 +293,7 @@ diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     ci_variables,
+    pipeline_schedules,
     pipeline_triggers,
     mirror_heads,
     instance_settings,

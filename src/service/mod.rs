@@ -8,6 +8,7 @@ pub mod pushes;
 pub mod remote;
 pub mod repos;
 pub mod runners;
+pub mod schedules;
 pub mod traces;
 
 /// Runs file work on tokio's blocking pool; its I/O error is the server's, with `context`.

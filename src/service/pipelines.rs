@@ -102,6 +102,8 @@ pub struct NewPipelineRequest {
     /// GitLab's `save_on_errors` (pushes and mirror pulls): a configuration error is
     /// recorded as a failed pipeline rather than answered alone.
     pub save_on_errors: bool,
+    /// The schedule starting this pipeline.
+    pub schedule_id: Option<i64>,
 }
 
 impl NewPipelineRequest {
@@ -127,6 +129,7 @@ impl NewPipelineRequest {
             auto_cancel_on_job_failure: "none",
             has_sources: self.files.is_some(),
             yaml_errors: None,
+            schedule_id: self.schedule_id,
         }
     }
 }

@@ -88,6 +88,7 @@ pub async fn start(
             inputs: None,
             before_sha: before,
             save_on_errors: true,
+            schedule_id: None,
         };
         match state.pipelines.create(project, request).await {
             Ok(_) => started += 1,

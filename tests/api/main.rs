@@ -29,6 +29,7 @@ mod repositories;
 mod restart;
 mod runners;
 mod s3;
+mod schedules;
 mod schema;
 mod schemathesis;
 mod swagger_ui;

@@ -7,20 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{both_backends, TestApp};
 
-async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> crate::helpers::Reply {
-    let request = app.admin(method, &format!("/api/v4{path}"));
-    app.send(match body {
-        Some(body) => request.json(&body),
-        None => request,
-    })
-    .await
-}
-
 /// The payload's variables by key: `(value, masked, file)`.
 fn payload_variables(job: &Value) -> std::collections::HashMap<String, Value> {
     job["variables"]
@@ -36,7 +22,7 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "vars" })).await;
         let base = format!("/projects/{project}/variables");
-        let created = send(&app, Method::POST, &base, Some(json!({
+        let created = app.api(Method::POST, &base, Some(json!({
             "key": "DEPLOY_TOKEN", "value": "s3cr3t-t0ken", "protected": true, "masked": true,
             "variable_type": "file", "description": "for deploys"
         }))).await;
@@ -52,37 +38,37 @@ both_backends! {
             assert!(rows[0].value.starts_with("v1:") && !rows[0].value.contains("s3cr3t"), "{}", rows[0].value);
         }
         // GitLab's validations, in its words; nothing is written.
-        send(&app, Method::POST, &base, Some(json!({ "key": "DEPLOY_TOKEN", "value": "another-one" })))
+        app.api(Method::POST, &base, Some(json!({ "key": "DEPLOY_TOKEN", "value": "another-one" })))
             .await
             .assert(400, json!({ "message": { "key": ["(DEPLOY_TOKEN) has already been taken"] } }));
-        send(&app, Method::POST, &base, Some(json!({ "key": "SHORT", "value": "short", "masked": true })))
+        app.api(Method::POST, &base, Some(json!({ "key": "SHORT", "value": "short", "masked": true })))
             .await
             .assert(400, json!({ "message": { "value": ["is invalid"] } }));
-        send(&app, Method::POST, &base, Some(json!({ "key": "SPACES", "value": "has a space", "masked": true })))
+        app.api(Method::POST, &base, Some(json!({ "key": "SPACES", "value": "has a space", "masked": true })))
             .await
             .assert(400, json!({ "message": { "value": ["is invalid"] } }));
-        send(&app, Method::POST, &base, Some(json!({ "key": "BAD-KEY", "value": "x" })))
+        app.api(Method::POST, &base, Some(json!({ "key": "BAD-KEY", "value": "x" })))
             .await
             .assert(400, json!({ "message": { "key": ["can contain only letters, digits and '_'."] } }));
-        send(&app, Method::POST, &base, Some(json!({ "key": "NO_VALUE" })))
+        app.api(Method::POST, &base, Some(json!({ "key": "NO_VALUE" })))
             .await
             .assert(400, json!({ "error": "value is missing" }));
-        send(&app, Method::POST, &base, Some(json!({ "key": "T", "value": "x", "variable_type": "yaml" })))
+        app.api(Method::POST, &base, Some(json!({ "key": "T", "value": "x", "variable_type": "yaml" })))
             .await
             .assert(400, json!({ "error": "variable_type does not have a valid value" }));
         // A raw masked value may hold any non-space.
-        let raw = send(&app, Method::POST, &base, Some(json!({ "key": "RAW", "value": "p@$$w0rd!", "masked": true, "raw": true }))).await;
+        let raw = app.api(Method::POST, &base, Some(json!({ "key": "RAW", "value": "p@$$w0rd!", "masked": true, "raw": true }))).await;
         assert_eq!(raw.status, 201, "{}", raw.text);
 
         // The same key in another environment scope; then it takes a filter.
-        let scoped = send(&app, Method::POST, &base, Some(json!({ "key": "DEPLOY_TOKEN", "value": "prod-t0ken-123", "environment_scope": "production" }))).await;
+        let scoped = app.api(Method::POST, &base, Some(json!({ "key": "DEPLOY_TOKEN", "value": "prod-t0ken-123", "environment_scope": "production" }))).await;
         assert_eq!((scoped.status, scoped.json()["environment_scope"].clone()), (201, json!("production")), "{}", scoped.text);
-        send(&app, Method::GET, &format!("{base}/DEPLOY_TOKEN"), None).await.assert(409, json!({
+        app.api(Method::GET, &format!("{base}/DEPLOY_TOKEN"), None).await.assert(409, json!({
             "message": "There are multiple variables with provided parameters. Please use 'filter[environment_scope]'"
         }));
-        let one = send(&app, Method::GET, &format!("{base}/DEPLOY_TOKEN?filter[environment_scope]=production"), None).await;
+        let one = app.api(Method::GET, &format!("{base}/DEPLOY_TOKEN?filter[environment_scope]=production"), None).await;
         assert_eq!((one.status, one.json()["value"].clone()), (200, json!("prod-t0ken-123")), "{}", one.text);
-        let listed = send(&app, Method::GET, &base, None).await;
+        let listed = app.api(Method::GET, &base, None).await;
         assert_eq!(listed.status, 200);
         let keys: Vec<(String, String)> = listed.json().as_array().expect("list").iter()
             .map(|v| (v["key"].as_str().unwrap_or_default().into(), v["environment_scope"].as_str().unwrap_or_default().into()))
@@ -90,31 +76,31 @@ both_backends! {
         assert_eq!(keys, [("DEPLOY_TOKEN".into(), "*".into()), ("DEPLOY_TOKEN".into(), "production".into()), ("RAW".into(), "*".into())]);
 
         // Update, hidden values, delete.
-        let updated = send(&app, Method::PUT, &format!("{base}/RAW"), Some(json!({ "value": "n3w-v@lue!", "protected": true }))).await;
+        let updated = app.api(Method::PUT, &format!("{base}/RAW"), Some(json!({ "value": "n3w-v@lue!", "protected": true }))).await;
         assert_eq!((updated.status, updated.json()["value"].clone(), updated.json()["protected"].clone(), updated.json()["masked"].clone()), (200, json!("n3w-v@lue!"), json!(true), json!(true)), "{}", updated.text);
-        let hidden = send(&app, Method::POST, &base, Some(json!({ "key": "HIDDEN", "value": "never-shown-again", "masked_and_hidden": true }))).await;
+        let hidden = app.api(Method::POST, &base, Some(json!({ "key": "HIDDEN", "value": "never-shown-again", "masked_and_hidden": true }))).await;
         assert_eq!((hidden.status, hidden.json()["value"].clone(), hidden.json()["hidden"].clone(), hidden.json()["masked"].clone()), (201, json!(null), json!(true), json!(true)), "{}", hidden.text);
-        assert_eq!(send(&app, Method::GET, &format!("{base}/HIDDEN"), None).await.json()["value"], json!(null));
-        send(&app, Method::PUT, &format!("{base}/HIDDEN"), Some(json!({ "masked": false }))).await
+        assert_eq!(app.api(Method::GET, &format!("{base}/HIDDEN"), None).await.json()["value"], json!(null));
+        app.api(Method::PUT, &format!("{base}/HIDDEN"), Some(json!({ "masked": false }))).await
             .assert(400, json!({ "message": { "masked": ["cannot be unset for a hidden variable"] } }));
-        let deleted = send(&app, Method::DELETE, &format!("{base}/RAW"), None).await;
+        let deleted = app.api(Method::DELETE, &format!("{base}/RAW"), None).await;
         assert_eq!(deleted.status, 204);
-        send(&app, Method::GET, &format!("{base}/RAW"), None).await.assert(404, json!({ "message": "404 Variable Not Found" }));
-        send(&app, Method::GET, "/projects/999/variables", None).await.assert(404, json!({ "message": "404 Project Not Found" }));
+        app.api(Method::GET, &format!("{base}/RAW"), None).await.assert(404, json!({ "message": "404 Variable Not Found" }));
+        app.api(Method::GET, "/projects/999/variables", None).await.assert(404, json!({ "message": "404 Project Not Found" }));
 
         // The instance's: no environment scope.
-        let instance = send(&app, Method::POST, "/admin/ci/variables", Some(json!({ "key": "REGISTRY", "value": "mirror.example.com" }))).await;
+        let instance = app.api(Method::POST, "/admin/ci/variables", Some(json!({ "key": "REGISTRY", "value": "mirror.example.com" }))).await;
         instance.assert(201, json!({
             "variable_type": "env_var", "key": "REGISTRY", "value": "mirror.example.com", "hidden": false,
             "protected": false, "masked": false, "raw": false, "description": null
         }));
-        send(&app, Method::POST, "/admin/ci/variables", Some(json!({ "key": "REGISTRY", "value": "x" }))).await
+        app.api(Method::POST, "/admin/ci/variables", Some(json!({ "key": "REGISTRY", "value": "x" }))).await
             .assert(400, json!({ "message": { "key": ["(REGISTRY) has already been taken"] } }));
-        assert_eq!(send(&app, Method::GET, "/admin/ci/variables", None).await.json().as_array().map(Vec::len), Some(1));
-        assert_eq!(send(&app, Method::GET, &base, None).await.json().as_array().map(Vec::len), Some(3), "the instance's are not the project's");
-        let changed = send(&app, Method::PUT, "/admin/ci/variables/REGISTRY", Some(json!({ "value": "other.example.com" }))).await;
+        assert_eq!(app.api(Method::GET, "/admin/ci/variables", None).await.json().as_array().map(Vec::len), Some(1));
+        assert_eq!(app.api(Method::GET, &base, None).await.json().as_array().map(Vec::len), Some(3), "the instance's are not the project's");
+        let changed = app.api(Method::PUT, "/admin/ci/variables/REGISTRY", Some(json!({ "value": "other.example.com" }))).await;
         assert_eq!(changed.json()["value"], "other.example.com");
-        assert_eq!(send(&app, Method::DELETE, "/admin/ci/variables/REGISTRY", None).await.status, 204);
+        assert_eq!(app.api(Method::DELETE, "/admin/ci/variables/REGISTRY", None).await.status, 204);
         // Without the admin token: nothing.
         let anonymous = app.send(app.request(Method::GET, &format!("/api/v4{base}"))).await;
         assert_eq!(anonymous.status, 401);
@@ -132,7 +118,7 @@ both_backends! {
         let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
         let base = format!("/projects/{project}/variables");
         for (key, value) in [("P", "instance"), ("Q", "instance"), ("R", "instance"), ("INSTANCE_ONLY", "from the instance")] {
-            let reply = send(&app, Method::POST, "/admin/ci/variables", Some(json!({ "key": key, "value": value }))).await;
+            let reply = app.api(Method::POST, "/admin/ci/variables", Some(json!({ "key": key, "value": value }))).await;
             assert_eq!(reply.status, 201, "{}", reply.text);
         }
         for body in [
@@ -144,7 +130,7 @@ both_backends! {
             json!({ "key": "DEPLOY_URL", "value": "https://prod.example.com", "environment_scope": "production" }),
             json!({ "key": "DEPLOY_URL", "value": "https://any.example.com" }),
         ] {
-            let reply = send(&app, Method::POST, &base, Some(body)).await;
+            let reply = app.api(Method::POST, &base, Some(body)).await;
             assert_eq!(reply.status, 201, "{}", reply.text);
         }
         let yaml = "variables: { P: global, Q: global, R: global, S: global, T: global }\n\
@@ -202,7 +188,7 @@ both_backends! {
             json!({ "key": "PROTECTED_FLAG", "value": "on", "protected": true }),
             json!({ "key": "OVERRIDDEN", "value": "project" }),
         ] {
-            assert_eq!(send(&app, Method::POST, &base, Some(body)).await.status, 201);
+            assert_eq!(app.api(Method::POST, &base, Some(body)).await.status, 201);
         }
         let yaml = "deploy: { script: [x], rules: [ { if: '$DEPLOY_ENABLED == \"yes\"' } ] }\n\
             guarded: { script: [x], rules: [ { if: $PROTECTED_FLAG } ] }\n\
@@ -230,18 +216,18 @@ both_backends! {
             app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/pipeline"))
                 .json(&json!({ "ref": ref_, "ci_config": "job: { script: [x] }\n", "variables": [{ "key": "WHERE", "value": ref_ }] })))
         };
-        send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await
+        app.api(Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await
             .assert(404, json!({ "message": "404 Pipeline Not Found" }));
         let first = create("main").await.json();
         let second = create("main").await.json();
         let feature = create("feature").await.json();
-        let latest = send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await;
+        let latest = app.api(Method::GET, &format!("/projects/{project}/pipelines/latest"), None).await;
         assert_eq!((latest.status, latest.json()["id"].clone()), (200, second["id"].clone()), "{}", latest.text);
-        let on_feature = send(&app, Method::GET, &format!("/projects/{project}/pipelines/latest?ref=feature"), None).await;
+        let on_feature = app.api(Method::GET, &format!("/projects/{project}/pipelines/latest?ref=feature"), None).await;
         assert_eq!(on_feature.json()["id"], feature["id"]);
-        send(&app, Method::GET, &format!("/projects/{project}/pipelines/{}/variables", first["id"]), None).await
+        app.api(Method::GET, &format!("/projects/{project}/pipelines/{}/variables", first["id"]), None).await
             .assert(200, json!([{ "variable_type": "env_var", "key": "WHERE", "value": "main" }]));
-        send(&app, Method::GET, &format!("/projects/{project}/pipelines/999/variables"), None).await
+        app.api(Method::GET, &format!("/projects/{project}/pipelines/999/variables"), None).await
             .assert(404, json!({ "message": "404 Pipeline Not Found" }));
     }
 }

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import gitlab
 
@@ -118,6 +119,29 @@ assert triggered.pipelines.latest(ref="main").id == pipeline.id
 assert triggered.pipelines.latest().id == pipeline.id
 triggered.triggers.delete(trigger.id)
 assert triggered.triggers.list(get_all=True) == []
+
+# Pipeline schedules, their variables, play and their pipelines.
+schedule = triggered.pipelineschedules.create(
+    {"description": "nightly", "ref": "main", "cron": "0 2 * * *", "cron_timezone": "UTC"}
+)
+schedule.variables.create({"key": "FROM_TRIGGER", "value": "schedule"})
+again = triggered.pipelineschedules.get(schedule.id)
+assert again.attributes["variables"] == [{"key": "FROM_TRIGGER", "value": "schedule", "variable_type": "env_var"}], again.attributes
+schedule_id = schedule.id
+# play() keeps GitLab's answer (`{"message": "201 Created"}`) as the object's attributes.
+schedule.play()
+schedule = triggered.pipelineschedules.get(schedule_id)
+for _ in range(200):
+    if schedule.pipelines.list(get_all=True):
+        break
+    time.sleep(0.05)
+assert [p.source for p in schedule.pipelines.list(get_all=True)] == ["schedule"]
+schedule.description = "renamed"
+schedule.save()
+assert triggered.pipelineschedules.get(schedule.id).description == "renamed"
+schedule.take_ownership()
+schedule.delete()
+assert triggered.pipelineschedules.list(get_all=True) == []
 
 try:
     gitlab.Gitlab(url, private_token="wrong").auth()

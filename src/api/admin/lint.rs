@@ -143,6 +143,7 @@ fn push_request(
         inputs: None,
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
         save_on_errors: false,
+        schedule_id: None,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod pipelines;
 pub mod projects;
 pub mod runners;
+pub mod schedules;
 pub mod triggers;
 pub mod variables;
 
@@ -97,4 +98,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     audit::configure(cfg);
     variables::configure(cfg);
     triggers::configure(cfg);
+    schedules::configure(cfg);
 }

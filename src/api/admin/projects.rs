@@ -675,6 +675,7 @@ pub async fn pipeline_request(
         inputs: p.inputs,
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
         save_on_errors: false,
+        schedule_id: None,
     })
 }
 

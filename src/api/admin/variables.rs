@@ -214,14 +214,7 @@ async fn create(
     p: VariableParams,
 ) -> ApiResult<HttpResponse> {
     // Grape's `requires :key, :value`.
-    let missing: Vec<String> = [("key", p.key.is_none()), ("value", p.value.is_none())]
-        .into_iter()
-        .filter(|(_, missing)| *missing)
-        .map(|(name, _)| format!("{name} is missing"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::InvalidParams(missing.join(", ")));
-    }
+    crate::api::params::require(&[("key", p.key.is_none()), ("value", p.value.is_none())])?;
     let plain = p.value.unwrap_or_default();
     let hidden = p.masked_and_hidden.unwrap_or(false);
     let fields = CiVariableFields {

@@ -41,6 +41,8 @@ pub struct Pipeline {
     /// The configuration's errors, for a pipeline recorded failed without jobs (GitLab's
     /// `yaml_errors`).
     pub yaml_errors: Option<String>,
+    /// The pipeline schedule that started it.
+    pub schedule_id: Option<i64>,
 }
 
 #[derive(Debug, Insertable)]
@@ -64,6 +66,7 @@ pub struct NewPipeline<'a> {
     pub auto_cancel_on_job_failure: &'a str,
     pub has_sources: bool,
     pub yaml_errors: Option<&'a str>,
+    pub schedule_id: Option<i64>,
 }
 
 impl Pipeline {

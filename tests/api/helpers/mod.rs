@@ -484,6 +484,16 @@ impl TestApp {
     }
 
     /// `POST /projects/:id/pipeline` with `ci_config`.
+    /// An admin call to `/api/v4<path>`, with a JSON body if given.
+    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let request = self.admin(method, &format!("/api/v4{path}"));
+        self.send(match body {
+            Some(body) => request.json(&body),
+            None => request,
+        })
+        .await
+    }
+
     pub async fn create_pipeline(&self, project_id: i64, ref_: &str, yaml: &str) -> Reply {
         self.send(
             self.admin(

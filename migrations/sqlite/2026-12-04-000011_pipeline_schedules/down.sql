@@ -1,0 +1,2 @@
+ALTER TABLE pipelines DROP COLUMN schedule_id;
+DROP TABLE pipeline_schedules;
