@@ -283,3 +283,65 @@ both_backends! {
         assert_eq!(reply.status, 401);
     }
 }
+
+/// The ids of `GET /projects/:id/runners`.
+async fn project_runner_ids(app: &TestApp, project: i64) -> Vec<i64> {
+    let reply = app
+        .api(Method::GET, &format!("/projects/{project}/runners"), None)
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply
+        .json()
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap_or_default())
+        .collect()
+}
+
+both_backends! {
+    // A project runner shared with a second project (`POST /projects/:id/runners`), the
+    // project's runners (its own and the instance's), the jobs a runner ran with their
+    // projects, and GitLab's refusals.
+    async fn project_runners_and_runner_jobs(backend) {
+        let app = TestApp::spawn(backend).await;
+        let first = app.create_project(json!({ "name": "first" })).await;
+        let second = app.create_project(json!({ "name": "second" })).await;
+        let (instance_id, _) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (runner_id, token) = app.create_runner(json!({ "runner_type": "project_type", "project_id": first })).await;
+        assert_eq!(project_runner_ids(&app, first).await, [instance_id, runner_id]);
+        assert_eq!(project_runner_ids(&app, second).await, [instance_id]);
+        let only_project = app.api(Method::GET, &format!("/projects/{first}/runners?type=project_type"), None).await.json();
+        assert_eq!(only_project.as_array().map(Vec::len), Some(1));
+
+        let enabled = app.api(Method::POST, &format!("/projects/{second}/runners"), Some(json!({ "runner_id": runner_id }))).await;
+        assert_eq!((enabled.status, enabled.json()["id"].clone()), (201, json!(runner_id)), "{}", enabled.text);
+        app.api(Method::POST, &format!("/projects/{second}/runners"), Some(json!({ "runner_id": runner_id }))).await
+            .assert(400, json!({ "message": { "runner": ["has already been taken"] } }));
+        app.api(Method::POST, &format!("/projects/{second}/runners"), Some(json!({ "runner_id": instance_id }))).await
+            .assert(403, json!({ "message": "403 Forbidden - Runner is instance type" }));
+        app.api(Method::POST, &format!("/projects/{second}/runners"), Some(json!({}))).await
+            .assert(400, json!({ "error": "runner_id is missing" }));
+        assert_eq!(project_runner_ids(&app, second).await, [instance_id, runner_id]);
+
+        // The shared runner takes the second project's job; its jobs list shows it.
+        app.pipeline(second, "job: { script: [x] }\n").await;
+        let job = app.take_job(&token).await;
+        assert_eq!(job["job_info"]["project_id"], second);
+        let jobs = app.api(Method::GET, &format!("/runners/{runner_id}/jobs"), None).await;
+        assert_eq!(jobs.status, 200, "{}", jobs.text);
+        let jobs = jobs.json();
+        assert_eq!((jobs[0]["id"].clone(), jobs[0]["project"]["id"].clone(), jobs[0]["status"].clone()), (job["id"].clone(), json!(second), json!("running")));
+        assert_eq!(app.api(Method::GET, &format!("/runners/{runner_id}/jobs?status=success"), None).await.json(), json!([]));
+        app.api(Method::GET, &format!("/runners/{runner_id}/jobs?status=nope"), None).await
+            .assert(400, json!({ "error": "status does not have a valid value" }));
+        app.api(Method::GET, "/runners/999/jobs", None).await.assert(404, json!({ "message": "404 Runner Not Found" }));
+
+        // Off the second project; not off its last one.
+        assert_eq!(app.api(Method::DELETE, &format!("/projects/{second}/runners/{runner_id}"), None).await.status, 204);
+        app.api(Method::DELETE, &format!("/projects/{second}/runners/{runner_id}"), None).await
+            .assert(404, json!({ "message": "404 Runner Not Found" }));
+        app.api(Method::DELETE, &format!("/projects/{first}/runners/{runner_id}"), None).await
+            .assert(403, json!({ "message": "403 Forbidden - Only one project associated with the runner. Please remove the runner instead" }));
+    }
+}

@@ -371,3 +371,35 @@ both_backends! {
         assert!(get("/docs/site/-/pages/index.html").await.4.contains("<h1>Two</h1>"));
     }
 }
+
+both_backends! {
+    // `GET /projects/:id/jobs/artifacts/:ref/download?job=` and `…/raw/*path`: the job's
+    // archive in the ref's latest successful pipeline (python-gitlab's
+    // `project.artifacts.download(ref_name=, job=)`); a failed newer pipeline does not count.
+    async fn latest_artifacts_of_a_ref(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "byref" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let url = |path: &str| format!("/projects/{project}/jobs/artifacts/{path}");
+        app.api(Method::GET, &url("main/download?job=build"), None).await.assert(404, json!({ "message": "404 Not Found" }));
+        // Two successful pipelines on main, then a failed one.
+        for (round, outcome) in [("one", "success"), ("two", "success"), ("three", "failed")] {
+            app.pipeline(project, "build: { script: [x], artifacts: { paths: [out] } }\n").await;
+            let job = app.take_job(&runner).await;
+            let zip = zip_of(&[("out/version.txt", round.as_bytes()), ("out/bin.dat", &[0u8, 159, 146, 150])]);
+            assert_eq!(app.upload(&job, "artifact_type=archive&artifact_format=zip", "artifacts.zip", zip, false).await.status, 201);
+            let done = app.update_job(&job, json!({ "state": outcome })).await;
+            assert_eq!(done.status, 200, "{}", done.text);
+        }
+        let download = app.api(Method::GET, &url("main/download?job=build"), None).await;
+        assert_eq!(download.status, 200, "{}", download.text);
+        let raw = app.api(Method::GET, &url("main/raw/out/version.txt?job=build"), None).await;
+        assert_eq!((raw.status, raw.text.as_str()), (200, "two"), "the latest successful pipeline's");
+        let binary = app.api(Method::GET, &url("main/raw/out/bin.dat?job=build"), None).await;
+        assert_eq!(binary.status, 200);
+        for missing in ["main/raw/out/nope.txt?job=build", "main/raw/out?job=build", "main/download?job=test", "other/download?job=build", "main/raw/../x?job=build"] {
+            assert_eq!(app.api(Method::GET, &url(missing), None).await.status, 404, "{missing}");
+        }
+        app.api(Method::GET, &url("main/download"), None).await.assert(400, json!({ "error": "job is missing" }));
+    }
+}

@@ -143,6 +143,18 @@ schedule.take_ownership()
 schedule.delete()
 assert triggered.pipelineschedules.list(get_all=True) == []
 
+# Project runners, a runner's jobs and managers.
+own = gl.user.runners.create({"runner_type": "project_type", "project_id": project.id})
+assert [r.id for r in project.runners.list(get_all=True, type="project_type")] == [own.id]
+triggered.runners.create({"runner_id": own.id})
+assert own.id in [r.id for r in triggered.runners.list(get_all=True)]
+triggered.runners.delete(own.id)
+assert own.id not in [r.id for r in triggered.runners.list(get_all=True)]
+fetched = gl.runners.get(own.id)
+assert fetched.jobs.list(get_all=True) == []
+# python-gitlab has no manager for runner managers: its raw call reaches the route.
+assert gl.http_get(f"/runners/{own.id}/managers") == []
+
 try:
     gitlab.Gitlab(url, private_token="wrong").auth()
     raise AssertionError("wrong admin token accepted")

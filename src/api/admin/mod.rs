@@ -36,12 +36,29 @@ impl Page {
     /// `X-Next-Page`, `Link`, …), which python-gitlab follows.
     pub fn respond<T: Serialize>(self, req: &HttpRequest, items: Vec<T>) -> HttpResponse {
         let total = items.len();
-        let total_pages = total.div_ceil(self.per_page).max(1);
+        let window = self.window(total);
         let slice: Vec<T> = items
             .into_iter()
-            .skip((self.page - 1).saturating_mul(self.per_page))
-            .take(self.per_page)
+            .skip(window.start)
+            .take(window.len())
             .collect();
+        self.respond_slice(req, total, slice)
+    }
+
+    /// Which of `total` items this page holds.
+    pub fn window(self, total: usize) -> std::ops::Range<usize> {
+        let start = (self.page - 1).saturating_mul(self.per_page).min(total);
+        start..(start + self.per_page).min(total)
+    }
+
+    /// This page's items (made for [`Self::window`] alone) of `total`, with the headers.
+    pub fn respond_slice<T: Serialize>(
+        self,
+        req: &HttpRequest,
+        total: usize,
+        slice: Vec<T>,
+    ) -> HttpResponse {
+        let total_pages = total.div_ceil(self.per_page).max(1);
         let next = (self.page < total_pages).then(|| self.page + 1);
         let prev = (self.page > 1).then(|| self.page - 1);
         let link = |page: usize, rel: &str| {

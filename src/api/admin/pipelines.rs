@@ -115,6 +115,71 @@ pub async fn list_pipelines(
     Ok(page.respond(&req, items))
 }
 
+/// The jobs a runner ran (`status` to filter; `sort` `asc` or `desc` by id), each with
+/// its project (`Entities::Ci::JobBasicWithProject`).
+#[utoipa::path(tag = "admin runners", operation_id = "list_runner_jobs",
+    params(("id" = i64, Path), ("status" = Option<String>, Query), ("sort" = Option<String>, Query, description = "`desc` (default) or `asc`")),
+    security(("private_token" = [])), responses((status = 200, description = "the jobs"), (status = 404, description = "no such runner")))]
+#[get("/runners/{id}/jobs")]
+pub async fn list_runner_jobs(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let runner_id = path_id(&id, "id")?;
+    let params = params_of(&req)?;
+    let page = page_of(&params)?;
+    let mut c = crate::api::params::Check::new(&params);
+    let status = c.one_of("status", crate::db::enums::JobStatus::parse);
+    let ascending = c.one_of("sort", |s| match s {
+        "asc" => Some(true),
+        "desc" => Some(false),
+        _ => None,
+    });
+    c.finish()?;
+    let (jobs, projects) = {
+        let mut db = state.db.read().await?;
+        if Runner::find(&mut db.conn(), runner_id).await?.is_none() {
+            return Err(ApiError::not_found("Runner"));
+        }
+        let mut jobs = Job::for_runner(&mut db.conn(), runner_id).await?;
+        jobs.retain(|j| status.is_none_or(|s| j.status == s));
+        if ascending == Some(true) {
+            jobs.reverse();
+        }
+        let mut projects: HashMap<i64, Project> = HashMap::new();
+        for job in &jobs {
+            if !projects.contains_key(&job.project_id) {
+                if let Some(p) = Project::find(&mut db.conn(), job.project_id).await? {
+                    projects.insert(p.id, p);
+                }
+            }
+        }
+        (jobs, projects)
+    };
+    // Only this page's jobs are rendered.
+    let window = page.window(jobs.len());
+    let mut items = Vec::with_capacity(window.len());
+    for job in &jobs[window] {
+        let Some(project) = projects.get(&job.project_id) else {
+            continue;
+        };
+        if let Some(mut shown) = jobs_json(&state, project, std::slice::from_ref(job))
+            .await?
+            .pop()
+        {
+            shown["project"] = json!({
+                "id": project.id, "name": project.name, "name_with_namespace": project.name_with_namespace(),
+                "path": project.path, "path_with_namespace": project.path_with_namespace(),
+                "description": project.description, "created_at": crate::api::format_time(&project.created_at),
+            });
+            items.push(shown);
+        }
+    }
+    Ok(page.respond_slice(&req, jobs.len(), items))
+}
+
 /// The newest pipeline of a ref (`ref`; the default branch if none is given).
 #[utoipa::path(tag = "pipelines", operation_id = "latest_pipeline", params(("id" = String, Path), ("ref" = Option<String>, Query)),
     security(("private_token" = [])), responses((status = 200, description = "the pipeline"), (status = 404, description = "none on that ref")))]
@@ -354,6 +419,98 @@ pub async fn get_job_artifacts(
     crate::api::runner::artifacts::send_archive(&state, &archive).await
 }
 
+/// `Project#latest_successful_build_for_ref`: in the ref's newest successful pipeline, the
+/// job named `job` (its latest try) with an archive; GitLab's 404 otherwise.
+async fn latest_artifacts_for_ref(
+    state: &AppState,
+    project: &Project,
+    raw_ref: &str,
+    req: &HttpRequest,
+) -> ApiResult<crate::db::models::JobArtifact> {
+    let params = params_of(req)?;
+    let mut c = crate::api::params::Check::new(&params);
+    let name = c.required_str("job");
+    c.finish()?;
+    let ref_ = raw_ref.replace("%2F", "/").replace("%2f", "/");
+    let mut db = state.db.read().await?;
+    let pipeline = Pipeline::for_project(&mut db.conn(), project.id)
+        .await?
+        .into_iter()
+        .filter(|p| p.ref_ == ref_ && p.status == crate::db::enums::PipelineStatus::Success)
+        .max_by_key(|p| p.id)
+        .ok_or(ApiError::NotFound(None))?;
+    let job = Job::for_pipeline(&mut db.conn(), pipeline.id)
+        .await?
+        .into_iter()
+        .filter(|j| j.name == name && !j.retried)
+        .max_by_key(|j| j.id)
+        .ok_or(ApiError::NotFound(None))?;
+    crate::db::models::JobArtifact::find(&mut db.conn(), job.id, "archive")
+        .await?
+        .ok_or(ApiError::NotFound(None))
+}
+
+/// The artifacts archive of the latest successful pipeline of a ref, from its job `job`.
+#[utoipa::path(tag = "jobs (admin)", operation_id = "download_artifacts_by_ref",
+    params(("id" = String, Path), ("ref_name" = String, Path), ("job" = String, Query, description = "the job's name")),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the archive", content_type = "application/octet-stream"), (status = 404, description = "none")))]
+#[get("/projects/{id}/jobs/artifacts/{ref_name}/download")]
+pub async fn download_artifacts_by_ref(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, ref_name) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let archive = latest_artifacts_for_ref(&state, &project, &ref_name, &req).await?;
+    crate::api::runner::artifacts::send_archive(&state, &archive).await
+}
+
+/// One file of the artifacts of the latest successful pipeline of a ref (job `job`).
+#[utoipa::path(tag = "jobs (admin)", operation_id = "raw_artifact_by_ref",
+    params(("id" = String, Path), ("ref_name" = String, Path), ("artifact_path" = String, Path),
+           ("job" = String, Query, description = "the job's name")),
+    security(("private_token" = [])),
+    responses((status = 200, description = "the file"), (status = 404, description = "no such file")))]
+#[get("/projects/{id}/jobs/artifacts/{ref_name}/raw/{artifact_path:.*}")]
+pub async fn raw_artifact_by_ref(
+    _admin: AdminAuth,
+    path: web::Path<(String, String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, ref_name, artifact_path) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let archive = latest_artifacts_for_ref(&state, &project, &ref_name, &req).await?;
+    if artifact_path.split('/').any(|part| part == "..") {
+        return Err(ApiError::NotFound(None));
+    }
+    match state
+        .artifacts
+        .pages_entry(&archive, "", &artifact_path)
+        .await?
+    {
+        crate::service::artifacts::PagesEntry::File(bytes, name) => {
+            let kind = if std::str::from_utf8(&bytes).is_ok() {
+                "text/plain; charset=utf-8"
+            } else {
+                "application/octet-stream"
+            };
+            let file = name.rsplit('/').next().unwrap_or_default().replace('"', "");
+            Ok(HttpResponse::Ok()
+                .content_type(kind)
+                .insert_header((
+                    actix_web::http::header::CONTENT_DISPOSITION,
+                    format!("inline; filename=\"{file}\""),
+                ))
+                .body(bytes))
+        }
+        _ => Err(ApiError::NotFound(None)),
+    }
+}
+
 async fn job_action(
     state: &AppState,
     audit_kind: &str,
@@ -456,6 +613,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(latest_pipeline)
         .service(get_pipeline)
         .service(list_pipeline_variables)
+        .service(list_runner_jobs)
         .service(list_pipeline_jobs)
         .service(cancel_pipeline)
         .service(retry_pipeline)
@@ -463,6 +621,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(get_job)
         .service(get_job_trace)
         .service(get_job_artifacts)
+        .service(download_artifacts_by_ref)
+        .service(raw_artifact_by_ref)
         .service(cancel_job)
         .service(retry_job)
         .service(play_job)

@@ -156,6 +156,24 @@ async fn details(state: &AppState, runner: Runner) -> ApiResult<ApiRunnerDetails
     })
 }
 
+/// Runners as the API lists them, each with its latest manager's facts.
+async fn api_runners(
+    conn: &mut crate::db::Conn<'_>,
+    runners: &[Runner],
+) -> ApiResult<Vec<ApiRunner>> {
+    let ids: Vec<i64> = runners.iter().map(|r| r.id).collect();
+    let managers: HashMap<i64, RunnerManager> = RunnerManager::latest_for_runners(conn, &ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.runner_id, m))
+        .collect();
+    let at = now();
+    Ok(runners
+        .iter()
+        .map(|r| api_runner(r, managers.get(&r.id), at))
+        .collect())
+}
+
 async fn find_runner(state: &AppState, raw_id: &str) -> ApiResult<Runner> {
     let id = path_id(raw_id, "id")?;
     let mut db = state.db.read().await?;
@@ -323,16 +341,9 @@ pub async fn list_runners(
     let mut db = state.db.read().await?;
     let mut conn = db.conn();
     let runners = Runner::list(&mut conn, &filter, None).await?;
-    let ids: Vec<i64> = runners.iter().map(|r| r.id).collect();
-    let managers: HashMap<i64, RunnerManager> = RunnerManager::latest_for_runners(&mut conn, &ids)
+    let items: Vec<ApiRunner> = api_runners(&mut conn, &runners)
         .await?
         .into_iter()
-        .map(|m| (m.runner_id, m))
-        .collect();
-    let at = now();
-    let items: Vec<ApiRunner> = runners
-        .iter()
-        .map(|r| api_runner(r, managers.get(&r.id), at))
         .filter(|r| status.as_ref().is_none_or(|s| *s == r.status))
         .collect();
     Ok(page.respond(&req, items))
@@ -545,8 +556,145 @@ pub async fn delete_runner_by_id(
     Ok(no_content())
 }
 
+/// The runners a project's jobs may use (GitLab's `GET /projects/:id/runners`): its own
+/// project runners, and the instance runners when it allows them; `type` to filter.
+#[utoipa::path(tag = "admin runners", operation_id = "list_project_runners",
+    params(("id" = String, Path), ("type" = Option<String>, Query, description = "instance_type or project_type")),
+    security(("private_token" = [])),
+    responses((status = 200, body = Vec<ApiRunner>), (status = 404, description = "no such project")))]
+#[get("/projects/{id}/runners")]
+pub async fn list_project_runners(
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = crate::api::admin::projects::find_project(&state, &id).await?;
+    let params = params_of(&req)?;
+    let mut c = Check::new(&params);
+    let kind = c.one_of("type", RunnerType::parse);
+    c.finish()?;
+    let page: Page = page_of(&params)?;
+    let mut db = state.db.read().await?;
+    let mut conn = db.conn();
+    let mut runners = Runner::list(&mut conn, &RunnerFilter::default(), Some(project.id)).await?;
+    if project.shared_runners_enabled {
+        let instance = RunnerFilter {
+            runner_type: Some(RunnerType::Instance),
+            ..Default::default()
+        };
+        runners.extend(Runner::list(&mut conn, &instance, None).await?);
+    }
+    runners.retain(|r| kind.is_none_or(|k| r.runner_type == k));
+    runners.sort_by_key(|r| r.id);
+    let items = api_runners(&mut conn, &runners).await?;
+    Ok(page.respond(&req, items))
+}
+
+/// Params of `POST /projects/:id/runners`.
+#[derive(Debug, ToSchema)]
+pub struct EnableRunnerParams {
+    /// The project runner to assign.
+    pub runner_id: i64,
+}
+
+impl FromParams for EnableRunnerParams {
+    fn from_params(params: &Params) -> ApiResult<Self> {
+        let mut c = Check::new(params);
+        let runner_id = match c.int("runner_id") {
+            Some(Some(id)) => id,
+            Some(None) => 0,
+            None => {
+                c.error("runner_id is missing");
+                0
+            }
+        };
+        c.finish()?;
+        Ok(EnableRunnerParams { runner_id })
+    }
+}
+
+/// Assign a project runner to a project too (GitLab's rules: not an instance runner, not
+/// a locked one).
+#[utoipa::path(tag = "admin runners", operation_id = "enable_project_runner", params(("id" = String, Path)),
+    request_body(content = EnableRunnerParams, content_type = "application/json", example = json!({ "runner_id": 7 })),
+    security(("private_token" = [])),
+    responses((status = 201, body = ApiRunner), (status = 400, description = "already assigned"),
+              (status = 403, description = "an instance runner, or a locked one"), (status = 404, description = "no such project or runner")))]
+#[post("/projects/{id}/runners")]
+pub async fn enable_project_runner(
+    params: Validated<EnableRunnerParams>,
+    _admin: AdminAuth,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let project = crate::api::admin::projects::find_project(&state, &id).await?;
+    let runner = find_runner(&state, &params.0.runner_id.to_string()).await?;
+    // `authenticate_enable_runner!`.
+    if runner.runner_type == RunnerType::Instance {
+        return Err(ApiError::forbidden("Runner is instance type"));
+    }
+    if runner.locked {
+        return Err(ApiError::forbidden("Runner is locked"));
+    }
+    {
+        let mut db = state.db.write().await?;
+        let mut conn = db.conn();
+        if Project::for_runner(&mut conn, runner.id)
+            .await?
+            .iter()
+            .any(|p| p.id == project.id)
+        {
+            return Err(ApiError::validation("runner", "has already been taken"));
+        }
+        Project::assign_runner(&mut conn, runner.id, project.id).await?;
+    }
+    state.queue.bump();
+    let details = serde_json::json!({ "project_id": project.id });
+    super::audit::record_admin_action(&state, "runner_assigned", "runner", runner.id, details)
+        .await;
+    Ok(HttpResponse::Created().json(api_runner(&runner, None, now())))
+}
+
+/// Take a project runner off a project; not off its last one (delete the runner then).
+#[utoipa::path(tag = "admin runners", operation_id = "disable_project_runner",
+    params(("id" = String, Path), ("runner_id" = i64, Path)),
+    security(("private_token" = [])),
+    responses((status = 204, description = "unassigned"), (status = 403, description = "its only project"),
+              (status = 404, description = "not assigned to the project")))]
+#[delete("/projects/{id}/runners/{runner_id}")]
+pub async fn disable_project_runner(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, runner_id) = path.into_inner();
+    let project = crate::api::admin::projects::find_project(&state, &id).await?;
+    let runner = find_runner(&state, &runner_id).await?;
+    let mut db = state.db.write().await?;
+    let mut conn = db.conn();
+    let projects = Project::for_runner(&mut conn, runner.id).await?;
+    if !projects.iter().any(|p| p.id == project.id) {
+        return Err(ApiError::not_found("Runner"));
+    }
+    if projects.len() == 1 {
+        return Err(ApiError::forbidden(
+            "Only one project associated with the runner. Please remove the runner instead",
+        ));
+    }
+    Project::unassign_runner(&mut conn, runner.id, project.id).await?;
+    drop(db);
+    let details = serde_json::json!({ "project_id": project.id });
+    super::audit::record_admin_action(&state, "runner_unassigned", "runner", runner.id, details)
+        .await;
+    Ok(no_content())
+}
+
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(create_runner)
+    cfg.service(list_project_runners)
+        .service(enable_project_runner)
+        .service(disable_project_runner)
+        .service(create_runner)
         .service(list_runners)
         .service(get_runner)
         .service(list_runner_managers)

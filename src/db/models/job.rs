@@ -188,6 +188,16 @@ impl Job {
             .await)
     }
 
+    /// The jobs a runner took, newest first.
+    pub async fn for_runner(conn: &mut Conn<'_>, runner_id: i64) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::runner_id.eq(runner_id))
+            .order(jobs::id.desc())
+            .select(Job::as_select())
+            .load(c)
+            .await)
+    }
+
     /// A project's jobs, newest first.
     pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Job>> {
         db_run!(conn, |c| jobs::table

@@ -203,6 +203,22 @@ impl Project {
             .await)
     }
 
+    /// Takes a project runner off a project; false if it was not on it.
+    pub async fn unassign_runner(
+        conn: &mut Conn<'_>,
+        runner_id: i64,
+        project_id: i64,
+    ) -> QueryResult<bool> {
+        let deleted = db_run!(conn, |c| diesel::delete(
+            runner_projects::table
+                .filter(runner_projects::runner_id.eq(runner_id))
+                .filter(runner_projects::project_id.eq(project_id))
+        )
+        .execute(c)
+        .await)?;
+        Ok(deleted == 1)
+    }
+
     /// Assigns a project runner to a project (idempotent).
     pub async fn assign_runner(
         conn: &mut Conn<'_>,
