@@ -286,6 +286,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    job_test_reports (job_id) {
+        job_id -> BigInt,
+        pipeline_id -> BigInt,
+        report -> Text,
+    }
+}
+
 diesel::joinable!(jobs -> pipelines (pipeline_id));
 diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
@@ -293,6 +301,7 @@ diesel::joinable!(job_coverages -> jobs (job_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     ci_variables,
+    job_test_reports,
     pipeline_schedules,
     pipeline_triggers,
     mirror_heads,

@@ -484,6 +484,11 @@ impl Artifacts {
         } else {
             None
         };
+        let junit = if file_type == "junit" {
+            Some(self.read_junit(stored).await?)
+        } else {
+            None
+        };
         let mut db = self.db.write().await?;
         let mut conn = db.conn();
         if let Some(existing) = JobArtifact::find(&mut conn, job.id, file_type).await? {
@@ -514,7 +519,47 @@ impl Artifacts {
         if let Some(variables) = dotenv {
             Job::set_dotenv_variables(&mut conn, job.id, &variables.to_string()).await?;
         }
+        if let Some(report) = junit {
+            let json = serde_json::to_string(&report).unwrap_or_else(|_| "{}".into());
+            crate::db::models::TestReportRow::save(&mut conn, job.id, job.pipeline_id, &json)
+                .await?;
+        }
         Ok(true)
+    }
+
+    /// A (gzipped) JUnit report read as GitLab reads it ([`crate::service::junit`]), on the
+    /// blocking pool; gunzipped at most to its limit. What cannot be read is the report's
+    /// `suite_error`, as GitLab shows it; the upload stands.
+    async fn read_junit(&self, stored: &StoredFile) -> ApiResult<crate::service::junit::Report> {
+        use crate::service::junit::{parse, Report, MAX_XML_BYTES};
+        use std::io::Read;
+        let result = self
+            .store
+            .get(&StorePath::from(stored.path.as_str()))
+            .await
+            .map_err(storage_error)?;
+        // Gzipped XML compresses well; more than this is not read at all.
+        if stored.size > (MAX_XML_BYTES / 2) as i64 {
+            return Ok(Report {
+                cases: Vec::new(),
+                suite_error: Some("JUnit XML parsing failed: the report is too large".into()),
+            });
+        }
+        let compressed = result.bytes().await.map_err(storage_error)?;
+        crate::service::blocking_io("reading a JUnit report", move || {
+            let mut xml = Vec::new();
+            let read = flate2::read::GzDecoder::new(&compressed[..])
+                .take(MAX_XML_BYTES + 1)
+                .read_to_end(&mut xml);
+            Ok(match read {
+                Ok(_) => parse(&xml),
+                Err(e) => Report {
+                    cases: Vec::new(),
+                    suite_error: Some(format!("JUnit XML parsing failed: {e}")),
+                },
+            })
+        })
+        .await
     }
 
     /// The variables of a (gzipped) dotenv report, as GitLab parses them: `KEY=VALUE`

@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod backoff;
+pub mod junit;
 pub mod limits;
 pub mod pipelines;
 pub mod pushes;

@@ -403,3 +403,49 @@ both_backends! {
         app.api(Method::GET, &url("main/download"), None).await.assert(400, json!({ "error": "job is missing" }));
     }
 }
+
+both_backends! {
+    // `artifacts:reports:junit`: read when uploaded; the pipeline's `test_report` and
+    // `test_report_summary` as GitLab's; a report that is not XML is its suite's
+    // `suite_error`, the upload stands.
+    async fn junit_reports_make_the_pipelines_test_report(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "tested" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "unit: { script: [x] }\nbroken: { script: [x] }\n").await;
+        let xml = r#"<testsuites><testsuite name="math">
+<testcase classname="math" name="adds" time="0.25"/>
+<testcase classname="math" name="divides" time="1.5"><failure message="expected 2">got 3</failure></testcase>
+<testcase classname="math" name="later"><skipped/></testcase>
+</testsuite></testsuites>"#;
+        for (bytes, outcome) in [(gzip(xml), "failed"), (gzip("this is not xml <<<"), "success")] {
+            let job = app.take_job(&runner).await;
+            let up = app.upload(&job, "artifact_type=junit&artifact_format=gzip", "junit.xml.gz", bytes, false).await;
+            assert_eq!(up.status, 201, "{}", up.text);
+            assert_eq!(app.update_job(&job, json!({ "state": outcome })).await.status, 200);
+        }
+        let report = app.api(Method::GET, &format!("/projects/{project}/pipelines/{pipeline}/test_report"), None).await;
+        assert_eq!(report.status, 200, "{}", report.text);
+        let report = report.json();
+        assert_eq!(
+            [&report["total_count"], &report["success_count"], &report["failed_count"], &report["skipped_count"], &report["error_count"], &report["total_time"]],
+            [&json!(3), &json!(1), &json!(1), &json!(1), &json!(0), &json!(1.75)]
+        );
+        let broken = &report["test_suites"][0];
+        assert_eq!((broken["name"].clone(), broken["total_count"].clone()), (json!("broken"), json!(0)));
+        assert!(broken["suite_error"].as_str().is_some_and(|e| e.starts_with("JUnit XML parsing failed")), "{broken}");
+        let unit = &report["test_suites"][1];
+        assert_eq!(unit["test_cases"][1], json!({
+            "status": "failed", "name": "divides", "classname": "math", "file": null, "execution_time": 1.5,
+            "system_output": "expected 2", "stack_trace": "got 3"
+        }));
+        let summary = app.api(Method::GET, &format!("/projects/{project}/pipelines/{pipeline}/test_report_summary"), None).await.json();
+        assert_eq!(summary["total"]["count"], 3);
+        assert_eq!(summary["total"]["failed"], 1);
+        assert!(summary["total"]["suite_error"].is_string());
+        assert_eq!(summary["test_suites"][1]["build_ids"].as_array().map(Vec::len), Some(1));
+        assert!(summary["test_suites"][1].get("test_cases").is_none());
+        app.api(Method::GET, &format!("/projects/{project}/pipelines/999/test_report"), None).await
+            .assert(404, json!({ "message": "404 Pipeline Not Found" }));
+    }
+}

@@ -115,6 +115,9 @@ assert [t.description for t in triggered.triggers.list(get_all=True)] == ["from 
 pipeline = triggered.trigger_pipeline("main", trigger.token, variables={"FROM_TRIGGER": "python"})
 assert (pipeline.source, pipeline.ref) == ("trigger", "main"), pipeline.attributes
 assert [v.key for v in pipeline.variables.list(get_all=True)] == ["FROM_TRIGGER"]
+report = pipeline.test_report.get()
+assert (report.total_count, report.test_suites) == (0, []), report.attributes
+assert pipeline.test_report_summary.get().total["count"] == 0
 assert triggered.pipelines.latest(ref="main").id == pipeline.id
 assert triggered.pipelines.latest().id == pipeline.id
 triggered.triggers.delete(trigger.id)

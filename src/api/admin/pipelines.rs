@@ -180,6 +180,130 @@ pub async fn list_runner_jobs(
     Ok(page.respond_slice(&req, jobs.len(), items))
 }
 
+/// One suite of a pipeline's test report: GitLab names a suite after its jobs.
+struct Suite {
+    name: String,
+    build_ids: Vec<i64>,
+    cases: Vec<crate::service::junit::TestCase>,
+    /// The first read error of its jobs' reports.
+    suite_error: Option<String>,
+}
+
+/// The pipeline's JUnit reports by suite, by name; retried jobs' reports are left out.
+async fn test_suites(state: &AppState, pipeline: &Pipeline) -> ApiResult<Vec<Suite>> {
+    let mut db = state.db.read().await?;
+    let jobs: HashMap<i64, Job> = Job::for_pipeline(&mut db.conn(), pipeline.id)
+        .await?
+        .into_iter()
+        .filter(|j| !j.retried)
+        .map(|j| (j.id, j))
+        .collect();
+    let mut rows =
+        crate::db::models::TestReportRow::for_pipeline(&mut db.conn(), pipeline.id).await?;
+    rows.sort_by_key(|(job_id, _)| *job_id);
+    let mut suites: Vec<Suite> = Vec::new();
+    for (job_id, json) in rows {
+        let Some(job) = jobs.get(&job_id) else {
+            continue;
+        };
+        let report: crate::service::junit::Report = serde_json::from_str(&json).unwrap_or_default();
+        match suites.iter_mut().find(|s| s.name == job.name) {
+            Some(suite) => {
+                suite.build_ids.push(job_id);
+                suite.cases.extend(report.cases);
+                suite.suite_error = suite.suite_error.take().or(report.suite_error);
+            }
+            None => suites.push(Suite {
+                name: job.name.clone(),
+                build_ids: vec![job_id],
+                cases: report.cases,
+                suite_error: report.suite_error,
+            }),
+        }
+    }
+    suites.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(suites)
+}
+
+/// GitLab's counts of test cases: their time and how many have each status.
+fn tally<'a>(cases: impl Iterator<Item = &'a crate::service::junit::TestCase> + Clone) -> Value {
+    let count = |status: &str| cases.clone().filter(|c| c.status == status).count();
+    let time: f64 = cases.clone().map(|c| c.execution_time).sum();
+    json!({
+        "total_time": (time * 1000.0).round() / 1000.0,
+        "total_count": cases.clone().count(),
+        "success_count": count("success"),
+        "failed_count": count("failed"),
+        "skipped_count": count("skipped"),
+        "error_count": count("error"),
+    })
+}
+
+/// A pipeline's test report (`artifacts:reports:junit` of its jobs), as GitLab's.
+#[utoipa::path(tag = "pipelines", operation_id = "get_pipeline_test_report", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])),
+    responses((status = 200, description = "`{total_time, total_count, success_count, failed_count, skipped_count, error_count, test_suites: [{name, …, test_cases}]}`"),
+              (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}/test_report")]
+pub async fn get_test_report(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let suites = test_suites(&state, &pipeline).await?;
+    let mut shown = tally(suites.iter().flat_map(|s| s.cases.iter()));
+    shown["test_suites"] = suites
+        .iter()
+        .map(|s| {
+            let mut suite = tally(s.cases.iter());
+            suite["name"] = json!(s.name);
+            suite["suite_error"] = json!(s.suite_error);
+            suite["test_cases"] = json!(s.cases);
+            suite
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(shown))
+}
+
+/// The counts of a pipeline's test report, by suite, without the cases.
+#[utoipa::path(tag = "pipelines", operation_id = "get_pipeline_test_report_summary", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])),
+    responses((status = 200, description = "`{total: {time, count, success, failed, skipped, error, suite_error}, test_suites: [{…, build_ids}]}`"),
+              (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}/test_report_summary")]
+pub async fn get_test_report_summary(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let suites = test_suites(&state, &pipeline).await?;
+    let total = tally(suites.iter().flat_map(|s| s.cases.iter()));
+    let test_suites: Vec<Value> = suites
+        .iter()
+        .map(|s| {
+            let mut suite = tally(s.cases.iter());
+            suite["name"] = json!(s.name);
+            suite["build_ids"] = json!(s.build_ids);
+            suite["suite_error"] = json!(s.suite_error);
+            suite
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "total": {
+            "time": total["total_time"], "count": total["total_count"], "success": total["success_count"],
+            "failed": total["failed_count"], "skipped": total["skipped_count"], "error": total["error_count"],
+            "suite_error": suites.iter().find_map(|s| s.suite_error.clone()),
+        },
+        "test_suites": test_suites,
+    })))
+}
+
 /// The newest pipeline of a ref (`ref`; the default branch if none is given).
 #[utoipa::path(tag = "pipelines", operation_id = "latest_pipeline", params(("id" = String, Path), ("ref" = Option<String>, Query)),
     security(("private_token" = [])), responses((status = 200, description = "the pipeline"), (status = 404, description = "none on that ref")))]
@@ -614,6 +738,8 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(get_pipeline)
         .service(list_pipeline_variables)
         .service(list_runner_jobs)
+        .service(get_test_report)
+        .service(get_test_report_summary)
         .service(list_pipeline_jobs)
         .service(cancel_pipeline)
         .service(retry_pipeline)

@@ -171,3 +171,42 @@ impl JobArtifact {
             .optional())
     }
 }
+
+/// A job's parsed JUnit report (JSON of [`crate::service::junit::Report`]).
+pub struct TestReportRow;
+
+impl TestReportRow {
+    /// Records the job's report (a later upload of the same type is refused before this).
+    pub async fn save(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        pipeline_id: i64,
+        report: &str,
+    ) -> QueryResult<()> {
+        use crate::db::schema::job_test_reports;
+        let row = (
+            job_test_reports::job_id.eq(job_id),
+            job_test_reports::pipeline_id.eq(pipeline_id),
+            job_test_reports::report.eq(report),
+        );
+        db_run!(conn, |c| diesel::insert_into(job_test_reports::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
+    /// The pipeline's reports: `(job_id, report JSON)`.
+    pub async fn for_pipeline(
+        conn: &mut Conn<'_>,
+        pipeline_id: i64,
+    ) -> QueryResult<Vec<(i64, String)>> {
+        use crate::db::schema::job_test_reports;
+        db_run!(conn, |c| job_test_reports::table
+            .filter(job_test_reports::pipeline_id.eq(pipeline_id))
+            .select((job_test_reports::job_id, job_test_reports::report))
+            .load(c)
+            .await)
+    }
+}

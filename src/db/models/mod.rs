@@ -17,7 +17,7 @@ pub mod trace;
 pub mod trigger;
 pub mod ui_session;
 
-pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact};
+pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact, TestReportRow};
 pub use ci_minutes::CiMinutesUsage;
 pub use ci_variable::{CiVariable, CiVariableFields};
 pub use feature_flag::FeatureFlag;
