@@ -1,6 +1,6 @@
 //! Bounded fuzzing (proptest) of what clients send that Runway parses: `.gitlab-ci.yml`,
 //! `rules:if` expressions, durations, `Content-Range`, query strings and form bodies, the
-//! JSON params of every route, and a job log's page. None may panic; each answers a value
+//! JSON params of every route, JUnit reports, and a job log's page. None may panic; each answers a value
 //! or a clear error. Each parser also gets a property that nests its input up to 100,000
 //! levels deep, which must be refused past its limit without recursing.
 //! Cases per property: `RUNWAY_FUZZ_CASES` (default 2,000; well under a second each; the
@@ -304,6 +304,19 @@ proptest! {
     #[test]
     fn json_params_of_every_route(params in params()) {
         parse_everywhere(&params);
+    }
+
+    #[test]
+    fn junit_reports(text in ".{0,300}", cases in prop::collection::vec(("[ -~]{0,12}", prop::sample::select(&["", "<failure>x</failure>", "<error/>", "<skipped/>", "<system-out><![CDATA[o]]></system-out>"][..]), "[0-9.e-]{0,6}"), 0..12)) {
+        let _ = runway::service::junit::parse(text.as_bytes());
+        let body: String = cases
+            .iter()
+            .map(|(name, child, time)| format!("<testcase name=\"{}\" time=\"{time}\">{child}</testcase>", name.replace(['"', '<', '&'], "")))
+            .collect();
+        let report = runway::service::junit::parse(format!("<testsuite>{body}</testsuite>").as_bytes());
+        prop_assert_eq!(report.suite_error, None);
+        prop_assert_eq!(report.cases.len(), cases.len());
+        prop_assert!(report.cases.iter().all(|c| c.execution_time.is_finite() && c.execution_time >= 0.0));
     }
 }
 

@@ -377,15 +377,81 @@ async fn project_page(
     };
     let main = format!(
         "<h1>{}</h1><p>Clone: <code>{}</code>{upstream}</p>\
-         <p><a class=\"button\" href=\"/-/ui/pipelines/new?project={}\">New pipeline</a></p>\
+         <p><a class=\"button\" href=\"/-/ui/pipelines/new?project={id}\">New pipeline</a> \
+         <a href=\"/-/ui/projects/{id}/variables\">CI/CD variables</a></p>\
          <table class=\"cards\"><thead><tr><th>Pipeline</th><th>Status</th><th>Ref</th><th>Commit</th>\
          <th>Source</th><th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>{nav}",
         escape(&project.path_with_namespace()),
         escape(&clone_url),
-        project.id,
+        id = project.id,
         nav = paging.nav(&format!("/-/ui/projects/{}", project.id), total as usize),
     );
     ok(&project.path_with_namespace(), &session, &main)
+}
+
+/// `?reveal=<variable id>`: the one value the page shows.
+#[derive(serde::Deserialize)]
+struct Reveal {
+    reveal: Option<i64>,
+}
+
+/// A project's CI/CD variables, and the instance's: values hidden until one is revealed
+/// (`?reveal=<id>`, one at a time, never a hidden variable's).
+#[get("/projects/{id}/variables")]
+async fn variables_page(
+    session: UiSession,
+    id: web::Path<i64>,
+    reveal: web::Query<Reveal>,
+    state: web::Data<AppState>,
+) -> Page {
+    let project = project_by_id(&state, *id).await?;
+    let variables = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        crate::db::models::CiVariable::for_job(&mut db.conn(), project.id)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let base = format!("/-/ui/projects/{}/variables", project.id);
+    let rows: String = variables
+        .iter()
+        .map(|v| {
+            let value = if v.hidden {
+                "<span class=\"muted\">hidden</span>".to_string()
+            } else if reveal.reveal == Some(v.id) {
+                match state.secrets.open(&v.value) {
+                    Ok(value) => format!("<code>{}</code>", escape(&value)),
+                    Err(_) => "<span class=\"error\">cannot be opened</span>".to_string(),
+                }
+            } else {
+                format!("<span class=\"muted\">••••••</span> <a href=\"{base}?reveal={}\">Reveal</a>", v.id)
+            };
+            let flags: Vec<&str> = [(v.protected, "protected"), (v.masked, "masked"), (v.raw, "raw")]
+                .into_iter()
+                .filter_map(|(on, name)| on.then_some(name))
+                .collect();
+            format!(
+                "<tr><td data-label=\"Key\"><code>{}</code></td><td data-label=\"Value\">{value}</td>\
+                 <td data-label=\"Type\">{}</td><td data-label=\"Flags\">{}</td>\
+                 <td data-label=\"Environments\">{}</td><td data-label=\"Level\">{}</td></tr>",
+                escape(&v.key),
+                escape(&v.variable_type),
+                flags.join(", "),
+                escape(&v.environment_scope),
+                if v.project_id.is_some() { "project" } else { "instance" },
+            )
+        })
+        .collect();
+    let main = format!(
+        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{}\">{}</a></p><h1>CI/CD variables</h1>\
+         <p class=\"muted\">Set them with the API (<code>/api/v4/projects/{}/variables</code>, \
+         <code>/api/v4/admin/ci/variables</code>).</p>\
+         <table class=\"cards\"><thead><tr><th>Key</th><th>Value</th><th>Type</th><th>Flags</th>\
+         <th>Environments</th><th>Level</th></tr></thead><tbody>{rows}</tbody></table>",
+        project.id,
+        escape(&project.path_with_namespace()),
+        project.id,
+    );
+    ok("CI/CD variables", &session, &main)
 }
 
 async fn pipeline_of(state: &AppState, project_id: i64, id: i64) -> Result<Pipeline, UiError> {
@@ -963,6 +1029,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(runner_action)
         .service(projects_page)
         .service(project_page)
+        .service(variables_page)
         .service(pipeline_page)
         .service(pipeline_live)
         .service(pipeline_action)

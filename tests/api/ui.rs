@@ -588,3 +588,40 @@ both_backends! {
         assert_eq!(full.text.matches("<div class=\"ln\" data-n=\"").count(), lines + 1, "every line but the header and the unfinished one");
     }
 }
+
+both_backends! {
+    // A project's CI/CD variables page: keys and flags shown, values hidden until one is
+    // revealed; a hidden variable never.
+    async fn the_variables_page_hides_values_until_revealed(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "secrets" })).await;
+        let mut ids = Vec::new();
+        for body in [
+            json!({ "key": "DEPLOY_TOKEN", "value": "s3cr3t-t0ken", "masked": true, "protected": true }),
+            json!({ "key": "HIDDEN_ONE", "value": "never-shown-value", "masked_and_hidden": true }),
+        ] {
+            let reply = app.api(Method::POST, &format!("/projects/{project}/variables"), Some(body)).await;
+            assert_eq!(reply.status, 201, "{}", reply.text);
+        }
+        {
+            let mut db = app.db.read().await.expect("connection");
+            for v in runway::db::models::CiVariable::list(&mut db.conn(), Some(project)).await.expect("rows") {
+                ids.push(v.id);
+            }
+        }
+        let (cookie, _) = sign_in(&app).await;
+        let page = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/variables")).await;
+        assert_eq!(page.status, 200);
+        assert!(page.text.contains("DEPLOY_TOKEN") && page.text.contains("protected, masked") && page.text.contains("Reveal"), "{}", page.text);
+        assert!(!page.text.contains("s3cr3t-t0ken") && !page.text.contains("never-shown-value"));
+        let revealed = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/variables?reveal={}", ids[0])).await;
+        assert!(revealed.text.contains("<code>s3cr3t-t0ken</code>"), "{}", revealed.text);
+        let hidden = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/variables?reveal={}", ids[1])).await;
+        assert!(!hidden.text.contains("never-shown-value"));
+        // Without a session: the sign-in page, no values.
+        let anonymous = get(&app, None, &format!("/-/ui/projects/{project}/variables?reveal={}", ids[0])).await;
+        assert!(!anonymous.text.contains("s3cr3t-t0ken"));
+        let project_page = get(&app, Some(&cookie), &format!("/-/ui/projects/{project}")).await;
+        assert!(project_page.text.contains(&format!("/-/ui/projects/{project}/variables")));
+    }
+}
