@@ -83,9 +83,12 @@ both_backends! {
                 if job["status"] == "running" && trace(&app, project, &job).await.contains("$ for i") {
                     break job;
                 }
-                if job["status"] == "failed" || Instant::now() >= deadline {
-                    let log = trace(&app, project, &job).await;
-                    panic!("ticking never ran: {log:?} {jobs:?}");
+                if ["failed", "skipped"].contains(&job["status"].as_str().unwrap_or_default()) || Instant::now() >= deadline {
+                    let mut logs = String::new();
+                    for other in &jobs {
+                        logs += &format!("--- {} ({}):\n{}\n", other["name"], other["status"], trace(&app, project, other).await);
+                    }
+                    panic!("ticking never ran:\n{logs}");
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };

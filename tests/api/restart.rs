@@ -454,8 +454,8 @@ async fn past_next_minute(grace: Duration) {
 
 both_backends! {
     // A schedule due every minute, two instances on one database: each minute's run
-    // starts exactly once. Both stop (SIGKILL) across a due time; the instance started
-    // after runs the missed time once, not again.
+    // starts exactly once. Both stop (SIGKILL) across a due time; the two instances
+    // started after run the missed time once, not again, then each minute once.
     async fn a_schedule_runs_once_per_minute_across_instances_and_a_restart(backend) {
         let dir = tempfile::tempdir().expect("tempdir");
         let database_url = database(backend, dir.path()).await;
@@ -484,12 +484,18 @@ both_backends! {
         drop(second);
         past_next_minute(Duration::from_secs(3)).await;
         let third = start(&database_url, dir.path()).await;
+        let fourth = start(&database_url, dir.path()).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let minutes = scheduled_minutes(&client, &third.base, &project, &schedule).await;
         assert_eq!(minutes.len(), 3, "the missed time ran once after the restart: {minutes:?}");
-        // And not again before its next time.
+        // Not again before its next time; then once more, with both instances polling.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let again = scheduled_minutes(&client, &third.base, &project, &schedule).await;
+        let again = scheduled_minutes(&client, &fourth.base, &project, &schedule).await;
         assert_eq!(again.len(), 3, "{again:?}");
+        past_next_minute(Duration::from_secs(5)).await;
+        let minutes = scheduled_minutes(&client, &fourth.base, &project, &schedule).await;
+        let mut distinct = minutes.clone();
+        distinct.dedup();
+        assert_eq!((minutes.len(), distinct.len()), (4, 4), "once per minute: {minutes:?}");
     }
 }

@@ -44,10 +44,23 @@ impl ShellJob {
         fetch_sources(&job).await?;
         // Unpack the artifacts of the jobs this one depends on, as the Go runner does.
         for dependency in job.dependencies() {
-            let Some(mut artifact) = dependency.download().await.map_err(|e| {
-                job.trace(format!("download of {} failed: {e}\n", dependency.name()));
-            })?
-            else {
+            // Three tries, as the Go runner's `ARTIFACT_DOWNLOAD_ATTEMPTS` allows: a busy
+            // server may answer 503 for a moment.
+            let mut tries = 0;
+            let downloaded = loop {
+                tries += 1;
+                match dependency.download().await {
+                    Ok(artifact) => break artifact,
+                    Err(e) => {
+                        job.trace(format!("download of {} failed: {e}\n", dependency.name()));
+                        if tries == 3 {
+                            return Err(());
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            };
+            let Some(mut artifact) = downloaded else {
                 continue;
             };
             let names: Vec<String> = artifact.file_names().map(str::to_string).collect();

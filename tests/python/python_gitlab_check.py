@@ -2,13 +2,16 @@
 makes from Python. Usage: python_gitlab_check.py BASE_URL ADMIN_TOKEN REGISTRATION_TOKEN.
 Exits non-zero (with a traceback) on the first thing that does not work."""
 
+import io
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 import gitlab
+import requests
 
 url, admin_token, registration_token = sys.argv[1:4]
 gl = gitlab.Gitlab(url, private_token=admin_token)
@@ -145,6 +148,27 @@ assert triggered.pipelineschedules.get(schedule.id).description == "renamed"
 schedule.take_ownership()
 schedule.delete()
 assert triggered.pipelineschedules.list(get_all=True) == []
+
+# The latest artifacts of a ref: a job run through the runner API (as a runner would,
+# with requests), then python-gitlab's artifacts.download.
+worker = gl.user.runners.create({"runner_type": "instance_type"})
+built = triggered.pipelines.create({"ref": "main"})
+taken = requests.post(f"{url}/api/v4/jobs/request", json={"token": worker.token}, timeout=30)
+assert taken.status_code == 201, taken.text
+job = taken.json()
+archive = io.BytesIO()
+with zipfile.ZipFile(archive, "w") as zf:
+    zf.writestr("out/version.txt", "from python")
+uploaded = requests.post(f"{url}/api/v4/jobs/{job['id']}/artifacts",
+                         headers={"JOB-TOKEN": job["token"]},
+                         files={"file": ("artifacts.zip", archive.getvalue())}, timeout=30)
+assert uploaded.status_code == 201, uploaded.text
+finished = requests.put(f"{url}/api/v4/jobs/{job['id']}", json={"token": job["token"], "state": "success"}, timeout=30)
+assert finished.status_code == 200, finished.text
+downloaded = triggered.artifacts.download(ref_name="main", job="job")
+assert zipfile.ZipFile(io.BytesIO(downloaded)).read("out/version.txt") == b"from python"
+assert triggered.artifacts.raw("main", "out/version.txt", "job") == b"from python"
+gl.runners.delete(worker.id)
 
 # Project runners, a runner's jobs and managers.
 own = gl.user.runners.create({"runner_type": "project_type", "project_id": project.id})
