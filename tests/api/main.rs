@@ -11,6 +11,7 @@ mod artifacts;
 mod auto_cancel;
 mod backoff;
 mod bad_input;
+mod clock;
 mod corpus;
 mod crate_runner;
 mod faults;

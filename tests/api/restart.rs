@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use crate::helpers::{both_backends, Backend, ADMIN_TOKEN};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -28,7 +28,7 @@ fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-async fn start(database_url: &str, data_dir: &std::path::Path) -> Server {
+pub(crate) async fn start(database_url: &str, data_dir: &std::path::Path) -> Server {
     start_with(database_url, data_dir, &[]).await
 }
 
@@ -73,14 +73,19 @@ async fn start_with(
 }
 
 /// A fresh database for `backend` (SQLite under `dir`).
-async fn database(backend: Backend, dir: &std::path::Path) -> String {
+pub(crate) async fn database(backend: Backend, dir: &std::path::Path) -> String {
     match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.join("runway.sqlite3").display()),
         Backend::Postgres => crate::helpers::fresh_postgres_database().await,
     }
 }
 
-async fn call(client: &Client, method: reqwest::Method, url: String, body: Value) -> (u16, Value) {
+pub(crate) async fn call(
+    client: &Client,
+    method: reqwest::Method,
+    url: String,
+    body: Value,
+) -> (u16, Value) {
     let r = client
         .request(method, url)
         .header("PRIVATE-TOKEN", ADMIN_TOKEN)
@@ -407,95 +412,5 @@ both_backends! {
         let (status, _) = admin_artifact(&client, &server.base, &project, &jobs[1]).await;
         assert_eq!(status, 404, "the aborted upload left no artifact");
         assert_eq!(stored_files(dir.path(), jobs[1]["id"].as_i64().unwrap_or_default()), Vec::<std::path::PathBuf>::new());
-    }
-}
-
-/// The minutes (`YYYY-MM-DDTHH:MM`) in which the schedule's pipelines were created.
-async fn scheduled_minutes(
-    client: &Client,
-    base: &str,
-    project: &Value,
-    schedule: &Value,
-) -> Vec<String> {
-    let (status, listed) = call(
-        client,
-        reqwest::Method::GET,
-        format!(
-            "{base}/api/v4/projects/{}/pipeline_schedules/{}/pipelines?per_page=100",
-            project["id"], schedule["id"]
-        ),
-        json!({}),
-    )
-    .await;
-    assert_eq!(status, 200, "{listed}");
-    listed
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|p| {
-            p["created_at"]
-                .as_str()
-                .unwrap_or_default()
-                .chars()
-                .take(16)
-                .collect()
-        })
-        .collect()
-}
-
-/// Waits until the minute after `now` has begun, and `grace` past it.
-async fn past_next_minute(grace: Duration) {
-    let now = chrono::Utc::now();
-    let into = Duration::from_millis(
-        u64::from(now.timestamp_subsec_millis()) + 1000 * u64::from(chrono::Timelike::second(&now)),
-    );
-    tokio::time::sleep(Duration::from_secs(60) - into + grace).await;
-}
-
-both_backends! {
-    // A schedule due every minute, two instances on one database: each minute's run
-    // starts exactly once. Both stop (SIGKILL) across a due time; the two instances
-    // started after run the missed time once, not again, then each minute once.
-    async fn a_schedule_runs_once_per_minute_across_instances_and_a_restart(backend) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let database_url = database(backend, dir.path()).await;
-        let repo = tempfile::tempdir().expect("tempdir");
-        crate::helpers::e2e::commit_branch(repo.path(), "main", "nightly: { script: [x] }\n");
-        let client = Client::new();
-        let first = start(&database_url, dir.path()).await;
-        let second = start(&database_url, dir.path()).await;
-        let base = first.base.clone();
-        let (_, project) = call(&client, reqwest::Method::POST, format!("{base}/api/v4/projects"),
-            json!({ "name": "cron", "repository_url": repo.path().display().to_string() })).await;
-        let (status, schedule) = call(&client, reqwest::Method::POST, format!("{base}/api/v4/projects/{}/pipeline_schedules", project["id"]),
-            json!({ "description": "every minute", "ref": "main", "cron": "* * * * *" })).await;
-        assert_eq!(status, 201, "{schedule}");
-
-        // Two due times with both instances polling.
-        for runs in 1..=2 {
-            past_next_minute(Duration::from_secs(5)).await;
-            let minutes = scheduled_minutes(&client, &second.base, &project, &schedule).await;
-            let mut distinct = minutes.clone();
-            distinct.dedup();
-            assert_eq!((minutes.len(), distinct.len()), (runs, runs), "once per minute: {minutes:?}");
-        }
-        // Both stop; a due time passes with no instance up.
-        drop(first);
-        drop(second);
-        past_next_minute(Duration::from_secs(3)).await;
-        let third = start(&database_url, dir.path()).await;
-        let fourth = start(&database_url, dir.path()).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let minutes = scheduled_minutes(&client, &third.base, &project, &schedule).await;
-        assert_eq!(minutes.len(), 3, "the missed time ran once after the restart: {minutes:?}");
-        // Not again before its next time; then once more, with both instances polling.
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let again = scheduled_minutes(&client, &fourth.base, &project, &schedule).await;
-        assert_eq!(again.len(), 3, "{again:?}");
-        past_next_minute(Duration::from_secs(5)).await;
-        let minutes = scheduled_minutes(&client, &fourth.base, &project, &schedule).await;
-        let mut distinct = minutes.clone();
-        distinct.dedup();
-        assert_eq!((minutes.len(), distinct.len()), (4, 4), "once per minute: {minutes:?}");
     }
 }
