@@ -246,8 +246,10 @@ impl Runway {
         });
         state.traces.sweep().await?;
         spawn_reaper(state.clone());
-        spawn_mirror_puller(state.clone());
-        spawn_scheduler(state.clone());
+        // Each mirrored project's upstream when its interval is up (its own
+        // `mirror_interval`, else `RUNWAY_MIRROR_INTERVAL`), and due schedules.
+        spawn_every_second(state.clone(), |s| Box::pin(pull_mirrors(s)));
+        spawn_every_second(state.clone(), |s| Box::pin(run_schedules(s)));
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
         }
@@ -352,10 +354,12 @@ fn spawn_reaper(state: web::Data<AppState>) {
     });
 }
 
-/// Pulls each mirrored project's upstream when its interval is up (its own
-/// `mirror_interval`, else `RUNWAY_MIRROR_INTERVAL`), looking every second, until the
-/// server stops.
-fn spawn_mirror_puller(state: web::Data<AppState>) {
+/// Calls `pass` every second, until the server stops: the mirror puller
+/// ([`pull_mirrors`]) and the scheduler ([`service::schedules::run_due`]).
+fn spawn_every_second<F>(state: web::Data<AppState>, pass: F)
+where
+    F: for<'a> Fn(&'a AppState) -> futures_util::future::BoxFuture<'a, ()> + Send + 'static,
+{
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,27 +368,16 @@ fn spawn_mirror_puller(state: web::Data<AppState>) {
                 _ = tick.tick() => {}
                 _ = state.queue.closed() => return,
             }
-            pull_mirrors(&state).await;
+            pass(&state).await;
         }
     });
 }
 
-/// Runs due pipeline schedules ([`service::schedules::run_due`]), looking every second,
-/// until the server stops.
-fn spawn_scheduler(state: web::Data<AppState>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = state.queue.closed() => return,
-            }
-            if let Err(e) = service::schedules::run_due(&state).await {
-                tracing::error!(error = %e, "running due pipeline schedules failed");
-            }
-        }
-    });
+/// Runs due pipeline schedules ([`service::schedules::run_due`]).
+async fn run_schedules(state: &AppState) {
+    if let Err(e) = service::schedules::run_due(state).await {
+        tracing::error!(error = %e, "running due pipeline schedules failed");
+    }
 }
 
 /// Pulls the mirrored projects whose interval is up ([`service::pushes::pull`]). Each due

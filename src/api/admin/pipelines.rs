@@ -323,11 +323,8 @@ pub async fn latest_pipeline(
     c.finish()?;
     let newest = {
         let mut db = state.db.read().await?;
-        Pipeline::for_project(&mut db.conn(), project.id).await?
+        Pipeline::newest_on_ref(&mut db.conn(), project.id, &ref_, None).await?
     }
-    .into_iter()
-    .filter(|p| p.ref_ == ref_)
-    .max_by_key(|p| p.id)
     .ok_or_else(|| ApiError::not_found("Pipeline"))?;
     Ok(HttpResponse::Ok().json(pipeline_json(
         &newest,
@@ -557,11 +554,9 @@ async fn latest_artifacts_for_ref(
     c.finish()?;
     let ref_ = raw_ref.replace("%2F", "/").replace("%2f", "/");
     let mut db = state.db.read().await?;
-    let pipeline = Pipeline::for_project(&mut db.conn(), project.id)
+    let success = Some(crate::db::enums::PipelineStatus::Success);
+    let pipeline = Pipeline::newest_on_ref(&mut db.conn(), project.id, &ref_, success)
         .await?
-        .into_iter()
-        .filter(|p| p.ref_ == ref_ && p.status == crate::db::enums::PipelineStatus::Success)
-        .max_by_key(|p| p.id)
         .ok_or(ApiError::NotFound(None))?;
     let job = Job::for_pipeline(&mut db.conn(), pipeline.id)
         .await?

@@ -205,15 +205,10 @@ pub async fn schedule_pipelines(
     let page = page_of(&params_of(&req)?)?;
     let pipelines = {
         let mut db = state.db.read().await?;
-        Pipeline::for_project(&mut db.conn(), project.id).await?
+        Pipeline::for_schedule(&mut db.conn(), schedule.id).await?
     };
     let base = &state.settings.external_url;
-    let mut items: Vec<&Pipeline> = pipelines
-        .iter()
-        .filter(|p| p.schedule_id == Some(schedule.id))
-        .collect();
-    items.sort_by_key(|p| p.id);
-    let items: Vec<Value> = items
+    let items: Vec<Value> = pipelines
         .iter()
         .map(|p| pipeline_json(p, &project, base))
         .collect();
@@ -403,19 +398,9 @@ async fn save_variables(
     schedule: &PipelineSchedule,
     variables: &[ScheduleVariable],
 ) -> ApiResult<()> {
-    let fields = ScheduleFields {
-        project_id: schedule.project_id,
-        description: schedule.description.clone(),
-        ref_: schedule.ref_.clone(),
-        cron: schedule.cron.clone(),
-        cron_timezone: schedule.cron_timezone.clone(),
-        next_run_at: schedule.next_run_at,
-        active: schedule.active,
-        variables: serde_json::to_string(variables).unwrap_or_else(|_| "[]".into()),
-        updated_at: now(),
-    };
+    let json = serde_json::to_string(variables).unwrap_or_else(|_| "[]".into());
     let mut db = state.db.write().await?;
-    PipelineSchedule::update(&mut db.conn(), schedule.id, &fields).await?;
+    PipelineSchedule::set_variables(&mut db.conn(), schedule.id, &json, now()).await?;
     Ok(())
 }
 

@@ -177,6 +177,38 @@ impl Pipeline {
         .await)
     }
 
+    /// The project's newest pipeline on `ref_`, of `status` if one is given.
+    pub async fn newest_on_ref(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        ref_: &str,
+        status: Option<PipelineStatus>,
+    ) -> QueryResult<Option<Pipeline>> {
+        let ref_ = ref_.to_string();
+        db_run!(conn, |c| {
+            let mut query = pipelines::table
+                .filter(pipelines::project_id.eq(project_id))
+                .filter(pipelines::ref_.eq(&ref_))
+                .order(pipelines::id.desc())
+                .select(Pipeline::as_select())
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(pipelines::status.eq(status));
+            }
+            query.first(c).await.optional()
+        })
+    }
+
+    /// The pipelines a schedule started, oldest first.
+    pub async fn for_schedule(conn: &mut Conn<'_>, schedule_id: i64) -> QueryResult<Vec<Pipeline>> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::schedule_id.eq(schedule_id))
+            .order(pipelines::id)
+            .select(Pipeline::as_select())
+            .load(c)
+            .await)
+    }
+
     /// The projects where a pipeline finished at `since` or later.
     pub async fn projects_finished_since(
         conn: &mut Conn<'_>,

@@ -127,6 +127,23 @@ impl PipelineSchedule {
         Ok(moved == 1)
     }
 
+    /// Rewrites the schedule's variables (JSON) alone.
+    pub async fn set_variables(
+        conn: &mut Conn<'_>,
+        id: i64,
+        variables: &str,
+        at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        db_run!(conn, |c| diesel::update(pipeline_schedules::table.find(id))
+            .set((
+                pipeline_schedules::variables.eq(variables),
+                pipeline_schedules::updated_at.eq(at),
+            ))
+            .execute(c)
+            .await)?;
+        Ok(())
+    }
+
     pub async fn ran(conn: &mut Conn<'_>, id: i64, pipeline_id: i64) -> QueryResult<()> {
         db_run!(conn, |c| diesel::update(pipeline_schedules::table.find(id))
             .set(pipeline_schedules::last_pipeline_id.eq(pipeline_id))
