@@ -250,6 +250,7 @@ impl Runway {
         // `mirror_interval`, else `RUNWAY_MIRROR_INTERVAL`), and due schedules.
         spawn_every_second(state.clone(), |s| Box::pin(pull_mirrors(s)));
         spawn_every_second(state.clone(), |s| Box::pin(run_schedules(s)));
+        spawn_every_second(state.clone(), |s| Box::pin(start_waiting_jobs(s)));
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
         }
@@ -355,7 +356,8 @@ fn spawn_reaper(state: web::Data<AppState>) {
 }
 
 /// Calls `pass` every second, until the server stops: the mirror puller
-/// ([`pull_mirrors`]) and the scheduler ([`service::schedules::run_due`]).
+/// ([`pull_mirrors`]), the scheduler ([`service::schedules::run_due`]) and delayed jobs
+/// and resource groups ([`start_waiting_jobs`]).
 fn spawn_every_second<F>(state: web::Data<AppState>, pass: F)
 where
     F: for<'a> Fn(&'a AppState) -> futures_util::future::BoxFuture<'a, ()> + Send + 'static,
@@ -371,6 +373,19 @@ where
             pass(&state).await;
         }
     });
+}
+
+/// Queues delayed jobs whose time has come, and assigns free resource groups to their
+/// waiting jobs (after a crash, or where the assignment after a change failed).
+async fn start_waiting_jobs(state: &AppState) {
+    if let Err(e) = state.pipelines.enqueue_scheduled().await {
+        tracing::error!(error = %e, "queueing delayed jobs failed");
+    }
+    match service::resource_groups::assign_all(&state.db).await {
+        Ok(true) => state.queue.bump(),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "assigning resource groups failed"),
+    }
 }
 
 /// Runs due pipeline schedules ([`service::schedules::run_due`]).

@@ -43,6 +43,8 @@ pub enum When {
     OnFailure,
     Always,
     Manual,
+    /// `when: delayed`: queued `start_in` after it could run.
+    Delayed,
 }
 
 impl When {
@@ -52,6 +54,7 @@ impl When {
             When::OnFailure => "on_failure",
             When::Always => "always",
             When::Manual => "manual",
+            When::Delayed => "delayed",
         }
     }
 
@@ -61,6 +64,7 @@ impl When {
             "on_failure" => Some(When::OnFailure),
             "always" => Some(When::Always),
             "manual" => Some(When::Manual),
+            "delayed" => Some(When::Delayed),
             _ => None,
         }
     }
@@ -85,6 +89,16 @@ pub struct ImageSpec {
     pub pull_policy: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<Variable>,
+    /// `docker:` and `kubernetes:` options, as the payload's `executor_opts` carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_opts: Option<serde_json::Value>,
+}
+
+/// A job's `hooks` entry: a script the runner runs at a point of the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hook {
+    pub name: String,
+    pub script: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +118,13 @@ pub struct ArtifactsSpec {
     pub when: String,
     pub expire_in: Option<String>,
     pub reports: Vec<Report>,
+    /// `expose_as`: the name the archive is shown under on the pipeline's page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_as: Option<String>,
+    /// `access` (or `public`): who may download the archive — `all`, `developer`,
+    /// `maintainer` or `none`; `None` is `all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +135,14 @@ pub struct CacheSpec {
     pub policy: String,
     pub when: String,
     pub fallback_keys: Vec<String>,
+    /// `unprotect`: the same cache on protected and unprotected refs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprotect: bool,
+    /// `key:files` and `key:prefix`, read into `key` when the pipeline is created.
+    #[serde(skip)]
+    pub key_files: Vec<String>,
+    #[serde(skip)]
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +192,19 @@ pub struct JobSpec {
     /// `publish` says otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages: Option<String>,
+    /// `hooks`: scripts the runner runs around getting the sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<Hook>,
+    /// `when: delayed`: seconds from when the job could run to when it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_in: Option<i64>,
+    /// `manual_confirmation`: what a person is asked before playing the manual job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_confirmation: Option<String>,
+    /// `resource_group`, its variables expanded: at most one of the project's jobs in the
+    /// group runs at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -582,7 +624,10 @@ never:
                 "workflow: { rules: [ { if: '$NOPE' } ] }\na: { script: x }",
                 "Pipeline filtered out by workflow rules.",
             ),
-            ("a: { script: x, when: delayed }", "when: delayed"),
+            (
+                "a: { script: x, when: delayed }",
+                "jobs:a start in should be a duration",
+            ),
             ("- a\n- b", "Invalid configuration format"),
         ];
         for (yaml, expected) in cases {

@@ -67,6 +67,9 @@ pub(crate) struct JobRule {
     pub(crate) when: Option<When>,
     pub(crate) allow_failure: Option<bool>,
     pub(crate) variables: Vec<Variable>,
+    /// The rule's `start_in` (seconds), given with `when: delayed`.
+    pub(crate) start_in: Option<i64>,
+    pub(crate) interruptible: Option<bool>,
 }
 
 /// Whether the job `name` is in this pipeline (`None`: not), by its `rules` or its
@@ -144,6 +147,8 @@ pub(crate) fn job(
         when,
         allow_failure: rule.allow_failure,
         variables: rule.variables,
+        start_in: rule.start_in,
+        interruptible: rule.interruptible,
     }))
 }
 
@@ -215,6 +220,9 @@ struct RuleOutcome {
     variables: Vec<Variable>,
     /// A workflow rule's `auto_cancel` (`Entry::Rules::Rule`; jobs' rules have none).
     auto_cancel: super::auto_cancel::Given,
+    /// A job rule's `start_in` (with `when: delayed`) and `interruptible`.
+    start_in: Option<i64>,
+    interruptible: Option<bool>,
 }
 
 /// The first rule whose `if` holds (a rule without `if` always holds), or `None`.
@@ -250,7 +258,8 @@ fn evaluate_rules(
                 "auto_cancel" if owner == "workflow" => {
                     auto_cancel = super::auto_cancel::parse(v, "workflow:rules:rule:auto_cancel")?;
                 }
-                "needs" | "start_in" | "interruptible" => {
+                "start_in" | "interruptible" if owner != "workflow" => {}
+                "needs" => {
                     return err(format!(
                         "{owner}:rules uses keywords Runway does not support yet: {k}"
                     ))
@@ -262,6 +271,32 @@ fn evaluate_rules(
                 }
             }
         }
+        // `Entry::Rules::Rule`: `start_in` exactly when the rule delays the job.
+        let delayed = rule.get("when").and_then(Value::as_str) == Some("delayed");
+        let start_in = match (delayed, rule.get("start_in")) {
+            (true, None | Some(Value::Null)) => {
+                return err(format!("{owner}:rules:rule start in can't be blank"))
+            }
+            (true, given) => Some(super::plan::start_in_seconds(
+                given,
+                &format!("{owner}:rules:rule"),
+            )?),
+            (false, Some(_)) => {
+                return err(format!(
+                    "{owner}:rules:rule config contains disallowed keys: start_in"
+                ))
+            }
+            (false, None) => None,
+        };
+        let interruptible = match rule.get("interruptible") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return err(format!(
+                    "{owner}:rules:rule interruptible should be a boolean value"
+                ))
+            }
+        };
         let mut holds = match rule.get("if") {
             None => true,
             Some(Value::String(condition)) => expr::evaluate(condition, vars).map_err(|e| {
@@ -307,6 +342,8 @@ fn evaluate_rules(
                 allow_failure,
                 variables,
                 auto_cancel,
+                start_in,
+                interruptible,
             }));
         }
     }

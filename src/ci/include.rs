@@ -49,6 +49,11 @@ pub trait FileSource {
     fn pushed_changes(&self) -> Result<Option<Vec<String>>, String> {
         Ok(None)
     }
+    /// The last commit up to the pipeline's that changed `path` (`None`: no such file, or
+    /// no repository), for `cache:key:files`.
+    fn last_commit(&self, _path: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
     /// The text at `url` for `include:remote` (see `service::remote`); refused where no
     /// fetcher is given.
     fn remote(&self, _url: &str) -> Result<String, String> {
@@ -107,6 +112,9 @@ impl FileSource for Within<'_> {
     }
     fn pushed_changes(&self) -> Result<Option<Vec<String>>, String> {
         self.files.pushed_changes()
+    }
+    fn last_commit(&self, path: &str) -> Result<Option<String>, String> {
+        self.files.last_commit(path)
     }
     fn remote(&self, url: &str) -> Result<String, String> {
         self.outer.remote(url)

@@ -22,14 +22,10 @@ use super::keywords::{err, key_str, string_list, variables_of, Result};
 const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "release",
     "trigger",
-    "resource_group",
     "secrets",
     "id_tokens",
-    "hooks",
-    "start_in",
     "dast_configuration",
     "identity",
-    "manual_confirmation",
     "run",
     "inputs",
 ];
@@ -62,6 +58,10 @@ const JOB_KEYS: &[&str] = &[
     "inherit",
     "pages",
     "publish",
+    "hooks",
+    "start_in",
+    "manual_confirmation",
+    "resource_group",
 ];
 
 const DEFAULT_KEYS: &[&str] = &[
@@ -75,6 +75,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "timeout",
     "retry",
     "interruptible",
+    "hooks",
 ];
 
 /// `Entry::Root`'s keywords (GitLab 15.0 removed `types`: it is now a job's name, and a
@@ -235,6 +236,13 @@ impl Config<'_> {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
+            )));
+        }
+        // `secrets` reads Vault, GCP, Azure or AWS (GitLab Premium): not a Runway feature
+        // to come, so it is refused with what to use instead.
+        if keys.iter().any(|k| k == "secrets") {
+            return Ok(Err(format!(
+                "jobs:{name} secrets is not supported: Runway reads no external secret provider; give the job CI/CD variables (masked, protected) instead"
             )));
         }
         let not_yet: Vec<&String> = keys

@@ -18,8 +18,8 @@ use super::config::{
 use super::duration::parse_seconds;
 use super::evaluate::{self, Pipeline};
 use super::keywords::{
-    artifacts_spec, cache_spec, err, image_spec, int_list, key_str, need, pages_folder, retry_spec,
-    scalar, script, string_list, upsert_var, variables_of, Result,
+    artifacts_spec, cache_spec, err, files_key, hooks_spec, image_spec, int_list, key_str, need,
+    pages_folder, retry_spec, scalar, script, string_list, upsert_var, variables_of, Result,
 };
 use super::normalise::Config;
 use super::policy;
@@ -130,14 +130,9 @@ fn plan_job(
             let text = scalar(v).unwrap_or_default();
             match When::parse(&text) {
                 Some(w) => w,
-                None if text == "delayed" => {
-                    return err(format!(
-                        "jobs:{name} uses keywords Runway does not support yet: when: delayed"
-                    ))
-                }
                 None => {
                     return err(format!(
-                        "{} config should be one of on_success, on_failure, always, manual, never",
+                        "{} config should be one of on_success, on_failure, always, manual, delayed, never",
                         at("when")
                     ))
                 }
@@ -169,15 +164,29 @@ fn plan_job(
         upsert_var(&mut variables, v);
     }
 
+    // `Entry::Job`: a delayed job says when, within a week; others say nothing of it.
+    let mut start_in = match (when, field("start_in")) {
+        (When::Delayed, given) => Some(start_in_seconds(given, &format!("jobs:{name}"))?),
+        (_, Some(_)) => return err(format!("jobs:{name} start in must be blank")),
+        (_, None) => None,
+    };
+
     let Some(rule) = evaluate::job(name, job, &variables, rule_scope, workflow_rules, commit)?
     else {
         return Ok(None);
     };
+    if rule.start_in.is_some() {
+        start_in = rule.start_in;
+    }
+    let interruptible_rule = rule.interruptible;
     // The job's own `allow_failure` (or its own `when: manual`) stays unless the rule sets
     // one: `Rules::Result#build_attributes` leaves it out when the rule has none, and
     // `Entry::Job#ignored?` decides from the job's keys.
     if let Some(w) = rule.when {
         when = w;
+    }
+    if when != When::Delayed {
+        start_in = None;
     }
     if let Some(af) = rule.allow_failure {
         allow_failure = af;
@@ -242,6 +251,16 @@ fn plan_job(
             .collect::<Result<_>>()?,
         Some(v) => vec![cache_spec(v, &at("cache"))?],
     };
+    let mut cache = cache;
+    for entry in cache.iter_mut().filter(|c| !c.key_files.is_empty()) {
+        let mut commits = Vec::new();
+        for path in &entry.key_files {
+            if let Some(sha) = commit.files.last_commit(path).map_err(ConfigError)? {
+                commits.push(sha);
+            }
+        }
+        entry.key = files_key(entry.key_prefix.as_deref(), &commits);
+    }
     let needs = match field("needs") {
         None => None,
         Some(Value::Sequence(items)) => Some(
@@ -286,6 +305,26 @@ fn plan_job(
             ))
         }
     };
+    // A matching rule's `interruptible` wins over the job's.
+    let interruptible = interruptible_rule.unwrap_or(interruptible);
+    let manual_confirmation = match field("manual_confirmation") {
+        None => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(_) => {
+            return err(format!(
+                "jobs:{name} manual confirmation should be a string"
+            ))
+        }
+    };
+    let resource_group = match field("resource_group") {
+        None => None,
+        Some(Value::String(key)) => Some(key.clone()),
+        Some(_) => return err(format!("jobs:{name} resource group should be a string")),
+    };
+    let hooks = match field("hooks") {
+        None => Vec::new(),
+        Some(v) => hooks_spec(v, &at("hooks"))?,
+    };
 
     let spec = JobSpec {
         before_script: script_of("before_script")?,
@@ -305,6 +344,10 @@ fn plan_job(
         environment: None,
         coverage,
         pages,
+        hooks,
+        start_in,
+        manual_confirmation,
+        resource_group,
     };
     let base = JobPlan {
         name: name.to_string(),
@@ -325,7 +368,9 @@ fn plan_job(
     // (`Seed::Build#evaluate_runner_tags`, unknown references kept as written).
     let environment = field("environment");
     let expands = |tag: &String| tag.contains(['$', '%']);
-    if environment.is_some() || jobs.iter().any(|job| job.tags.iter().any(expands)) {
+    let group_expands = jobs[0].spec.resource_group.as_ref().is_some_and(expands);
+    if environment.is_some() || group_expands || jobs.iter().any(|job| job.tags.iter().any(expands))
+    {
         for job in &mut jobs {
             let mut vars = rule_scope.with(&job.spec.variables);
             vars.insert("CI_JOB_NAME".into(), job.name.clone());
@@ -338,9 +383,58 @@ fn plan_job(
             for tag in &mut job.tags {
                 *tag = super::environment::expand_existing(tag, &vars);
             }
+            // `Seed::Processable::ResourceGroup`, with the environment's variables too.
+            if let Some(key) = &job.spec.resource_group {
+                let mut vars = vars.clone();
+                if let Some(env) = &job.spec.environment {
+                    for (k, v) in super::environment::variables(env) {
+                        vars.insert(k.to_string(), v);
+                    }
+                }
+                job.spec.resource_group = Some(super::environment::expand(key, &vars));
+            }
+        }
+    }
+    // A key that is no valid group name leaves the job without one, as GitLab's
+    // `safe_find_or_create_by` does.
+    for job in &mut jobs {
+        if job
+            .spec
+            .resource_group
+            .as_deref()
+            .is_some_and(|k| !resource_group_key_ok(k))
+        {
+            job.spec.resource_group = None;
         }
     }
     Ok(Some(jobs))
+}
+
+/// A resource group's key as `Ci::ResourceGroup` validates it: at most 255 characters of
+/// `Gitlab::Regex.environment_name_regex` (letters, digits, `-_/${}.` and spaces, not
+/// starting or ending with `/`).
+fn resource_group_key_ok(key: &str) -> bool {
+    !key.is_empty()
+        && key.chars().count() <= 255
+        && !key.starts_with('/')
+        && !key.ends_with('/')
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || " -_/${}.".contains(c))
+}
+
+/// `start_in` of a delayed job (or rule) at `at`: a duration of at most a week
+/// (`DurationValidator` with `limit: '1 week'`), in seconds.
+pub(crate) fn start_in_seconds(value: Option<&Value>, at: &str) -> Result<i64> {
+    const WEEK: i64 = 7 * 24 * 3600;
+    let seconds = value
+        .and_then(Value::as_str)
+        .and_then(parse_seconds)
+        .ok_or_else(|| ConfigError(format!("{at} start in should be a duration")))?;
+    if seconds > WEEK {
+        return err(format!("{at} start in should not exceed the limit"));
+    }
+    Ok(seconds)
 }
 
 /// `parallel: N` → `name 1/N` … `name N/N`; `parallel: matrix:` → `name: [a, b]` per

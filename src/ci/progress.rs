@@ -73,13 +73,17 @@ fn next_status(job: &JobState, all: &[JobState]) -> Option<JobStatus> {
     }
     let prior = prior_of(&prior);
     let runs = match job.when {
-        When::OnSuccess | When::Manual => matches!(prior, Prior::Success | Prior::Skipped),
+        When::OnSuccess | When::Manual | When::Delayed => {
+            matches!(prior, Prior::Success | Prior::Skipped)
+        }
         When::OnFailure => prior == Prior::Failed,
         When::Always => true,
     };
     Some(match (runs, job.when) {
         (false, _) => JobStatus::Skipped,
         (true, When::Manual) => JobStatus::Manual,
+        // `Ci::Build`'s `schedule` event: a delayed job waits for its time.
+        (true, When::Delayed) => JobStatus::Scheduled,
         (true, _) => JobStatus::Pending,
     })
 }
@@ -118,28 +122,30 @@ pub fn pipeline_status(jobs: &[JobState]) -> PipelineStatus {
         PipelineStatus::Canceling
     } else if any(JobStatus::Running) || any(JobStatus::Canceling) {
         PipelineStatus::Running
-    } else if any(JobStatus::Pending)
-        || any(JobStatus::Preparing)
-        || any(JobStatus::WaitingForResource)
-    {
+    } else if any(JobStatus::Pending) || any(JobStatus::Preparing) {
         if started {
             PipelineStatus::Running
         } else {
             PipelineStatus::Pending
         }
+    } else if any(JobStatus::WaitingForResource) {
+        // `Ci::Status::Composite`: after running and pending, before manual.
+        PipelineStatus::WaitingForResource
     } else if jobs
         .iter()
         .any(|j| j.status == JobStatus::Manual && !j.allow_failure)
     {
         PipelineStatus::Manual
+    } else if any(JobStatus::Scheduled) {
+        // `Ci::Status::Composite`: a scheduled job names the pipeline's status before
+        // the jobs created after it.
+        PipelineStatus::Scheduled
     } else if any(JobStatus::Created) {
         if started {
             PipelineStatus::Running
         } else {
             PipelineStatus::Created
         }
-    } else if any(JobStatus::Scheduled) {
-        PipelineStatus::Scheduled
     } else if jobs
         .iter()
         .any(|j| j.status == JobStatus::Failed && !j.allow_failure)

@@ -144,6 +144,8 @@ diesel::table! {
         trace_checksum_ok -> Nullable<Bool>,
         debug_trace -> Bool,
         dotenv_variables -> Text,
+        scheduled_at -> Nullable<Timestamp>,
+        resource_group_id -> Nullable<BigInt>,
     }
 }
 
@@ -299,7 +301,20 @@ diesel::joinable!(trace_chunks -> jobs (job_id));
 diesel::joinable!(job_artifacts -> jobs (job_id));
 diesel::joinable!(job_coverages -> jobs (job_id));
 
+diesel::table! {
+    resource_groups (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        key -> Text,
+        process_mode -> Text,
+        holder_job_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    resource_groups,
     ci_variables,
     job_test_reports,
     pipeline_schedules,

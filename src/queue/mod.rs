@@ -411,7 +411,9 @@ impl Dispatcher {
             if !fail_pending(tx, job_id, "ci_quota_exceeded").await? {
                 return Ok(false);
             }
-            crate::service::pipelines::process(tx, job.pipeline_id).await
+            Ok(crate::service::pipelines::process(tx, job.pipeline_id)
+                .await?
+                .became_pending)
         })?;
         if became_pending {
             self.queue.bump();
@@ -448,7 +450,9 @@ async fn claim(
             let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
             if unsupported_by(&spec, &terms.features) {
                 if fail_pending(tx, job_id, "runner_unsupported").await? {
-                    became_pending |= crate::service::pipelines::process(tx, pipeline_id).await?;
+                    became_pending |= crate::service::pipelines::process(tx, pipeline_id)
+                        .await?
+                        .became_pending;
                 }
                 continue;
             }

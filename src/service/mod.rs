@@ -8,6 +8,7 @@ pub mod pipelines;
 pub mod pushes;
 pub mod remote;
 pub mod repos;
+pub mod resource_groups;
 pub mod runners;
 pub mod schedules;
 pub mod traces;

@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::ci::config::{self, JobSpec, RuleScope, Variable, When};
 use crate::ci::progress::{advance, pipeline_status, JobState};
 use crate::db::enums::{JobStatus, PipelineStatus};
+use crate::db::models::resource_group::ResourceGroup;
 use crate::db::models::{now, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -173,7 +174,7 @@ fn persistable(error: &str) -> bool {
         && !error.starts_with("Pipeline will not run for the selected trigger")
 }
 
-fn is_complete(status: JobStatus) -> bool {
+pub(crate) fn is_complete(status: JobStatus) -> bool {
     matches!(
         status,
         JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped
@@ -405,8 +406,21 @@ impl Pipelines {
         };
         let build_timeout = project.build_timeout;
         let mut db = self.db.write().await?;
-        let (pipeline, became_pending) = transaction!(&mut db.conn(), |tx| {
+        let (pipeline, processed) = transaction!(&mut db.conn(), |tx| {
             let pipeline = Pipeline::create(tx, new).await?;
+            // Each resource group named, created the first time (`Seed::Build`).
+            let mut groups: std::collections::HashMap<&str, i64> = Default::default();
+            for key in plan
+                .jobs
+                .iter()
+                .filter_map(|j| j.spec.resource_group.as_deref())
+            {
+                if !groups.contains_key(key) {
+                    let group =
+                        ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
+                    groups.insert(key, group.id);
+                }
+            }
             let jobs: Vec<NewJob> = plan
                 .jobs
                 .iter()
@@ -427,16 +441,21 @@ impl Pipelines {
                             .timeout
                             .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
                     ),
+                    resource_group_id: j
+                        .spec
+                        .resource_group
+                        .as_deref()
+                        .and_then(|k| groups.get(k).copied()),
                     created_at: at,
                     updated_at: at,
                 })
                 .collect();
             Job::insert_many(tx, &jobs).await?;
-            let became_pending = process(tx, pipeline.id).await?;
+            let processed = process(tx, pipeline.id).await?;
             let pipeline = Pipeline::find(tx, pipeline.id)
                 .await?
                 .ok_or(ApiError::Conflict)?;
-            Ok::<_, ApiError>((pipeline, became_pending))
+            Ok::<_, ApiError>((pipeline, processed))
         })?;
         drop(db);
         // GitLab's persistent ref, written once the pipeline's id is known and before the
@@ -451,9 +470,7 @@ impl Pipelines {
                 tracing::warn!(pipeline_id = pipeline.id, error = %e, "keeping refs/pipelines failed");
             }
         }
-        if became_pending {
-            self.queue.bump();
-        }
+        self.settle(processed).await;
         // After the new pipeline is there, as GitLab's worker does it: a failure here
         // leaves the older pipelines running, never the new one uncreated.
         if let Err(e) = self.cancel_redundant(&pipeline).await {
@@ -577,7 +594,7 @@ impl Pipelines {
     /// (`allow_failure:exit_codes`). Answers the job as it is afterwards.
     pub async fn finish(&self, job_id: i64, outcome: JobOutcome) -> ApiResult<Job> {
         let mut db = self.db.write().await?;
-        let (job, became_pending) = transaction!(&mut db.conn(), |tx| {
+        let (job, processed) = transaction!(&mut db.conn(), |tx| {
             let job = Job::find(tx, job_id)
                 .await?
                 .ok_or(ApiError::Forbidden(None))?;
@@ -633,22 +650,23 @@ impl Pipelines {
             {
                 return Err(ApiError::Conflict);
             }
-            let mut became_pending = false;
+            let mut requeued = false;
             if retry {
-                clone_job(tx, &job, JobStatus::Pending).await?;
-                became_pending = true;
+                let status = super::resource_groups::enqueued(job.resource_group_id);
+                clone_job(tx, &job, status).await?;
+                requeued = status == JobStatus::Pending;
             }
             let failed = changes.status == Some(JobStatus::Failed);
             if failed && !retry && changes.allow_failure != Some(true) {
                 cancel_on_job_failure(tx, job.pipeline_id).await?;
             }
-            became_pending |= process(tx, job.pipeline_id).await?;
+            let mut processed = process(tx, job.pipeline_id).await?;
+            processed.became_pending |= requeued;
             let job = Job::find(tx, job.id).await?.ok_or(ApiError::Conflict)?;
-            Ok::<_, ApiError>((job, became_pending))
+            Ok::<_, ApiError>((job, processed))
         })?;
-        if became_pending {
-            self.queue.bump();
-        }
+        drop(db); // the assignment takes the writer again
+        self.settle(processed).await;
         Ok(job)
     }
 
@@ -875,13 +893,17 @@ impl Pipelines {
     async fn play_job_now(&self, job_id: i64) -> ApiResult<Job> {
         self.in_pipeline_of_job(job_id, |tx, job| {
             Box::pin(async move {
+                // `Ci::Build#playable?`: a manual job, or a delayed one started now.
+                let status = super::resource_groups::enqueued(job.resource_group_id);
                 let changes = JobChanges {
-                    status: Some(JobStatus::Pending),
-                    queued_at: Some(Some(now())),
+                    status: Some(status),
+                    queued_at: Some((status == JobStatus::Pending).then(now)),
+                    scheduled_at: Some(None),
                     updated_at: Some(now()),
                     ..Default::default()
                 };
-                if !Job::transition(tx, job.id, &[JobStatus::Manual], &changes).await? {
+                let playable = [JobStatus::Manual, JobStatus::Scheduled];
+                if !Job::transition(tx, job.id, &playable, &changes).await? {
                     // GitLab: `bad_request!("Unplayable Job")`.
                     return Err(ApiError::bad_request("Unplayable Job"));
                 }
@@ -889,6 +911,42 @@ impl Pipelines {
             })
         })
         .await
+    }
+
+    /// Queues the delayed jobs whose time has come (`Ci::Build#enqueue_scheduled`), each
+    /// in its own transaction; the status moves from `scheduled` in the statement, so of
+    /// several instances one queues each. Answers how many it queued.
+    pub async fn enqueue_scheduled(&self) -> ApiResult<usize> {
+        let due = {
+            let mut db = self.db.read().await?;
+            Job::scheduled_due(&mut db.conn(), now()).await?
+        };
+        let mut queued = 0;
+        for job in due {
+            let at = now();
+            let status = super::resource_groups::enqueued(job.resource_group_id);
+            let changes = JobChanges {
+                status: Some(status),
+                queued_at: Some((status == JobStatus::Pending).then_some(at)),
+                scheduled_at: Some(None),
+                updated_at: Some(at),
+                ..Default::default()
+            };
+            let mut db = self.db.write().await?;
+            let processed = transaction!(&mut db.conn(), |tx| {
+                if !Job::transition(tx, job.id, &[JobStatus::Scheduled], &changes).await? {
+                    return Ok::<Option<Processed>, ApiError>(None);
+                }
+                Ok(Some(process(tx, job.pipeline_id).await?))
+            })?;
+            drop(db);
+            if let Some(mut processed) = processed {
+                processed.became_pending |= status == JobStatus::Pending;
+                self.settle(processed).await;
+                queued += 1;
+            }
+        }
+        Ok(queued)
     }
 
     /// Fails what nothing will finish: running jobs past their timeout (plus a grace for the
@@ -953,14 +1011,15 @@ impl Pipelines {
             };
             let mut db = self.db.write().await?;
             let pipeline_id = job.pipeline_id;
-            let changed = transaction!(&mut db.conn(), |tx| {
+            let processed = transaction!(&mut db.conn(), |tx| {
                 if !Job::transition(tx, job.id, &[job.status], &changes).await? {
-                    return Ok::<bool, ApiError>(false);
+                    return Ok::<Option<Processed>, ApiError>(None);
                 }
-                process(tx, pipeline_id).await?;
-                Ok(true)
+                Ok(Some(process(tx, pipeline_id).await?))
             })?;
-            if changed {
+            drop(db);
+            if let Some(processed) = processed {
+                self.settle(processed).await;
                 tracing::warn!(job_id = job.id, reason, "job ended by the server");
                 ended += 1;
             }
@@ -969,6 +1028,22 @@ impl Pipelines {
             self.queue.bump();
         }
         Ok(ended)
+    }
+
+    /// After a change committed: assigns the resources it may have freed or queued jobs
+    /// for, and wakes held polls when a job became pending.
+    async fn settle(&self, processed: Processed) {
+        let mut wake = processed.became_pending;
+        if !processed.resource_groups.is_empty() {
+            match super::resource_groups::assign(&self.db, &processed.resource_groups).await {
+                Ok(assigned) => wake |= assigned,
+                // The per-second pass assigns it instead.
+                Err(e) => tracing::warn!(error = %e, "assigning a resource group failed"),
+            }
+        }
+        if wake {
+            self.queue.bump();
+        }
     }
 
     /// Runs `change` on a job in a transaction, re-processes its pipeline, wakes polls.
@@ -987,10 +1062,14 @@ impl Pipelines {
                 .ok_or_else(|| ApiError::not_found("Job"))?;
             let pipeline_id = job.pipeline_id;
             let result_id = change(tx, job).await?;
-            process(tx, pipeline_id).await?;
-            Job::find(tx, result_id).await?.ok_or(ApiError::Conflict)
+            let processed = process(tx, pipeline_id).await?;
+            let job = Job::find(tx, result_id).await?.ok_or(ApiError::Conflict)?;
+            Ok::<_, ApiError>((job, processed))
         })?;
-        self.queue.bump();
+        drop(db);
+        let (result, mut processed) = result;
+        processed.became_pending = true;
+        self.settle(processed).await;
         Ok(result)
     }
 
@@ -1006,12 +1085,16 @@ impl Pipelines {
         let pipeline = transaction!(&mut db.conn(), |tx| {
             let jobs = Job::for_pipeline(tx, pipeline_id).await?;
             change(tx, jobs).await?;
-            process(tx, pipeline_id).await?;
-            Pipeline::find(tx, pipeline_id)
+            let processed = process(tx, pipeline_id).await?;
+            let pipeline = Pipeline::find(tx, pipeline_id)
                 .await?
-                .ok_or_else(|| ApiError::not_found("Pipeline"))
+                .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+            Ok::<_, ApiError>((pipeline, processed))
         })?;
-        self.queue.bump();
+        drop(db);
+        let (pipeline, mut processed) = pipeline;
+        processed.became_pending = true;
+        self.settle(processed).await;
         Ok(pipeline)
     }
 }
@@ -1126,6 +1209,7 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
         options: job.options.clone(),
         protected: job.protected,
         timeout: job.timeout,
+        resource_group_id: job.resource_group_id,
         created_at: at,
         updated_at: at,
     };
@@ -1141,9 +1225,20 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
     Ok(created)
 }
 
-/// Moves the pipeline's `created` jobs on and records the pipeline's status; answers
-/// whether a job became pending. Runs inside the caller's transaction.
-pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<bool> {
+/// What processing a pipeline did that its caller acts on once the transaction commits.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Processed {
+    /// A job became pending: held polls are to be woken.
+    pub became_pending: bool,
+    /// Resource groups of the pipeline's jobs that may have a resource to assign (a job of
+    /// theirs waits, or may have completed): [`super::resource_groups::assign`].
+    pub resource_groups: Vec<i64>,
+}
+
+/// Moves the pipeline's `created` jobs on and records the pipeline's status. Runs inside
+/// the caller's transaction.
+pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed> {
     let jobs: Vec<Job> = Job::for_pipeline(tx, pipeline_id)
         .await?
         .into_iter()
@@ -1166,11 +1261,32 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<bool> {
         .collect();
     let at = now();
     let mut became_pending = false;
+    // `states` is built from `jobs`, in the same order.
+    let index: std::collections::HashMap<i64, usize> =
+        jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
     for (id, status) in advance(&mut states) {
+        let Some(&i) = index.get(&id) else { continue };
+        let job = Some(&jobs[i]);
+        // Queued: pending, or waiting for the job's resource group first.
+        let status = if status == JobStatus::Pending {
+            super::resource_groups::enqueued(job.and_then(|j| j.resource_group_id))
+        } else {
+            status
+        };
+        states[i].status = status;
+        // `when: delayed`: queued once `start_in` has passed (`Ci::Build#schedule`).
+        let scheduled_at = (status == JobStatus::Scheduled).then(|| {
+            let start_in = job.and_then(|j| j.spec().start_in).unwrap_or(0);
+            Some(crate::db::models::later(
+                at,
+                chrono::TimeDelta::try_seconds(start_in).unwrap_or(chrono::TimeDelta::zero()),
+            ))
+        });
         let changes = JobChanges {
             status: Some(status),
             queued_at: (status == JobStatus::Pending).then_some(Some(at)),
             finished_at: (status == JobStatus::Skipped).then_some(Some(at)),
+            scheduled_at,
             updated_at: Some(at),
             ..Default::default()
         };
@@ -1206,7 +1322,19 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<bool> {
     {
         Pipeline::set_status(tx, pipeline_id, status, started_at, finished_at).await?;
     }
-    Ok(became_pending)
+    // Groups whose jobs here wait or ran: one of them may have freed its resource.
+    let mut resource_groups: Vec<i64> = jobs
+        .iter()
+        .zip(&states)
+        .filter(|(_, s)| !matches!(s.status, JobStatus::Created | JobStatus::Manual))
+        .filter_map(|(j, _)| j.resource_group_id)
+        .collect();
+    resource_groups.sort_unstable();
+    resource_groups.dedup();
+    Ok(Processed {
+        became_pending,
+        resource_groups,
+    })
 }
 
 /// Pipeline variables as the payload lists them.

@@ -116,6 +116,12 @@ impl crate::ci::include::FileSource for RepoFiles {
         diff_names(&self.dir, &[before, &self.sha]).map_err(unreadable)
     }
 
+    fn last_commit(&self, path: &str) -> Result<Option<String>, String> {
+        let log = self.git(&["log", "-1", "--format=%H", &self.sha, "--", path])?;
+        let sha = String::from_utf8_lossy(&log.stdout).trim().to_string();
+        Ok((log.status.success() && !sha.is_empty()).then_some(sha))
+    }
+
     fn changed_since(&self, base: &str) -> Result<Option<Vec<String>>, String> {
         let range = format!("{base}...{}", self.sha);
         match diff_names(&self.dir, &[&range]).map_err(unreadable)? {

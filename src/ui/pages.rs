@@ -491,9 +491,26 @@ fn moving(status: JobStatus) -> bool {
     )
 }
 
-/// Cancel and retry, as the job's status allows.
+/// Run (a manual job, or a delayed one now), cancel and retry, as the job's status allows.
 fn job_buttons(job: &Job, csrf: &str) -> String {
     let mut buttons = String::new();
+    if matches!(job.status, JobStatus::Manual | JobStatus::Scheduled) {
+        let run = button(&format!("/-/ui/jobs/{}/play", job.id), "Run", csrf);
+        // `Ci::Processable#manual_confirmation_message`: manual jobs only.
+        buttons += &match job.spec().manual_confirmation {
+            Some(question) if job.when_ == "manual" => run.replacen(
+                "<form ",
+                &format!("<form data-confirm=\"{}\" ", escape(&question)),
+                1,
+            ),
+            _ => run,
+        };
+    }
+    if job.status == JobStatus::Scheduled {
+        if let Some(at) = &job.scheduled_at {
+            buttons += &format!("<span class=\"muted\">starts at {}</span>", html::time(at));
+        }
+    }
     if unfinished(job.status) {
         buttons += &button(&format!("/-/ui/jobs/{}/cancel", job.id), "Cancel", csrf);
     }
@@ -989,13 +1006,14 @@ async fn job_artifacts(
     state: web::Data<AppState>,
 ) -> Page {
     let job = job_by_id(&state, *id).await?;
+    crate::api::admin::pipelines::downloadable(&job)?;
     let archive = archive_of(&state, &job)
         .await?
         .ok_or_else(|| ApiError::not_found("Artifact"))?;
     Ok(crate::api::runner::artifacts::send_archive(&state, &archive).await?)
 }
 
-/// `cancel` or `retry` a job; a retry shows the new try.
+/// `cancel`, `retry` or `play` a job; a retry shows the new try.
 #[post("/jobs/{id}/{action}")]
 async fn job_action(
     session: UiSession,
@@ -1009,6 +1027,7 @@ async fn job_action(
     let (kind, job) = match action.as_str() {
         "retry" => ("job_retried", state.pipelines.retry_job(asked.id).await?),
         "cancel" => ("job_canceled", state.pipelines.cancel_job(asked.id).await?),
+        "play" => ("job_played", state.pipelines.play_job(asked.id).await?),
         _ => return Err(ApiError::RouteNotFound.into()),
     };
     let details = serde_json::json!({

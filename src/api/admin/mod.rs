@@ -7,6 +7,7 @@ pub mod lint;
 pub mod meta;
 pub mod pipelines;
 pub mod projects;
+pub mod resource_groups;
 pub mod runners;
 pub mod schedules;
 pub mod triggers;
@@ -116,4 +117,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     variables::configure(cfg);
     triggers::configure(cfg);
     schedules::configure(cfg);
+    resource_groups::configure(cfg);
 }

@@ -35,7 +35,11 @@ async fn find_job(state: &AppState, project: &Project, raw: &str) -> ApiResult<J
 }
 
 /// Jobs as JSON, with their pipelines and runners looked up once each.
-async fn jobs_json(state: &AppState, project: &Project, jobs: &[Job]) -> ApiResult<Vec<Value>> {
+pub(crate) async fn jobs_json(
+    state: &AppState,
+    project: &Project,
+    jobs: &[Job],
+) -> ApiResult<Vec<Value>> {
     let mut db = state.db.read().await?;
     let mut conn = db.conn();
     let mut pipelines: HashMap<i64, Pipeline> = HashMap::new();
@@ -519,6 +523,16 @@ pub async fn get_job_trace(
         .body(log))
 }
 
+/// `artifacts:access: none`: nobody downloads the archive, only the jobs that depend on
+/// it (through the runner API); `developer`, `maintainer` and `all` let the admin.
+pub(crate) fn downloadable(job: &Job) -> ApiResult<()> {
+    let access = job.spec().artifacts.and_then(|a| a.access);
+    if access.as_deref() == Some("none") {
+        return Err(ApiError::Forbidden(None));
+    }
+    Ok(())
+}
+
 /// A job's artifacts archive.
 #[utoipa::path(tag = "jobs (admin)", operation_id = "get_job_artifacts", params(("id" = String, Path), ("job_id" = i64, Path)),
     security(("private_token" = [])),
@@ -532,6 +546,7 @@ pub async fn get_job_artifacts(
     let (id, job_id) = path.into_inner();
     let project = find_project(&state, &id).await?;
     let job = find_job(&state, &project, &job_id).await?;
+    downloadable(&job)?;
     let archive = {
         let mut db = state.db.read().await?;
         crate::db::models::JobArtifact::find(&mut db.conn(), job.id, "archive").await?
@@ -564,6 +579,7 @@ async fn latest_artifacts_for_ref(
         .filter(|j| j.name == name && !j.retried)
         .max_by_key(|j| j.id)
         .ok_or(ApiError::NotFound(None))?;
+    downloadable(&job)?;
     crate::db::models::JobArtifact::find(&mut db.conn(), job.id, "archive")
         .await?
         .ok_or(ApiError::NotFound(None))

@@ -138,7 +138,7 @@ fn image_json(image: &ImageSpec, service: bool) -> Value {
         "name": image.name,
         "entrypoint": image.entrypoint,
         "ports": [],
-        "executor_opts": {},
+        "executor_opts": image.executor_opts.clone().unwrap_or_else(|| json!({})),
         "pull_policy": image.pull_policy,
     });
     if service {
@@ -408,15 +408,16 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
         entries
     });
 
-    let protection = if job.protected {
-        "protected"
-    } else {
-        "non_protected"
-    };
     let cache: Vec<Value> = spec
         .cache
         .iter()
         .map(|c| {
+            // `Ci::Build#cache`: protected refs keep their own caches unless `unprotect`.
+            let protection = if job.protected && !c.unprotect {
+                "protected"
+            } else {
+                "non_protected"
+            };
             json!({
                 "key": format!("{}-{protection}", c.key),
                 "untracked": c.untracked,
@@ -487,7 +488,11 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
         runner_info: json!({ "timeout": timeout, "runner_session_url": null }),
         variables,
         steps,
-        hooks: Vec::new(),
+        hooks: spec
+            .hooks
+            .iter()
+            .map(|h| json!({ "name": h.name, "script": h.script }))
+            .collect(),
         image: spec.image.as_ref().map(|i| image_json(i, false)),
         services: spec.services.iter().map(|s| image_json(s, true)).collect(),
         artifacts,

@@ -123,16 +123,66 @@ pub(crate) fn artifacts_spec(value: &Value, at: &str) -> Result<ArtifactsSpec> {
                     });
                 }
             }
-            "expose_as" | "public" | "access" => {
-                return err(format!(
-                    "{at} uses keywords Runway does not support yet: {k}"
-                ))
+            "expose_as" => {
+                let Some(name) = v.as_str() else {
+                    return err(format!("{at} expose as should be a string"));
+                };
+                // `EXPOSE_AS_REGEX` and `Ci::JobArtifact::MAX_EXPOSED_AS_LENGTH`.
+                let mut chars = name.chars();
+                let shaped = chars
+                    .next()
+                    .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '));
+                if !shaped {
+                    return err(format!(
+                        "{at} expose as can contain only letters, digits, '-', '_' and spaces"
+                    ));
+                }
+                if name.chars().count() > 100 {
+                    return err(format!(
+                        "{at} expose as is too long (maximum is 100 characters)"
+                    ));
+                }
+                spec.expose_as = Some(name.to_string());
             }
+            "public" => {
+                let public = boolean(v, at, "public")?;
+                // `Ci::Build#artifact_access_setting_in_config`: public is `all`, private
+                // is `developer`.
+                spec.access = Some(if public { "all" } else { "developer" }.to_string());
+            }
+            "access" => spec.access = Some(choice(v, at, "access", ARTIFACT_ACCESS)?),
             other => return err(format!("{at} config contains unknown keys: {other}")),
+        }
+    }
+    // `validates :config, mutually_exclusive_keys: %i[access public]`, in the file's order.
+    let both: Vec<&str> = m
+        .keys()
+        .filter_map(Value::as_str)
+        .filter(|k| matches!(*k, "access" | "public"))
+        .collect();
+    if both.len() == 2 {
+        return err(format!(
+            "{at} these keys cannot be used together: {}",
+            both.join(", ")
+        ));
+    }
+    if spec.expose_as.is_some() {
+        // `validates :paths, presence: true, if: :expose_as_present?`, and no glob in them.
+        if spec.paths.is_empty() {
+            return err(format!("{at} paths can't be blank"));
+        }
+        if spec.paths.iter().any(|p| p.contains('*')) {
+            return err(format!(
+                "{at} paths can't contain '*' when used with 'expose_as'"
+            ));
         }
     }
     Ok(spec)
 }
+
+/// `Entry::Artifacts::ALLOWED_ACCESS`: who may download the job's artifacts.
+pub(crate) const ARTIFACT_ACCESS: &[&str] = &["none", "developer", "maintainer", "all"];
 
 #[cfg(test)]
 mod tests {
@@ -188,8 +238,31 @@ mod tests {
         );
         assert_eq!(
             refused("{expose_as: x}"),
-            "jobs:j:artifacts uses keywords Runway does not support yet: expose_as"
+            "jobs:j:artifacts paths can't be blank"
         );
+        assert_eq!(
+            refused("{expose_as: 'a/b', paths: [x]}"),
+            "jobs:j:artifacts expose as can contain only letters, digits, '-', '_' and spaces"
+        );
+        assert_eq!(
+            refused("{expose_as: x, paths: ['*.txt']}"),
+            "jobs:j:artifacts paths can't contain '*' when used with 'expose_as'"
+        );
+        assert_eq!(
+            refused("{public: false, access: none}"),
+            "jobs:j:artifacts these keys cannot be used together: public, access"
+        );
+        assert_eq!(
+            refused("{access: some}"),
+            "jobs:j:artifacts:access config should be none, developer, maintainer, all"
+        );
+        let spec = artifacts_spec(
+            &yaml("{expose_as: Coverage report, paths: [c/], public: false}"),
+            "a",
+        )
+        .unwrap();
+        assert_eq!(spec.expose_as.as_deref(), Some("Coverage report"));
+        assert_eq!(spec.access.as_deref(), Some("developer"));
         assert_eq!(
             refused("{when: never}"),
             "jobs:j:artifacts:when config should be on_success, on_failure, always"

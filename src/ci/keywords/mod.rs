@@ -4,6 +4,7 @@
 
 mod artifacts;
 mod cache;
+mod hooks;
 mod image;
 mod needs;
 mod pages;
@@ -11,7 +12,8 @@ mod retry;
 mod variables;
 
 pub(crate) use artifacts::{artifacts_spec, REPORT_TYPES};
-pub(crate) use cache::cache_spec;
+pub(crate) use cache::{cache_spec, files_key};
+pub(crate) use hooks::hooks_spec;
 pub(crate) use image::image_spec;
 pub(crate) use needs::need;
 pub(crate) use pages::pages_folder;

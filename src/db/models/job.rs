@@ -52,6 +52,10 @@ pub struct Job {
     pub debug_trace: bool,
     /// JSON array of `{key, value}` from the job's dotenv report, for the jobs after it.
     pub dotenv_variables: String,
+    /// `when: delayed`: when the `scheduled` job is queued.
+    pub scheduled_at: Option<NaiveDateTime>,
+    /// The resource group the job must hold to run (`resource_group`).
+    pub resource_group_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -69,6 +73,7 @@ pub struct NewJob {
     pub options: String,
     pub protected: bool,
     pub timeout: Option<i32>,
+    pub resource_group_id: Option<i64>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -110,6 +115,7 @@ pub struct JobChanges {
     pub runner_manager_id: Option<Option<i64>>,
     pub ack_deadline: Option<Option<NaiveDateTime>>,
     pub trace_checksum_ok: Option<Option<bool>>,
+    pub scheduled_at: Option<Option<NaiveDateTime>>,
 }
 
 impl Job {
@@ -391,6 +397,18 @@ impl Job {
             .execute(c)
             .await)?;
         Ok(())
+    }
+
+    /// Delayed jobs whose time has come (`scheduled`, `scheduled_at` passed), oldest first.
+    pub async fn scheduled_due(conn: &mut Conn<'_>, at: NaiveDateTime) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| jobs::table
+            .filter(jobs::scheduled_at.le(at))
+            .filter(jobs::status.eq(JobStatus::Scheduled))
+            .order(jobs::scheduled_at)
+            .limit(1000)
+            .select(Job::as_select())
+            .load(c)
+            .await)
     }
 
     /// How many jobs there are in each status.

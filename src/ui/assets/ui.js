@@ -169,3 +169,10 @@
     row.querySelector("input").focus();
   });
 })();
+
+// A manual job's `manual_confirmation`: its Run button's form asks before it is sent (the
+// form is also in regions `ui.js` replaces, so the listener sits on the document).
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
