@@ -320,6 +320,12 @@ impl AdminClient {
         .await
     }
 
+    /// Runway's `POST /admin/ci/id_tokens/rotate_key`: `{kid}` of the new signing key.
+    pub async fn rotate_id_token_key(&self) -> ClientResult<Value> {
+        self.json(Method::POST, "/admin/ci/id_tokens/rotate_key", None)
+            .await
+    }
+
     /// `POST /user/runners` with GitLab's params; the answer holds the `glrt-` token.
     pub async fn create_runner(&self, params: &Value) -> ClientResult<Value> {
         self.json(Method::POST, "/user/runners", Some(params)).await

@@ -58,6 +58,8 @@ pub struct AppState {
     pub admin_digest: TokenDigest,
     /// Seals CI/CD variables' values at rest ([`secrets::SecretBox`]).
     pub secrets: secrets::SecretBox,
+    /// Signs jobs' `id_tokens` ([`service::id_tokens`]).
+    pub id_tokens: service::id_tokens::IdTokens,
     pub registration_digest: Option<TokenDigest>,
     /// Faults armed by the test harness (`runway::testing`); none otherwise.
     pub faults: Arc<api::faults::Faults>,
@@ -71,6 +73,8 @@ where
     T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
 {
     app.service(api::health::liveness)
+        .service(api::oidc::jwks)
+        .service(api::oidc::openid_configuration)
         .service(api::health::readiness)
         .service(api::health::health)
         .service(api::health::metrics)
@@ -189,6 +193,7 @@ impl Runway {
         }
         let (admin_digest, generated_admin_token) = admin_token(&settings, &db).await?;
         let secrets = secrets::SecretBox::load(settings.secret_key.as_deref(), &settings.data_dir)?;
+        let id_tokens = service::id_tokens::IdTokens::load(db.clone(), secrets.clone()).await?;
         let queue = Arc::new(Queue::new(settings.long_poll_timeout));
         let metrics = Arc::new(metrics::Metrics::default());
         let local_store = settings.object_store.url.is_none();
@@ -239,6 +244,7 @@ impl Runway {
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,
             secrets,
+            id_tokens,
             faults: Default::default(),
             ui_sessions: Default::default(),
             db,
@@ -339,6 +345,10 @@ fn spawn_reaper(state: web::Data<AppState>) {
                 if let Err(e) = state.artifacts.sweep_orphans().await {
                     tracing::error!(error = %e, "sweeping objects without rows failed");
                 }
+            }
+            // Another instance may have rotated the ID token signing key.
+            if let Err(e) = state.id_tokens.refresh().await {
+                tracing::error!(error = %e, "reading the ID token signing keys failed");
             }
             if let Err(e) = state.pipelines.reap(state.settings.stuck_job_timeout).await {
                 tracing::error!(error = %e, "reaping stuck jobs failed");

@@ -36,6 +36,8 @@ enum Command {
     Pipeline(runway::cli::pipeline::PipelineArgs),
     /// Runners on a running server: create (prints the glrt- token), list, show, delete.
     Runners(runway::cli::runners::RunnersArgs),
+    /// Jobs' ID tokens on a running server: `rotate-key` makes a new signing key.
+    IdTokens(runway::cli::id_tokens::IdTokensArgs),
     /// Check a `.gitlab-ci.yml` on this machine (no server needed): exit 0 valid, 1 not.
     Lint(runway::cli::lint::LintArgs),
 }
@@ -63,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Openapi => println!("{}", runway::api::openapi::json()),
         Command::Pipeline(args) => exit(cli::run(cli::pipeline::command(args)).await),
         Command::Runners(args) => exit(cli::run(cli::runners::command(args)).await),
+        Command::IdTokens(args) => exit(cli::run(cli::id_tokens::command(args)).await),
         Command::Lint(args) => exit(cli::lint::run(&args)),
     }
     Ok(())

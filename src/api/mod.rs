@@ -6,6 +6,7 @@ pub mod docs;
 pub mod faults;
 pub mod hardening;
 pub mod health;
+pub mod oidc;
 pub mod openapi;
 pub mod params;
 pub mod runner;

@@ -94,6 +94,13 @@ pub struct ImageSpec {
     pub executor_opts: Option<serde_json::Value>,
 }
 
+/// One of a job's `id_tokens`: the variable it is given as, and its audiences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenSpec {
+    pub name: String,
+    pub aud: Vec<String>,
+}
+
 /// A job's `hooks` entry: a script the runner runs at a point of the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hook {
@@ -205,6 +212,9 @@ pub struct JobSpec {
     /// group runs at a time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_group: Option<String>,
+    /// `id_tokens`: JWTs the job gets as variables, signed when a runner takes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_tokens: Vec<IdTokenSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,7 +23,6 @@ const UNSUPPORTED_JOB_KEYS: &[&str] = &[
     "release",
     "trigger",
     "secrets",
-    "id_tokens",
     "dast_configuration",
     "identity",
     "run",
@@ -62,6 +61,7 @@ const JOB_KEYS: &[&str] = &[
     "start_in",
     "manual_confirmation",
     "resource_group",
+    "id_tokens",
 ];
 
 const DEFAULT_KEYS: &[&str] = &[
@@ -76,6 +76,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "retry",
     "interruptible",
     "hooks",
+    "id_tokens",
 ];
 
 /// `Entry::Root`'s keywords (GitLab 15.0 removed `types`: it is now a job's name, and a

@@ -18,8 +18,9 @@ use super::config::{
 use super::duration::parse_seconds;
 use super::evaluate::{self, Pipeline};
 use super::keywords::{
-    artifacts_spec, cache_spec, err, files_key, hooks_spec, image_spec, int_list, key_str, need,
-    pages_folder, retry_spec, scalar, script, string_list, upsert_var, variables_of, Result,
+    artifacts_spec, cache_spec, err, files_key, hooks_spec, id_tokens_spec, image_spec, int_list,
+    key_str, need, pages_folder, retry_spec, scalar, script, string_list, upsert_var, variables_of,
+    Result,
 };
 use super::normalise::Config;
 use super::policy;
@@ -325,6 +326,10 @@ fn plan_job(
         None => Vec::new(),
         Some(v) => hooks_spec(v, &at("hooks"))?,
     };
+    let id_tokens = match field("id_tokens") {
+        None => Vec::new(),
+        Some(v) => id_tokens_spec(v, &at("id_tokens"))?,
+    };
 
     let spec = JobSpec {
         before_script: script_of("before_script")?,
@@ -348,6 +353,7 @@ fn plan_job(
         start_in,
         manual_confirmation,
         resource_group,
+        id_tokens,
     };
     let base = JobPlan {
         name: name.to_string(),
@@ -369,7 +375,15 @@ fn plan_job(
     let environment = field("environment");
     let expands = |tag: &String| tag.contains(['$', '%']);
     let group_expands = jobs[0].spec.resource_group.as_ref().is_some_and(expands);
-    if environment.is_some() || group_expands || jobs.iter().any(|job| job.tags.iter().any(expands))
+    let aud_expands = jobs[0]
+        .spec
+        .id_tokens
+        .iter()
+        .any(|t| t.aud.iter().any(expands));
+    if environment.is_some()
+        || group_expands
+        || aud_expands
+        || jobs.iter().any(|job| job.tags.iter().any(expands))
     {
         for job in &mut jobs {
             let mut vars = rule_scope.with(&job.spec.variables);
@@ -382,6 +396,12 @@ fn plan_job(
             }
             for tag in &mut job.tags {
                 *tag = super::environment::expand_existing(tag, &vars);
+            }
+            // `Ci::Build#id_tokens_variables` expands `aud` with the job's variables.
+            for token in &mut job.spec.id_tokens {
+                for aud in &mut token.aud {
+                    *aud = super::environment::expand_existing(aud, &vars);
+                }
             }
             // `Seed::Processable::ResourceGroup`, with the environment's variables too.
             if let Some(key) = &job.spec.resource_group {

@@ -2,6 +2,7 @@
 //! clients of a running server's admin API (`--url`, `--token`), for shells and CI scripts.
 
 pub mod follow;
+pub mod id_tokens;
 pub mod lint;
 pub mod pipeline;
 pub mod runners;

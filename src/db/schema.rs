@@ -313,7 +313,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    id_token_signing_keys (id) {
+        id -> BigInt,
+        kid -> Text,
+        private_key -> Text,
+        created_at -> Timestamp,
+        retired_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    id_token_signing_keys,
     resource_groups,
     ci_variables,
     job_test_reports,

@@ -17,6 +17,7 @@ mod crate_runner;
 mod faults;
 mod features;
 mod git_http;
+mod id_tokens;
 mod job_keywords;
 mod jobs;
 mod limits;

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod features;
+pub mod id_tokens;
 pub mod lint;
 pub mod meta;
 pub mod pipelines;
@@ -118,4 +119,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     triggers::configure(cfg);
     schedules::configure(cfg);
     resource_groups::configure(cfg);
+    id_tokens::configure(cfg);
 }

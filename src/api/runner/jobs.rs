@@ -191,6 +191,7 @@ pub async fn request_job(
             let ctx = PayloadContext {
                 external_url: &state.settings.external_url,
                 secrets: &state.secrets,
+                id_tokens: &state.id_tokens,
             };
             let body = payload::build(&assignment, &auth.runner, &ctx);
             Ok(HttpResponse::Created().json(body))

@@ -49,6 +49,8 @@ pub struct PayloadContext<'a> {
     pub external_url: &'a str,
     /// Opens the CI/CD variables' sealed values.
     pub secrets: &'a crate::secrets::SecretBox,
+    /// Signs the job's `id_tokens`.
+    pub id_tokens: &'a crate::service::id_tokens::IdTokens,
 }
 
 fn var(key: &str, value: impl Into<String>, public: bool) -> Value {
@@ -353,6 +355,34 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
     variables.extend(ci_variables(a, environment, ctx));
     for v in pipeline_variables(pipeline) {
         variables.push(var(&v.key, v.value, false));
+    }
+    // `id_tokens`: each a JWT signed now, masked (`Ci::Build#id_tokens_variables`).
+    for token in &spec.id_tokens {
+        let claims = crate::service::id_tokens::JobClaims {
+            issuer: server,
+            audience: &token.aud,
+            project_id: project.id,
+            project_path: &project_path,
+            namespace_path: &project.namespace_path,
+            pipeline_id: pipeline.id,
+            pipeline_source: &pipeline.source,
+            job_id: job.id,
+            ref_: &pipeline.ref_,
+            tag: pipeline.tag,
+            ref_protected: pipeline.protected,
+            sha: &sha,
+            runner_id: runner.id,
+            timeout,
+            environment: spec
+                .environment
+                .as_ref()
+                .map(|e| (e.name.as_str(), e.tier.as_str(), e.action.as_str())),
+        };
+        match ctx.id_tokens.sign(&claims.to_json()) {
+            Some(jwt) => variables
+                .push(json!({ "key": token.name, "value": jwt, "public": false, "masked": true })),
+            None => tracing::error!(job_id = job.id, "no key to sign the job's ID token"),
+        }
     }
     // One entry per key: a later definition (job over global, pipeline over file) wins,
     // as it does in GitLab, so no runner has to guess which of two entries counts.

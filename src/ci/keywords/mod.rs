@@ -5,6 +5,7 @@
 mod artifacts;
 mod cache;
 mod hooks;
+mod id_tokens;
 mod image;
 mod needs;
 mod pages;
@@ -14,6 +15,7 @@ mod variables;
 pub(crate) use artifacts::{artifacts_spec, REPORT_TYPES};
 pub(crate) use cache::{cache_spec, files_key};
 pub(crate) use hooks::hooks_spec;
+pub(crate) use id_tokens::id_tokens_spec;
 pub(crate) use image::image_spec;
 pub(crate) use needs::need;
 pub(crate) use pages::pages_folder;

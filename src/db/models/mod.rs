@@ -14,6 +14,7 @@ pub mod runner;
 pub mod runner_manager;
 pub mod schedule;
 pub mod setting;
+pub mod signing_key;
 pub mod trace;
 pub mod trigger;
 pub mod ui_session;
