@@ -385,11 +385,15 @@ where
     });
 }
 
-/// Queues delayed jobs whose time has come, and assigns free resource groups to their
-/// waiting jobs (after a crash, or where the assignment after a change failed).
+/// Queues delayed jobs whose time has come, stops environments past their `auto_stop_in`,
+/// and assigns free resource groups to their waiting jobs (after a crash, or where the
+/// assignment after a change failed).
 async fn start_waiting_jobs(state: &AppState) {
     if let Err(e) = state.pipelines.enqueue_scheduled().await {
         tracing::error!(error = %e, "queueing delayed jobs failed");
+    }
+    if let Err(e) = state.pipelines.stop_expired_environments().await {
+        tracing::error!(error = %e, "stopping environments past their auto_stop_in failed");
     }
     match service::resource_groups::assign_all(&state.db).await {
         Ok(true) => state.queue.bump(),

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "admin runners", description = "Runner administration (PRIVATE-TOKEN)"),
         (name = "features", description = "Feature flags (PRIVATE-TOKEN)"),
         (name = "pipeline schedules", description = "Pipelines on a cron (PRIVATE-TOKEN)"),
+        (name = "environments", description = "Environments and their deployments (PRIVATE-TOKEN)"),
         (name = "id_tokens", description = "Jobs' ID tokens: the signing keys (JWKS), the OpenID configuration, the key's rotation (PRIVATE-TOKEN)"),
         (name = "resource_groups", description = "Resource groups: one job at a time per group (PRIVATE-TOKEN)"),
         (name = "triggers", description = "Pipeline trigger tokens (PRIVATE-TOKEN) and pipelines started with one (the trigger token)"),

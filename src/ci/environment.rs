@@ -1,7 +1,7 @@
 //! A job's `environment` ‹lib/gitlab/ci/config/entry/environment.rb›: its name (variables
 //! expanded), URL and action, and the `CI_ENVIRONMENT_*` variables GitLab gives the job.
-//! Deployments, stop jobs and auto-stop come later (`on_stop`, `auto_stop_in`,
-//! `kubernetes` are refused by name until then).
+//! `on_stop` names the job that stops the environment and `auto_stop_in` when it stops by
+//! itself (deployments and stops: `service::deployments`); `kubernetes` is refused by name.
 
 use std::collections::HashMap;
 
@@ -20,7 +20,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "deployment_tier",
 ];
 /// Of those, the ones whose behaviour Runway does not have yet.
-const NOT_YET: &[&str] = &["on_stop", "auto_stop_in", "kubernetes"];
+const NOT_YET: &[&str] = &["kubernetes"];
 const ACTIONS: &[&str] = &["start", "stop", "prepare", "verify", "access"];
 const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
 
@@ -33,6 +33,12 @@ pub struct EnvironmentSpec {
     pub action: String,
     /// As written, or guessed from the name as GitLab guesses it.
     pub tier: String,
+    /// `on_stop`: the job of the pipeline that stops the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stop: Option<String>,
+    /// `auto_stop_in`, seconds after the deployment (`None`: never, or not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_stop_in: Option<i64>,
 }
 
 /// Reads `environment` at `at` (`jobs:deploy:environment`), expanding `$VARS` in the
@@ -42,6 +48,8 @@ pub fn parse(
     at: &str,
     vars: &HashMap<String, String>,
 ) -> Result<Option<EnvironmentSpec>, String> {
+    let mut on_stop = None;
+    let mut auto_stop_in = None;
     let (name, url, action, tier) = match value {
         Value::Null => return Ok(None),
         Value::String(name) => (name.clone(), None, None, None),
@@ -82,6 +90,17 @@ pub fn parse(
             let Some(name) = text("name")? else {
                 return Err(format!("{at} name can't be blank"));
             };
+            on_stop = text("on_stop")?;
+            // `Entry::Environment`: a duration, or `never` (GitLab's `ChronicDuration`).
+            if let Some(given) = text("auto_stop_in")? {
+                let expanded = expand(&given, vars);
+                if expanded != "never" {
+                    auto_stop_in = Some(
+                        super::duration::parse_seconds(&expanded)
+                            .ok_or_else(|| format!("{at} auto stop in should be a duration"))?,
+                    );
+                }
+            }
             (
                 name,
                 text("url")?,
@@ -131,6 +150,8 @@ pub fn parse(
         url,
         action,
         tier,
+        on_stop,
+        auto_stop_in,
     }))
 }
 
@@ -376,7 +397,9 @@ mod tests {
                 name: "production".into(),
                 url: None,
                 action: "start".into(),
-                tier: "production".into()
+                tier: "production".into(),
+                on_stop: None,
+                auto_stop_in: None,
             })
         );
         assert_eq!(
@@ -386,6 +409,8 @@ mod tests {
                 url: Some("https://feature-login.example.com".into()),
                 action: "prepare".into(),
                 tier: "development".into(),
+                on_stop: None,
+                auto_stop_in: None,
             })
         );
         assert_eq!(
@@ -395,6 +420,20 @@ mod tests {
             Some("other".into())
         );
         assert_eq!(env("~").unwrap(), None);
+        let review = env("{name: review, on_stop: stop_review, auto_stop_in: 1 day}")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (review.on_stop.as_deref(), review.auto_stop_in),
+            (Some("stop_review"), Some(86_400))
+        );
+        assert_eq!(
+            env("{name: review, auto_stop_in: never}")
+                .unwrap()
+                .unwrap()
+                .auto_stop_in,
+            None
+        );
         for (bad, message) in [
             ("{url: x}", "jobs:d:environment name can't be blank"),
             (
@@ -406,8 +445,12 @@ mod tests {
                 "jobs:d:environment config contains unknown keys: colour",
             ),
             (
-                "{name: a, on_stop: stop_a}",
-                "jobs:d:environment uses keywords Runway does not support yet: environment:on_stop",
+                "{name: a, kubernetes: {namespace: x}}",
+                "jobs:d:environment uses keywords Runway does not support yet: environment:kubernetes",
+            ),
+            (
+                "{name: a, auto_stop_in: soon}",
+                "jobs:d:environment auto stop in should be a duration",
             ),
             (
                 "[a]",

@@ -73,6 +73,7 @@ pub(crate) fn plan(
     }
     resolve_needs(&mut planned)?;
     check_dependencies(&planned)?;
+    check_on_stop(&planned, config.visible_jobs()?)?;
     Ok(PipelinePlan {
         stages: config.stages,
         jobs: planned,
@@ -641,6 +642,44 @@ fn resolve_needs(jobs: &mut [JobPlan]) -> Result<()> {
     for i in 0..jobs.len() {
         if !visit(i, &edges, &mut state) {
             return err("The pipeline has circular dependencies");
+        }
+    }
+    Ok(())
+}
+
+/// `environment:on_stop` names a job of the file that stops the same environment
+/// (`YamlProcessor#validate_on_stop_job!`); a stop job that rules leave out of this
+/// pipeline is not checked further.
+fn check_on_stop(jobs: &[JobPlan], defined: &[String]) -> Result<()> {
+    let by_name: HashMap<&str, &JobPlan> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    for job in jobs {
+        let Some(env) = &job.spec.environment else {
+            continue;
+        };
+        let Some(on_stop) = &env.on_stop else {
+            continue;
+        };
+        let name = &job.name;
+        if !defined.contains(on_stop) {
+            return err(format!("{name} job: on_stop job {on_stop} is not defined"));
+        }
+        let Some(stop) = by_name.get(on_stop.as_str()) else {
+            continue;
+        };
+        let Some(stop_env) = &stop.spec.environment else {
+            return err(format!(
+                "{name} job: on_stop job {on_stop} does not have environment defined"
+            ));
+        };
+        if stop_env.name != env.name {
+            return err(format!(
+                "{name} job: on_stop job {on_stop} have different environment name"
+            ));
+        }
+        if stop_env.action != "stop" {
+            return err(format!(
+                "{name} job: on_stop job {on_stop} needs to have action stop defined"
+            ));
         }
     }
     Ok(())

@@ -323,7 +323,43 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    environments (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        name -> Text,
+        slug -> Text,
+        external_url -> Nullable<Text>,
+        tier -> Text,
+        state -> Text,
+        description -> Nullable<Text>,
+        auto_stop_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    deployments (id) {
+        id -> BigInt,
+        iid -> BigInt,
+        project_id -> BigInt,
+        environment_id -> BigInt,
+        job_id -> BigInt,
+        #[sql_name = "ref"]
+        ref_ -> Text,
+        tag -> Bool,
+        sha -> Text,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    environments,
+    deployments,
     id_token_signing_keys,
     resource_groups,
     ci_variables,

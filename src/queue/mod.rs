@@ -474,6 +474,10 @@ async fn claim(
                 .get(&pipeline_id)
                 .cloned()
                 .ok_or(ApiError::Conflict)?;
+            // A deploying job that starts makes its deployment running.
+            if job.status == JobStatus::Running && spec.environment.is_some() {
+                crate::db::models::environment::Deployment::start_for_job(tx, job.id, at).await?;
+            }
             // A job that starts running makes its pipeline running (no other job moves on
             // because one starts, so the whole pipeline need not be processed again).
             // Under two-phase commit the job is still pending: nothing changes.

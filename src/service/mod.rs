@@ -2,6 +2,7 @@
 
 pub mod artifacts;
 pub mod backoff;
+pub mod deployments;
 pub mod id_tokens;
 pub mod junit;
 pub mod limits;

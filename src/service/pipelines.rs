@@ -450,7 +450,14 @@ impl Pipelines {
                     updated_at: at,
                 })
                 .collect();
-            Job::insert_many(tx, &jobs).await?;
+            let created = Job::insert_many(tx, &jobs).await?;
+            if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
+                let pairs: Vec<(Job, JobSpec)> = created
+                    .into_iter()
+                    .zip(plan.jobs.iter().map(|j| j.spec.clone()))
+                    .collect();
+                super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
+            }
             let processed = process(tx, pipeline.id).await?;
             let pipeline = Pipeline::find(tx, pipeline.id)
                 .await?
@@ -649,6 +656,11 @@ impl Pipelines {
             .await?
             {
                 return Err(ApiError::Conflict);
+            }
+            if changes.status == Some(JobStatus::Success) {
+                if let Some(env) = job.spec().environment {
+                    super::deployments::stop_job_succeeded(tx, job.project_id, &env, at).await?;
+                }
             }
             let mut requeued = false;
             if retry {
@@ -911,6 +923,83 @@ impl Pipelines {
             })
         })
         .await
+    }
+
+    /// Stops an environment (`POST /environments/:id/stop`, or its `auto_stop_at`): plays
+    /// the `on_stop` job of its last successful deployment and leaves it `stopping` until
+    /// that job succeeds; without such a job, or `force`d, it is stopped at once.
+    pub async fn stop_environment(
+        &self,
+        project_id: i64,
+        environment_id: i64,
+        force: bool,
+    ) -> ApiResult<crate::db::models::environment::Environment> {
+        use crate::db::models::environment::Environment;
+        let action = {
+            let mut db = self.db.read().await?;
+            let environment = Environment::find(&mut db.conn(), project_id, environment_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("Environment"))?;
+            if force {
+                None
+            } else {
+                super::deployments::stop_action(&mut db.conn(), &environment).await?
+            }
+        };
+        let at = now();
+        match action {
+            Some(job) => {
+                // The environment moves first, so that of two stops (two instances' timers,
+                // a person and a timer) one plays the job.
+                let moved = {
+                    let mut db = self.db.write().await?;
+                    Environment::transition(
+                        &mut db.conn(),
+                        environment_id,
+                        &["available"],
+                        "stopping",
+                        at,
+                    )
+                    .await?
+                };
+                if moved {
+                    self.play_job(job.id).await?;
+                }
+            }
+            None => {
+                let mut db = self.db.write().await?;
+                Environment::transition(
+                    &mut db.conn(),
+                    environment_id,
+                    &["available", "stopping"],
+                    "stopped",
+                    at,
+                )
+                .await?;
+            }
+        }
+        let mut db = self.db.read().await?;
+        Environment::find(&mut db.conn(), project_id, environment_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Environment"))
+    }
+
+    /// Stops the environments whose `auto_stop_in` has passed; answers how many.
+    pub async fn stop_expired_environments(&self) -> ApiResult<usize> {
+        let due = {
+            let mut db = self.db.read().await?;
+            crate::db::models::environment::Environment::auto_stop_due(&mut db.conn(), now())
+                .await?
+        };
+        for environment in &due {
+            if let Err(e) = self
+                .stop_environment(environment.project_id, environment.id, false)
+                .await
+            {
+                tracing::warn!(environment_id = environment.id, error = %e, "an environment's auto-stop failed");
+            }
+        }
+        Ok(due.len())
     }
 
     /// Queues the delayed jobs whose time has come (`Ci::Build#enqueue_scheduled`), each
@@ -1215,6 +1304,14 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
     };
     let mut created = Job::insert_many(tx, &[new]).await?;
     let created = created.pop().ok_or(ApiError::Conflict)?;
+    // A new try deploys anew (GitLab gives the retried build its own deployment).
+    let spec = created.spec();
+    if spec.environment.is_some() {
+        if let Some(pipeline) = Pipeline::find(tx, created.pipeline_id).await? {
+            let pairs = [(created.clone(), spec)];
+            super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
+        }
+    }
     if status == JobStatus::Pending {
         let changes = JobChanges {
             queued_at: Some(Some(at)),
@@ -1244,19 +1341,21 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         .into_iter()
         .filter(|j| !j.retried)
         .collect();
+    let specs: Vec<JobSpec> = jobs.iter().map(Job::spec).collect();
     let mut states: Vec<JobState> = jobs
         .iter()
-        .map(|j| JobState {
+        .zip(&specs)
+        .map(|(j, spec)| JobState {
             id: j.id,
             name: j.name.clone(),
             stage_idx: j.stage_idx,
             status: j.status,
             when: When::parse(&j.when_).unwrap_or(When::OnSuccess),
             allow_failure: j.allow_failure,
-            needs: j
-                .spec()
+            needs: spec
                 .needs
-                .map(|n| n.into_iter().map(|n| n.job).collect()),
+                .as_ref()
+                .map(|n| n.iter().map(|n| n.job.clone()).collect()),
         })
         .collect();
     let at = now();
@@ -1321,6 +1420,15 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         || finished_at != pipeline.finished_at
     {
         Pipeline::set_status(tx, pipeline_id, status, started_at, finished_at).await?;
+    }
+    // Deployments follow their jobs.
+    let deploying: Vec<(i64, JobStatus, &crate::ci::environment::EnvironmentSpec)> = states
+        .iter()
+        .zip(&specs)
+        .filter_map(|(s, spec)| spec.environment.as_ref().map(|e| (s.id, s.status, e)))
+        .collect();
+    if !deploying.is_empty() {
+        super::deployments::follow_jobs(tx, &deploying, at).await?;
     }
     // Groups whose jobs here wait or ran: one of them may have freed its resource.
     let mut resource_groups: Vec<i64> = jobs

@@ -378,7 +378,8 @@ async fn project_page(
     let main = format!(
         "<h1>{}</h1><p>Clone: <code>{}</code>{upstream}</p>\
          <p><a class=\"button\" href=\"/-/ui/pipelines/new?project={id}\">New pipeline</a> \
-         <a href=\"/-/ui/projects/{id}/variables\">CI/CD variables</a></p>\
+         <a href=\"/-/ui/projects/{id}/variables\">CI/CD variables</a> \
+         <a href=\"/-/ui/projects/{id}/environments\">Environments</a></p>\
          <table class=\"cards\"><thead><tr><th>Pipeline</th><th>Status</th><th>Ref</th><th>Commit</th>\
          <th>Source</th><th>Duration</th><th>Created</th></tr></thead><tbody>{rows}</tbody></table>{nav}",
         escape(&project.path_with_namespace()),
@@ -387,6 +388,107 @@ async fn project_page(
         nav = paging.nav(&format!("/-/ui/projects/{}", project.id), total as usize),
     );
     ok(&project.path_with_namespace(), &session, &main)
+}
+
+/// A project's environments: state, tier, URL, last deployment, and Stop for those not
+/// stopped (their `on_stop` job runs, as GitLab's button does).
+#[get("/projects/{id}/environments")]
+async fn environments_page(
+    session: UiSession,
+    id: web::Path<i64>,
+    state: web::Data<AppState>,
+) -> Page {
+    use crate::db::models::environment::{Deployment, Environment};
+    let project = project_by_id(&state, *id).await?;
+    let mut rows = String::new();
+    {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        let environments = Environment::for_project(&mut db.conn(), project.id)
+            .await
+            .map_err(ApiError::from)?;
+        for e in environments {
+            let last = Deployment::last_of(&mut db.conn(), e.id, false)
+                .await
+                .map_err(ApiError::from)?;
+            let deployment = match last {
+                Some(d) => format!(
+                    "{} <a href=\"/-/ui/jobs/{}\">#{}</a> {} <code>{}</code>{}",
+                    status(&d.status),
+                    d.job_id,
+                    d.iid,
+                    escape(&d.ref_),
+                    escape(&d.sha.chars().take(8).collect::<String>()),
+                    d.finished_at
+                        .as_ref()
+                        .map(|t| format!(" {}", html::time(t)))
+                        .unwrap_or_default(),
+                ),
+                None => "<span class=\"muted\">none yet</span>".to_string(),
+            };
+            let url = e
+                .external_url
+                .as_deref()
+                .map(|u| format!("<a href=\"{0}\">{0}</a>", escape(u)))
+                .unwrap_or_default();
+            let stop = if e.state == "stopped" {
+                String::new()
+            } else {
+                button(
+                    &format!("/-/ui/projects/{}/environments/{}/stop", project.id, e.id),
+                    "Stop",
+                    &session.csrf,
+                )
+            };
+            let auto_stop = e
+                .auto_stop_at
+                .as_ref()
+                .map(|t| format!("<br><span class=\"muted\">stops {}</span>", html::time(t)))
+                .unwrap_or_default();
+            let _ = write!(
+                rows,
+                "<tr><td>{}{auto_stop}</td><td>{}</td><td>{}</td><td>{url}</td><td>{deployment}</td><td>{stop}</td></tr>",
+                escape(&e.name),
+                status(&e.state),
+                escape(&e.tier),
+            );
+        }
+    }
+    let main = format!(
+        "<p class=\"crumbs\"><a href=\"/-/ui/projects/{}\">{}</a></p><h1>Environments</h1>\
+         <table class=\"cards\"><thead><tr><th>Environment</th><th>State</th><th>Tier</th><th>URL</th>\
+         <th>Last deployment</th><th></th></tr></thead><tbody>{rows}</tbody></table>",
+        project.id,
+        escape(&project.path_with_namespace()),
+    );
+    ok("Environments", &session, &main)
+}
+
+/// Stop an environment from its page.
+#[post("/projects/{id}/environments/{environment_id}/stop")]
+async fn environment_stop(
+    session: UiSession,
+    path: web::Path<(i64, i64)>,
+    form: web::Form<ActionForm>,
+    state: web::Data<AppState>,
+) -> Page {
+    session.check(&form.csrf)?;
+    let (id, environment_id) = path.into_inner();
+    let project = project_by_id(&state, id).await?;
+    let stopped = state
+        .pipelines
+        .stop_environment(project.id, environment_id, false)
+        .await?;
+    let details =
+        serde_json::json!({ "project_id": project.id, "state": stopped.state, "via": "web" });
+    record_admin_action(
+        &state,
+        "environment_stopped",
+        "Environment",
+        environment_id,
+        details,
+    )
+    .await;
+    see_other(&format!("/-/ui/projects/{}/environments", project.id))
 }
 
 /// `?reveal=<variable id>`: the one value the page shows.
@@ -1049,6 +1151,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(projects_page)
         .service(project_page)
         .service(variables_page)
+        .service(environments_page)
+        .service(environment_stop)
         .service(pipeline_page)
         .service(pipeline_live)
         .service(pipeline_action)

@@ -320,9 +320,9 @@ regional:
         let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/jobs/{id}")).await;
         assert!(page.text.contains("<dd id=\"environment\">review/feature-login <span class=\"muted\">(prepare)</span> · <a href=\"https://feature-login.example.com\""), "{}", page.text);
 
-        let reply = app.create_pipeline(project, "main", "d: { script: x, environment: { name: prod, on_stop: stop } }\n").await;
+        let reply = app.create_pipeline(project, "main", "d: { script: x, environment: { name: prod, kubernetes: { namespace: n } } }\n").await;
         assert_eq!(reply.status, 400);
-        assert_eq!(reply.json()["message"]["base"][0], "jobs:d:environment uses keywords Runway does not support yet: environment:on_stop");
+        assert_eq!(reply.json()["message"]["base"][0], "jobs:d:environment uses keywords Runway does not support yet: environment:kubernetes");
     }
 
     // `coverage`: when the job ends, its pattern is applied to the log (the last matching

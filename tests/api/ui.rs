@@ -29,7 +29,12 @@ pub(crate) async fn get(app: &TestApp, cookie: Option<&str>, path: &str) -> Page
     send(browser().get(app.url(path)), cookie).await
 }
 
-async fn post(app: &TestApp, cookie: Option<&str>, path: &str, form: &[(&str, &str)]) -> Page {
+pub(crate) async fn post(
+    app: &TestApp,
+    cookie: Option<&str>,
+    path: &str,
+    form: &[(&str, &str)],
+) -> Page {
     send(browser().post(app.url(path)).form(form), cookie).await
 }
 

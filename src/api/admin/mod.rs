@@ -2,6 +2,7 @@
 //! admin token (`PRIVATE-TOKEN`), so python-gitlab and curl users feel at home.
 
 pub mod audit;
+pub mod environments;
 pub mod features;
 pub mod id_tokens;
 pub mod lint;
@@ -120,4 +121,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     schedules::configure(cfg);
     resource_groups::configure(cfg);
     id_tokens::configure(cfg);
+    environments::configure(cfg);
 }

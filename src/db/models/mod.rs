@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod ci_minutes;
 pub mod ci_variable;
+pub mod environment;
 pub mod feature_flag;
 pub mod job;
 pub mod mirror_head;
