@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         (name = "pipeline schedules", description = "Pipelines on a cron (PRIVATE-TOKEN)"),
         (name = "environments", description = "Environments and their deployments (PRIVATE-TOKEN)"),
         (name = "id_tokens", description = "Jobs' ID tokens: the signing keys (JWKS), the OpenID configuration, the key's rotation (PRIVATE-TOKEN)"),
+        (name = "releases", description = "Releases of a project's tags (PRIVATE-TOKEN, or a running job's JOB-TOKEN)"),
         (name = "resource_groups", description = "Resource groups: one job at a time per group (PRIVATE-TOKEN)"),
         (name = "triggers", description = "Pipeline trigger tokens (PRIVATE-TOKEN) and pipelines started with one (the trigger token)"),
         (name = "variables", description = "CI/CD variables of a project and of the instance (PRIVATE-TOKEN)"),

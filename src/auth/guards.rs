@@ -346,6 +346,59 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
     }
 }
 
+/// The admin (`PRIVATE-TOKEN`), or a running job with its token (`JOB-TOKEN` header or
+/// `job_token` param), as GitLab's API accepts a job token where the job's user may act
+/// (releases: what `release-cli` and `glab` send from a job). Which project a job may act
+/// on is the handler's check ([`AdminOrJobAuth::may_act_on`]).
+pub enum AdminOrJobAuth {
+    Admin,
+    Job(Box<Job>),
+}
+
+impl AdminOrJobAuth {
+    /// Whether the caller may act on project `project_id`: the admin on any, a job on its
+    /// own (GitLab answers 404 for another project, as it does for a project not there).
+    pub fn may_act_on(&self, project_id: i64) -> ApiResult<()> {
+        match self {
+            AdminOrJobAuth::Admin => Ok(()),
+            AdminOrJobAuth::Job(job) if job.project_id == project_id => Ok(()),
+            AdminOrJobAuth::Job(_) => Err(ApiError::not_found("Project")),
+        }
+    }
+
+    /// The job acting, if a job is.
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            AdminOrJobAuth::Job(job) => Some(job),
+            AdminOrJobAuth::Admin => None,
+        }
+    }
+}
+
+impl FromRequest for AdminOrJobAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        guarded(req, |req, state| async move {
+            let params = params_of(&req)?;
+            let Some(token) = job_token(&req, &params, &["job_token"]) else {
+                return admin(&req, &state).map(|_| AdminOrJobAuth::Admin);
+            };
+            state.limits.check(Limit::JobApi, &token)?;
+            let mut db = state.db.read().await?;
+            let job = crate::db::models::job_by_token_digest(
+                &mut db.conn(),
+                TokenDigest::of(&token).as_bytes(),
+            )
+            .await?
+            .filter(|j| matches!(j.status, JobStatus::Running | JobStatus::Canceling))
+            .ok_or(ApiError::Unauthorized)?;
+            Ok(AdminOrJobAuth::Job(Box::new(job)))
+        })
+    }
+}
+
 /// `authenticate_job_via_dependent_job!` ‹lib/api/ci/helpers/runner.rb›, a permission rule,
 /// not a dependency check: the caller's job token (`job_token` or `token` param, or the
 /// `JOB-TOKEN` header) must belong to a running or canceling job — or one awaiting

@@ -4,6 +4,6 @@ pub mod guards;
 pub mod tokens;
 
 pub use guards::{
-    AdminAuth, DependentJobAuth, Heartbeat, JobAuth, LogAppend, NoHeartbeat, Polling, RunnerAuth,
-    RunnerHeaderAuth,
+    AdminAuth, AdminOrJobAuth, DependentJobAuth, Heartbeat, JobAuth, LogAppend, NoHeartbeat,
+    Polling, RunnerAuth, RunnerHeaderAuth,
 };

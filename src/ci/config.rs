@@ -94,6 +94,26 @@ pub struct ImageSpec {
     pub executor_opts: Option<serde_json::Value>,
 }
 
+/// A job's `release`: the release its release step makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    pub tag_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub ref_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<String>,
+    /// `assets:links`, each as its JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<serde_json::Value>,
+}
+
 /// One of a job's `id_tokens`: the variable it is given as, and its audiences.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdTokenSpec {
@@ -215,6 +235,9 @@ pub struct JobSpec {
     /// `id_tokens`: JWTs the job gets as variables, signed when a runner takes it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub id_tokens: Vec<IdTokenSpec>,
+    /// `release`: the release the job makes after its script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

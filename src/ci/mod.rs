@@ -16,3 +16,5 @@ mod plan;
 pub mod policy;
 pub mod progress;
 pub mod reference;
+
+pub use keywords::release_command;

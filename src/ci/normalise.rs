@@ -20,7 +20,6 @@ use super::keywords::{err, key_str, string_list, variables_of, Result};
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
 const UNSUPPORTED_JOB_KEYS: &[&str] = &[
-    "release",
     "trigger",
     "secrets",
     "dast_configuration",
@@ -62,6 +61,7 @@ const JOB_KEYS: &[&str] = &[
     "manual_confirmation",
     "resource_group",
     "id_tokens",
+    "release",
 ];
 
 const DEFAULT_KEYS: &[&str] = &[

@@ -19,8 +19,8 @@ use super::duration::parse_seconds;
 use super::evaluate::{self, Pipeline};
 use super::keywords::{
     artifacts_spec, cache_spec, err, files_key, hooks_spec, id_tokens_spec, image_spec, int_list,
-    key_str, need, pages_folder, retry_spec, scalar, script, string_list, upsert_var, variables_of,
-    Result,
+    key_str, need, pages_folder, release_spec, retry_spec, scalar, script, string_list, upsert_var,
+    variables_of, Result,
 };
 use super::normalise::Config;
 use super::policy;
@@ -327,6 +327,9 @@ fn plan_job(
         None => Vec::new(),
         Some(v) => hooks_spec(v, &at("hooks"))?,
     };
+    let release = field("release")
+        .map(|v| release_spec(v, &at("release")))
+        .transpose()?;
     let id_tokens = match field("id_tokens") {
         None => Vec::new(),
         Some(v) => id_tokens_spec(v, &at("id_tokens"))?,
@@ -355,6 +358,7 @@ fn plan_job(
         manual_confirmation,
         resource_group,
         id_tokens,
+        release,
     };
     let base = JobPlan {
         name: name.to_string(),

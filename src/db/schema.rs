@@ -357,7 +357,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    releases (id) {
+        id -> BigInt,
+        project_id -> BigInt,
+        tag_name -> Text,
+        name -> Text,
+        description -> Text,
+        sha -> Text,
+        links -> Text,
+        released_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    releases,
     environments,
     deployments,
     id_token_signing_keys,

@@ -167,6 +167,7 @@ fn unsupported_by(spec: &JobSpec, features: &serde_json::Map<String, serde_json:
         || ((!spec.allow_failure_exit_codes.is_empty() || !spec.retry.exit_codes.is_empty())
             && !has("return_exit_code"))
         || (spec.cache.iter().any(|c| !c.fallback_keys.is_empty()) && !has("fallback_cache_keys"))
+        || (spec.release.is_some() && !has("multi_build_steps"))
 }
 
 /// GitLab's matching rules (reference §20): runner type and project, protected refs,

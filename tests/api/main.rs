@@ -29,6 +29,7 @@ mod pipelines;
 mod python_gitlab;
 mod python_runner;
 mod real_runner;
+mod releases;
 mod repositories;
 mod resource_groups;
 mod restart;

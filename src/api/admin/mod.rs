@@ -9,6 +9,7 @@ pub mod lint;
 pub mod meta;
 pub mod pipelines;
 pub mod projects;
+pub mod releases;
 pub mod resource_groups;
 pub mod runners;
 pub mod schedules;
@@ -122,4 +123,5 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     resource_groups::configure(cfg);
     id_tokens::configure(cfg);
     environments::configure(cfg);
+    releases::configure(cfg);
 }

@@ -398,6 +398,16 @@ pub fn build(a: &Assignment, runner: &Runner, ctx: &PayloadContext<'_>) -> JobPa
         "when": "on_success",
         "allow_failure": false,
     })];
+    // `release`: its step after the script (`Ci::Build#steps`, `Gitlab::Ci::Build::Step`).
+    if let Some(release) = &spec.release {
+        steps.push(json!({
+            "name": "release",
+            "script": [crate::ci::release_command(release)],
+            "timeout": timeout,
+            "when": "on_success",
+            "allow_failure": false,
+        }));
+    }
     if !spec.after_script.is_empty() {
         steps.push(json!({
             "name": "after_script",

@@ -9,6 +9,7 @@ mod id_tokens;
 mod image;
 mod needs;
 mod pages;
+mod release;
 mod retry;
 mod variables;
 
@@ -19,6 +20,8 @@ pub(crate) use id_tokens::id_tokens_spec;
 pub(crate) use image::image_spec;
 pub(crate) use needs::need;
 pub(crate) use pages::pages_folder;
+pub use release::release_command;
+pub(crate) use release::release_spec;
 pub(crate) use retry::retry_spec;
 pub(crate) use variables::{upsert_var, variables_of};
 

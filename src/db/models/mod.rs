@@ -10,6 +10,7 @@ pub mod job;
 pub mod mirror_head;
 pub mod pipeline;
 pub mod project;
+pub mod release;
 pub mod resource_group;
 pub mod runner;
 pub mod runner_manager;
