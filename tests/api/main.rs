@@ -14,6 +14,7 @@ mod bad_input;
 mod clock;
 mod corpus;
 mod crate_runner;
+mod deploy_e2e;
 mod environments;
 mod faults;
 mod features;

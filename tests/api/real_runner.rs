@@ -122,6 +122,13 @@ impl RealRunner {
         out
     }
 
+    /// Lets the runner run `jobs` jobs at once (`concurrent` and the runner's `limit`).
+    pub(crate) fn set_concurrent(&self, jobs: usize) {
+        let toml = std::fs::read_to_string(self.config()).expect("config.toml");
+        let toml = toml.replace("concurrent = 1", &format!("concurrent = {jobs}"));
+        std::fs::write(self.config(), toml).expect("config.toml");
+    }
+
     /// The token `register` wrote into config.toml.
     fn token(&self) -> String {
         let toml = std::fs::read_to_string(self.config()).expect("config.toml");
