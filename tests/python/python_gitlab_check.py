@@ -182,6 +182,70 @@ assert fetched.jobs.list(get_all=True) == []
 # python-gitlab has no manager for runner managers: its raw call reaches the route.
 assert gl.http_get(f"/runners/{own.id}/managers") == []
 
+# Environments, deployments, resource groups and releases (issue 24); the jobs run as a
+# runner runs them (with requests), the release made with the job's token as release-cli
+# makes it.
+deploys = gl.projects.create({"name": "py-deploys"})
+deploy_yaml = """
+deploy:
+  resource_group: production
+  environment: { name: production, url: "https://prod.example.com", on_stop: stop_production }
+  script: [ deploy ]
+stop_production:
+  environment: { name: production, action: stop }
+  when: manual
+  script: [ stop ]
+release:
+  script: [ echo release ]
+  release: { tag_name: v1.0.0, description: first notes }
+"""
+deploys.pipelines.create({"ref": "main", "ci_config": deploy_yaml})
+groups = deploys.resource_groups.list(get_all=True)
+assert [g.key for g in groups] == ["production"], [g.key for g in groups]
+group = deploys.resource_groups.get("production")
+assert group.process_mode == "unordered", group.process_mode
+group.process_mode = "oldest_first"
+group.save()
+assert deploys.resource_groups.get("production").process_mode == "oldest_first"
+assert group.upcoming_jobs.list(get_all=True) == []
+# The project's own runner: jobs of the earlier projects stay pending for the others.
+runner = gl.user.runners.create({"runner_type": "project_type", "project_id": deploys.id})
+for _ in range(2):
+    # A release job goes to runners that run build steps (`multi_build_steps`).
+    taken = requests.post(f"{url}/api/v4/jobs/request", timeout=30,
+                          json={"token": runner.token, "info": {"features": {"multi_build_steps": True}}})
+    assert taken.status_code == 201, taken.text
+    job = taken.json()
+    if job["job_info"]["name"] == "release":
+        made = requests.post(f"{url}/api/v4/projects/{deploys.id}/releases", headers={"JOB-TOKEN": job["token"]},
+                             json={"tag_name": "v1.0.0", "description": "first notes"}, timeout=30)
+        assert made.status_code == 201, made.text
+    done = requests.put(f"{url}/api/v4/jobs/{job['id']}", json={"token": job["token"], "state": "success"}, timeout=30)
+    assert done.status_code == 200, done.text
+environments = deploys.environments.list(get_all=True)
+assert [(e.name, e.external_url) for e in environments] == [("production", "https://prod.example.com")], [e.attributes for e in environments]
+environment = deploys.environments.get(environments[0].id)
+assert environment.last_deployment["status"] == "success", environment.last_deployment
+deployments = deploys.deployments.list(get_all=True)
+assert [(d.status, d.environment["name"]) for d in deployments] == [("success", "production")]
+assert deploys.deployments.get(deployments[0].id).deployable["name"] == "deploy"
+stopped = environment.stop()
+assert stopped["state"] == "stopping", stopped
+staging = deploys.environments.create({"name": "staging", "external_url": "https://staging.example.com"})
+assert staging.state == "available"
+assert staging.stop()["state"] == "stopped"
+deploys.environments.delete(staging.id)
+assert [r.tag_name for r in deploys.releases.list(get_all=True)] == ["v1.0.0"]
+assert deploys.releases.get("v1.0.0").description == "first notes"
+deploys.releases.create({"tag_name": "v0.1", "ref": "a" * 40, "description": "older"})
+release = deploys.releases.get("v0.1")
+release.description = "renamed"
+release.save()
+assert deploys.releases.get("v0.1").description == "renamed"
+deploys.releases.delete("v0.1")
+assert [r.tag_name for r in deploys.releases.list(get_all=True)] == ["v1.0.0"]
+gl.runners.delete(runner.id)
+
 try:
     gitlab.Gitlab(url, private_token="wrong").auth()
     raise AssertionError("wrong admin token accepted")
