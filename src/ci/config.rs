@@ -583,7 +583,7 @@ never:
             ),
             (
                 "a: { script: x, release: { tag_name: v1 } }",
-                "jobs:a uses keywords Runway does not support yet: release",
+                "jobs:a:release description can't be blank",
             ),
             (
                 "a: { script: x, only: [main], rules: [ { when: always } ], except: [tags] }",

@@ -446,7 +446,7 @@ mod tests {
         let file = root(
             "image: old\ndefault: {tags: [t], image: new}\n\
              all: {script: x}\nsome: {script: x, inherit: {default: [tags], variables: [B]}}\n\
-             odd: {script: x, bogus: 1, release: {}}\nlater: {script: x, release: {}}\n",
+             odd: {script: x, bogus: 1, trigger: {}}\nlater: {script: x, trigger: {}}\n",
         );
         let config = normalise(&file).unwrap();
         let defaults = config.defaults().unwrap();
@@ -477,7 +477,7 @@ mod tests {
         );
         assert_eq!(
             job("later").err(),
-            Some("jobs:later uses keywords Runway does not support yet: release".to_string())
+            Some("jobs:later uses keywords Runway does not support yet: trigger".to_string())
         );
         assert_eq!(
             inherit(
