@@ -206,7 +206,8 @@ impl FromParams for EnvironmentParams {
 #[utoipa::path(tag = "environments", operation_id = "create_environment", params(("id" = String, Path)),
     request_body(content = EnvironmentParams, content_type = "application/json", example = json!({ "name": "staging", "external_url": "https://staging.example.com" })),
     security(("private_token" = [])),
-    responses((status = 201, description = "the environment"), (status = 400, description = "name missing, invalid or taken")))]
+    responses((status = 201, description = "the environment"), (status = 400, description = "name missing, invalid or taken"),
+              (status = 404, description = "no such project")))]
 #[post("/projects/{id}/environments")]
 pub async fn create_environment(
     params: Validated<EnvironmentParams>,

@@ -200,7 +200,8 @@ pub async fn get_release(
         example = json!({ "tag_name": "v1.2.0", "name": "Release 1.2.0", "description": "Notes", "assets": { "links": [{ "name": "linux", "url": "https://example.com/app-linux" }] } })),
     security(("private_token" = []), ("job_token" = [])),
     responses((status = 201, description = "the release"), (status = 400, description = "bad params"),
-              (status = 409, description = "Release already exists"), (status = 422, description = "Ref is not specified")))]
+              (status = 404, description = "no such project"), (status = 409, description = "Release already exists"),
+              (status = 422, description = "Ref is not specified")))]
 #[post("/projects/{id}/releases")]
 pub async fn create_release(
     params: Validated<ReleaseParams>,
