@@ -692,6 +692,7 @@ async fn pipeline_region(
         }
         body.push_str("</ul></section>");
     }
+    let exposed = exposed_artifacts(state, &jobs).await?;
     let follow = if jobs.iter().any(|j| moving(j.status)) {
         follow_attrs(&format!("{base}/live"), PIPELINE_REFRESH_MS)
     } else {
@@ -701,7 +702,7 @@ async fn pipeline_region(
         "<div id=\"pipeline\"{follow}><h1>Pipeline #{id}{name} {status}</h1>\
          <dl class=\"facts\"><dt>Ref</dt><dd>{ref_}</dd><dt>Commit</dt><dd><code>{sha}</code></dd>\
          <dt>Source</dt><dd>{source}</dd><dt>Duration</dt><dd>{duration}</dd><dt>Created</dt><dd>{created}</dd></dl>\
-         {notes}<div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
+         {notes}{exposed}<div class=\"row\">{cancel}{retry}</div><div class=\"stages\">{body}</div></div>",
         id = pipeline.id,
         name = pipeline
             .name
@@ -729,6 +730,54 @@ async fn pipeline_region(
         },
     );
     Ok((pipeline, region))
+}
+
+/// `artifacts:expose_as`: the archives the pipeline's successful jobs expose, by the name
+/// they give them (GitLab shows them in the merge request; Runway, which has none, on the
+/// pipeline). An archive nobody may download (`access: none`) is not shown.
+async fn exposed_artifacts(state: &AppState, jobs: &[Job]) -> Result<String, UiError> {
+    let exposing: Vec<(&Job, String)> = jobs
+        .iter()
+        .filter(|j| j.status == JobStatus::Success)
+        .filter_map(|j| {
+            let artifacts = j.spec().artifacts?;
+            let name = artifacts.expose_as?;
+            (artifacts.access.as_deref() != Some("none")).then_some((j, name))
+        })
+        .collect();
+    if exposing.is_empty() {
+        return Ok(String::new());
+    }
+    let ids: Vec<i64> = exposing.iter().map(|(j, _)| j.id).collect();
+    let archives = {
+        let mut db = state.db.read().await.map_err(ApiError::from)?;
+        JobArtifact::for_jobs(&mut db.conn(), &ids)
+            .await
+            .map_err(ApiError::from)?
+    };
+    let links: Vec<String> = exposing
+        .iter()
+        .filter(|(j, _)| {
+            archives
+                .iter()
+                .any(|a| a.job_id == j.id && a.file_type == "archive")
+        })
+        .map(|(j, name)| {
+            format!(
+                "<li><a href=\"/-/ui/jobs/{}/artifacts\">{}</a> <span class=\"muted\">from {}</span></li>",
+                j.id,
+                escape(name),
+                escape(&j.name)
+            )
+        })
+        .collect();
+    if links.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "<section aria-labelledby=\"exposed\"><h2 id=\"exposed\">Exposed artifacts</h2><ul>{}</ul></section>",
+        links.concat()
+    ))
 }
 
 /// What the pipeline page says besides its jobs: why a pipeline without jobs failed (its

@@ -9,7 +9,7 @@ use crate::helpers::{both_backends, Reply, TestApp};
 impl TestApp {
     /// Uploads `data` as the runner does: multipart part `file`, params in the query;
     /// `chunked` sends it with Transfer-Encoding: chunked (no Content-Length).
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         job: &Value,
         query: &str,
@@ -293,7 +293,7 @@ both_backends! {
 }
 
 /// A zip archive of `files` (name, bytes), deflated.
-fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     use std::io::Write;
     let mut out = std::io::Cursor::new(Vec::new());
     {

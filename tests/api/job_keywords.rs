@@ -117,6 +117,35 @@ both_backends! {
         refused.assert(403, json!({ "message": "403 Forbidden" }));
     }
 
+    // `artifacts:expose_as`: the pipeline's page links the archives its successful jobs
+    // expose, by their names; one with `access: none` is neither shown nor downloaded.
+    async fn exposed_artifacts_are_on_the_pipeline_page(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "exposed" })).await;
+        let yaml = "report: { script: [x], artifacts: { expose_as: Coverage report, paths: [cov/] } }\nsecret: { script: [y], artifacts: { expose_as: Hidden one, paths: [s/], access: none } }\n";
+        let pipeline = app.pipeline(project, yaml).await;
+        let (_, token) = app.register_runner().await;
+        let mut ids = std::collections::HashMap::new();
+        for _ in 0..2 {
+            let job = app.take_job(&token).await;
+            let archive = crate::artifacts::zip_of(&[("cov/index.html", b"<p>93%</p>".as_slice())]);
+            let uploaded = app.upload(&job, "artifact_format=zip&artifact_type=archive", "artifacts.zip", archive, false).await;
+            assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+            assert_eq!(app.update_job(&job, json!({ "state": "success" })).await.status, 200);
+            ids.insert(job["job_info"]["name"].as_str().expect("name").to_string(), job["id"].as_i64().expect("id"));
+        }
+        let (cookie, _) = crate::ui::sign_in(&app).await;
+        let page = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/projects/{project}/pipelines/{pipeline}")).await;
+        assert_eq!(page.status, 200);
+        let link = format!("<a href=\"/-/ui/jobs/{}/artifacts\">Coverage report</a>", ids["report"]);
+        assert!(page.text.contains("Exposed artifacts") && page.text.contains(&link), "{}", page.text);
+        assert!(!page.text.contains("Hidden one"), "{}", page.text);
+        let download = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/jobs/{}/artifacts", ids["report"])).await;
+        assert_eq!(download.status, 200);
+        let refused = crate::ui::get(&app, Some(&cookie), &format!("/-/ui/jobs/{}/artifacts", ids["secret"])).await;
+        assert_eq!(refused.status, 403);
+    }
+
     async fn the_keywords_refuse_what_gitlab_refuses(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "refusals" })).await;
