@@ -247,6 +247,13 @@ fn plan_job(
         .transpose()?;
     let cache = match field("cache") {
         None => Vec::new(),
+        // `Entry::Caches`: GitLab's default `ci_max_caches_per_job` of 4.
+        Some(Value::Sequence(items)) if items.len() > 4 => {
+            return err(format!(
+                "{} config no more than 4 caches can be created",
+                at("cache")
+            ))
+        }
         Some(Value::Sequence(items)) => items
             .iter()
             .map(|v| cache_spec(v, &at("cache")))

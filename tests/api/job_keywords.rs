@@ -161,6 +161,7 @@ both_backends! {
             ("j: { script: x, image: { name: a, ports: [ 80 ] } }", "jobs:j:image config contains disallowed keys: ports"),
             ("j: { script: x, image: { name: a, docker: { platform: 1 } } }", "jobs:j:image executor opts value at `/docker/platform` is not a string"),
             ("j: { script: x, cache: { key: { files: [ a, b, c ] } } }", "jobs:j:cache:key:files config has too many items (maximum is 2)"),
+            ("j: { script: x, cache: [ {key: a}, {key: b}, {key: c}, {key: d}, {key: e} ] }", "jobs:j:cache config no more than 4 caches can be created"),
             ("j: { script: x, artifacts: { expose_as: x, paths: [ '*.txt' ] } }", "jobs:j:artifacts paths can't contain '*' when used with 'expose_as'"),
             ("j: { script: x, secrets: { A: { vault: a/b@c } } }", "jobs:j secrets is not supported: Runway reads no external secret provider; give the job CI/CD variables (masked, protected) instead"),
         ];

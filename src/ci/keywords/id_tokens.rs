@@ -6,10 +6,20 @@ use serde_yaml_ng::Value;
 use super::{err, key_str, scalar, Result};
 use crate::ci::config::IdTokenSpec;
 
+/// Runway's bounds (GitLab sets none): each token is an RSA signature when a runner takes
+/// the job, so a file cannot make one job cost thousands of them.
+const MAX_TOKENS: usize = 20;
+const MAX_AUDIENCES: usize = 20;
+
 pub(crate) fn id_tokens_spec(value: &Value, at: &str) -> Result<Vec<IdTokenSpec>> {
     let Value::Mapping(m) = value else {
         return err(format!("{at} config should be a hash"));
     };
+    if m.len() > MAX_TOKENS {
+        return err(format!(
+            "{at} config has too many entries (maximum is {MAX_TOKENS})"
+        ));
+    }
     let mut tokens = Vec::new();
     for (k, v) in m {
         let name = key_str(k)?;
@@ -39,6 +49,11 @@ pub(crate) fn id_tokens_spec(value: &Value, at: &str) -> Result<Vec<IdTokenSpec>
                 "{here} aud should be an array of strings or a string"
             ));
         };
+        if aud.len() > MAX_AUDIENCES {
+            return err(format!(
+                "{here} aud is too long (maximum is {MAX_AUDIENCES})"
+            ));
+        }
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
             return err(format!("{here} config is not a valid variable name"));
         }
@@ -80,5 +95,15 @@ mod tests {
             "jobs:j:id_tokens:T config contains unknown keys: iss"
         );
         assert_eq!(refused("[x]"), "jobs:j:id_tokens config should be a hash");
+        let many: Vec<String> = (0..21).map(|i| format!("T{i}: {{aud: a}}")).collect();
+        assert_eq!(
+            refused(&format!("{{{}}}", many.join(", "))),
+            "jobs:j:id_tokens config has too many entries (maximum is 20)"
+        );
+        let audiences: Vec<String> = (0..21).map(|i| format!("a{i}")).collect();
+        assert_eq!(
+            refused(&format!("{{T: {{aud: [{}]}}}}", audiences.join(", "))),
+            "jobs:j:id_tokens:T aud is too long (maximum is 20)"
+        );
     }
 }

@@ -76,6 +76,10 @@ fn links(value: &Value, at: &str) -> Result<Vec<serde_json::Value>> {
     let Some(Value::Sequence(items)) = assets.get("links") else {
         return err(format!("{at} config missing required keys: links"));
     };
+    // The API takes at most as many (`links_of` in `api::admin::releases`).
+    if items.len() > 100 {
+        return err(format!("{at}:links config is too long (maximum is 100)"));
+    }
     let mut out = Vec::new();
     for item in items {
         let Value::Mapping(link) = item else {
