@@ -94,6 +94,19 @@ pub struct ImageSpec {
     pub executor_opts: Option<serde_json::Value>,
 }
 
+/// A bridge's `trigger`: the child pipeline it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerSpec {
+    /// The child's configuration: `include:` of the trigger's `include`, as YAML.
+    pub config: String,
+    /// `strategy: depend`: the bridge ends as the child pipeline ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// `forward:yaml_variables` (default true) and `pipeline_variables` (default false).
+    pub forward_yaml_variables: bool,
+    pub forward_pipeline_variables: bool,
+}
+
 /// A job's `release`: the release its release step makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseSpec {
@@ -238,6 +251,9 @@ pub struct JobSpec {
     /// `release`: the release the job makes after its script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseSpec>,
+    /// `trigger`: the job is a bridge, run by Runway itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

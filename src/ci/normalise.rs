@@ -19,14 +19,8 @@ use super::include::deep_merge;
 use super::keywords::{err, key_str, string_list, variables_of, Result};
 
 /// Keywords GitLab knows that Runway does not implement yet (refused, listed by name).
-const UNSUPPORTED_JOB_KEYS: &[&str] = &[
-    "trigger",
-    "secrets",
-    "dast_configuration",
-    "identity",
-    "run",
-    "inputs",
-];
+const UNSUPPORTED_JOB_KEYS: &[&str] =
+    &["secrets", "dast_configuration", "identity", "run", "inputs"];
 
 const JOB_KEYS: &[&str] = &[
     "stage",
@@ -62,6 +56,7 @@ const JOB_KEYS: &[&str] = &[
     "resource_group",
     "id_tokens",
     "release",
+    "trigger",
 ];
 
 const DEFAULT_KEYS: &[&str] = &[
@@ -206,10 +201,13 @@ impl Config<'_> {
     ) -> Result<std::result::Result<Job, String>> {
         let mut job = resolve_extends(name, &self.templates, &mut Vec::new())?;
         let (inherit_default, inherit_variables) = inherit(name, job.get("inherit"))?;
+        // A bridge (`trigger`) takes of `default` only what `Entry::Bridge` knows.
+        let bridge = job.contains_key("trigger");
         for (k, v) in defaults {
             let wanted = inherit_default
                 .as_ref()
-                .is_none_or(|keys| k.as_str().is_some_and(|k| keys.iter().any(|w| w == k)));
+                .is_none_or(|keys| k.as_str().is_some_and(|k| keys.iter().any(|w| w == k)))
+                && (!bridge || k.as_str() == Some("interruptible"));
             if wanted && !job.contains_key(k) {
                 job.insert(k.clone(), v.clone());
             }
@@ -446,7 +444,7 @@ mod tests {
         let file = root(
             "image: old\ndefault: {tags: [t], image: new}\n\
              all: {script: x}\nsome: {script: x, inherit: {default: [tags], variables: [B]}}\n\
-             odd: {script: x, bogus: 1, trigger: {}}\nlater: {script: x, trigger: {}}\n",
+             odd: {script: x, bogus: 1, identity: x}\nlater: {script: x, identity: x}\n",
         );
         let config = normalise(&file).unwrap();
         let defaults = config.defaults().unwrap();
@@ -477,7 +475,7 @@ mod tests {
         );
         assert_eq!(
             job("later").err(),
-            Some("jobs:later uses keywords Runway does not support yet: trigger".to_string())
+            Some("jobs:later uses keywords Runway does not support yet: identity".to_string())
         );
         assert_eq!(
             inherit(

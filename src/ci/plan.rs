@@ -19,8 +19,8 @@ use super::duration::parse_seconds;
 use super::evaluate::{self, Pipeline};
 use super::keywords::{
     artifacts_spec, cache_spec, err, files_key, hooks_spec, id_tokens_spec, image_spec, int_list,
-    key_str, need, pages_folder, release_spec, retry_spec, scalar, script, string_list, upsert_var,
-    variables_of, Result,
+    key_str, need, pages_folder, release_spec, retry_spec, scalar, script, string_list,
+    trigger_spec, upsert_var, variables_of, Result,
 };
 use super::normalise::Config;
 use super::policy;
@@ -82,6 +82,25 @@ pub(crate) fn plan(
     })
 }
 
+/// `Entry::Bridge::ALLOWED_KEYS` with `Processable`'s.
+const BRIDGE_KEYS: &[&str] = &[
+    "trigger",
+    "parallel",
+    "extends",
+    "stage",
+    "only",
+    "except",
+    "rules",
+    "variables",
+    "inherit",
+    "allow_failure",
+    "when",
+    "needs",
+    "resource_group",
+    "environment",
+    "interruptible",
+];
+
 /// The job `name` (its `parallel` instances), or `None` when it is not in this pipeline.
 fn plan_job(
     name: &str,
@@ -109,7 +128,42 @@ fn plan_job(
         }
     };
     let script_lines = script_of("script")?;
-    if script_lines.is_empty() {
+    // A bridge (`trigger`) runs no script (`Entry::Bridge`, `Processable`'s
+    // `mutually_exclusive_keys`), and knows only the keys of GitLab's bridges.
+    let trigger = match field("trigger") {
+        None => None,
+        Some(_) if !script_lines.is_empty() => {
+            return err(format!(
+                "jobs:{name} these keys cannot be used together: script, trigger"
+            ))
+        }
+        Some(value) => {
+            let foreign: Vec<String> = job
+                .keys()
+                .filter_map(|k| k.as_str())
+                .filter(|k| !BRIDGE_KEYS.contains(k))
+                .map(str::to_string)
+                .collect();
+            if !foreign.is_empty() {
+                return err(format!(
+                    "jobs:{name} config contains unknown keys: {}",
+                    foreign.join(", ")
+                ));
+            }
+            if field("resource_group").is_some() {
+                return err(format!(
+                    "jobs:{name} uses keywords Runway does not support yet: trigger with resource_group"
+                ));
+            }
+            if field("when").and_then(Value::as_str) == Some("delayed") {
+                return err(format!(
+                    "jobs:{name} when should be one of: on_success, on_failure, always, manual"
+                ));
+            }
+            Some(trigger_spec(value, &at("trigger"), name)?)
+        }
+    };
+    if script_lines.is_empty() && trigger.is_none() {
         return err(format!(
             "jobs:{name} config should implement the script:, run:, or trigger: keyword"
         ));
@@ -366,6 +420,7 @@ fn plan_job(
         resource_group,
         id_tokens,
         release,
+        trigger,
     };
     let base = JobPlan {
         name: name.to_string(),

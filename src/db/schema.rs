@@ -107,6 +107,7 @@ diesel::table! {
         has_sources -> Bool,
         yaml_errors -> Nullable<Text>,
         schedule_id -> Nullable<BigInt>,
+        parent_bridge_id -> Nullable<BigInt>,
     }
 }
 

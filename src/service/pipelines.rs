@@ -105,6 +105,8 @@ pub struct NewPipelineRequest {
     pub save_on_errors: bool,
     /// The schedule starting this pipeline.
     pub schedule_id: Option<i64>,
+    /// The bridge job triggering this child pipeline.
+    pub parent_bridge_id: Option<i64>,
 }
 
 impl NewPipelineRequest {
@@ -131,6 +133,7 @@ impl NewPipelineRequest {
             has_sources: self.files.is_some(),
             yaml_errors: None,
             schedule_id: self.schedule_id,
+            parent_bridge_id: self.parent_bridge_id,
         }
     }
 }
@@ -479,7 +482,11 @@ impl Pipelines {
         }
         self.settle(processed).await;
         // After the new pipeline is there, as GitLab's worker does it: a failure here
-        // leaves the older pipelines running, never the new one uncreated.
+        // leaves the older pipelines running, never the new one uncreated. A child pipeline
+        // cancels nothing (its parent is older on the same ref).
+        if pipeline.parent_bridge_id.is_some() {
+            return Ok(pipeline);
+        }
         if let Err(e) = self.cancel_redundant(&pipeline).await {
             tracing::warn!(pipeline_id = pipeline.id, error = %e, "canceling redundant pipelines failed");
         }
@@ -746,15 +753,26 @@ impl Pipelines {
 
     /// Cancels every unfinished job of the pipeline.
     pub async fn cancel_pipeline(&self, pipeline_id: i64) -> ApiResult<Pipeline> {
-        self.in_pipeline(pipeline_id, |tx, jobs| {
-            Box::pin(async move {
-                for job in jobs.iter().filter(|j| !j.retried) {
-                    cancel_one(tx, job).await?;
-                }
-                Ok(())
+        let canceled = self
+            .in_pipeline(pipeline_id, |tx, jobs| {
+                Box::pin(async move {
+                    for job in jobs.iter().filter(|j| !j.retried) {
+                        cancel_one(tx, job).await?;
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await?;
+        // Its child pipelines go with it (`Ci::CancelPipelineService` cancels the
+        // pipeline's descendants).
+        let children = {
+            let mut db = self.db.read().await?;
+            Pipeline::children_of(&mut db.conn(), pipeline_id).await?
+        };
+        for child in children {
+            Box::pin(self.cancel_pipeline(child.id)).await?;
+        }
+        Ok(canceled)
     }
 
     /// GitLab deletes a pipeline's persistent ref once the pipeline has finished
@@ -1077,6 +1095,10 @@ impl Pipelines {
             }
         }
         for job in executing {
+            // A bridge runs on Runway, without a runner to hear from: its child decides.
+            if job.runner_id.is_none() && job.spec().trigger.is_some() {
+                continue;
+            }
             let timed_out = job.started_at.is_some_and(|s| {
                 s + chrono::TimeDelta::seconds(i64::from(job.timeout.unwrap_or(3600))) + GRACE < at
             });
@@ -1098,15 +1120,9 @@ impl Pipelines {
                 updated_at: Some(at),
                 ..Default::default()
             };
-            let mut db = self.db.write().await?;
-            let pipeline_id = job.pipeline_id;
-            let processed = transaction!(&mut db.conn(), |tx| {
-                if !Job::transition(tx, job.id, &[job.status], &changes).await? {
-                    return Ok::<Option<Processed>, ApiError>(None);
-                }
-                Ok(Some(process(tx, pipeline_id).await?))
-            })?;
-            drop(db);
+            let processed = self
+                .change_and_process(&job, &[job.status], &changes)
+                .await?;
             if let Some(processed) = processed {
                 self.settle(processed).await;
                 tracing::warn!(job_id = job.id, reason, "job ended by the server");
@@ -1121,18 +1137,242 @@ impl Pipelines {
 
     /// After a change committed: assigns the resources it may have freed or queued jobs
     /// for, and wakes held polls when a job became pending.
-    async fn settle(&self, processed: Processed) {
-        let mut wake = processed.became_pending;
-        if !processed.resource_groups.is_empty() {
-            match super::resource_groups::assign(&self.db, &processed.resource_groups).await {
-                Ok(assigned) => wake |= assigned,
-                // The per-second pass assigns it instead.
-                Err(e) => tracing::warn!(error = %e, "assigning a resource group failed"),
+    fn settle(&self, processed: Processed) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut wake = processed.became_pending;
+            if !processed.resource_groups.is_empty() {
+                match super::resource_groups::assign(&self.db, &processed.resource_groups).await {
+                    Ok(assigned) => wake |= assigned,
+                    // The per-second pass assigns it instead.
+                    Err(e) => tracing::warn!(error = %e, "assigning a resource group failed"),
+                }
+            }
+            if wake {
+                self.queue.bump();
+            }
+            for bridge in processed.bridges {
+                if let Err(e) = self.trigger_downstream(bridge).await {
+                    tracing::warn!(bridge_id = bridge, error = %e, "triggering a child pipeline failed");
+                }
+            }
+            if let Some((bridge, status)) = processed.finished_child {
+                if let Err(e) = self.follow_child(bridge, status).await {
+                    tracing::warn!(bridge_id = bridge, error = %e, "a bridge did not follow its child pipeline");
+                }
+            }
+        })
+    }
+
+    /// Makes a running bridge's child pipeline, once (`Ci::CreateDownstreamPipelineService`):
+    /// on the parent's ref and commit, source `parent_pipeline`, its configuration the
+    /// trigger's `include`, the bridge's variables (and the parent's, if forwarded) as its
+    /// pipeline variables. Without `strategy: depend` the bridge succeeds once the child is
+    /// there; a child that cannot be made fails it (`downstream_pipeline_creation_failed`),
+    /// as does a third level of children (`reached_max_descendant_pipelines_depth`).
+    async fn trigger_downstream(&self, bridge_id: i64) -> ApiResult<()> {
+        let (bridge, pipeline, project, existing) = {
+            let mut db = self.db.read().await?;
+            let mut conn = db.conn();
+            let Some(bridge) = Job::find(&mut conn, bridge_id).await? else {
+                return Ok(());
+            };
+            let pipeline = Pipeline::find(&mut conn, bridge.pipeline_id)
+                .await?
+                .ok_or(ApiError::Conflict)?;
+            let project = Project::find(&mut conn, bridge.project_id)
+                .await?
+                .ok_or(ApiError::Conflict)?;
+            let existing = Pipeline::child_of(&mut conn, bridge.id).await?;
+            (bridge, pipeline, project, existing)
+        };
+        let spec = bridge.spec();
+        let Some(trigger) = spec.trigger.clone() else {
+            return Ok(());
+        };
+        if bridge.status != JobStatus::Running {
+            return Ok(());
+        }
+        if existing.is_some() {
+            if trigger.strategy.is_none() {
+                self.end_bridge(&bridge, JobStatus::Success, None).await?;
+            }
+            return Ok(());
+        }
+        // `MAX_NESTED_CHILDREN = 2`: a parent, a child and a grandchild at most.
+        if self.ancestors(&pipeline).await? >= 2 {
+            let reason = "reached_max_descendant_pipelines_depth";
+            return self
+                .end_bridge(&bridge, JobStatus::Failed, Some(reason))
+                .await;
+        }
+        let mut variables: Vec<PipelineVariable> = Vec::new();
+        let mut add = |key: String, value: String| {
+            variables.retain(|v| v.key != key);
+            variables.push(PipelineVariable { key, value });
+        };
+        if trigger.forward_yaml_variables {
+            // Expanded as the bridge sees them (`Downstream::Generator`), so that the
+            // common `PARENT_PIPELINE_ID: $CI_PIPELINE_ID` carries the parent's id.
+            let mut seen: std::collections::HashMap<String, String> = [
+                ("CI_PIPELINE_ID", pipeline.id.to_string()),
+                ("CI_PIPELINE_IID", pipeline.id.to_string()),
+                ("CI_PIPELINE_SOURCE", pipeline.source.clone()),
+                ("CI_JOB_ID", bridge.id.to_string()),
+                ("CI_JOB_NAME", bridge.name.clone()),
+                ("CI_COMMIT_SHA", pipeline.sha.clone()),
+                ("CI_COMMIT_REF_NAME", pipeline.ref_.clone()),
+                (
+                    "CI_COMMIT_REF_SLUG",
+                    crate::api::runner::payload::slug(&pipeline.ref_),
+                ),
+                ("CI_PROJECT_ID", project.id.to_string()),
+                ("CI_PROJECT_PATH", project.path_with_namespace()),
+                ("CI_DEFAULT_BRANCH", project.default_branch.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            for v in &spec.variables {
+                seen.insert(v.key.clone(), v.value.clone());
+            }
+            let seen = crate::ci::environment::expand_all(&seen);
+            for v in &spec.variables {
+                let value = seen.get(&v.key).cloned().unwrap_or_else(|| v.value.clone());
+                add(v.key.clone(), value);
             }
         }
-        if wake {
-            self.queue.bump();
+        if trigger.forward_pipeline_variables {
+            for v in pipeline_variables(&pipeline) {
+                add(v.key, v.value);
+            }
         }
+        let files = if pipeline.has_sources {
+            self.repositories
+                .commit(&project, &pipeline.ref_, Some(&pipeline.sha))
+                .await
+                .ok()
+                .flatten()
+                .map(|(_, _, files)| files)
+        } else {
+            None
+        };
+        let req = NewPipelineRequest {
+            ref_: pipeline.ref_.clone(),
+            sha: pipeline.sha.clone(),
+            tag: pipeline.tag,
+            variables,
+            ci_config: trigger.config.clone(),
+            source: "parent_pipeline".into(),
+            files,
+            inputs: None,
+            before_sha: pipeline.before_sha.clone(),
+            save_on_errors: false,
+            schedule_id: None,
+            parent_bridge_id: Some(bridge.id),
+        };
+        match Box::pin(self.create(&project, req)).await {
+            Ok(_) if trigger.strategy.is_none() => {
+                self.end_bridge(&bridge, JobStatus::Success, None).await
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut db = self.db.read().await?;
+                if Pipeline::child_of(&mut db.conn(), bridge.id)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(()); // another instance made it meanwhile
+                }
+                drop(db);
+                tracing::info!(bridge_id = bridge.id, error = %e, "the child pipeline could not be created");
+                let reason = "downstream_pipeline_creation_failed";
+                self.end_bridge(&bridge, JobStatus::Failed, Some(reason))
+                    .await
+            }
+        }
+    }
+
+    /// How many pipelines above `pipeline` started it through bridges.
+    async fn ancestors(&self, pipeline: &Pipeline) -> ApiResult<usize> {
+        let mut depth = 0;
+        let mut bridge = pipeline.parent_bridge_id;
+        let mut db = self.db.read().await?;
+        while let Some(id) = bridge.filter(|_| depth < 10) {
+            depth += 1;
+            let parent = match Job::find(&mut db.conn(), id).await? {
+                Some(job) => Pipeline::find(&mut db.conn(), job.pipeline_id).await?,
+                None => None,
+            };
+            bridge = parent.and_then(|p| p.parent_bridge_id);
+        }
+        Ok(depth)
+    }
+
+    /// A `strategy: depend` bridge ends as its child pipeline ended
+    /// (`Ci::Bridge#inherit_status_from_downstream`): success, canceled, else failed.
+    async fn follow_child(&self, bridge_id: i64, child: PipelineStatus) -> ApiResult<()> {
+        let bridge = {
+            let mut db = self.db.read().await?;
+            Job::find(&mut db.conn(), bridge_id).await?
+        };
+        let Some(bridge) = bridge.filter(|b| b.status == JobStatus::Running) else {
+            return Ok(());
+        };
+        let depends = bridge
+            .spec()
+            .trigger
+            .is_some_and(|t| t.strategy.as_deref() == Some("depend"));
+        if !depends {
+            return Ok(());
+        }
+        let status = match child {
+            PipelineStatus::Success => JobStatus::Success,
+            PipelineStatus::Canceled => JobStatus::Canceled,
+            _ => JobStatus::Failed,
+        };
+        self.end_bridge(&bridge, status, None).await
+    }
+
+    /// Ends a running bridge and moves its pipeline on.
+    async fn end_bridge(
+        &self,
+        bridge: &Job,
+        status: JobStatus,
+        reason: Option<&'static str>,
+    ) -> ApiResult<()> {
+        let at = now();
+        let changes = JobChanges {
+            status: Some(status),
+            failure_reason: Some(reason.map(str::to_string)),
+            finished_at: Some(Some(at)),
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        let processed = self
+            .change_and_process(bridge, &[JobStatus::Running], &changes)
+            .await?;
+        if let Some(processed) = processed {
+            self.settle(processed).await;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` to `job` if it is still in one of `from`, and processes its
+    /// pipeline, in one transaction; `None` when the job had moved on.
+    async fn change_and_process(
+        &self,
+        job: &Job,
+        from: &[JobStatus],
+        changes: &JobChanges,
+    ) -> ApiResult<Option<Processed>> {
+        let mut db = self.db.write().await?;
+        let (id, pipeline_id) = (job.id, job.pipeline_id);
+        transaction!(&mut db.conn(), |tx| {
+            if !Job::transition(tx, id, from, changes).await? {
+                return Ok::<Option<Processed>, ApiError>(None);
+            }
+            Ok(Some(process(tx, pipeline_id).await?))
+        })
     }
 
     /// Runs `change` on a job in a transaction, re-processes its pipeline, wakes polls.
@@ -1331,6 +1571,10 @@ pub struct Processed {
     /// Resource groups of the pipeline's jobs that may have a resource to assign (a job of
     /// theirs waits, or may have completed): [`super::resource_groups::assign`].
     pub resource_groups: Vec<i64>,
+    /// Running bridges, whose child pipeline is to be made if it is not there yet.
+    pub bridges: Vec<i64>,
+    /// A child pipeline that just ended: its bridge and its status.
+    pub finished_child: Option<(i64, PipelineStatus)>,
 }
 
 /// Moves the pipeline's `created` jobs on and records the pipeline's status. Runs inside
@@ -1366,11 +1610,15 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
     for (id, status) in advance(&mut states) {
         let Some(&i) = index.get(&id) else { continue };
         let job = Some(&jobs[i]);
-        // Queued: pending, or waiting for the job's resource group first.
-        let status = if status == JobStatus::Pending {
-            super::resource_groups::enqueued(job.and_then(|j| j.resource_group_id))
-        } else {
-            status
+        // Queued: pending, or waiting for the job's resource group first; a bridge runs
+        // at once, on Runway (its child pipeline is made after the commit).
+        let bridge = specs[i].trigger.is_some();
+        let status = match status {
+            JobStatus::Pending if bridge => JobStatus::Running,
+            JobStatus::Pending => {
+                super::resource_groups::enqueued(job.and_then(|j| j.resource_group_id))
+            }
+            other => other,
         };
         states[i].status = status;
         // `when: delayed`: queued once `start_in` has passed (`Ci::Build#schedule`).
@@ -1384,6 +1632,7 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         let changes = JobChanges {
             status: Some(status),
             queued_at: (status == JobStatus::Pending).then_some(Some(at)),
+            started_at: (status == JobStatus::Running).then_some(Some(at)),
             finished_at: (status == JobStatus::Skipped).then_some(Some(at)),
             scheduled_at,
             updated_at: Some(at),
@@ -1439,9 +1688,21 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         .collect();
     resource_groups.sort_unstable();
     resource_groups.dedup();
+    let bridges: Vec<i64> = states
+        .iter()
+        .zip(&specs)
+        .filter(|(s, spec)| s.status == JobStatus::Running && spec.trigger.is_some())
+        .map(|(s, _)| s.id)
+        .collect();
+    let finished_child = pipeline
+        .parent_bridge_id
+        .filter(|_| complete && status != pipeline.status)
+        .map(|bridge| (bridge, status));
     Ok(Processed {
         became_pending,
         resource_groups,
+        bridges,
+        finished_child,
     })
 }
 

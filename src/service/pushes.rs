@@ -89,6 +89,7 @@ pub async fn start(
             before_sha: before,
             save_on_errors: true,
             schedule_id: None,
+            parent_bridge_id: None,
         };
         match state.pipelines.create(project, request).await {
             Ok(_) => started += 1,

@@ -1,7 +1,7 @@
 //! The corpus (`tests/ci-corpus/<name>/`): `.gitlab-ci.yml` files written for Runway in the
 //! styles real projects use, each with the files it includes. Each is committed to a
 //! repository of its own and run as a pipeline on `main` through the admin API, on both
-//! backends; its jobs (stage, status, when, allow_failure, tags, environment, needs, the
+//! backends; its jobs and bridges (stage, status, when, allow_failure, tags, environment, needs, the
 //! variables the file gives the job) are compared with a snapshot reviewed by
 //! hand against GitLab's documented semantics (`tests/api/snapshots/api__corpus__*.snap`).
 //! CI Lint must find each valid. A file that uses what Runway refuses by name (part-2
@@ -71,7 +71,10 @@ both_backends! {
             assert_eq!(reply.status, 201, "{name}: {}", reply.text);
             let pipeline = reply.json();
             let id = pipeline["id"].as_i64().expect("id");
-            let jobs = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}/jobs?per_page=100"))).await.json();
+            let builds = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}/jobs?per_page=100"))).await.json();
+            // Bridges (`trigger` jobs) are listed apart, as GitLab lists them.
+            let bridges = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{id}/bridges?per_page=100"))).await.json();
+            let jobs: Value = builds.as_array().expect("jobs").iter().chain(bridges.as_array().expect("bridges")).cloned().collect();
             // CI Lint (a push pipeline's view) finds the file valid too.
             let lint = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/ci/lint"))).await.json();
             assert_eq!(lint["valid"], true, "{name}: {lint}");

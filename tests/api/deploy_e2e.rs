@@ -1,5 +1,6 @@
-//! Issue 24's keywords as the real gitlab-runner runs them: a deploy into an environment
-//! with an `on_stop` job, two deploys kept apart by `resource_group` on a runner that runs
+//! Issue 24's keywords as the real gitlab-runner runs them: a child pipeline its bridge
+//! depends on (`trigger:include`, `strategy: depend`), a deploy into an environment with an
+//! `on_stop` job, two deploys kept apart by `resource_group` on a runner that runs
 //! four jobs at once, a delayed job, and a job that verifies its `id_tokens` JWT against
 //! Runway's JWKS with a small script (signature, audience, claims).
 
@@ -32,6 +33,10 @@ later:
   when: delayed
   start_in: 1 second
   script: [ echo the delayed job ran ]
+child:
+  stage: verify
+  variables: { PARENT: $CI_PIPELINE_ID }
+  trigger: { include: child.yml, strategy: depend }
 verify_token:
   stage: verify
   id_tokens:
@@ -88,6 +93,7 @@ both_backends! {
         let repo = tempfile::tempdir().expect("tempdir");
         commit_branch(repo.path(), "main", YAML);
         std::fs::write(repo.path().join("verify_id_token.py"), VERIFY).expect("write");
+        std::fs::write(repo.path().join("child.yml"), "child_job:\n  script: [ echo the child ran for $PARENT ]\n").expect("write");
         git(repo.path(), &["add", "."]);
         git(repo.path(), &["commit", "-q", "-m", "verify script"]);
         let project = app.create_project(json!({ "name": "deploys", "repository_url": repo.path().display().to_string() })).await;
@@ -108,6 +114,14 @@ both_backends! {
         let verified = trace(&app, project, job(&jobs, "verify_token")).await;
         assert!(verified.contains("id token verified for project_path:root/deploys:ref_type:branch:ref:main"), "{verified}");
         assert_eq!(job(&jobs, "stop_production")["status"], "manual");
+        // The child pipeline ran on the same runner; its bridge followed it.
+        let bridges = app.api(Method::GET, &format!("/projects/{project}/pipelines/{pipeline}/bridges"), None).await.json();
+        assert_eq!(bridges[0]["status"], "success", "{bridges}");
+        let child_pipeline = bridges[0]["downstream_pipeline"]["id"].as_i64().expect("a child pipeline");
+        assert_eq!(bridges[0]["downstream_pipeline"]["status"], "success");
+        let child_jobs = pipeline_jobs(&app, project, child_pipeline).await;
+        let child_log = trace(&app, project, job(&child_jobs, "child_job")).await;
+        assert!(child_log.contains(&format!("the child ran for {pipeline}")), "{child_log}");
 
         // Two successful deployments; stopping the environment runs stop_production.
         let deployments = app.api(Method::GET, &format!("/projects/{project}/deployments?status=success"), None).await.json();

@@ -11,6 +11,7 @@ mod artifacts;
 mod auto_cancel;
 mod backoff;
 mod bad_input;
+mod child_pipelines;
 mod clock;
 mod corpus;
 mod crate_runner;

@@ -144,6 +144,7 @@ fn push_request(
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
         save_on_errors: false,
         schedule_id: None,
+        parent_bridge_id: None,
     }
 }
 

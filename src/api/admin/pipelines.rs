@@ -99,7 +99,8 @@ pub(crate) async fn jobs_json(
 }
 
 /// A project's pipelines, newest first.
-#[utoipa::path(tag = "pipelines", operation_id = "list_pipelines", params(("id" = String, Path)),
+#[utoipa::path(tag = "pipelines", operation_id = "list_pipelines",
+    params(("id" = String, Path), ("source" = Option<String>, Query, description = "only pipelines of this source; child pipelines (`parent_pipeline`) are left out without it")),
     security(("private_token" = [])), responses((status = 200, description = "pipelines"), (status = 404, description = "no such project")))]
 #[get("/projects/{id}/pipelines")]
 pub async fn list_pipelines(
@@ -109,11 +110,20 @@ pub async fn list_pipelines(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let project = find_project(&state, &id).await?;
-    let page = page_of(&params_of(&req)?)?;
+    let params = params_of(&req)?;
+    let page = page_of(&params)?;
+    let mut c = crate::api::params::Check::new(&params);
+    let source = c.str("source");
+    c.finish()?;
     let mut db = state.db.read().await?;
     let pipelines = Pipeline::for_project(&mut db.conn(), project.id).await?;
+    // `PipelinesFinder`: child pipelines only when their source is asked for.
     let items: Vec<Value> = pipelines
         .iter()
+        .filter(|p| match &source {
+            Some(source) => p.source == *source,
+            None => p.source != "parent_pipeline",
+        })
         .map(|p| pipeline_json(p, &project, &state.settings.external_url))
         .collect();
     Ok(page.respond(&req, items))
@@ -386,10 +396,21 @@ pub async fn list_pipeline_jobs(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
-    let params = params_of(&req)?;
+    let (project, jobs, page) = pipeline_jobs_asked(&state, path.into_inner(), &req, false).await?;
+    Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
+}
+
+/// The project, the pipeline's jobs the request asks for (`include_retried`, `scope`),
+/// builds or `bridges` (GitLab's `Ci::JobsFinder` lists them apart), and the page.
+async fn pipeline_jobs_asked(
+    state: &AppState,
+    (id, pipeline_id): (String, String),
+    req: &HttpRequest,
+    bridges: bool,
+) -> ApiResult<(Project, Vec<Job>, crate::api::admin::Page)> {
+    let project = find_project(state, &id).await?;
+    let pipeline = find_pipeline(state, &project, &pipeline_id).await?;
+    let params = params_of(req)?;
     let page = page_of(&params)?;
     let mut check = crate::api::params::Check::new(&params);
     let include_retried = check.bool("include_retried").unwrap_or(false);
@@ -403,8 +424,43 @@ pub async fn list_pipeline_jobs(
         .into_iter()
         .filter(|j| include_retried || !j.retried)
         .filter(|j| scope.is_empty() || scope.iter().any(|s| s == j.status.as_str()))
+        .filter(|j| j.spec().trigger.is_some() == bridges)
         .collect();
-    Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
+    Ok((project, jobs, page))
+}
+
+/// The pipeline's bridges (`trigger` jobs), each with the pipeline it made
+/// (`Entities::Ci::Bridge`: a job with `downstream_pipeline`).
+#[utoipa::path(tag = "pipelines", operation_id = "list_pipeline_bridges", params(("id" = String, Path), ("pipeline_id" = i64, Path),
+    ("scope" = Option<String>, Query, description = "a status, or several as scope[]")),
+    security(("private_token" = [])), responses((status = 200, description = "bridges"), (status = 404, description = "not found")))]
+#[get("/projects/{id}/pipelines/{pipeline_id}/bridges")]
+pub async fn list_pipeline_bridges(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (project, bridges, page) =
+        pipeline_jobs_asked(&state, path.into_inner(), &req, true).await?;
+    let mut shown = jobs_json(&state, &project, &bridges).await?;
+    let base = &state.settings.external_url;
+    for (json, bridge) in shown.iter_mut().zip(&bridges) {
+        let child = {
+            let mut db = state.db.read().await?;
+            Pipeline::child_of(&mut db.conn(), bridge.id).await?
+        };
+        json["downstream_pipeline"] = match child {
+            Some(p) => json!({
+                "id": p.id, "iid": p.id, "project_id": p.project_id, "sha": p.sha, "ref": p.ref_,
+                "status": p.status, "source": p.source,
+                "created_at": crate::api::format_time(&p.created_at), "updated_at": crate::api::format_time(&p.updated_at),
+                "web_url": format!("{base}/{}/-/pipelines/{}", project.path_with_namespace(), p.id),
+            }),
+            None => Value::Null,
+        };
+    }
+    Ok(page.respond(&req, shown))
 }
 
 /// Runs `action` on the pipeline the path names; answers it afterwards with 201.
@@ -752,6 +808,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(get_test_report)
         .service(get_test_report_summary)
         .service(list_pipeline_jobs)
+        .service(list_pipeline_bridges)
         .service(cancel_pipeline)
         .service(retry_pipeline)
         .service(list_jobs)

@@ -676,6 +676,7 @@ pub async fn pipeline_request(
         before_sha: crate::service::pipelines::ZERO_SHA.into(),
         save_on_errors: false,
         schedule_id: None,
+        parent_bridge_id: None,
     })
 }
 

@@ -11,6 +11,7 @@ mod needs;
 mod pages;
 mod release;
 mod retry;
+mod trigger;
 mod variables;
 
 pub(crate) use artifacts::{artifacts_spec, REPORT_TYPES};
@@ -23,6 +24,7 @@ pub(crate) use pages::pages_folder;
 pub use release::release_command;
 pub(crate) use release::release_spec;
 pub(crate) use retry::retry_spec;
+pub(crate) use trigger::trigger_spec;
 pub(crate) use variables::{upsert_var, variables_of};
 
 use serde_yaml_ng::Value;

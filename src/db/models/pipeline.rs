@@ -43,6 +43,8 @@ pub struct Pipeline {
     pub yaml_errors: Option<String>,
     /// The pipeline schedule that started it.
     pub schedule_id: Option<i64>,
+    /// The bridge job whose `trigger:include` made this (child) pipeline.
+    pub parent_bridge_id: Option<i64>,
 }
 
 #[derive(Debug, Insertable)]
@@ -67,9 +69,35 @@ pub struct NewPipeline<'a> {
     pub has_sources: bool,
     pub yaml_errors: Option<&'a str>,
     pub schedule_id: Option<i64>,
+    /// The bridge job whose `trigger:include` made this (child) pipeline.
+    pub parent_bridge_id: Option<i64>,
 }
 
 impl Pipeline {
+    /// The child pipeline the bridge `bridge_id` made, if it did.
+    pub async fn child_of(conn: &mut Conn<'_>, bridge_id: i64) -> QueryResult<Option<Pipeline>> {
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::parent_bridge_id.eq(bridge_id))
+            .select(Pipeline::as_select())
+            .first(c)
+            .await
+            .optional())
+    }
+
+    /// The child pipelines the bridges of `pipeline_id` made.
+    pub async fn children_of(conn: &mut Conn<'_>, pipeline_id: i64) -> QueryResult<Vec<Pipeline>> {
+        use crate::db::schema::jobs;
+        let bridges = jobs::table
+            .filter(jobs::pipeline_id.eq(pipeline_id))
+            .select(jobs::id.nullable());
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::parent_bridge_id.eq_any(bridges))
+            .order(pipelines::id)
+            .select(Pipeline::as_select())
+            .load(c)
+            .await)
+    }
+
     pub async fn create(conn: &mut Conn<'_>, new: NewPipeline<'_>) -> QueryResult<Pipeline> {
         db_run!(conn, |c| diesel::insert_into(pipelines::table)
             .values(&new)

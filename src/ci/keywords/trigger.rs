@@ -1,0 +1,131 @@
+//! Plan step: `trigger` ‹entry/trigger.rb, entry/bridge.rb, trigger/forward.rb›: a bridge
+//! job, which starts a child pipeline from the files it includes instead of running on a
+//! runner. Multi-project triggers (`trigger: <project>`, `trigger:project`),
+//! `include:artifact` and `strategy: mirror` are refused by name until they work.
+
+use serde_yaml_ng::Value;
+
+use super::{err, key_str, Result};
+use crate::ci::config::TriggerSpec;
+
+/// `Entry::Trigger::ComplexTrigger::SameProjectTrigger::INCLUDE_MAX_SIZE`.
+const INCLUDE_MAX_SIZE: usize = 3;
+
+pub(crate) fn trigger_spec(value: &Value, at: &str, name: &str) -> Result<TriggerSpec> {
+    let not_yet = |what: &str| {
+        err(format!(
+            "jobs:{name} uses keywords Runway does not support yet: {what}"
+        ))
+    };
+    let m = match value {
+        Value::String(_) => return not_yet("trigger:project"),
+        Value::Mapping(m) => m,
+        _ => return err(format!("{at} has to be either a string or a hash")),
+    };
+    if !m.contains_key("include") {
+        return not_yet("trigger:project");
+    }
+    let mut spec = TriggerSpec {
+        config: String::new(),
+        strategy: None,
+        forward_yaml_variables: true,
+        forward_pipeline_variables: false,
+    };
+    for (k, v) in m {
+        match key_str(k)?.as_str() {
+            "include" => {
+                let entries: Vec<&Value> = match v {
+                    Value::Sequence(items) => items.iter().collect(),
+                    other => vec![other],
+                };
+                if entries.len() > INCLUDE_MAX_SIZE {
+                    return err(format!(
+                        "{at}:include config is too long (maximum is {INCLUDE_MAX_SIZE})"
+                    ));
+                }
+                for entry in &entries {
+                    if let Value::Mapping(e) = entry {
+                        if e.contains_key("artifact") {
+                            return not_yet("trigger:include:artifact");
+                        }
+                    }
+                }
+                let mut config = serde_yaml_ng::Mapping::new();
+                config.insert(Value::from("include"), v.clone());
+                spec.config = serde_yaml_ng::to_string(&config)
+                    .map_err(|e| crate::ci::config::ConfigError(format!("{at}:include {e}")))?;
+            }
+            "strategy" => match v.as_str() {
+                Some("depend") => spec.strategy = Some("depend".into()),
+                Some("mirror") => return not_yet("trigger:strategy:mirror"),
+                _ => return err(format!("{at} strategy should be depend or mirror")),
+            },
+            "forward" => {
+                let Value::Mapping(f) = v else {
+                    return err(format!("{at}:forward config should be a hash"));
+                };
+                for (fk, fv) in f {
+                    let fk = key_str(fk)?;
+                    let Some(b) = fv.as_bool() else {
+                        return err(format!("{at}:forward {fk} should be a boolean value"));
+                    };
+                    match fk.as_str() {
+                        "yaml_variables" => spec.forward_yaml_variables = b,
+                        "pipeline_variables" => spec.forward_pipeline_variables = b,
+                        other => {
+                            return err(format!(
+                                "{at}:forward config contains unknown keys: {other}"
+                            ))
+                        }
+                    }
+                }
+            }
+            "project" | "branch" | "inputs" => return not_yet("trigger:project"),
+            other => return err(format!("{at} config contains unknown keys: {other}")),
+        }
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::yaml;
+    use super::*;
+
+    #[test]
+    fn child_triggers_and_refusals() {
+        let spec = trigger_spec(
+            &yaml("{include: child.yml, strategy: depend, forward: {pipeline_variables: true}}"),
+            "jobs:b:trigger",
+            "b",
+        )
+        .unwrap();
+        assert_eq!(spec.strategy.as_deref(), Some("depend"));
+        assert!(spec.forward_yaml_variables && spec.forward_pipeline_variables);
+        let refused = |text: &str| {
+            trigger_spec(&yaml(text), "jobs:b:trigger", "b")
+                .unwrap_err()
+                .0
+        };
+        assert_eq!(
+            refused("group/other"),
+            "jobs:b uses keywords Runway does not support yet: trigger:project"
+        );
+        assert_eq!(
+            refused("{include: [a.yml, b.yml, c.yml, d.yml]}"),
+            "jobs:b:trigger:include config is too long (maximum is 3)"
+        );
+        assert_eq!(
+            refused("{include: [{artifact: gen.yml, job: gen}]}"),
+            "jobs:b uses keywords Runway does not support yet: trigger:include:artifact"
+        );
+        assert_eq!(
+            refused("{include: a.yml, strategy: wait}"),
+            "jobs:b:trigger strategy should be depend or mirror"
+        );
+        assert_eq!(
+            refused("[x]"),
+            "jobs:b:trigger has to be either a string or a hash"
+        );
+    }
+}
