@@ -97,8 +97,15 @@ pub struct ImageSpec {
 /// A bridge's `trigger`: the child pipeline it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TriggerSpec {
-    /// The child's configuration: `include:` of the trigger's `include`, as YAML.
+    /// The child's configuration: `include:` of the trigger's `include`, as YAML (empty
+    /// for a multi-project trigger).
     pub config: String,
+    /// A multi-project trigger: the downstream project's path, and its branch (the
+    /// project's default branch when `None`), variables expanded when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
     /// `strategy: depend`: the bridge ends as the child pipeline ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,

@@ -769,7 +769,7 @@ impl Pipelines {
             let mut db = self.db.read().await?;
             Pipeline::children_of(&mut db.conn(), pipeline_id).await?
         };
-        for child in children {
+        for child in children.iter().filter(|c| c.source == "parent_pipeline") {
             Box::pin(self.cancel_pipeline(child.id)).await?;
         }
         Ok(canceled)
@@ -1198,21 +1198,22 @@ impl Pipelines {
             }
             return Ok(());
         }
+        let chain = self.upstream(&pipeline).await?;
         // `MAX_NESTED_CHILDREN = 2`: a parent, a child and a grandchild at most.
-        if self.ancestors(&pipeline).await? >= 2 {
+        let children_above = chain
+            .iter()
+            .take_while(|p| p.source == "parent_pipeline")
+            .count();
+        if trigger.project.is_none() && children_above >= 2 {
             let reason = "reached_max_descendant_pipelines_depth";
             return self
                 .end_bridge(&bridge, JobStatus::Failed, Some(reason))
                 .await;
         }
-        let mut variables: Vec<PipelineVariable> = Vec::new();
-        let mut add = |key: String, value: String| {
-            variables.retain(|v| v.key != key);
-            variables.push(PipelineVariable { key, value });
-        };
-        if trigger.forward_yaml_variables {
-            // Expanded as the bridge sees them (`Downstream::Generator`), so that the
-            // common `PARENT_PIPELINE_ID: $CI_PIPELINE_ID` carries the parent's id.
+        // The bridge's variables as it sees them (`Downstream::Generator` expands what it
+        // forwards so), so that the common `PARENT_PIPELINE_ID: $CI_PIPELINE_ID` carries
+        // the parent's id.
+        let seen = {
             let mut seen: std::collections::HashMap<String, String> = [
                 ("CI_PIPELINE_ID", pipeline.id.to_string()),
                 ("CI_PIPELINE_IID", pipeline.id.to_string()),
@@ -1235,7 +1236,14 @@ impl Pipelines {
             for v in &spec.variables {
                 seen.insert(v.key.clone(), v.value.clone());
             }
-            let seen = crate::ci::environment::expand_all(&seen);
+            crate::ci::environment::expand_all(&seen)
+        };
+        let mut variables: Vec<PipelineVariable> = Vec::new();
+        let mut add = |key: String, value: String| {
+            variables.retain(|v| v.key != key);
+            variables.push(PipelineVariable { key, value });
+        };
+        if trigger.forward_yaml_variables {
             for v in &spec.variables {
                 let value = seen.get(&v.key).cloned().unwrap_or_else(|| v.value.clone());
                 add(v.key.clone(), value);
@@ -1245,6 +1253,16 @@ impl Pipelines {
             for v in pipeline_variables(&pipeline) {
                 add(v.key, v.value);
             }
+        }
+        if let Some(path) = &trigger.project {
+            let path = crate::ci::environment::expand_existing(path, &seen);
+            let branch = trigger
+                .branch
+                .as_ref()
+                .map(|b| crate::ci::environment::expand_existing(b, &seen));
+            return self
+                .trigger_project(&bridge, &project, &chain, &path, branch, variables)
+                .await;
         }
         let files = if pipeline.has_sources {
             self.repositories
@@ -1292,20 +1310,107 @@ impl Pipelines {
         }
     }
 
-    /// How many pipelines above `pipeline` started it through bridges.
-    async fn ancestors(&self, pipeline: &Pipeline) -> ApiResult<usize> {
-        let mut depth = 0;
-        let mut bridge = pipeline.parent_bridge_id;
+    /// `pipeline` and the pipelines above it whose bridges started it, nearest first (at
+    /// most 20).
+    async fn upstream(&self, pipeline: &Pipeline) -> ApiResult<Vec<Pipeline>> {
+        let mut chain = vec![pipeline.clone()];
         let mut db = self.db.read().await?;
-        while let Some(id) = bridge.filter(|_| depth < 10) {
-            depth += 1;
+        while let Some(id) = chain.last().and_then(|p| p.parent_bridge_id) {
+            if chain.len() >= 20 {
+                break;
+            }
             let parent = match Job::find(&mut db.conn(), id).await? {
                 Some(job) => Pipeline::find(&mut db.conn(), job.pipeline_id).await?,
                 None => None,
             };
-            bridge = parent.and_then(|p| p.parent_bridge_id);
+            match parent {
+                Some(parent) => chain.push(parent),
+                None => break,
+            }
         }
-        Ok(depth)
+        Ok(chain)
+    }
+
+    /// A multi-project trigger: a pipeline of the project at `path` on `branch` (its
+    /// default branch without one), from its own `.gitlab-ci.yml`, source `pipeline`
+    /// (`Ci::CreateDownstreamPipelineService`): a project not there fails the bridge with
+    /// `downstream_bridge_project_not_found`, its own project with `invalid_bridge_trigger`,
+    /// a project and ref met twice upstream with `pipeline_loop_detected`.
+    async fn trigger_project(
+        &self,
+        bridge: &Job,
+        project: &Project,
+        chain: &[Pipeline],
+        path: &str,
+        branch: Option<String>,
+        variables: Vec<PipelineVariable>,
+    ) -> ApiResult<()> {
+        let target = {
+            let mut db = self.db.read().await?;
+            Project::find_by_full_path(&mut db.conn(), path).await?
+        };
+        let Some(target) = target else {
+            let reason = "downstream_bridge_project_not_found";
+            return self
+                .end_bridge(bridge, JobStatus::Failed, Some(reason))
+                .await;
+        };
+        if target.id == project.id {
+            let reason = "invalid_bridge_trigger";
+            return self
+                .end_bridge(bridge, JobStatus::Failed, Some(reason))
+                .await;
+        }
+        let ref_ = branch.unwrap_or_else(|| target.default_branch.clone());
+        let met = chain
+            .iter()
+            .filter(|p| p.project_id == target.id && p.ref_ == ref_)
+            .count();
+        if met >= 2 {
+            let reason = "pipeline_loop_detected";
+            return self
+                .end_bridge(bridge, JobStatus::Failed, Some(reason))
+                .await;
+        }
+        let strategy = bridge.spec().trigger.and_then(|t| t.strategy);
+        let created = match self.repositories.read_config(&target, &ref_, None).await {
+            Ok(resolved) => {
+                let req = NewPipelineRequest {
+                    ref_,
+                    sha: resolved.sha,
+                    tag: resolved.tag,
+                    variables,
+                    ci_config: resolved.ci_config,
+                    source: "pipeline".into(),
+                    files: Some(resolved.files),
+                    inputs: None,
+                    before_sha: ZERO_SHA.into(),
+                    save_on_errors: false,
+                    schedule_id: None,
+                    parent_bridge_id: Some(bridge.id),
+                };
+                Box::pin(self.create(&target, req)).await
+            }
+            Err(e) => Err(e),
+        };
+        match created {
+            Ok(_) if strategy.is_none() => self.end_bridge(bridge, JobStatus::Success, None).await,
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let mut db = self.db.read().await?;
+                if Pipeline::child_of(&mut db.conn(), bridge.id)
+                    .await?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                drop(db);
+                tracing::info!(bridge_id = bridge.id, error = %e, "the downstream pipeline could not be created");
+                let reason = "downstream_pipeline_creation_failed";
+                self.end_bridge(bridge, JobStatus::Failed, Some(reason))
+                    .await
+            }
+        }
     }
 
     /// A `strategy: depend` bridge ends as its child pipeline ended

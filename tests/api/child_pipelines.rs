@@ -1,9 +1,9 @@
 //! `trigger:include` (issue 24, part 3): a bridge runs on Runway and starts a child
 //! pipeline from the files it includes, on the parent's commit, with the bridge's
 //! variables (and the parent's when forwarded); `strategy: depend` makes the bridge end as
-//! the child ends; GitLab's bridges API, child pipelines left out of the list unless asked
-//! for, a child that cannot be made failing its bridge, a canceled parent canceling its
-//! children.
+//! the child ends; multi-project pipelines between Runway projects; GitLab's bridges API,
+//! child pipelines left out of the list unless asked for, a child that cannot be made
+//! failing its bridge, a canceled parent canceling its children.
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,38 @@ both_backends! {
         assert_eq!(app.pipeline_status(project, parent).await, "success");
     }
 
+    // `trigger: <project>`: a pipeline of another Runway project, from its own file on its
+    // default branch, source `pipeline`, with the bridge's variables; a project not there
+    // fails its bridge with GitLab's reason.
+    async fn a_bridge_starts_another_projects_pipeline(backend) {
+        let app = TestApp::spawn(backend).await;
+        let repo = tempfile::tempdir().expect("tempdir");
+        commit_branch(repo.path(), "main", "deploy_service:\n  script: [ echo deploying for $UPSTREAM ]\n");
+        let service = app.create_project(json!({ "name": "service", "repository_url": repo.path().display().to_string() })).await;
+        let upstream = app.create_project(json!({ "name": "app" })).await;
+        let yaml = "downstream:\n  variables: { UPSTREAM: $CI_PROJECT_PATH }\n  trigger: { project: root/service, strategy: depend }\nmissing:\n  trigger: root/nope\n";
+        let parent = app.pipeline(upstream, yaml).await;
+        let listed = bridges(&app, upstream, parent).await;
+        let missing = named(&listed, "missing");
+        assert_eq!((missing["status"].clone(), missing["failure_reason"].clone()), (json!("failed"), json!("downstream_bridge_project_not_found")));
+        let downstream = named(&listed, "downstream");
+        assert_eq!(downstream["status"], "running");
+        assert_eq!((downstream["downstream_pipeline"]["project_id"].clone(), downstream["downstream_pipeline"]["source"].clone()), (json!(service), json!("pipeline")));
+        let (_, token) = app.register_runner().await;
+        let job = app.take_job(&token).await;
+        assert_eq!(job["job_info"]["project_id"], service);
+        assert_eq!(value_of(&job, "UPSTREAM").as_deref(), Some("root/app"));
+        assert_eq!(value_of(&job, "CI_PIPELINE_SOURCE").as_deref(), Some("pipeline"));
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(named(&bridges(&app, upstream, parent).await, "downstream")["status"], "success");
+        let services = app.api(Method::GET, &format!("/projects/{service}/pipelines"), None).await.json();
+        assert_eq!(services.as_array().map(Vec::len), Some(1), "a downstream pipeline is its project's own");
+        // Its own project is no downstream (`invalid_bridge_trigger`).
+        let itself = app.pipeline(upstream, "again: { trigger: root/app }").await;
+        let again = named(&bridges(&app, upstream, itself).await, "again").clone();
+        assert_eq!(again["failure_reason"], "invalid_bridge_trigger");
+    }
+
     async fn a_child_that_cannot_be_made_fails_its_bridge_and_a_cancel_reaches_the_children(backend) {
         let app = TestApp::spawn(backend).await;
         let repo = tempfile::tempdir().expect("tempdir");
@@ -150,7 +182,7 @@ both_backends! {
         for (yaml, message) in [
             ("b: { script: x, trigger: { include: c.yml } }", "jobs:b these keys cannot be used together: script, trigger"),
             ("b: { image: x, trigger: { include: c.yml } }", "jobs:b config contains unknown keys: image"),
-            ("b: { trigger: group/other }", "jobs:b uses keywords Runway does not support yet: trigger:project"),
+            ("b: { trigger: { strategy: depend } }", "jobs:b:trigger project can't be blank"),
             ("b: { trigger: { include: [a.yml, b.yml, c.yml, d.yml] } }", "jobs:b:trigger:include config is too long (maximum is 3)"),
         ] {
             app.create_pipeline(project, "main", yaml).await.assert(400, json!({ "message": { "base": [message] } }));

@@ -1,7 +1,8 @@
 //! Plan step: `trigger` ‹entry/trigger.rb, entry/bridge.rb, trigger/forward.rb›: a bridge
-//! job, which starts a child pipeline from the files it includes instead of running on a
-//! runner. Multi-project triggers (`trigger: <project>`, `trigger:project`),
-//! `include:artifact` and `strategy: mirror` are refused by name until they work.
+//! job, which starts a pipeline instead of running on a runner — a child pipeline from the
+//! files it includes, or (`trigger: <project>`, `trigger:project`) a pipeline of another
+//! Runway project. `include:artifact`, `inputs` and `strategy: mirror` are refused by name
+//! until they work.
 
 use serde_yaml_ng::Value;
 
@@ -17,20 +18,23 @@ pub(crate) fn trigger_spec(value: &Value, at: &str, name: &str) -> Result<Trigge
             "jobs:{name} uses keywords Runway does not support yet: {what}"
         ))
     };
-    let m = match value {
-        Value::String(_) => return not_yet("trigger:project"),
-        Value::Mapping(m) => m,
-        _ => return err(format!("{at} has to be either a string or a hash")),
-    };
-    if !m.contains_key("include") {
-        return not_yet("trigger:project");
-    }
     let mut spec = TriggerSpec {
         config: String::new(),
+        project: None,
+        branch: None,
         strategy: None,
         forward_yaml_variables: true,
         forward_pipeline_variables: false,
     };
+    let m = match value {
+        Value::String(project) if !project.is_empty() => {
+            spec.project = Some(project.clone());
+            return Ok(spec);
+        }
+        Value::Mapping(m) => m,
+        _ => return err(format!("{at} has to be either a string or a hash")),
+    };
+    let child = m.contains_key("include");
     for (k, v) in m {
         match key_str(k)?.as_str() {
             "include" => {
@@ -80,9 +84,28 @@ pub(crate) fn trigger_spec(value: &Value, at: &str, name: &str) -> Result<Trigge
                     }
                 }
             }
-            "project" | "branch" | "inputs" => return not_yet("trigger:project"),
+            "project" | "branch" if child => {
+                return err(format!(
+                    "{at} config contains unknown keys: {}",
+                    key_str(k)?
+                ))
+            }
+            "project" | "branch" => {
+                let Some(text) = v.as_str() else {
+                    return err(format!("{at} {} should be a string", key_str(k)?));
+                };
+                if key_str(k)? == "project" {
+                    spec.project = Some(text.to_string());
+                } else {
+                    spec.branch = Some(text.to_string());
+                }
+            }
+            "inputs" => return not_yet("trigger:inputs"),
             other => return err(format!("{at} config contains unknown keys: {other}")),
         }
+    }
+    if !child && spec.project.as_deref().is_none_or(str::is_empty) {
+        return err(format!("{at} project can't be blank"));
     }
     Ok(spec)
 }
@@ -107,9 +130,21 @@ mod tests {
                 .unwrap_err()
                 .0
         };
+        let other = trigger_spec(&yaml("group/other"), "jobs:b:trigger", "b").unwrap();
+        assert_eq!(other.project.as_deref(), Some("group/other"));
+        let branch = trigger_spec(
+            &yaml("{project: g/o, branch: stable, strategy: depend}"),
+            "jobs:b:trigger",
+            "b",
+        )
+        .unwrap();
         assert_eq!(
-            refused("group/other"),
-            "jobs:b uses keywords Runway does not support yet: trigger:project"
+            (branch.project.as_deref(), branch.branch.as_deref()),
+            (Some("g/o"), Some("stable"))
+        );
+        assert_eq!(
+            refused("{strategy: depend}"),
+            "jobs:b:trigger project can't be blank"
         );
         assert_eq!(
             refused("{include: [a.yml, b.yml, c.yml, d.yml]}"),
