@@ -1288,26 +1288,9 @@ impl Pipelines {
             schedule_id: None,
             parent_bridge_id: Some(bridge.id),
         };
-        match Box::pin(self.create(&project, req)).await {
-            Ok(_) if trigger.strategy.is_none() => {
-                self.end_bridge(&bridge, JobStatus::Success, None).await
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let mut db = self.db.read().await?;
-                if Pipeline::child_of(&mut db.conn(), bridge.id)
-                    .await?
-                    .is_some()
-                {
-                    return Ok(()); // another instance made it meanwhile
-                }
-                drop(db);
-                tracing::info!(bridge_id = bridge.id, error = %e, "the child pipeline could not be created");
-                let reason = "downstream_pipeline_creation_failed";
-                self.end_bridge(&bridge, JobStatus::Failed, Some(reason))
-                    .await
-            }
-        }
+        let created = Box::pin(self.create(&project, req)).await;
+        self.bridge_after_creating(&bridge, trigger.strategy.is_some(), created)
+            .await
     }
 
     /// `pipeline` and the pipelines above it whose bridges started it, nearest first (at
@@ -1393,8 +1376,21 @@ impl Pipelines {
             }
             Err(e) => Err(e),
         };
+        self.bridge_after_creating(bridge, strategy.is_some(), created)
+            .await
+    }
+
+    /// A bridge once its downstream pipeline was made or refused: without a strategy it
+    /// succeeds with the pipeline; a pipeline that could not be made fails it
+    /// (`downstream_pipeline_creation_failed`) unless another instance made it meanwhile.
+    async fn bridge_after_creating(
+        &self,
+        bridge: &Job,
+        depends: bool,
+        created: ApiResult<Pipeline>,
+    ) -> ApiResult<()> {
         match created {
-            Ok(_) if strategy.is_none() => self.end_bridge(bridge, JobStatus::Success, None).await,
+            Ok(_) if !depends => self.end_bridge(bridge, JobStatus::Success, None).await,
             Ok(_) => Ok(()),
             Err(e) => {
                 let mut db = self.db.read().await?;
