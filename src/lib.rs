@@ -51,7 +51,7 @@ pub struct AppState {
     pub pipelines: Pipelines,
     pub repositories: Repositories,
     pub traces: Traces,
-    pub artifacts: Artifacts,
+    pub artifacts: Arc<Artifacts>,
     pub backoff: service::backoff::Backoff,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: service::limits::Limits,
@@ -199,6 +199,14 @@ impl Runway {
         let local_store = settings.object_store.url.is_none();
         let traces = Traces::new(db.clone(), &settings.data_dir, local_store)?;
         let log_files = traces.files().clone();
+        let artifacts = Arc::new(Artifacts::new(
+            db.clone(),
+            log_files,
+            &settings.data_dir,
+            &settings.object_store,
+            settings.max_artifact_size_bytes,
+            settings.default_artifacts_expire_in,
+        )?);
         let state = web::Data::new(AppState {
             metrics: metrics.clone(),
             limits: service::limits::Limits::new(
@@ -226,20 +234,14 @@ impl Runway {
                 },
                 Repositories::new(&settings.data_dir, settings.git_allowed_schemes.clone()),
                 secrets.clone(),
+                artifacts.clone(),
             ),
             repositories: Repositories::new(
                 &settings.data_dir,
                 settings.git_allowed_schemes.clone(),
             ),
             traces,
-            artifacts: Artifacts::new(
-                db.clone(),
-                log_files,
-                &settings.data_dir,
-                &settings.object_store,
-                settings.max_artifact_size_bytes,
-                settings.default_artifacts_expire_in,
-            )?,
+            artifacts: artifacts.clone(),
             queue,
             registration_digest: settings.registration_token.as_deref().map(TokenDigest::of),
             admin_digest,

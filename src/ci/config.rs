@@ -106,12 +106,23 @@ pub struct TriggerSpec {
     pub project: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// `include: [{artifact, job}]`: the child's configuration is that file of the
+    /// parent's job's archive (a dynamic child pipeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactInclude>,
     /// `strategy: depend`: the bridge ends as the child pipeline ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
     /// `forward:yaml_variables` (default true) and `pipeline_variables` (default false).
     pub forward_yaml_variables: bool,
     pub forward_pipeline_variables: bool,
+}
+
+/// `trigger:include:artifact` and its `job`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInclude {
+    pub path: String,
+    pub job: String,
 }
 
 /// A job's `release`: the release its release step makes.

@@ -166,6 +166,8 @@ pub struct Pipelines {
     repositories: crate::service::repos::Repositories,
     /// Opens CI/CD variables for `rules:if`.
     secrets: crate::secrets::SecretBox,
+    /// Reads `trigger:include:artifact` files from a parent job's archive.
+    artifacts: Arc<super::artifacts::Artifacts>,
 }
 
 /// Whether a refused configuration is recorded as a failed pipeline when the command saves
@@ -294,6 +296,7 @@ impl Pipelines {
         remote: crate::service::remote::RemoteIncludes,
         repositories: crate::service::repos::Repositories,
         secrets: crate::secrets::SecretBox,
+        artifacts: Arc<super::artifacts::Artifacts>,
     ) -> Pipelines {
         Pipelines {
             db,
@@ -302,6 +305,7 @@ impl Pipelines {
             remote,
             repositories,
             secrets,
+            artifacts,
         }
     }
 
@@ -1274,12 +1278,29 @@ impl Pipelines {
         } else {
             None
         };
+        let ci_config = match &trigger.artifact {
+            None => trigger.config.clone(),
+            Some(artifact) => match self.artifact_config(&pipeline, artifact).await? {
+                Ok(text) => text,
+                Err(problem) => {
+                    tracing::info!(
+                        bridge_id = bridge.id,
+                        problem,
+                        "the child pipeline's configuration could not be read"
+                    );
+                    let reason = "downstream_pipeline_creation_failed";
+                    return self
+                        .end_bridge(&bridge, JobStatus::Failed, Some(reason))
+                        .await;
+                }
+            },
+        };
         let req = NewPipelineRequest {
             ref_: pipeline.ref_.clone(),
             sha: pipeline.sha.clone(),
             tag: pipeline.tag,
             variables,
-            ci_config: trigger.config.clone(),
+            ci_config,
             source: "parent_pipeline".into(),
             files,
             inputs: None,
@@ -1291,6 +1312,54 @@ impl Pipelines {
         let created = Box::pin(self.create(&project, req)).await;
         self.bridge_after_creating(&bridge, trigger.strategy.is_some(), created)
             .await
+    }
+
+    /// `trigger:include:artifact` (`External::File::Artifact`): the file `path` of the
+    /// archive of the parent pipeline's latest job `job`, a YAML file of at most the
+    /// loader's size; `Err` in GitLab's words when there is none.
+    async fn artifact_config(
+        &self,
+        pipeline: &Pipeline,
+        artifact: &crate::ci::config::ArtifactInclude,
+    ) -> ApiResult<Result<String, String>> {
+        let archive = {
+            let mut db = self.db.read().await?;
+            let job = Job::for_pipeline(&mut db.conn(), pipeline.id)
+                .await?
+                .into_iter()
+                .filter(|j| j.name == artifact.job && !j.retried)
+                .max_by_key(|j| j.id);
+            match job {
+                Some(job) => {
+                    crate::db::models::JobArtifact::find(&mut db.conn(), job.id, "archive").await?
+                }
+                None => None,
+            }
+        };
+        let Some(archive) = archive else {
+            return Ok(Err(format!(
+                "Job `{}` not found in parent pipeline or does not have artifacts!",
+                artifact.job
+            )));
+        };
+        let path = artifact.path.trim_start_matches('/');
+        match self.artifacts.pages_entry(&archive, "", path).await? {
+            super::artifacts::PagesEntry::File(bytes, _) if bytes.is_empty() => {
+                Ok(Err(format!("File `{path}` is empty!")))
+            }
+            super::artifacts::PagesEntry::File(bytes, _)
+                if bytes.len() > crate::ci::load::MAX_YAML_BYTES =>
+            {
+                Ok(Err(crate::ci::load::TOO_BIG.to_string()))
+            }
+            super::artifacts::PagesEntry::File(bytes, _) => {
+                Ok(Ok(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            _ => Ok(Err(format!(
+                "Path `{path}` does not exist inside the `{}` artifacts archive!",
+                artifact.job
+            ))),
+        }
     }
 
     /// `pipeline` and the pipelines above it whose bridges started it, nearest first (at

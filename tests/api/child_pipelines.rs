@@ -152,6 +152,36 @@ both_backends! {
         assert_eq!(again["failure_reason"], "invalid_bridge_trigger");
     }
 
+    // A dynamic child pipeline: its configuration is a file a job of the parent made
+    // (`include:artifact` with `job`); without that file the bridge fails.
+    async fn a_child_pipeline_runs_the_configuration_a_job_generated(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "generated" })).await;
+        let yaml = "stages: [generate, children]\ngenerate:\n  stage: generate\n  script: [gen]\n  artifacts: { paths: [generated.yml] }\ndynamic:\n  stage: children\n  needs: [generate]\n  trigger: { include: [ { artifact: generated.yml, job: generate } ], strategy: depend }\n";
+        let (_, token) = app.register_runner().await;
+        for (generated, expected) in [(Some("generated_job: { script: [ echo generated ] }\n"), "success"), (None, "failed")] {
+            let parent = app.pipeline(project, yaml).await;
+            let job = app.take_job(&token).await;
+            if let Some(text) = generated {
+                let archive = crate::artifacts::zip_of(&[("generated.yml", text.as_bytes())]);
+                let uploaded = app.upload(&job, "artifact_format=zip&artifact_type=archive", "artifacts.zip", archive, false).await;
+                assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+            }
+            app.update_job(&job, json!({ "state": "success" })).await;
+            let bridge = named(&bridges(&app, project, parent).await, "dynamic").clone();
+            if expected == "failed" {
+                assert_eq!((bridge["status"].clone(), bridge["failure_reason"].clone()), (json!("failed"), json!("downstream_pipeline_creation_failed")));
+                continue;
+            }
+            assert_eq!(bridge["status"], "running", "{bridge}");
+            let child_job = app.take_job(&token).await;
+            assert_eq!(child_job["job_info"]["name"], "generated_job");
+            app.update_job(&child_job, json!({ "state": "success" })).await;
+            assert_eq!(named(&bridges(&app, project, parent).await, "dynamic")["status"], "success");
+            assert_eq!(app.pipeline_status(project, parent).await, "success");
+        }
+    }
+
     async fn a_child_that_cannot_be_made_fails_its_bridge_and_a_cancel_reaches_the_children(backend) {
         let app = TestApp::spawn(backend).await;
         let repo = tempfile::tempdir().expect("tempdir");

@@ -22,6 +22,7 @@ pub(crate) fn trigger_spec(value: &Value, at: &str, name: &str) -> Result<Trigge
         config: String::new(),
         project: None,
         branch: None,
+        artifact: None,
         strategy: None,
         forward_yaml_variables: true,
         forward_pipeline_variables: false,
@@ -48,11 +49,27 @@ pub(crate) fn trigger_spec(value: &Value, at: &str, name: &str) -> Result<Trigge
                     ));
                 }
                 for entry in &entries {
-                    if let Value::Mapping(e) = entry {
-                        if e.contains_key("artifact") {
-                            return not_yet("trigger:include:artifact");
-                        }
+                    let Value::Mapping(e) = entry else { continue };
+                    let Some(path) = e.get("artifact") else {
+                        continue;
+                    };
+                    // `Entry::Include`: an artifact names the job it comes from.
+                    let Some(job) = e.get("job").and_then(Value::as_str) else {
+                        return err(format!(
+                            "{at}:include config must specify the job where to fetch the artifact from"
+                        ));
+                    };
+                    // Runway reads a generated file alone, the common dynamic child pipeline.
+                    if entries.len() > 1 {
+                        return not_yet("trigger:include:artifact with other includes");
                     }
+                    let Some(path) = path.as_str() else {
+                        return err(format!("{at}:include artifact should be a string"));
+                    };
+                    spec.artifact = Some(crate::ci::config::ArtifactInclude {
+                        path: path.to_string(),
+                        job: job.to_string(),
+                    });
                 }
                 let mut config = serde_yaml_ng::Mapping::new();
                 config.insert(Value::from("include"), v.clone());
@@ -150,9 +167,19 @@ mod tests {
             refused("{include: [a.yml, b.yml, c.yml, d.yml]}"),
             "jobs:b:trigger:include config is too long (maximum is 3)"
         );
+        let generated = trigger_spec(
+            &yaml("{include: [{artifact: gen.yml, job: gen}]}"),
+            "jobs:b:trigger",
+            "b",
+        )
+        .unwrap();
         assert_eq!(
-            refused("{include: [{artifact: gen.yml, job: gen}]}"),
-            "jobs:b uses keywords Runway does not support yet: trigger:include:artifact"
+            generated.artifact.map(|a| (a.path, a.job)),
+            Some(("gen.yml".into(), "gen".into()))
+        );
+        assert_eq!(
+            refused("{include: [{artifact: gen.yml}]}"),
+            "jobs:b:trigger:include config must specify the job where to fetch the artifact from"
         );
         assert_eq!(
             refused("{include: a.yml, strategy: wait}"),
