@@ -22,7 +22,8 @@ const ALLOWED_KEYS: &[&str] = &[
 /// Of those, the ones whose behaviour Runway does not have yet.
 const NOT_YET: &[&str] = &["kubernetes"];
 const ACTIONS: &[&str] = &["start", "stop", "prepare", "verify", "access"];
-const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
+/// `Environment.tiers`.
+pub const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
 
 /// A job's environment, its name and URL expanded when the pipeline was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,9 +118,8 @@ pub fn parse(
     if name.chars().count() > 255 {
         return Err(format!("{at} name is too long (maximum is 255 characters)"));
     }
-    // `Gitlab::Regex.environment_name_regex`, checked after expansion.
-    let allowed = |c: char| c.is_ascii_alphanumeric() || " -_/${}.".contains(c);
-    if !name.chars().all(allowed) || name.starts_with('/') || name.ends_with('/') {
+    // Checked after expansion.
+    if !valid_name(&name) {
         return Err(format!(
             "{at} name can contain only letters, digits, '-', '_', '/', '$', '{{', '}}', '.', \
              and spaces, but it cannot start or end with '/'"
@@ -153,6 +153,14 @@ pub fn parse(
         on_stop,
         auto_stop_in,
     }))
+}
+
+/// `Gitlab::Regex.environment_name_regex`, which resource group keys follow too: letters,
+/// digits, `-_/${}.` and spaces, not starting or ending with `/` (the length is the
+/// caller's check).
+pub fn valid_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || " -_/${}.".contains(c);
+    !name.is_empty() && name.chars().all(allowed) && !name.starts_with('/') && !name.ends_with('/')
 }
 
 /// `$VAR`, `${VAR}` and `%VAR%` replaced by their values, unknown ones by nothing
@@ -285,7 +293,7 @@ fn expand_with<'a>(
 }
 
 /// `Environment#guess_tier`: from words in the name.
-fn guess_tier(name: &str) -> &'static str {
+pub fn guess_tier(name: &str) -> &'static str {
     let name = name.to_ascii_lowercase();
     let has = |words: &[&str]| words.iter().any(|w| name.contains(w));
     if has(&["dev", "review", "trunk"]) {

@@ -498,16 +498,9 @@ fn plan_job(
 }
 
 /// A resource group's key as `Ci::ResourceGroup` validates it: at most 255 characters of
-/// `Gitlab::Regex.environment_name_regex` (letters, digits, `-_/${}.` and spaces, not
-/// starting or ending with `/`).
+/// `Gitlab::Regex.environment_name_regex`.
 fn resource_group_key_ok(key: &str) -> bool {
-    !key.is_empty()
-        && key.chars().count() <= 255
-        && !key.starts_with('/')
-        && !key.ends_with('/')
-        && key
-            .chars()
-            .all(|c| c.is_alphanumeric() || " -_/${}.".contains(c))
+    key.chars().count() <= 255 && super::environment::valid_name(key)
 }
 
 /// `start_in` of a delayed job (or rule) at `at`: a duration of at most a week

@@ -18,8 +18,6 @@ use crate::db::models::{now, Job, Project};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-const TIERS: &[&str] = &["production", "staging", "testing", "development", "other"];
-
 /// `Entities::EnvironmentBasic`.
 fn environment_basic(e: &Environment) -> Value {
     json!({
@@ -194,7 +192,11 @@ impl FromParams for EnvironmentParams {
         let p = EnvironmentParams {
             name: c.str_max("name", 255),
             external_url: c.str_max("external_url", 255),
-            tier: c.one_of("tier", |t| TIERS.contains(&t).then(|| t.to_string())),
+            tier: c.one_of("tier", |t| {
+                crate::ci::environment::TIERS
+                    .contains(&t)
+                    .then(|| t.to_string())
+            }),
             description: c.str_max("description", 10_000),
         };
         c.finish()?;
@@ -220,23 +222,15 @@ pub async fn create_environment(
     let Some(name) = p.name else {
         return Err(ApiError::InvalidParams("name is missing".into()));
     };
-    let probe = crate::ci::environment::parse(
-        &serde_yaml_ng::Value::String(name.clone()),
-        "name",
-        &Default::default(),
-    );
-    if probe.is_err() || name.contains('$') {
+    // GitLab's name rule; a name with `$` is refused too (a job's would be expanded).
+    if !crate::ci::environment::valid_name(&name) || name.contains('$') {
         return Err(ApiError::Validation(json!({ "name": [
             "can contain only letters, digits, '-', '_', '/', '$', '{', '}', '.', and spaces, but it cannot start or end with '/'"
         ] })));
     }
-    let tier = p.tier.unwrap_or_else(|| {
-        probe
-            .ok()
-            .flatten()
-            .map(|e| e.tier)
-            .unwrap_or_else(|| "other".into())
-    });
+    let tier = p
+        .tier
+        .unwrap_or_else(|| crate::ci::environment::guess_tier(&name).to_string());
     let created = {
         let mut db = state.db.write().await?;
         Environment::create(
