@@ -927,11 +927,13 @@ impl Pipelines {
     async fn play_job_now(&self, job_id: i64) -> ApiResult<Job> {
         self.in_pipeline_of_job(job_id, |tx, job| {
             Box::pin(async move {
-                // `Ci::Build#playable?`: a manual job, or a delayed one started now.
-                let status = super::resource_groups::enqueued(job.resource_group_id);
+                // `Ci::Build#playable?`: a manual job, or a delayed one started now (a
+                // manual bridge runs on Runway: its pipeline is made after the commit).
+                let status = turn_status(&job, &job.spec());
                 let changes = JobChanges {
                     status: Some(status),
                     queued_at: Some((status == JobStatus::Pending).then(now)),
+                    started_at: (status == JobStatus::Running).then(|| Some(now())),
                     scheduled_at: Some(None),
                     updated_at: Some(now()),
                     ..Default::default()
@@ -1779,21 +1781,14 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
     for (id, status) in advance(&mut states) {
         let Some(&i) = index.get(&id) else { continue };
-        let job = Some(&jobs[i]);
-        // Queued: pending, or waiting for the job's resource group first; a bridge runs
-        // at once, on Runway (its child pipeline is made after the commit).
-        let bridge = specs[i].trigger.is_some();
         let status = match status {
-            JobStatus::Pending if bridge => JobStatus::Running,
-            JobStatus::Pending => {
-                super::resource_groups::enqueued(job.and_then(|j| j.resource_group_id))
-            }
+            JobStatus::Pending => turn_status(&jobs[i], &specs[i]),
             other => other,
         };
         states[i].status = status;
         // `when: delayed`: queued once `start_in` has passed (`Ci::Build#schedule`).
         let scheduled_at = (status == JobStatus::Scheduled).then(|| {
-            let start_in = job.and_then(|j| j.spec().start_in).unwrap_or(0);
+            let start_in = specs[i].start_in.unwrap_or(0);
             Some(crate::db::models::later(
                 at,
                 chrono::TimeDelta::try_seconds(start_in).unwrap_or(chrono::TimeDelta::zero()),
@@ -1874,6 +1869,17 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
         bridges,
         finished_child,
     })
+}
+
+/// The status a job takes when its turn comes (its stage reached, played, or its delay
+/// over): a bridge runs on Runway at once (its pipeline is made after the commit), a job of
+/// a resource group waits for the resource, any other is pending.
+fn turn_status(job: &Job, spec: &JobSpec) -> JobStatus {
+    if spec.trigger.is_some() {
+        JobStatus::Running
+    } else {
+        super::resource_groups::enqueued(job.resource_group_id)
+    }
 }
 
 /// Pipeline variables as the payload lists them.

@@ -208,6 +208,18 @@ both_backends! {
         }
         assert_eq!(app.pipeline_status(project, parent).await, "failed");
 
+        // A manual bridge, played: it runs on Runway, never on a runner, and makes its child.
+        let gated = app.pipeline(project, "gate: { when: manual, trigger: { include: child.yml } }").await;
+        let gate = named(&bridges(&app, project, gated).await, "gate").clone();
+        assert_eq!(gate["status"], "manual");
+        let played = app.api(Method::POST, &format!("/projects/{project}/jobs/{}/play", gate["id"]), None).await;
+        assert_eq!(played.status, 200, "{}", played.text);
+        let gate = named(&bridges(&app, project, gated).await, "gate").clone();
+        assert_eq!((gate["status"].clone(), gate["downstream_pipeline"]["source"].clone()), (json!("success"), json!("parent_pipeline")));
+        let (_, token) = app.register_runner().await;
+        let taken = app.take_job(&token).await;
+        assert_eq!(taken["job_info"]["name"], "child_job", "a runner gets the child's job, not the bridge");
+
         // What GitLab refuses, and what is not built yet.
         for (yaml, message) in [
             ("b: { script: x, trigger: { include: c.yml } }", "jobs:b these keys cannot be used together: script, trigger"),
