@@ -93,6 +93,11 @@ pub enum Row {
     Dispatch,
     DispatchCpu,
     DispatchDistinct,
+    DispatchSmall,
+    Cycle,
+    CycleCpu,
+    CycleSmall,
+    CycleRatio,
     Pickup,
     Trace,
     TraceP99,
@@ -104,7 +109,7 @@ pub enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 15] = [
+    const ALL: [Row; 20] = [
         Row::Poll,
         Row::PollLatency,
         Row::PollRatio,
@@ -112,6 +117,11 @@ impl Row {
         Row::Dispatch,
         Row::DispatchCpu,
         Row::DispatchDistinct,
+        Row::DispatchSmall,
+        Row::Cycle,
+        Row::CycleCpu,
+        Row::CycleSmall,
+        Row::CycleRatio,
         Row::Pickup,
         Row::Trace,
         Row::TraceP99,
@@ -134,6 +144,11 @@ impl Row {
             ),
             Row::DispatchCpu => "2 dispatch server CPU µs per job".into(),
             Row::DispatchDistinct => "2 distinct / assigned".into(),
+            Row::DispatchSmall => "2 dispatch, pipelines of 10: jobs/s (CPU µs/job)".into(),
+            Row::Cycle => "2 cycle request + PUT success, jobs/s".into(),
+            Row::CycleCpu => "2 cycle server CPU µs per job".into(),
+            Row::CycleSmall => "2 cycle, pipelines of 10: jobs/s (CPU µs/job)".into(),
+            Row::CycleRatio => "2 cycle pipelines of 1000 / of 10".into(),
             Row::Pickup => format!("3 pickup p50 / p99 ms ({} jobs)", sizes.pickup_jobs),
             Row::Trace => format!(
                 "4 trace {} x {} x 64 KiB, MB/s",
@@ -153,11 +168,14 @@ impl Row {
             Row::PollRatio => ">= 50% (SQLite)",
             Row::Dispatch => ">= 1000",
             Row::DispatchDistinct => "all, once each",
-            Row::Pickup => "p99 <= 20",
+            Row::Cycle => ">= 5000",
+            Row::CycleCpu => "<= 200",
+            Row::CycleRatio => ">= 90%",
+            Row::Pickup => "p99 <= 2",
             Row::Trace => ">= 200",
             Row::Upload | Row::Download => ">= 300",
             Row::ArtifactRss => "< 64",
-            Row::HeldRss => "< 300",
+            Row::HeldRss => "<= idle + 80",
             _ => "",
         }
     }
@@ -231,6 +249,48 @@ pub fn dispatch_cells(out: &mut Results, drained: &Drained, queued: usize, cpu: 
     );
 }
 
+/// The full-cycle figures: `large` drained from pipelines of 1,000 jobs, `small` (if the
+/// server has pipelines) from pipelines of 10; each job reported `success` once taken.
+pub fn cycle_cells(
+    out: &mut Results,
+    large: (&Drained, Duration),
+    small: Option<(&Drained, Duration)>,
+    queued: usize,
+) {
+    let once = |d: &Drained| d.distinct() == d.ids.len() && d.ids.len() == queued;
+    let rate = |d: &Drained| d.ids.len() as f64 / d.time.as_secs_f64();
+    let per_job = |d: &Drained, cpu: Duration| cpu.as_secs_f64() * 1e6 / d.ids.len().max(1) as f64;
+    let (drained, cpu) = large;
+    let text = if once(drained) {
+        format!("{:.0}", rate(drained))
+    } else {
+        format!("{:.0} (NOT ONCE EACH)", rate(drained))
+    };
+    out.set(
+        Row::Cycle,
+        Cell::value(text, Some(once(drained) && rate(drained) >= 5000.0)),
+    );
+    let cpu_per_job = per_job(drained, cpu);
+    out.set(
+        Row::CycleCpu,
+        Cell::value(format!("{cpu_per_job:.0}"), Some(cpu_per_job <= 200.0)),
+    );
+    if let Some((small, small_cpu)) = small {
+        out.set(
+            Row::CycleSmall,
+            Cell::value(
+                format!("{:.0} ({:.0})", rate(small), per_job(small, small_cpu)),
+                Some(once(small)),
+            ),
+        );
+        let ratio = rate(drained) / rate(small);
+        out.set(
+            Row::CycleRatio,
+            Cell::value(format!("{:.0}%", ratio * 100.0), Some(ratio >= 0.9)),
+        );
+    }
+}
+
 pub fn trace_patch() -> Bytes {
     // Log text: printable bytes, as a job's output is.
     common::chunk(7, TRACE_PATCH_BYTES)
@@ -298,9 +358,21 @@ async fn mock_column(sizes: &Sizes) -> Results {
     mock.add_jobs(sizes.dispatch_jobs);
     let bodies = vec![Mock::poll_body(); sizes.dispatch_runners];
     let cpu = mock.server.cpu_time();
-    let drained = drain_queue(&base, bodies, sizes.limit).await;
+    let drained = drain_queue(&base, bodies, sizes.limit, false).await;
     let cpu = mock.server.cpu_time() - cpu;
     dispatch_cells(&mut out, &drained, sizes.dispatch_jobs, cpu);
+    for row in [Row::DispatchSmall, Row::CycleSmall, Row::CycleRatio] {
+        out.set(
+            row,
+            Cell::na("the mock has no pipelines: one queue of jobs"),
+        );
+    }
+    mock.add_jobs(sizes.dispatch_jobs);
+    let bodies = vec![Mock::poll_body(); sizes.dispatch_runners];
+    let cpu = mock.server.cpu_time();
+    let drained = drain_queue(&base, bodies, sizes.limit, true).await;
+    let cpu = mock.server.cpu_time() - cpu;
+    cycle_cells(&mut out, (&drained, cpu), None, sizes.dispatch_jobs);
 
     out.set(
         Row::Pickup,
@@ -571,14 +643,42 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let started = Instant::now();
+        // `RUNWAY_BENCH_COLUMNS` (e.g. `sqlite,postgres`) measures only those columns,
+        // for profiling one server; the others print n/a.
+        let wanted = std::env::var("RUNWAY_BENCH_COLUMNS").ok();
+        let wanted = |name: &str| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.split(',').any(|c| c == name))
+        };
+        let skipped = || Results {
+            absent: "not measured in this run (RUNWAY_BENCH_COLUMNS)".into(),
+            ..Default::default()
+        };
         println!("bare ...");
-        let bare = bare_column(&sizes).await;
+        let bare = if wanted("bare") {
+            bare_column(&sizes).await
+        } else {
+            skipped()
+        };
         println!("mock ...");
-        let mock = mock_column(&sizes).await;
+        let mock = if wanted("mock") {
+            mock_column(&sizes).await
+        } else {
+            skipped()
+        };
         println!("Runway SQLite ...");
-        let sqlite = runway::column(None, &sizes).await;
+        let sqlite = if wanted("sqlite") {
+            runway::column(None, &sizes).await
+        } else {
+            skipped()
+        };
         println!("Runway PostgreSQL ...");
-        let postgres = postgres_column(&sizes).await;
+        let postgres = if wanted("postgres") {
+            postgres_column(&sizes).await
+        } else {
+            skipped()
+        };
         let mut columns = vec![
             ("bare", bare),
             ("mock", mock),

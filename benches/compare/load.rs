@@ -49,8 +49,15 @@ impl Conn {
 
     /// `POST path` with a JSON body; reads the whole answer.
     pub async fn post_json(&mut self, path: &str, body: Bytes) -> Reply {
+        self.send_json(hyper::Method::POST, path, body).await
+    }
+
+    /// `method path` with a JSON body; reads the whole answer.
+    pub async fn send_json(&mut self, method: hyper::Method, path: &str, body: Bytes) -> Reply {
         self.sender.ready().await.expect("connection usable");
-        let request = hyper::Request::post(path)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", &self.host)
             .header("content-type", "application/json")
             .body(Full::new(body))
@@ -179,8 +186,10 @@ impl Drained {
 }
 
 /// Each body is one runner on its own connection, polling until it gets a 204 (nothing
-/// left for it) or `limit` passes.
-pub async fn drain_queue(base: &str, bodies: Vec<Bytes>, limit: Duration) -> Drained {
+/// left for it) or `limit` passes. With `finish`, each job taken is reported `success`
+/// (`PUT /api/v4/jobs/:id` with its token, on the same connection) before the next poll,
+/// as a runner does at the end of a job: the job's whole cycle.
+pub async fn drain_queue(base: &str, bodies: Vec<Bytes>, limit: Duration, finish: bool) -> Drained {
     let mut conns = Vec::with_capacity(bodies.len());
     for _ in &bodies {
         conns.push(Conn::open(base).await);
@@ -194,6 +203,24 @@ pub async fn drain_queue(base: &str, bodies: Vec<Bytes>, limit: Duration) -> Dra
             while Instant::now() < deadline {
                 let reply = conn.post_json("/api/v4/jobs/request", body.clone()).await;
                 match reply.status {
+                    201 if finish => {
+                        let job: serde_json::Value =
+                            serde_json::from_slice(&reply.body).expect("job JSON");
+                        let id = job["id"].as_i64().expect("job id");
+                        let body = serde_json::to_vec(&serde_json::json!({
+                            "token": job["token"], "state": "success",
+                        }))
+                        .expect("json");
+                        let path = format!("/api/v4/jobs/{id}");
+                        let put = conn.send_json(hyper::Method::PUT, &path, body.into()).await;
+                        assert_eq!(
+                            put.status,
+                            200,
+                            "PUT success: {}",
+                            String::from_utf8_lossy(&put.body)
+                        );
+                        ids.push(id);
+                    }
                     201 => ids.push(reply.job_id()),
                     204 => break,
                     other => panic!(

@@ -18,6 +18,8 @@ const REQUEST: &str = "/api/v4/jobs/request";
 const HOLD_SECONDS: u64 = 120;
 /// Jobs in one pipeline of the dispatch queue (5 jobs × `parallel: 200`).
 const JOBS_PER_PIPELINE: usize = 1000;
+/// Jobs in one pipeline of the small-pipeline queue (one job × `parallel: 10`).
+const SMALL_PIPELINE: usize = 10;
 
 /// A job request as gitlab-runner sends it, with the features jobs may require.
 pub fn poll_body(token: &str, last_update: Option<&str>) -> Bytes {
@@ -113,13 +115,14 @@ impl Admin<'_> {
     }
 }
 
-/// One stage of `n` jobs as pipelines of up to 1,000: `parallel: 200` per job name.
-fn queue_yaml(n: usize) -> Vec<String> {
+/// One stage of `n` jobs as pipelines of up to `per_pipeline`: `parallel: 200` at most
+/// per job name.
+fn queue_yaml(n: usize, per_pipeline: usize) -> Vec<String> {
     let mut pipelines = Vec::new();
     let mut left = n;
     while left > 0 {
         let mut yaml = String::new();
-        let mut in_pipeline = left.min(JOBS_PER_PIPELINE);
+        let mut in_pipeline = left.min(per_pipeline);
         left -= in_pipeline;
         let mut name = 0;
         while in_pipeline > 0 {
@@ -218,17 +221,39 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
         ),
     );
 
-    // 2. Dispatch.
+    // 2. Dispatch: assignment alone, then the whole cycle (each job reported `success`),
+    // each from pipelines of 1,000 jobs and of 10.
     let (tokens, _) = admin.runners(sizes.dispatch_runners).await;
     let project = admin.project().await;
-    for yaml in queue_yaml(sizes.dispatch_jobs) {
-        admin.pipeline(project, &yaml).await;
-    }
-    let bodies = tokens.iter().map(|t| poll_body(t, None)).collect();
-    let cpu = server.cpu_time();
-    let drained = drain_queue(&server.base, bodies, sizes.limit).await;
-    let cpu = server.cpu_time() - cpu;
+    let drain = |per_pipeline: usize, finish: bool| {
+        let (admin, tokens) = (&admin, &tokens);
+        async move {
+            for yaml in queue_yaml(sizes.dispatch_jobs, per_pipeline) {
+                admin.pipeline(project, &yaml).await;
+            }
+            let bodies = tokens.iter().map(|t| poll_body(t, None)).collect();
+            let cpu = server.cpu_time();
+            let drained = drain_queue(&server.base, bodies, sizes.limit, finish).await;
+            (drained, server.cpu_time() - cpu)
+        }
+    };
+    let (drained, cpu) = drain(JOBS_PER_PIPELINE, false).await;
     crate::dispatch_cells(out, &drained, sizes.dispatch_jobs, cpu);
+    let (small, small_cpu) = drain(SMALL_PIPELINE, false).await;
+    let rate = small.ids.len() as f64 / small.time.as_secs_f64();
+    let per_job = small_cpu.as_secs_f64() * 1e6 / small.ids.len().max(1) as f64;
+    out.set(
+        Row::DispatchSmall,
+        Cell::value(format!("{rate:.0} ({per_job:.0})"), None),
+    );
+    let large = drain(JOBS_PER_PIPELINE, true).await;
+    let small = drain(SMALL_PIPELINE, true).await;
+    crate::cycle_cells(
+        out,
+        (&large.0, large.1),
+        Some((&small.0, small.1)),
+        sizes.dispatch_jobs,
+    );
 
     // 4. Trace.
     let yaml = format!(

@@ -108,6 +108,7 @@ diesel::table! {
         yaml_errors -> Nullable<Text>,
         schedule_id -> Nullable<BigInt>,
         parent_bridge_id -> Nullable<BigInt>,
+        stage_scheduled -> Bool,
     }
 }
 

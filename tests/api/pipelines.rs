@@ -126,6 +126,39 @@ test_b: { stage: test, script: x }
         assert_eq!(test_a["dependencies"], json!([{ "id": a["id"], "name": "build_a", "token": test_a["token"] }]));
     }
 
+    // A job that ends while others of its stage still run moves nothing else (the finish
+    // does not read the whole pipeline then): the next stage starts with the last one,
+    // and a failure among them skips it then, not before.
+    async fn a_stage_moves_on_when_its_last_job_ends(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "stages: [build, test]\nbuild: { stage: build, script: x, parallel: 3 }\ntest: { stage: test, script: x }\n";
+        for last_fails in [false, true] {
+            let pipeline = app.pipeline(project, yaml).await;
+            let jobs = [app.take_job(&runner).await, app.take_job(&runner).await, app.take_job(&runner).await];
+            for (i, job) in jobs.iter().enumerate() {
+                let state = if last_fails && i == 0 { "failed" } else { "success" };
+                let reply = app.update_job(job, json!({ "state": state, "failure_reason": "script_failure" })).await;
+                assert_eq!((reply.status, reply.header("job-status")), (200, Some(state)));
+                let test = app.job_statuses(project, pipeline).await.into_iter().find(|(n, _)| n == "test").map(|(_, s)| s);
+                let status = app.pipeline_status(project, pipeline).await;
+                match (i, last_fails) {
+                    (0 | 1, _) => assert_eq!((test.as_deref(), status.as_str()), (Some("created"), "running")),
+                    (_, false) => assert_eq!((test.as_deref(), status.as_str()), (Some("pending"), "running")),
+                    (_, true) => assert_eq!((test.as_deref(), status.as_str()), (Some("skipped"), "failed")),
+                }
+            }
+            if !last_fails {
+                let test = app.take_job(&runner).await;
+                assert_eq!(test["job_info"]["name"], "test");
+                app.update_job(&test, json!({ "state": "success" })).await;
+                assert_eq!(app.pipeline_status(project, pipeline).await, "success");
+            }
+            assert_eq!(app.request_job(&runner).await.status, 204, "nothing left");
+        }
+    }
+
     async fn retry_keyword_makes_a_new_try(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

@@ -151,6 +151,37 @@ impl Job {
             .optional())
     }
 
+    /// Whether `job`, which just ended in this transaction, moves nothing else in its
+    /// pipeline, so that the pipeline need not be read whole and processed again: another
+    /// job of its stage or an earlier one is still pending or running (so no later stage
+    /// starts, and the pipeline stays `running`, GitLab's composite status), no job is
+    /// `canceling`, and no job waits through `needs` (a pipeline of stages only, or none
+    /// left `created`). Reads only the pipeline's pending, running and created jobs,
+    /// through the (pipeline, status) index: the cost does not grow with the pipeline.
+    pub async fn finish_moves_nothing(
+        conn: &mut Conn<'_>,
+        job: &Job,
+        stage_scheduled: bool,
+    ) -> QueryResult<bool> {
+        use diesel::dsl::{exists, select};
+        let active = [JobStatus::Pending, JobStatus::Running, JobStatus::Preparing];
+        let in_pipeline = jobs::table.filter(jobs::pipeline_id.eq(job.pipeline_id));
+        let busy = exists(
+            in_pipeline
+                .filter(jobs::status.eq_any(active))
+                .filter(jobs::stage_idx.le(job.stage_idx))
+                .filter(jobs::id.ne(job.id))
+                .filter(jobs::retried.eq(false)),
+        );
+        let canceling = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Canceling)));
+        let waiting = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Created)));
+        let (busy, canceling, waiting): (bool, bool, bool) =
+            db_run!(conn, |c| select((busy, canceling, waiting))
+                .get_result(c)
+                .await)?;
+        Ok(busy && !canceling && (stage_scheduled || !waiting))
+    }
+
     /// Every job of a pipeline (all tries), by id.
     pub async fn for_pipeline(conn: &mut Conn<'_>, pipeline_id: i64) -> QueryResult<Vec<Job>> {
         db_run!(conn, |c| jobs::table

@@ -71,9 +71,26 @@ pub struct NewPipeline<'a> {
     pub schedule_id: Option<i64>,
     /// The bridge job whose `trigger:include` made this (child) pipeline.
     pub parent_bridge_id: Option<i64>,
+    /// No job of the pipeline has `needs`: its jobs wait for stages only (GitLab's
+    /// scheduling_type `stage`), which lets a finished job skip reading the whole pipeline
+    /// ([`super::Job::finish_moves_nothing`]).
+    pub stage_scheduled: bool,
 }
 
 impl Pipeline {
+    /// The pipeline's status, and whether its jobs wait for stages only.
+    pub async fn progress_of(
+        conn: &mut Conn<'_>,
+        id: i64,
+    ) -> QueryResult<Option<(PipelineStatus, bool)>> {
+        db_run!(conn, |c| pipelines::table
+            .find(id)
+            .select((pipelines::status, pipelines::stage_scheduled))
+            .first(c)
+            .await
+            .optional())
+    }
+
     /// The child pipeline the bridge `bridge_id` made, if it did.
     pub async fn child_of(conn: &mut Conn<'_>, bridge_id: i64) -> QueryResult<Option<Pipeline>> {
         db_run!(conn, |c| pipelines::table
