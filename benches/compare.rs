@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use baselines::{Mock, BARE_MODE, MOCK_MODE};
-use common::{artifact_form, drain, measure, mib, Transfer};
+use common::{artifact_form, drain, measure, mib, raise_open_files, Postgres, Transfer};
 use load::{drain_queue, poll_load, trace_append, Conn, Drained, TraceLoad};
 
 /// One log PATCH.
@@ -444,86 +444,6 @@ async fn mock_artifact(mock: &Mock, id: i64, token: &str, size: u64) -> (Transfe
     (upload, download)
 }
 
-/// Where the PostgreSQL column's databases come from.
-struct Postgres {
-    admin_url: String,
-    /// A server started by `scripts/pg.sh` in this folder, stopped at the end.
-    started: Option<tempfile::TempDir>,
-    created: Vec<String>,
-}
-
-impl Postgres {
-    fn get() -> Result<Postgres, String> {
-        if let Ok(url) = std::env::var("RUNWAY_BENCH_DATABASE_URL") {
-            return Ok(Postgres {
-                admin_url: url,
-                started: None,
-                created: Vec::new(),
-            });
-        }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let output = std::process::Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
-            .env("RUNWAY_PG_DIR", dir.path())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("scripts/pg.sh: {e}"))?;
-        let url = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        if !output.status.success() || !url.starts_with("postgres") {
-            return Err("scripts/pg.sh could not start PostgreSQL".into());
-        }
-        Ok(Postgres {
-            admin_url: url,
-            started: Some(dir),
-            created: Vec::new(),
-        })
-    }
-
-    /// A new empty database; its URL.
-    async fn fresh(&mut self) -> Result<String, String> {
-        let name = format!("runway_bench_{}_{}", std::process::id(), self.created.len());
-        let (client, connection) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .map_err(|e| format!("CREATE DATABASE: {e}"))?;
-        self.created.push(name.clone());
-        let (head, query) = match self.admin_url.split_once('?') {
-            Some((h, q)) => (h, format!("?{q}")),
-            None => (self.admin_url.as_str(), String::new()),
-        };
-        let server = head.rsplit_once('/').map_or(head, |(s, _)| s);
-        Ok(format!("{server}/{name}{query}"))
-    }
-
-    async fn finish(self) {
-        match self.started {
-            Some(dir) => {
-                let _ = std::process::Command::new("bash")
-                    .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg.sh"))
-                    .arg("stop")
-                    .arg(dir.path())
-                    .status();
-            }
-            None => {
-                if let Ok((client, connection)) =
-                    tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    for name in &self.created {
-                        let _ = client
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                            .await;
-                    }
-                }
-            }
-        }
-    }
-}
-
 async fn postgres_column(sizes: &Sizes) -> Results {
     let unavailable = |reason: String| Results {
         absent: reason,
@@ -543,21 +463,6 @@ async fn postgres_column(sizes: &Sizes) -> Results {
     };
     pg.finish().await;
     results
-}
-
-/// 10,000 held polls need 10,000 sockets here and in the server (which inherits this).
-fn raise_open_files() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 fn print_table(sizes: &Sizes, columns: &[(&str, Results)]) {
@@ -592,35 +497,7 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Results)]) {
         line.push(row.target().to_string());
         rows.push(line);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for (n, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, width))| {
-                if i == 0 {
-                    format!("{cell:<width$}")
-                } else {
-                    format!("{cell:>width$}")
-                }
-            })
-            .collect();
-        println!("| {} |", cells.join(" | "));
-        if n == 0 {
-            let rule: Vec<String> = widths
-                .iter()
-                .enumerate()
-                .map(|(i, w)| match i {
-                    0 => "-".repeat(w + 2),
-                    _ => format!("{}:", "-".repeat(w + 1)),
-                })
-                .collect();
-            println!("|{}|", rule.join("|"));
-        }
-    }
+    common::print_table(&rows);
     println!();
     for (i, reason) in reasons.iter().enumerate() {
         println!("[{}] {reason}", i + 1);

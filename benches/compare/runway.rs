@@ -193,6 +193,18 @@ pub async fn column(databases: Option<[String; 2]>, sizes: &Sizes) -> Results {
     out
 }
 
+/// With `RUNWAY_BENCH_PROFILE` set, a line `profile: <phase> <starts|ended> pid <pid>` on
+/// stderr around each dispatch phase, and a second's pause before it, so that a profiler
+/// can be attached to the server for that phase alone.
+fn profiling_mark(server: &Server, phase: &str, what: &str) {
+    if std::env::var_os("RUNWAY_BENCH_PROFILE").is_some() {
+        eprintln!("profile: {phase} {what} pid {}", server.pid());
+        if what == "starts" {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
 /// Figures 1, 2, 4 and 5 on a server that answers at once.
 async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
     let admin = Admin {
@@ -232,9 +244,16 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
                 admin.pipeline(project, &yaml).await;
             }
             let bodies = tokens.iter().map(|t| poll_body(t, None)).collect();
+            let phase = format!(
+                "{} {per_pipeline}",
+                if finish { "cycle" } else { "dispatch" }
+            );
+            profiling_mark(server, &phase, "starts");
             let cpu = server.cpu_time();
             let drained = drain_queue(&server.base, bodies, sizes.limit, finish).await;
-            (drained, server.cpu_time() - cpu)
+            let cpu = server.cpu_time() - cpu;
+            profiling_mark(server, &phase, "ended");
+            (drained, cpu)
         }
     };
     let (drained, cpu) = drain(JOBS_PER_PIPELINE, false).await;

@@ -613,104 +613,12 @@ impl Pipelines {
     /// `canceling` both end in `canceled`; a failure may be retried (`retry:`) or allowed
     /// (`allow_failure:exit_codes`). Answers the job as it is afterwards.
     pub async fn finish(&self, job_id: i64, outcome: JobOutcome) -> ApiResult<Job> {
-        let mut db = self.db.write().await?;
-        let (job, processed) = transaction!(&mut db.conn(), |tx| {
-            let job = Job::find(tx, job_id)
-                .await?
-                .ok_or(ApiError::Forbidden(None))?;
-            let at = now();
-            // The token stays: a finished job's PUT must still be recognised, to answer
-            // 403 with its `Job-Status` (the guard refuses every job that is not running).
-            let mut changes = JobChanges {
-                finished_at: Some(Some(at)),
-                updated_at: Some(at),
-                ..Default::default()
-            };
-            if let Some(checksum) = &outcome.checksum {
-                // Verified against the stored log; a mismatch is recorded and logged, and
-                // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
-                let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
-                let ok =
-                    *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
-                if !ok {
-                    tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
-                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
-                }
-                changes.trace_checksum_ok = Some(Some(ok));
-            }
-            let mut retry = false;
-            let spec = job.spec();
-            if job.status == JobStatus::Canceling {
-                changes.status = Some(JobStatus::Canceled);
-            } else if outcome.success {
-                changes.status = Some(JobStatus::Success);
-            } else {
-                let reason = outcome
-                    .failure_reason
-                    .clone()
-                    .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
-                    .unwrap_or_else(|| "unknown_failure".to_string());
-                let allowed = outcome
-                    .exit_code
-                    .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
-                retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
-                changes.status = Some(JobStatus::Failed);
-                changes.failure_reason = Some(Some(reason));
-                changes.exit_code = Some(outcome.exit_code);
-                changes.allow_failure = Some(job.allow_failure || allowed);
-                changes.retried = Some(retry);
-            }
-            if !Job::transition(
-                tx,
-                job.id,
-                &[JobStatus::Running, JobStatus::Canceling],
-                &changes,
-            )
-            .await?
-            {
-                return Err(ApiError::Conflict);
-            }
-            if changes.status == Some(JobStatus::Success) {
-                if let Some(env) = &spec.environment {
-                    super::deployments::stop_job_succeeded(tx, job.project_id, env, at).await?;
-                }
-            }
-            let mut requeued = false;
-            if retry {
-                let status = super::resource_groups::enqueued(job.resource_group_id);
-                clone_job(tx, &job, status).await?;
-                requeued = status == JobStatus::Pending;
-            }
-            let failed = changes.status == Some(JobStatus::Failed);
-            if failed && !retry && changes.allow_failure != Some(true) {
-                cancel_on_job_failure(tx, job.pipeline_id).await?;
-            }
-            // Most jobs end while others of their stage still run: then nothing else moves,
-            // and the pipeline is not read whole (the cost of a finish stays the same in a
-            // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group
-            // or a retried one takes the whole way.
-            let ended_plainly =
-                matches!(changes.status, Some(JobStatus::Success | JobStatus::Failed))
-                    && !retry
-                    && spec.environment.is_none()
-                    && job.resource_group_id.is_none();
-            let quiet = ended_plainly
-                && match Pipeline::progress_of(tx, job.pipeline_id).await? {
-                    Some((PipelineStatus::Running, stage_scheduled)) => {
-                        Job::finish_moves_nothing(tx, &job, stage_scheduled).await?
-                    }
-                    _ => false,
-                };
-            let mut processed = if quiet {
-                Processed::default()
-            } else {
-                process(tx, job.pipeline_id).await?
-            };
-            processed.became_pending |= requeued;
-            let job = Job::find(tx, job.id).await?.ok_or(ApiError::Conflict)?;
-            Ok::<_, ApiError>((job, processed))
-        })?;
-        drop(db); // the assignment takes the writer again
+        // A hot write, as a claim is: on SQLite its statements run inline on the writer
+        // thread instead of each hopping to the blocking pool and back.
+        let (job, processed) = self
+            .db
+            .on_writer(finish_on_writer(self.db.clone(), job_id, outcome))
+            .await?;
         self.settle(processed).await;
         Ok(job)
     }
@@ -1620,6 +1528,110 @@ impl Pipelines {
         self.settle(processed).await;
         Ok(pipeline)
     }
+}
+
+/// [`Pipelines::finish`]'s transaction; owns what it uses, as it runs on the writer.
+async fn finish_on_writer(
+    db: DbPool,
+    job_id: i64,
+    outcome: JobOutcome,
+) -> ApiResult<(Job, Processed)> {
+    let mut db = db.write().await?;
+    let finished = transaction!(&mut db.conn(), |tx| {
+        let job = Job::find(tx, job_id)
+            .await?
+            .ok_or(ApiError::Forbidden(None))?;
+        let at = now();
+        // The token stays: a finished job's PUT must still be recognised, to answer
+        // 403 with its `Job-Status` (the guard refuses every job that is not running).
+        let mut changes = JobChanges {
+            finished_at: Some(Some(at)),
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        if let Some(checksum) = &outcome.checksum {
+            // Verified against the stored log; a mismatch is recorded and logged, and
+            // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
+            let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
+            let ok = *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
+            if !ok {
+                tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
+                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
+            }
+            changes.trace_checksum_ok = Some(Some(ok));
+        }
+        let mut retry = false;
+        let spec = job.spec();
+        if job.status == JobStatus::Canceling {
+            changes.status = Some(JobStatus::Canceled);
+        } else if outcome.success {
+            changes.status = Some(JobStatus::Success);
+        } else {
+            let reason = outcome
+                .failure_reason
+                .clone()
+                .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
+                .unwrap_or_else(|| "unknown_failure".to_string());
+            let allowed = outcome
+                .exit_code
+                .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
+            retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
+            changes.status = Some(JobStatus::Failed);
+            changes.failure_reason = Some(Some(reason));
+            changes.exit_code = Some(outcome.exit_code);
+            changes.allow_failure = Some(job.allow_failure || allowed);
+            changes.retried = Some(retry);
+        }
+        let Some(ended) = Job::transition_returning(
+            tx,
+            job.id,
+            &[JobStatus::Running, JobStatus::Canceling],
+            &changes,
+        )
+        .await?
+        else {
+            return Err(ApiError::Conflict);
+        };
+        if changes.status == Some(JobStatus::Success) {
+            if let Some(env) = &spec.environment {
+                super::deployments::stop_job_succeeded(tx, job.project_id, env, at).await?;
+            }
+        }
+        let mut requeued = false;
+        if retry {
+            let status = super::resource_groups::enqueued(job.resource_group_id);
+            clone_job(tx, &job, status).await?;
+            requeued = status == JobStatus::Pending;
+        }
+        let failed = changes.status == Some(JobStatus::Failed);
+        if failed && !retry && changes.allow_failure != Some(true) {
+            cancel_on_job_failure(tx, job.pipeline_id).await?;
+        }
+        // Most jobs end while others of their stage still run: then nothing else moves,
+        // and the pipeline is not read whole (the cost of a finish stays the same in a
+        // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group
+        // or a retried one takes the whole way.
+        let ended_plainly = matches!(changes.status, Some(JobStatus::Success | JobStatus::Failed))
+            && !retry
+            && spec.environment.is_none()
+            && job.resource_group_id.is_none();
+        let quiet = ended_plainly
+            && match Pipeline::progress_of(tx, job.pipeline_id).await? {
+                Some((PipelineStatus::Running, stage_scheduled)) => {
+                    Job::finish_moves_nothing(tx, &job, stage_scheduled).await?
+                }
+                _ => false,
+            };
+        let mut processed = if quiet {
+            Processed::default()
+        } else {
+            process(tx, job.pipeline_id).await?
+        };
+        processed.became_pending |= requeued;
+        // What follows the transition changes other jobs, never this one.
+        Ok::<_, ApiError>((ended, processed))
+    })?;
+    Ok(finished)
 }
 
 /// `workflow:auto_cancel:on_job_failure: all`: a job failed (not allowed to, and not to

@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::RunnerType;
 use crate::db::schema::{ci_minutes_usages, jobs, runner_projects, runners};
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// What one minute on a runner of this type costs against the quota: instance runners
@@ -71,6 +71,27 @@ impl CiMinutesUsage {
         let Some((project_id, Some(runner_id), Some(started), Some(finished))) = found else {
             return Ok(());
         };
+        Self::record(conn, job_id, project_id, runner_id, started, finished).await
+    }
+
+    /// [`CiMinutesUsage::account`] for a job already read.
+    pub async fn account_job(conn: &mut Conn<'_>, job: &crate::db::models::Job) -> QueryResult<()> {
+        let (Some(runner_id), Some(started), Some(finished)) =
+            (job.runner_id, job.started_at, job.finished_at)
+        else {
+            return Ok(());
+        };
+        Self::record(conn, job.id, job.project_id, runner_id, started, finished).await
+    }
+
+    async fn record(
+        conn: &mut Conn<'_>,
+        job_id: i64,
+        project_id: i64,
+        runner_id: i64,
+        started: NaiveDateTime,
+        finished: NaiveDateTime,
+    ) -> QueryResult<()> {
         let runner_type: Option<RunnerType> = db_run!(conn, |c| runners::table
             .find(runner_id)
             .select(runners::runner_type)
@@ -92,11 +113,13 @@ impl CiMinutesUsage {
             minutes: duration_seconds / 60.0 * cost_factor,
             finished_at: finished,
         };
-        db_run!(conn, |c| diesel::insert_into(ci_minutes_usages::table)
-            .values(&usage)
-            .on_conflict_do_nothing()
-            .execute(c)
-            .await)?;
+        db_run!(conn, |c| Cached(
+            diesel::insert_into(ci_minutes_usages::table)
+                .values(&usage)
+                .on_conflict_do_nothing()
+        )
+        .execute(c)
+        .await)?;
         Ok(())
     }
 

@@ -176,7 +176,7 @@ impl Job {
         let canceling = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Canceling)));
         let waiting = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Created)));
         let (busy, canceling, waiting): (bool, bool, bool) =
-            db_run!(conn, |c| select((busy, canceling, waiting))
+            db_run!(conn, |c| Cached(select((busy, canceling, waiting)))
                 .get_result(c)
                 .await)?;
         Ok(busy && !canceling && (stage_scheduled || !waiting))
@@ -379,18 +379,50 @@ impl Job {
         changes: &JobChanges,
     ) -> QueryResult<bool> {
         let from = from.to_vec();
-        let n = db_run!(conn, |c| diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(id))
-                .filter(jobs::status.eq_any(from))
+        // Kept prepared: each call site's changeset and list of statuses make one text.
+        let n = db_run!(conn, |c| Cached(
+            diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::status.eq_any(from))
+            )
+            .set(changes)
         )
-        .set(changes)
         .execute(c)
         .await)?;
         if n == 1 && matches!(changes.finished_at, Some(Some(_))) {
             super::CiMinutesUsage::account(conn, id).await?;
         }
         Ok(n == 1)
+    }
+
+    /// [`Job::transition`] answering the job as it is afterwards (`None`: it was not in
+    /// one of the `from` statuses), in one statement.
+    pub async fn transition_returning(
+        conn: &mut Conn<'_>,
+        id: i64,
+        from: &[JobStatus],
+        changes: &JobChanges,
+    ) -> QueryResult<Option<Job>> {
+        let from = from.to_vec();
+        let job = db_run!(conn, |c| Cached(
+            diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(id))
+                    .filter(jobs::status.eq_any(from))
+            )
+            .set(changes)
+            .returning(Job::as_returning())
+        )
+        .get_result(c)
+        .await
+        .optional())?;
+        if let Some(job) = &job {
+            if matches!(changes.finished_at, Some(Some(_))) {
+                super::CiMinutesUsage::account_job(conn, job).await?;
+            }
+        }
+        Ok(job)
     }
 
     pub async fn set_dotenv_variables(conn: &mut Conn<'_>, id: i64, json: &str) -> QueryResult<()> {
