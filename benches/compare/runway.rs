@@ -23,9 +23,14 @@ const SMALL_PIPELINE: usize = 10;
 
 /// A job request as gitlab-runner sends it, with the features jobs may require.
 pub fn poll_body(token: &str, last_update: Option<&str>) -> Bytes {
+    machine_poll_body(token, last_update, 0)
+}
+
+/// [`poll_body`] from runner machine number `machine` (its own `system_id`).
+pub fn machine_poll_body(token: &str, last_update: Option<&str>, machine: usize) -> Bytes {
     let mut body = json!({
         "token": token,
-        "system_id": "s_0123456789ab",
+        "system_id": format!("s_{machine:012x}"),
         "info": { "name": "gitlab-runner", "features": {
             "upload_multiple_artifacts": true, "refspecs": true, "return_exit_code": true,
             "trace_checksum": true, "trace_size": true, "cancelable": true } },
@@ -361,8 +366,9 @@ async fn pickup(admin: &Admin<'_>, n: usize) -> Latencies {
     latencies
 }
 
-/// Figure 6: `n` polls held at once, from 100 runners, each on its own connection; the server's
-/// RSS once `/-/metrics` counts them all.
+/// Figure 6: `n` polls held at once, as a fleet holds them: 100 runner tokens, each poll from
+/// a runner machine of its own (its own `system_id`, so its own manager row) on its own
+/// connection; the server's RSS once `/-/metrics` counts them all.
 async fn held_polls(admin: &Admin<'_>, n: usize) -> Cell {
     let idle = admin.server.rss_kib();
     let (tokens, version) = admin.runners(n.clamp(1, 100)).await;
@@ -382,7 +388,7 @@ async fn held_polls(admin: &Admin<'_>, n: usize) -> Cell {
             drop(permit);
             while !stop.load(Ordering::Relaxed) {
                 let reply = conn
-                    .post_json(REQUEST, poll_body(&token, Some(&version)))
+                    .post_json(REQUEST, machine_poll_body(&token, Some(&version), i + 1))
                     .await;
                 assert_eq!(reply.status, 204, "a held poll ends empty");
                 version = reply.last_update.expect("X-GitLab-Last-Update");
@@ -405,12 +411,14 @@ async fn held_polls(admin: &Admin<'_>, n: usize) -> Cell {
             HOLD_SECONDS / 2
         ));
     }
+    let growth = rss.saturating_sub(idle);
     Cell::value(
         format!(
-            "{:.1} (+{:.1})",
+            "{:.1} (+{:.1}, {:.1} KiB each)",
             crate::common::mib(rss),
-            crate::common::mib(rss.saturating_sub(idle))
+            crate::common::mib(growth),
+            growth as f64 / n.max(1) as f64
         ),
-        Some(rss < 300 * 1024),
+        Some(growth <= 80 * 1024),
     )
 }

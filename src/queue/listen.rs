@@ -16,7 +16,7 @@ pub const CHANNEL: &str = "runway_queue";
 
 /// Starts the listener; bumps of `queue` are sent to the other instances from now on.
 pub fn spawn(url: String, queue: Arc<Queue>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<bool>();
     queue.set_broadcast(tx);
     let instance = uuid::Uuid::new_v4().simple().to_string();
     tokio::spawn(async move {
@@ -29,7 +29,7 @@ pub fn spawn(url: String, queue: Arc<Queue>) {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     // Anything may have happened meanwhile: let held polls look again.
-                    queue.bump_local();
+                    queue.bump_all_local();
                 }
             }
         }
@@ -40,7 +40,7 @@ async fn run(
     url: &str,
     queue: &Queue,
     instance: &str,
-    outgoing: &mut mpsc::UnboundedReceiver<()>,
+    outgoing: &mut mpsc::UnboundedReceiver<bool>,
 ) -> anyhow::Result<()> {
     let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     let (message_tx, mut messages) = mpsc::unbounded_channel();
@@ -53,13 +53,23 @@ async fn run(
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    let notify = format!("SELECT pg_notify('{CHANNEL}', '{instance}')");
+    // The payload: the sending instance, and ` all` when every held poll is to look.
+    let notify = |all: bool| {
+        let suffix = if all { " all" } else { "" };
+        format!("SELECT pg_notify('{CHANNEL}', '{instance}{suffix}')")
+    };
     let result = loop {
         tokio::select! {
             message = messages.recv() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    if n.payload() != instance {
-                        queue.bump_local();
+                    let (from, all) = match n.payload().strip_suffix(" all") {
+                        Some(from) => (from, true),
+                        None => (n.payload(), false),
+                    };
+                    match (from != instance, all) {
+                        (true, true) => queue.bump_all_local(),
+                        (true, false) => queue.bump_local(),
+                        (false, _) => {}
                     }
                 }
                 Some(Ok(_)) => {}
@@ -67,10 +77,12 @@ async fn run(
                 None => break Err(anyhow::anyhow!("connection closed")),
             },
             bump = outgoing.recv() => match bump {
-                Some(()) => {
+                Some(mut all) => {
                     // Several bumps in a burst need one notification.
-                    while outgoing.try_recv().is_ok() {}
-                    if let Err(e) = client.batch_execute(&notify).await {
+                    while let Ok(next) = outgoing.try_recv() {
+                        all |= next;
+                    }
+                    if let Err(e) = client.batch_execute(&notify(all)).await {
                         break Err(e.into());
                     }
                 }

@@ -33,11 +33,24 @@ const CANDIDATE_BATCH_MAX: i64 = 512;
 /// held (long polling) until the version moves or the hold times out, without touching the
 /// database. It starts at a random value so that a runner's value from before a restart
 /// never matches by chance.
+///
+/// New jobs do not wake every held poll: with thousands of runners holding one, each job
+/// would cost thousands of searches that all but one answer empty. A bump wakes the
+/// [`WAKE_FIRST`] polls held longest, and each search passes the wake on
+/// ([`Queue::pass_on`]): one that took a job while others waited wakes two more (the
+/// wave grows while the queue has jobs), one that found only jobs it cannot run (tags,
+/// projects) wakes two more, one that found the queue empty wakes none. A wave wakes each
+/// poll held at its start at most once. A change to a runner wakes every poll
+/// ([`Queue::bump_all`]), as do shutdown and a lost listener connection.
 pub struct Queue {
     version: AtomicU64,
+    /// Held polls wait here; only they do (background tasks wait on `shutdown`).
     changed: Notify,
-    /// Where bumps go to reach other instances (PostgreSQL `NOTIFY`), once listening.
-    broadcast: std::sync::OnceLock<mpsc::UnboundedSender<()>>,
+    shutdown: Notify,
+    /// Wakes the current wave may still pass on.
+    wave: std::sync::atomic::AtomicI64,
+    /// Where bumps go to reach other instances (PostgreSQL `NOTIFY`); `true`: wake all.
+    broadcast: std::sync::OnceLock<mpsc::UnboundedSender<bool>>,
     pub poll_timeout: Duration,
     /// Job requests held open right now.
     held: std::sync::atomic::AtomicI64,
@@ -59,12 +72,13 @@ impl Queue {
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
+        self.shutdown.notify_waiters();
     }
 
     /// Resolves once [`Queue::close`] was called (background tasks stop with the server).
     pub async fn closed(&self) {
         loop {
-            let notified = self.changed.notified();
+            let notified = self.shutdown.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.closing.load(Ordering::SeqCst) {
@@ -83,6 +97,8 @@ impl Queue {
         Queue {
             version: AtomicU64::new(rand::random::<u32>() as u64),
             changed: Notify::new(),
+            shutdown: Notify::new(),
+            wave: Default::default(),
             broadcast: std::sync::OnceLock::new(),
             poll_timeout,
             held: Default::default(),
@@ -94,22 +110,56 @@ impl Queue {
         format!("{:x}", self.version.load(Ordering::Acquire))
     }
 
-    /// Something runners may want changed: wake every held poll, here and on the other
-    /// instances.
+    /// Jobs became pending: a new wave of wakes, here and on the other instances.
     pub fn bump(&self) {
         self.bump_local();
         if let Some(tx) = self.broadcast.get() {
-            let _ = tx.send(());
+            let _ = tx.send(false);
         }
     }
 
-    /// Wakes this instance's held polls only (a notification from another instance).
+    /// Something a runner may take changed (its settings, its projects): every held poll
+    /// looks again, here and on the other instances (GitLab ticks the runner's queue).
+    pub fn bump_all(&self) {
+        self.bump_all_local();
+        if let Some(tx) = self.broadcast.get() {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// [`Queue::bump`] on this instance only (a notification from another instance).
     pub fn bump_local(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.wave.store(self.held().max(0), Ordering::Release);
+        for _ in 0..WAKE_FIRST.min(self.held()) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// [`Queue::bump_all`] on this instance only.
+    pub fn bump_all_local(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
 
-    fn set_broadcast(&self, tx: mpsc::UnboundedSender<()>) {
+    /// A search is over: wakes up to `n` more held polls, as far as the wave allows. The
+    /// version moves too, so that the polls woken look even if they came after the bump.
+    pub fn pass_on(&self, n: i64) {
+        let granted = self
+            .wave
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                (left > 0).then(|| left - left.min(n))
+            })
+            .map_or(0, |left| left.min(n));
+        if granted > 0 {
+            self.version.fetch_add(1, Ordering::AcqRel);
+            for _ in 0..granted {
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn set_broadcast(&self, tx: mpsc::UnboundedSender<bool>) {
         let _ = self.broadcast.set(tx);
     }
 
@@ -136,6 +186,9 @@ impl Queue {
         }
     }
 }
+
+/// Held polls a bump wakes first; the searches they make pass the wake on.
+const WAKE_FIRST: i64 = 2;
 
 /// A job handed to a runner, with what its payload is built from.
 pub struct Assignment {
@@ -249,19 +302,32 @@ impl Dispatcher {
         // Boxed: the search's state is large and lives only while it runs; inline, every
         // held poll's future would carry room for it through the whole hold.
         match Box::pin(self.pick(runner, manager, features)).await? {
-            Some(assignment) => Ok(Polled::Assigned(Box::new(assignment))),
-            None => Ok(Polled::Empty {
-                last_update: version,
-            }),
+            (Some(assignment), _) => {
+                // Other jobs were waiting: more held polls may take them.
+                if assignment.queue_size > 1 {
+                    self.queue.pass_on(2);
+                }
+                Ok(Polled::Assigned(Box::new(assignment)))
+            }
+            (None, others_waiting) => {
+                // Jobs wait that this runner cannot run: other runners may.
+                if others_waiting {
+                    self.queue.pass_on(2);
+                }
+                Ok(Polled::Empty {
+                    last_update: version,
+                })
+            }
         }
     }
 
+    /// A job for the runner, if one is free; and whether pending jobs were met at all.
     async fn pick(
         &self,
         runner: &Runner,
         manager: &RunnerManager,
         features: &serde_json::Map<String, serde_json::Value>,
-    ) -> ApiResult<Option<Assignment>> {
+    ) -> ApiResult<(Option<Assignment>, bool)> {
         let runner_tags = runner.tags();
         let mut projects: HashMap<i64, Option<Project>> = HashMap::new();
         let mut over_quota: HashMap<i64, bool> = HashMap::new();
@@ -290,6 +356,8 @@ impl Dispatcher {
             crate::db::Backend::Postgres => CLAIM_LIST_CONCURRENT,
         };
         let mut batch = 2 * claim_list as i64;
+        // Pending jobs met that this runner may not run (not those others took first).
+        let mut others_waiting = false;
         loop {
             let candidates = {
                 let mut db = self.db.read().await?;
@@ -297,7 +365,7 @@ impl Dispatcher {
             };
             batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
             let Some(last) = candidates.last() else {
-                return Ok(None);
+                return Ok((None, others_waiting));
             };
             after = last.id;
             let queue_size = candidates.len() as i64;
@@ -313,6 +381,7 @@ impl Dispatcher {
                     continue;
                 };
                 if !can_run(runner, &runner_tags, &runner_projects, &job, project) {
+                    others_waiting = true;
                     continue;
                 }
                 // Only projects with a limit cost a look at their usage (no connection
@@ -328,6 +397,7 @@ impl Dispatcher {
                     }
                     if over_quota.get(&job.project_id) == Some(&true) {
                         self.refuse_over_quota(&job).await?;
+                        others_waiting = true;
                         continue;
                     }
                 }
@@ -375,15 +445,18 @@ impl Dispatcher {
                 let Some(Some(project)) = projects.get(&job.project_id) else {
                     return Err(ApiError::Conflict);
                 };
-                return Ok(Some(Assignment {
-                    job,
-                    pipeline,
-                    project: project.clone(),
-                    token: token.token,
-                    dependencies,
-                    variables,
-                    queue_size,
-                }));
+                return Ok((
+                    Some(Assignment {
+                        job,
+                        pipeline,
+                        project: project.clone(),
+                        token: token.token,
+                        dependencies,
+                        variables,
+                        queue_size,
+                    }),
+                    true,
+                ));
             }
         }
     }

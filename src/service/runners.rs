@@ -560,7 +560,7 @@ impl Runners {
         self.forget(current.id);
         // What the runner may take changed (resumed, new tags, other limits): its held and
         // next polls look again, as GitLab ticks the runner's queue on an update.
-        self.queue.bump();
+        self.queue.bump_all();
         updated.ok_or_else(|| ApiError::not_found("Runner"))
     }
 

@@ -311,6 +311,74 @@ both_backends! {
         assert!(latency < Duration::from_secs(2), "answered {latency:?} after the pipeline was created");
     }
 
+    // A new job wakes a few held polls, not all (thousands of runners would each search
+    // for it); the searches pass the wake on, so a job only some runners can run still
+    // reaches one of them at once.
+    async fn a_new_job_wakes_a_few_held_polls_and_reaches_a_runner_that_can_run_it(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, gpu) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": "gpu", "run_untagged": false })).await;
+        let mut plain = Vec::new();
+        for _ in 0..12 {
+            plain.push(app.create_runner(json!({ "runner_type": "instance_type" })).await.1);
+        }
+        let held = |want: f64| {
+            let app = app.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let now = sample(&scrape(&app).await, "runway_held_long_polls").unwrap_or(-1.0);
+                    if now == want || Instant::now() > deadline {
+                        return now;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let hold = |token: String, machine: usize| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let system_id = format!("s_{machine:012x}");
+                let first = app.request_job_with(&token, json!({ "system_id": system_id })).await;
+                let last_update = first.header("x-gitlab-last-update").expect("queue value").to_string();
+                let reply = app.request_job_with(&token, json!({ "system_id": system_id, "last_update": last_update })).await;
+                reply.status
+            })
+        };
+        let polls: Vec<_> = plain.iter().enumerate().map(|(i, t)| hold(t.clone(), i + 1)).collect();
+        assert_eq!(held(12.0).await, 12.0, "twelve polls held");
+
+        app.pipeline(project, "a: { script: x }\n").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while polls.iter().filter(|p| p.is_finished()).count() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (done, waiting): (Vec<_>, Vec<_>) = polls.into_iter().partition(|p| p.is_finished());
+        let mut answers = Vec::new();
+        for poll in done {
+            answers.push(poll.await.expect("poll"));
+        }
+        assert_eq!(answers.iter().filter(|s| **s == 201).count(), 1, "one poll took the job: {answers:?}");
+        assert!(answers.len() <= 3, "a few polls woke, not all twelve: {answers:?}");
+        assert_eq!(held(waiting.len() as f64).await, waiting.len() as f64);
+
+        // A job only the gpu runner can run: the plain runners woken pass the wake on.
+        let gpu_poll = hold(gpu.clone(), 100);
+        assert_eq!(held(waiting.len() as f64 + 1.0).await, waiting.len() as f64 + 1.0);
+        let created = Instant::now();
+        app.pipeline(project, "b: { script: x, tags: [gpu] }\n").await;
+        let status = tokio::time::timeout(Duration::from_secs(5), gpu_poll)
+            .await
+            .expect("the gpu runner's held poll answered within 5 s")
+            .expect("poll");
+        assert_eq!(status, 201, "answered after {:?}", created.elapsed());
+        for poll in waiting {
+            poll.abort();
+        }
+    }
+
     async fn the_job_token_guard(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::helpers::{both_backends, TestApp};
 
 /// The value of the sample named exactly `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| {
             l.strip_prefix(series)
@@ -18,7 +18,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let reply = app.send(app.request(Method::GET, "/-/metrics")).await;
     assert_eq!(reply.status, 200);
     assert_eq!(

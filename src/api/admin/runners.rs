@@ -649,7 +649,7 @@ pub async fn enable_project_runner(
         }
         Project::assign_runner(&mut conn, runner.id, project.id).await?;
     }
-    state.queue.bump();
+    state.queue.bump_all();
     let details = serde_json::json!({ "project_id": project.id });
     super::audit::record_admin_action(&state, "runner_assigned", "runner", runner.id, details)
         .await;
