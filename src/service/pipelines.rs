@@ -540,6 +540,7 @@ impl Pipelines {
                 &mut db.conn(),
                 new.project_id,
                 &new.ref_,
+                &new.sha,
                 new.id,
                 new.created_at - chrono::Duration::days(7),
                 &[

@@ -350,16 +350,26 @@ impl Runners {
                 return Ok(manager);
             }
         }
-        let mut db = self.db.write().await?;
-        let mut conn = db.conn();
+        // A hot write when a fleet starts (each new runner machine makes its row): on
+        // SQLite its statements run inline on the writer thread.
+        let (db, runner_id, xid) = (self.db.clone(), runner.id, system_xid.to_string());
+        let manager = self
+            .db
+            .on_writer(async move {
+                let mut db = db.write().await?;
+                let mut conn = db.conn();
+                if runner_due {
+                    Runner::touch(&mut conn, runner_id, at, runner_state).await?;
+                }
+                Ok::<_, ApiError>(match manager {
+                    Some(manager) if !manager_due => manager,
+                    _ => RunnerManager::upsert(&mut conn, runner_id, &xid, &beat, at).await?,
+                })
+            })
+            .await?;
         if runner_due {
-            Runner::touch(&mut conn, runner.id, at, runner_state).await?;
             self.forget(runner.id);
         }
-        let manager = match manager {
-            Some(manager) if !manager_due => manager,
-            _ => RunnerManager::upsert(&mut conn, runner.id, system_xid, &beat, at).await?,
-        };
         self.managers.insert(key, (manager.clone(), Instant::now()));
         Ok(manager)
     }

@@ -142,22 +142,27 @@ impl Pipeline {
             .await)
     }
 
-    /// The project's pipelines on `ref_` older than `before` (by id) and created since
-    /// `since`, in `statuses`, oldest first: what a new pipeline may cancel as redundant
-    /// (at most GitLab's 3000).
+    /// The project's pipelines on `ref_` at another commit than `other_than_sha`, older
+    /// than `before` (by id), created since `since`, in `statuses`, oldest first: what a
+    /// new pipeline may cancel as redundant (at most GitLab's 3000).
     pub async fn older_on_ref(
         conn: &mut Conn<'_>,
         project_id: i64,
         ref_: &str,
+        other_than_sha: &str,
         before: i64,
         since: NaiveDateTime,
         statuses: &[PipelineStatus],
     ) -> QueryResult<Vec<Pipeline>> {
         let ref_ = ref_.to_string();
+        let sha = other_than_sha.to_string();
         let statuses = statuses.to_vec();
+        // The commit filtered here, not after: pipelines of the same commit pile up on a
+        // busy ref, and each would be read whole for nothing.
         db_run!(conn, |c| pipelines::table
             .filter(pipelines::project_id.eq(project_id))
             .filter(pipelines::ref_.eq(&ref_))
+            .filter(pipelines::sha.ne(&sha))
             .filter(pipelines::id.lt(before))
             .filter(pipelines::created_at.ge(since))
             .filter(pipelines::status.eq_any(&statuses))
