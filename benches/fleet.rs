@@ -28,7 +28,7 @@
 //! `RUNWAY_FLEET_RUNNERS=500 RUNWAY_FLEET_SECONDS=10 RUNWAY_FLEET_JOBS_PER_SECOND=20 cargo bench --bench fleet`.
 
 mod common;
-// Only `Latencies` is used here.
+// Not all of it is used here.
 #[allow(dead_code)]
 #[path = "compare/load.rs"]
 mod load;
@@ -40,15 +40,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper::Method;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
 use common::{raise_open_files, start_runway, Postgres, Server, ADMIN_TOKEN};
-use load::Latencies;
+use load::{Conn, Latencies};
 
 const REQUEST: &str = "/api/v4/jobs/request";
 /// How long the server holds a poll (`RUNWAY_LONG_POLL_TIMEOUT`).
@@ -119,134 +116,6 @@ impl Sizes {
 
     fn pipeline_period(&self) -> Duration {
         Duration::from_secs_f64(JOBS_PER_PIPELINE as f64 / self.jobs_per_second)
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection (hyper's connection API: the generator shares the
-/// cores with the server, so it should cost little). Unlike `load::Conn` it fails instead
-/// of panicking: a failure is one of the run's errors.
-struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-struct Answer {
-    status: u16,
-    last_update: Option<String>,
-    /// The body when asked to keep it.
-    body: Bytes,
-    /// The body's length.
-    len: usize,
-}
-
-impl Conn {
-    async fn open(host: &str) -> Result<Conn, String> {
-        let stream = tokio::net::TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("nodelay: {e}"))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        // Ends when the sender is dropped or the server closes the connection.
-        tokio::spawn(connection);
-        Ok(Conn {
-            sender,
-            host: host.to_string(),
-        })
-    }
-
-    /// Sends a request and reads the whole answer (`keep`: into `body`, else only counted).
-    async fn send(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        keep: bool,
-    ) -> Result<Answer, String> {
-        let what = || format!("{method} {path}");
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("{}: connection: {e}", what()))?;
-        let mut request = hyper::Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", &self.host);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| format!("{}: {e}", what()))?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{}: {e}", what()))?;
-        let status = response.status().as_u16();
-        let last_update = response
-            .headers()
-            .get("x-gitlab-last-update")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let mut incoming = response.into_body();
-        let (body, len) = if keep {
-            let body = incoming
-                .collect()
-                .await
-                .map_err(|e| format!("{}: body: {e}", what()))?
-                .to_bytes();
-            let len = body.len();
-            (body, len)
-        } else {
-            let mut len = 0;
-            while let Some(frame) = incoming.frame().await {
-                let frame = frame.map_err(|e| format!("{}: body: {e}", what()))?;
-                if let Some(data) = frame.data_ref() {
-                    len += data.len();
-                }
-            }
-            (Bytes::new(), len)
-        };
-        Ok(Answer {
-            status,
-            last_update,
-            body,
-            len,
-        })
-    }
-
-    /// `send` with a time limit, and the status checked.
-    #[allow(clippy::too_many_arguments)]
-    async fn expect(
-        &mut self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-        keep: bool,
-        status: u16,
-        limit: Duration,
-    ) -> Result<Answer, String> {
-        let what = format!("{method} {path}");
-        let answer = tokio::time::timeout(limit, self.send(method, path, headers, body, keep))
-            .await
-            .map_err(|_| format!("{what}: no answer within {} s", limit.as_secs()))??;
-        if answer.status != status {
-            return Err(format!(
-                "{what}: {} (expected {status}) {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            ));
-        }
-        Ok(answer)
     }
 }
 
@@ -409,7 +278,7 @@ async fn runner(
     while !*stop.borrow() {
         let Some(c) = conn.as_mut() else {
             let permit = connecting.acquire().await.expect("semaphore");
-            let opened = Conn::open(&fleet.host).await;
+            let opened = Conn::connect(&fleet.host).await;
             drop(permit);
             match opened {
                 Ok(c) => conn = Some(c),

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::Method;
 use hyper_util::rt::TokioIo;
 
-/// One keep-alive connection to a server on 127.0.0.1.
+/// One keep-alive connection to a server on 127.0.0.1. [`Conn::connect`], [`Conn::send`]
+/// and [`Conn::expect`] answer failures (the fleet counts them as errors); [`Conn::open`]
+/// and [`Conn::post_json`] panic on them (compare's figures need every call to succeed).
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
@@ -20,7 +23,11 @@ pub struct Reply {
     pub status: u16,
     /// `X-GitLab-Last-Update`, when present.
     pub last_update: Option<String>,
+    /// The body when asked to keep it.
     pub body: Bytes,
+    /// The body's length (read by the fleet bench, which does not keep large bodies).
+    #[allow(dead_code)]
+    pub len: usize,
 }
 
 impl Reply {
@@ -32,54 +39,135 @@ impl Reply {
 }
 
 impl Conn {
-    /// Connects to `base` (`http://127.0.0.1:PORT`).
+    /// Connects to `base` (`http://127.0.0.1:PORT`); panics if it cannot.
     pub async fn open(base: &str) -> Conn {
-        let host = base.trim_start_matches("http://").to_string();
-        let stream = tokio::net::TcpStream::connect(&host)
+        Conn::connect(base.trim_start_matches("http://"))
             .await
-            .expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
+            .expect("connect")
+    }
+
+    /// `POST path` with a JSON body; reads the whole answer (panics on a failure).
+    pub async fn post_json(&mut self, path: &str, body: Bytes) -> Reply {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    /// `method path` with a JSON body; reads the whole answer (panics on a failure).
+    pub async fn send_json(&mut self, method: Method, path: &str, body: Bytes) -> Reply {
+        let json = [("content-type", "application/json")];
+        self.send(method, path, &json, body, true)
+            .await
+            .expect("an answer")
+    }
+
+    /// Connects to `host` (`127.0.0.1:PORT`).
+    pub async fn connect(host: &str) -> Result<Conn, String> {
+        let stream = tokio::net::TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("nodelay: {e}"))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .expect("handshake");
+            .map_err(|e| format!("handshake: {e}"))?;
         // Ends when the sender is dropped or the server closes the connection.
         tokio::spawn(connection);
-        Conn { sender, host }
+        Ok(Conn {
+            sender,
+            host: host.to_string(),
+        })
     }
 
-    /// `POST path` with a JSON body; reads the whole answer.
-    pub async fn post_json(&mut self, path: &str, body: Bytes) -> Reply {
-        self.send_json(hyper::Method::POST, path, body).await
-    }
-
-    /// `method path` with a JSON body; reads the whole answer.
-    pub async fn send_json(&mut self, method: hyper::Method, path: &str, body: Bytes) -> Reply {
-        self.sender.ready().await.expect("connection usable");
-        let request = hyper::Request::builder()
-            .method(method)
+    /// Sends a request and reads the whole answer (`keep`: into `body`, else only counted).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        keep: bool,
+    ) -> Result<Reply, String> {
+        let what = || format!("{method} {path}");
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("{}: connection: {e}", what()))?;
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
             .uri(path)
-            .header("host", &self.host)
-            .header("content-type", "application/json")
+            .header("host", &self.host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(body))
-            .expect("request");
-        let response = self.sender.send_request(request).await.expect("response");
+            .map_err(|e| format!("{}: {e}", what()))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{}: {e}", what()))?;
         let status = response.status().as_u16();
         let last_update = response
             .headers()
             .get("x-gitlab-last-update")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Reply {
+        let mut incoming = response.into_body();
+        let (body, len) = if keep {
+            let body = incoming
+                .collect()
+                .await
+                .map_err(|e| format!("{}: body: {e}", what()))?
+                .to_bytes();
+            let len = body.len();
+            (body, len)
+        } else {
+            let mut len = 0;
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| format!("{}: body: {e}", what()))?;
+                if let Some(data) = frame.data_ref() {
+                    len += data.len();
+                }
+            }
+            (Bytes::new(), len)
+        };
+        Ok(Reply {
             status,
             last_update,
             body,
+            len,
+        })
+    }
+
+    /// `send` with a time limit, and the status checked.
+    #[allow(clippy::too_many_arguments)]
+    #[allow(dead_code)] // the fleet bench's
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        keep: bool,
+        status: u16,
+        limit: Duration,
+    ) -> Result<Reply, String> {
+        let what = format!("{method} {path}");
+        let answer = tokio::time::timeout(limit, self.send(method, path, headers, body, keep))
+            .await
+            .map_err(|_| format!("{what}: no answer within {} s", limit.as_secs()))??;
+        if answer.status != status {
+            return Err(format!(
+                "{what}: {} (expected {status}) {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ));
         }
+        Ok(answer)
     }
 }
 
@@ -212,7 +300,7 @@ pub async fn drain_queue(base: &str, bodies: Vec<Bytes>, limit: Duration, finish
                         }))
                         .expect("json");
                         let path = format!("/api/v4/jobs/{id}");
-                        let put = conn.send_json(hyper::Method::PUT, &path, body.into()).await;
+                        let put = conn.send_json(Method::PUT, &path, body.into()).await;
                         assert_eq!(
                             put.status,
                             200,

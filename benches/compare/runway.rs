@@ -192,7 +192,7 @@ pub async fn column(databases: Option<[String; 2]>, sizes: &Sizes) -> Results {
     let p99 = pickup.percentile(99.0);
     out.set(
         Row::Pickup,
-        Cell::value(pickup.p50_p99(), Some(p99 <= Duration::from_millis(20))),
+        Cell::value(pickup.p50_p99(), Some(p99 <= Duration::from_millis(2))),
     );
     out.set(Row::HeldRss, held_polls(&admin, sizes.held_polls).await);
     out

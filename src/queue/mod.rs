@@ -130,8 +130,9 @@ impl Queue {
     /// [`Queue::bump`] on this instance only (a notification from another instance).
     pub fn bump_local(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
-        self.wave.store(self.held().max(0), Ordering::Release);
-        for _ in 0..WAKE_FIRST.min(self.held()) {
+        let held = self.held().max(0);
+        self.wave.store(held, Ordering::Release);
+        for _ in 0..WAKE_FIRST.min(held) {
             self.changed.notify_one();
         }
     }
