@@ -93,6 +93,11 @@ pub struct SettingsArgs {
     /// Expiry of artifacts uploaded without `expire_in` (a GitLab duration or `never`).
     #[arg(long, env = "RUNWAY_DEFAULT_ARTIFACTS_EXPIRE_IN")]
     pub default_artifacts_expire_in: Option<String>,
+    /// Pipelines created longer ago than this (a GitLab duration of at least a day, or
+    /// `never`) are deleted with their jobs, logs and artifacts, in projects without a
+    /// `ci_delete_pipelines_in_seconds` of their own.
+    #[arg(long, env = "RUNWAY_DELETE_PIPELINES_AFTER")]
+    pub delete_pipelines_after: Option<String>,
     /// Object storage for artifacts: `s3://bucket[/prefix]` (default: the local filesystem
     /// under the data dir). S3 settings below, else the usual `AWS_*` variables.
     #[arg(long, env = "RUNWAY_OBJECT_STORE_URL")]
@@ -184,6 +189,7 @@ impl SettingsArgs {
             default_artifacts_expire_in: self
                 .default_artifacts_expire_in
                 .or(lower.default_artifacts_expire_in),
+            delete_pipelines_after: self.delete_pipelines_after.or(lower.delete_pipelines_after),
             object_store_url: self.object_store_url.or(lower.object_store_url),
             s3_endpoint: self.s3_endpoint.or(lower.s3_endpoint),
             s3_region: self.s3_region.or(lower.s3_region),
@@ -234,6 +240,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// The shortest pipeline retention GitLab allows (`ci_delete_pipelines_in_seconds`).
+pub const ONE_DAY_SECONDS: i64 = 86_400;
+
 /// Resolved settings; what the server runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -266,6 +275,9 @@ pub struct Settings {
     pub rate_limit_window: Duration,
     pub rate_limit_failed_auth: u32,
     pub default_artifacts_expire_in: Option<Duration>,
+    /// Pipelines older than this are deleted where the project sets no retention of its
+    /// own; `None`: kept (GitLab's default).
+    pub delete_pipelines_after: Option<Duration>,
     pub object_store: ObjectStoreSettings,
     pub database_pool_size: usize,
     pub database_pool_timeout: Duration,
@@ -383,6 +395,21 @@ impl Settings {
                     })? as u64,
                 )),
             },
+            // None by default: GitLab keeps pipelines unless a project sets
+            // `ci_delete_pipelines_in_seconds` (at least a day).
+            delete_pipelines_after: match merged.delete_pipelines_after.as_deref().map(str::trim) {
+                None | Some("never") | Some("0") | Some("") => None,
+                Some(text) => {
+                    let seconds = crate::ci::duration::parse_seconds(text).with_context(|| {
+                        format!("pipeline retention {text:?} is not a duration")
+                    })?;
+                    anyhow::ensure!(
+                        seconds >= ONE_DAY_SECONDS,
+                        "pipeline retention {text:?} is shorter than a day"
+                    );
+                    Some(Duration::from_secs(seconds as u64))
+                }
+            },
             object_store: ObjectStoreSettings {
                 url: merged.object_store_url.filter(|u| !u.is_empty()),
                 s3_endpoint: merged.s3_endpoint,
@@ -447,6 +474,32 @@ mod tests {
             s.database_url.starts_with("sqlite:///"),
             "{}",
             s.database_url
+        );
+    }
+
+    #[test]
+    fn pipeline_retention_is_a_day_or_more_or_never() {
+        let resolve = |text: &str| {
+            let args = SettingsArgs {
+                delete_pipelines_after: Some(text.into()),
+                ..Default::default()
+            };
+            Settings::resolve(args, None).map(|s| s.delete_pipelines_after)
+        };
+        assert_eq!(
+            resolve("30 days").unwrap(),
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(resolve("86400").unwrap(), Some(Duration::from_secs(86_400)));
+        assert_eq!(resolve("never").unwrap(), None);
+        let short = resolve("1 hour").unwrap_err().to_string();
+        assert!(short.contains("shorter than a day"), "{short}");
+        assert!(resolve("soon").is_err());
+        assert_eq!(
+            Settings::resolve(SettingsArgs::default(), None)
+                .unwrap()
+                .delete_pipelines_after,
+            None
         );
     }
 

@@ -311,7 +311,8 @@ fn tls_config(
 const STAGING_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Ends jobs nothing will finish (timeouts, silent runners), every 30 s at most, until
-/// the server stops; archives logs, expires artifacts, prunes finished pipelines'
+/// the server stops; archives logs, expires artifacts, deletes pipelines past their
+/// retention ([`service::retention`]), prunes finished pipelines'
 /// `refs/pipelines/<id>`, and — at start, then hourly —
 /// sweeps unfinished uploads (in the background: the walk of a large store does not hold
 /// up serving).
@@ -362,6 +363,11 @@ fn spawn_reaper(state: web::Data<AppState>) {
             state.traces.prune();
             if let Err(e) = state.artifacts.expire().await {
                 tracing::error!(error = %e, "expiring artifacts failed");
+            }
+            match service::retention::delete_old_pipelines(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pipelines = n, "deleted pipelines past their retention"),
+                Err(e) => tracing::error!(error = %e, "deleting old pipelines failed"),
             }
         }
     });

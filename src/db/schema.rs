@@ -26,6 +26,7 @@ diesel::table! {
         push_hook_secret -> Nullable<Text>,
         mirror_interval -> Nullable<Integer>,
         mirror_pulled_at -> Nullable<Timestamp>,
+        ci_delete_pipelines_in_seconds -> Nullable<Integer>,
     }
 }
 

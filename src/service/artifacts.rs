@@ -892,6 +892,28 @@ impl Artifacts {
         Ok(JobArtifact::find(&mut db.conn(), job_id, "trace").await?)
     }
 
+    /// Removes what deleted jobs left outside the database: their artifacts' objects
+    /// (archived logs among them) and their log files. An object that cannot be removed
+    /// now is left to the hourly sweep of objects without rows.
+    pub async fn remove_leftovers(&self, store_paths: &[String], job_ids: Vec<i64>) {
+        for path in store_paths {
+            if let Err(e) = self.store.delete(&StorePath::from(path.as_str())).await {
+                tracing::warn!(error = %e, path = %path, "deleting a deleted job's artifact failed");
+            }
+        }
+        let files = self.log_files.clone();
+        let removed = crate::service::blocking_io("removing deleted jobs' logs", move || {
+            for id in job_ids {
+                files.remove(id);
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "removing deleted jobs' log files failed");
+        }
+    }
+
     /// Deletes expired artifacts (rows and bytes); answers how many.
     pub async fn expire(&self) -> ApiResult<usize> {
         let expired = {

@@ -11,6 +11,7 @@ pub mod pushes;
 pub mod remote;
 pub mod repos;
 pub mod resource_groups;
+pub mod retention;
 pub mod runners;
 pub mod schedules;
 pub mod traces;

@@ -35,6 +35,7 @@ mod releases;
 mod repositories;
 mod resource_groups;
 mod restart;
+mod retention;
 mod runners;
 mod s3;
 mod schedules;

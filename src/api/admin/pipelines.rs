@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::api::admin::audit::record_admin_action;
@@ -518,6 +518,25 @@ pub async fn retry_pipeline(
     .await
 }
 
+/// Delete a pipeline with its child pipelines, jobs, logs and artifacts (one still
+/// running is canceled first, as GitLab's `Ci::DestroyPipelineService` does).
+#[utoipa::path(tag = "pipelines", operation_id = "delete_pipeline", params(("id" = String, Path), ("pipeline_id" = i64, Path)),
+    security(("private_token" = [])), responses((status = 204, description = "deleted"), (status = 404, description = "not found")))]
+#[delete("/projects/{id}/pipelines/{pipeline_id}")]
+pub async fn delete_pipeline(
+    _admin: AdminAuth,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let (id, pipeline_id) = path.into_inner();
+    let project = find_project(&state, &id).await?;
+    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    crate::service::retention::delete_pipeline(&state, &pipeline).await?;
+    let details = json!({ "project_id": project.id, "status": pipeline.status });
+    record_admin_action(&state, "pipeline_deleted", "pipeline", pipeline.id, details).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// A project's jobs, newest first.
 #[utoipa::path(tag = "jobs (admin)", operation_id = "list_jobs", params(("id" = String, Path)),
     security(("private_token" = [])), responses((status = 200, description = "jobs"), (status = 404, description = "no such project")))]
@@ -811,6 +830,7 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(list_pipeline_bridges)
         .service(cancel_pipeline)
         .service(retry_pipeline)
+        .service(delete_pipeline)
         .service(list_jobs)
         .service(get_job)
         .service(get_job_trace)

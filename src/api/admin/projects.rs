@@ -56,6 +56,9 @@ pub fn project_json(p: &Project, base: &str) -> Value {
         // `RUNWAY_MIRROR_INTERVAL`; 0: only when asked), and the last timed pull.
         "mirror_interval": p.mirror_interval,
         "mirror_last_update_at": time(&p.mirror_pulled_at),
+        // Pipelines created longer ago are deleted (null: the instance's
+        // `RUNWAY_DELETE_PIPELINES_AFTER`, if set).
+        "ci_delete_pipelines_in_seconds": p.ci_delete_pipelines_in_seconds,
         "protected_branches": serde_json::from_str::<Value>(&p.protected_branches).unwrap_or(json!([])),
         "created_at": format_time(&p.created_at),
         "last_activity_at": format_time(&p.updated_at),
@@ -171,6 +174,9 @@ pub struct CreateProjectParams {
     /// Runway: seconds between timed pulls of `repository_url` (0: only when asked,
     /// absent: the instance's `RUNWAY_MIRROR_INTERVAL`).
     pub mirror_interval: Option<i64>,
+    /// Pipelines created longer ago are deleted with their jobs, logs and artifacts
+    /// (between a day and a year; absent: the instance's `RUNWAY_DELETE_PIPELINES_AFTER`).
+    pub ci_delete_pipelines_in_seconds: Option<i64>,
 }
 
 impl FromParams for CreateProjectParams {
@@ -188,6 +194,7 @@ impl FromParams for CreateProjectParams {
             shared_runners_enabled: c.bool("shared_runners_enabled"),
             shared_runners_minutes_limit: c.int("shared_runners_minutes_limit").flatten(),
             mirror_interval: c.int("mirror_interval").flatten(),
+            ci_delete_pipelines_in_seconds: c.int("ci_delete_pipelines_in_seconds").flatten(),
         };
         c.finish()?;
         if p.name.is_none() && p.path.is_none() {
@@ -229,6 +236,7 @@ pub async fn create_project(
     }
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
     check_mirror_interval(p.mirror_interval)?;
+    check_retention(p.ci_delete_pipelines_in_seconds)?;
     check_repository_url(&state, p.repository_url.as_deref())?;
     let at = now();
     let mut db = state.db.write().await?;
@@ -257,6 +265,7 @@ pub async fn create_project(
             updated_at: at,
             shared_runners_minutes_limit: p.shared_runners_minutes_limit.map(|m| m as i32),
             mirror_interval: p.mirror_interval.map(|m| m as i32),
+            ci_delete_pipelines_in_seconds: p.ci_delete_pipelines_in_seconds.map(|s| s as i32),
         },
     )
     .await?;
@@ -283,6 +292,19 @@ fn check_mirror_interval(interval: Option<i64>) -> ApiResult<()> {
         return Err(ApiError::validation(
             "mirror_interval",
             "must be between 0 and 2592000 seconds",
+        ));
+    }
+    Ok(())
+}
+
+/// GitLab's bounds for `ci_delete_pipelines_in_seconds` (`ProjectCiCdSetting`): a day to a
+/// year (the default `ci_delete_pipelines_in_seconds_limit`).
+fn check_retention(seconds: Option<i64>) -> ApiResult<()> {
+    const ONE_YEAR: i64 = 365 * crate::config::ONE_DAY_SECONDS;
+    if seconds.is_some_and(|s| !(crate::config::ONE_DAY_SECONDS..=ONE_YEAR).contains(&s)) {
+        return Err(ApiError::validation(
+            "ci_delete_pipelines_in_seconds",
+            "must be between 1 day and 1 year",
         ));
     }
     Ok(())
@@ -326,6 +348,10 @@ pub struct UpdateProjectParams {
     /// the instance's `RUNWAY_MIRROR_INTERVAL`).
     #[schema(nullable)]
     pub mirror_interval: Option<Option<i64>>,
+    /// Pipelines created longer ago are deleted with their jobs, logs and artifacts
+    /// (between a day and a year; null: the instance's `RUNWAY_DELETE_PIPELINES_AFTER`).
+    #[schema(nullable)]
+    pub ci_delete_pipelines_in_seconds: Option<Option<i64>>,
 }
 
 impl FromParams for UpdateProjectParams {
@@ -345,6 +371,7 @@ impl FromParams for UpdateProjectParams {
                 .map(|m| m.unwrap_or(0)),
             push_hook_secret: c.str_max("push_hook_secret", 255),
             mirror_interval: c.int("mirror_interval"),
+            ci_delete_pipelines_in_seconds: c.clearable_int("ci_delete_pipelines_in_seconds"),
         };
         c.finish()?;
         if p.name.as_deref() == Some("") || p.default_branch.as_deref() == Some("") {
@@ -374,6 +401,7 @@ pub async fn update_project(
     check_limits(p.build_timeout, p.shared_runners_minutes_limit)?;
     check_repository_url(&state, p.repository_url.as_deref())?;
     check_mirror_interval(p.mirror_interval.flatten())?;
+    check_retention(p.ci_delete_pipelines_in_seconds.flatten())?;
     let changes = ProjectChanges {
         name: p.name.clone(),
         description: p.description.clone().map(Some),
@@ -388,6 +416,9 @@ pub async fn update_project(
             .clone()
             .map(|s| Some(s).filter(|s| !s.is_empty())),
         mirror_interval: p.mirror_interval.map(|m| m.map(|m| m as i32)),
+        ci_delete_pipelines_in_seconds: p
+            .ci_delete_pipelines_in_seconds
+            .map(|s| s.map(|s| s as i32)),
         updated_at: Some(now()),
     };
     let project = {
@@ -402,6 +433,7 @@ pub async fn update_project(
         "shared_runners_minutes_limit": p.shared_runners_minutes_limit,
         "default_branch": p.default_branch,
         "mirror_interval": p.mirror_interval,
+        "ci_delete_pipelines_in_seconds": p.ci_delete_pipelines_in_seconds,
     });
     record_admin_action(&state, "project_updated", "project", project.id, details).await;
     Ok(HttpResponse::Ok().json(project_json(&project, &state.settings.external_url)))

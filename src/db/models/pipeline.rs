@@ -309,3 +309,131 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// What [`Pipeline::delete_all`] took from the database and leaves to clean elsewhere.
+#[derive(Debug, Default)]
+pub struct DeletedPipelines {
+    pub pipelines: Vec<i64>,
+    pub jobs: Vec<i64>,
+    /// The artifacts' objects (archived logs among them), to delete from the store.
+    pub store_paths: Vec<String>,
+}
+
+/// How many levels of child pipelines a deletion follows (GitLab nests two).
+const MAX_PIPELINE_DEPTH: usize = 8;
+
+impl Pipeline {
+    /// Up to `limit` of the project's pipelines created before `before` that have no job
+    /// left to run (neither active nor waiting), oldest first: what automatic cleanup
+    /// takes next.
+    pub async fn old_settled(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        before: NaiveDateTime,
+        limit: i64,
+    ) -> QueryResult<Vec<i64>> {
+        use PipelineStatus::*;
+        let settled = [Success, Failed, Canceled, Skipped, Manual];
+        db_run!(conn, |c| pipelines::table
+            .filter(pipelines::project_id.eq(project_id))
+            .filter(pipelines::created_at.lt(before))
+            .filter(pipelines::status.eq_any(settled))
+            .order((pipelines::created_at, pipelines::id))
+            .limit(limit)
+            .select(pipelines::id)
+            .load(c)
+            .await)
+    }
+
+    /// `ids` and the child pipelines their bridges made, theirs in turn, and so on.
+    pub async fn with_descendants(conn: &mut Conn<'_>, ids: Vec<i64>) -> QueryResult<Vec<i64>> {
+        use crate::db::schema::jobs;
+        let mut all = ids.clone();
+        let mut level = ids;
+        for _ in 0..MAX_PIPELINE_DEPTH {
+            if level.is_empty() {
+                break;
+            }
+            let bridges = jobs::table
+                .filter(jobs::pipeline_id.eq_any(level))
+                .select(jobs::id.nullable());
+            level = db_run!(conn, |c| pipelines::table
+                .filter(pipelines::parent_bridge_id.eq_any(bridges))
+                .select(pipelines::id)
+                .load(c)
+                .await)?;
+            all.extend(&level);
+        }
+        Ok(all)
+    }
+
+    /// Deletes the pipelines `ids` with their jobs and all that hangs on the jobs (log
+    /// chunks, artifact rows, coverage, test reports, deployments); a resource group they
+    /// held and a schedule's "last pipeline" let go of them. Run it in a transaction; what
+    /// lives outside the database is answered for the caller to remove after the commit.
+    pub async fn delete_all(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<DeletedPipelines> {
+        use crate::db::schema::{
+            deployments, job_artifacts, job_coverages, job_test_reports, jobs, pipeline_schedules,
+            resource_groups, trace_chunks,
+        };
+        let mut deleted = DeletedPipelines::default();
+        // A bounded number of bind parameters per statement, for SQLite.
+        for chunk in ids.chunks(500) {
+            let of_jobs = || {
+                jobs::table
+                    .filter(jobs::pipeline_id.eq_any(chunk))
+                    .select(jobs::id)
+            };
+            let job_ids: Vec<i64> = db_run!(conn, |c| of_jobs().load(c).await)?;
+            let paths: Vec<String> = db_run!(conn, |c| job_artifacts::table
+                .filter(job_artifacts::job_id.eq_any(of_jobs()))
+                .select(job_artifacts::store_path)
+                .load(c)
+                .await)?;
+            db_run!(conn, |c| diesel::update(resource_groups::table.filter(
+                resource_groups::holder_job_id.eq_any(of_jobs().select(jobs::id.nullable()))
+            ))
+            .set(resource_groups::holder_job_id.eq(None::<i64>))
+            .execute(c)
+            .await)?;
+            db_run!(conn, |c| diesel::update(pipeline_schedules::table.filter(
+                pipeline_schedules::last_pipeline_id.eq_any(chunk.iter().map(|id| Some(*id)))
+            ))
+            .set(pipeline_schedules::last_pipeline_id.eq(None::<i64>))
+            .execute(c)
+            .await)?;
+            // What hangs on the jobs, each table by its `job_id`.
+            macro_rules! delete_of_jobs {
+                ($($table:ident),+) => {$(
+                    db_run!(conn, |c| diesel::delete(
+                        $table::table.filter($table::job_id.eq_any(of_jobs()))
+                    )
+                    .execute(c)
+                    .await)?;
+                )+};
+            }
+            delete_of_jobs!(
+                deployments,
+                trace_chunks,
+                job_artifacts,
+                job_coverages,
+                job_test_reports
+            );
+            db_run!(conn, |c| diesel::delete(
+                jobs::table.filter(jobs::pipeline_id.eq_any(chunk))
+            )
+            .execute(c)
+            .await)?;
+            let gone: Vec<i64> = db_run!(conn, |c| diesel::delete(
+                pipelines::table.filter(pipelines::id.eq_any(chunk))
+            )
+            .returning(pipelines::id)
+            .get_results(c)
+            .await)?;
+            deleted.pipelines.extend(gone);
+            deleted.jobs.extend(job_ids);
+            deleted.store_paths.extend(paths);
+        }
+        Ok(deleted)
+    }
+}

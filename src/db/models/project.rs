@@ -30,6 +30,9 @@ pub struct Project {
     pub mirror_interval: Option<i32>,
     /// When an instance last claimed a timed pull ([`Project::claim_mirror_pull`]).
     pub mirror_pulled_at: Option<NaiveDateTime>,
+    /// GitLab's `ci_delete_pipelines_in_seconds`: pipelines created longer ago are deleted
+    /// ([`crate::service::retention`]); `None`: the instance's setting.
+    pub ci_delete_pipelines_in_seconds: Option<i32>,
 }
 
 #[derive(Debug, Insertable)]
@@ -48,6 +51,7 @@ pub struct NewProject<'a> {
     pub updated_at: NaiveDateTime,
     pub shared_runners_minutes_limit: Option<i32>,
     pub mirror_interval: Option<i32>,
+    pub ci_delete_pipelines_in_seconds: Option<i32>,
 }
 
 /// What `PUT /projects/:id` changes; `None` leaves a column as it is.
@@ -64,6 +68,7 @@ pub struct ProjectChanges {
     pub shared_runners_minutes_limit: Option<Option<i32>>,
     pub push_hook_secret: Option<Option<String>>,
     pub mirror_interval: Option<Option<i32>>,
+    pub ci_delete_pipelines_in_seconds: Option<Option<i32>>,
     pub updated_at: Option<NaiveDateTime>,
 }
 
@@ -87,6 +92,18 @@ impl Project {
             Some(seconds) if seconds > 0 => Some(std::time::Duration::from_secs(seconds as u64)),
             Some(_) => None,
             None => instance,
+        }
+    }
+
+    /// How old its pipelines may grow before they are deleted: the project's own
+    /// `ci_delete_pipelines_in_seconds`, else the instance's; `None`: kept.
+    pub fn delete_pipelines_after(
+        &self,
+        instance: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        match self.ci_delete_pipelines_in_seconds {
+            Some(seconds) if seconds > 0 => Some(std::time::Duration::from_secs(seconds as u64)),
+            _ => instance,
         }
     }
 

@@ -131,6 +131,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// The instance's pipeline retention (`RUNWAY_DELETE_PIPELINES_AFTER`).
+    pub fn delete_pipelines_after(mut self, duration: &str) -> Self {
+        self.args.delete_pipelines_after = Some(duration.into());
+        self
+    }
+
     /// The stuck-job timeout; the reaper passes every quarter of it (15 s at 60).
     pub fn stuck_job_timeout(mut self, seconds: u64) -> Self {
         self.args.stuck_job_timeout = Some(seconds);

@@ -1,0 +1,2 @@
+DROP INDEX index_pipelines_on_project_id_and_created_at;
+ALTER TABLE projects DROP COLUMN ci_delete_pipelines_in_seconds;
