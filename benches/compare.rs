@@ -23,6 +23,8 @@ mod baselines;
 mod common;
 #[path = "compare/load.rs"]
 mod load;
+#[path = "compare/phases.rs"]
+mod phases;
 #[path = "compare/runway.rs"]
 mod runway;
 
@@ -338,7 +340,7 @@ async fn bare_column(sizes: &Sizes) -> Results {
     };
     out.set(Row::IdleRss, Cell::mib(server.rss_kib(), None));
     let bodies = (0..sizes.poll_runners)
-        .map(|_| runway::poll_body("glrt-bare", None))
+        .map(|_| phases::poll_body("glrt-bare", None))
         .collect();
     empty_polls(&mut out, &server.base, bodies, sizes).await;
     out

@@ -32,6 +32,9 @@ mod common;
 #[allow(dead_code)]
 #[path = "compare/load.rs"]
 mod load;
+#[allow(dead_code)]
+#[path = "compare/phases.rs"]
+mod phases;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,6 +49,7 @@ use tokio::sync::{watch, Semaphore};
 
 use common::{raise_open_files, start_runway, Postgres, Server, ADMIN_TOKEN};
 use load::{Conn, Latencies};
+use phases::server_env;
 
 const REQUEST: &str = "/api/v4/jobs/request";
 /// How long the server holds a poll (`RUNWAY_LONG_POLL_TIMEOUT`).
@@ -628,17 +632,7 @@ struct Backend {
 async fn run(backend: &Backend, sizes: &Sizes) -> Result<Figures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = dir.path().join("data");
-    let mut env = vec![
-        ("RUNWAY_DATA_DIR", data_dir.display().to_string()),
-        ("RUNWAY_LONG_POLL_TIMEOUT", HOLD_SECONDS.to_string()),
-        ("RUNWAY_RATE_LIMIT_JOBS_REQUEST", "0".into()),
-        ("RUNWAY_RATE_LIMIT_TRACE", "0".into()),
-        ("RUNWAY_RATE_LIMIT_JOB_API", "0".into()),
-        ("RUNWAY_RATE_LIMIT_FAILED_AUTH", "0".into()),
-    ];
-    if let Some(url) = &backend.database_url {
-        env.push(("RUNWAY_DATABASE_URL", url.clone()));
-    }
+    let env = server_env(&data_dir, backend.database_url.as_deref(), HOLD_SECONDS);
     let server = start_runway(&env).await;
     let client = reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)

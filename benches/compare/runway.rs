@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::common::{artifact_round_trip, call, start_runway, Server, ADMIN_TOKEN};
-use crate::load::{drain_queue, poll_load, trace_append, Conn, Latencies};
+use crate::common::{artifact_round_trip, start_runway, Server};
+use crate::load::{poll_load, trace_append, Conn};
+use crate::phases::{dispatch, machine_poll_body, pickup, poll_body, server_env, Admin, REQUEST};
 use crate::{Cell, Results, Row, Sizes};
 
-const REQUEST: &str = "/api/v4/jobs/request";
 /// How long the second server holds a poll: long enough to open 10,000 of them.
 const HOLD_SECONDS: u64 = 120;
 /// Jobs in one pipeline of the dispatch queue (5 jobs × `parallel: 200`).
@@ -21,151 +20,21 @@ const JOBS_PER_PIPELINE: usize = 1000;
 /// Jobs in one pipeline of the small-pipeline queue (one job × `parallel: 10`).
 const SMALL_PIPELINE: usize = 10;
 
-/// A job request as gitlab-runner sends it, with the features jobs may require.
-pub fn poll_body(token: &str, last_update: Option<&str>) -> Bytes {
-    machine_poll_body(token, last_update, 0)
-}
-
-/// [`poll_body`] from runner machine number `machine` (its own `system_id`).
-pub fn machine_poll_body(token: &str, last_update: Option<&str>, machine: usize) -> Bytes {
-    let mut body = json!({
-        "token": token,
-        "system_id": format!("s_{machine:012x}"),
-        "info": { "name": "gitlab-runner", "features": {
-            "upload_multiple_artifacts": true, "refspecs": true, "return_exit_code": true,
-            "trace_checksum": true, "trace_size": true, "cancelable": true } },
-    });
-    if let Some(v) = last_update {
-        body["last_update"] = json!(v);
-    }
-    serde_json::to_vec(&body).expect("json").into()
-}
-
-/// The admin API of one server.
-struct Admin<'a> {
-    client: reqwest::Client,
-    server: &'a Server,
-}
-
-impl Admin<'_> {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, reply) = call(
-            self.client
-                .post(self.server.api(path))
-                .header("PRIVATE-TOKEN", ADMIN_TOKEN)
-                .json(&body),
-        )
-        .await;
-        assert_eq!(status, 201, "POST {path}: {reply}");
-        reply
-    }
-
-    async fn project(&self) -> i64 {
-        let project = self.post("/projects", json!({ "name": "bench" })).await;
-        project["id"].as_i64().expect("project id")
-    }
-
-    /// `n` instance runners' tokens, each having polled once (its manager row exists).
-    async fn runners(&self, n: usize) -> (Vec<String>, String) {
-        let mut tokens = Vec::with_capacity(n);
-        let mut version = String::new();
-        for _ in 0..n {
-            let runner = self
-                .post("/user/runners", json!({ "runner_type": "instance_type" }))
-                .await;
-            let token = runner["token"].as_str().expect("runner token").to_string();
-            let reply = self
-                .client
-                .post(self.server.api("/jobs/request"))
-                .body(poll_body(&token, None))
-                .header("Content-Type", "application/json")
-                .send()
-                .await
-                .expect("first poll");
-            assert_eq!(reply.status(), 204, "first poll of a new runner");
-            version = reply
-                .headers()
-                .get("X-GitLab-Last-Update")
-                .and_then(|v| v.to_str().ok())
-                .expect("X-GitLab-Last-Update")
-                .to_string();
-            tokens.push(token);
-        }
-        (tokens, version)
-    }
-
-    async fn pipeline(&self, project: i64, yaml: &str) {
-        self.post(
-            &format!("/projects/{project}/pipeline"),
-            json!({ "ref": "main", "ci_config": yaml }),
-        )
-        .await;
-    }
-
-    /// `GET /-/metrics`: job requests held open now.
-    async fn held_polls(&self) -> i64 {
-        let text = self
-            .client
-            .get(format!("{}/-/metrics", self.server.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("runway_held_long_polls "))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("runway_held_long_polls")
-    }
-}
-
-/// One stage of `n` jobs as pipelines of up to `per_pipeline`: `parallel: 200` at most
-/// per job name.
-fn queue_yaml(n: usize, per_pipeline: usize) -> Vec<String> {
-    let mut pipelines = Vec::new();
-    let mut left = n;
-    while left > 0 {
-        let mut yaml = String::new();
-        let mut in_pipeline = left.min(per_pipeline);
-        left -= in_pipeline;
-        let mut name = 0;
-        while in_pipeline > 0 {
-            let count = in_pipeline.min(200);
-            in_pipeline -= count;
-            yaml.push_str(&format!("j{name}:\n  script: [x]\n  parallel: {count}\n"));
-            name += 1;
-        }
-        pipelines.push(yaml);
-    }
-    pipelines
-}
-
 fn env(
     dir: &std::path::Path,
     database_url: Option<&str>,
     hold: u64,
     sizes: &Sizes,
 ) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("RUNWAY_DATA_DIR", dir.display().to_string()),
-        ("RUNWAY_LONG_POLL_TIMEOUT", hold.to_string()),
-        ("RUNWAY_RATE_LIMIT_JOBS_REQUEST", "0".into()),
-        ("RUNWAY_RATE_LIMIT_TRACE", "0".into()),
-        ("RUNWAY_RATE_LIMIT_JOB_API", "0".into()),
-        ("RUNWAY_RATE_LIMIT_FAILED_AUTH", "0".into()),
-        (
-            "RUNWAY_MAX_TRACE_BYTES",
-            (sizes.trace_bytes_per_job() + (1 << 20)).to_string(),
-        ),
-        (
-            "RUNWAY_MAX_ARTIFACT_SIZE_BYTES",
-            (sizes.artifact_bytes + (1 << 20)).to_string(),
-        ),
-    ];
-    if let Some(url) = database_url {
-        env.push(("RUNWAY_DATABASE_URL", url.to_string()));
-    }
+    let mut env = server_env(dir, database_url, hold);
+    env.push((
+        "RUNWAY_MAX_TRACE_BYTES",
+        (sizes.trace_bytes_per_job() + (1 << 20)).to_string(),
+    ));
+    env.push((
+        "RUNWAY_MAX_ARTIFACT_SIZE_BYTES",
+        (sizes.artifact_bytes + (1 << 20)).to_string(),
+    ));
     env
 }
 
@@ -184,11 +53,9 @@ pub async fn column(databases: Option<[String; 2]>, sizes: &Sizes) -> Results {
     drop(server);
 
     let server = start_runway(&env(&dir.path().join("b"), db_b, HOLD_SECONDS, sizes)).await;
-    let admin = Admin {
-        client: reqwest::Client::new(),
-        server: &server,
-    };
-    let mut pickup = pickup(&admin, sizes.pickup_jobs).await;
+    let admin = Admin::new(&server);
+    let project = admin.project().await;
+    let mut pickup = pickup(&admin, project, sizes.pickup_jobs).await;
     let p99 = pickup.percentile(99.0);
     out.set(
         Row::Pickup,
@@ -198,24 +65,9 @@ pub async fn column(databases: Option<[String; 2]>, sizes: &Sizes) -> Results {
     out
 }
 
-/// With `RUNWAY_BENCH_PROFILE` set, a line `profile: <phase> <starts|ended> pid <pid>` on
-/// stderr around each dispatch phase, and a second's pause before it, so that a profiler
-/// can be attached to the server for that phase alone.
-fn profiling_mark(server: &Server, phase: &str, what: &str) {
-    if std::env::var_os("RUNWAY_BENCH_PROFILE").is_some() {
-        eprintln!("profile: {phase} {what} pid {}", server.pid());
-        if what == "starts" {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-}
-
 /// Figures 1, 2, 4 and 5 on a server that answers at once.
 async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
-    let admin = Admin {
-        client: reqwest::Client::new(),
-        server,
-    };
+    let admin = Admin::new(server);
     // 1. Empty polls carrying the current queue version: with no hold, Runway answers
     // 204 from memory. Without `last_update` it looks in the database first.
     let (tokens, version) = admin.runners(sizes.poll_runners).await;
@@ -242,24 +94,11 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
     // each from pipelines of 1,000 jobs and of 10.
     let (tokens, _) = admin.runners(sizes.dispatch_runners).await;
     let project = admin.project().await;
+    let limit = sizes.limit;
     let drain = |per_pipeline: usize, finish: bool| {
         let (admin, tokens) = (&admin, &tokens);
-        async move {
-            for yaml in queue_yaml(sizes.dispatch_jobs, per_pipeline) {
-                admin.pipeline(project, &yaml).await;
-            }
-            let bodies = tokens.iter().map(|t| poll_body(t, None)).collect();
-            let phase = format!(
-                "{} {per_pipeline}",
-                if finish { "cycle" } else { "dispatch" }
-            );
-            profiling_mark(server, &phase, "starts");
-            let cpu = server.cpu_time();
-            let drained = drain_queue(&server.base, bodies, sizes.limit, finish).await;
-            let cpu = server.cpu_time() - cpu;
-            profiling_mark(server, &phase, "ended");
-            (drained, cpu)
-        }
+        let sizes = (sizes.dispatch_jobs, per_pipeline);
+        dispatch(admin, project, tokens, sizes, finish, limit)
     };
     let (drained, cpu) = drain(JOBS_PER_PIPELINE, false).await;
     crate::dispatch_cells(out, &drained, sizes.dispatch_jobs, cpu);
@@ -306,64 +145,6 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
     let trip = artifact_round_trip(server, sizes.artifact_bytes).await;
     assert!(trip.identical, "downloaded bytes are the uploaded bytes");
     crate::artifact_cells(out, &trip.upload, &trip.download, trip.size);
-}
-
-/// Figure 3: a runner holds a poll; a pipeline of one job is created; the time until the runner
-/// has read the job. The next round starts once the runner's new poll is held again.
-async fn pickup(admin: &Admin<'_>, n: usize) -> Latencies {
-    let project = admin.project().await;
-    let (tokens, version) = admin.runners(1).await;
-    let token = tokens[0].clone();
-    let mut conn = Conn::open(&admin.server.base).await;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
-    let base = admin.server.base.clone();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let runner = tokio::spawn(async move {
-        let client = reqwest::Client::new();
-        let mut version = version;
-        let mut received = 0;
-        while received < n && Instant::now() < deadline {
-            let reply = conn
-                .post_json(REQUEST, poll_body(&token, Some(&version)))
-                .await;
-            match reply.status {
-                201 => {
-                    let at = Instant::now();
-                    received += 1;
-                    let job: Value = serde_json::from_slice(&reply.body).expect("job");
-                    if tx.send(at).await.is_err() {
-                        return;
-                    }
-                    let (status, _) = call(
-                        client
-                            .put(format!("{base}/api/v4/jobs/{}", job["id"]))
-                            .json(&json!({ "token": job["token"], "state": "success" })),
-                    )
-                    .await;
-                    assert_eq!(status, 200, "job finished");
-                }
-                204 => version = reply.last_update.expect("X-GitLab-Last-Update"),
-                other => panic!("job request: {other}"),
-            }
-        }
-    });
-    let mut latencies = Latencies::default();
-    for _ in 0..n {
-        let held_by = Instant::now() + Duration::from_secs(30);
-        while admin.held_polls().await < 1 {
-            assert!(Instant::now() < held_by, "the runner's poll is not held");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let created = Instant::now();
-        admin.pipeline(project, "job:\n  script: [x]\n").await;
-        let received = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .expect("the job reached the runner within 30 s")
-            .expect("runner task alive");
-        latencies.0.push(received - created);
-    }
-    runner.await.expect("runner task");
-    latencies
 }
 
 /// Figure 6: `n` polls held at once, as a fleet holds them: 100 runner tokens, each poll from
