@@ -180,6 +180,14 @@ impl DbPool {
         }
     }
 
+    /// How many connections reads may use at once.
+    pub fn read_capacity(&self) -> usize {
+        match self {
+            DbPool::Postgres(pool) => pool.status().max_size,
+            DbPool::Sqlite { read, .. } => read.status().max_size,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             DbPool::Postgres(_) => Backend::Postgres,

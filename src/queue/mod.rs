@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 pub mod listen;
 
@@ -164,11 +164,15 @@ impl Queue {
         let _ = self.broadcast.set(tx);
     }
 
-    /// Waits until the version differs from `seen` (true) or `timeout` passes (false).
+    /// Waits until the version differs from `seen` (true) or the hold ends (false): at
+    /// a random point of the last fifth of `timeout`. A fleet whose polls began together
+    /// (a restart, a backlog drained) so spreads out over a few seconds instead of
+    /// polling again all at once at the end of every hold.
     pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
         self.held.fetch_add(1, Ordering::Relaxed);
         let _held = Held(&self.held);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let hold = timeout.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0));
+        let deadline = tokio::time::Instant::now() + hold;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -261,14 +265,20 @@ pub struct Dispatcher {
     db: DbPool,
     pub queue: Arc<Queue>,
     two_phase_commit: bool,
+    /// Searches that may run at once ([`Dispatcher::request`]).
+    searching: Semaphore,
 }
 
 impl Dispatcher {
     pub fn new(db: DbPool, queue: Arc<Queue>, two_phase_commit: bool) -> Dispatcher {
+        // Half the connections for reads: the other half stays for log PATCHes, uploads
+        // and the rest while thousands of polls are woken at once.
+        let searching = Semaphore::new((db.read_capacity() / 2).max(1));
         Dispatcher {
             db,
             queue,
             two_phase_commit,
+            searching,
         }
     }
 
@@ -300,6 +310,20 @@ impl Dispatcher {
         // Read the version before looking: a job made pending meanwhile bumps it, so the
         // runner's next poll is not held and looks again.
         let version = self.queue.current();
+        // Admission: when a fleet's polls are woken together (a backlog, a restart, their
+        // holds ending at once), a few search at a time and the rest wait here, holding
+        // no connection, instead of all queueing for the pool and failing with 503 after
+        // its timeout. One that cannot search within a hold is answered as a held one
+        // (without long polling, each waits its turn).
+        let admitted = match self.queue.poll_timeout {
+            Duration::ZERO => Ok(self.searching.acquire().await),
+            hold => tokio::time::timeout(hold, self.searching.acquire()).await,
+        };
+        let Ok(Ok(_searching)) = admitted else {
+            return Ok(Polled::Empty {
+                last_update: version,
+            });
+        };
         // Boxed: the search's state is large and lives only while it runs; inline, every
         // held poll's future would carry room for it through the whole hold.
         match Box::pin(self.pick(runner, manager, features)).await? {

@@ -145,6 +145,11 @@ pub struct Runners {
     /// address), from the times last read or written: until then
     /// [`Runners::heartbeat_job`] decides without reading them (a log PATCH's hot path).
     job_contacts: DashMap<JobContactKey, NaiveDateTime>,
+    /// When this instance last wrote a runner's `contacted_at` from a poll: the polls of
+    /// its other machines arriving meanwhile (a fleet starting, holds ending together)
+    /// take that write as theirs instead of each writing the same row again (on
+    /// PostgreSQL each would wait for the row's lock holding a connection).
+    runners_touched: DashMap<i64, NaiveDateTime>,
     heartbeat_interval: Duration,
     token_ttl: Option<Duration>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -168,6 +173,7 @@ impl Runners {
             managers: DashMap::new(),
             polls: DashMap::new(),
             job_contacts: DashMap::new(),
+            runners_touched: DashMap::new(),
             heartbeat_interval,
             token_ttl,
         }
@@ -324,7 +330,11 @@ impl Runners {
         if finish_creation {
             beat.creation_state = Some(CreationState::Finished);
         }
-        let runner_due = stale(runner.contacted_at) || runner_state.is_some();
+        let touched = self.runners_touched.get(&runner.id).map(|t| *t);
+        let runner_due = stale(runner.contacted_at.max(touched)) || runner_state.is_some();
+        if runner_due {
+            self.runners_touched.insert(runner.id, at);
+        }
         let key = (runner.id, system_xid.to_string());
         let cached = self
             .managers

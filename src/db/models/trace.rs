@@ -141,17 +141,18 @@ impl TraceChunk {
         Ok(status.map(|status| Appended::Stored { size, crc, status }))
     }
 
-    /// Finished jobs whose log is still in chunks (oldest first, at most `limit`).
+    /// Finished jobs whose log is still in chunks (oldest first, at most `limit`). Read
+    /// from the chunks (their (job, offset) index), which hold only logs not archived yet,
+    /// not from the jobs, which hold the whole history.
     pub async fn finished_unarchived(conn: &mut Conn<'_>, limit: i64) -> QueryResult<Vec<i64>> {
         let done = [JobStatus::Success, JobStatus::Failed, JobStatus::Canceled];
-        db_run!(conn, |c| jobs::table
+        db_run!(conn, |c| trace_chunks::table
+            .inner_join(jobs::table)
             .filter(jobs::status.eq_any(done))
-            .filter(diesel::dsl::exists(
-                trace_chunks::table.filter(trace_chunks::job_id.eq(jobs::id))
-            ))
-            .order(jobs::id)
+            .order(trace_chunks::job_id)
+            .select(trace_chunks::job_id)
+            .distinct()
             .limit(limit)
-            .select(jobs::id)
             .load(c)
             .await)
     }

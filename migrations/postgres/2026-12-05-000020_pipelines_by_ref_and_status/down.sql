@@ -1,0 +1,1 @@
+DROP INDEX index_pipelines_on_project_id_and_ref_and_status;
