@@ -192,6 +192,9 @@ impl Queue {
     }
 }
 
+/// How long a poll woken at the end of its hold may still wait to search.
+const ADMISSION_MIN: Duration = Duration::from_secs(1);
+
 /// Held polls a bump wakes first; the searches they make pass the wake on.
 const WAKE_FIRST: i64 = 2;
 
@@ -296,6 +299,7 @@ impl Dispatcher {
                 last_update: self.queue.current(),
             });
         }
+        let arrived = tokio::time::Instant::now();
         if let Some(seen) = last_update.filter(|s| *s == self.queue.current()) {
             if !self
                 .queue
@@ -313,11 +317,15 @@ impl Dispatcher {
         // Admission: when a fleet's polls are woken together (a backlog, a restart, their
         // holds ending at once), a few search at a time and the rest wait here, holding
         // no connection, instead of all queueing for the pool and failing with 503 after
-        // its timeout. One that cannot search within a hold is answered as a held one
-        // (without long polling, each waits its turn).
+        // its timeout. One that cannot search before its hold would have ended is
+        // answered as a held one, so that no poll outlasts the hold much (without long
+        // polling, each waits its turn).
         let admitted = match self.queue.poll_timeout {
             Duration::ZERO => Ok(self.searching.acquire().await),
-            hold => tokio::time::timeout(hold, self.searching.acquire()).await,
+            hold => {
+                let until = (arrived + hold).max(tokio::time::Instant::now() + ADMISSION_MIN);
+                tokio::time::timeout_at(until, self.searching.acquire()).await
+            }
         };
         let Ok(Ok(_searching)) = admitted else {
             return Ok(Polled::Empty {
