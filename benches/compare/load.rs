@@ -108,6 +108,12 @@ impl Conn {
             .await
             .map_err(|e| format!("{}: {e}", what()))?;
         let status = response.status().as_u16();
+        // The server closes after this answer: connect again for the next request, as
+        // gitlab-runner's HTTP client does.
+        let closing = response
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let last_update = response
             .headers()
             .get("x-gitlab-last-update")
@@ -132,6 +138,9 @@ impl Conn {
             }
             (Bytes::new(), len)
         };
+        if closing {
+            *self = Conn::connect(&self.host).await?;
+        }
         Ok(Reply {
             status,
             last_update,

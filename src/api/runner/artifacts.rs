@@ -114,8 +114,13 @@ pub async fn upload_artifacts(
             expire_in.as_deref(),
         )
         .await?;
+    // The connection closes after this answer: reading the body grew its read buffer
+    // (to 128 KiB, actix's most), which a keep-alive connection would hold for its life —
+    // through every poll its runner holds after. The runner connects again (one
+    // handshake a job) and the memory goes back.
     Ok(HttpResponse::Created()
         .content_type("text/plain")
+        .force_close()
         .body("201"))
 }
 
