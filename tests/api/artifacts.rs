@@ -72,6 +72,8 @@ both_backends! {
         let archive = bytes(3 * 1024 * 1024 + 17, 1);
         let reply = app.upload(&build, "artifact_format=zip&artifact_type=archive&expire_in=1+week", "artifacts.zip", archive.clone(), true).await;
         assert_eq!((reply.status, reply.text.as_str()), (201, "201"));
+        // The upload's connection closes (its grown read buffer is not kept).
+        assert_eq!(reply.header("connection"), Some("close"));
         let reply = app.upload(&build, "artifact_format=gzip&artifact_type=junit", "junit.xml.gz", bytes(1000, 2), false).await;
         assert_eq!(reply.status, 201, "{}", reply.text);
         // The same bytes again: a no-op; other bytes of the same type: 400.
