@@ -361,6 +361,7 @@ fn spawn_reaper(state: web::Data<AppState>) {
             }
             state.limits.prune();
             state.traces.prune();
+            state.runners.prune();
             if let Err(e) = state.artifacts.expire().await {
                 tracing::error!(error = %e, "expiring artifacts failed");
             }

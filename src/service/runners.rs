@@ -22,6 +22,9 @@ use crate::transaction;
 /// instance (PostgreSQL, several servers) is seen within this time.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
 
+/// How often the memo of polls is swept at most.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// `Ci::Runner::TAG_LIST_MAX_LENGTH`.
 const MAX_TAGS: usize = 50;
 /// Minimum `maximum_timeout` GitLab accepts: 10 minutes.
@@ -141,6 +144,8 @@ pub struct Runners {
     managers: DashMap<(i64, String), (RunnerManager, Instant)>,
     /// Job requests answered lately, by their exact body and address (see [`PollMemo`]).
     polls: DashMap<u64, PollMemo>,
+    /// When [`Runners::polls`] was last swept of old entries.
+    polls_swept: std::sync::Mutex<Instant>,
     /// When the contacts of a job route are next due, by (runner id, manager id, client
     /// address), from the times last read or written: until then
     /// [`Runners::heartbeat_job`] decides without reading them (a log PATCH's hot path).
@@ -172,6 +177,7 @@ impl Runners {
             cache: DashMap::new(),
             managers: DashMap::new(),
             polls: DashMap::new(),
+            polls_swept: std::sync::Mutex::new(Instant::now()),
             job_contacts: DashMap::new(),
             runners_touched: DashMap::new(),
             heartbeat_interval,
@@ -228,6 +234,14 @@ impl Runners {
         self.cache.retain(|_, c| c.runner.id != runner_id);
     }
 
+    /// Drops the cached managers and memoized polls too old to be used (each new runner
+    /// machine adds one of each); the reaper calls it.
+    pub fn prune(&self) {
+        self.managers
+            .retain(|_, entry| entry.1.elapsed() < AUTH_CACHE_TTL);
+        self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
+    }
+
     /// Remembers what a job request's exact `body`, from `ip`, came to after the whole
     /// path: `token` authenticated `runner`, and the heartbeat left `manager` as cached now.
     pub fn remember_poll(
@@ -243,9 +257,23 @@ impl Runners {
         let Some(manager_cached) = self.managers.get(&manager_key).map(|entry| entry.1) else {
             return;
         };
-        // Bounded: bodies change with every queue version a runner reports.
-        if self.polls.len() >= 4 * (self.cache.len() + 256) {
-            self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
+        // Bounded: bodies change with every queue version a runner reports. Each runner
+        // machine has its own body, so the bound follows the machines known; the sweep
+        // runs at most once a second (with 10,000 machines, a sweep on every poll was a
+        // tenth of the server's time), and empties the memo if all it holds is recent.
+        if self.polls.len() >= 4 * (self.managers.len() + self.cache.len() + 256) {
+            let due = self
+                .polls_swept
+                .try_lock()
+                .ok()
+                .filter(|at| at.elapsed() >= SWEEP_EVERY);
+            if let Some(mut at) = due {
+                *at = Instant::now();
+                self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
+                if self.polls.len() >= 4 * (self.managers.len() + self.cache.len() + 256) {
+                    self.polls.clear();
+                }
+            }
         }
         let (body, key) = body_digest(body);
         self.polls.insert(
