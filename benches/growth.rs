@@ -270,7 +270,12 @@ fn history_sql(d: Dialect, template: i64, jobs: usize) -> Vec<String> {
              JOIN growth_jobs t ON t.k = i % {JOBS_PER_PIPELINE}",
             series = d.series(jobs),
             log_bytes = CHUNKS_PER_JOB * CHUNK_BYTES,
-            sha = d.digest("b.j + 1 + i"),
+            // 64 hex digits, as a SHA-256 is written.
+            sha = format!(
+                "substr({} || {}, 1, 64)",
+                d.sha("(b.j + 1 + i)"),
+                d.sha("(i + 7)")
+            ),
             finished_at = d.ago(&finished),
         ),
         "INSERT INTO ci_minutes_usages (job_id, project_id, runner_id, runner_type, \

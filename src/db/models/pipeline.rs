@@ -158,23 +158,24 @@ impl Pipeline {
         let sha = other_than_sha.to_string();
         let statuses = statuses.to_vec();
         // The commit filtered here, not after: pipelines of the same commit pile up on a
-        // busy ref, and each would be read whole for nothing.
-        db_run!(conn, |c| pipelines::table
+        // busy ref, and each would be read whole for nothing. The age and the order are
+        // applied after: in the statement they let SQLite's planner prefer the creation
+        // time or the id to the (project, ref, status) index, and walk a week (or all) of
+        // the project's history for each new pipeline; only unfinished pipelines of the
+        // ref come back this way, few.
+        let mut found: Vec<Pipeline> = db_run!(conn, |c| pipelines::table
             .filter(pipelines::project_id.eq(project_id))
             .filter(pipelines::ref_.eq(&ref_))
             .filter(pipelines::sha.ne(&sha))
             .filter(pipelines::id.lt(before))
-            .filter(pipelines::created_at.ge(since))
             .filter(pipelines::status.eq_any(&statuses))
-            .order(pipelines::id.desc())
             .limit(3000)
             .select(Pipeline::as_select())
             .load(c)
-            .await
-            .map(|mut found: Vec<Pipeline>| {
-                found.reverse();
-                found
-            }))
+            .await)?;
+        found.retain(|p| p.created_at >= since);
+        found.sort_by_key(|p| p.id);
+        Ok(found)
     }
 
     /// One page of the project's pipelines, newest first: `limit` from the `offset`th.
