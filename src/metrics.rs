@@ -176,7 +176,7 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .render(&mut out, "runway_job_pickup_seconds", "");
 
-        out.push_str("# HELP runway_jobs Jobs by status.\n# TYPE runway_jobs gauge\n");
+        out.push_str("# HELP runway_jobs Unfinished jobs by status (finished ones are not counted).\n# TYPE runway_jobs gauge\n");
         for (status, count) in &snapshot.jobs_by_status {
             let _ = writeln!(out, "runway_jobs{{status=\"{status}\"}} {count}");
         }
