@@ -394,7 +394,6 @@ impl<'a> Check<'a> {
         parsed
     }
 
-    /// An integer; `Some(None)` for an empty string (GitLab turns `""` into null).
     /// An integer that `null` (or an empty string) clears: `Some(None)`.
     pub fn clearable_int(&mut self, key: &str) -> Option<Option<i64>> {
         if self.params.0.get(key).is_some_and(Value::is_null) {
@@ -403,6 +402,7 @@ impl<'a> Check<'a> {
         self.int(key)
     }
 
+    /// An integer; `Some(None)` for an empty string (GitLab turns `""` into null).
     pub fn int(&mut self, key: &str) -> Option<Option<i64>> {
         let parsed = match self.params.get(key)? {
             Value::Number(n) => n.as_i64().map(Some),

@@ -644,13 +644,8 @@ impl Artifacts {
         let mut db = self.db.write().await?;
         for artifact in &artifacts {
             JobArtifact::delete(&mut db.conn(), artifact.id).await?;
-            if let Err(e) = self
-                .store
-                .delete(&StorePath::from(artifact.store_path.as_str()))
-                .await
-            {
-                tracing::warn!(error = %e, path = %artifact.store_path, "deleting an erased artifact failed");
-            }
+            self.delete_object(&artifact.store_path, "an erased artifact")
+                .await;
         }
         Job::erase(&mut db.conn(), job.id, now()).await?;
         self.log_files.remove(job.id);
@@ -908,14 +903,20 @@ impl Artifacts {
         Ok(JobArtifact::find(&mut db.conn(), job_id, "trace").await?)
     }
 
+    /// Deletes an artifact's object whose row is gone; a failure is logged (`what` names
+    /// the artifact) and left to the hourly sweep of objects without rows.
+    async fn delete_object(&self, path: &str, what: &str) {
+        if let Err(e) = self.store.delete(&StorePath::from(path)).await {
+            tracing::warn!(error = %e, path, "deleting {what} failed");
+        }
+    }
+
     /// Removes what deleted jobs left outside the database: their artifacts' objects
     /// (archived logs among them) and their log files. An object that cannot be removed
     /// now is left to the hourly sweep of objects without rows.
     pub async fn remove_leftovers(&self, store_paths: &[String], job_ids: Vec<i64>) {
         for path in store_paths {
-            if let Err(e) = self.store.delete(&StorePath::from(path.as_str())).await {
-                tracing::warn!(error = %e, path = %path, "deleting a deleted job's artifact failed");
-            }
+            self.delete_object(path, "a deleted job's artifact").await;
         }
         let files = self.log_files.clone();
         let removed = crate::service::blocking_io("removing deleted jobs' logs", move || {
@@ -939,13 +940,8 @@ impl Artifacts {
         for artifact in &expired {
             let mut db = self.db.write().await?;
             JobArtifact::delete(&mut db.conn(), artifact.id).await?;
-            if let Err(e) = self
-                .store
-                .delete(&StorePath::from(artifact.store_path.as_str()))
-                .await
-            {
-                tracing::warn!(error = %e, path = %artifact.store_path, "deleting an expired artifact failed");
-            }
+            self.delete_object(&artifact.store_path, "an expired artifact")
+                .await;
         }
         Ok(expired.len())
     }

@@ -239,7 +239,17 @@ impl Runners {
     pub fn prune(&self) {
         self.managers
             .retain(|_, entry| entry.1.elapsed() < AUTH_CACHE_TTL);
+        self.drop_stale_polls();
+    }
+
+    /// Drops the memoized polls past [`AUTH_CACHE_TTL`].
+    fn drop_stale_polls(&self) {
         self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
+    }
+
+    /// The most memoized polls kept: four per runner machine and token known.
+    fn polls_bound(&self) -> usize {
+        4 * (self.managers.len() + self.cache.len() + 256)
     }
 
     /// Remembers what a job request's exact `body`, from `ip`, came to after the whole
@@ -261,7 +271,7 @@ impl Runners {
         // machine has its own body, so the bound follows the machines known; the sweep
         // runs at most once a second (with 10,000 machines, a sweep on every poll was a
         // tenth of the server's time), and empties the memo if all it holds is recent.
-        if self.polls.len() >= 4 * (self.managers.len() + self.cache.len() + 256) {
+        if self.polls.len() >= self.polls_bound() {
             let due = self
                 .polls_swept
                 .try_lock()
@@ -269,8 +279,8 @@ impl Runners {
                 .filter(|at| at.elapsed() >= SWEEP_EVERY);
             if let Some(mut at) = due {
                 *at = Instant::now();
-                self.polls.retain(|_, m| m.at.elapsed() < AUTH_CACHE_TTL);
-                if self.polls.len() >= 4 * (self.managers.len() + self.cache.len() + 256) {
+                self.drop_stale_polls();
+                if self.polls.len() >= self.polls_bound() {
                     self.polls.clear();
                 }
             }

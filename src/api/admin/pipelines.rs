@@ -16,13 +16,20 @@ use crate::db::models::{Job, Pipeline, Project, Runner};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
-async fn find_pipeline(state: &AppState, project: &Project, raw: &str) -> ApiResult<Pipeline> {
-    let id = path_id(raw, "pipeline_id")?;
+/// The project and its pipeline a `/projects/{id}/pipelines/{pipeline_id}` path names
+/// (404 for either missing, the project first).
+async fn find_pipeline(
+    state: &AppState,
+    (id, pipeline_id): &(String, String),
+) -> ApiResult<(Project, Pipeline)> {
+    let project = find_project(state, id).await?;
+    let pipeline_id = path_id(pipeline_id, "pipeline_id")?;
     let mut db = state.db.read().await?;
-    let found = Pipeline::find(&mut db.conn(), id).await?;
-    found
+    let found = Pipeline::find(&mut db.conn(), pipeline_id).await?;
+    let pipeline = found
         .filter(|p| p.project_id == project.id)
-        .ok_or_else(|| ApiError::not_found("Pipeline"))
+        .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+    Ok((project, pipeline))
 }
 
 async fn find_job(state: &AppState, project: &Project, raw: &str) -> ApiResult<Job> {
@@ -264,9 +271,7 @@ pub async fn get_test_report(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let (_, pipeline) = find_pipeline(&state, &path).await?;
     let suites = test_suites(&state, &pipeline).await?;
     let mut shown = tally(suites.iter().flat_map(|s| s.cases.iter()));
     shown["test_suites"] = suites
@@ -293,9 +298,7 @@ pub async fn get_test_report_summary(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let (_, pipeline) = find_pipeline(&state, &path).await?;
     let suites = test_suites(&state, &pipeline).await?;
     let total = tally(suites.iter().flat_map(|s| s.cases.iter()));
     let test_suites: Vec<Value> = suites
@@ -356,9 +359,7 @@ pub async fn list_pipeline_variables(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let (_, pipeline) = find_pipeline(&state, &path).await?;
     let variables: Vec<Value> = crate::service::pipelines::pipeline_variables(&pipeline)
         .into_iter()
         .map(|v| json!({ "variable_type": "env_var", "key": v.key, "value": v.value }))
@@ -375,9 +376,7 @@ pub async fn get_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let (project, pipeline) = find_pipeline(&state, &path).await?;
     Ok(HttpResponse::Ok().json(pipeline_json(
         &pipeline,
         &project,
@@ -404,12 +403,11 @@ pub async fn list_pipeline_jobs(
 /// builds or `bridges` (GitLab's `Ci::JobsFinder` lists them apart), and the page.
 async fn pipeline_jobs_asked(
     state: &AppState,
-    (id, pipeline_id): (String, String),
+    path: (String, String),
     req: &HttpRequest,
     bridges: bool,
 ) -> ApiResult<(Project, Vec<Job>, crate::api::admin::Page)> {
-    let project = find_project(state, &id).await?;
-    let pipeline = find_pipeline(state, &project, &pipeline_id).await?;
+    let (project, pipeline) = find_pipeline(state, &path).await?;
     let params = params_of(req)?;
     let page = page_of(&params)?;
     let mut check = crate::api::params::Check::new(&params);
@@ -467,11 +465,10 @@ pub async fn list_pipeline_bridges(
 async fn pipeline_action(
     state: &AppState,
     audit_kind: &str,
-    (id, pipeline_id): (String, String),
+    path: (String, String),
     action: impl AsyncFnOnce(&AppState, i64) -> ApiResult<Pipeline>,
 ) -> ApiResult<HttpResponse> {
-    let project = find_project(state, &id).await?;
-    let pipeline = find_pipeline(state, &project, &pipeline_id).await?;
+    let (project, pipeline) = find_pipeline(state, &path).await?;
     let pipeline = action(state, pipeline.id).await?;
     let details = json!({ "project_id": project.id, "status": pipeline.status });
     record_admin_action(state, audit_kind, "pipeline", pipeline.id, details).await;
@@ -528,9 +525,7 @@ pub async fn delete_pipeline(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let (id, pipeline_id) = path.into_inner();
-    let project = find_project(&state, &id).await?;
-    let pipeline = find_pipeline(&state, &project, &pipeline_id).await?;
+    let (project, pipeline) = find_pipeline(&state, &path).await?;
     crate::service::retention::delete_pipeline(&state, &pipeline).await?;
     let details = json!({ "project_id": project.id, "status": pipeline.status });
     record_admin_action(&state, "pipeline_deleted", "pipeline", pipeline.id, details).await;

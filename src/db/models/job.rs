@@ -474,7 +474,6 @@ impl Job {
             .await)
     }
 
-    /// How many jobs there are in each status.
     /// How many unfinished jobs each status holds. Finished ones are not counted: that
     /// would read the whole history (a million rows) on every metrics scrape; these come
     /// from the (status, id) index, ranges as long as the queue.
