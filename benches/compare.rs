@@ -1,7 +1,8 @@
 //! Runway side by side with two baselines, in one run, on 127.0.0.1 only:
 //!
 //! - bare: an actix-web server answering 204 on `POST /api/v4/jobs/request` (the
-//!   framework's ceiling for the empty poll);
+//!   framework's ceiling for the empty poll), holding one that carries `last_update` (the
+//!   framework's floor for a held poll's memory);
 //! - mock: the `gitlab-runner-mock` crate (an in-memory peer of the runner endpoints,
 //!   served by wiremock);
 //! - Runway on SQLite and on PostgreSQL (the release binary, `runway serve`).
@@ -335,7 +336,7 @@ pub fn artifact_cells(out: &mut Results, upload: &Transfer, download: &Transfer,
 async fn bare_column(sizes: &Sizes) -> Results {
     let server = baselines::start_bare().await;
     let mut out = Results {
-        absent: "the bare server answers only the empty poll".into(),
+        absent: "the bare server only answers polls (empty, or held)".into(),
         ..Default::default()
     };
     out.set(Row::IdleRss, Cell::mib(server.rss_kib(), None));
@@ -343,6 +344,14 @@ async fn bare_column(sizes: &Sizes) -> Results {
         .map(|_| phases::poll_body("glrt-bare", None))
         .collect();
     empty_polls(&mut out, &server.base, bodies, sizes).await;
+    // The framework's floor for figure 6: the same connections and bodies, each request
+    // held by a handler that only sleeps.
+    let idle = server.rss_kib();
+    let body =
+        |i: usize, version: &str| phases::machine_poll_body("glrt-bare", Some(version), i + 1);
+    let admin = phases::Admin::new(&server);
+    let held = runway::hold_polls(&admin, idle, sizes.held_polls, "bare".into(), body, None).await;
+    out.set(Row::HeldRss, held);
     out
 }
 

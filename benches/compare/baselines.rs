@@ -1,9 +1,11 @@
 //! The two baselines, each run in its own process (this bench binary re-executed with a
 //! mode argument) so that its RSS is its own: a bare actix-web server answering 204 on
-//! `POST /api/v4/jobs/request`, and the `gitlab-runner-mock` crate's in-memory server.
+//! `POST /api/v4/jobs/request` (holding one that carries `last_update`), and the `gitlab-runner-mock` crate's in-memory server.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 
@@ -16,9 +18,45 @@ pub const MOCK_MODE: &str = "--serve-mock";
 pub const MOCK_RUNNER_TOKEN: &str = "fakerunnertoken";
 pub const MOCK_SYSTEM_ID: &str = "s_0123456789ab";
 
-/// Reads the body, so that the connection stays alive, and answers 204.
-async fn empty_poll(_body: web::Bytes) -> HttpResponse {
-    HttpResponse::NoContent().finish()
+/// Polls the bare server holds now.
+static HELD: AtomicI64 = AtomicI64::new(0);
+
+/// Counts a held poll while it lives (its future may be dropped with its connection).
+struct Holding;
+
+impl Holding {
+    fn start() -> Holding {
+        HELD.fetch_add(1, Ordering::Relaxed);
+        Holding
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the body, so that the connection stays alive, and answers 204. A body that
+/// carries a `last_update` is held first, as Runway holds a poll whose version is
+/// current: the framework's own cost of a held request, with nothing of Runway's in it.
+async fn empty_poll(body: web::Bytes) -> HttpResponse {
+    if body
+        .windows(b"last_update".len())
+        .any(|w| w == b"last_update")
+    {
+        let _holding = Holding::start();
+        tokio::time::sleep(Duration::from_secs(crate::runway::HOLD_SECONDS)).await;
+    }
+    HttpResponse::NoContent()
+        .insert_header(("X-GitLab-Last-Update", "bare"))
+        .finish()
+}
+
+/// The held count in Runway's metric format, so that the same client counts both.
+async fn metrics() -> HttpResponse {
+    let held = HELD.load(Ordering::Relaxed);
+    HttpResponse::Ok().body(format!("runway_held_long_polls {held}\n"))
 }
 
 /// Child mode: the bare actix-web server on 127.0.0.1:`port`, with as many workers as
@@ -29,6 +67,7 @@ pub fn serve_bare(port: u16) -> std::io::Result<()> {
             App::new()
                 .route("/api/v4/jobs/request", web::post().to(empty_poll))
                 .route("/-/readiness", web::get().to(HttpResponse::Ok))
+                .route("/-/metrics", web::get().to(metrics))
         })
         .bind(("127.0.0.1", port))?
         .run(),

@@ -14,7 +14,7 @@ use crate::phases::{dispatch, machine_poll_body, pickup, poll_body, server_env, 
 use crate::{Cell, Results, Row, Sizes};
 
 /// How long the second server holds a poll: long enough to open 10,000 of them.
-const HOLD_SECONDS: u64 = 120;
+pub const HOLD_SECONDS: u64 = 120;
 /// Jobs in one pipeline of the dispatch queue (5 jobs × `parallel: 200`).
 const JOBS_PER_PIPELINE: usize = 1000;
 /// Jobs in one pipeline of the small-pipeline queue (one job × `parallel: 10`).
@@ -153,24 +153,39 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
 async fn held_polls(admin: &Admin<'_>, n: usize) -> Cell {
     let idle = admin.server.rss_kib();
     let (tokens, version) = admin.runners(n.clamp(1, 100)).await;
+    let body = move |i: usize, version: &str| {
+        machine_poll_body(&tokens[i % tokens.len()], Some(version), i + 1)
+    };
+    hold_polls(admin, idle, n, version, body, Some(80 * 1024)).await
+}
+
+/// Opens `n` connections, each posting `body(i, last_update)` to the job request route again
+/// and again as each answer comes, until `/-/metrics` counts `n` held; the RSS then, above
+/// `idle`, and per poll (met when the growth is within `target` KiB).
+pub async fn hold_polls<F>(
+    admin: &Admin<'_>,
+    idle: u64,
+    n: usize,
+    version: String,
+    body: F,
+    target: Option<u64>,
+) -> Cell
+where
+    F: Fn(usize, &str) -> bytes::Bytes + Send + Sync + 'static,
+{
+    let body = Arc::new(body);
     let connecting = Arc::new(tokio::sync::Semaphore::new(256));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (connecting, stop) = (connecting.clone(), stop.clone());
-        let (base, token, mut version) = (
-            admin.server.base.clone(),
-            tokens[i % tokens.len()].clone(),
-            version.clone(),
-        );
+        let (connecting, stop, body) = (connecting.clone(), stop.clone(), body.clone());
+        let (base, mut version) = (admin.server.base.clone(), version.clone());
         tasks.spawn(async move {
             let permit = connecting.acquire_owned().await.expect("semaphore");
             let mut conn = Conn::open(&base).await;
             drop(permit);
             while !stop.load(Ordering::Relaxed) {
-                let reply = conn
-                    .post_json(REQUEST, machine_poll_body(&token, Some(&version), i + 1))
-                    .await;
+                let reply = conn.post_json(REQUEST, body(i, &version)).await;
                 assert_eq!(reply.status, 204, "a held poll ends empty");
                 version = reply.last_update.expect("X-GitLab-Last-Update");
             }
@@ -200,6 +215,6 @@ async fn held_polls(admin: &Admin<'_>, n: usize) -> Cell {
             crate::common::mib(growth),
             growth as f64 / n.max(1) as f64
         ),
-        Some(growth <= 80 * 1024),
+        target.map(|t| growth <= t),
     )
 }

@@ -39,7 +39,10 @@ impl Backoff {
                 return active;
             }
         }
-        let active = self.read().await.unwrap_or(false);
+        // Boxed: the read's state is large (a pooled connection and two queries) and is
+        // needed about once a second; inline, every poll held behind this check — the
+        // early answer's and the runner routes' middleware — would carry room for it.
+        let active = Box::pin(self.read()).await.unwrap_or(false);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), active));
         active
     }
