@@ -103,7 +103,8 @@ fn state(req: &HttpRequest) -> ApiResult<web::Data<AppState>> {
 /// The runner is memoised in the request extensions (`current_runner`).
 pub struct RunnerAuth<H = Heartbeat> {
     pub runner: Arc<Runner>,
-    pub manager: Option<RunnerManager>,
+    /// Shared with the manager cache: a held poll keeps a pointer, not a copy.
+    pub manager: Option<Arc<RunnerManager>>,
     _mode: PhantomData<H>,
 }
 

@@ -141,7 +141,7 @@ pub struct Runners {
     /// Runner managers as last written or read, by (runner id, system_xid), kept as long
     /// as authenticated runners are: a heartbeat that would change nothing and is not due
     /// is answered from here, without the database (the empty-poll hot path).
-    managers: DashMap<(i64, String), (RunnerManager, Instant)>,
+    managers: DashMap<(i64, String), (Arc<RunnerManager>, Instant)>,
     /// Job requests answered lately, by their exact body and address (see [`PollMemo`]).
     polls: DashMap<u64, PollMemo>,
     /// When [`Runners::polls`] was last swept of old entries.
@@ -360,7 +360,7 @@ impl Runners {
         system_xid: &str,
         mut beat: ManagerHeartbeat,
         finish_creation: bool,
-    ) -> ApiResult<RunnerManager> {
+    ) -> ApiResult<Arc<RunnerManager>> {
         let at = now();
         let stale = |contacted: Option<NaiveDateTime>| self.due(contacted, at);
         let runner_state = (finish_creation && runner.creation_state != CreationState::Finished)
@@ -384,7 +384,9 @@ impl Runners {
             Some(manager) => Some(manager),
             None => {
                 let mut db = self.db.read().await?;
-                RunnerManager::find(&mut db.conn(), runner.id, system_xid).await?
+                RunnerManager::find(&mut db.conn(), runner.id, system_xid)
+                    .await?
+                    .map(Arc::new)
             }
         };
         let manager_due = manager
@@ -411,7 +413,9 @@ impl Runners {
                 }
                 Ok::<_, ApiError>(match manager {
                     Some(manager) if !manager_due => manager,
-                    _ => RunnerManager::upsert(&mut conn, runner_id, &xid, &beat, at).await?,
+                    _ => Arc::new(
+                        RunnerManager::upsert(&mut conn, runner_id, &xid, &beat, at).await?,
+                    ),
                 })
             })
             .await?;
