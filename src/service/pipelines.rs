@@ -404,76 +404,20 @@ impl Pipelines {
                 ));
             }
         }
-        let at = now();
-        let new = NewPipeline {
-            stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
-            name: plan.name.as_deref(),
-            auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
-            auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
-            stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
-            ..req.row(project.id, protected, at)
-        };
-        let build_timeout = project.build_timeout;
-        let mut db = self.db.write().await?;
-        let (pipeline, processed) = transaction!(&mut db.conn(), |tx| {
-            let pipeline = Pipeline::create(tx, new).await?;
-            // Each resource group named, created the first time (`Seed::Build`).
-            let mut groups: std::collections::HashMap<&str, i64> = Default::default();
-            for key in plan
-                .jobs
-                .iter()
-                .filter_map(|j| j.spec.resource_group.as_deref())
-            {
-                if !groups.contains_key(key) {
-                    let group =
-                        ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
-                    groups.insert(key, group.id);
-                }
-            }
-            let jobs: Vec<NewJob> = plan
-                .jobs
-                .iter()
-                .map(|j| NewJob {
-                    pipeline_id: pipeline.id,
-                    project_id: pipeline.project_id,
-                    name: j.name.clone(),
-                    stage: j.stage.clone(),
-                    stage_idx: j.stage_idx,
-                    status: JobStatus::Created,
-                    when_: j.when.as_str().to_string(),
-                    allow_failure: j.allow_failure,
-                    tag_list: json!(j.tags).to_string(),
-                    options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
-                    protected,
-                    timeout: Some(
-                        j.spec
-                            .timeout
-                            .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
-                    ),
-                    resource_group_id: j
-                        .spec
-                        .resource_group
-                        .as_deref()
-                        .and_then(|k| groups.get(k).copied()),
-                    created_at: at,
-                    updated_at: at,
-                })
-                .collect();
-            let created = Job::insert_many(tx, &jobs).await?;
-            if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
-                let pairs: Vec<(Job, JobSpec)> = created
-                    .into_iter()
-                    .zip(plan.jobs.iter().map(|j| j.spec.clone()))
-                    .collect();
-                super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
-            }
-            let processed = process(tx, pipeline.id).await?;
-            let pipeline = Pipeline::find(tx, pipeline.id)
-                .await?
-                .ok_or(ApiError::Conflict)?;
-            Ok::<_, ApiError>((pipeline, processed))
-        })?;
-        drop(db);
+        // A hot write when pipelines come fast (a push, a trigger, a schedule): on SQLite
+        // its statements run inline on the writer thread instead of each hopping to the
+        // blocking pool and back, which is most of the time from a push to the job's pickup.
+        let (pipeline, processed) = self
+            .db
+            .on_writer(create_on_writer(
+                self.db.clone(),
+                project.id,
+                project.build_timeout,
+                protected,
+                req,
+                plan,
+            ))
+            .await?;
         // GitLab's persistent ref, written once the pipeline's id is known and before the
         // queue is woken (a runner that takes a job meanwhile fetches only after preparing
         // its executor; git takes milliseconds).
@@ -1529,6 +1473,85 @@ impl Pipelines {
         self.settle(processed).await;
         Ok(pipeline)
     }
+}
+
+/// The transaction of [`Pipelines::create`]: the pipeline, its resource groups, jobs and
+/// deployments, and its first processing; run by `on_writer`, so it owns what it writes.
+async fn create_on_writer(
+    db: DbPool,
+    project_id: i64,
+    build_timeout: i32,
+    protected: bool,
+    req: NewPipelineRequest,
+    plan: config::PipelinePlan,
+) -> ApiResult<(Pipeline, Processed)> {
+    let at = now();
+    let new = NewPipeline {
+        stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
+        name: plan.name.as_deref(),
+        auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
+        auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
+        stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
+        ..req.row(project_id, protected, at)
+    };
+    let mut db = db.write().await?;
+    transaction!(&mut db.conn(), |tx| {
+        let pipeline = Pipeline::create(tx, new).await?;
+        // Each resource group named, created the first time (`Seed::Build`).
+        let mut groups: std::collections::HashMap<&str, i64> = Default::default();
+        for key in plan
+            .jobs
+            .iter()
+            .filter_map(|j| j.spec.resource_group.as_deref())
+        {
+            if !groups.contains_key(key) {
+                let group = ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
+                groups.insert(key, group.id);
+            }
+        }
+        let jobs: Vec<NewJob> = plan
+            .jobs
+            .iter()
+            .map(|j| NewJob {
+                pipeline_id: pipeline.id,
+                project_id: pipeline.project_id,
+                name: j.name.clone(),
+                stage: j.stage.clone(),
+                stage_idx: j.stage_idx,
+                status: JobStatus::Created,
+                when_: j.when.as_str().to_string(),
+                allow_failure: j.allow_failure,
+                tag_list: json!(j.tags).to_string(),
+                options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
+                protected,
+                timeout: Some(
+                    j.spec
+                        .timeout
+                        .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
+                ),
+                resource_group_id: j
+                    .spec
+                    .resource_group
+                    .as_deref()
+                    .and_then(|k| groups.get(k).copied()),
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        let created = Job::insert_many(tx, &jobs).await?;
+        if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
+            let pairs: Vec<(Job, JobSpec)> = created
+                .into_iter()
+                .zip(plan.jobs.iter().map(|j| j.spec.clone()))
+                .collect();
+            super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
+        }
+        let processed = process(tx, pipeline.id).await?;
+        let pipeline = Pipeline::find(tx, pipeline.id)
+            .await?
+            .ok_or(ApiError::Conflict)?;
+        Ok::<_, ApiError>((pipeline, processed))
+    })
 }
 
 /// [`Pipelines::finish`]'s transaction; owns what it uses, as it runs on the writer.
