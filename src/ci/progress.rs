@@ -21,10 +21,7 @@ pub struct JobState {
 
 impl JobState {
     fn complete(&self) -> bool {
-        matches!(
-            self.status,
-            JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped
-        )
+        self.status.is_complete()
     }
 
     /// Done as far as later jobs are concerned: complete, or a manual job others may pass.

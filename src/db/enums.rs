@@ -119,6 +119,17 @@ text_enum! {
     }
 }
 
+impl JobStatus {
+    /// GitLab's `COMPLETED_STATUSES` ‹app/models/concerns/ci/has_status.rb›: the job has
+    /// ended and will not change again (unless retried, as a new job).
+    pub fn is_complete(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped
+        )
+    }
+}
+
 text_enum! {
     /// Pipeline statuses, GitLab's names.
     pub enum PipelineStatus {

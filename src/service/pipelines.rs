@@ -180,13 +180,6 @@ fn persistable(error: &str) -> bool {
         && !error.starts_with("Pipeline will not run for the selected trigger")
 }
 
-pub(crate) fn is_complete(status: JobStatus) -> bool {
-    matches!(
-        status,
-        JobStatus::Success | JobStatus::Failed | JobStatus::Canceled | JobStatus::Skipped
-    )
-}
-
 /// The variables `rules:if` sees at creation: the predefined ones that do not depend on
 /// the job, and the pipeline's own (which win over the file's).
 fn rule_scope(
@@ -743,7 +736,7 @@ impl Pipelines {
     async fn retry_job_now(&self, job_id: i64) -> ApiResult<Job> {
         self.in_pipeline_of_job(job_id, |tx, job| {
             Box::pin(async move {
-                if !is_complete(job.status) {
+                if !job.status.is_complete() {
                     return Err(ApiError::forbidden("Job is not retryable"));
                 }
                 let new = retry_one(tx, &job).await?;

@@ -96,7 +96,7 @@ async fn assign_one(tx: &mut Conn<'_>, id: i64) -> ApiResult<bool> {
     if let Some(holder) = group.holder_job_id {
         let held = Job::find(tx, holder)
             .await?
-            .is_some_and(|j| !super::pipelines::is_complete(j.status));
+            .is_some_and(|j| !j.status.is_complete());
         if held {
             return Ok(false);
         }

@@ -92,7 +92,7 @@ pub async fn current_job(
             let mut db = state.db.read().await?;
             Job::find(&mut db.conn(), job_id)
                 .await?
-                .filter(|j| !crate::service::pipelines::is_complete(j.status))
+                .filter(|j| !j.status.is_complete())
         }
     };
     let Some(holder) = holder else {

@@ -478,17 +478,11 @@ impl Job {
     /// would read the whole history (a million rows) on every metrics scrape; these come
     /// from the (status, id) index, ranges as long as the queue.
     pub async fn count_by_status(conn: &mut Conn<'_>) -> QueryResult<Vec<(JobStatus, i64)>> {
-        use JobStatus::*;
-        let unfinished = [
-            Created,
-            WaitingForResource,
-            Preparing,
-            Pending,
-            Running,
-            Canceling,
-            Scheduled,
-            Manual,
-        ];
+        let unfinished: Vec<JobStatus> = JobStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| !s.is_complete())
+            .collect();
         db_run!(conn, |c| jobs::table
             .filter(jobs::status.eq_any(unfinished))
             .group_by(jobs::status)
