@@ -1,6 +1,7 @@
 //! The two baselines, each run in its own process (this bench binary re-executed with a
 //! mode argument) so that its RSS is its own: a bare actix-web server answering 204 on
-//! `POST /api/v4/jobs/request` (holding one that carries `last_update`), and the `gitlab-runner-mock` crate's in-memory server.
+//! `POST /api/v4/jobs/request` (holding one that carries `last_update`), and the
+//! `gitlab-runner-mock` crate's in-memory server.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
