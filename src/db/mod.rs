@@ -165,8 +165,8 @@ impl DbPool {
                 }
                 stable_sqlite_plans();
                 run_sqlite_migrations(&path).await?;
-                let read = sqlite_pool(&path, size.clamp(1, 8), wait)?;
-                let write = sqlite_pool(&path, 1, wait)?;
+                let read = sqlite_pool(&path, size.clamp(1, 8), wait, Access::Read)?;
+                let write = sqlite_pool(&path, 1, wait, Access::Write)?;
                 let writer = std::sync::Arc::new(
                     WriterThread::start().context("starting the SQLite writer thread")?,
                 );
@@ -357,10 +357,25 @@ fn stable_sqlite_plans() {
     });
 }
 
-fn sqlite_pool(path: &str, size: usize, wait: Duration) -> anyhow::Result<Pool<SqliteConn>> {
+/// What a SQLite pool's connections may do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reads only (`PRAGMA query_only`): a write through a reader would race the writer,
+    /// and a writer's deferred transaction that has read before it writes fails with
+    /// `SQLITE_BUSY_SNAPSHOT` when another connection committed in between.
+    Read,
+    Write,
+}
+
+fn sqlite_pool(
+    path: &str,
+    size: usize,
+    wait: Duration,
+    access: Access,
+) -> anyhow::Result<Pool<SqliteConn>> {
     let mut config = ManagerConfig::<SqliteConn>::default();
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(|url| {
+    config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
         async move {
             let mut conn = SqliteConn::establish(&url).await?;
@@ -379,6 +394,12 @@ fn sqlite_pool(path: &str, size: usize, wait: Duration) -> anyhow::Result<Pool<S
                 "PRAGMA wal_autocheckpoint = 8192",
             ] {
                 diesel::sql_query(pragma)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
+            if access == Access::Read {
+                diesel::sql_query("PRAGMA query_only = ON")
                     .execute(&mut conn)
                     .await
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
