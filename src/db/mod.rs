@@ -305,16 +305,70 @@ macro_rules! transaction {
                 })
                 .await
             }
-            $crate::db::Conn::Sqlite(__c) => {
-                __c.transaction(async move |__t| {
-                    let mut __tx = $crate::db::Conn::Sqlite(__t);
-                    let $tx = &mut __tx;
-                    $body
-                })
-                .await
-            }
+            $crate::db::Conn::Sqlite(__c) => match $crate::db::sqlite_begin(__c).await {
+                Ok(()) => {
+                    let __result = async {
+                        let mut __tx = $crate::db::Conn::Sqlite(&mut *__c);
+                        let $tx = &mut __tx;
+                        $body
+                    }
+                    .await;
+                    $crate::db::sqlite_end(__c, __result).await
+                }
+                Err(e) => Err(e.into()),
+            },
         }
     }};
+}
+
+/// The transaction manager of a SQLite connection.
+type SqliteTransactions = <SqliteConn as AsyncConnection>::TransactionManager;
+
+/// Begins a transaction on a SQLite connection for [`transaction!`]: `BEGIN IMMEDIATE`,
+/// or a savepoint inside one already open.
+///
+/// A plain (deferred) `BEGIN` takes the write lock only at the first write. When that
+/// write follows a read in the same transaction, SQLite cannot wait for the lock (its
+/// busy handler is not called once a read has begun) and fails at once with
+/// `SQLITE_BUSY` if another connection holds it even for a moment — as a reader does
+/// while it re-reads the WAL index header it found half-written, or with
+/// `SQLITE_BUSY_SNAPSHOT` if anything committed in between. `BEGIN IMMEDIATE` takes the
+/// lock first, where `busy_timeout` applies. Every SQLite transaction here writes, on the
+/// one writer connection, so nothing waits for it that would not have waited anyway.
+pub async fn sqlite_begin(conn: &mut SqliteConn) -> diesel::QueryResult<()> {
+    use diesel_async::TransactionManager as _;
+    let depth = SqliteTransactions::transaction_manager_status_mut(conn).transaction_depth()?;
+    match depth {
+        None => {
+            conn.spawn_blocking(|c| {
+                diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                    c,
+                    "BEGIN IMMEDIATE",
+                )
+            })
+            .await
+        }
+        Some(_) => SqliteTransactions::begin_transaction(conn).await,
+    }
+}
+
+/// Ends what [`sqlite_begin`] began: commits on `Ok`, rolls back on `Err` (keeping the
+/// body's error, as diesel's own `transaction` does).
+pub async fn sqlite_end<T, E: From<diesel::result::Error>>(
+    conn: &mut SqliteConn,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    use diesel_async::TransactionManager as _;
+    match result {
+        Ok(value) => {
+            SqliteTransactions::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(error) => match SqliteTransactions::rollback_transaction(conn).await {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback) => Err(rollback.into()),
+        },
+    }
 }
 
 /// Turns on SQLite's query planner stability guarantee for every connection opened from

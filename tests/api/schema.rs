@@ -113,3 +113,84 @@ async fn postgres_url(app: &TestApp) -> String {
     let (server, _) = base.rsplit_once('/').expect("path");
     format!("{server}/{}", name.name)
 }
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// A SQLite write transaction that reads before it writes waits for a write lock another
+/// connection holds (`busy_timeout`), instead of failing "database is locked" at its first
+/// write: a deferred `BEGIN` cannot wait there once it has read. Readers of the same file
+/// take that lock for a moment when they meet a half-written WAL index header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_transaction_that_reads_first_waits_for_the_write_lock() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lock.sqlite3");
+    let pool = runway::db::DbPool::connect(&format!("sqlite://{}", path.display()), 2)
+        .await
+        .expect("migrated");
+    let (locked, is_locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn =
+            diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE; \
+             INSERT INTO instance_settings (key, value, updated_at) \
+             VALUES ('holder', '1', CURRENT_TIMESTAMP)",
+        )
+        .expect("lock held");
+        locked.send(()).expect("signal");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        conn.batch_execute("COMMIT").expect("commit");
+    });
+    is_locked
+        .recv()
+        .expect("the other connection holds the write lock");
+
+    let mut db = pool.write().await.expect("writer");
+    let before: Result<i64, diesel::result::Error> = runway::transaction!(&mut db.conn(), |tx| {
+        let Conn::Sqlite(c) = tx else {
+            unreachable!("a SQLite pool")
+        };
+        let before = diesel::sql_query("SELECT count(*) AS n FROM instance_settings")
+            .get_result::<Count>(&mut **c)
+            .await?
+            .n;
+        diesel::sql_query(
+            "INSERT INTO instance_settings (key, value, updated_at) \
+             VALUES ('writer', '1', CURRENT_TIMESTAMP)",
+        )
+        .execute(&mut **c)
+        .await?;
+        Ok(before)
+    });
+    holder.join().expect("holder");
+    // It waited for the other's commit before it read: it saw that row, then wrote its own.
+    let before = before.expect("the transaction waited instead of failing");
+    let Conn::Sqlite(c) = &mut db.conn() else {
+        unreachable!("a SQLite pool")
+    };
+    let after = diesel::sql_query("SELECT count(*) AS n FROM instance_settings")
+        .get_result::<Count>(&mut **c)
+        .await
+        .expect("count")
+        .n;
+    assert_eq!(after, before + 1);
+    let mut keys: Vec<String> = diesel::sql_query(
+        "SELECT key AS table_name, value AS column_name FROM instance_settings \
+         WHERE key IN ('holder', 'writer')",
+    )
+    .load::<Column>(&mut **c)
+    .await
+    .expect("rows")
+    .into_iter()
+    .map(|row| row.table_name)
+    .collect();
+    keys.sort();
+    assert_eq!(keys, ["holder", "writer"]);
+}
