@@ -310,10 +310,13 @@ impl<H: HeartbeatMode + 'static> FromRequest for JobAuth<H> {
             let job = match recent {
                 Some(job) => job,
                 None => {
-                    let mut db = state.db.read().await?;
-                    Job::find(&mut db.conn(), id)
-                        .await?
-                        .ok_or(ApiError::Forbidden(None))?
+                    crate::db::inline(async {
+                        let mut db = state.db.read().await?;
+                        Job::find(&mut db.conn(), id)
+                            .await?
+                            .ok_or(ApiError::Forbidden(None))
+                    })
+                    .await?
                 }
             };
             if !digest.matches_stored(job.token_digest.as_deref()) {

@@ -34,6 +34,8 @@ use futures_util::FutureExt;
 
 mod blocking;
 
+pub use blocking::inline;
+
 use blocking::WriterThread;
 
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, blocking::Blocking>;

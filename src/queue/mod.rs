@@ -392,10 +392,11 @@ impl Dispatcher {
         // Pending jobs met that this runner may not run (not those others took first).
         let mut others_waiting = false;
         loop {
-            let candidates = {
+            let candidates = crate::db::inline(async {
                 let mut db = self.db.read().await?;
-                Job::candidates_after(&mut db.conn(), after, batch).await?
-            };
+                Ok::<_, ApiError>(Job::candidates_after(&mut db.conn(), after, batch).await?)
+            })
+            .await?;
             batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
             let Some(last) = candidates.last() else {
                 return Ok((None, others_waiting));
@@ -407,8 +408,12 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
-                    let mut db = self.db.read().await?;
-                    slot.insert(Project::find(&mut db.conn(), job.project_id).await?);
+                    let project = crate::db::inline(async {
+                        let mut db = self.db.read().await?;
+                        Ok::<_, ApiError>(Project::find(&mut db.conn(), job.project_id).await?)
+                    })
+                    .await?;
+                    slot.insert(project);
                 }
                 let Some(Some(project)) = projects.get(&job.project_id) else {
                     continue;
@@ -450,12 +455,16 @@ impl Dispatcher {
                 unknown.dedup(); // candidates come by id, so a pipeline's jobs are adjacent
                 if !unknown.is_empty() {
                     // One lookup by id each (a prepared statement), not an `IN` list.
-                    let mut db = self.db.read().await?;
-                    for id in unknown {
-                        if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
-                            pipelines.insert(id, pipeline);
+                    crate::db::inline(async {
+                        let mut db = self.db.read().await?;
+                        for id in unknown {
+                            if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
+                                pipelines.insert(id, pipeline);
+                            }
                         }
-                    }
+                        Ok::<_, ApiError>(())
+                    })
+                    .await?;
                 }
                 let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
                 let theirs: HashMap<i64, Pipeline> = chunk
