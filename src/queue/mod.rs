@@ -665,6 +665,8 @@ pub async fn dependencies_of(
                 .collect();
             Job::latest_named(conn, job.pipeline_id, &names).await?
         }
+        // A job of the first stage has no earlier one: no round trip to learn that.
+        (None, None) if job.stage_idx <= 0 => Vec::new(),
         (None, None) => Job::latest_before_stage(conn, job.pipeline_id, job.stage_idx).await?,
     };
     let chosen: Vec<Job> = chosen.into_iter().filter(|j| j.id != job.id).collect();

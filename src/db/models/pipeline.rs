@@ -296,7 +296,7 @@ impl Pipeline {
         status: PipelineStatus,
         started_at: Option<NaiveDateTime>,
         finished_at: Option<NaiveDateTime>,
-    ) -> QueryResult<()> {
+    ) -> QueryResult<Pipeline> {
         let at = super::now();
         db_run!(conn, |c| diesel::update(pipelines::table.find(id))
             .set((
@@ -305,9 +305,9 @@ impl Pipeline {
                 pipelines::finished_at.eq(finished_at),
                 pipelines::updated_at.eq(at),
             ))
-            .execute(c)
-            .await)?;
-        Ok(())
+            .returning(Pipeline::as_returning())
+            .get_result(c)
+            .await)
     }
 }
 
