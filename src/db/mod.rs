@@ -416,9 +416,9 @@ fn stable_sqlite_plans() {
 /// What a SQLite pool's connections may do.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Access {
-    /// Reads only (`PRAGMA query_only`): a write through a reader would race the writer,
-    /// and a writer's deferred transaction that has read before it writes fails with
-    /// `SQLITE_BUSY_SNAPSHOT` when another connection committed in between.
+    /// Reads only (`PRAGMA query_only`): a write through a reader would take the write
+    /// lock from under the one writer, whose transactions would then wait for it (or, had
+    /// the reader's transaction begun deferred, fail at its first write).
     Read,
     Write,
 }
