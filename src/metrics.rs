@@ -59,6 +59,8 @@ pub struct Snapshot {
     /// (pool, connections open, connections idle, most allowed)
     pub pools: Vec<(&'static str, usize, usize, usize)>,
     pub held_polls: i64,
+    /// SQLite's group commit: (groups committed, hot write transactions in them).
+    pub write_groups: Option<(u64, u64)>,
 }
 
 /// One request-latency series of a route: (method, status, latency).
@@ -199,6 +201,22 @@ impl Metrics {
             "Job requests held open waiting for a job.",
             snapshot.held_polls,
         );
+        if let Some((groups, writes)) = snapshot.write_groups {
+            scalar(
+                &mut out,
+                "runway_sqlite_write_groups_total",
+                "counter",
+                "Commits of SQLite's group commit (hot write transactions committed together).",
+                groups,
+            );
+            scalar(
+                &mut out,
+                "runway_sqlite_group_writes_total",
+                "counter",
+                "Hot write transactions those commits made durable (per group: this over the groups).",
+                writes,
+            );
+        }
         out.push_str("# HELP runway_db_pool_connections Database connections by pool and state.\n# TYPE runway_db_pool_connections gauge\n");
         for (pool, open, idle, max) in &snapshot.pools {
             let _ = writeln!(

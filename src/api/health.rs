@@ -63,6 +63,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .collect(),
         pools: state.db.pools(),
         held_polls: state.queue.held(),
+        write_groups: state.db.write_groups(),
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -98,6 +98,11 @@ impl WriterThread {
         })
     }
 
+    /// The writer thread's runtime, to start tasks that live as long as it does.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
     /// Runs `work` on the writer thread. It runs to its end even if the caller stops
     /// waiting, as a transaction should.
     pub async fn run<T: Send + 'static>(

@@ -33,8 +33,11 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 mod blocking;
+mod group;
 
 pub use blocking::inline;
+
+use group::GroupCommit;
 
 use blocking::WriterThread;
 
@@ -99,6 +102,8 @@ pub enum DbPool {
         read: Pool<SqliteConn>,
         write: Pool<SqliteConn>,
         writer: std::sync::Arc<WriterThread>,
+        /// Hot write transactions, committed in groups on the writer thread.
+        group: GroupCommit,
         /// The database file.
         path: std::path::PathBuf,
     },
@@ -172,10 +177,12 @@ impl DbPool {
                 let writer = std::sync::Arc::new(
                     WriterThread::start().context("starting the SQLite writer thread")?,
                 );
+                let group = GroupCommit::start(writer.handle(), write.clone());
                 Ok(DbPool::Sqlite {
                     read,
                     write,
                     writer,
+                    group,
                     path: path.into(),
                 })
             }
@@ -235,6 +242,42 @@ impl DbPool {
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => panic!("a write transaction was cancelled: {e}"),
             },
+        }
+    }
+
+    /// Runs `work` as a hot write transaction, answering once it is committed: on SQLite
+    /// with the others queued meanwhile on the writer thread, committed together (see
+    /// [`group`]); on PostgreSQL in a transaction of its own. It runs to its end even if
+    /// the caller stops waiting.
+    pub async fn write_transaction<T, F>(&self, work: F) -> crate::error::ApiResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a, 'b> FnOnce(
+                &'a mut Conn<'b>,
+            )
+                -> futures_util::future::BoxFuture<'a, crate::error::ApiResult<T>>
+            + Send
+            + 'static,
+    {
+        match self {
+            DbPool::Sqlite { group, .. } => group.run(work).await,
+            DbPool::Postgres(pool) => {
+                let pool = pool.clone();
+                self.on_writer(async move {
+                    let mut db = DbConn::Postgres(pool.get().await.map_err(PoolError::from)?);
+                    crate::transaction!(&mut db.conn(), |tx| work(tx).await)
+                })
+                .await
+            }
+        }
+    }
+
+    /// SQLite's group commit: groups committed, and the hot write transactions committed
+    /// in them (none on PostgreSQL).
+    pub fn write_groups(&self) -> Option<(u64, u64)> {
+        match self {
+            DbPool::Sqlite { group, .. } => Some(group.committed()),
+            DbPool::Postgres(_) => None,
         }
     }
 

@@ -474,9 +474,10 @@ impl Dispatcher {
                     .collect();
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
                 let digest = token.digest.as_bytes().to_vec();
+                let terms = terms.clone();
                 let (claimed, became_pending) = self
                     .db
-                    .on_writer(claim(self.db.clone(), ids, theirs, terms.clone(), digest))
+                    .write_transaction(move |tx| Box::pin(claim(tx, ids, theirs, terms, digest)))
                     .await?;
                 if became_pending {
                     self.queue.bump();
@@ -543,10 +544,10 @@ impl Dispatcher {
 /// it commits, the answer needs the database no more, so a database lost right after
 /// cannot leave the job assigned to a runner that was never told. A job needing a feature
 /// the runner lacks is failed on the way (`runner_unsupported`, as GitLab drops it) and its
-/// pipeline moves on (answered true when that made jobs pending). Owns what it uses: it
-/// runs on the writer ([`DbPool::on_writer`]).
+/// pipeline moves on (answered true when that made jobs pending). Runs as a hot write
+/// transaction ([`DbPool::write_transaction`]), so it owns what it uses.
 async fn claim(
-    db: DbPool,
+    tx: &mut Conn<'_>,
     mut ids: Vec<i64>,
     pipelines: HashMap<i64, Pipeline>,
     terms: Arc<ClaimTerms>,
@@ -554,64 +555,60 @@ async fn claim(
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
     let ack_deadline = terms.two_phase.then(|| at + ACK_TIMEOUT);
-    let mut db = db.write().await?;
-    crate::transaction!(&mut db.conn(), |tx| {
-        let mut became_pending = false;
-        loop {
-            let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
-            else {
-                return Ok::<_, ApiError>((None, became_pending));
-            };
-            ids.retain(|id| *id != job_id);
-            let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
-            if unsupported_by(&spec, &terms.features) {
-                if fail_pending(tx, job_id, "runner_unsupported").await? {
-                    became_pending |= crate::service::pipelines::process(tx, pipeline_id)
-                        .await?
-                        .became_pending;
-                }
-                continue;
+    let mut became_pending = false;
+    loop {
+        let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await? else {
+            return Ok((None, became_pending));
+        };
+        ids.retain(|id| *id != job_id);
+        let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
+        if unsupported_by(&spec, &terms.features) {
+            if fail_pending(tx, job_id, "runner_unsupported").await? {
+                became_pending |= crate::service::pipelines::process(tx, pipeline_id)
+                    .await?
+                    .became_pending;
             }
-            let Some(job) = Job::claim(
-                tx,
-                job_id,
-                terms.runner_id,
-                terms.manager_id,
-                &digest,
-                terms.cancel_gracefully,
-                at,
-                ack_deadline,
-            )
-            .await?
-            else {
-                continue;
-            };
-            let mut pipeline = pipelines
-                .get(&pipeline_id)
-                .cloned()
-                .ok_or(ApiError::Conflict)?;
-            // A deploying job that starts makes its deployment running.
-            if job.status == JobStatus::Running && spec.environment.is_some() {
-                crate::db::models::environment::Deployment::start_for_job(tx, job.id, at).await?;
-            }
-            // A job that starts running makes its pipeline running (no other job moves on
-            // because one starts, so the whole pipeline need not be processed again).
-            // Under two-phase commit the job is still pending: nothing changes.
-            if job.status == JobStatus::Running
-                && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
-            {
-                pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
-                pipeline.status = PipelineStatus::Running;
-                pipeline.finished_at = None;
-            }
-            let dependencies = dependencies_of(tx, &job).await?;
-            let variables = CiVariable::for_job(tx, job.project_id).await?;
-            return Ok((
-                Some((job, pipeline, dependencies, variables)),
-                became_pending,
-            ));
+            continue;
         }
-    })
+        let Some(job) = Job::claim(
+            tx,
+            job_id,
+            terms.runner_id,
+            terms.manager_id,
+            &digest,
+            terms.cancel_gracefully,
+            at,
+            ack_deadline,
+        )
+        .await?
+        else {
+            continue;
+        };
+        let mut pipeline = pipelines
+            .get(&pipeline_id)
+            .cloned()
+            .ok_or(ApiError::Conflict)?;
+        // A deploying job that starts makes its deployment running.
+        if job.status == JobStatus::Running && spec.environment.is_some() {
+            crate::db::models::environment::Deployment::start_for_job(tx, job.id, at).await?;
+        }
+        // A job that starts running makes its pipeline running (no other job moves on
+        // because one starts, so the whole pipeline need not be processed again).
+        // Under two-phase commit the job is still pending: nothing changes.
+        if job.status == JobStatus::Running
+            && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
+        {
+            pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
+            pipeline.status = PipelineStatus::Running;
+            pipeline.finished_at = None;
+        }
+        let dependencies = dependencies_of(tx, &job).await?;
+        let variables = CiVariable::for_job(tx, job.project_id).await?;
+        return Ok((
+            Some((job, pipeline, dependencies, variables)),
+            became_pending,
+        ));
+    }
 }
 
 /// Fails a pending job no runner took yet for `reason`; false if it was no longer pending

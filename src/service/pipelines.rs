@@ -402,14 +402,19 @@ impl Pipelines {
         // blocking pool and back, which is most of the time from a push to the job's pickup.
         let (pipeline, processed) = self
             .db
-            .on_writer(create_on_writer(
-                self.db.clone(),
-                project.id,
-                project.build_timeout,
-                protected,
-                req,
-                plan,
-            ))
+            .write_transaction({
+                let (project_id, build_timeout) = (project.id, project.build_timeout);
+                move |tx| {
+                    Box::pin(create_in(
+                        tx,
+                        project_id,
+                        build_timeout,
+                        protected,
+                        req,
+                        plan,
+                    ))
+                }
+            })
             .await?;
         // GitLab's persistent ref, written once the pipeline's id is known and before the
         // queue is woken (a runner that takes a job meanwhile fetches only after preparing
@@ -552,10 +557,10 @@ impl Pipelines {
     /// (`allow_failure:exit_codes`). Answers the job as it is afterwards.
     pub async fn finish(&self, job_id: i64, outcome: JobOutcome) -> ApiResult<Job> {
         // A hot write, as a claim is: on SQLite its statements run inline on the writer
-        // thread instead of each hopping to the blocking pool and back.
+        // thread, committed with the others queued meanwhile.
         let (job, processed) = self
             .db
-            .on_writer(finish_on_writer(self.db.clone(), job_id, outcome))
+            .write_transaction(move |tx| Box::pin(finish_in(tx, job_id, outcome)))
             .await?;
         self.settle(processed).await;
         Ok(job)
@@ -1469,9 +1474,10 @@ impl Pipelines {
 }
 
 /// The transaction of [`Pipelines::create`]: the pipeline, its resource groups, jobs and
-/// deployments, and its first processing; run by `on_writer`, so it owns what it writes.
-async fn create_on_writer(
-    db: DbPool,
+/// deployments, and its first processing; a hot write transaction
+/// ([`DbPool::write_transaction`]), so it owns what it writes.
+async fn create_in(
+    tx: &mut Conn<'_>,
     project_id: i64,
     build_timeout: i32,
     protected: bool,
@@ -1487,167 +1493,161 @@ async fn create_on_writer(
         stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
         ..req.row(project_id, protected, at)
     };
-    let mut db = db.write().await?;
-    transaction!(&mut db.conn(), |tx| {
-        let pipeline = Pipeline::create(tx, new).await?;
-        // Each resource group named, created the first time (`Seed::Build`).
-        let mut groups: std::collections::HashMap<&str, i64> = Default::default();
-        for key in plan
-            .jobs
-            .iter()
-            .filter_map(|j| j.spec.resource_group.as_deref())
-        {
-            if !groups.contains_key(key) {
-                let group = ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
-                groups.insert(key, group.id);
-            }
+    let pipeline = Pipeline::create(tx, new).await?;
+    // Each resource group named, created the first time (`Seed::Build`).
+    let mut groups: std::collections::HashMap<&str, i64> = Default::default();
+    for key in plan
+        .jobs
+        .iter()
+        .filter_map(|j| j.spec.resource_group.as_deref())
+    {
+        if !groups.contains_key(key) {
+            let group = ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
+            groups.insert(key, group.id);
         }
-        let jobs: Vec<NewJob> = plan
-            .jobs
+    }
+    let jobs: Vec<NewJob> = plan
+        .jobs
+        .iter()
+        .map(|j| NewJob {
+            pipeline_id: pipeline.id,
+            project_id: pipeline.project_id,
+            name: j.name.clone(),
+            stage: j.stage.clone(),
+            stage_idx: j.stage_idx,
+            status: JobStatus::Created,
+            when_: j.when.as_str().to_string(),
+            allow_failure: j.allow_failure,
+            tag_list: json!(j.tags).to_string(),
+            options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
+            protected,
+            timeout: Some(
+                j.spec
+                    .timeout
+                    .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
+            ),
+            resource_group_id: j
+                .spec
+                .resource_group
+                .as_deref()
+                .and_then(|k| groups.get(k).copied()),
+            created_at: at,
+            updated_at: at,
+        })
+        .collect();
+    let created = Job::insert_many(tx, &jobs).await?;
+    if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
+        let pairs: Vec<(Job, JobSpec)> = created
             .iter()
-            .map(|j| NewJob {
-                pipeline_id: pipeline.id,
-                project_id: pipeline.project_id,
-                name: j.name.clone(),
-                stage: j.stage.clone(),
-                stage_idx: j.stage_idx,
-                status: JobStatus::Created,
-                when_: j.when.as_str().to_string(),
-                allow_failure: j.allow_failure,
-                tag_list: json!(j.tags).to_string(),
-                options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
-                protected,
-                timeout: Some(
-                    j.spec
-                        .timeout
-                        .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
-                ),
-                resource_group_id: j
-                    .spec
-                    .resource_group
-                    .as_deref()
-                    .and_then(|k| groups.get(k).copied()),
-                created_at: at,
-                updated_at: at,
-            })
+            .cloned()
+            .zip(plan.jobs.iter().map(|j| j.spec.clone()))
             .collect();
-        let created = Job::insert_many(tx, &jobs).await?;
-        if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
-            let pairs: Vec<(Job, JobSpec)> = created
-                .iter()
-                .cloned()
-                .zip(plan.jobs.iter().map(|j| j.spec.clone()))
-                .collect();
-            super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
-        }
-        // The rows just written are processed as they are, not read back (three round
-        // trips fewer on PostgreSQL, from the pipeline's POST to its first job's pickup).
-        process_loaded(tx, pipeline, created).await
-    })
+        super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
+    }
+    // The rows just written are processed as they are, not read back (three round
+    // trips fewer on PostgreSQL, from the pipeline's POST to its first job's pickup).
+    process_loaded(tx, pipeline, created).await
 }
 
-/// [`Pipelines::finish`]'s transaction; owns what it uses, as it runs on the writer.
-async fn finish_on_writer(
-    db: DbPool,
+/// [`Pipelines::finish`]'s transaction; owns what it uses, as a hot write transaction
+/// ([`DbPool::write_transaction`]).
+async fn finish_in(
+    tx: &mut Conn<'_>,
     job_id: i64,
     outcome: JobOutcome,
 ) -> ApiResult<(Job, Processed)> {
-    let mut db = db.write().await?;
-    let finished = transaction!(&mut db.conn(), |tx| {
-        let job = Job::find(tx, job_id)
-            .await?
-            .ok_or(ApiError::Forbidden(None))?;
-        let at = now();
-        // The token stays: a finished job's PUT must still be recognised, to answer
-        // 403 with its `Job-Status` (the guard refuses every job that is not running).
-        let mut changes = JobChanges {
-            finished_at: Some(Some(at)),
-            updated_at: Some(at),
-            ..Default::default()
-        };
-        if let Some(checksum) = &outcome.checksum {
-            // Verified against the stored log; a mismatch is recorded and logged, and
-            // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
-            let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
-            let ok = *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
-            if !ok {
-                tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
-                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
-            }
-            changes.trace_checksum_ok = Some(Some(ok));
-        }
-        let mut retry = false;
-        let spec = job.spec();
-        if job.status == JobStatus::Canceling {
-            changes.status = Some(JobStatus::Canceled);
-        } else if outcome.success {
-            changes.status = Some(JobStatus::Success);
-        } else {
-            let reason = outcome
-                .failure_reason
-                .clone()
-                .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
-                .unwrap_or_else(|| "unknown_failure".to_string());
-            let allowed = outcome
-                .exit_code
-                .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
-            retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
-            changes.status = Some(JobStatus::Failed);
-            changes.failure_reason = Some(Some(reason));
-            changes.exit_code = Some(outcome.exit_code);
-            changes.allow_failure = Some(job.allow_failure || allowed);
-            changes.retried = Some(retry);
-        }
-        let Some(ended) = Job::transition_returning(
-            tx,
-            job.id,
-            &[JobStatus::Running, JobStatus::Canceling],
-            &changes,
-        )
+    let job = Job::find(tx, job_id)
         .await?
-        else {
-            return Err(ApiError::Conflict);
-        };
-        if changes.status == Some(JobStatus::Success) {
-            if let Some(env) = &spec.environment {
-                super::deployments::stop_job_succeeded(tx, job.project_id, env, at).await?;
+        .ok_or(ApiError::Forbidden(None))?;
+    let at = now();
+    // The token stays: a finished job's PUT must still be recognised, to answer
+    // 403 with its `Job-Status` (the guard refuses every job that is not running).
+    let mut changes = JobChanges {
+        finished_at: Some(Some(at)),
+        updated_at: Some(at),
+        ..Default::default()
+    };
+    if let Some(checksum) = &outcome.checksum {
+        // Verified against the stored log; a mismatch is recorded and logged, and
+        // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
+        let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
+        let ok = *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
+        if !ok {
+            tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
+                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
+        }
+        changes.trace_checksum_ok = Some(Some(ok));
+    }
+    let mut retry = false;
+    let spec = job.spec();
+    if job.status == JobStatus::Canceling {
+        changes.status = Some(JobStatus::Canceled);
+    } else if outcome.success {
+        changes.status = Some(JobStatus::Success);
+    } else {
+        let reason = outcome
+            .failure_reason
+            .clone()
+            .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
+            .unwrap_or_else(|| "unknown_failure".to_string());
+        let allowed = outcome
+            .exit_code
+            .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
+        retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
+        changes.status = Some(JobStatus::Failed);
+        changes.failure_reason = Some(Some(reason));
+        changes.exit_code = Some(outcome.exit_code);
+        changes.allow_failure = Some(job.allow_failure || allowed);
+        changes.retried = Some(retry);
+    }
+    let Some(ended) = Job::transition_returning(
+        tx,
+        job.id,
+        &[JobStatus::Running, JobStatus::Canceling],
+        &changes,
+    )
+    .await?
+    else {
+        return Err(ApiError::Conflict);
+    };
+    if changes.status == Some(JobStatus::Success) {
+        if let Some(env) = &spec.environment {
+            super::deployments::stop_job_succeeded(tx, job.project_id, env, at).await?;
+        }
+    }
+    let mut requeued = false;
+    if retry {
+        let status = super::resource_groups::enqueued(job.resource_group_id);
+        clone_job(tx, &job, status).await?;
+        requeued = status == JobStatus::Pending;
+    }
+    let failed = changes.status == Some(JobStatus::Failed);
+    if failed && !retry && changes.allow_failure != Some(true) {
+        cancel_on_job_failure(tx, job.pipeline_id).await?;
+    }
+    // Most jobs end while others of their stage still run: then nothing else moves,
+    // and the pipeline is not read whole (the cost of a finish stays the same in a
+    // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group
+    // or a retried one takes the whole way.
+    let ended_plainly = matches!(changes.status, Some(JobStatus::Success | JobStatus::Failed))
+        && !retry
+        && spec.environment.is_none()
+        && job.resource_group_id.is_none();
+    let quiet = ended_plainly
+        && match Pipeline::progress_of(tx, job.pipeline_id).await? {
+            Some((PipelineStatus::Running, stage_scheduled)) => {
+                Job::finish_moves_nothing(tx, &job, stage_scheduled).await?
             }
-        }
-        let mut requeued = false;
-        if retry {
-            let status = super::resource_groups::enqueued(job.resource_group_id);
-            clone_job(tx, &job, status).await?;
-            requeued = status == JobStatus::Pending;
-        }
-        let failed = changes.status == Some(JobStatus::Failed);
-        if failed && !retry && changes.allow_failure != Some(true) {
-            cancel_on_job_failure(tx, job.pipeline_id).await?;
-        }
-        // Most jobs end while others of their stage still run: then nothing else moves,
-        // and the pipeline is not read whole (the cost of a finish stays the same in a
-        // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group
-        // or a retried one takes the whole way.
-        let ended_plainly = matches!(changes.status, Some(JobStatus::Success | JobStatus::Failed))
-            && !retry
-            && spec.environment.is_none()
-            && job.resource_group_id.is_none();
-        let quiet = ended_plainly
-            && match Pipeline::progress_of(tx, job.pipeline_id).await? {
-                Some((PipelineStatus::Running, stage_scheduled)) => {
-                    Job::finish_moves_nothing(tx, &job, stage_scheduled).await?
-                }
-                _ => false,
-            };
-        let mut processed = if quiet {
-            Processed::default()
-        } else {
-            process(tx, job.pipeline_id).await?
+            _ => false,
         };
-        processed.became_pending |= requeued;
-        // What follows the transition changes other jobs, never this one.
-        Ok::<_, ApiError>((ended, processed))
-    })?;
-    Ok(finished)
+    let mut processed = if quiet {
+        Processed::default()
+    } else {
+        process(tx, job.pipeline_id).await?
+    };
+    processed.became_pending |= requeued;
+    // What follows the transition changes other jobs, never this one.
+    Ok((ended, processed))
 }
 
 /// `workflow:auto_cancel:on_job_failure: all`: a job failed (not allowed to, and not to

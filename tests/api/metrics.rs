@@ -82,5 +82,14 @@ both_backends! {
             sample(&text, &format!(r#"runway_db_pool_connections{{pool="{pool}",state="max"}}"#)).is_some_and(|v| v >= 1.0),
             "{text}"
         );
+        // SQLite's group commit: the pipeline's creation and the claim at least, in at
+        // least one commit and at most one each.
+        let (groups, writes) = (sample(&text, "runway_sqlite_write_groups_total"), sample(&text, "runway_sqlite_group_writes_total"));
+        if app.backend == crate::helpers::Backend::Postgres {
+            assert_eq!((groups, writes), (None, None), "{text}");
+        } else {
+            let (groups, writes) = (groups.expect("groups counted"), writes.expect("writes counted"));
+            assert!(writes >= 2.0 && groups >= 1.0 && groups <= writes, "{text}");
+        }
     }
 }

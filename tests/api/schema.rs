@@ -194,3 +194,104 @@ async fn a_sqlite_transaction_that_reads_first_waits_for_the_write_lock() {
     keys.sort();
     assert_eq!(keys, ["holder", "writer"]);
 }
+
+// Hot write transactions that queue up while one runs are committed together on
+// SQLite (each in a savepoint): one that fails — with its own error or a database
+// error — is rolled back alone, and its caller gets its error; the others' writes are
+// all there once they are answered. On PostgreSQL each is a transaction of its own,
+// with the same answers.
+crate::helpers::both_backends! {
+    async fn queued_write_transactions_commit_together_but_fail_alone(backend) {
+        use runway::db::models::setting::InstanceSetting;
+        use runway::error::ApiError;
+
+        let app = TestApp::spawn(backend).await;
+        let db = app.db.clone();
+        let groups_before = db.write_groups();
+        // The first holds the writer a while, so that the others queue behind it.
+        let first = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write_transaction(|tx| {
+                    Box::pin(async move {
+                        InstanceSetting::insert_if_absent(tx, "group-first", "1").await?;
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        Ok(())
+                    })
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let in_turn = backend == Backend::Sqlite;
+        let queued: Vec<_> = (0..8)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write_transaction(move |tx| {
+                        Box::pin(async move {
+                            let key = format!("group-{i}");
+                            InstanceSetting::insert_if_absent(tx, &key, "1").await?;
+                            // On SQLite, where they run in turn, a transaction sees what
+                            // the ones before it in its group wrote, and not what a failed
+                            // one wrote. PostgreSQL runs them side by side.
+                            if in_turn && i > 0 {
+                                let before = format!("group-{}", i - 1);
+                                let seen = InstanceSetting::get(tx, &before).await?;
+                                let rolled_back = i - 1 == 3 || i - 1 == 5;
+                                let expected = (!rolled_back).then_some("1");
+                                assert_eq!(seen.as_deref(), expected, "{before} before {key}");
+                            }
+                            match i {
+                                3 => Err(ApiError::Conflict),
+                                5 => {
+                                    runway::db_run!(tx, |c| diesel::sql_query(
+                                        "SELECT * FROM no_such_table"
+                                    )
+                                    .execute(c)
+                                    .await)?;
+                                    Ok(i)
+                                }
+                                _ => Ok(i),
+                            }
+                        })
+                    })
+                    .await
+                })
+            })
+            .collect();
+        first.await.expect("joined").expect("the first committed");
+        let mut answers = Vec::new();
+        for handle in queued {
+            answers.push(handle.await.expect("joined"));
+        }
+        for (i, answer) in answers.iter().enumerate() {
+            match i {
+                3 => assert!(matches!(answer, Err(ApiError::Conflict)), "{i}: {answer:?}"),
+                5 => assert!(matches!(answer, Err(ApiError::Internal(_))), "{i}: {answer:?}"),
+                _ => assert_eq!(answer.as_ref().ok(), Some(&i), "{i}: {answer:?}"),
+            }
+        }
+        // On SQLite: the first alone, then the other eight in one group, of which six
+        // committed.
+        let counted = db.write_groups().zip(groups_before).map(|(after, before)| (after.0 - before.0, after.1 - before.1));
+        let expected = (backend == Backend::Sqlite).then_some((2, 7));
+        assert_eq!(counted, expected, "(commits, transactions committed)");
+        let mut read = db.read().await.expect("a connection");
+        let mut conn = read.conn();
+        for key in ["group-first", "group-0", "group-1", "group-2", "group-4", "group-6", "group-7"] {
+            assert_eq!(
+                InstanceSetting::get(&mut conn, key).await.expect("read").as_deref(),
+                Some("1"),
+                "{key} committed"
+            );
+        }
+        for key in ["group-3", "group-5"] {
+            assert_eq!(
+                InstanceSetting::get(&mut conn, key).await.expect("read"),
+                None,
+                "{key} rolled back"
+            );
+        }
+    }
+}
