@@ -501,6 +501,15 @@ impl Pipelines {
             if mode == "none" {
                 continue;
             }
+            // The usual answer, read without a write transaction over the whole pipeline:
+            // a job that is not interruptible has started, so nothing is canceled. Checked
+            // again in the transaction, as a job may start meanwhile.
+            if mode != "interruptible" {
+                let mut db = self.db.read().await?;
+                if Job::started_one_not_interruptible(&mut db.conn(), old.id).await? {
+                    continue;
+                }
+            }
             self.in_pipeline(old.id, move |tx, jobs| {
                 Box::pin(async move {
                     let current: Vec<&Job> = jobs.iter().filter(|j| !j.retried).collect();

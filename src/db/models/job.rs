@@ -192,6 +192,43 @@ impl Job {
             .await)
     }
 
+    /// Whether a job of the pipeline that started (running or ended after running) and
+    /// was not retried is not `interruptible`: such a pipeline is not canceled as redundant
+    /// by `workflow:auto_cancel:on_new_commit: conservative`. Read a page at a time in id
+    /// order and stopped at the first such job, usually on the first row, instead of
+    /// loading the whole pipeline for each new one on its ref.
+    pub async fn started_one_not_interruptible(
+        conn: &mut Conn<'_>,
+        pipeline_id: i64,
+    ) -> QueryResult<bool> {
+        const PAGE: i64 = 100;
+        let started = [JobStatus::Running, JobStatus::Success, JobStatus::Failed];
+        let mut after = 0_i64;
+        loop {
+            let page: Vec<(i64, String)> = db_run!(conn, |c| jobs::table
+                .filter(jobs::pipeline_id.eq(pipeline_id))
+                .filter(jobs::status.eq_any(started))
+                .filter(jobs::retried.eq(false))
+                .filter(jobs::id.gt(after))
+                .order(jobs::id)
+                .select((jobs::id, jobs::options))
+                .limit(PAGE)
+                .load(c)
+                .await)?;
+            for (_, options) in &page {
+                let spec: crate::ci::config::JobSpec =
+                    serde_json::from_str(options).unwrap_or_default();
+                if !spec.interruptible {
+                    return Ok(true);
+                }
+            }
+            match page.last() {
+                Some((id, _)) if page.len() as i64 == PAGE => after = *id,
+                _ => return Ok(false),
+            }
+        }
+    }
+
     /// The latest tries of a pipeline's jobs in stages before `stage_idx`.
     pub async fn latest_before_stage(
         conn: &mut Conn<'_>,
