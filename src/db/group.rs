@@ -1,4 +1,5 @@
-//! Group commit for SQLite's hot write transactions (job claims, finishes, new pipelines).
+//! Group commit for SQLite's hot write transactions (job claims, finishes, new pipelines,
+//! log appends).
 //!
 //! SQLite has one writer, and each commit writes the pages its transaction touched to the
 //! WAL: a claim or a finish touches the same few pages of `jobs` and its indexes, six to

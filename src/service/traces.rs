@@ -132,6 +132,45 @@ impl LockedLog {
     }
 }
 
+/// An append's transaction: checks that the job is still the token's, running, and its
+/// log `start` long ([`TraceChunk::tail_for_append`]), then writes `data` — to the log's
+/// file where logs are kept in files (through `locked`, the handle holding the file's
+/// lock, on PostgreSQL) — and records it.
+async fn append_in(
+    tx: &mut crate::db::Conn<'_>,
+    job_id: i64,
+    digest: &[u8],
+    start: i64,
+    data: &Arc<Vec<u8>>,
+    locked: Option<&Arc<LockedLog>>,
+    files: Option<&LogFiles>,
+) -> ApiResult<Appended> {
+    let (size, crc, status) = match TraceChunk::tail_for_append(tx, job_id, digest, start).await? {
+        Ok(tail) => tail,
+        Err(refused) => return Ok(refused),
+    };
+    if data.is_empty() {
+        return Ok(Appended::Stored { size, crc, status });
+    }
+    match (locked, files) {
+        // PostgreSQL: through the handle that holds the file's lock.
+        (Some(log), _) => {
+            let (log, data) = (log.clone(), data.clone());
+            let write = move || log.write_at(size, &data);
+            blocking_io("writing a log file", write).await?;
+        }
+        // SQLite's writer thread: appends are serialised there, and the write is to the
+        // page cache.
+        (None, Some(files)) => files
+            .write_at(job_id, size, data)
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing a log file")))?,
+        (None, None) => {}
+    }
+    let tail = (size, crc);
+    let (size, crc) = TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
+    Ok(Appended::Stored { size, crc, status })
+}
+
 /// Up to `limit` chunks of the job's log starting after `after`, as (offset, bytes), the
 /// bytes read from the log file where the rows hold none.
 pub async fn read_page(
@@ -297,6 +336,18 @@ impl Traces {
         let postgres = self.db.backend() == Backend::Postgres;
         let conditional = postgres && known.0 == start && !data.is_empty();
         let data = Arc::new(data);
+        if !postgres {
+            // SQLite: a hot write, committed with the others queued meanwhile on the
+            // writer thread (claims, finishes, other appends).
+            return self
+                .db
+                .write_transaction(move |tx| {
+                    Box::pin(async move {
+                        append_in(tx, job_id, &digest, start, &data, None, files.as_ref()).await
+                    })
+                })
+                .await;
+        }
         self.db
             .on_writer(async move {
                 let mut db = db.write().await?;
@@ -337,32 +388,16 @@ impl Traces {
                 }
                 let (data, files, locked, digest) = (&data, &files, &locked, &digest);
                 transaction!(&mut db.conn(), |tx| {
-                    let (size, crc, status) =
-                        match TraceChunk::tail_for_append(tx, job_id, digest, start).await? {
-                            Ok(tail) => tail,
-                            Err(refused) => return Ok(refused),
-                        };
-                    if data.is_empty() {
-                        return Ok(Appended::Stored { size, crc, status });
-                    }
-                    match (locked, files) {
-                        // PostgreSQL: through the handle that holds the file's lock.
-                        (Some(log), _) => {
-                            let (log, data) = (log.clone(), data.clone());
-                            let write = move || log.write_at(size, &data);
-                            blocking_io("writing a log file", write).await?;
-                        }
-                        // SQLite's writer thread: appends are serialised here, and the
-                        // write is to the page cache.
-                        (None, Some(files)) => files.write_at(job_id, size, data).map_err(|e| {
-                            ApiError::Internal(anyhow::Error::new(e).context("writing a log file"))
-                        })?,
-                        (None, None) => {}
-                    }
-                    let tail = (size, crc);
-                    let (size, crc) =
-                        TraceChunk::record(tx, job_id, tail, data, files.is_some()).await?;
-                    Ok::<_, ApiError>(Appended::Stored { size, crc, status })
+                    append_in(
+                        tx,
+                        job_id,
+                        digest,
+                        start,
+                        data,
+                        locked.as_ref(),
+                        files.as_ref(),
+                    )
+                    .await
                 })
             })
             .await
