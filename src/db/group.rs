@@ -207,9 +207,8 @@ async fn run_group(
         Ok(conn) => conn,
         Err(e) => {
             let error = PoolError::from(e);
-            let message = error.to_string();
             for queued in waiting.drain(..take) {
-                queued.refuse(refused(&error, &message));
+                queued.refuse(error.again().into());
             }
             return None;
         }
@@ -253,15 +252,14 @@ async fn run_group(
                 }
                 committed.push(answer);
             }
-            Ended::Failed if !alone => {
-                let _ = SqliteTransactions::rollback_transaction(conn).await;
-                answer(None);
-            }
             Ended::Failed => {
-                // Its error answers it; the transaction is rolled back below.
+                // Back to its savepoint, or, alone, the whole transaction; its error
+                // answers it.
                 let _ = SqliteTransactions::rollback_transaction(conn).await;
                 answer(None);
-                return None;
+                if alone {
+                    return None;
+                }
             }
             Ended::Panicked => {
                 panicked = Some(answer);
@@ -296,14 +294,6 @@ async fn run_group(
             }
             None
         }
-    }
-}
-
-/// A pool error as each caller gets it: out of time or out of reach is a 503.
-fn refused(error: &PoolError, message: &str) -> ApiError {
-    match error {
-        PoolError::Timeout | PoolError::Unreachable(_) => ApiError::Unavailable,
-        PoolError::Other(_) => ApiError::Internal(anyhow::anyhow!("{message}")),
     }
 }
 

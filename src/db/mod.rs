@@ -81,6 +81,18 @@ pub enum PoolError {
     Other(anyhow::Error),
 }
 
+impl PoolError {
+    /// The same error once more, for each of several callers it refuses (its cause kept
+    /// as its message), so that each gets the answer `ApiError`'s conversion gives it.
+    pub fn again(&self) -> PoolError {
+        match self {
+            PoolError::Timeout => PoolError::Timeout,
+            PoolError::Unreachable(cause) => PoolError::Unreachable(anyhow::anyhow!("{cause:#}")),
+            PoolError::Other(cause) => PoolError::Other(anyhow::anyhow!("{cause:#}")),
+        }
+    }
+}
+
 impl<E: std::error::Error + Send + Sync + 'static> From<deadpool::managed::PoolError<E>>
     for PoolError
 {

@@ -513,12 +513,7 @@ impl Pipelines {
             self.in_pipeline(old.id, move |tx, jobs| {
                 Box::pin(async move {
                     let current: Vec<&Job> = jobs.iter().filter(|j| !j.retried).collect();
-                    let started = |j: &&Job| {
-                        matches!(
-                            j.status,
-                            JobStatus::Running | JobStatus::Success | JobStatus::Failed
-                        )
-                    };
+                    let started = |j: &&Job| Job::STARTED.contains(&j.status);
                     if mode != "interruptible"
                         && current
                             .iter()

@@ -303,8 +303,8 @@ impl Traces {
     /// PostgreSQL appends with one statement conditional on it and on the job still being
     /// the token's and running ([`TraceChunk::append_if_tail`]); only if the job moved
     /// meanwhile does the append lock the job's row to find out (see the module's notes for
-    /// the file lock). Runs on the writer ([`DbPool::on_writer`]): a log append is a hot
-    /// write. The job is kept as recent while its appends land, and forgotten otherwise.
+    /// the file lock). A log append is a hot write: on SQLite it is committed with the
+    /// others queued meanwhile ([`DbPool::write_transaction`]). The job is kept as recent while its appends land, and forgotten otherwise.
     pub async fn append(&self, job: &Job, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
         let Some(digest) = job.token_digest.clone() else {
             return Ok(Appended::NotOwned);
@@ -331,12 +331,9 @@ impl Traces {
         data: Vec<u8>,
         known: (i64, i64),
     ) -> ApiResult<Appended> {
-        let db = self.db.clone();
         let files = self.append_to_files.then(|| self.files.clone());
-        let postgres = self.db.backend() == Backend::Postgres;
-        let conditional = postgres && known.0 == start && !data.is_empty();
         let data = Arc::new(data);
-        if !postgres {
+        if self.db.backend() == Backend::Sqlite {
             // SQLite: a hot write, committed with the others queued meanwhile on the
             // writer thread (claims, finishes, other appends).
             return self
@@ -348,14 +345,16 @@ impl Traces {
                 })
                 .await;
         }
+        let db = self.db.clone();
+        let conditional = known.0 == start && !data.is_empty();
         self.db
             .on_writer(async move {
                 let mut db = db.write().await?;
-                // PostgreSQL with files: appends to one job's file take turns through a
+                // With files: appends to one job's file take turns through a
                 // file lock (instances share the folder), always taken before the row's.
                 // Held (with the file's lock) until this block ends, after any commit.
                 let mut locked = None;
-                if let (true, Some(files)) = (postgres && !data.is_empty(), &files) {
+                if let (true, Some(files)) = (!data.is_empty(), &files) {
                     let (files, bytes) = (files.clone(), data.clone());
                     let (log, wrote) = blocking_io("writing a log file", move || {
                         let log = files.lock(job_id)?;

@@ -192,6 +192,10 @@ impl Job {
             .await)
     }
 
+    /// The statuses of a job that has started, for the redundant-pipeline cancel: running,
+    /// or ended after running.
+    pub const STARTED: [JobStatus; 3] = [JobStatus::Running, JobStatus::Success, JobStatus::Failed];
+
     /// Whether a job of the pipeline that started (running or ended after running) and
     /// was not retried is not `interruptible`: such a pipeline is not canceled as redundant
     /// by `workflow:auto_cancel:on_new_commit: conservative`. Read a page at a time in id
@@ -202,12 +206,11 @@ impl Job {
         pipeline_id: i64,
     ) -> QueryResult<bool> {
         const PAGE: i64 = 100;
-        let started = [JobStatus::Running, JobStatus::Success, JobStatus::Failed];
         let mut after = 0_i64;
         loop {
             let page: Vec<(i64, String)> = db_run!(conn, |c| jobs::table
                 .filter(jobs::pipeline_id.eq(pipeline_id))
-                .filter(jobs::status.eq_any(started))
+                .filter(jobs::status.eq_any(Job::STARTED))
                 .filter(jobs::retried.eq(false))
                 .filter(jobs::id.gt(after))
                 .order(jobs::id)
