@@ -188,20 +188,19 @@ async fn commit_groups(
                 Err(_) => break,
             }
         }
-        if let Some(writes) = run_group(&pool, &mut waiting).await {
-            counts.groups.fetch_add(1, Ordering::Relaxed);
-            counts.writes.fetch_add(writes as u64, Ordering::Relaxed);
-        }
+        run_group(&pool, &mut waiting, &counts).await;
     }
 }
 
-/// Runs up to a group of `waiting` in one transaction and answers their callers; how many
-/// it committed, if it did commit. After a panic the group is rolled back and what it had
-/// not run yet stays waiting.
+/// Runs up to a group of `waiting` in one transaction and answers their callers; a group
+/// that commits is counted before its callers are answered (what they read of the counts
+/// afterwards includes it). After a panic the group is rolled back and what it had not run
+/// yet stays waiting.
 async fn run_group(
     pool: &Pool<SqliteConn>,
     waiting: &mut VecDeque<Box<dyn Queued>>,
-) -> Option<usize> {
+    counts: &Counts,
+) {
     let take = waiting.len().min(MOST_IN_A_GROUP);
     let mut conn = match pool.get().await {
         Ok(conn) => conn,
@@ -210,7 +209,7 @@ async fn run_group(
             for queued in waiting.drain(..take) {
                 queued.refuse(error.again().into());
             }
-            return None;
+            return;
         }
     };
     let conn: &mut SqliteConn = &mut conn;
@@ -221,7 +220,7 @@ async fn run_group(
                 "beginning a write transaction: {message}"
             )));
         }
-        return None;
+        return;
     }
     // Alone, a transaction needs no savepoint: its failure rolls back the transaction.
     let alone = take == 1;
@@ -258,7 +257,7 @@ async fn run_group(
                 let _ = SqliteTransactions::rollback_transaction(conn).await;
                 answer(None);
                 if alone {
-                    return None;
+                    return;
                 }
             }
             Ended::Panicked => {
@@ -274,15 +273,17 @@ async fn run_group(
             answer(Some(&abort));
         }
         answer(None);
-        return None;
+        return;
     }
     match SqliteTransactions::commit_transaction(conn).await {
         Ok(()) => {
-            let writes = committed.len();
+            counts.groups.fetch_add(1, Ordering::Relaxed);
+            counts
+                .writes
+                .fetch_add(committed.len() as u64, Ordering::Relaxed);
             for answer in committed {
                 answer(None);
             }
-            Some(writes)
         }
         Err(e) => {
             rollback_all(conn).await;
@@ -292,7 +293,6 @@ async fn run_group(
             for answer in committed {
                 answer(Some(&abort));
             }
-            None
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -13,11 +13,11 @@ pub mod listen;
 
 use crate::auth::tokens::{NewToken, JOB_TOKEN_PREFIX};
 use crate::ci::config::JobSpec;
-use crate::db::enums::{AccessLevel, JobStatus, PipelineStatus, RunnerType};
+use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
 use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
-    now, Candidate, CiMinutesUsage, CiVariable, Job, JobArtifact, JobChanges, Pipeline, Project,
-    Runner, RunnerManager,
+    now, Assignee, Candidate, CiMinutesUsage, CiVariable, Job, JobArtifact, JobChanges, Pipeline,
+    Project, Runner, RunnerManager,
 };
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -201,8 +201,11 @@ const WAKE_FIRST: i64 = 2;
 /// A job handed to a runner, with what its payload is built from.
 pub struct Assignment {
     pub job: Job,
-    pub pipeline: Pipeline,
-    pub project: Project,
+    /// As a poll read it, maybe before the claim: its status and times may be older (the
+    /// payload takes only what a pipeline keeps from its creation).
+    pub pipeline: Arc<Pipeline>,
+    /// As read within [`PROJECT_KEPT`] before the claim.
+    pub project: Arc<Project>,
     /// The job token in clear: sent once, in the payload.
     pub token: String,
     /// Jobs whose artifacts this job downloads, with their archives (if uploaded).
@@ -255,7 +258,7 @@ fn can_run(
 /// A claimed job with its pipeline, dependencies and CI/CD variables.
 type Claimed = (
     Job,
-    Pipeline,
+    Arc<Pipeline>,
     Vec<(Job, Option<JobArtifact>)>,
     Vec<CiVariable>,
 );
@@ -270,6 +273,64 @@ pub struct Dispatcher {
     two_phase_commit: bool,
     /// Searches that may run at once ([`Dispatcher::request`]).
     searching: Semaphore,
+    /// The candidates' pipelines and projects, kept between polls ([`Seen`]).
+    seen: Seen,
+}
+
+/// What polls read of the candidates' pipelines and projects, kept between polls: every
+/// poll meets the same oldest pending jobs, and so the same few pipelines and projects.
+///
+/// A pipeline is kept for good (until the map is full and cleared): the payload takes
+/// from it only what it keeps from its creation (commit, ref, source, variables), and the
+/// claim sets its status with a statement of its own, not from the copy. Ids are never
+/// reused (`AUTOINCREMENT`, sequences). A project can change (`PUT /projects/:id`): one is
+/// kept for [`PROJECT_KEPT`] at most, and this instance's own change drops it at once, so
+/// another instance's change reaches this one's polls within that time.
+#[derive(Default)]
+struct Seen {
+    pipelines: std::sync::Mutex<HashMap<i64, Arc<Pipeline>>>,
+    projects: std::sync::Mutex<HashMap<i64, (Instant, Arc<Project>)>>,
+}
+
+/// How long a poll trusts a project read by an earlier one.
+const PROJECT_KEPT: Duration = Duration::from_secs(1);
+/// Entries kept of each kind; the map is cleared when it would grow beyond.
+const SEEN_MOST: usize = 4096;
+
+impl Seen {
+    fn pipeline(&self, id: i64) -> Option<Arc<Pipeline>> {
+        self.pipelines.lock().ok()?.get(&id).cloned()
+    }
+
+    fn keep_pipeline(&self, pipeline: Arc<Pipeline>) {
+        if let Ok(mut kept) = self.pipelines.lock() {
+            if kept.len() >= SEEN_MOST {
+                kept.clear();
+            }
+            kept.insert(pipeline.id, pipeline);
+        }
+    }
+
+    fn project(&self, id: i64) -> Option<Arc<Project>> {
+        let kept = self.projects.lock().ok()?;
+        let (at, project) = kept.get(&id)?;
+        (at.elapsed() < PROJECT_KEPT).then(|| project.clone())
+    }
+
+    fn keep_project(&self, project: Arc<Project>) {
+        if let Ok(mut kept) = self.projects.lock() {
+            if kept.len() >= SEEN_MOST {
+                kept.clear();
+            }
+            kept.insert(project.id, (Instant::now(), project));
+        }
+    }
+
+    fn forget_project(&self, id: i64) {
+        if let Ok(mut kept) = self.projects.lock() {
+            kept.remove(&id);
+        }
+    }
 }
 
 impl Dispatcher {
@@ -282,7 +343,13 @@ impl Dispatcher {
             queue,
             two_phase_commit,
             searching,
+            seen: Seen::default(),
         }
+    }
+
+    /// A project changed on this instance: polls read it again at once.
+    pub fn project_changed(&self, project_id: i64) {
+        self.seen.forget_project(project_id);
     }
 
     /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
@@ -362,9 +429,9 @@ impl Dispatcher {
         features: &serde_json::Map<String, serde_json::Value>,
     ) -> ApiResult<(Option<Assignment>, bool)> {
         let runner_tags = runner.tags();
-        let mut projects: HashMap<i64, Option<Project>> = HashMap::new();
+        let mut projects: HashMap<i64, Option<Arc<Project>>> = HashMap::new();
         let mut over_quota: HashMap<i64, bool> = HashMap::new();
-        let mut pipelines: HashMap<i64, Pipeline> = HashMap::new();
+        let mut pipelines: HashMap<i64, Arc<Pipeline>> = HashMap::new();
         let runner_projects: Vec<i64> = if runner.runner_type == RunnerType::Project {
             let mut db = self.db.read().await?;
             Project::for_runner(&mut db.conn(), runner.id)
@@ -408,11 +475,19 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
-                    let project = crate::db::inline(async {
-                        let mut db = self.db.read().await?;
-                        Ok::<_, ApiError>(Project::find(&mut db.conn(), job.project_id).await?)
-                    })
-                    .await?;
+                    let project = match self.seen.project(job.project_id) {
+                        Some(project) => Some(project),
+                        None => crate::db::inline(async {
+                            let mut db = self.db.read().await?;
+                            Ok::<_, ApiError>(
+                                Project::find(&mut db.conn(), job.project_id)
+                                    .await?
+                                    .map(Arc::new),
+                            )
+                        })
+                        .await?
+                        .inspect(|project| self.seen.keep_project(project.clone())),
+                    };
                     slot.insert(project);
                 }
                 let Some(Some(project)) = projects.get(&job.project_id) else {
@@ -453,12 +528,21 @@ impl Dispatcher {
                     .filter(|id| !pipelines.contains_key(id))
                     .collect();
                 unknown.dedup(); // candidates come by id, so a pipeline's jobs are adjacent
+                unknown.retain(|id| match self.seen.pipeline(*id) {
+                    Some(pipeline) => {
+                        pipelines.insert(*id, pipeline);
+                        false
+                    }
+                    None => true,
+                });
                 if !unknown.is_empty() {
                     // One lookup by id each (a prepared statement), not an `IN` list.
                     crate::db::inline(async {
                         let mut db = self.db.read().await?;
                         for id in unknown {
                             if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
+                                let pipeline = Arc::new(pipeline);
+                                self.seen.keep_pipeline(pipeline.clone());
                                 pipelines.insert(id, pipeline);
                             }
                         }
@@ -467,7 +551,7 @@ impl Dispatcher {
                     .await?;
                 }
                 let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
-                let theirs: HashMap<i64, Pipeline> = chunk
+                let theirs: HashMap<i64, Arc<Pipeline>> = chunk
                     .iter()
                     .filter_map(|j| pipelines.get(&j.pipeline_id))
                     .map(|p| (p.id, p.clone()))
@@ -549,58 +633,79 @@ impl Dispatcher {
 async fn claim(
     tx: &mut Conn<'_>,
     mut ids: Vec<i64>,
-    pipelines: HashMap<i64, Pipeline>,
+    pipelines: HashMap<i64, Arc<Pipeline>>,
     terms: Arc<ClaimTerms>,
     digest: Vec<u8>,
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
-    let ack_deadline = terms.two_phase.then(|| at + ACK_TIMEOUT);
+    let to = Assignee {
+        runner_id: terms.runner_id,
+        manager_id: terms.manager_id,
+        token_digest: &digest,
+        cancel_gracefully: terms.cancel_gracefully,
+        at,
+        ack_deadline: terms.two_phase.then(|| at + ACK_TIMEOUT),
+    };
     let mut became_pending = false;
     loop {
-        let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await? else {
-            return Ok((None, became_pending));
-        };
-        ids.retain(|id| *id != job_id);
-        let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
-        if unsupported_by(&spec, &terms.features) {
-            if fail_pending(tx, job_id, "runner_unsupported").await? {
-                became_pending |= crate::service::pipelines::process(tx, pipeline_id)
-                    .await?
-                    .became_pending;
+        let (job, spec) = match tx {
+            // One statement takes the job and starts its pipeline; a job the runner cannot
+            // run is rare enough to be taken back after (in this same transaction).
+            Conn::Postgres(c) => {
+                let Some(job) = Job::claim_first_of(c, &ids, &to).await? else {
+                    return Ok((None, became_pending));
+                };
+                ids.retain(|id| *id != job.id);
+                let spec = job.spec();
+                if unsupported_by(&spec, &terms.features) {
+                    // The pipeline it started stays started, as when a job fails: its
+                    // status comes from its jobs' again.
+                    Job::drop_claimed(tx, job.id, "runner_unsupported", at).await?;
+                    became_pending |= crate::service::pipelines::process(tx, job.pipeline_id)
+                        .await?
+                        .became_pending;
+                    continue;
+                }
+                (job, spec)
             }
-            continue;
-        }
-        let Some(job) = Job::claim(
-            tx,
-            job_id,
-            terms.runner_id,
-            terms.manager_id,
-            &digest,
-            terms.cancel_gracefully,
-            at,
-            ack_deadline,
-        )
-        .await?
-        else {
-            continue;
+            Conn::Sqlite(_) => {
+                let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
+                else {
+                    return Ok((None, became_pending));
+                };
+                ids.retain(|id| *id != job_id);
+                let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
+                if unsupported_by(&spec, &terms.features) {
+                    if fail_pending(tx, job_id, "runner_unsupported").await? {
+                        became_pending |= crate::service::pipelines::process(tx, pipeline_id)
+                            .await?
+                            .became_pending;
+                    }
+                    continue;
+                }
+                let Some(job) = Job::claim(tx, job_id, &to).await? else {
+                    continue;
+                };
+                // A job that starts running makes its pipeline running (no other job moves
+                // on because one starts, so the whole pipeline need not be processed
+                // again). The statement changes nothing if it already runs; the poll's
+                // copy of the pipeline may be older than its status (a retry makes a
+                // finished pipeline pending again). Under two-phase commit the job is
+                // still pending: nothing changes.
+                if job.status == JobStatus::Running {
+                    Pipeline::start(tx, job.pipeline_id, at).await?;
+                }
+                (job, spec)
+            }
         };
-        let mut pipeline = pipelines
+        let pipeline_id = job.pipeline_id;
+        let pipeline = pipelines
             .get(&pipeline_id)
             .cloned()
             .ok_or(ApiError::Conflict)?;
         // A deploying job that starts makes its deployment running.
         if job.status == JobStatus::Running && spec.environment.is_some() {
             crate::db::models::environment::Deployment::start_for_job(tx, job.id, at).await?;
-        }
-        // A job that starts running makes its pipeline running (no other job moves on
-        // because one starts, so the whole pipeline need not be processed again).
-        // Under two-phase commit the job is still pending: nothing changes.
-        if job.status == JobStatus::Running
-            && (pipeline.status != PipelineStatus::Running || pipeline.started_at.is_none())
-        {
-            pipeline.started_at = Pipeline::start(tx, pipeline_id, at).await?;
-            pipeline.status = PipelineStatus::Running;
-            pipeline.finished_at = None;
         }
         let dependencies = dependencies_of(tx, &job).await?;
         let variables = CiVariable::for_job(tx, job.project_id).await?;

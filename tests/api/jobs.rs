@@ -177,6 +177,12 @@ both_backends! {
         app.pipeline(other, "mine: { script: x }\n").await;
         assert_eq!(app.request_job(&untagged_only).await.status, 204, "shared runners are off for that project");
         assert_eq!(app.take_job(&project_runner).await["job_info"]["name"], "mine");
+        // A project's change reaches the next poll at once, though the polls before it
+        // read the project as it was.
+        let reply = app.send(app.admin(Method::PUT, &format!("/api/v4/projects/{other}")).json(&json!({ "shared_runners_enabled": true }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        app.pipeline(other, "shared: { script: x }\n").await;
+        assert_eq!(app.take_job(&untagged_only).await["job_info"]["name"], "shared");
 
         // Paused through the admin API, then resumed.
         app.pipeline(project, "late: { script: x }\n").await;
@@ -196,6 +202,9 @@ both_backends! {
         assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("reports", "failed")]));
         let job = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs"))).await.json();
         assert_eq!(job[0]["failure_reason"], "runner_unsupported");
+        assert_eq!(job[0]["runner"], Value::Null, "dropped without being assigned");
+        let reply = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}"))).await.json();
+        assert_eq!(reply["status"], "failed");
 
         // A job it cannot run ahead of one it can: dropped on the way, the next one given
         // out in the same poll.

@@ -171,6 +171,8 @@ test_b: { stage: test, script: x }
         assert_eq!(app.pipeline_status(project, pipeline).await, "pending");
         let second = app.take_job(&runner).await;
         assert_ne!(first["id"], second["id"]);
+        // The claim starts the pipeline again, though the poll before it read it running.
+        assert_eq!(app.pipeline_status(project, pipeline).await, "running");
         app.update_job(&second, json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 })).await;
         assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("flaky", "failed")]));
         assert_eq!(app.pipeline_status(project, pipeline).await, "failed");

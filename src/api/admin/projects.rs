@@ -427,6 +427,7 @@ pub async fn update_project(
             .await?
             .ok_or_else(|| ApiError::not_found("Project"))?
     };
+    state.dispatcher.project_changed(project.id);
     let details = json!({
         "build_timeout": p.build_timeout,
         "shared_runners_enabled": p.shared_runners_enabled,

@@ -9,7 +9,7 @@ use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// A job (GitLab's build). Its token exists only while it runs, stored as a digest.
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = jobs)]
 pub struct Job {
     pub id: i64,
@@ -332,25 +332,22 @@ impl Job {
 
     /// Assigns a pending job to a runner: exactly one caller wins, because the update only
     /// matches while the job is still pending and unassigned (both backends serialise
-    /// writers on a row). With `ack_deadline` (two-phase commit) the job stays pending,
+    /// writers on a row). With an `ack_deadline` (two-phase commit) the job stays pending,
     /// assigned, until the runner's first `running` update.
-    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         conn: &mut Conn<'_>,
         id: i64,
-        runner_id: i64,
-        manager_id: i64,
-        token_digest: &[u8],
-        cancel_gracefully: bool,
-        at: NaiveDateTime,
-        ack_deadline: Option<NaiveDateTime>,
+        to: &Assignee<'_>,
     ) -> QueryResult<Option<Job>> {
-        let status = if ack_deadline.is_some() {
-            JobStatus::Pending
-        } else {
-            JobStatus::Running
-        };
-        let started_at = ack_deadline.is_none().then_some(at);
+        let (status, started_at) = (to.status(), to.started_at());
+        let &Assignee {
+            runner_id,
+            manager_id,
+            token_digest,
+            cancel_gracefully,
+            at,
+            ack_deadline,
+        } = to;
         db_run!(conn, |c| Cached(
             diesel::update(
                 jobs::table
@@ -373,6 +370,69 @@ impl Job {
         .get_result(c)
         .await
         .optional())
+    }
+
+    /// PostgreSQL: [`Job::first_pending_of`], [`Job::claim`] and, when the job starts
+    /// running, [`Pipeline::start`](crate::db::models::Pipeline::start) in one statement,
+    /// one round trip where they took three. The row is taken `FOR UPDATE SKIP LOCKED`, as
+    /// in `first_pending_of`. The job's spec is checked after: the caller undoes a claim
+    /// the runner cannot run, in the same transaction, with [`Job::drop_claimed`].
+    pub async fn claim_first_of(
+        conn: &mut diesel_async::AsyncPgConnection,
+        ids: &[i64],
+        to: &Assignee<'_>,
+    ) -> QueryResult<Option<Job>> {
+        use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, Text, Timestamp};
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Ok(None);
+        };
+        Cached(
+            diesel::sql_query(CLAIM_FIRST_OF)
+                .bind::<Text, _>(to.status())
+                .bind::<Nullable<Timestamp>, _>(to.ack_deadline)
+                .bind::<BigInt, _>(to.runner_id)
+                .bind::<BigInt, _>(to.manager_id)
+                .bind::<Binary, _>(to.token_digest)
+                .bind::<Bool, _>(to.cancel_gracefully)
+                .bind::<Nullable<Timestamp>, _>(to.started_at())
+                .bind::<Timestamp, _>(to.at)
+                // The range keeps the plan to the list's stretch of the primary key (see
+                // `first_pending_of`).
+                .bind::<BigInt, _>(first)
+                .bind::<BigInt, _>(last)
+                .bind::<Array<BigInt>, _>(ids),
+        )
+        .get_result(conn)
+        .await
+        .optional()
+    }
+
+    /// Undoes a claim, in its transaction, of a job the runner cannot run, and fails
+    /// it for `reason` as GitLab drops it without assigning it: no runner, no token, no
+    /// start. The caller processes its pipeline.
+    pub async fn drop_claimed(
+        conn: &mut Conn<'_>,
+        id: i64,
+        reason: &str,
+        at: NaiveDateTime,
+    ) -> QueryResult<()> {
+        let reason = reason.to_string();
+        db_run!(conn, |c| diesel::update(jobs::table.find(id))
+            .set((
+                jobs::status.eq(JobStatus::Failed),
+                jobs::failure_reason.eq(Some(&reason)),
+                jobs::runner_id.eq(None::<i64>),
+                jobs::runner_manager_id.eq(None::<i64>),
+                jobs::token_digest.eq(None::<Vec<u8>>),
+                jobs::cancel_gracefully.eq(false),
+                jobs::started_at.eq(None::<NaiveDateTime>),
+                jobs::ack_deadline.eq(None::<NaiveDateTime>),
+                jobs::finished_at.eq(Some(at)),
+                jobs::updated_at.eq(at),
+            ))
+            .execute(c)
+            .await)?;
+        Ok(())
     }
 
     /// The first of `ids` (ascending) still pending and unassigned, with its pipeline and
@@ -602,3 +662,52 @@ impl JobCoverage {
             .await)
     }
 }
+
+/// Who a claim assigns a job to, and how.
+pub struct Assignee<'a> {
+    pub runner_id: i64,
+    pub manager_id: i64,
+    /// The digest of the job token the runner is sent.
+    pub token_digest: &'a [u8],
+    pub cancel_gracefully: bool,
+    pub at: NaiveDateTime,
+    /// Two-phase commit: the runner must acknowledge the job by then.
+    pub ack_deadline: Option<NaiveDateTime>,
+}
+
+impl Assignee<'_> {
+    /// Running at once, or pending until acknowledged under two-phase commit.
+    fn status(&self) -> JobStatus {
+        if self.ack_deadline.is_some() {
+            JobStatus::Pending
+        } else {
+            JobStatus::Running
+        }
+    }
+
+    fn started_at(&self) -> Option<NaiveDateTime> {
+        self.ack_deadline.is_none().then_some(self.at)
+    }
+}
+
+/// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
+/// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
+/// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
+const CLAIM_FIRST_OF: &str = "\
+WITH claimed AS (
+    UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,
+        token_digest = $5, cancel_gracefully = $6, started_at = $7, updated_at = $8
+    WHERE id = (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND runner_id IS NULL
+            AND id BETWEEN $9 AND $10 AND id = ANY($11)
+        ORDER BY id LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), started AS (
+    UPDATE pipelines SET status = 'running', started_at = COALESCE(started_at, $8),
+        finished_at = NULL, updated_at = $8
+    WHERE id = (SELECT pipeline_id FROM claimed) AND $1 = 'running'
+        AND (status <> 'running' OR started_at IS NULL)
+)
+SELECT * FROM claimed";

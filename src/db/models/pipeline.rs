@@ -3,7 +3,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::db::enums::PipelineStatus;
-use crate::db::schema::pipelines;
+use crate::db::schema::{jobs, pipelines};
 use crate::db::{Cached, Conn};
 use crate::db_run;
 
@@ -103,7 +103,6 @@ impl Pipeline {
 
     /// The child pipelines the bridges of `pipeline_id` made.
     pub async fn children_of(conn: &mut Conn<'_>, pipeline_id: i64) -> QueryResult<Vec<Pipeline>> {
-        use crate::db::schema::jobs;
         let bridges = jobs::table
             .filter(jobs::pipeline_id.eq(pipeline_id))
             .select(jobs::id.nullable());
@@ -204,28 +203,32 @@ impl Pipeline {
     }
 
     /// Marks a pipeline running because one of its jobs started, keeping the start time
-    /// it has (another job may have started it meanwhile); answers that start time.
-    pub async fn start(
-        conn: &mut Conn<'_>,
-        id: i64,
-        at: NaiveDateTime,
-    ) -> QueryResult<Option<NaiveDateTime>> {
-        db_run!(conn, |c| Cached(
-            diesel::update(pipelines::table.find(id))
-                .set((
-                    pipelines::status.eq(PipelineStatus::Running),
-                    pipelines::started_at.eq(diesel::dsl::sql::<
-                        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-                    >("COALESCE(started_at, ")
-                    .bind::<diesel::sql_types::Timestamp, _>(at)
-                    .sql(")")),
-                    pipelines::finished_at.eq(None::<NaiveDateTime>),
-                    pipelines::updated_at.eq(at),
-                ))
-                .returning(pipelines::started_at)
+    /// it has (another job may have started it meanwhile); changes nothing (and writes no
+    /// page) if it is running with a start time already, as it is for every job after its
+    /// first. Answers whether it changed.
+    pub async fn start(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<bool> {
+        let changed = db_run!(conn, |c| Cached(
+            diesel::update(
+                pipelines::table.find(id).filter(
+                    pipelines::status
+                        .ne(PipelineStatus::Running)
+                        .or(pipelines::started_at.is_null()),
+                ),
+            )
+            .set((
+                pipelines::status.eq(PipelineStatus::Running),
+                pipelines::started_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+                >("COALESCE(started_at, ")
+                .bind::<diesel::sql_types::Timestamp, _>(at)
+                .sql(")")),
+                pipelines::finished_at.eq(None::<NaiveDateTime>),
+                pipelines::updated_at.eq(at),
+            ))
         )
-        .get_result(c)
-        .await)
+        .execute(c)
+        .await)?;
+        Ok(changed == 1)
     }
 
     /// The project's newest pipeline on `ref_`, of `status` if one is given.
@@ -348,7 +351,6 @@ impl Pipeline {
 
     /// `ids` and the child pipelines their bridges made, theirs in turn, and so on.
     pub async fn with_descendants(conn: &mut Conn<'_>, ids: Vec<i64>) -> QueryResult<Vec<i64>> {
-        use crate::db::schema::jobs;
         let mut all = ids.clone();
         let mut level = ids;
         for _ in 0..MAX_PIPELINE_DEPTH {
