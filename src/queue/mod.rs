@@ -56,6 +56,8 @@ pub struct Queue {
     held: std::sync::atomic::AtomicI64,
     /// The server is shutting down: held requests answer now, new ones are not held.
     closing: std::sync::atomic::AtomicBool,
+    /// The candidates' pipelines and projects, kept between polls ([`Seen`]).
+    seen: Seen,
 }
 
 /// Counts one held request while it lives.
@@ -103,7 +105,13 @@ impl Queue {
             poll_timeout,
             held: Default::default(),
             closing: Default::default(),
+            seen: Seen::default(),
         }
+    }
+
+    /// A pipeline just created here: the polls its jobs wake need not read it.
+    pub fn created(&self, pipeline: &Pipeline) {
+        self.seen.keep_pipeline(Arc::new(pipeline.clone()));
     }
 
     pub fn current(&self) -> String {
@@ -273,8 +281,6 @@ pub struct Dispatcher {
     two_phase_commit: bool,
     /// Searches that may run at once ([`Dispatcher::request`]).
     searching: Semaphore,
-    /// The candidates' pipelines and projects, kept between polls ([`Seen`]).
-    seen: Seen,
 }
 
 /// What polls read of the candidates' pipelines and projects, kept between polls: every
@@ -283,7 +289,8 @@ pub struct Dispatcher {
 /// A pipeline is kept for good (until the map is full and cleared): the payload takes
 /// from it only what it keeps from its creation (commit, ref, source, variables), and the
 /// claim sets its status with a statement of its own, not from the copy. Ids are never
-/// reused (`AUTOINCREMENT`, sequences). A project can change (`PUT /projects/:id`): one is
+/// reused (`AUTOINCREMENT`, sequences); one created on this instance is kept before its
+/// jobs wake any poll ([`Queue::created`]). A project can change (`PUT /projects/:id`): one is
 /// kept for [`PROJECT_KEPT`] at most, and this instance's own change drops it at once, so
 /// another instance's change reaches this one's polls within that time.
 #[derive(Default)]
@@ -343,13 +350,12 @@ impl Dispatcher {
             queue,
             two_phase_commit,
             searching,
-            seen: Seen::default(),
         }
     }
 
     /// A project changed on this instance: polls read it again at once.
     pub fn project_changed(&self, project_id: i64) {
-        self.seen.forget_project(project_id);
+        self.queue.seen.forget_project(project_id);
     }
 
     /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
@@ -475,7 +481,7 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
-                    let project = match self.seen.project(job.project_id) {
+                    let project = match self.queue.seen.project(job.project_id) {
                         Some(project) => Some(project),
                         None => crate::db::inline(async {
                             let mut db = self.db.read().await?;
@@ -486,7 +492,7 @@ impl Dispatcher {
                             )
                         })
                         .await?
-                        .inspect(|project| self.seen.keep_project(project.clone())),
+                        .inspect(|project| self.queue.seen.keep_project(project.clone())),
                     };
                     slot.insert(project);
                 }
@@ -528,7 +534,7 @@ impl Dispatcher {
                     .filter(|id| !pipelines.contains_key(id))
                     .collect();
                 unknown.dedup(); // candidates come by id, so a pipeline's jobs are adjacent
-                unknown.retain(|id| match self.seen.pipeline(*id) {
+                unknown.retain(|id| match self.queue.seen.pipeline(*id) {
                     Some(pipeline) => {
                         pipelines.insert(*id, pipeline);
                         false
@@ -542,7 +548,7 @@ impl Dispatcher {
                         for id in unknown {
                             if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
                                 let pipeline = Arc::new(pipeline);
-                                self.seen.keep_pipeline(pipeline.clone());
+                                self.queue.seen.keep_pipeline(pipeline.clone());
                                 pipelines.insert(id, pipeline);
                             }
                         }

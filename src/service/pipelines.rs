@@ -428,6 +428,7 @@ impl Pipelines {
                 tracing::warn!(pipeline_id = pipeline.id, error = %e, "keeping refs/pipelines failed");
             }
         }
+        self.queue.created(&pipeline);
         self.settle(processed).await;
         // After the new pipeline is there, as GitLab's worker does it: a failure here
         // leaves the older pipelines running, never the new one uncreated. A child pipeline
