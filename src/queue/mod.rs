@@ -111,7 +111,7 @@ impl Queue {
 
     /// A pipeline just created here: the polls its jobs wake need not read it.
     pub fn created(&self, pipeline: &Pipeline) {
-        self.seen.keep_pipeline(Arc::new(pipeline.clone()));
+        self.seen.keep_pipeline(pipeline.clone());
     }
 
     pub fn current(&self) -> String {
@@ -210,7 +210,8 @@ const WAKE_FIRST: i64 = 2;
 pub struct Assignment {
     pub job: Job,
     /// As a poll read it, maybe before the claim: its status and times may be older (the
-    /// payload takes only what a pipeline keeps from its creation).
+    /// payload takes only what a pipeline keeps from its creation), and without its
+    /// configuration's text ([`Seen`]).
     pub pipeline: Arc<Pipeline>,
     /// As read within [`PROJECT_KEPT`] before the claim.
     pub project: Arc<Project>,
@@ -309,13 +310,22 @@ impl Seen {
         self.pipelines.lock().ok()?.get(&id).cloned()
     }
 
-    fn keep_pipeline(&self, pipeline: Arc<Pipeline>) {
+    /// Keeps `pipeline` without its configuration's text (as large as a configuration may
+    /// be; the payload does not read it): thousands kept cost a few MiB.
+    fn keep_pipeline(&self, pipeline: Pipeline) -> Arc<Pipeline> {
+        let pipeline = Arc::new(Pipeline {
+            ci_config: String::new(),
+            stages: String::new(),
+            yaml_errors: None,
+            ..pipeline
+        });
         if let Ok(mut kept) = self.pipelines.lock() {
             if kept.len() >= SEEN_MOST {
                 kept.clear();
             }
-            kept.insert(pipeline.id, pipeline);
+            kept.insert(pipeline.id, pipeline.clone());
         }
+        pipeline
     }
 
     fn project(&self, id: i64) -> Option<Arc<Project>> {
@@ -547,9 +557,7 @@ impl Dispatcher {
                         let mut db = self.db.read().await?;
                         for id in unknown {
                             if let Some(pipeline) = Pipeline::find(&mut db.conn(), id).await? {
-                                let pipeline = Arc::new(pipeline);
-                                self.queue.seen.keep_pipeline(pipeline.clone());
-                                pipelines.insert(id, pipeline);
+                                pipelines.insert(id, self.queue.seen.keep_pipeline(pipeline));
                             }
                         }
                         Ok::<_, ApiError>(())
