@@ -292,12 +292,14 @@ pub struct Dispatcher {
 /// claim sets its status with a statement of its own, not from the copy. Ids are never
 /// reused (`AUTOINCREMENT`, sequences); one created on this instance is kept before its
 /// jobs wake any poll ([`Queue::created`]). A project can change (`PUT /projects/:id`): one is
-/// kept for [`PROJECT_KEPT`] at most, and this instance's own change drops it at once, so
-/// another instance's change reaches this one's polls within that time.
+/// kept for [`PROJECT_KEPT`] at most, and this instance's own change drops it at once (and
+/// keeps a read that began before the change from being kept), so another instance's
+/// change reaches this one's polls within that time, and this one's at once.
 #[derive(Default)]
 struct Seen {
     pipelines: std::sync::Mutex<HashMap<i64, Arc<Pipeline>>>,
     projects: std::sync::Mutex<HashMap<i64, (Instant, Arc<Project>)>>,
+    project_changes: AtomicU64,
 }
 
 /// How long a poll trusts a project read by an earlier one.
@@ -334,8 +336,18 @@ impl Seen {
         (at.elapsed() < PROJECT_KEPT).then(|| project.clone())
     }
 
-    fn keep_project(&self, project: Arc<Project>) {
+    /// How many project changes this instance made: a project read before one is not kept.
+    fn project_changes(&self) -> u64 {
+        self.project_changes.load(Ordering::Acquire)
+    }
+
+    /// Keeps `project`, read when [`Seen::project_changes`] was `changes`; not if a change
+    /// came since (the read may have been older than it).
+    fn keep_project(&self, project: Arc<Project>, changes: u64) {
         if let Ok(mut kept) = self.projects.lock() {
+            if self.project_changes() != changes {
+                return;
+            }
             if kept.len() >= SEEN_MOST {
                 kept.clear();
             }
@@ -345,6 +357,7 @@ impl Seen {
 
     fn forget_project(&self, id: i64) {
         if let Ok(mut kept) = self.projects.lock() {
+            self.project_changes.fetch_add(1, Ordering::AcqRel);
             kept.remove(&id);
         }
     }
@@ -491,6 +504,7 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
+                    let changes = self.queue.seen.project_changes();
                     let project = match self.queue.seen.project(job.project_id) {
                         Some(project) => Some(project),
                         None => crate::db::inline(async {
@@ -502,7 +516,7 @@ impl Dispatcher {
                             )
                         })
                         .await?
-                        .inspect(|project| self.queue.seen.keep_project(project.clone())),
+                        .inspect(|project| self.queue.seen.keep_project(project.clone(), changes)),
                     };
                     slot.insert(project);
                 }
