@@ -676,41 +676,38 @@ async fn claim(
     };
     let mut became_pending = false;
     loop {
-        let (job, spec) = match tx {
-            // One statement takes the job and starts its pipeline; a job the runner cannot
-            // run is rare enough to be taken back after (in this same transaction).
+        // PostgreSQL takes the first free job and starts its pipeline in one statement, and
+        // checks after that the runner can run it (rarely not: then it is taken back in this
+        // same transaction); SQLite reads the first free job and takes it once checked.
+        let (job_id, pipeline_id, spec, taken) = match tx {
             Conn::Postgres(c) => {
                 let Some(job) = Job::claim_first_of(c, &ids, &to).await? else {
                     return Ok((None, became_pending));
                 };
-                ids.retain(|id| *id != job.id);
-                let spec = job.spec();
-                if unsupported_by(&spec, &terms.features) {
-                    // The pipeline it started stays started, as when a job fails: its
-                    // status comes from its jobs' again.
-                    Job::drop_claimed(tx, job.id, "runner_unsupported", at).await?;
-                    became_pending |= crate::service::pipelines::process(tx, job.pipeline_id)
-                        .await?
-                        .became_pending;
-                    continue;
-                }
-                (job, spec)
+                (job.id, job.pipeline_id, job.spec(), Some(job))
             }
             Conn::Sqlite(_) => {
                 let Some((job_id, pipeline_id, options)) = Job::first_pending_of(tx, &ids).await?
                 else {
                     return Ok((None, became_pending));
                 };
-                ids.retain(|id| *id != job_id);
                 let spec: JobSpec = serde_json::from_str(&options).unwrap_or_default();
-                if unsupported_by(&spec, &terms.features) {
-                    if fail_pending(tx, job_id, "runner_unsupported").await? {
-                        became_pending |= crate::service::pipelines::process(tx, pipeline_id)
-                            .await?
-                            .became_pending;
-                    }
-                    continue;
-                }
+                (job_id, pipeline_id, spec, None)
+            }
+        };
+        ids.retain(|id| *id != job_id);
+        if unsupported_by(&spec, &terms.features) {
+            // A pipeline the claim started stays started, as when a job fails: its status
+            // comes from its jobs' again.
+            Job::drop_unassigned(tx, job_id, "runner_unsupported", at).await?;
+            became_pending |= crate::service::pipelines::process(tx, pipeline_id)
+                .await?
+                .became_pending;
+            continue;
+        }
+        let job = match taken {
+            Some(job) => job,
+            None => {
                 let Some(job) = Job::claim(tx, job_id, &to).await? else {
                     continue;
                 };
@@ -721,12 +718,11 @@ async fn claim(
                 // finished pipeline pending again). Under two-phase commit the job is
                 // still pending: nothing changes.
                 if job.status == JobStatus::Running {
-                    Pipeline::start(tx, job.pipeline_id, at).await?;
+                    Pipeline::start(tx, pipeline_id, at).await?;
                 }
-                (job, spec)
+                job
             }
         };
-        let pipeline_id = job.pipeline_id;
         let pipeline = pipelines
             .get(&pipeline_id)
             .cloned()

@@ -304,7 +304,8 @@ impl Traces {
     /// the token's and running ([`TraceChunk::append_if_tail`]); only if the job moved
     /// meanwhile does the append lock the job's row to find out (see the module's notes for
     /// the file lock). A log append is a hot write: on SQLite it is committed with the
-    /// others queued meanwhile ([`DbPool::write_transaction`]). The job is kept as recent while its appends land, and forgotten otherwise.
+    /// others queued meanwhile ([`DbPool::write_transaction`]). The job is kept as recent
+    /// while its appends land, and forgotten otherwise.
     pub async fn append(&self, job: &Job, start: i64, data: Vec<u8>) -> ApiResult<Appended> {
         let Some(digest) = job.token_digest.clone() else {
             return Ok(Appended::NotOwned);

@@ -376,7 +376,7 @@ impl Job {
     /// running, [`Pipeline::start`](crate::db::models::Pipeline::start) in one statement,
     /// one round trip where they took three. The row is taken `FOR UPDATE SKIP LOCKED`, as
     /// in `first_pending_of`. The job's spec is checked after: the caller undoes a claim
-    /// the runner cannot run, in the same transaction, with [`Job::drop_claimed`].
+    /// the runner cannot run, in the same transaction, with [`Job::drop_unassigned`].
     pub async fn claim_first_of(
         conn: &mut diesel_async::AsyncPgConnection,
         ids: &[i64],
@@ -407,10 +407,10 @@ impl Job {
         .optional()
     }
 
-    /// Undoes a claim, in its transaction, of a job the runner cannot run, and fails
-    /// it for `reason` as GitLab drops it without assigning it: no runner, no token, no
-    /// start. The caller processes its pipeline.
-    pub async fn drop_claimed(
+    /// Fails a job the runner cannot run for `reason`, as GitLab drops it without
+    /// assigning it: no runner, no token, no start, whether or not a claim in the same
+    /// transaction took it first. The caller processes its pipeline.
+    pub async fn drop_unassigned(
         conn: &mut Conn<'_>,
         id: i64,
         reason: &str,

@@ -205,9 +205,9 @@ impl Pipeline {
     /// Marks a pipeline running because one of its jobs started, keeping the start time
     /// it has (another job may have started it meanwhile); changes nothing (and writes no
     /// page) if it is running with a start time already, as it is for every job after its
-    /// first. Answers whether it changed.
-    pub async fn start(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<bool> {
-        let changed = db_run!(conn, |c| Cached(
+    /// first.
+    pub async fn start(conn: &mut Conn<'_>, id: i64, at: NaiveDateTime) -> QueryResult<()> {
+        db_run!(conn, |c| Cached(
             diesel::update(
                 pipelines::table.find(id).filter(
                     pipelines::status
@@ -228,7 +228,7 @@ impl Pipeline {
         )
         .execute(c)
         .await)?;
-        Ok(changed == 1)
+        Ok(())
     }
 
     /// The project's newest pipeline on `ref_`, of `status` if one is given.
