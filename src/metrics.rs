@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub held_polls: i64,
     /// SQLite's group commit: (groups committed, hot write transactions in them).
     pub write_groups: Option<(u64, u64)>,
+    /// SQLite's group commit: hot write transactions waiting for the writer.
+    pub write_queue: Option<usize>,
 }
 
 /// One request-latency series of a route: (method, status, latency).
@@ -215,6 +217,15 @@ impl Metrics {
                 "counter",
                 "Hot write transactions those commits made durable (per group: this over the groups).",
                 writes,
+            );
+        }
+        if let Some(waiting) = snapshot.write_queue {
+            scalar(
+                &mut out,
+                "runway_sqlite_write_queue",
+                "gauge",
+                "Hot write transactions waiting for SQLite's writer.",
+                waiting,
             );
         }
         out.push_str("# HELP runway_db_pool_connections Database connections by pool and state.\n# TYPE runway_db_pool_connections gauge\n");

@@ -64,6 +64,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         pools: state.db.pools(),
         held_polls: state.queue.held(),
         write_groups: state.db.write_groups(),
+        write_queue: state.db.write_queue(),
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -142,6 +142,11 @@ impl GroupCommit {
         )
     }
 
+    /// Transactions queued for the committer, not yet taken into a group.
+    pub fn waiting(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Runs `work` in a transaction of its own or as a savepoint of a group, and answers
     /// once it is committed (or failed). Queued, it runs to its end even if the caller
     /// stops waiting.

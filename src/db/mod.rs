@@ -293,6 +293,15 @@ impl DbPool {
         }
     }
 
+    /// SQLite's group commit: hot write transactions queued, not yet taken into a group
+    /// (none on PostgreSQL).
+    pub fn write_queue(&self) -> Option<usize> {
+        match self {
+            DbPool::Sqlite { group, .. } => Some(group.waiting()),
+            DbPool::Postgres(_) => None,
+        }
+    }
+
     /// Each pool as (name, connections open, idle, most allowed), for metrics.
     pub fn pools(&self) -> Vec<(&'static str, usize, usize, usize)> {
         let row = |name, status: deadpool::Status| {

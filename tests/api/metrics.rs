@@ -87,9 +87,12 @@ both_backends! {
         let (groups, writes) = (sample(&text, "runway_sqlite_write_groups_total"), sample(&text, "runway_sqlite_group_writes_total"));
         if app.backend == crate::helpers::Backend::Postgres {
             assert_eq!((groups, writes), (None, None), "{text}");
+            assert_eq!(sample(&text, "runway_sqlite_write_queue"), None, "{text}");
         } else {
             let (groups, writes) = (groups.expect("groups counted"), writes.expect("writes counted"));
             assert!(writes >= 2.0 && groups >= 1.0 && groups <= writes, "{text}");
+            // Nothing waits for the writer once the answers are in.
+            assert_eq!(sample(&text, "runway_sqlite_write_queue"), Some(0.0), "{text}");
         }
     }
 }

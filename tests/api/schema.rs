@@ -208,14 +208,21 @@ crate::helpers::both_backends! {
         let app = TestApp::spawn(backend).await;
         let db = app.db.clone();
         let groups_before = db.write_groups();
-        // The first holds the writer a while, so that the others queue behind it.
+        // The first holds the writer until the others queued behind it (on SQLite; on
+        // PostgreSQL a while).
         let first = tokio::spawn({
             let db = db.clone();
             async move {
-                db.write_transaction(|tx| {
+                let queue = db.clone();
+                db.write_transaction(move |tx| {
                     Box::pin(async move {
                         InstanceSetting::insert_if_absent(tx, "group-first", "1").await?;
-                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        for _ in 0..200 {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            if queue.write_queue().is_none_or(|waiting| waiting == 8) {
+                                break;
+                            }
+                        }
                         Ok(())
                     })
                 })
@@ -224,21 +231,30 @@ crate::helpers::both_backends! {
         });
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let in_turn = backend == Backend::Sqlite;
+        // The order the transactions ran in: the spawned tasks queue in any order.
+        let ran: std::sync::Arc<std::sync::Mutex<Vec<usize>>> = Default::default();
         let queued: Vec<_> = (0..8)
             .map(|i| {
                 let db = db.clone();
+                let ran = ran.clone();
                 tokio::spawn(async move {
                     db.write_transaction(move |tx| {
                         Box::pin(async move {
+                            let previous = {
+                                let mut ran = ran.lock().expect("order");
+                                let previous = ran.last().copied();
+                                ran.push(i);
+                                previous
+                            };
                             let key = format!("group-{i}");
                             InstanceSetting::insert_if_absent(tx, &key, "1").await?;
                             // On SQLite, where they run in turn, a transaction sees what
-                            // the ones before it in its group wrote, and not what a failed
-                            // one wrote. PostgreSQL runs them side by side.
-                            if in_turn && i > 0 {
-                                let before = format!("group-{}", i - 1);
+                            // the one before it wrote, and not what a failed one wrote.
+                            // PostgreSQL runs them side by side.
+                            if let (true, Some(p)) = (in_turn, previous) {
+                                let before = format!("group-{p}");
                                 let seen = InstanceSetting::get(tx, &before).await?;
-                                let rolled_back = i - 1 == 3 || i - 1 == 5;
+                                let rolled_back = p == 3 || p == 5;
                                 let expected = (!rolled_back).then_some("1");
                                 assert_eq!(seen.as_deref(), expected, "{before} before {key}");
                             }
