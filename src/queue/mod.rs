@@ -151,8 +151,12 @@ impl Queue {
         self.changed.notify_waiters();
     }
 
-    /// A search is over: wakes up to `n` more held polls, as far as the wave allows. The
-    /// version moves too, so that the polls woken look even if they came after the bump.
+    /// A search is over: wakes up to `n` more held polls, as far as the wave allows. A
+    /// poll woken looks even if it came after the bump (being woken is the signal), and
+    /// the version stays: it moves only when jobs become pending, so the polls searching
+    /// right now do not all look again on their next request for jobs they have seen
+    /// (on PostgreSQL, where a search sees the jobs others are claiming as pending, that
+    /// made about 17 empty searches a job in the fleet).
     pub fn pass_on(&self, n: i64) {
         let granted = self
             .wave
@@ -160,11 +164,8 @@ impl Queue {
                 (left > 0).then(|| left - left.min(n))
             })
             .map_or(0, |left| left.min(n));
-        if granted > 0 {
-            self.version.fetch_add(1, Ordering::AcqRel);
-            for _ in 0..granted {
-                self.changed.notify_one();
-            }
+        for _ in 0..granted {
+            self.changed.notify_one();
         }
     }
 
@@ -172,8 +173,8 @@ impl Queue {
         let _ = self.broadcast.set(tx);
     }
 
-    /// Waits until the version differs from `seen` (true) or the hold ends (false): at
-    /// a random point of the last fifth of `timeout`. A fleet whose polls began together
+    /// Waits until the version differs from `seen` or this poll is woken (true: search),
+    /// or the hold ends (false): at a random point of the last fifth of `timeout`. A fleet whose polls began together
     /// (a restart, a backlog drained) so spreads out over a few seconds instead of
     /// polling again all at once at the end of every hold.
     pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
@@ -193,8 +194,13 @@ impl Queue {
             if self.closing.load(Ordering::SeqCst) || timeout.is_zero() {
                 return false;
             }
+            // Woken: one at a time by a bump or a wave passed on, all by a change to the
+            // runners or the close (the loop answers that).
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.current() != seen;
+            }
+            if !self.closing.load(Ordering::SeqCst) {
+                return true;
             }
         }
     }

@@ -426,6 +426,84 @@ both_backends! {
         }
     }
 
+    // A wave passed on wakes a held poll without moving the queue's version (the polls
+    // searching meanwhile need not all look again), and the poll woken searches even
+    // though the version it carries is still current: held on the whole path, and held
+    // before routing (a body the server answered before, after a hold that ended).
+    async fn a_poll_woken_by_a_wave_searches_though_the_version_did_not_move(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(3).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        // Jobs that wait without being pending: made pending below without a bump.
+        app.pipeline(project, "m: { script: x, when: manual }
+n: { script: y, when: manual }
+").await;
+        let held = || {
+            let app = app.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while sample(&scrape(&app).await, "runway_held_long_polls") != Some(1.0) {
+                    assert!(Instant::now() < deadline, "the poll is held");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let poll = |last_update: String| {
+            let app = app.clone();
+            let runner = runner.clone();
+            tokio::spawn(async move { app.request_job_with(&runner, json!({ "last_update": last_update })).await })
+        };
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204);
+        // A bump while the poll is held opens a wave of one; the poll finds nothing.
+        let waiting = poll(first.header("x-gitlab-last-update").expect("version").to_string());
+        held().await;
+        app.state.queue.bump_local();
+        let woken = waiting.await.expect("poll");
+        assert_eq!(woken.status, 204);
+        let version = woken.header("x-gitlab-last-update").expect("version").to_string();
+        assert_eq!(version, app.state.queue.current());
+
+        let make_pending = |name: &str| {
+            format!("UPDATE jobs SET status = 'pending', queued_at = CURRENT_TIMESTAMP WHERE name = '{name}'")
+        };
+        // Held on the whole path, woken by the wave: it takes the job at once.
+        let waiting = poll(version.clone());
+        held().await;
+        app.execute(&make_pending("m")).await;
+        app.state.queue.pass_on(1);
+        assert_eq!(app.state.queue.current(), version, "a wave passed on keeps the version");
+        let taken = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered at once").expect("poll");
+        assert_eq!(taken.status, 201, "{}", taken.text);
+        assert_eq!(taken.json()["job_info"]["name"], "m");
+
+        // Held before routing (a body the server answered before: after a hold that ended
+        // with the version unchanged, the same body comes again), woken by a wave.
+        let (_, other) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let other_first = app.request_job(&other).await;
+        let other_waiting = {
+            let app = app.clone();
+            let (other, seen) = (other.clone(), other_first.header("x-gitlab-last-update").expect("version").to_string());
+            tokio::spawn(async move { app.request_job_with(&other, json!({ "last_update": seen })).await })
+        };
+        held().await;
+        // A bump opens a wave of one (one poll held: the other runner's, which finds nothing).
+        app.state.queue.bump_local();
+        assert_eq!(other_waiting.await.expect("poll").status, 204);
+        let version = app.state.queue.current();
+        let timed_out = poll(version.clone()).await.expect("poll");
+        assert_eq!((timed_out.status, timed_out.header("x-gitlab-last-update")), (204, Some(version.as_str())));
+        let waiting = poll(version.clone());
+        held().await;
+        app.execute(&make_pending("n")).await;
+        app.state.queue.pass_on(1);
+        assert_eq!(app.state.queue.current(), version);
+        let taken = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered at once").expect("poll");
+        assert_eq!(taken.status, 201, "{}", taken.text);
+        assert_eq!(taken.json()["job_info"]["name"], "n");
+    }
+
     async fn the_job_token_guard(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;

@@ -29,6 +29,11 @@ pub const JOB_REQUEST_PATH: &str = "/api/v4/jobs/request";
 #[derive(Clone)]
 pub struct PollBody(pub bytes::Bytes);
 
+/// The poll was held by [`answer_known_poll`] and woken: it searches at once, even if the
+/// version it carries is still current (a wave passed on does not move it).
+#[derive(Clone, Copy)]
+pub struct Woken;
+
 /// The route pattern of a request answered before routing (for metrics and logs).
 #[derive(Clone, Copy)]
 pub struct AnsweredRoute(pub &'static str);
@@ -89,6 +94,7 @@ pub async fn answer_known_poll(
                     .finish();
                 return answer(req, response);
             }
+            req.extensions_mut().insert(Woken);
         }
     }
     req.extensions_mut().insert(PollBody(body.clone()));
@@ -155,6 +161,7 @@ pub async fn request_job(
     // (the request's copy of the params and the raw body included).
     req.extensions_mut().remove::<Params>();
     let body = req.extensions_mut().remove::<PollBody>();
+    let woken = req.extensions_mut().remove::<Woken>().is_some();
     let ip = req.peer_addr().map(|a| a.ip());
     drop(req);
     let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
@@ -170,7 +177,8 @@ pub async fn request_job(
                 params.last_update.as_deref(),
             );
         }
-        (params.info, params.last_update)
+        // Held already and woken: not held again.
+        (params.info, params.last_update.filter(|_| !woken))
     };
     let features = match info.and_then(|mut info| info.remove("features")) {
         Some(Value::Object(features)) => features,

@@ -451,12 +451,12 @@ impl TestApp {
         self.handle.stop(true).await;
     }
 
-    /// Runs one SQL statement on the app's database (to age tokens and the like).
     /// The server's data dir.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
     }
 
+    /// Runs one SQL statement on the app's database (to age tokens and the like).
     pub async fn execute(&self, sql: &str) {
         use diesel_async::RunQueryDsl;
         let mut db = self.db.write().await.expect("connection");
