@@ -122,6 +122,8 @@ impl NewPipelineRequest {
             protected,
             source: &self.source,
             status: PipelineStatus::Created,
+            started_at: None,
+            finished_at: None,
             ci_config: &self.ci_config,
             variables: serde_json::to_string(&self.variables).unwrap_or_else(|_| "[]".into()),
             stages: "[]".into(),
@@ -455,18 +457,12 @@ impl Pipelines {
         let at = now();
         let new = NewPipeline {
             status: PipelineStatus::Failed,
+            finished_at: Some(at),
             yaml_errors: Some(errors),
             ..req.row(project.id, protected, at)
         };
         let mut db = self.db.write().await?;
-        let pipeline = transaction!(&mut db.conn(), |tx| {
-            let pipeline = Pipeline::create(tx, new).await?;
-            Ok::<_, ApiError>(
-                Pipeline::set_status(tx, pipeline.id, PipelineStatus::Failed, None, Some(at))
-                    .await?,
-            )
-        })?;
-        Ok(pipeline)
+        Ok(Pipeline::create(&mut db.conn(), new).await?)
     }
 
     /// `Ci::PipelineCreation::CancelRedundantPipelinesService`: the project's older
@@ -807,7 +803,7 @@ impl Pipelines {
             Box::pin(async move {
                 // `Ci::Build#playable?`: a manual job, or a delayed one started now (a
                 // manual bridge runs on Runway: its pipeline is made after the commit).
-                let status = turn_status(&job, &job.spec());
+                let status = turn_status(job.resource_group_id, &job.spec());
                 let changes = JobChanges {
                     status: Some(status),
                     queued_at: Some((status == JobStatus::Pending).then(now)),
@@ -1498,7 +1494,6 @@ async fn create_in(
         stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
         ..req.row(project_id, protected, at)
     };
-    let pipeline = Pipeline::create(tx, new).await?;
     // Each resource group named, created the first time (`Seed::Build`).
     let mut groups: std::collections::HashMap<&str, i64> = Default::default();
     for key in plan
@@ -1507,51 +1502,111 @@ async fn create_in(
         .filter_map(|j| j.spec.resource_group.as_deref())
     {
         if !groups.contains_key(key) {
-            let group = ResourceGroup::find_or_create(tx, pipeline.project_id, key, at).await?;
+            let group = ResourceGroup::find_or_create(tx, project_id, key, at).await?;
             groups.insert(key, group.id);
         }
     }
+    let group_of = |j: &config::JobPlan| {
+        j.spec
+            .resource_group
+            .as_deref()
+            .and_then(|k| groups.get(k).copied())
+    };
+    // The first jobs are decided before anything is written, as processing the rows just
+    // written would decide them: the jobs are written with their status (pending, say)
+    // and the pipeline with its own, not written and then changed (on PostgreSQL two
+    // round trips fewer from the pipeline's POST to its first job's pickup, and one
+    // statement fewer per job starting at once). Ids are the plan's indexes until then.
+    let mut states: Vec<JobState> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| JobState {
+            id: i as i64,
+            name: j.name.clone(),
+            stage_idx: j.stage_idx,
+            status: JobStatus::Created,
+            when: j.when,
+            allow_failure: j.allow_failure,
+            needs: j
+                .spec
+                .needs
+                .as_ref()
+                .map(|n| n.iter().map(|n| n.job.clone()).collect()),
+        })
+        .collect();
+    let mut became_pending = false;
+    for (i, status) in advance(&mut states) {
+        let i = i as usize;
+        let status = match status {
+            JobStatus::Pending => turn_status(group_of(&plan.jobs[i]), &plan.jobs[i].spec),
+            other => other,
+        };
+        states[i].status = status;
+        became_pending |= status == JobStatus::Pending;
+    }
+    let (status, started_at, finished_at) = pipeline_state(&states, None, None, at);
+    let new = NewPipeline {
+        status,
+        started_at,
+        finished_at,
+        ..new
+    };
+    let pipeline = Pipeline::create(tx, new).await?;
     let jobs: Vec<NewJob> = plan
         .jobs
         .iter()
-        .map(|j| NewJob {
-            pipeline_id: pipeline.id,
-            project_id: pipeline.project_id,
-            name: j.name.clone(),
-            stage: j.stage.clone(),
-            stage_idx: j.stage_idx,
-            status: JobStatus::Created,
-            when_: j.when.as_str().to_string(),
-            allow_failure: j.allow_failure,
-            tag_list: json!(j.tags).to_string(),
-            options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
-            protected,
-            timeout: Some(
-                j.spec
-                    .timeout
-                    .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
-            ),
-            resource_group_id: j
-                .spec
-                .resource_group
-                .as_deref()
-                .and_then(|k| groups.get(k).copied()),
-            created_at: at,
-            updated_at: at,
+        .zip(&states)
+        .map(|(j, state)| {
+            let times = Entered::at(state.status, &j.spec, at);
+            NewJob {
+                pipeline_id: pipeline.id,
+                project_id: pipeline.project_id,
+                name: j.name.clone(),
+                stage: j.stage.clone(),
+                stage_idx: j.stage_idx,
+                status: state.status,
+                when_: j.when.as_str().to_string(),
+                allow_failure: j.allow_failure,
+                tag_list: json!(j.tags).to_string(),
+                options: serde_json::to_string(&j.spec).unwrap_or_else(|_| "{}".into()),
+                protected,
+                timeout: Some(
+                    j.spec
+                        .timeout
+                        .map_or(build_timeout, |t| t.min(i64::from(i32::MAX)) as i32),
+                ),
+                resource_group_id: group_of(j),
+                queued_at: times.queued_at,
+                started_at: times.started_at,
+                finished_at: times.finished_at,
+                scheduled_at: times.scheduled_at,
+                created_at: at,
+                updated_at: at,
+            }
         })
         .collect();
     let created = Job::insert_many(tx, &jobs).await?;
-    if plan.jobs.iter().any(|j| j.spec.environment.is_some()) {
-        let pairs: Vec<(Job, JobSpec)> = created
-            .iter()
-            .cloned()
-            .zip(plan.jobs.iter().map(|j| j.spec.clone()))
-            .collect();
+    if created.len() != states.len() {
+        return Err(ApiError::Conflict);
+    }
+    for (state, job) in states.iter_mut().zip(&created) {
+        state.id = job.id;
+    }
+    let specs: Vec<JobSpec> = plan.jobs.into_iter().map(|j| j.spec).collect();
+    if specs.iter().any(|spec| spec.environment.is_some()) {
+        let pairs: Vec<(Job, JobSpec)> =
+            created.iter().cloned().zip(specs.iter().cloned()).collect();
         super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
     }
-    // The rows just written are processed as they are, not read back (three round
-    // trips fewer on PostgreSQL, from the pipeline's POST to its first job's pickup).
-    process_loaded(tx, pipeline, created).await
+    let moved = Moved {
+        jobs: &created,
+        states: &states,
+        specs: &specs,
+        became_pending,
+    };
+    let processed = follow_up(tx, &pipeline, PipelineStatus::Created, moved, at).await?;
+    Ok((pipeline, processed))
 }
 
 /// [`Pipelines::finish`]'s transaction; owns what it uses, as a hot write transaction
@@ -1766,6 +1821,10 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
         protected: job.protected,
         timeout: job.timeout,
         resource_group_id: job.resource_group_id,
+        queued_at: (status == JobStatus::Pending).then_some(at),
+        started_at: None,
+        finished_at: None,
+        scheduled_at: None,
         created_at: at,
         updated_at: at,
     };
@@ -1778,13 +1837,6 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
             let pairs = [(created.clone(), spec)];
             super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
         }
-    }
-    if status == JobStatus::Pending {
-        let changes = JobChanges {
-            queued_at: Some(Some(at)),
-            ..Default::default()
-        };
-        Job::transition(tx, created.id, &[JobStatus::Pending], &changes).await?;
     }
     Ok(created)
 }
@@ -1849,50 +1901,25 @@ async fn process_loaded(
     for (id, status) in advance(&mut states) {
         let Some(&i) = index.get(&id) else { continue };
         let status = match status {
-            JobStatus::Pending => turn_status(&jobs[i], &specs[i]),
+            JobStatus::Pending => turn_status(jobs[i].resource_group_id, &specs[i]),
             other => other,
         };
         states[i].status = status;
-        // `when: delayed`: queued once `start_in` has passed (`Ci::Build#schedule`).
-        let scheduled_at = (status == JobStatus::Scheduled).then(|| {
-            let start_in = specs[i].start_in.unwrap_or(0);
-            Some(crate::db::models::later(
-                at,
-                chrono::TimeDelta::try_seconds(start_in).unwrap_or(chrono::TimeDelta::zero()),
-            ))
-        });
+        let times = Entered::at(status, &specs[i], at);
         let changes = JobChanges {
             status: Some(status),
-            queued_at: (status == JobStatus::Pending).then_some(Some(at)),
-            started_at: (status == JobStatus::Running).then_some(Some(at)),
-            finished_at: (status == JobStatus::Skipped).then_some(Some(at)),
-            scheduled_at,
+            queued_at: times.queued_at.map(Some),
+            started_at: times.started_at.map(Some),
+            finished_at: times.finished_at.map(Some),
+            scheduled_at: times.scheduled_at.map(Some),
             updated_at: Some(at),
             ..Default::default()
         };
         Job::transition(tx, id, &[JobStatus::Created], &changes).await?;
         became_pending |= status == JobStatus::Pending;
     }
-    let status = pipeline_status(&states);
-    let started = states.iter().any(|s| {
-        !matches!(
-            s.status,
-            JobStatus::Created | JobStatus::Pending | JobStatus::Manual | JobStatus::Skipped
-        )
-    });
-    let started_at = pipeline.started_at.or(started.then_some(at));
-    let complete = matches!(
-        status,
-        PipelineStatus::Success
-            | PipelineStatus::Failed
-            | PipelineStatus::Canceled
-            | PipelineStatus::Skipped
-    );
-    let finished_at = if complete {
-        pipeline.finished_at.or(Some(at))
-    } else {
-        None
-    };
+    let (status, started_at, finished_at) =
+        pipeline_state(&states, pipeline.started_at, pipeline.finished_at, at);
     let before = pipeline.status;
     let pipeline = if status != pipeline.status
         || started_at != pipeline.started_at
@@ -1902,10 +1929,112 @@ async fn process_loaded(
     } else {
         pipeline
     };
+    let moved = Moved {
+        jobs: &jobs,
+        states: &states,
+        specs: &specs,
+        became_pending,
+    };
+    let processed = follow_up(tx, &pipeline, before, moved, at).await?;
+    Ok((pipeline, processed))
+}
+
+/// The times a job takes when it moves to `status` at `at`: queued when pending, started
+/// when running, finished when skipped, and for `when: delayed` queued once `start_in`
+/// has passed (`Ci::Build#schedule`).
+struct Entered {
+    queued_at: Option<chrono::NaiveDateTime>,
+    started_at: Option<chrono::NaiveDateTime>,
+    finished_at: Option<chrono::NaiveDateTime>,
+    scheduled_at: Option<chrono::NaiveDateTime>,
+}
+
+impl Entered {
+    fn at(status: JobStatus, spec: &JobSpec, at: chrono::NaiveDateTime) -> Entered {
+        Entered {
+            queued_at: (status == JobStatus::Pending).then_some(at),
+            started_at: (status == JobStatus::Running).then_some(at),
+            finished_at: (status == JobStatus::Skipped).then_some(at),
+            scheduled_at: (status == JobStatus::Scheduled).then(|| {
+                let start_in = spec.start_in.unwrap_or(0);
+                crate::db::models::later(
+                    at,
+                    chrono::TimeDelta::try_seconds(start_in).unwrap_or(chrono::TimeDelta::zero()),
+                )
+            }),
+        }
+    }
+}
+
+/// The pipeline's (status, started_at, finished_at) from its jobs' states, keeping the
+/// times it has: started once a job ran, finished once complete.
+fn pipeline_state(
+    states: &[JobState],
+    started_at: Option<chrono::NaiveDateTime>,
+    finished_at: Option<chrono::NaiveDateTime>,
+    at: chrono::NaiveDateTime,
+) -> (
+    PipelineStatus,
+    Option<chrono::NaiveDateTime>,
+    Option<chrono::NaiveDateTime>,
+) {
+    let status = pipeline_status(states);
+    let started = states.iter().any(|s| {
+        !matches!(
+            s.status,
+            JobStatus::Created | JobStatus::Pending | JobStatus::Manual | JobStatus::Skipped
+        )
+    });
+    (
+        status,
+        started_at.or(started.then_some(at)),
+        if complete(status) {
+            finished_at.or(Some(at))
+        } else {
+            None
+        },
+    )
+}
+
+/// A pipeline in this status is over.
+fn complete(status: PipelineStatus) -> bool {
+    matches!(
+        status,
+        PipelineStatus::Success
+            | PipelineStatus::Failed
+            | PipelineStatus::Canceled
+            | PipelineStatus::Skipped
+    )
+}
+
+/// A pipeline's jobs as processing left them: rows, states and specs in the same order.
+struct Moved<'a> {
+    jobs: &'a [Job],
+    states: &'a [JobState],
+    specs: &'a [JobSpec],
+    became_pending: bool,
+}
+
+/// What follows once the jobs' and the pipeline's statuses are written: deployments
+/// follow their jobs, and what the caller acts on after the commit. `before` is the
+/// pipeline's status before.
+async fn follow_up(
+    tx: &mut Conn<'_>,
+    pipeline: &Pipeline,
+    before: PipelineStatus,
+    moved: Moved<'_>,
+    at: chrono::NaiveDateTime,
+) -> ApiResult<Processed> {
+    let Moved {
+        jobs,
+        states,
+        specs,
+        became_pending,
+    } = moved;
     // Deployments follow their jobs.
     let deploying: Vec<(i64, JobStatus, &crate::ci::environment::EnvironmentSpec)> = states
         .iter()
-        .zip(&specs)
+        .zip(specs)
         .filter_map(|(s, spec)| spec.environment.as_ref().map(|e| (s.id, s.status, e)))
         .collect();
     if !deploying.is_empty() {
@@ -1914,7 +2043,7 @@ async fn process_loaded(
     // Groups whose jobs here wait or ran: one of them may have freed its resource.
     let mut resource_groups: Vec<i64> = jobs
         .iter()
-        .zip(&states)
+        .zip(states)
         .filter(|(_, s)| !matches!(s.status, JobStatus::Created | JobStatus::Manual))
         .filter_map(|(j, _)| j.resource_group_id)
         .collect();
@@ -1922,33 +2051,30 @@ async fn process_loaded(
     resource_groups.dedup();
     let bridges: Vec<i64> = states
         .iter()
-        .zip(&specs)
+        .zip(specs)
         .filter(|(s, spec)| s.status == JobStatus::Running && spec.trigger.is_some())
         .map(|(s, _)| s.id)
         .collect();
     let finished_child = pipeline
         .parent_bridge_id
-        .filter(|_| complete && status != before)
-        .map(|bridge| (bridge, status));
-    Ok((
-        pipeline,
-        Processed {
-            became_pending,
-            resource_groups,
-            bridges,
-            finished_child,
-        },
-    ))
+        .filter(|_| complete(pipeline.status) && pipeline.status != before)
+        .map(|bridge| (bridge, pipeline.status));
+    Ok(Processed {
+        became_pending,
+        resource_groups,
+        bridges,
+        finished_child,
+    })
 }
 
 /// The status a job takes when its turn comes (its stage reached, played, or its delay
 /// over): a bridge runs on Runway at once (its pipeline is made after the commit), a job of
 /// a resource group waits for the resource, any other is pending.
-fn turn_status(job: &Job, spec: &JobSpec) -> JobStatus {
+fn turn_status(resource_group_id: Option<i64>, spec: &JobSpec) -> JobStatus {
     if spec.trigger.is_some() {
         JobStatus::Running
     } else {
-        super::resource_groups::enqueued(job.resource_group_id)
+        super::resource_groups::enqueued(resource_group_id)
     }
 }
 

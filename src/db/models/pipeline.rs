@@ -58,6 +58,10 @@ pub struct NewPipeline<'a> {
     pub protected: bool,
     pub source: &'a str,
     pub status: PipelineStatus,
+    /// Set when it is made running or finished (its first jobs decided before it is
+    /// written), else `None`.
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
     pub ci_config: &'a str,
     pub variables: String,
     pub stages: String,
