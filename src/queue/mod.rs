@@ -49,8 +49,8 @@ pub struct Queue {
     shutdown: Notify,
     /// Wakes the current wave may still pass on.
     wave: std::sync::atomic::AtomicI64,
-    /// Where bumps go to reach other instances (PostgreSQL `NOTIFY`); `true`: wake all.
-    broadcast: std::sync::OnceLock<mpsc::UnboundedSender<bool>>,
+    /// Where bumps and changes go to reach other instances (PostgreSQL `NOTIFY`).
+    broadcast: std::sync::OnceLock<mpsc::UnboundedSender<Broadcast>>,
     pub poll_timeout: Duration,
     /// Job requests held open right now.
     held: std::sync::atomic::AtomicI64,
@@ -58,6 +58,17 @@ pub struct Queue {
     closing: std::sync::atomic::AtomicBool,
     /// The candidates' pipelines and projects, kept between polls ([`Seen`]).
     seen: Seen,
+}
+
+/// What one instance tells the others sharing its PostgreSQL database ([`listen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Jobs became pending: [`Queue::bump_local`].
+    Bump,
+    /// Something a runner may take changed: [`Queue::bump_all_local`].
+    BumpAll,
+    /// A project or CI/CD variables changed: [`Queue::forget_kept_local`].
+    Forget,
 }
 
 /// Counts one held request while it lives.
@@ -114,6 +125,55 @@ impl Queue {
         self.seen.keep_pipeline(pipeline.clone());
     }
 
+    /// A project changed: polls read it again at once, here and on the other instances.
+    pub fn project_changed(&self, project_id: i64) {
+        self.seen.projects.forget(Some(project_id));
+        self.send(Broadcast::Forget);
+    }
+
+    /// CI/CD variables changed, of a project or of the instance (`None`: every job sees
+    /// those): read again at once, here and on the other instances.
+    pub fn variables_changed(&self, project_id: Option<i64>) {
+        self.seen.variables.forget(project_id);
+        self.send(Broadcast::Forget);
+    }
+
+    /// [`Broadcast::Forget`] from another instance, or its notifications lost: every
+    /// project and variable kept is read again.
+    pub fn forget_kept_local(&self) {
+        self.seen.projects.forget(None);
+        self.seen.variables.forget(None);
+    }
+
+    /// The instance's and `project_id`'s CI/CD variables (sealed), as [`CiVariable::for_job`]
+    /// reads them: kept between reads ([`Kept`]), so that the polls and pipelines of one
+    /// project do not each read them.
+    pub async fn ci_variables(
+        &self,
+        db: &DbPool,
+        project_id: i64,
+    ) -> ApiResult<Arc<Vec<CiVariable>>> {
+        if let Some(kept) = self.seen.variables.get(project_id) {
+            return Ok(kept);
+        }
+        let changes = self.seen.variables.changes();
+        let read = crate::db::inline(async {
+            let mut db = db.read().await?;
+            Ok::<_, ApiError>(Arc::new(
+                CiVariable::for_job(&mut db.conn(), project_id).await?,
+            ))
+        })
+        .await?;
+        self.seen.variables.keep(project_id, read.clone(), changes);
+        Ok(read)
+    }
+
+    fn send(&self, message: Broadcast) {
+        if let Some(tx) = self.broadcast.get() {
+            let _ = tx.send(message);
+        }
+    }
+
     pub fn current(&self) -> String {
         format!("{:x}", self.version.load(Ordering::Acquire))
     }
@@ -121,18 +181,14 @@ impl Queue {
     /// Jobs became pending: a new wave of wakes, here and on the other instances.
     pub fn bump(&self) {
         self.bump_local();
-        if let Some(tx) = self.broadcast.get() {
-            let _ = tx.send(false);
-        }
+        self.send(Broadcast::Bump);
     }
 
     /// Something a runner may take changed (its settings, its projects): every held poll
     /// looks again, here and on the other instances (GitLab ticks the runner's queue).
     pub fn bump_all(&self) {
         self.bump_all_local();
-        if let Some(tx) = self.broadcast.get() {
-            let _ = tx.send(true);
-        }
+        self.send(Broadcast::BumpAll);
     }
 
     /// [`Queue::bump`] on this instance only (a notification from another instance).
@@ -169,7 +225,7 @@ impl Queue {
         }
     }
 
-    fn set_broadcast(&self, tx: mpsc::UnboundedSender<bool>) {
+    fn set_broadcast(&self, tx: mpsc::UnboundedSender<Broadcast>) {
         let _ = self.broadcast.set(tx);
     }
 
@@ -219,15 +275,15 @@ pub struct Assignment {
     /// payload takes only what a pipeline keeps from its creation), and without its
     /// configuration's text ([`Seen`]).
     pub pipeline: Arc<Pipeline>,
-    /// As read within [`PROJECT_KEPT`] before the claim.
+    /// As read within [`KEPT_FOR`] before the claim.
     pub project: Arc<Project>,
     /// The job token in clear: sent once, in the payload.
     pub token: String,
     /// Jobs whose artifacts this job downloads, with their archives (if uploaded).
     pub dependencies: Vec<(Job, Option<JobArtifact>)>,
     /// The instance's and the project's CI/CD variables (sealed), before protection and
-    /// environment scope are applied.
-    pub variables: Vec<CiVariable>,
+    /// environment scope are applied; read within [`KEPT_FOR`] before the claim.
+    pub variables: Arc<Vec<CiVariable>>,
     pub queue_size: i64,
 }
 
@@ -270,13 +326,8 @@ fn can_run(
         && (!job_tags.is_empty() || runner.run_untagged)
 }
 
-/// A claimed job with its pipeline, dependencies and CI/CD variables.
-type Claimed = (
-    Job,
-    Arc<Pipeline>,
-    Vec<(Job, Option<JobArtifact>)>,
-    Vec<CiVariable>,
-);
+/// A claimed job with its pipeline and dependencies.
+type Claimed = (Job, Arc<Pipeline>, Vec<(Job, Option<JobArtifact>)>);
 
 /// How long a runner has to acknowledge a job under two-phase commit
 /// (`RUNNER_ACK_QUEUE_EXPIRY_TIME`).
@@ -290,28 +341,85 @@ pub struct Dispatcher {
     searching: Semaphore,
 }
 
-/// What polls read of the candidates' pipelines and projects, kept between polls: every
-/// poll meets the same oldest pending jobs, and so the same few pipelines and projects.
+/// What polls read of the candidates' pipelines, projects and CI/CD variables, kept
+/// between polls: every poll meets the same oldest pending jobs, and so the same few
+/// pipelines and projects.
 ///
 /// A pipeline is kept for good (until the map is full and cleared): the payload takes
 /// from it only what it keeps from its creation (commit, ref, source, variables), and the
 /// claim sets its status with a statement of its own, not from the copy. Ids are never
 /// reused (`AUTOINCREMENT`, sequences); one created on this instance is kept before its
-/// jobs wake any poll ([`Queue::created`]). A project can change (`PUT /projects/:id`): one is
-/// kept for [`PROJECT_KEPT`] at most, and this instance's own change drops it at once (and
-/// keeps a read that began before the change from being kept), so another instance's
-/// change reaches this one's polls within that time, and this one's at once.
+/// jobs wake any poll ([`Queue::created`]). A project and a project's CI/CD variables
+/// (with the instance's) can change: they are [`Kept`] a short while.
 #[derive(Default)]
 struct Seen {
     pipelines: std::sync::Mutex<HashMap<i64, Arc<Pipeline>>>,
-    projects: std::sync::Mutex<HashMap<i64, (Instant, Arc<Project>)>>,
-    project_changes: AtomicU64,
+    projects: Kept<Project>,
+    variables: Kept<Vec<CiVariable>>,
 }
 
-/// How long a poll trusts a project read by an earlier one.
-const PROJECT_KEPT: Duration = Duration::from_secs(1);
+/// How long a poll trusts a project or variables read by an earlier one.
+const KEPT_FOR: Duration = Duration::from_secs(1);
 /// Entries kept of each kind; the map is cleared when it would grow beyond.
 const SEEN_MOST: usize = 4096;
+
+/// Rows that can change, kept by id for [`KEPT_FOR`] at most: a change on this instance
+/// drops them at once, and one on another instance sharing the PostgreSQL database as
+/// soon as its notification arrives ([`listen`]), so a change reaches the next polls at
+/// once and the time bounds only a notification lost with its connection. A read that
+/// began before a change is not kept (it may be older than the change).
+struct Kept<T> {
+    rows: std::sync::Mutex<HashMap<i64, (Instant, Arc<T>)>>,
+    changes: AtomicU64,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Kept {
+            rows: Default::default(),
+            changes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<T> Kept<T> {
+    fn get(&self, id: i64) -> Option<Arc<T>> {
+        let kept = self.rows.lock().ok()?;
+        let (at, row) = kept.get(&id)?;
+        (at.elapsed() < KEPT_FOR).then(|| row.clone())
+    }
+
+    /// How many changes this instance knew of: a row read before one is not kept.
+    fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Keeps `row`, read when [`Kept::changes`] was `changes`; not if a change came since.
+    fn keep(&self, id: i64, row: Arc<T>, changes: u64) {
+        if let Ok(mut kept) = self.rows.lock() {
+            if self.changes() != changes {
+                return;
+            }
+            if kept.len() >= SEEN_MOST {
+                kept.clear();
+            }
+            kept.insert(id, (Instant::now(), row));
+        }
+    }
+
+    /// A change: the row of `id` (every row: `None`) is read again by the next poll.
+    fn forget(&self, id: Option<i64>) {
+        if let Ok(mut kept) = self.rows.lock() {
+            self.changes.fetch_add(1, Ordering::AcqRel);
+            match id {
+                Some(id) => {
+                    kept.remove(&id);
+                }
+                None => kept.clear(),
+            }
+        }
+    }
+}
 
 impl Seen {
     fn pipeline(&self, id: i64) -> Option<Arc<Pipeline>> {
@@ -335,38 +443,6 @@ impl Seen {
         }
         pipeline
     }
-
-    fn project(&self, id: i64) -> Option<Arc<Project>> {
-        let kept = self.projects.lock().ok()?;
-        let (at, project) = kept.get(&id)?;
-        (at.elapsed() < PROJECT_KEPT).then(|| project.clone())
-    }
-
-    /// How many project changes this instance made: a project read before one is not kept.
-    fn project_changes(&self) -> u64 {
-        self.project_changes.load(Ordering::Acquire)
-    }
-
-    /// Keeps `project`, read when [`Seen::project_changes`] was `changes`; not if a change
-    /// came since (the read may have been older than it).
-    fn keep_project(&self, project: Arc<Project>, changes: u64) {
-        if let Ok(mut kept) = self.projects.lock() {
-            if self.project_changes() != changes {
-                return;
-            }
-            if kept.len() >= SEEN_MOST {
-                kept.clear();
-            }
-            kept.insert(project.id, (Instant::now(), project));
-        }
-    }
-
-    fn forget_project(&self, id: i64) {
-        if let Ok(mut kept) = self.projects.lock() {
-            self.project_changes.fetch_add(1, Ordering::AcqRel);
-            kept.remove(&id);
-        }
-    }
 }
 
 impl Dispatcher {
@@ -384,7 +460,7 @@ impl Dispatcher {
 
     /// A project changed on this instance: polls read it again at once.
     pub fn project_changed(&self, project_id: i64) {
-        self.queue.seen.forget_project(project_id);
+        self.queue.project_changed(project_id);
     }
 
     /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
@@ -467,6 +543,7 @@ impl Dispatcher {
         let mut projects: HashMap<i64, Option<Arc<Project>>> = HashMap::new();
         let mut over_quota: HashMap<i64, bool> = HashMap::new();
         let mut pipelines: HashMap<i64, Arc<Pipeline>> = HashMap::new();
+        let mut variables: HashMap<i64, Arc<Vec<CiVariable>>> = HashMap::new();
         let runner_projects: Vec<i64> = if runner.runner_type == RunnerType::Project {
             let mut db = self.db.read().await?;
             Project::for_runner(&mut db.conn(), runner.id)
@@ -510,8 +587,9 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
-                    let changes = self.queue.seen.project_changes();
-                    let project = match self.queue.seen.project(job.project_id) {
+                    let kept = &self.queue.seen.projects;
+                    let changes = kept.changes();
+                    let project = match kept.get(job.project_id) {
                         Some(project) => Some(project),
                         None => crate::db::inline(async {
                             let mut db = self.db.read().await?;
@@ -522,7 +600,7 @@ impl Dispatcher {
                             )
                         })
                         .await?
-                        .inspect(|project| self.queue.seen.keep_project(project.clone(), changes)),
+                        .inspect(|project| kept.keep(project.id, project.clone(), changes)),
                     };
                     slot.insert(project);
                 }
@@ -584,6 +662,16 @@ impl Dispatcher {
                     })
                     .await?;
                 }
+                // And their projects' CI/CD variables, so that the answer needs nothing of
+                // the database once the claim commits (on PostgreSQL a round trip fewer in
+                // the claim, and none when they are kept).
+                for job in chunk {
+                    if let std::collections::hash_map::Entry::Vacant(slot) =
+                        variables.entry(job.project_id)
+                    {
+                        slot.insert(self.queue.ci_variables(&self.db, job.project_id).await?);
+                    }
+                }
                 let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
                 let theirs: HashMap<i64, Arc<Pipeline>> = chunk
                     .iter()
@@ -600,10 +688,13 @@ impl Dispatcher {
                 if became_pending {
                     self.queue.bump();
                 }
-                let Some((job, pipeline, dependencies, variables)) = claimed else {
+                let Some((job, pipeline, dependencies)) = claimed else {
                     continue; // all taken by other runners meanwhile
                 };
-                let Some(Some(project)) = projects.get(&job.project_id) else {
+                let (Some(Some(project)), Some(variables)) = (
+                    projects.get(&job.project_id),
+                    variables.get(&job.project_id),
+                ) else {
                     return Err(ApiError::Conflict);
                 };
                 return Ok((
@@ -613,7 +704,7 @@ impl Dispatcher {
                         project: project.clone(),
                         token: token.token,
                         dependencies,
-                        variables,
+                        variables: variables.clone(),
                         queue_size,
                     }),
                     true,
@@ -658,9 +749,10 @@ impl Dispatcher {
 }
 
 /// Assigns the first of `ids` still pending to the runner, at most once over all runners
-/// and server instances, and reads what the payload needs in the same transaction: once
-/// it commits, the answer needs the database no more, so a database lost right after
-/// cannot leave the job assigned to a runner that was never told. A job needing a feature
+/// and server instances, and reads the job's dependencies in the same transaction (the
+/// caller read its pipeline, project and variables before): once it commits, the answer
+/// needs the database no more, so a database lost right after cannot leave the job
+/// assigned to a runner that was never told. A job needing a feature
 /// the runner lacks is failed on the way (`runner_unsupported`, as GitLab drops it) and its
 /// pipeline moves on (answered true when that made jobs pending). Runs as a hot write
 /// transaction ([`DbPool::write_transaction`]), so it owns what it uses.
@@ -738,11 +830,7 @@ async fn claim(
             crate::db::models::environment::Deployment::start_for_job(tx, job.id, at).await?;
         }
         let dependencies = dependencies_of(tx, &job).await?;
-        let variables = CiVariable::for_job(tx, job.project_id).await?;
-        return Ok((
-            Some((job, pipeline, dependencies, variables)),
-            became_pending,
-        ));
+        return Ok((Some((job, pipeline, dependencies)), became_pending));
     }
 }
 

@@ -313,15 +313,16 @@ impl Pipelines {
         project: &Project,
         protected: bool,
     ) -> ApiResult<Vec<(String, String)>> {
-        let mut rows = {
-            let mut db = self.db.read().await?;
-            crate::db::models::CiVariable::for_job(&mut db.conn(), project.id).await?
-        };
-        rows.retain(|v| v.environment_scope == "*" && (!v.protected || protected));
+        // Read as the polls read them, kept a short while (`Queue::ci_variables`).
+        let rows = self.queue.ci_variables(&self.db, project.id).await?;
+        let mut rows: Vec<&crate::db::models::CiVariable> = rows
+            .iter()
+            .filter(|v| v.environment_scope == "*" && (!v.protected || protected))
+            .collect();
         rows.sort_by_key(|v| v.project_id.is_some());
         Ok(rows
             .into_iter()
-            .filter_map(|v| Some((v.key, self.secrets.open(&v.value).ok()?)))
+            .filter_map(|v| Some((v.key.clone(), self.secrets.open(&v.value).ok()?)))
             .collect())
     }
 

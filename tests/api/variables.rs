@@ -207,6 +207,50 @@ both_backends! {
 }
 
 both_backends! {
+    // The variables polls and pipelines read are kept a moment between reads; a change
+    // through the API (create, update, delete; project or instance) reaches the very next
+    // pipeline's rules and the very next job's payload.
+    async fn a_changed_variable_reaches_the_next_pipeline_and_job_at_once(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "changing" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let base = format!("/projects/{project}/variables");
+        let yaml = "job: { script: [x] }\nflagged: { script: [x], rules: [ { if: '$FLAG == \"on\"' } ] }\n";
+        let (app, runner) = (&app, runner.as_str());
+        // The job names the next pipeline has, and the variables its first job sees.
+        let run = || async {
+            let created = app.create_pipeline(project, "main", yaml).await;
+            assert_eq!(created.status, 201, "{}", created.text);
+            let names = app.job_names(project, &created.json()).await;
+            let job = app.take_job(runner).await;
+            let vars = payload_variables(&job);
+            let value = |key: &str| vars.get(key).map(|v| v["value"].clone()).unwrap_or(Value::Null);
+            (names, value("TOKEN"), value("FLAG"), value("MIRROR"))
+        };
+        let drain = |n: usize| async move {
+            for _ in 0..n {
+                let _ = app.take_job(runner).await;
+            }
+        };
+        assert_eq!(run().await, (vec!["job".to_string()], Value::Null, Value::Null, Value::Null));
+        for body in [json!({ "key": "TOKEN", "value": "one" }), json!({ "key": "FLAG", "value": "on" })] {
+            assert_eq!(app.api(Method::POST, &base, Some(body)).await.status, 201);
+        }
+        assert_eq!(app.api(Method::POST, "/admin/ci/variables", Some(json!({ "key": "MIRROR", "value": "a" }))).await.status, 201);
+        let both = vec!["flagged".to_string(), "job".to_string()];
+        assert_eq!(run().await, (both.clone(), json!("one"), json!("on"), json!("a")));
+        drain(1).await;
+        assert_eq!(app.api(Method::PUT, &format!("{base}/TOKEN"), Some(json!({ "value": "two" }))).await.status, 200);
+        assert_eq!(app.api(Method::PUT, "/admin/ci/variables/MIRROR", Some(json!({ "value": "b" }))).await.status, 200);
+        assert_eq!(run().await, (both, json!("two"), json!("on"), json!("b")));
+        drain(1).await;
+        assert_eq!(app.api(Method::DELETE, &format!("{base}/FLAG"), None).await.status, 204);
+        assert_eq!(app.api(Method::DELETE, "/admin/ci/variables/MIRROR", None).await.status, 204);
+        assert_eq!(run().await, (vec!["job".to_string()], json!("two"), Value::Null, Value::Null));
+    }
+}
+
+both_backends! {
     // `GET /pipelines/:id/variables` lists what the pipeline was created with;
     // `GET /pipelines/latest` is the newest of a ref (the default branch by default).
     async fn pipeline_variables_and_the_latest_pipeline(backend) {

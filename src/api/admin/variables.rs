@@ -239,6 +239,7 @@ async fn create(
         CiVariable::create(&mut db.conn(), &fields).await?
     }
     .ok_or_else(|| taken(&fields.key))?;
+    state.queue.variables_changed(project_id);
     audit(state, "ci_variable_created", &created).await;
     Ok(HttpResponse::Created().json(variable_json(state, &created)))
 }
@@ -293,6 +294,7 @@ async fn update(
         CiVariable::update(&mut db.conn(), old.id, &fields).await?
     }
     .ok_or_else(|| taken(&fields.key))?;
+    state.queue.variables_changed(project_id);
     audit(state, "ci_variable_updated", &updated).await;
     Ok(HttpResponse::Ok().json(variable_json(state, &updated)))
 }
@@ -312,6 +314,7 @@ async fn remove(
         let mut db = state.db.write().await?;
         CiVariable::delete(&mut db.conn(), variable.id).await?;
     }
+    state.queue.variables_changed(project_id);
     audit(state, "ci_variable_deleted", &variable).await;
     Ok(HttpResponse::NoContent().finish())
 }
