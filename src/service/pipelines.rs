@@ -483,14 +483,6 @@ impl Pipelines {
                 &new.sha,
                 new.id,
                 new.created_at - chrono::Duration::days(7),
-                &[
-                    PipelineStatus::Created,
-                    PipelineStatus::WaitingForResource,
-                    PipelineStatus::Preparing,
-                    PipelineStatus::Pending,
-                    PipelineStatus::Running,
-                    PipelineStatus::Scheduled,
-                ],
             )
             .await?
         };

@@ -627,32 +627,12 @@ impl Job {
     }
 }
 
-/// `status = 'pending' AND runner_id IS NULL` with literals, as `index_jobs_queue` is
-/// defined (PostgreSQL uses a partial index only when the query's condition proves its
-/// own). Unlike `diesel::dsl::sql`, a fragment of fixed text with a static query id, so
-/// the statement stays in the connection's prepared-statement cache.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct WaitingForRunner;
-
-impl diesel::Expression for WaitingForRunner {
-    type SqlType = diesel::sql_types::Bool;
-}
-
-impl<QS> diesel::AppearsOnTable<QS> for WaitingForRunner {}
-
-impl diesel::expression::ValidGrouping<()> for WaitingForRunner {
-    type IsAggregate = diesel::expression::is_aggregate::Never;
-}
-
-impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for WaitingForRunner {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
-    ) -> QueryResult<()> {
-        out.push_sql("status = 'pending' AND runner_id IS NULL");
-        Ok(())
-    }
-}
+literal_condition!(
+    /// `status = 'pending' AND runner_id IS NULL`, as `index_jobs_queue` is defined
+    /// (PostgreSQL uses a partial index only when the query's condition proves its own).
+    WaitingForRunner,
+    "status = 'pending' AND runner_id IS NULL"
+);
 
 /// A job's coverage (see migrations' `job_coverages`).
 pub struct JobCoverage;

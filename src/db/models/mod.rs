@@ -1,6 +1,39 @@
 //! Rows and every query on them, as associated functions taking a connection of either
 //! backend (`C: AsyncConnection<Backend = …>` through [`crate::db_run!`]).
 
+/// A condition of fixed text, written with literals where a bound value would hide from
+/// PostgreSQL's generic plan what the condition selects (a partial index it proves, or
+/// which values an `IN` list holds). Unlike `diesel::dsl::sql`, a type of its own with a
+/// static query id, so the statement stays in the connection's prepared-statement cache:
+/// each condition is its own type, never one type for several texts.
+macro_rules! literal_condition {
+    ($(#[$doc:meta])* $name:ident, $sql:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+        pub(crate) struct $name;
+
+        impl diesel::Expression for $name {
+            type SqlType = diesel::sql_types::Bool;
+        }
+
+        impl<QS> diesel::AppearsOnTable<QS> for $name {}
+
+        impl diesel::expression::ValidGrouping<()> for $name {
+            type IsAggregate = diesel::expression::is_aggregate::Never;
+        }
+
+        impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for $name {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+            ) -> diesel::QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+    };
+}
+
 pub mod artifact;
 pub mod ci_minutes;
 pub mod ci_variable;

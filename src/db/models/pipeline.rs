@@ -146,8 +146,9 @@ impl Pipeline {
     }
 
     /// The project's pipelines on `ref_` at another commit than `other_than_sha`, older
-    /// than `before` (by id), created since `since`, in `statuses`, oldest first: what a
-    /// new pipeline may cancel as redundant (at most GitLab's 3000).
+    /// than `before` (by id), created since `since`, still waiting or running
+    /// ([`Unfinished`]), oldest first: what a new pipeline may cancel as redundant (at most
+    /// GitLab's 3000).
     pub async fn older_on_ref(
         conn: &mut Conn<'_>,
         project_id: i64,
@@ -155,11 +156,9 @@ impl Pipeline {
         other_than_sha: &str,
         before: i64,
         since: NaiveDateTime,
-        statuses: &[PipelineStatus],
     ) -> QueryResult<Vec<Pipeline>> {
         let ref_ = ref_.to_string();
         let sha = other_than_sha.to_string();
-        let statuses = statuses.to_vec();
         // The commit filtered here, not after: pipelines of the same commit pile up on a
         // busy ref, and each would be read whole for nothing. The age and the order are
         // applied after: in the statement they let SQLite's planner prefer the creation
@@ -171,7 +170,7 @@ impl Pipeline {
             .filter(pipelines::ref_.eq(&ref_))
             .filter(pipelines::sha.ne(&sha))
             .filter(pipelines::id.lt(before))
-            .filter(pipelines::status.eq_any(&statuses))
+            .filter(Unfinished)
             .limit(3000)
             .select(Pipeline::as_select())
             .load(c)
@@ -444,3 +443,13 @@ impl Pipeline {
         Ok(deleted)
     }
 }
+
+literal_condition!(
+    /// Still waiting or running: `created`, `waiting_for_resource`, `preparing`, `pending`,
+    /// `running`, `scheduled` (GitLab's cancelable statuses less `manual`). Literals: with
+    /// the statuses bound as an array, PostgreSQL's generic plan filtered them after the
+    /// (project, ref, status, id) index instead of seeking them in it, and read every
+    /// pipeline of a busy ref (50,000 rows, 16 ms, for each new pipeline).
+    Unfinished,
+    "status IN ('created', 'waiting_for_resource', 'preparing', 'pending', 'running', 'scheduled')"
+);
