@@ -1686,13 +1686,7 @@ async fn finish_in(
         && !retry
         && spec.environment.is_none()
         && job.resource_group_id.is_none();
-    let quiet = ended_plainly
-        && match Pipeline::progress_of(tx, job.pipeline_id).await? {
-            Some((PipelineStatus::Running, stage_scheduled)) => {
-                Job::finish_moves_nothing(tx, &job, stage_scheduled).await?
-            }
-            _ => false,
-        };
+    let quiet = ended_plainly && Job::finish_moves_nothing(tx, &job).await?;
     let mut processed = if quiet {
         Processed::default()
     } else {

@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::RunnerType;
 use crate::db::schema::{ci_minutes_usages, jobs, runner_projects, runners};
-use crate::db::{Cached, Conn};
+use crate::db::Conn;
 use crate::db_run;
 
 /// What one minute on a runner of this type costs against the quota: instance runners
@@ -92,34 +92,51 @@ impl CiMinutesUsage {
         started: NaiveDateTime,
         finished: NaiveDateTime,
     ) -> QueryResult<()> {
-        let runner_type: Option<RunnerType> = db_run!(conn, |c| runners::table
-            .find(runner_id)
-            .select(runners::runner_type)
-            .first(c)
-            .await
-            .optional())?;
-        let Some(runner_type) = runner_type else {
-            return Ok(()); // the runner was deleted meanwhile
-        };
+        use diesel::dsl::case_when;
+        use diesel::sql_types::{BigInt, Double, Timestamp};
         let duration_seconds = ((finished - started).num_milliseconds().max(0)) as f64 / 1000.0;
-        let cost_factor = cost_factor(runner_type);
-        let usage = CiMinutesUsage {
-            job_id,
-            project_id,
-            runner_id,
-            runner_type,
-            duration_seconds,
-            cost_factor,
-            minutes: duration_seconds / 60.0 * cost_factor,
-            finished_at: finished,
+        // The runner's type read by the insert itself (one statement, not a read and then
+        // a write: a finish runs on the one writer); nothing is recorded for a runner
+        // deleted meanwhile. The cost factor of each type comes from `cost_factor`.
+        let types = [RunnerType::Instance, RunnerType::Group, RunnerType::Project];
+        let of_type = |[instance, group, project]: [f64; 3]| {
+            case_when(
+                runners::runner_type.eq(RunnerType::Instance),
+                instance.into_sql::<Double>(),
+            )
+            .when(
+                runners::runner_type.eq(RunnerType::Group),
+                group.into_sql::<Double>(),
+            )
+            .otherwise(project.into_sql::<Double>())
         };
-        db_run!(conn, |c| Cached(
-            diesel::insert_into(ci_minutes_usages::table)
-                .values(&usage)
-                .on_conflict_do_nothing()
-        )
-        .execute(c)
-        .await)?;
+        let factors = types.map(cost_factor);
+        let minutes = factors.map(|factor| duration_seconds / 60.0 * factor);
+        let usage = runners::table.filter(runners::id.eq(runner_id)).select((
+            job_id.into_sql::<BigInt>(),
+            project_id.into_sql::<BigInt>(),
+            runners::id,
+            runners::runner_type,
+            duration_seconds.into_sql::<Double>(),
+            of_type(factors),
+            of_type(minutes),
+            finished.into_sql::<Timestamp>(),
+        ));
+        db_run!(conn, |c| diesel::insert_into(ci_minutes_usages::table)
+            .values(usage)
+            .into_columns((
+                ci_minutes_usages::job_id,
+                ci_minutes_usages::project_id,
+                ci_minutes_usages::runner_id,
+                ci_minutes_usages::runner_type,
+                ci_minutes_usages::duration_seconds,
+                ci_minutes_usages::cost_factor,
+                ci_minutes_usages::minutes,
+                ci_minutes_usages::finished_at,
+            ))
+            .on_conflict_do_nothing()
+            .execute(c)
+            .await)?;
         Ok(())
     }
 

@@ -174,18 +174,20 @@ impl Job {
     }
 
     /// Whether `job`, which just ended in this transaction, moves nothing else in its
-    /// pipeline, so that the pipeline need not be read whole and processed again: another
-    /// job of its stage or an earlier one is still pending or running (so no later stage
-    /// starts, and the pipeline stays `running`, GitLab's composite status), no job is
-    /// `canceling`, and no job waits through `needs` (a pipeline of stages only, or none
-    /// left `created`). Reads only the pipeline's pending, running and created jobs,
-    /// through the (pipeline, status) index: the cost does not grow with the pipeline.
-    pub async fn finish_moves_nothing(
-        conn: &mut Conn<'_>,
-        job: &Job,
-        stage_scheduled: bool,
-    ) -> QueryResult<bool> {
+    /// pipeline, so that the pipeline need not be read whole and processed again: the
+    /// pipeline is `running`, another job of its stage or an earlier one is still pending
+    /// or running (so no later stage starts, and the pipeline stays `running`, GitLab's
+    /// composite status), no job is `canceling`, and no job waits through `needs` (a
+    /// pipeline of stages only, or none left `created`). One statement; it reads the
+    /// pipeline's row and only its pending, running and created jobs, through the
+    /// (pipeline, status) index: the cost does not grow with the pipeline.
+    pub async fn finish_moves_nothing(conn: &mut Conn<'_>, job: &Job) -> QueryResult<bool> {
+        use crate::db::enums::PipelineStatus;
+        use crate::db::schema::pipelines;
         use diesel::dsl::{exists, select};
+        let pipeline = pipelines::table.filter(pipelines::id.eq(job.pipeline_id));
+        let running = exists(pipeline.filter(pipelines::status.eq(PipelineStatus::Running)));
+        let stage_scheduled = exists(pipeline.filter(pipelines::stage_scheduled.eq(true)));
         let active = [JobStatus::Pending, JobStatus::Running, JobStatus::Preparing];
         let in_pipeline = jobs::table.filter(jobs::pipeline_id.eq(job.pipeline_id));
         let busy = exists(
@@ -197,11 +199,17 @@ impl Job {
         );
         let canceling = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Canceling)));
         let waiting = exists(in_pipeline.filter(jobs::status.eq(JobStatus::Created)));
-        let (busy, canceling, waiting): (bool, bool, bool) =
-            db_run!(conn, |c| Cached(select((busy, canceling, waiting)))
-                .get_result(c)
-                .await)?;
-        Ok(busy && !canceling && (stage_scheduled || !waiting))
+        let (running, stage_scheduled, busy, canceling, waiting): (bool, bool, bool, bool, bool) =
+            db_run!(conn, |c| Cached(select((
+                running,
+                stage_scheduled,
+                busy,
+                canceling,
+                waiting
+            )))
+            .get_result(c)
+            .await)?;
+        Ok(running && busy && !canceling && (stage_scheduled || !waiting))
     }
 
     /// Every job of a pipeline (all tries), by id.

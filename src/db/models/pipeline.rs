@@ -82,19 +82,6 @@ pub struct NewPipeline<'a> {
 }
 
 impl Pipeline {
-    /// The pipeline's status, and whether its jobs wait for stages only.
-    pub async fn progress_of(
-        conn: &mut Conn<'_>,
-        id: i64,
-    ) -> QueryResult<Option<(PipelineStatus, bool)>> {
-        db_run!(conn, |c| pipelines::table
-            .find(id)
-            .select((pipelines::status, pipelines::stage_scheduled))
-            .first(c)
-            .await
-            .optional())
-    }
-
     /// The child pipeline the bridge `bridge_id` made, if it did.
     pub async fn child_of(conn: &mut Conn<'_>, bridge_id: i64) -> QueryResult<Option<Pipeline>> {
         db_run!(conn, |c| pipelines::table
