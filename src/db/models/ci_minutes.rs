@@ -9,7 +9,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::RunnerType;
 use crate::db::schema::{ci_minutes_usages, jobs, runner_projects, runners};
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// What one minute on a runner of this type costs against the quota: instance runners
@@ -122,21 +122,23 @@ impl CiMinutesUsage {
             of_type(minutes),
             finished.into_sql::<Timestamp>(),
         ));
-        db_run!(conn, |c| diesel::insert_into(ci_minutes_usages::table)
-            .values(usage)
-            .into_columns((
-                ci_minutes_usages::job_id,
-                ci_minutes_usages::project_id,
-                ci_minutes_usages::runner_id,
-                ci_minutes_usages::runner_type,
-                ci_minutes_usages::duration_seconds,
-                ci_minutes_usages::cost_factor,
-                ci_minutes_usages::minutes,
-                ci_minutes_usages::finished_at,
-            ))
-            .on_conflict_do_nothing()
-            .execute(c)
-            .await)?;
+        db_run!(conn, |c| Cached(
+            diesel::insert_into(ci_minutes_usages::table)
+                .values(usage)
+                .into_columns((
+                    ci_minutes_usages::job_id,
+                    ci_minutes_usages::project_id,
+                    ci_minutes_usages::runner_id,
+                    ci_minutes_usages::runner_type,
+                    ci_minutes_usages::duration_seconds,
+                    ci_minutes_usages::cost_factor,
+                    ci_minutes_usages::minutes,
+                    ci_minutes_usages::finished_at,
+                ))
+                .on_conflict_do_nothing()
+        )
+        .execute(c)
+        .await)?;
         Ok(())
     }
 
