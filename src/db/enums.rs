@@ -147,3 +147,17 @@ text_enum! {
         Scheduled => "scheduled",
     }
 }
+
+impl PipelineStatus {
+    /// GitLab's `COMPLETED_STATUSES`, as for jobs: the pipeline has ended (until a retry
+    /// makes it run again).
+    pub fn is_complete(self) -> bool {
+        matches!(
+            self,
+            PipelineStatus::Success
+                | PipelineStatus::Failed
+                | PipelineStatus::Canceled
+                | PipelineStatus::Skipped
+        )
+    }
+}

@@ -153,19 +153,12 @@ impl Queue {
         db: &DbPool,
         project_id: i64,
     ) -> ApiResult<Arc<Vec<CiVariable>>> {
-        if let Some(kept) = self.seen.variables.get(project_id) {
-            return Ok(kept);
-        }
-        let changes = self.seen.variables.changes();
         let read = crate::db::inline(async {
             let mut db = db.read().await?;
-            Ok::<_, ApiError>(Arc::new(
-                CiVariable::for_job(&mut db.conn(), project_id).await?,
-            ))
-        })
-        .await?;
-        self.seen.variables.keep(project_id, read.clone(), changes);
-        Ok(read)
+            Ok(Some(CiVariable::for_job(&mut db.conn(), project_id).await?))
+        });
+        let variables = self.seen.variables.get_or_read(project_id, read).await?;
+        Ok(variables.unwrap_or_default())
     }
 
     fn send(&self, message: Broadcast) {
@@ -211,8 +204,8 @@ impl Queue {
     /// poll woken looks even if it came after the bump (being woken is the signal), and
     /// the version stays: it moves only when jobs become pending, so the polls searching
     /// right now do not all look again on their next request for jobs they have seen
-    /// (on PostgreSQL, where a search sees the jobs others are claiming as pending, that
-    /// made about 17 empty searches a job in the fleet).
+    /// (on PostgreSQL a search sees the jobs others are claiming as pending, so it passes
+    /// waves on often).
     pub fn pass_on(&self, n: i64) {
         let granted = self
             .wave
@@ -230,9 +223,9 @@ impl Queue {
     }
 
     /// Waits until the version differs from `seen` or this poll is woken (true: search),
-    /// or the hold ends (false): at a random point of the last fifth of `timeout`. A fleet whose polls began together
-    /// (a restart, a backlog drained) so spreads out over a few seconds instead of
-    /// polling again all at once at the end of every hold.
+    /// or the hold ends (false): at a random point of the last fifth of `timeout`. A fleet
+    /// whose polls began together (a restart, a backlog drained) so spreads out over a few
+    /// seconds instead of polling again all at once at the end of every hold.
     pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
         self.held.fetch_add(1, Ordering::Relaxed);
         let _held = Held(&self.held);
@@ -387,6 +380,24 @@ impl<T> Kept<T> {
         let kept = self.rows.lock().ok()?;
         let (at, row) = kept.get(&id)?;
         (at.elapsed() < KEPT_FOR).then(|| row.clone())
+    }
+
+    /// The row of `id`: kept, else read by `read` and kept (unless a change came while it
+    /// was read); `None` when there is no such row.
+    async fn get_or_read(
+        &self,
+        id: i64,
+        read: impl std::future::Future<Output = ApiResult<Option<T>>>,
+    ) -> ApiResult<Option<Arc<T>>> {
+        if let Some(kept) = self.get(id) {
+            return Ok(Some(kept));
+        }
+        let changes = self.changes();
+        let read = read.await?.map(Arc::new);
+        if let Some(row) = &read {
+            self.keep(id, row.clone(), changes);
+        }
+        Ok(read)
     }
 
     /// How many changes this instance knew of: a row read before one is not kept.
@@ -587,22 +598,12 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
+                    let read = crate::db::inline(async {
+                        let mut db = self.db.read().await?;
+                        Ok(Project::find(&mut db.conn(), job.project_id).await?)
+                    });
                     let kept = &self.queue.seen.projects;
-                    let changes = kept.changes();
-                    let project = match kept.get(job.project_id) {
-                        Some(project) => Some(project),
-                        None => crate::db::inline(async {
-                            let mut db = self.db.read().await?;
-                            Ok::<_, ApiError>(
-                                Project::find(&mut db.conn(), job.project_id)
-                                    .await?
-                                    .map(Arc::new),
-                            )
-                        })
-                        .await?
-                        .inspect(|project| kept.keep(project.id, project.clone(), changes)),
-                    };
-                    slot.insert(project);
+                    slot.insert(kept.get_or_read(job.project_id, read).await?);
                 }
                 let Some(Some(project)) = projects.get(&job.project_id) else {
                     continue;
@@ -752,10 +753,10 @@ impl Dispatcher {
 /// and server instances, and reads the job's dependencies in the same transaction (the
 /// caller read its pipeline, project and variables before): once it commits, the answer
 /// needs the database no more, so a database lost right after cannot leave the job
-/// assigned to a runner that was never told. A job needing a feature
-/// the runner lacks is failed on the way (`runner_unsupported`, as GitLab drops it) and its
-/// pipeline moves on (answered true when that made jobs pending). Runs as a hot write
-/// transaction ([`DbPool::write_transaction`]), so it owns what it uses.
+/// assigned to a runner that was never told. A job needing a feature the runner lacks is
+/// failed on the way (`runner_unsupported`, as GitLab drops it) and its pipeline moves on
+/// (answered true when that made jobs pending). Runs as a hot write transaction
+/// ([`DbPool::write_transaction`]), so it owns what it uses.
 async fn claim(
     tx: &mut Conn<'_>,
     mut ids: Vec<i64>,

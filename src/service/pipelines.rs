@@ -1975,22 +1975,11 @@ fn pipeline_state(
     (
         status,
         started_at.or(started.then_some(at)),
-        if complete(status) {
+        if status.is_complete() {
             finished_at.or(Some(at))
         } else {
             None
         },
-    )
-}
-
-/// A pipeline in this status is over.
-fn complete(status: PipelineStatus) -> bool {
-    matches!(
-        status,
-        PipelineStatus::Success
-            | PipelineStatus::Failed
-            | PipelineStatus::Canceled
-            | PipelineStatus::Skipped
     )
 }
 
@@ -2044,7 +2033,7 @@ async fn follow_up(
         .collect();
     let finished_child = pipeline
         .parent_bridge_id
-        .filter(|_| complete(pipeline.status) && pipeline.status != before)
+        .filter(|_| pipeline.status.is_complete() && pipeline.status != before)
         .map(|bridge| (bridge, pipeline.status));
     Ok(Processed {
         became_pending,
