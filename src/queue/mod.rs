@@ -886,7 +886,8 @@ pub async fn dependencies_of(
                 .collect();
             Job::latest_named(conn, job.pipeline_id, &names).await?
         }
-        // A job of the first stage has no earlier one: no round trip to learn that.
+        // A job of its pipeline's first stage with jobs has no earlier one (stages are
+        // numbered by that rank, `rank_stages`): no round trip to learn that.
         (None, None) if job.stage_idx <= 0 => Vec::new(),
         (None, None) => Job::latest_before_stage(conn, job.pipeline_id, job.stage_idx).await?,
     };

@@ -1476,9 +1476,10 @@ async fn create_in(
     build_timeout: i32,
     protected: bool,
     req: NewPipelineRequest,
-    plan: config::PipelinePlan,
+    mut plan: config::PipelinePlan,
 ) -> ApiResult<(Pipeline, Processed)> {
     let at = now();
+    rank_stages(&mut plan.jobs);
     let new = NewPipeline {
         stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
         name: plan.name.as_deref(),
@@ -1854,6 +1855,21 @@ pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed
     Ok(process_loaded(tx, pipeline, jobs).await?.1)
 }
 
+/// Numbers a new pipeline's jobs' stages by their rank among the stages that have jobs
+/// (0 for the first), where the plan numbered them by their place among all the stages
+/// declared. GitLab stores the declared place (`stage_idx`), which none of its APIs show,
+/// and every rule reads it only to compare two jobs of one pipeline, which the rank keeps.
+/// With it a job of the pipeline's first stage knows it has no earlier job whose artifacts
+/// it downloads, without asking the database as its claim runs.
+fn rank_stages(jobs: &mut [config::JobPlan]) {
+    let mut used: Vec<i32> = jobs.iter().map(|j| j.stage_idx).collect();
+    used.sort_unstable();
+    used.dedup();
+    for job in jobs {
+        job.stage_idx = used.partition_point(|&s| s < job.stage_idx) as i32;
+    }
+}
+
 /// [`process`] over the pipeline's row and all its jobs' rows (by id), as the caller's
 /// transaction holds them; answers the pipeline as it is afterwards.
 async fn process_loaded(
@@ -2064,4 +2080,26 @@ pub fn pipeline_variables(pipeline: &Pipeline) -> Vec<Variable> {
             value: v.value,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_ranked_among_those_with_jobs() {
+        let job = |stage_idx| config::JobPlan {
+            name: format!("job{stage_idx}"),
+            stage: format!("stage{stage_idx}"),
+            stage_idx,
+            when: When::OnSuccess,
+            allow_failure: false,
+            tags: Vec::new(),
+            spec: JobSpec::default(),
+        };
+        let mut jobs = vec![job(4), job(2), job(2), job(7), job(4)];
+        rank_stages(&mut jobs);
+        let ranks: Vec<i32> = jobs.iter().map(|j| j.stage_idx).collect();
+        assert_eq!(ranks, [1, 0, 0, 2, 1]);
+    }
 }

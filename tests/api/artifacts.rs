@@ -109,6 +109,32 @@ both_backends! {
         assert!(admin.bytes().await.expect("body").to_vec() == archive);
     }
 
+    async fn the_first_stage_with_jobs_downloads_nothing_and_the_next_every_earlier_job(backend) {
+        // Stages are declared that have no job: the first stage with jobs (`test`, third
+        // declared) has nothing before it, `deploy` has both jobs of `test`.
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "stages: [lint, build, test, deploy]\nunit: { stage: test, script: x, artifacts: { paths: [out] } }\ne2e: { stage: test, script: y }\nship: { stage: deploy, script: z }\n").await;
+        let unit = app.take_job(&runner).await;
+        let e2e = app.take_job(&runner).await;
+        assert_eq!((unit["job_info"]["name"].as_str(), unit["dependencies"].clone()), (Some("unit"), json!([])));
+        assert_eq!((e2e["job_info"]["name"].as_str(), e2e["dependencies"].clone()), (Some("e2e"), json!([])));
+        let archive = bytes(1000, 3);
+        let reply = app.upload(&unit, "artifact_format=zip&artifact_type=archive", "artifacts.zip", archive.clone(), false).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.update_job(&unit, json!({ "state": "success" })).await;
+        app.update_job(&e2e, json!({ "state": "success" })).await;
+        let ship = app.take_job(&runner).await;
+        assert_eq!(ship["job_info"]["name"], "ship");
+        assert_eq!(ship["job_info"]["stage"], "deploy");
+        assert_eq!(ship["dependencies"], json!([
+            { "id": unit["id"], "name": "unit", "token": ship["token"],
+              "artifacts_file": { "filename": "artifacts.zip", "size": archive.len() } },
+            { "id": e2e["id"], "name": "e2e", "token": ship["token"] },
+        ]));
+    }
+
     async fn download_refusals(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
