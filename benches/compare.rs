@@ -16,6 +16,7 @@
 //! `RUNWAY_BENCH_POLL_SECONDS` (5), `RUNWAY_BENCH_DISPATCH_JOBS` (10000),
 //! `RUNWAY_BENCH_PICKUP_JOBS` (1000), `RUNWAY_BENCH_TRACE_PATCHES` (512 per job, 4 jobs),
 //! `RUNWAY_BENCH_ARTIFACT_BYTES` (1 GiB), `RUNWAY_BENCH_HELD_POLLS` (10000).
+//! `RUNWAY_BENCH_PICKUP_ROUNDS=<file>` appends each pickup round's timings to the file.
 //!
 //! Run: `cargo bench --bench compare` (Linux).
 

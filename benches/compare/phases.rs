@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::common::{call, Server, ADMIN_TOKEN};
-use crate::load::{drain_queue, Conn, Drained, Latencies};
+use crate::load::{drain_queue, ms, Conn, Drained, Latencies};
 
 pub const REQUEST: &str = "/api/v4/jobs/request";
 
@@ -244,6 +244,7 @@ pub async fn pickup(admin: &Admin<'_>, project: i64, n: usize) -> Latencies {
         }
     });
     let mut latencies = Latencies::default();
+    let mut rounds = Vec::with_capacity(n);
     for _ in 0..n {
         let held_by = Instant::now() + Duration::from_secs(30);
         while admin.held_polls().await < 1 {
@@ -252,12 +253,36 @@ pub async fn pickup(admin: &Admin<'_>, project: i64, n: usize) -> Latencies {
         }
         let created = Instant::now();
         admin.pipeline(project, "job:\n  script: [x]\n").await;
+        let answered = Instant::now();
         let received = tokio::time::timeout(Duration::from_secs(30), rx.recv())
             .await
             .expect("the job reached the runner within 30 s")
             .expect("runner task alive");
         latencies.0.push(received - created);
+        rounds.push((answered - created, received - created));
     }
     runner.await.expect("runner task");
+    dump_rounds(&rounds);
     latencies
+}
+
+/// With `RUNWAY_BENCH_PICKUP_ROUNDS` set to a file, appends each pickup round in order
+/// (the round, then milliseconds until the pipeline's POST was answered and until the
+/// runner read the job), to tell a tail that repeats with the rounds from one that does
+/// not.
+fn dump_rounds(rounds: &[(Duration, Duration)]) {
+    let Ok(path) = std::env::var("RUNWAY_BENCH_PICKUP_ROUNDS") else {
+        return;
+    };
+    let text: String = rounds
+        .iter()
+        .enumerate()
+        .map(|(i, (posted, received))| format!("{i} {:.3} {:.3}\n", ms(*posted), ms(*received)))
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("RUNWAY_BENCH_PICKUP_ROUNDS {path}: {e}"));
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("pickup rounds written");
 }
