@@ -63,6 +63,8 @@ pub struct Snapshot {
     pub write_groups: Option<(u64, u64)>,
     /// SQLite's group commit: hot write transactions waiting for the writer.
     pub write_queue: Option<usize>,
+    /// SQLite's checkpoints beside the writer: (those that copied pages, WAL pages).
+    pub checkpoints: Option<(u64, u64)>,
 }
 
 /// One request-latency series of a route: (method, status, latency).
@@ -226,6 +228,22 @@ impl Metrics {
                 "gauge",
                 "Hot write transactions waiting for SQLite's writer.",
                 waiting,
+            );
+        }
+        if let Some((copied, pages)) = snapshot.checkpoints {
+            scalar(
+                &mut out,
+                "runway_sqlite_checkpoints_total",
+                "counter",
+                "SQLite WAL checkpoints that copied pages into the database, beside the writer.",
+                copied,
+            );
+            scalar(
+                &mut out,
+                "runway_sqlite_wal_pages",
+                "gauge",
+                "Pages in SQLite's WAL at the last checkpoint (since it last started over).",
+                pages,
             );
         }
         out.push_str("# HELP runway_db_pool_connections Database connections by pool and state.\n# TYPE runway_db_pool_connections gauge\n");

@@ -65,6 +65,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         held_polls: state.queue.held(),
         write_groups: state.db.write_groups(),
         write_queue: state.db.write_queue(),
+        checkpoints: state.db.checkpoints(),
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -33,6 +33,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 mod blocking;
+mod checkpoint;
 mod group;
 
 pub use blocking::inline;
@@ -116,6 +117,8 @@ pub enum DbPool {
         writer: std::sync::Arc<WriterThread>,
         /// Hot write transactions, committed in groups on the writer thread.
         group: GroupCommit,
+        /// Checkpoints the WAL beside the writer.
+        checkpointer: std::sync::Arc<checkpoint::Checkpointer>,
         /// The database file.
         path: std::path::PathBuf,
     },
@@ -190,11 +193,13 @@ impl DbPool {
                     WriterThread::start().context("starting the SQLite writer thread")?,
                 );
                 let group = GroupCommit::start(writer.handle(), write.clone());
+                let checkpointer = std::sync::Arc::new(checkpoint::Checkpointer::start(&path)?);
                 Ok(DbPool::Sqlite {
                     read,
                     write,
                     writer,
                     group,
+                    checkpointer,
                     path: path.into(),
                 })
             }
@@ -298,6 +303,15 @@ impl DbPool {
     pub fn write_queue(&self) -> Option<usize> {
         match self {
             DbPool::Sqlite { group, .. } => Some(group.waiting()),
+            DbPool::Postgres(_) => None,
+        }
+    }
+
+    /// SQLite's checkpoints beside the writer: (checkpoints that copied pages, pages in
+    /// the WAL after the last one); none on PostgreSQL.
+    pub fn checkpoints(&self) -> Option<(u64, u64)> {
+        match self {
+            DbPool::Sqlite { checkpointer, .. } => Some(checkpointer.counts().get()),
             DbPool::Postgres(_) => None,
         }
     }
@@ -502,8 +516,9 @@ fn sqlite_pool(
             // WAL: readers do not block the writer. busy_timeout: a reader that meets a
             // checkpoint waits instead of failing. NORMAL sync is durable in WAL mode
             // against process crashes (the last commits may be lost on power loss only).
-            // Checkpoints every 8,192 pages (32 MiB of WAL) rather than SQLite's 1,000: a
-            // log append of 64 KiB is 16 pages, and each checkpoint stalls the writer.
+            // The WAL is checkpointed beside the writer (`checkpoint`); a connection
+            // checkpoints itself after a commit only past 16,384 pages (64 MiB of WAL),
+            // should that fall behind: each such checkpoint stalls the writer.
             // busy_timeout first: the pragmas after it may wait for a lock (a connection
             // opened while the writer checkpoints), and without it would fail at once.
             for pragma in [
@@ -511,7 +526,7 @@ fn sqlite_pool(
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA foreign_keys = ON",
                 "PRAGMA synchronous = NORMAL",
-                "PRAGMA wal_autocheckpoint = 8192",
+                "PRAGMA wal_autocheckpoint = 16384",
             ] {
                 diesel::sql_query(pragma)
                     .execute(&mut conn)

@@ -88,11 +88,22 @@ both_backends! {
         if app.backend == crate::helpers::Backend::Postgres {
             assert_eq!((groups, writes), (None, None), "{text}");
             assert_eq!(sample(&text, "runway_sqlite_write_queue"), None, "{text}");
+            assert_eq!(sample(&text, "runway_sqlite_checkpoints_total"), None, "{text}");
         } else {
             let (groups, writes) = (groups.expect("groups counted"), writes.expect("writes counted"));
             assert!(writes >= 2.0 && groups >= 1.0 && groups <= writes, "{text}");
             // Nothing waits for the writer once the answers are in.
             assert_eq!(sample(&text, "runway_sqlite_write_queue"), Some(0.0), "{text}");
+            // The WAL those writes grew is copied back by the checkpoint thread, not by
+            // the writer after a commit (its own threshold is far above a few writes).
+            let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut text = text;
+            while sample(&text, "runway_sqlite_checkpoints_total").unwrap_or(0.0) < 1.0 {
+                assert!(std::time::Instant::now() < by, "no checkpoint within 10 s: {text}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                text = scrape(&app).await;
+            }
+            assert!(sample(&text, "runway_sqlite_wal_pages").is_some_and(|p| p >= 1.0), "{text}");
         }
     }
 }
