@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, NormalizePath};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use utoipa_actix_web::{scope, AppExt, UtoipaApp};
@@ -131,7 +131,7 @@ pub fn build_app(
         }))
         .wrap(from_fn(api::runner::jobs::answer_known_poll))
         .wrap(faults)
-        .wrap(NormalizePath::trim())
+        .wrap(from_fn(api::paths::normalize))
         .wrap(from_fn(api::hardening::catch_panics))
         .wrap(from_fn(api::hardening::body_deadline))
         .wrap(from_fn(observability::request_context))

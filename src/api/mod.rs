@@ -9,6 +9,7 @@ pub mod health;
 pub mod oidc;
 pub mod openapi;
 pub mod params;
+pub mod paths;
 pub mod runner;
 
 use actix_web::HttpResponse;

@@ -6,6 +6,22 @@ use serde_json::json;
 use crate::helpers::{both_backends, TestApp, REGISTRATION_TOKEN};
 
 both_backends! {
+    async fn extra_and_trailing_slashes_reach_the_route_with_the_query_kept(backend) {
+        let app = TestApp::spawn(backend).await;
+        let mut token = String::new();
+        for _ in 0..3 {
+            token = app.create_runner(json!({ "runner_type": "instance_type" })).await.1;
+        }
+        let reply = app.send(app.admin(Method::GET, "/api/v4//runners/all/?per_page=2&page=2")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json().as_array().map(Vec::len), Some(1), "{}", reply.text);
+        assert_eq!((reply.header("x-total"), reply.header("x-page")), (Some("3"), Some("2")));
+        // A runner's poll the same way: no job, 204 with the queue's version.
+        let reply = app.send(app.request(Method::POST, "/api/v4/jobs//request/").json(&json!({ "token": token }))).await;
+        assert_eq!(reply.status, 204, "{}", reply.text);
+        assert!(reply.header("x-gitlab-last-update").is_some_and(|v| !v.is_empty()));
+    }
+
     async fn malformed_and_oversized_bodies(backend) {
         let app = TestApp::builder(backend).max_body_bytes(4096).spawn().await;
         let (_, token) = app.register_runner().await;
