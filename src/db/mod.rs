@@ -281,12 +281,38 @@ impl DbPool {
             DbPool::Postgres(pool) => {
                 let pool = pool.clone();
                 self.on_writer(async move {
-                    let mut db = DbConn::Postgres(pool.get().await.map_err(PoolError::from)?);
-                    crate::transaction!(&mut db.conn(), |tx| work(tx).await)
+                    let mut conn = pool.get().await.map_err(PoolError::from)?;
+                    pg_hot_transaction(&mut conn, work).await
                 })
                 .await
             }
         }
+    }
+
+    /// PostgreSQL only: runs `work` on a connection of its own, to its end even if the
+    /// caller stops waiting, for statements it sends itself (pipelined, say); an error on
+    /// SQLite.
+    pub async fn on_postgres<T, F>(&self, work: F) -> crate::error::ApiResult<T>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut AsyncPgConnection,
+            )
+                -> futures_util::future::BoxFuture<'a, crate::error::ApiResult<T>>
+            + Send
+            + 'static,
+    {
+        let DbPool::Postgres(pool) = self else {
+            return Err(crate::error::ApiError::Internal(anyhow::anyhow!(
+                "a PostgreSQL statement on SQLite"
+            )));
+        };
+        let pool = pool.clone();
+        self.on_writer(async move {
+            let mut conn = pool.get().await.map_err(PoolError::from)?;
+            work(&mut conn).await
+        })
+        .await
     }
 
     /// SQLite's group commit: groups committed, and the hot write transactions committed
@@ -347,6 +373,60 @@ impl DbPool {
             status.size - status.available.min(status.size),
             status.max_size,
         )
+    }
+}
+
+/// A hot write transaction on PostgreSQL ([`DbPool::write_transaction`]) whose `BEGIN`
+/// travels with its first statement instead of a round trip of its own.
+///
+/// `BEGIN` is handed to the connection and its answer is not awaited: PostgreSQL answers
+/// a connection's requests in the order they were sent, so the first statement of `work`
+/// runs inside the transaction all the same, and any failure of the connection reaches
+/// that statement. (`BEGIN` itself fails on nothing else: in a transaction already open it
+/// only warns, and a pooled connection has none.) The transaction manager is told of the
+/// transaction, so that one nested in `work` becomes a savepoint and the commit or
+/// rollback at the end is its own. On a connection already in a transaction it is the
+/// ordinary nested transaction.
+async fn pg_hot_transaction<T, F>(
+    conn: &mut AsyncPgConnection,
+    work: F,
+) -> crate::error::ApiResult<T>
+where
+    F: for<'a, 'b> FnOnce(
+            &'a mut Conn<'b>,
+        )
+            -> futures_util::future::BoxFuture<'a, crate::error::ApiResult<T>>
+        + Send,
+    T: Send,
+{
+    use diesel::connection::TransactionDepthChange;
+    use diesel_async::{AnsiTransactionManager, SimpleAsyncConnection, TransactionManager};
+    if AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()?
+        .is_some()
+    {
+        return crate::transaction!(&mut Conn::Postgres(conn), |tx| work(tx).await);
+    }
+    // One poll sends it (tokio-postgres queues the message before it waits for the
+    // answer); the answer is then dropped unread.
+    let mut shared: &AsyncPgConnection = conn;
+    if let Some(Err(e)) = shared.batch_execute("BEGIN").now_or_never() {
+        return Err(e.into());
+    }
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_state()?
+        .change_transaction_depth(TransactionDepthChange::IncreaseDepth)?;
+    match work(&mut Conn::Postgres(conn)).await {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) = AnsiTransactionManager::rollback_transaction(conn).await {
+                tracing::warn!(error = %rollback, "rolling back a write transaction failed");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -616,14 +696,17 @@ pub async fn ping(pool: &DbPool) -> Result<(), crate::error::ApiError> {
 
 /// A statement of fixed shape kept in the connection's prepared-statement cache, keyed by
 /// its text. Diesel caches no `UPDATE` it builds (a changeset with optional fields has
-/// many texts), so each one was prepared anew — on PostgreSQL a parse, a plan and a round
-/// trip more per execution. Wrap only statements whose text takes few forms.
+/// many texts), nor an `INSERT` of a row with optional fields (`DEFAULT` or a bind), so
+/// each one was prepared anew — on PostgreSQL a parse, a plan and a round trip more per
+/// execution. Wrap only statements whose text takes few forms.
 #[derive(Debug, Clone, Copy)]
 pub struct Cached<Q>(pub Q);
 
-impl<Q: diesel::query_builder::QueryId> diesel::query_builder::QueryId for Cached<Q> {
-    type QueryId = Q::QueryId;
-    const HAS_STATIC_QUERY_ID: bool = Q::HAS_STATIC_QUERY_ID;
+/// Never the statement's type: one type may have several texts (an optional field's
+/// `DEFAULT` or bind), and the cache must key each text on its own.
+impl<Q> diesel::query_builder::QueryId for Cached<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
 }
 
 impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Cached<Q> {
@@ -670,5 +753,28 @@ mod cached_tests {
             diesel::debug_query::<diesel::pg::Pg, _>(&cached).to_string(),
             text
         );
+    }
+
+    /// An `INSERT` whose optional field is `DEFAULT` in one row and a bind in another has
+    /// one type and two texts: the cache must key them by text, not by type.
+    #[test]
+    fn a_wrapped_insert_is_keyed_by_its_text_not_its_type() {
+        use diesel::query_builder::QueryId;
+        let row = |reason: Option<&'static str>| {
+            diesel::insert_into(jobs::table).values((
+                jobs::name.eq("a"),
+                reason.map(|r| jobs::failure_reason.eq(r)),
+            ))
+        };
+        let (none, some) = (Cached(row(None)), Cached(row(Some("x"))));
+        let text = |q| diesel::debug_query::<diesel::pg::Pg, _>(q).to_string();
+        assert_ne!(text(&none), text(&some));
+        fn type_key<Q: QueryId>(_: &Q) -> Option<std::any::TypeId> {
+            Q::query_id()
+        }
+        assert_eq!(type_key(&none), None);
+        assert!(none
+            .is_safe_to_cache_prepared(&diesel::pg::Pg)
+            .expect("walk"));
     }
 }

@@ -12,7 +12,7 @@ use crate::ci::progress::{advance, pipeline_status, JobState};
 use crate::db::enums::{JobStatus, PipelineStatus};
 use crate::db::models::resource_group::ResourceGroup;
 use crate::db::models::{now, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
-use crate::db::{Conn, DbPool};
+use crate::db::{Backend, Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
 use crate::queue::Queue;
 use crate::transaction;
@@ -403,22 +403,23 @@ impl Pipelines {
         // A hot write when pipelines come fast (a push, a trigger, a schedule): on SQLite
         // its statements run inline on the writer thread instead of each hopping to the
         // blocking pool and back, which is most of the time from a push to the job's pickup.
-        let (pipeline, processed) = self
-            .db
-            .write_transaction({
-                let (project_id, build_timeout) = (project.id, project.build_timeout);
-                move |tx| {
-                    Box::pin(create_in(
-                        tx,
-                        project_id,
-                        build_timeout,
-                        protected,
-                        req,
-                        plan,
-                    ))
-                }
-            })
-            .await?;
+        let creation = Creation {
+            project_id: project.id,
+            build_timeout: project.build_timeout,
+            protected,
+            req,
+            plan,
+        };
+        let pipelined = self.db.backend() == Backend::Postgres && rows_only(&creation.plan);
+        let (pipeline, processed) = if pipelined {
+            self.db
+                .on_postgres(move |conn| Box::pin(create_pipelined(conn, creation)))
+                .await?
+        } else {
+            self.db
+                .write_transaction(move |tx| Box::pin(create_in(tx, creation)))
+                .await?
+        };
         // GitLab's persistent ref, written once the pipeline's id is known and before the
         // queue is woken (a runner that takes a job meanwhile fetches only after preparing
         // its executor; git takes milliseconds).
@@ -1470,47 +1471,123 @@ impl Pipelines {
 /// The transaction of [`Pipelines::create`]: the pipeline, its resource groups, jobs and
 /// deployments, and its first processing; a hot write transaction
 /// ([`DbPool::write_transaction`]), so it owns what it writes.
-async fn create_in(
-    tx: &mut Conn<'_>,
-    project_id: i64,
-    build_timeout: i32,
-    protected: bool,
-    req: NewPipelineRequest,
-    mut plan: config::PipelinePlan,
-) -> ApiResult<(Pipeline, Processed)> {
+async fn create_in(tx: &mut Conn<'_>, mut creation: Creation) -> ApiResult<(Pipeline, Processed)> {
     let at = now();
-    rank_stages(&mut plan.jobs);
-    let new = NewPipeline {
-        stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
-        name: plan.name.as_deref(),
-        auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
-        auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
-        stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
-        ..req.row(project_id, protected, at)
-    };
+    rank_stages(&mut creation.plan.jobs);
     // Each resource group named, created the first time (`Seed::Build`).
     let mut groups: std::collections::HashMap<&str, i64> = Default::default();
-    for key in plan
+    for key in creation
+        .plan
         .jobs
         .iter()
         .filter_map(|j| j.spec.resource_group.as_deref())
     {
         if !groups.contains_key(key) {
-            let group = ResourceGroup::find_or_create(tx, project_id, key, at).await?;
+            let group = ResourceGroup::find_or_create(tx, creation.project_id, key, at).await?;
             groups.insert(key, group.id);
         }
     }
+    let NewRows {
+        pipeline,
+        jobs,
+        mut states,
+        became_pending,
+    } = new_rows(&creation, &groups, at);
+    let pipeline = Pipeline::create(tx, pipeline).await?;
+    let jobs: Vec<NewJob> = jobs
+        .into_iter()
+        .map(|j| NewJob {
+            pipeline_id: pipeline.id,
+            ..j
+        })
+        .collect();
+    let created = Job::insert_many(tx, &jobs).await?;
+    let specs: Vec<JobSpec> = creation.plan.jobs.into_iter().map(|j| j.spec).collect();
+    if specs.iter().any(|spec| spec.environment.is_some()) {
+        let pairs: Vec<(Job, JobSpec)> =
+            created.iter().cloned().zip(specs.iter().cloned()).collect();
+        super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
+    }
+    let moved = Moved::written(&created, &mut states, &specs, became_pending)?;
+    let processed = follow_up(tx, &pipeline, PipelineStatus::Created, moved, at).await?;
+    Ok((pipeline, processed))
+}
+
+/// What [`Pipelines::create`] writes: a project's new pipeline from its plan.
+struct Creation {
+    project_id: i64,
+    build_timeout: i32,
+    protected: bool,
+    req: NewPipelineRequest,
+    plan: config::PipelinePlan,
+}
+
+/// Whether [`create_pipelined`] can write this plan: nothing but the pipeline's row and its
+/// jobs' (no resource group to find or create, no deployment).
+fn rows_only(plan: &config::PipelinePlan) -> bool {
+    plan.jobs
+        .iter()
+        .all(|j| j.spec.resource_group.is_none() && j.spec.environment.is_none())
+}
+
+/// [`create_in`] for a plan that writes rows only ([`rows_only`]), on PostgreSQL: the same
+/// rows in one round trip ([`Pipeline::create_with_jobs`]) instead of four (`BEGIN`, each
+/// `INSERT`, `COMMIT`), from the pipeline's `POST` to its first job's pickup.
+async fn create_pipelined(
+    conn: &mut diesel_async::AsyncPgConnection,
+    mut creation: Creation,
+) -> ApiResult<(Pipeline, Processed)> {
+    let at = now();
+    rank_stages(&mut creation.plan.jobs);
+    let NewRows {
+        pipeline,
+        jobs,
+        mut states,
+        became_pending,
+    } = new_rows(&creation, &Default::default(), at);
+    let (pipeline, created) = Pipeline::create_with_jobs(conn, &pipeline, &jobs).await?;
+    let specs: Vec<JobSpec> = creation.plan.jobs.into_iter().map(|j| j.spec).collect();
+    let moved = Moved::written(&created, &mut states, &specs, became_pending)?;
+    let processed = processed_after(&pipeline, PipelineStatus::Created, moved);
+    Ok((pipeline, processed))
+}
+
+/// A new pipeline's rows, decided before any is written.
+struct NewRows<'a> {
+    pipeline: NewPipeline<'a>,
+    /// Their `pipeline_id` is 0 until the pipeline is written.
+    jobs: Vec<NewJob>,
+    /// Ids are the plan's indexes until the jobs are written ([`Moved::written`]).
+    states: Vec<JobState>,
+    became_pending: bool,
+}
+
+/// The rows of a new pipeline from its plan (stages ranked, [`rank_stages`]) and the ids
+/// of the resource groups its jobs name.
+///
+/// The first jobs are decided before anything is written, as processing the rows just
+/// written would decide them: the jobs are written with their status (pending, say) and
+/// the pipeline with its own, not written and then changed (on PostgreSQL two round trips
+/// fewer from the pipeline's POST to its first job's pickup, and one statement fewer per
+/// job starting at once).
+fn new_rows<'a>(
+    creation: &'a Creation,
+    groups: &std::collections::HashMap<&str, i64>,
+    at: chrono::NaiveDateTime,
+) -> NewRows<'a> {
+    let Creation {
+        project_id,
+        build_timeout,
+        protected,
+        ref req,
+        ref plan,
+    } = *creation;
     let group_of = |j: &config::JobPlan| {
         j.spec
             .resource_group
             .as_deref()
             .and_then(|k| groups.get(k).copied())
     };
-    // The first jobs are decided before anything is written, as processing the rows just
-    // written would decide them: the jobs are written with their status (pending, say)
-    // and the pipeline with its own, not written and then changed (on PostgreSQL two
-    // round trips fewer from the pipeline's POST to its first job's pickup, and one
-    // statement fewer per job starting at once). Ids are the plan's indexes until then.
     let mut states: Vec<JobState> = plan
         .jobs
         .iter()
@@ -1540,13 +1617,17 @@ async fn create_in(
         became_pending |= status == JobStatus::Pending;
     }
     let (status, started_at, finished_at) = pipeline_state(&states, None, None, at);
-    let new = NewPipeline {
+    let pipeline = NewPipeline {
+        stages: serde_json::to_string(&plan.stages).unwrap_or_else(|_| "[]".into()),
+        name: plan.name.as_deref(),
+        auto_cancel_on_new_commit: plan.auto_cancel.on_new_commit.as_str(),
+        auto_cancel_on_job_failure: plan.auto_cancel.on_job_failure.as_str(),
+        stage_scheduled: !plan.jobs.iter().any(|j| j.spec.needs.is_some()),
         status,
         started_at,
         finished_at,
-        ..new
+        ..req.row(project_id, protected, at)
     };
-    let pipeline = Pipeline::create(tx, new).await?;
     let jobs: Vec<NewJob> = plan
         .jobs
         .iter()
@@ -1554,8 +1635,8 @@ async fn create_in(
         .map(|(j, state)| {
             let times = Entered::at(state.status, &j.spec, at);
             NewJob {
-                pipeline_id: pipeline.id,
-                project_id: pipeline.project_id,
+                pipeline_id: 0,
+                project_id,
                 name: j.name.clone(),
                 stage: j.stage.clone(),
                 stage_idx: j.stage_idx,
@@ -1580,27 +1661,36 @@ async fn create_in(
             }
         })
         .collect();
-    let created = Job::insert_many(tx, &jobs).await?;
-    if created.len() != states.len() {
-        return Err(ApiError::Conflict);
-    }
-    for (state, job) in states.iter_mut().zip(&created) {
-        state.id = job.id;
-    }
-    let specs: Vec<JobSpec> = plan.jobs.into_iter().map(|j| j.spec).collect();
-    if specs.iter().any(|spec| spec.environment.is_some()) {
-        let pairs: Vec<(Job, JobSpec)> =
-            created.iter().cloned().zip(specs.iter().cloned()).collect();
-        super::deployments::create_for_jobs(tx, &pipeline, &pairs, at).await?;
-    }
-    let moved = Moved {
-        jobs: &created,
-        states: &states,
-        specs: &specs,
+    NewRows {
+        pipeline,
+        jobs,
+        states,
         became_pending,
-    };
-    let processed = follow_up(tx, &pipeline, PipelineStatus::Created, moved, at).await?;
-    Ok((pipeline, processed))
+    }
+}
+
+impl<'a> Moved<'a> {
+    /// A new pipeline's jobs as written: their states (in the plan's order) take the ids
+    /// the rows were written with; a conflict if the rows written are not the plan's.
+    fn written(
+        created: &'a [Job],
+        states: &'a mut [JobState],
+        specs: &'a [JobSpec],
+        became_pending: bool,
+    ) -> ApiResult<Moved<'a>> {
+        if created.len() != states.len() {
+            return Err(ApiError::Conflict);
+        }
+        for (state, job) in states.iter_mut().zip(created) {
+            state.id = job.id;
+        }
+        Ok(Moved {
+            jobs: created,
+            states,
+            specs,
+            became_pending,
+        })
+    }
 }
 
 /// [`Pipelines::finish`]'s transaction; owns what it uses, as a hot write transaction
@@ -2017,21 +2107,27 @@ async fn follow_up(
     moved: Moved<'_>,
     at: chrono::NaiveDateTime,
 ) -> ApiResult<Processed> {
+    // Deployments follow their jobs.
+    let deploying: Vec<(i64, JobStatus, &crate::ci::environment::EnvironmentSpec)> = moved
+        .states
+        .iter()
+        .zip(moved.specs)
+        .filter_map(|(s, spec)| spec.environment.as_ref().map(|e| (s.id, s.status, e)))
+        .collect();
+    if !deploying.is_empty() {
+        super::deployments::follow_jobs(tx, &deploying, at).await?;
+    }
+    Ok(processed_after(pipeline, before, moved))
+}
+
+/// What the caller acts on once the jobs' and the pipeline's statuses are committed.
+fn processed_after(pipeline: &Pipeline, before: PipelineStatus, moved: Moved<'_>) -> Processed {
     let Moved {
         jobs,
         states,
         specs,
         became_pending,
     } = moved;
-    // Deployments follow their jobs.
-    let deploying: Vec<(i64, JobStatus, &crate::ci::environment::EnvironmentSpec)> = states
-        .iter()
-        .zip(specs)
-        .filter_map(|(s, spec)| spec.environment.as_ref().map(|e| (s.id, s.status, e)))
-        .collect();
-    if !deploying.is_empty() {
-        super::deployments::follow_jobs(tx, &deploying, at).await?;
-    }
     // Groups whose jobs here wait or ran: one of them may have freed its resource.
     let mut resource_groups: Vec<i64> = jobs
         .iter()
@@ -2051,12 +2147,12 @@ async fn follow_up(
         .parent_bridge_id
         .filter(|_| pipeline.status.is_complete() && pipeline.status != before)
         .map(|bridge| (bridge, pipeline.status));
-    Ok(Processed {
+    Processed {
         became_pending,
         resource_groups,
         bridges,
         finished_child,
-    })
+    }
 }
 
 /// The status a job takes when its turn comes (its stage reached, played, or its delay

@@ -311,3 +311,192 @@ crate::helpers::both_backends! {
         }
     }
 }
+
+// A hot write transaction is one transaction from its first statement to its commit (on
+// PostgreSQL its `BEGIN` travels with that statement, unanswered until then), one nested
+// in it is a savepoint that fails alone, and the connection goes back to the pool with
+// no transaction open: the next one is a transaction of its own.
+crate::helpers::both_backends! {
+    async fn a_hot_write_transaction_is_one_transaction_and_nests_savepoints(backend) {
+        use runway::db::models::setting::InstanceSetting;
+        use runway::error::ApiError;
+
+        #[derive(QueryableByName)]
+        struct Txid {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+        }
+        async fn txid(tx: &mut Conn<'_>) -> Option<i64> {
+            let Conn::Postgres(c) = tx else { return None };
+            let row: Txid = diesel::sql_query("SELECT txid_current() AS id")
+                .get_result(&mut **c)
+                .await
+                .expect("txid");
+            Some(row.id)
+        }
+
+        let app = TestApp::spawn(backend).await;
+        let db = app.db.clone();
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            let (first, last) = db
+                .write_transaction(move |tx| {
+                    Box::pin(async move {
+                        let first = txid(tx).await;
+                        InstanceSetting::insert_if_absent(tx, &format!("hot-{round}"), "1").await?;
+                        let nested: Result<(), ApiError> = runway::transaction!(tx, |inner| {
+                            InstanceSetting::insert_if_absent(inner, &format!("hot-inner-{round}"), "1")
+                                .await?;
+                            Err(ApiError::Conflict)
+                        });
+                        assert!(matches!(nested, Err(ApiError::Conflict)), "{nested:?}");
+                        Ok::<_, ApiError>((first, txid(tx).await))
+                    })
+                })
+                .await
+                .expect("committed");
+            assert_eq!(first, last, "round {round}: one transaction");
+            seen.push(first);
+        }
+        if backend == Backend::Postgres {
+            seen.dedup();
+            assert_eq!(seen.len(), 3, "each round a transaction of its own: {seen:?}");
+        }
+        let mut read = db.read().await.expect("a connection");
+        let mut conn = read.conn();
+        for round in 0..3 {
+            let kept = InstanceSetting::get(&mut conn, &format!("hot-{round}")).await.expect("read");
+            assert_eq!(kept.as_deref(), Some("1"), "round {round} committed");
+            let inner = InstanceSetting::get(&mut conn, &format!("hot-inner-{round}")).await.expect("read");
+            assert_eq!(inner, None, "round {round}: the savepoint rolled back alone");
+        }
+    }
+}
+
+/// PostgreSQL writes a new pipeline and its jobs with `BEGIN`, both `INSERT`s and `COMMIT`
+/// sent together. On a connection that has prepared none of them yet (each is prepared
+/// first, a round trip of its own), they still run in the order sent, in one
+/// transaction: a failing jobs' `INSERT` leaves no pipeline behind, and a good one gives
+/// every job the new pipeline's id, in the order given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_new_pipeline_is_written_whole_or_not_at_all() {
+    use diesel_async::AsyncConnection;
+    use runway::db::enums::{JobStatus, PipelineStatus};
+    use runway::db::models::{NewJob, NewPipeline, Pipeline};
+
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let project = app
+        .create_project(serde_json::json!({ "name": "pipelined" }))
+        .await;
+    let url = postgres_url(&app).await;
+    let at = chrono::Utc::now().naive_utc();
+    let pipeline = NewPipeline {
+        project_id: project,
+        ref_: "main",
+        sha: "0123456789012345678901234567890123456789",
+        before_sha: "0000000000000000000000000000000000000000",
+        tag: false,
+        protected: false,
+        source: "api",
+        status: PipelineStatus::Pending,
+        started_at: None,
+        finished_at: None,
+        ci_config: "",
+        variables: "[]".into(),
+        stages: "[\"test\"]".into(),
+        created_at: at,
+        updated_at: at,
+        name: None,
+        auto_cancel_on_new_commit: "conservative",
+        auto_cancel_on_job_failure: "none",
+        has_sources: false,
+        yaml_errors: None,
+        schedule_id: None,
+        parent_bridge_id: None,
+        stage_scheduled: true,
+    };
+    let job = |name: &str, project_id: i64| NewJob {
+        pipeline_id: 0,
+        project_id,
+        name: name.into(),
+        stage: "test".into(),
+        stage_idx: 0,
+        status: JobStatus::Pending,
+        when_: "on_success".into(),
+        allow_failure: false,
+        tag_list: "[]".into(),
+        options: "{}".into(),
+        protected: false,
+        timeout: Some(3600),
+        resource_group_id: None,
+        queued_at: Some(at),
+        started_at: None,
+        finished_at: None,
+        scheduled_at: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let count = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut c = diesel_async::AsyncPgConnection::establish(&url)
+                .await
+                .expect("connect");
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut c)
+                .await
+                .expect("count")
+                .n
+        }
+    };
+
+    // A fresh connection: nothing prepared. The second job names no project.
+    let mut conn = diesel_async::AsyncPgConnection::establish(&url)
+        .await
+        .expect("connect");
+    let refused =
+        Pipeline::create_with_jobs(&mut conn, &pipeline, &[job("a", project), job("b", -1)]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        count("SELECT count(*) AS n FROM pipelines").await,
+        0,
+        "no pipeline left behind"
+    );
+    assert_eq!(count("SELECT count(*) AS n FROM jobs").await, 0);
+
+    // The same connection again, and then one more fresh one.
+    for mut conn in [
+        conn,
+        diesel_async::AsyncPgConnection::establish(&url)
+            .await
+            .expect("connect"),
+    ] {
+        let names = ["build", "test", "deploy"];
+        let jobs: Vec<NewJob> = names.iter().map(|n| job(n, project)).collect();
+        let (written, created) = Pipeline::create_with_jobs(&mut conn, &pipeline, &jobs)
+            .await
+            .expect("written");
+        let got: Vec<(&str, i64)> = created
+            .iter()
+            .map(|j| (j.name.as_str(), j.pipeline_id))
+            .collect();
+        let expected: Vec<(&str, i64)> = names.iter().map(|n| (*n, written.id)).collect();
+        assert_eq!(got, expected);
+        assert!(
+            created.windows(2).all(|w| w[0].id < w[1].id),
+            "ids in the order given"
+        );
+        assert_eq!(written.status, PipelineStatus::Pending);
+        // Committed, and no transaction left open on the connection.
+        let mut shared = &conn;
+        // A transaction left open after the `INSERT`s would still have its id.
+        let open: Count =
+            diesel::sql_query("SELECT count(*) AS n WHERE txid_current_if_assigned() IS NOT NULL")
+                .get_result(&mut shared)
+                .await
+                .expect("state");
+        assert_eq!(open.n, 0);
+    }
+    assert_eq!(count("SELECT count(*) AS n FROM pipelines").await, 2);
+    assert_eq!(count("SELECT count(*) AS n FROM jobs").await, 6);
+}

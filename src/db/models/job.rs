@@ -164,6 +164,50 @@ impl Job {
         Ok(created)
     }
 
+    /// PostgreSQL: the jobs of the pipeline inserted just before on this connection, in one
+    /// statement of fixed text (kept prepared) whatever their number: the rows come as one
+    /// array per column, and the pipeline's id is the last its sequence gave this session
+    /// (each row's `pipeline_id` is not read). For
+    /// [`Pipeline::create_with_jobs`](super::Pipeline::create_with_jobs), which sends it
+    /// without waiting for the pipeline's `INSERT`. Returned in the order given (ids are
+    /// taken from the sequence in the arrays' order).
+    pub fn insert_into_new_pipeline<'c>(
+        conn: &mut &'c diesel_async::AsyncPgConnection,
+        new: &[NewJob],
+    ) -> impl std::future::Future<Output = QueryResult<Vec<Job>>> + Send + 'c {
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
+        fn column<T>(new: &[NewJob], f: impl Fn(&NewJob) -> T) -> Vec<T> {
+            new.iter().map(f).collect()
+        }
+        let query = Cached(
+            diesel::sql_query(INSERT_INTO_NEW_PIPELINE)
+                .bind::<Array<BigInt>, _>(column(new, |j| j.project_id))
+                .bind::<Array<Text>, _>(column(new, |j| j.name.clone()))
+                .bind::<Array<Text>, _>(column(new, |j| j.stage.clone()))
+                .bind::<Array<Integer>, _>(column(new, |j| j.stage_idx))
+                .bind::<Array<Text>, _>(column(new, |j| j.status.as_str()))
+                .bind::<Array<Text>, _>(column(new, |j| j.when_.clone()))
+                .bind::<Array<Bool>, _>(column(new, |j| j.allow_failure))
+                .bind::<Array<Text>, _>(column(new, |j| j.tag_list.clone()))
+                .bind::<Array<Text>, _>(column(new, |j| j.options.clone()))
+                .bind::<Array<Bool>, _>(column(new, |j| j.protected))
+                .bind::<Array<Nullable<Integer>>, _>(column(new, |j| j.timeout))
+                .bind::<Array<Nullable<BigInt>>, _>(column(new, |j| j.resource_group_id))
+                .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.queued_at))
+                .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.started_at))
+                .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.finished_at))
+                .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.scheduled_at))
+                .bind::<Array<Timestamp>, _>(column(new, |j| j.created_at))
+                .bind::<Array<Timestamp>, _>(column(new, |j| j.updated_at)),
+        );
+        let rows = query.load::<Job>(conn);
+        async move {
+            let mut rows = rows.await?;
+            rows.sort_unstable_by_key(|j| j.id);
+            Ok(rows)
+        }
+    }
+
     pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Job>> {
         db_run!(conn, |c| jobs::table
             .find(id)
@@ -708,6 +752,19 @@ impl Assignee<'_> {
 /// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
 /// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
 /// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
+/// [`Job::insert_into_new_pipeline`]: `unnest` zips the arrays into rows; the pipeline's id
+/// is read once (an init plan), from the sequence the pipeline's `INSERT` just advanced.
+const INSERT_INTO_NEW_PIPELINE: &str = "\
+INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_idx, status, when_,
+    allow_failure, tag_list, options, protected, timeout, resource_group_id, queued_at,
+    started_at, finished_at, scheduled_at, created_at, updated_at)
+SELECT (SELECT currval('pipelines_id_seq')), u.*
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
+    $7::boolean[], $8::text[], $9::text[], $10::boolean[], $11::integer[], $12::bigint[],
+    $13::timestamp[], $14::timestamp[], $15::timestamp[], $16::timestamp[],
+    $17::timestamp[], $18::timestamp[]) AS u
+RETURNING *";
+
 const CLAIM_FIRST_OF: &str = "\
 WITH claimed AS (
     UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,

@@ -105,12 +105,63 @@ impl Pipeline {
             .await)
     }
 
+    /// A new pipeline's row; its statement kept prepared (its optional fields give it a
+    /// few texts).
     pub async fn create(conn: &mut Conn<'_>, new: NewPipeline<'_>) -> QueryResult<Pipeline> {
-        db_run!(conn, |c| diesel::insert_into(pipelines::table)
-            .values(&new)
-            .returning(Pipeline::as_returning())
-            .get_result(c)
-            .await)
+        db_run!(conn, |c| Cached(
+            diesel::insert_into(pipelines::table)
+                .values(&new)
+                .returning(Pipeline::as_returning())
+        )
+        .get_result(c)
+        .await)
+    }
+
+    /// PostgreSQL: a new pipeline and its jobs in one transaction and one round trip.
+    ///
+    /// `BEGIN`, the pipeline's `INSERT`, the jobs' `INSERT`
+    /// ([`super::Job::insert_into_new_pipeline`], which takes the pipeline's id from its
+    /// sequence, so the jobs' `pipeline_id` is not read) and `COMMIT` are sent together
+    /// (pipelined), and PostgreSQL runs them in that order. Each goes through diesel-async's
+    /// prepared statements, whose lock is granted in the order the statements ask for it
+    /// and held while one is prepared, so one prepared for the first time on this
+    /// connection still goes out before those after it
+    /// (`schema::a_pipelined_new_pipeline_is_written_whole_or_not_at_all` checks it on a
+    /// fresh connection). On any error nothing was written: a failed statement fails those
+    /// after it, and the `COMMIT` then rolls back.
+    pub async fn create_with_jobs(
+        conn: &mut diesel_async::AsyncPgConnection,
+        new: &NewPipeline<'_>,
+        jobs: &[super::NewJob],
+    ) -> QueryResult<(Pipeline, Vec<super::Job>)> {
+        use diesel_async::SimpleAsyncConnection;
+        let shared: &diesel_async::AsyncPgConnection = conn;
+        let (mut a, mut b, mut c, mut d) = (shared, shared, shared, shared);
+        let begin = Cached(diesel::sql_query("BEGIN")).execute(&mut a);
+        let pipeline = Cached(
+            diesel::insert_into(pipelines::table)
+                .values(new)
+                .returning(Pipeline::as_returning()),
+        )
+        .get_result::<Pipeline>(&mut b);
+        let created = super::Job::insert_into_new_pipeline(&mut c, jobs);
+        let commit = Cached(diesel::sql_query("COMMIT")).execute(&mut d);
+        // `join4` polls them in this order, which is the order they are sent in.
+        let (begun, pipeline, created, committed) =
+            futures_util::future::join4(begin, pipeline, created, commit).await;
+        let written = begun
+            .and(pipeline)
+            .and_then(|p| created.map(|jobs| (p, jobs)))
+            .and_then(|written| committed.map(|_| written));
+        if written.is_err() {
+            // Whatever failed, no transaction stays open on the pooled connection (a
+            // warning only when the `COMMIT` already ended it).
+            let mut shared: &diesel_async::AsyncPgConnection = conn;
+            if let Err(e) = shared.batch_execute("ROLLBACK").await {
+                tracing::warn!(error = %e, "rolling back a new pipeline failed");
+            }
+        }
+        written
     }
 
     pub async fn find(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Pipeline>> {
@@ -291,16 +342,18 @@ impl Pipeline {
         finished_at: Option<NaiveDateTime>,
     ) -> QueryResult<Pipeline> {
         let at = super::now();
-        db_run!(conn, |c| diesel::update(pipelines::table.find(id))
-            .set((
-                pipelines::status.eq(status),
-                pipelines::started_at.eq(started_at),
-                pipelines::finished_at.eq(finished_at),
-                pipelines::updated_at.eq(at),
-            ))
-            .returning(Pipeline::as_returning())
-            .get_result(c)
-            .await)
+        db_run!(conn, |c| Cached(
+            diesel::update(pipelines::table.find(id))
+                .set((
+                    pipelines::status.eq(status),
+                    pipelines::started_at.eq(started_at),
+                    pipelines::finished_at.eq(finished_at),
+                    pipelines::updated_at.eq(at),
+                ))
+                .returning(Pipeline::as_returning())
+        )
+        .get_result(c)
+        .await)
     }
 }
 

@@ -4,7 +4,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::{AccessLevel, CreationState, RegistrationType, RunnerType};
 use crate::db::schema::{runner_projects, runners};
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// A runner (`ci_runners`). Its token is kept only as a SHA-256 digest.
@@ -203,16 +203,14 @@ impl Runner {
     ) -> QueryResult<()> {
         db_run!(conn, |c| match creation_state {
             Some(state) =>
-                diesel::update(runners::table.find(id))
-                    .set((
-                        runners::contacted_at.eq(at),
-                        runners::creation_state.eq(state)
-                    ))
-                    .execute(c)
-                    .await,
+                Cached(diesel::update(runners::table.find(id)).set((
+                    runners::contacted_at.eq(at),
+                    runners::creation_state.eq(state)
+                )))
+                .execute(c)
+                .await,
             None =>
-                diesel::update(runners::table.find(id))
-                    .set(runners::contacted_at.eq(at))
+                Cached(diesel::update(runners::table.find(id)).set(runners::contacted_at.eq(at)))
                     .execute(c)
                     .await,
         })?;

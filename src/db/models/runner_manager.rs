@@ -4,7 +4,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::enums::CreationState;
 use crate::db::schema::runner_managers;
-use crate::db::Conn;
+use crate::db::{Cached, Conn};
 use crate::db_run;
 
 /// One machine running a runner (`ci_runner_machines`), keyed by `system_xid`
@@ -103,18 +103,21 @@ impl RunnerManager {
             runner_managers::created_at.eq(at),
             runner_managers::updated_at.eq(at),
         );
-        db_run!(conn, |c| diesel::insert_into(runner_managers::table)
-            .values((insert, beat))
-            .on_conflict((runner_managers::runner_id, runner_managers::system_xid))
-            .do_update()
-            .set((
-                beat,
-                runner_managers::contacted_at.eq(at),
-                runner_managers::updated_at.eq(at),
-            ))
-            .returning(RunnerManager::as_returning())
-            .get_result(c)
-            .await)
+        // Kept prepared: the heartbeat's optional fields give it a few texts.
+        db_run!(conn, |c| Cached(
+            diesel::insert_into(runner_managers::table)
+                .values((insert, beat))
+                .on_conflict((runner_managers::runner_id, runner_managers::system_xid))
+                .do_update()
+                .set((
+                    beat,
+                    runner_managers::contacted_at.eq(at),
+                    runner_managers::updated_at.eq(at),
+                ))
+                .returning(RunnerManager::as_returning())
+        )
+        .get_result(c)
+        .await)
     }
 
     /// When a contact of manager `id` from `ip` is next to be written: `interval` after
