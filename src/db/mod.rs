@@ -278,13 +278,9 @@ impl DbPool {
     {
         match self {
             DbPool::Sqlite { group, .. } => group.run(work).await,
-            DbPool::Postgres(pool) => {
-                let pool = pool.clone();
-                self.on_writer(async move {
-                    let mut conn = pool.get().await.map_err(PoolError::from)?;
-                    pg_hot_transaction(&mut conn, work).await
-                })
-                .await
+            DbPool::Postgres(_) => {
+                self.on_postgres(move |conn| Box::pin(pg_hot_transaction(conn, work)))
+                    .await
             }
         }
     }

@@ -176,20 +176,20 @@ impl Job {
         new: &[NewJob],
     ) -> impl std::future::Future<Output = QueryResult<Vec<Job>>> + Send + 'c {
         use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
-        fn column<T>(new: &[NewJob], f: impl Fn(&NewJob) -> T) -> Vec<T> {
+        fn column<'n, T>(new: &'n [NewJob], f: impl Fn(&'n NewJob) -> T) -> Vec<T> {
             new.iter().map(f).collect()
         }
         let query = Cached(
             diesel::sql_query(INSERT_INTO_NEW_PIPELINE)
                 .bind::<Array<BigInt>, _>(column(new, |j| j.project_id))
-                .bind::<Array<Text>, _>(column(new, |j| j.name.clone()))
-                .bind::<Array<Text>, _>(column(new, |j| j.stage.clone()))
+                .bind::<Array<Text>, _>(column(new, |j| j.name.as_str()))
+                .bind::<Array<Text>, _>(column(new, |j| j.stage.as_str()))
                 .bind::<Array<Integer>, _>(column(new, |j| j.stage_idx))
                 .bind::<Array<Text>, _>(column(new, |j| j.status.as_str()))
-                .bind::<Array<Text>, _>(column(new, |j| j.when_.clone()))
+                .bind::<Array<Text>, _>(column(new, |j| j.when_.as_str()))
                 .bind::<Array<Bool>, _>(column(new, |j| j.allow_failure))
-                .bind::<Array<Text>, _>(column(new, |j| j.tag_list.clone()))
-                .bind::<Array<Text>, _>(column(new, |j| j.options.clone()))
+                .bind::<Array<Text>, _>(column(new, |j| j.tag_list.as_str()))
+                .bind::<Array<Text>, _>(column(new, |j| j.options.as_str()))
                 .bind::<Array<Bool>, _>(column(new, |j| j.protected))
                 .bind::<Array<Nullable<Integer>>, _>(column(new, |j| j.timeout))
                 .bind::<Array<Nullable<BigInt>>, _>(column(new, |j| j.resource_group_id))
@@ -749,9 +749,6 @@ impl Assignee<'_> {
     }
 }
 
-/// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
-/// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
-/// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
 /// [`Job::insert_into_new_pipeline`]: `unnest` zips the arrays into rows; the pipeline's id
 /// is read once (an init plan), from the sequence the pipeline's `INSERT` just advanced.
 const INSERT_INTO_NEW_PIPELINE: &str = "\
@@ -765,6 +762,9 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6:
     $17::timestamp[], $18::timestamp[]) AS u
 RETURNING *";
 
+/// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
+/// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
+/// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
 const CLAIM_FIRST_OF: &str = "\
 WITH claimed AS (
     UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,
