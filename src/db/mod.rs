@@ -13,7 +13,8 @@
 //! and `busy_timeout`, every write goes through a pool of exactly one connection
 //! ([`DbPool::write`]): writes are serialised in-process and a read-then-write transaction
 //! can never fail with `SQLITE_BUSY` on lock upgrade. Readers use their own connections
-//! (WAL lets them run beside the writer). PostgreSQL uses one pool for both.
+//! (WAL lets them run beside the writer). PostgreSQL uses one pool for both, whose
+//! connections each stay with the thread that opened them ([`affine`]).
 
 pub mod enums;
 pub mod models;
@@ -32,6 +33,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
+mod affine;
 mod blocking;
 mod checkpoint;
 mod group;
@@ -110,7 +112,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<deadpool::managed::PoolE
 
 #[derive(Clone)]
 pub enum DbPool {
-    Postgres(Pool<AsyncPgConnection>),
+    Postgres(affine::PgPool),
     Sqlite {
         read: Pool<SqliteConn>,
         write: Pool<SqliteConn>,
@@ -128,7 +130,7 @@ pub enum DbPool {
 /// boxing the larger variant would only add an allocation to every checkout.
 #[allow(clippy::large_enum_variant)]
 pub enum DbConn {
-    Postgres(Object<AsyncPgConnection>),
+    Postgres(affine::PgConn),
     Sqlite(Object<SqliteConn>),
 }
 
@@ -160,21 +162,13 @@ impl DbPool {
         match Backend::from_url(url)? {
             Backend::Postgres => {
                 run_postgres_migrations(url).await?;
-                let mut config = ManagerConfig::<AsyncPgConnection>::default();
-                config.recycling_method = RecyclingMethod::Fast;
-                let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
-                let pool = Pool::builder(manager)
-                    .max_size(size)
-                    // The connection used last goes out first: a few backends stay busy
-                    // (their caches and plans warm) instead of every one in turn.
-                    .queue_mode(deadpool::managed::QueueMode::Lifo)
-                    .wait_timeout(Some(wait))
-                    // A new connection to a database that is down fails, not hangs.
-                    .create_timeout(Some(wait))
-                    .runtime(deadpool::Runtime::Tokio1)
-                    .build()
-                    .context("building the PostgreSQL pool")?;
+                // Kept by the thread that opens each connection (see `affine`); a new
+                // connection to a database that is down fails within `wait`, not hangs.
+                let pool = affine::PgPool::new(url, size, wait, || {
+                    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                    config.recycling_method = RecyclingMethod::Fast;
+                    config
+                });
                 Ok(DbPool::Postgres(pool))
             }
             Backend::Sqlite => {
@@ -209,7 +203,7 @@ impl DbPool {
     /// How many connections reads may use at once.
     pub fn read_capacity(&self) -> usize {
         match self {
-            DbPool::Postgres(pool) => pool.status().max_size,
+            DbPool::Postgres(pool) => pool.counts().max,
             DbPool::Sqlite { read, .. } => read.status().max_size,
         }
     }
@@ -305,7 +299,7 @@ impl DbPool {
         };
         let pool = pool.clone();
         self.on_writer(async move {
-            let mut conn = pool.get().await.map_err(PoolError::from)?;
+            let mut conn = pool.get().await?;
             work(&mut conn).await
         })
         .await
@@ -349,7 +343,15 @@ impl DbPool {
             )
         };
         match self {
-            DbPool::Postgres(pool) => vec![row("postgres", pool.status())],
+            DbPool::Postgres(pool) => {
+                let counts = pool.counts();
+                vec![(
+                    "postgres",
+                    counts.open,
+                    counts.open.saturating_sub(counts.out),
+                    counts.max,
+                )]
+            }
             DbPool::Sqlite { read, write, .. } => {
                 vec![
                     row("sqlite_read", read.status()),
@@ -362,7 +364,10 @@ impl DbPool {
     /// Connections in use and the pool's maximum, for readiness and metrics.
     pub fn status(&self) -> (usize, usize) {
         let status = match self {
-            DbPool::Postgres(pool) => pool.status(),
+            DbPool::Postgres(pool) => {
+                let counts = pool.counts();
+                return (counts.out, counts.max);
+            }
             DbPool::Sqlite { read, .. } => read.status(),
         };
         (

@@ -28,6 +28,7 @@ mod meta;
 mod metrics;
 mod minutes;
 mod pipelines;
+mod pool;
 mod python_gitlab;
 mod python_runner;
 mod real_runner;

@@ -95,7 +95,7 @@ async fn migrations_go_down_and_up_again() {
 }
 
 /// The URL of the test app's own PostgreSQL database.
-async fn postgres_url(app: &TestApp) -> String {
+pub(crate) async fn postgres_url(app: &TestApp) -> String {
     #[derive(QueryableByName)]
     struct Name {
         #[diesel(sql_type = Text)]
