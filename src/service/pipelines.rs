@@ -278,6 +278,52 @@ async fn included_project(
     Ok(Box::new(files))
 }
 
+/// The largest configuration [`Pipelines::plan`] may plan on the worker that received it:
+/// the costliest shapes tried at this size (as many jobs as fit, or as many `extends` of
+/// one hidden job) planned in about 0.3 ms, against 11 ms at 4 KiB, too long to hold up
+/// the other requests of a worker.
+const PLAN_INLINE_MAX: usize = 512;
+
+/// Whether a configuration is planned on the async worker: small, and nothing in it can
+/// make the loader's work outgrow the text. Aliases (`*`, with their anchors `&`) and
+/// tags (`!reference`) can repeat what they name, `parallel` multiplies a job, and
+/// escapes (`\`) can spell `parallel`. Anything else is loaded and planned in time about
+/// linear in the text; the rest goes to the blocking pool, where a configuration of the
+/// loader's largest (2 MiB, 2,000,000 values) holds up no request. Includes need no
+/// check: without a commit, a local one is missing at once, and a remote one or another
+/// project's sends the configuration to the blocking pool ([`Outside`]).
+fn plans_inline(yaml: &str) -> bool {
+    yaml.len() <= PLAN_INLINE_MAX
+        && !yaml.contains(['*', '&', '!', '\\'])
+        && !yaml.contains("parallel")
+}
+
+/// The files outside the pipeline's project, when planning inline: asking for one is
+/// noted and refused, and the configuration is planned again on the blocking pool, where
+/// they are read.
+struct Outside<'a>(&'a std::cell::Cell<bool>);
+
+impl crate::ci::include::FileSource for Outside<'_> {
+    fn read(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn paths(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+    fn remote(&self, _: &str) -> Result<String, String> {
+        self.0.set(true);
+        Err("planned on the blocking pool".into())
+    }
+    fn project(
+        &self,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Box<dyn crate::ci::include::FileSource>, String> {
+        self.0.set(true);
+        Err("planned on the blocking pool".into())
+    }
+}
+
 /// Whether `ref_` is protected in `project`: its default branch, or a listed branch.
 pub fn ref_protected(project: &Project, ref_: &str) -> bool {
     let listed: Vec<String> = serde_json::from_str(&project.protected_branches).unwrap_or_default();
@@ -328,7 +374,10 @@ impl Pipelines {
 
     /// Plans `yaml` on the blocking pool: the commit's files (or none) and remote
     /// includes fetched with the server's runtime; with `merged`, the merged configuration
-    /// too (CI Lint's `merged_yaml`).
+    /// too (CI Lint's `merged_yaml`). A small configuration that cannot grow while it is
+    /// loaded ([`plans_inline`]) and has no commit's files is planned right here instead,
+    /// sparing two thread hand-overs; it is planned again on the blocking pool if it asks
+    /// for another project's or a remote file after all.
     async fn plan(
         &self,
         yaml: String,
@@ -340,6 +389,18 @@ impl Pipelines {
         Option<String>,
     )> {
         let max_jobs = self.max_jobs;
+        if files.is_none() && !merged && plans_inline(&yaml) {
+            let asked = std::cell::Cell::new(false);
+            let outside = Outside(&asked);
+            let sources = crate::ci::include::Within {
+                files: &crate::ci::include::NoFiles,
+                outer: &outside,
+            };
+            let planned = config::plan_with(&yaml, &scope, max_jobs, &sources);
+            if !asked.get() {
+                return Ok((planned, None));
+            }
+        }
         let remote = self.remote.clone();
         let (db, repositories) = (self.db.clone(), self.repositories.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -2197,5 +2258,23 @@ mod tests {
         rank_stages(&mut jobs);
         let ranks: Vec<i32> = jobs.iter().map(|j| j.stage_idx).collect();
         assert_eq!(ranks, [1, 0, 0, 2, 1]);
+    }
+
+    #[test]
+    fn only_small_configurations_that_cannot_grow_are_planned_inline() {
+        assert!(plans_inline("job:\n  script: [make test]\n"));
+        assert!(plans_inline(
+            "include:\n  remote: https://example.com/ci.yml\n"
+        ));
+        for grows in [
+            "a: &a [x]\nb: *a\n",
+            "job:\n  script: !reference [.x, script]\n",
+            "job:\n  script: [x]\n  parallel: 200\n",
+            "job:\n  script: [x]\n  \"p\\x61rallel\": 200\n",
+        ] {
+            assert!(!plans_inline(grows), "{grows}");
+        }
+        let large = format!("job:\n  script: [{}]\n", "x".repeat(PLAN_INLINE_MAX));
+        assert!(!plans_inline(&large));
     }
 }
