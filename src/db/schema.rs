@@ -149,6 +149,7 @@ diesel::table! {
         dotenv_variables -> Text,
         scheduled_at -> Nullable<Timestamp>,
         resource_group_id -> Nullable<BigInt>,
+        claims_alone -> Bool,
     }
 }
 

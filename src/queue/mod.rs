@@ -286,16 +286,54 @@ pub enum Polled {
     Empty { last_update: String },
 }
 
-/// Runner features a job may require ‹app/models/ci/build.rb› `RUNNER_FEATURES`.
+/// Runner features a job may require ‹app/models/ci/build.rb› `RUNNER_FEATURES`: each
+/// with whether `spec` requires it.
+fn required_features(spec: &JobSpec) -> [(&'static str, bool); 5] {
+    let artifacts = spec.artifacts.as_ref();
+    [
+        (
+            "upload_multiple_artifacts",
+            artifacts.is_some_and(|a| !a.reports.is_empty()),
+        ),
+        (
+            "artifacts_exclude",
+            artifacts.is_some_and(|a| !a.exclude.is_empty()),
+        ),
+        (
+            "return_exit_code",
+            !spec.allow_failure_exit_codes.is_empty() || !spec.retry.exit_codes.is_empty(),
+        ),
+        (
+            "fallback_cache_keys",
+            spec.cache.iter().any(|c| !c.fallback_keys.is_empty()),
+        ),
+        ("multi_build_steps", spec.release.is_some()),
+    ]
+}
+
 fn unsupported_by(spec: &JobSpec, features: &serde_json::Map<String, serde_json::Value>) -> bool {
     let has = |f: &str| features.get(f).and_then(|v| v.as_bool()).unwrap_or(false);
-    let artifacts = spec.artifacts.as_ref();
-    (artifacts.is_some_and(|a| !a.reports.is_empty()) && !has("upload_multiple_artifacts"))
-        || (artifacts.is_some_and(|a| !a.exclude.is_empty()) && !has("artifacts_exclude"))
-        || ((!spec.allow_failure_exit_codes.is_empty() || !spec.retry.exit_codes.is_empty())
-            && !has("return_exit_code"))
-        || (spec.cache.iter().any(|c| !c.fallback_keys.is_empty()) && !has("fallback_cache_keys"))
-        || (spec.release.is_some() && !has("multi_build_steps"))
+    required_features(spec)
+        .iter()
+        .any(|&(feature, required)| required && !has(feature))
+}
+
+/// Whether assigning a job of this spec, at this stage rank, writes and reads nothing
+/// but the claim itself: any runner can run it (no feature required, so [`claim`] never
+/// gives it back), it starts no deployment, and [`dependencies_of`] reads nothing for it.
+/// Written with the job (`jobs.claims_alone`); on PostgreSQL such a claim is one
+/// statement committed by itself, a round trip shorter than a transaction.
+pub fn claims_alone(spec: &JobSpec, stage_idx: i32) -> bool {
+    let no_dependencies = match (&spec.dependencies, &spec.needs) {
+        (Some(names), _) => names.is_empty(),
+        (None, Some(needs)) => needs.iter().all(|n| !n.artifacts),
+        (None, None) => stage_idx <= 0,
+    };
+    no_dependencies
+        && spec.environment.is_none()
+        && required_features(spec)
+            .iter()
+            .all(|&(_, required)| !required)
 }
 
 /// GitLab's matching rules (reference §20): runner type and project, protected refs,
@@ -682,10 +720,23 @@ impl Dispatcher {
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
                 let digest = token.digest.as_bytes().to_vec();
                 let terms = terms.clone();
-                let (claimed, became_pending) = self
-                    .db
-                    .write_transaction(move |tx| Box::pin(claim(tx, ids, theirs, terms, digest)))
-                    .await?;
+                // Committed by itself, a claim cannot be given back: only when nothing
+                // after it can fail.
+                let alone = self.db.backend() == crate::db::Backend::Postgres
+                    && chunk
+                        .iter()
+                        .all(|j| j.claims_alone && theirs.contains_key(&j.pipeline_id));
+                let (claimed, became_pending) = if alone {
+                    self.db
+                        .on_postgres(move |c| Box::pin(claim_alone(c, ids, theirs, terms, digest)))
+                        .await?
+                } else {
+                    self.db
+                        .write_transaction(move |tx| {
+                            Box::pin(claim(tx, ids, theirs, terms, digest))
+                        })
+                        .await?
+                };
                 if became_pending {
                     self.queue.bump();
                 }
@@ -833,6 +884,35 @@ async fn claim(
         let dependencies = dependencies_of(tx, &job).await?;
         return Ok((Some((job, pipeline, dependencies)), became_pending));
     }
+}
+
+/// [`claim`] on PostgreSQL for jobs that all claim alone ([`claims_alone`]): the first
+/// still free is taken, and its pipeline started, by one statement that commits by
+/// itself; nothing else is written or read, so there is nothing to give back.
+async fn claim_alone(
+    conn: &mut diesel_async::AsyncPgConnection,
+    ids: Vec<i64>,
+    pipelines: HashMap<i64, Arc<Pipeline>>,
+    terms: Arc<ClaimTerms>,
+    digest: Vec<u8>,
+) -> ApiResult<(Option<Claimed>, bool)> {
+    let at = now();
+    let to = Assignee {
+        runner_id: terms.runner_id,
+        manager_id: terms.manager_id,
+        token_digest: &digest,
+        cancel_gracefully: terms.cancel_gracefully,
+        at,
+        ack_deadline: terms.two_phase.then(|| at + ACK_TIMEOUT),
+    };
+    let Some(job) = Job::claim_first_of(conn, &ids, &to).await? else {
+        return Ok((None, false));
+    };
+    let pipeline = pipelines
+        .get(&job.pipeline_id)
+        .cloned()
+        .ok_or(ApiError::Conflict)?;
+    Ok((Some((job, pipeline, Vec::new())), false))
 }
 
 /// Fails a pending job no runner took yet for `reason`; false if it was no longer pending

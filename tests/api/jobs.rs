@@ -738,3 +738,87 @@ both_backends! {
         assert!(now > contacted, "the contact was written: {contacted} -> {now}");
     }
 }
+
+#[derive(diesel::QueryableByName, Debug, PartialEq, Eq)]
+struct ClaimsAlone {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    claims_alone: bool,
+}
+
+async fn claims_alone(app: &TestApp, pipeline: i64) -> Vec<(String, bool)> {
+    use diesel_async::RunQueryDsl;
+    let query = diesel::sql_query(format!(
+        "SELECT name, claims_alone FROM jobs WHERE pipeline_id = {pipeline} ORDER BY id"
+    ));
+    let mut db = app.db.read().await.expect("connection");
+    let rows: Vec<ClaimsAlone> = match db.conn() {
+        runway::db::Conn::Postgres(c) => query.load(c).await,
+        runway::db::Conn::Sqlite(c) => query.load(c).await,
+    }
+    .expect("jobs");
+    rows.into_iter().map(|r| (r.name, r.claims_alone)).collect()
+}
+
+both_backends! {
+    // A job is written as claiming alone only when its assignment needs nothing beyond
+    // the claim: no runner feature, no deployment, no dependency to read. Those jobs are
+    // taken (on PostgreSQL by one statement committed by itself) as any other, and a
+    // retry of one claims alone too.
+    async fn a_job_claims_alone_only_when_its_assignment_needs_nothing_more(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let yaml = "stages: [build, test]\n\
+            plain: { stage: build, script: x }\n\
+            reports: { stage: build, script: x, artifacts: { reports: { junit: r.xml } } }\n\
+            exit_codes: { stage: build, script: x, allow_failure: { exit_codes: [3] } }\n\
+            deploy: { stage: build, script: x, environment: production }\n\
+            later: { stage: test, script: x }\n\
+            later_needs_none: { stage: test, script: x, needs: [] }\n\
+            later_needs_no_artifacts: { stage: test, script: x, needs: [{ job: plain, artifacts: false }] }\n\
+            later_needs: { stage: test, script: x, needs: [plain] }\n\
+            later_no_dependencies: { stage: test, script: x, dependencies: [] }\n";
+        let reply = app.create_pipeline(project, "main", yaml).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let pipeline = reply.json()["id"].as_i64().expect("id");
+        let expected = [
+            ("plain", true),
+            ("reports", false),
+            ("exit_codes", false),
+            ("deploy", false),
+            ("later", false),
+            ("later_needs_none", true),
+            ("later_needs_no_artifacts", true),
+            ("later_needs", false),
+            ("later_no_dependencies", true),
+        ];
+        let expected: Vec<(String, bool)> = expected.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+        assert_eq!(claims_alone(&app, pipeline).await, expected);
+
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let features = json!({ "info": { "features": { "upload_multiple_artifacts": true, "return_exit_code": true } } });
+        let mut taken = Vec::new();
+        for _ in 0..4 {
+            let reply = app.request_job_with(&runner, features.clone()).await;
+            assert_eq!(reply.status, 201, "{}", reply.text);
+            let job = reply.json();
+            taken.push(job["job_info"]["name"].as_str().expect("name").to_string());
+            let put = app.send(app.request(Method::PUT, &format!("/api/v4/jobs/{}", job["id"])).json(&json!({ "token": job["token"], "state": "success" }))).await;
+            assert_eq!(put.status, 200, "{}", put.text);
+            if taken.len() == 1 {
+                // The pipeline runs once its first job is taken.
+                let read = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}"))).await;
+                assert_eq!(read.json()["status"], "running");
+            }
+        }
+        assert_eq!(taken, ["plain", "reports", "exit_codes", "deploy"]);
+
+        let plain = app.send(app.admin(Method::GET, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/jobs?scope[]=success"))).await;
+        let plain_id = plain.json().as_array().expect("jobs").iter().find(|j| j["name"] == "plain").expect("plain")["id"].as_i64().expect("id");
+        let retried = app.send(app.admin(Method::POST, &format!("/api/v4/projects/{project}/jobs/{plain_id}/retry"))).await;
+        assert_eq!(retried.status, 201, "{}", retried.text);
+        let rows = claims_alone(&app, pipeline).await;
+        assert_eq!(rows.last(), Some(&("plain".to_string(), true)), "{rows:?}");
+    }
+}

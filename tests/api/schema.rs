@@ -429,6 +429,7 @@ async fn a_pipelined_new_pipeline_is_written_whole_or_not_at_all() {
         protected: false,
         timeout: Some(3600),
         resource_group_id: None,
+        claims_alone: false,
         queued_at: Some(at),
         started_at: None,
         finished_at: None,

@@ -74,6 +74,8 @@ pub struct NewJob {
     pub protected: bool,
     pub timeout: Option<i32>,
     pub resource_group_id: Option<i64>,
+    /// Its claim writes and reads nothing else ([`crate::queue::claims_alone`]).
+    pub claims_alone: bool,
     /// The times of the status it is written with (a new pipeline's first jobs are
     /// decided before they are written): queued when pending, started when running,
     /// finished when skipped, scheduled when delayed.
@@ -96,6 +98,8 @@ pub struct Candidate {
     /// JSON array of tag names.
     pub tag_list: String,
     pub protected: bool,
+    /// Its claim writes and reads nothing else ([`crate::queue::claims_alone`]).
+    pub claims_alone: bool,
 }
 
 impl Candidate {
@@ -198,7 +202,8 @@ impl Job {
                 .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.finished_at))
                 .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.scheduled_at))
                 .bind::<Array<Timestamp>, _>(column(new, |j| j.created_at))
-                .bind::<Array<Timestamp>, _>(column(new, |j| j.updated_at)),
+                .bind::<Array<Timestamp>, _>(column(new, |j| j.updated_at))
+                .bind::<Array<Bool>, _>(column(new, |j| j.claims_alone)),
         );
         let rows = query.load::<Job>(conn);
         async move {
@@ -754,12 +759,12 @@ impl Assignee<'_> {
 const INSERT_INTO_NEW_PIPELINE: &str = "\
 INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_idx, status, when_,
     allow_failure, tag_list, options, protected, timeout, resource_group_id, queued_at,
-    started_at, finished_at, scheduled_at, created_at, updated_at)
+    started_at, finished_at, scheduled_at, created_at, updated_at, claims_alone)
 SELECT (SELECT currval('pipelines_id_seq')), u.*
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
     $7::boolean[], $8::text[], $9::text[], $10::boolean[], $11::integer[], $12::bigint[],
     $13::timestamp[], $14::timestamp[], $15::timestamp[], $16::timestamp[],
-    $17::timestamp[], $18::timestamp[]) AS u
+    $17::timestamp[], $18::timestamp[], $19::boolean[]) AS u
 RETURNING *";
 
 /// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
