@@ -112,7 +112,7 @@ impl PgPool {
             .map_err(|_| PoolError::Timeout)?
             .map_err(|e| PoolError::Other(e.into()))?;
         loop {
-            let (own, others) = self.pools();
+            let own = self.own();
             let left = deadline.saturating_duration_since(Instant::now());
             let timeouts = Timeouts {
                 wait: Some(left),
@@ -131,7 +131,7 @@ impl PgPool {
                 create: Some(left),
                 recycle: None,
             };
-            for pool in others {
+            for pool in self.others() {
                 if pool.status().available == 0 {
                     continue;
                 }
@@ -148,12 +148,12 @@ impl PgPool {
         }
     }
 
-    /// This thread's pool (made on first use) and the other threads'.
-    fn pools(&self) -> (Pool<Capped>, Vec<Pool<Capped>>) {
+    /// This thread's pool, made on first use.
+    fn own(&self) -> Pool<Capped> {
         let inner = &self.0;
         let me = std::thread::current().id();
         let mut threads = inner.threads.lock().unwrap_or_else(|e| e.into_inner());
-        let own = threads
+        threads
             .entry(me)
             .or_insert_with(|| {
                 let manager = Capped {
@@ -174,13 +174,18 @@ impl PgPool {
                     .build()
                     .expect("a pool with a runtime for its timeouts")
             })
-            .clone();
-        let others = threads
+            .clone()
+    }
+
+    /// The other threads' pools.
+    fn others(&self) -> Vec<Pool<Capped>> {
+        let me = std::thread::current().id();
+        let threads = self.0.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads
             .iter()
             .filter(|(id, _)| **id != me)
             .map(|(_, pool)| pool.clone())
-            .collect();
-        (own, others)
+            .collect()
     }
 }
 

@@ -816,14 +816,7 @@ async fn claim(
     digest: Vec<u8>,
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
-    let to = Assignee {
-        runner_id: terms.runner_id,
-        manager_id: terms.manager_id,
-        token_digest: &digest,
-        cancel_gracefully: terms.cancel_gracefully,
-        at,
-        ack_deadline: terms.two_phase.then(|| at + ACK_TIMEOUT),
-    };
+    let to = terms.assignee(&digest, at);
     let mut became_pending = false;
     loop {
         // PostgreSQL takes the first free job and starts its pipeline in one statement, and
@@ -897,14 +890,7 @@ async fn claim_alone(
     digest: Vec<u8>,
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
-    let to = Assignee {
-        runner_id: terms.runner_id,
-        manager_id: terms.manager_id,
-        token_digest: &digest,
-        cancel_gracefully: terms.cancel_gracefully,
-        at,
-        ack_deadline: terms.two_phase.then(|| at + ACK_TIMEOUT),
-    };
+    let to = terms.assignee(&digest, at);
     let Some(job) = Job::claim_first_of(conn, &ids, &to).await? else {
         return Ok((None, false));
     };
@@ -944,6 +930,20 @@ struct ClaimTerms {
     features: serde_json::Map<String, serde_json::Value>,
     cancel_gracefully: bool,
     two_phase: bool,
+}
+
+impl ClaimTerms {
+    /// The assignment a claim at `at` writes, with the digest of the job token sent.
+    fn assignee<'a>(&self, digest: &'a [u8], at: chrono::NaiveDateTime) -> Assignee<'a> {
+        Assignee {
+            runner_id: self.runner_id,
+            manager_id: self.manager_id,
+            token_digest: digest,
+            cancel_gracefully: self.cancel_gracefully,
+            at,
+            ack_deadline: self.two_phase.then(|| at + ACK_TIMEOUT),
+        }
+    }
 }
 
 /// The jobs whose artifacts `job` downloads: those named in `dependencies`, else those it
