@@ -8,7 +8,10 @@
 //! 1. A first server runs the migrations and makes the project, 10 runners (each has
 //!    polled once, so each has a manager row) and a template pipeline of 10 jobs in three
 //!    stages (canceled at once, so no runner takes it): the history copies its rows.
-//! 2. Empty: pickup p50/p99 over `RUNWAY_BENCH_PICKUP_JOBS` (1000) jobs on a server that
+//! 2. Empty (on PostgreSQL settled first with a `VACUUM ANALYZE` and a `CHECKPOINT`, as
+//!    the history is before its measurement: measured without statistics, the empty
+//!    database ran slower than the full one with some builds, which flattered the
+//!    ratios): pickup p50/p99 over `RUNWAY_BENCH_PICKUP_JOBS` (1000) jobs on a server that
 //!    holds polls, then dispatch on one that answers at once: `RUNWAY_BENCH_DISPATCH_JOBS`
 //!    (10000) pending jobs in pipelines of 1,000, drained by 50 runners (jobs/s, and the
 //!    server's CPU µs per job). These are compare's figures 3 and 2, the same code
@@ -333,6 +336,20 @@ impl Store {
         server_env(&self.data_dir(), self.postgres.as_deref(), hold)
     }
 
+    /// PostgreSQL: the empty database settled as the history will be
+    /// ([`settle_postgres`]), so that both measurements start from statistics and a
+    /// checkpoint, not the first from none.
+    async fn settle(&self) -> Result<(), String> {
+        let Some(url) = &self.postgres else {
+            return Ok(());
+        };
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+        tokio::spawn(connection);
+        settle_postgres(&client).await
+    }
+
     /// Writes the history (no server running); its size before and after.
     async fn seed(&self, template: i64, jobs: usize) -> Result<Seeded, String> {
         match &self.postgres {
@@ -438,6 +455,19 @@ async fn seed_postgres(url: &str, template: i64, jobs: usize) -> Result<Seeded, 
         .map_err(|e| format!("commit: {e}"))?;
     let time = started.elapsed();
     // And the pages it wrote flushed, as they long were in a database that grew slowly.
+    settle_postgres(&client).await?;
+    Ok(Seeded {
+        first_job,
+        jobs,
+        time,
+        bytes_before,
+        bytes_after: size().await?,
+    })
+}
+
+/// `VACUUM ANALYZE` and `CHECKPOINT`: statistics on every table and no dirty pages
+/// waiting, as autovacuum and the checkpointer leave a database between bursts.
+async fn settle_postgres(client: &tokio_postgres::Client) -> Result<(), String> {
     for settle in ["VACUUM ANALYZE", "CHECKPOINT"] {
         let at = Instant::now();
         client
@@ -446,13 +476,7 @@ async fn seed_postgres(url: &str, template: i64, jobs: usize) -> Result<Seeded, 
             .map_err(|e| format!("{settle}: {e}"))?;
         eprintln!("  {:.1} s: {settle}", at.elapsed().as_secs_f64());
     }
-    Ok(Seeded {
-        first_job,
-        jobs,
-        time,
-        bytes_before,
-        bytes_after: size().await?,
-    })
+    Ok(())
 }
 
 /// A statement's first words after its `WITH`, for the progress lines.
@@ -550,6 +574,7 @@ async fn run(store: Store, sizes: Sizes) -> Result<Column, String> {
             .await;
         (project, template)
     };
+    store.settle().await?;
     println!("  empty database: pickup, dispatch ...");
     let empty = measure(&store, project, &sizes).await;
     println!("  writing {} jobs of history ...", sizes.history_jobs);
