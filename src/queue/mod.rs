@@ -324,10 +324,9 @@ fn unsupported_by(spec: &JobSpec, features: &serde_json::Map<String, serde_json:
 /// Written with the job (`jobs.claims_alone`); on PostgreSQL such a claim is one
 /// statement committed by itself, a round trip shorter than a transaction.
 pub fn claims_alone(spec: &JobSpec, stage_idx: i32) -> bool {
-    let no_dependencies = match (&spec.dependencies, &spec.needs) {
-        (Some(names), _) => names.is_empty(),
-        (None, Some(needs)) => needs.iter().all(|n| !n.artifacts),
-        (None, None) => stage_idx <= 0,
+    let no_dependencies = match dependencies_wanted(spec, stage_idx) {
+        Wanted::Named(names) => names.is_empty(),
+        Wanted::EarlierStages => false,
     };
     no_dependencies
         && spec.environment.is_none()
@@ -946,6 +945,33 @@ impl ClaimTerms {
     }
 }
 
+/// Which jobs a job's dependencies are looked for among ([`dependencies_wanted`]).
+enum Wanted {
+    /// The latest tries of these names (none: nothing is read).
+    Named(Vec<String>),
+    /// The latest tries of every job of the earlier stages.
+    EarlierStages,
+}
+
+/// The dependencies a job of `spec` at stage rank `stage_idx` downloads: those named in
+/// `dependencies`, else those it `needs` with `artifacts: true`, else every job of earlier
+/// stages. A job of its pipeline's first stage with jobs has no earlier one (stages are
+/// numbered by that rank, `rank_stages`): no round trip to learn that.
+fn dependencies_wanted(spec: &JobSpec, stage_idx: i32) -> Wanted {
+    match (&spec.dependencies, &spec.needs) {
+        (Some(names), _) => Wanted::Named(names.clone()),
+        (None, Some(needs)) => Wanted::Named(
+            needs
+                .iter()
+                .filter(|n| n.artifacts)
+                .map(|n| n.job.clone())
+                .collect(),
+        ),
+        (None, None) if stage_idx <= 0 => Wanted::Named(Vec::new()),
+        (None, None) => Wanted::EarlierStages,
+    }
+}
+
 /// The jobs whose artifacts `job` downloads: those named in `dependencies`, else those it
 /// `needs` with `artifacts: true`, else every job of earlier stages (latest tries); each
 /// with its archive artifact, if it has one.
@@ -953,23 +979,13 @@ pub async fn dependencies_of(
     conn: &mut Conn<'_>,
     job: &Job,
 ) -> ApiResult<Vec<(Job, Option<JobArtifact>)>> {
-    let spec = job.spec();
     // Only the jobs that can be dependencies are read, not the whole pipeline: this runs
     // in the transaction that assigns the job.
-    let chosen: Vec<Job> = match (&spec.dependencies, &spec.needs) {
-        (Some(names), _) => Job::latest_named(conn, job.pipeline_id, names).await?,
-        (None, Some(needs)) => {
-            let names: Vec<String> = needs
-                .iter()
-                .filter(|n| n.artifacts)
-                .map(|n| n.job.clone())
-                .collect();
-            Job::latest_named(conn, job.pipeline_id, &names).await?
+    let chosen: Vec<Job> = match dependencies_wanted(&job.spec(), job.stage_idx) {
+        Wanted::Named(names) => Job::latest_named(conn, job.pipeline_id, &names).await?,
+        Wanted::EarlierStages => {
+            Job::latest_before_stage(conn, job.pipeline_id, job.stage_idx).await?
         }
-        // A job of its pipeline's first stage with jobs has no earlier one (stages are
-        // numbered by that rank, `rank_stages`): no round trip to learn that.
-        (None, None) if job.stage_idx <= 0 => Vec::new(),
-        (None, None) => Job::latest_before_stage(conn, job.pipeline_id, job.stage_idx).await?,
     };
     let chosen: Vec<Job> = chosen.into_iter().filter(|j| j.id != job.id).collect();
     let ids: Vec<i64> = chosen.iter().map(|j| j.id).collect();

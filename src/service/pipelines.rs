@@ -1947,6 +1947,8 @@ async fn retry_allowed(
 /// A new try of `job` with the same plan.
 async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult<Job> {
     let at = now();
+    // The same plan: its options are copied as they are.
+    let spec = job.spec();
     let new = NewJob {
         pipeline_id: job.pipeline_id,
         project_id: job.project_id,
@@ -1961,7 +1963,7 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
         protected: job.protected,
         timeout: job.timeout,
         resource_group_id: job.resource_group_id,
-        claims_alone: crate::queue::claims_alone(&job.spec(), job.stage_idx),
+        claims_alone: crate::queue::claims_alone(&spec, job.stage_idx),
         queued_at: (status == JobStatus::Pending).then_some(at),
         started_at: None,
         finished_at: None,
@@ -1972,7 +1974,6 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
     let mut created = Job::insert_many(tx, &[new]).await?;
     let created = created.pop().ok_or(ApiError::Conflict)?;
     // A new try deploys anew (GitLab gives the retried build its own deployment).
-    let spec = created.spec();
     if spec.environment.is_some() {
         if let Some(pipeline) = Pipeline::find(tx, created.pipeline_id).await? {
             let pairs = [(created.clone(), spec)];
