@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 CACHE=${RUNWAY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runway}
 mkdir -p "$CACHE"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+# One target folder per clone: test binaries carry their clone's path (fixtures are read
+# from it), and cargo takes a binary built from another clone's identical sources as fresh.
+clone_key=$(pwd -P | sha256sum | cut -c1-12)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target-$clone_key}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # python-gitlab from PyPI, pinned, in a virtualenv of our own.
