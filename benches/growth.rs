@@ -2,37 +2,39 @@
 //! (and their pipelines and log chunks) in the database, against the same database
 //! empty; and the history's size on disk per job.
 //!
-//! For each backend (the release `runway serve`, rate limits off; SQLite in the data
-//! folder, or a fresh PostgreSQL database):
+//! For each backend (the release `runway serve`, rate limits off; SQLite in a data
+//! folder, or a fresh PostgreSQL database), two databases made alike, one left empty and
+//! one given the history:
 //!
-//! 1. A first server runs the migrations and makes the project, 10 runners (each has
-//!    polled once, so each has a manager row) and a template pipeline of 10 jobs in three
-//!    stages (canceled at once, so no runner takes it): the history copies its rows.
-//! 2. Empty (on PostgreSQL settled first with a `VACUUM ANALYZE` and a `CHECKPOINT`, as
-//!    the history is before its measurement: measured without statistics, the empty
-//!    database ran slower than the full one with some builds, which flattered the
-//!    ratios): pickup p50/p99 over `RUNWAY_BENCH_PICKUP_JOBS` (1000) jobs on a server that
-//!    holds polls, then dispatch on one that answers at once: `RUNWAY_BENCH_DISPATCH_JOBS`
-//!    (10000) pending jobs in pipelines of 1,000, drained by 50 runners (jobs/s, and the
-//!    server's CPU µs per job). These are compare's figures 3 and 2, the same code
-//!    (`compare/phases.rs`).
-//! 3. The servers stopped, the history is written straight into the database with
+//! 1. A first server on each runs the migrations and makes the project, 10 runners (each
+//!    has polled once, so each has a manager row) and a template pipeline of 10 jobs in
+//!    three stages (canceled at once, so no runner takes it): the history copies its rows.
+//! 2. The servers stopped, the history is written straight into one database with
 //!    set-based SQL: `RUNWAY_GROWTH_JOBS` (1000000) finished jobs (`success`, with runner,
 //!    manager, token digest, log size and timestamps over 90 days) as pipelines of 10
 //!    (`success`, half on `main`, the others on 500 feature branches), each job's log
 //!    archived as the archiver leaves it (a `trace` artifact row of 1 KiB; the object
-//!    lives outside the database and is not written) and a CI-minutes row per job,
-//!    all in the measured project. The jobs the first measurement left running are
-//!    finished too, as their runners would have finished them. On PostgreSQL a
-//!    `VACUUM ANALYZE` and a `CHECKPOINT` follow, as autovacuum and the checkpointer would
-//!    have run many times over the months the history took to come (right after a
-//!    million inserts, their first passes run on the same two cores as the measurement,
-//!    with statistics that still count a thousand pipelines). SQLite is left as the inserts left it: Runway runs no
-//!    `ANALYZE` there, so its planner never has statistics.
-//! 4. The same measurement again, and a table per backend: both figures, their ratio
-//!    (target: dispatch ≥ 90 % of the empty rate, pickup p99 ≤ 110 %), the database's size
-//!    before and after the history (SQLite: the file and its `-wal` after a checkpoint;
-//!    PostgreSQL: `pg_database_size`), bytes per job of history, and the seeding time.
+//!    lives outside the database and is not written) and a CI-minutes row per job, all in
+//!    the measured project. On PostgreSQL both databases are then settled with a
+//!    `VACUUM ANALYZE` and a `CHECKPOINT`, as autovacuum and the checkpointer would have
+//!    left them (measured without statistics, an empty database ran slower than a full
+//!    one with some builds, which flattered the ratios). SQLite is left as the inserts
+//!    left it: Runway runs no `ANALYZE` there, so its planner never has statistics. Then
+//!    `sync` waits for the kernel to write its dirty pages out: the history's writeback
+//!    otherwise overlaps the measurement (see [`flush_to_disk`]).
+//! 3. `RUNWAY_GROWTH_ROUNDS` (3) rounds, each measuring the empty database and then the
+//!    full one: pickup latency over a share of `RUNWAY_BENCH_PICKUP_JOBS` (1000) jobs on a
+//!    server that holds polls, then a drain on one that answers at once:
+//!    `RUNWAY_BENCH_DISPATCH_JOBS` (10000) pending jobs in pipelines of 1,000, taken by 50
+//!    runners (jobs/s, and the server's CPU µs per job). These are compare's figures 3 and
+//!    2, the same code (`compare/phases.rs`). Taking turns puts the machine's slow swings
+//!    (a quarter of the dispatch rate over minutes here) on both databases alike: measured
+//!    one after the other, the ratio swung between 67 % and 145 %.
+//! 4. A table per backend: pickup p50/p99 over every round, the median drain, their
+//!    ratios (target: dispatch ≥ 90 % of the empty rate, pickup p99 ≤ 110 %), the
+//!    database's size before and after the history (SQLite: the file and its `-wal` after
+//!    a checkpoint; PostgreSQL: `pg_database_size`), bytes per job of history, and the
+//!    seeding time.
 //!
 //! PostgreSQL comes from `RUNWAY_BENCH_DATABASE_URL`, else `scripts/pg.sh` starts a
 //! throwaway one, stopped at the end. `RUNWAY_GROWTH_COLUMNS` (`sqlite,postgres`) picks the
@@ -121,6 +123,8 @@ deploy:
 struct Sizes {
     history_jobs: usize,
     dispatch_jobs: usize,
+    /// Rounds over both databases: a drain each, the pickup's jobs shared out.
+    rounds: usize,
     pickup_jobs: usize,
 }
 
@@ -139,6 +143,7 @@ impl Sizes {
                 .max(1)
                 * JOBS_PER_PIPELINE,
             dispatch_jobs: var("RUNWAY_BENCH_DISPATCH_JOBS", 10_000).max(1),
+            rounds: var("RUNWAY_GROWTH_ROUNDS", 3).max(1),
             pickup_jobs: var("RUNWAY_BENCH_PICKUP_JOBS", 1000).max(1),
         }
     }
@@ -308,6 +313,8 @@ fn history_sql(d: Dialect, template: i64, jobs: usize) -> Vec<String> {
 
 /// One backend's database and data folder.
 struct Store {
+    /// "empty" or "history", for the progress lines.
+    name: &'static str,
     dir: tempfile::TempDir,
     /// PostgreSQL's URL; none: SQLite in the data folder.
     postgres: Option<String>,
@@ -479,6 +486,22 @@ async fn settle_postgres(client: &tokio_postgres::Client) -> Result<(), String> 
     Ok(())
 }
 
+/// Waits until the kernel has written every dirty page out (`sync`). Right after the
+/// history is written (1.5 GiB on PostgreSQL) the kernel still holds most of it in its
+/// page cache and writes it back for about a minute, on the same two cores as the
+/// measurement: without this, the history's measurement ran up to a third slower, by how much of
+/// that writeback overlapped it, not by what the history costs a query. A database whose
+/// history came over months has no such backlog.
+async fn flush_to_disk() {
+    let at = Instant::now();
+    match tokio::process::Command::new("sync").status().await {
+        Ok(status) if status.success() => {
+            eprintln!("  {:.1} s: sync", at.elapsed().as_secs_f64());
+        }
+        other => eprintln!("  sync failed ({other:?}); measuring anyway"),
+    }
+}
+
 /// A statement's first words after its `WITH`, for the progress lines.
 fn summary(statement: &str) -> String {
     let body = statement
@@ -487,20 +510,37 @@ fn summary(statement: &str) -> String {
     body.chars().take(60).collect()
 }
 
-/// Pickup and dispatch on one database.
+/// Pickup and dispatch on one database, over every round.
+#[derive(Default)]
 struct Figures {
-    pickup_p50: Duration,
-    pickup_p99: Duration,
-    rate: f64,
-    cpu_us_per_job: f64,
+    pickup: load::Latencies,
+    /// Each round's drain: jobs/s, and the server's CPU µs per job.
+    drains: Vec<(f64, f64)>,
     /// Every job assigned, once.
     once: bool,
 }
 
-/// Pickup on a server that holds polls, then dispatch on one that answers at once.
-async fn measure(store: &Store, project: i64, sizes: &Sizes) -> Figures {
+impl Figures {
+    /// The `p`-th percentile of every round's pickups.
+    fn percentile(&self, p: f64) -> Duration {
+        load::Latencies(self.pickup.0.clone()).percentile(p)
+    }
+
+    /// The median drain.
+    fn drain(&self) -> (f64, f64) {
+        let mut drains = self.drains.clone();
+        drains.sort_by(|a, b| a.0.total_cmp(&b.0));
+        drains.get(drains.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// One round on one database: pickup on a server that holds polls, then a drain on one
+/// that answers at once.
+async fn measure(store: &Store, project: i64, sizes: &Sizes, figures: &mut Figures) {
     let server = start_runway(&store.env(HOLD_SECONDS)).await;
-    let mut latencies = pickup(&Admin::new(&server), project, sizes.pickup_jobs).await;
+    let per_round = sizes.pickup_jobs.div_ceil(sizes.rounds);
+    let latencies = pickup(&Admin::new(&server), project, per_round).await;
+    figures.pickup.0.extend(latencies.0);
     drop(server);
     let server = start_runway(&store.env(0)).await;
     let admin = Admin::new(&server);
@@ -508,13 +548,12 @@ async fn measure(store: &Store, project: i64, sizes: &Sizes) -> Figures {
     let queue = (sizes.dispatch_jobs, DISPATCH_PIPELINE);
     let (drained, cpu) = dispatch(&admin, project, &tokens, queue, false, DRAIN_LIMIT).await;
     let n = drained.ids.len();
-    Figures {
-        pickup_p50: latencies.percentile(50.0),
-        pickup_p99: latencies.percentile(99.0),
-        rate: n as f64 / drained.time.as_secs_f64(),
-        cpu_us_per_job: cpu.as_secs_f64() * 1e6 / n.max(1) as f64,
-        once: drained.distinct() == n && n == sizes.dispatch_jobs,
-    }
+    let rate = n as f64 / drained.time.as_secs_f64();
+    println!("    {}: {rate:.0} jobs/s", store.name);
+    figures.once &= drained.distinct() == n && n == sizes.dispatch_jobs;
+    figures
+        .drains
+        .push((rate, cpu.as_secs_f64() * 1e6 / n.max(1) as f64));
 }
 
 /// The server reads a job of history as any other: the job, and its archived log listed
@@ -546,48 +585,66 @@ struct Column {
     seeded: Seeded,
 }
 
-/// One backend from its first start to both measurements.
-async fn run(store: Store, sizes: Sizes) -> Result<Column, String> {
-    let (project, template) = {
-        let server = start_runway(&store.env(0)).await;
-        let admin = Admin::new(&server);
-        let project = admin.project().await;
-        admin.runners(HISTORY_RUNNERS).await;
-        let pipeline = admin.pipeline(project, TEMPLATE_YAML).await;
-        let template = pipeline["id"].as_i64().expect("pipeline id");
-        let (_, jobs) = common::call(
-            admin
-                .client
-                .get(server.api(&format!(
-                    "/projects/{project}/pipelines/{template}/jobs?per_page=100"
-                )))
-                .header("PRIVATE-TOKEN", common::ADMIN_TOKEN),
+/// A store's first server: the migrations, the project, the runners and the template
+/// pipeline (canceled at once, so no runner takes it). The project's and the template's
+/// ids.
+async fn prepare(store: &Store) -> (i64, i64) {
+    let server = start_runway(&store.env(0)).await;
+    let admin = Admin::new(&server);
+    let project = admin.project().await;
+    admin.runners(HISTORY_RUNNERS).await;
+    let pipeline = admin.pipeline(project, TEMPLATE_YAML).await;
+    let template = pipeline["id"].as_i64().expect("pipeline id");
+    let (_, jobs) = common::call(
+        admin
+            .client
+            .get(server.api(&format!(
+                "/projects/{project}/pipelines/{template}/jobs?per_page=100"
+            )))
+            .header("PRIVATE-TOKEN", common::ADMIN_TOKEN),
+    )
+    .await;
+    let count = jobs.as_array().map_or(0, Vec::len);
+    assert_eq!(count, JOBS_PER_PIPELINE, "the template's jobs: {jobs}");
+    admin
+        .post(
+            &format!("/projects/{project}/pipelines/{template}/cancel"),
+            serde_json::json!({}),
         )
         .await;
-        let count = jobs.as_array().map_or(0, Vec::len);
-        assert_eq!(count, JOBS_PER_PIPELINE, "the template's jobs: {jobs}");
-        admin
-            .post(
-                &format!("/projects/{project}/pipelines/{template}/cancel"),
-                serde_json::json!({}),
-            )
-            .await;
-        (project, template)
-    };
-    store.settle().await?;
-    println!("  empty database: pickup, dispatch ...");
-    let empty = measure(&store, project, &sizes).await;
+    (project, template)
+}
+
+/// One backend: two databases made alike, the history written into one, then rounds that
+/// measure the empty one and the full one in turn, so that the machine's slow swings
+/// (a quarter of the dispatch rate over minutes here) fall on both alike.
+async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> {
+    let (empty_project, _) = prepare(&empty).await;
+    let (project, template) = prepare(&full).await;
+    empty.settle().await?;
     println!("  writing {} jobs of history ...", sizes.history_jobs);
-    let seeded = store.seed(template, sizes.history_jobs).await?;
-    println!(
-        "  history written in {:.1} s; measuring again ...",
-        seeded.time.as_secs_f64()
+    let seeded = full.seed(template, sizes.history_jobs).await?;
+    println!("  history written in {:.1} s", seeded.time.as_secs_f64());
+    flush_to_disk().await;
+    let mut figures = (
+        Figures {
+            once: true,
+            ..Figures::default()
+        },
+        Figures {
+            once: true,
+            ..Figures::default()
+        },
     );
-    let full = measure(&store, project, &sizes).await;
-    check_history(&store, project, seeded.first_job).await;
+    for round in 1..=sizes.rounds {
+        println!("  round {round} of {}: pickup, dispatch ...", sizes.rounds);
+        measure(&empty, empty_project, &sizes, &mut figures.0).await;
+        measure(&full, project, &sizes, &mut figures.1).await;
+    }
+    check_history(&full, project, seeded.first_job).await;
     Ok(Column {
-        empty,
-        full,
+        empty: figures.0,
+        full: figures.1,
         seeded,
     })
 }
@@ -595,18 +652,26 @@ async fn run(store: Store, sizes: Sizes) -> Result<Column, String> {
 /// Runs one backend; a panic in it comes back as an error, after its PostgreSQL is
 /// stopped or its databases dropped.
 async fn column(postgres: bool, sizes: Sizes) -> Result<Column, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut pg = None;
-    let url = if postgres {
-        let mut server = Postgres::get()?;
-        let url = server.fresh().await;
-        pg = Some(server);
-        Some(url?)
+    let mut pg = if postgres {
+        Some(Postgres::get()?)
     } else {
         None
     };
-    let store = Store { dir, postgres: url };
-    let result = tokio::spawn(run(store, sizes))
+    let mut stores = Vec::new();
+    for name in ["empty", "history"] {
+        let postgres = match pg.as_mut() {
+            Some(server) => Some(server.fresh().await),
+            None => None,
+        };
+        stores.push(Store {
+            name,
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            postgres: postgres.transpose()?,
+        });
+    }
+    let full = stores.pop().expect("two stores");
+    let empty = stores.pop().expect("two stores");
+    let result = tokio::spawn(run(empty, full, sizes))
         .await
         .unwrap_or_else(|e| Err(format!("the run failed: {e}")));
     if let Some(pg) = pg {
@@ -645,8 +710,8 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
     let history = k(sizes.history_jobs);
     let labels = [
         format!(
-            "dispatch {} jobs, {DISPATCH_RUNNERS} runners, empty: jobs/s (CPU µs/job)",
-            sizes.dispatch_jobs
+            "dispatch {} jobs, {DISPATCH_RUNNERS} runners, empty: jobs/s (CPU µs/job), median of {}",
+            sizes.dispatch_jobs, sizes.rounds
         ),
         format!("dispatch, {history} jobs of history"),
         format!("dispatch {history} / empty (CPU per job)"),
@@ -664,9 +729,10 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
         .collect::<Vec<_>>()];
     let dispatch = |f: &Figures| {
         let once = if f.once { "" } else { " NOT ONCE EACH" };
-        format!("{:.0} ({:.0}){once}", f.rate, f.cpu_us_per_job)
+        let (rate, cpu) = f.drain();
+        format!("{rate:.0} ({cpu:.0}){once}")
     };
-    let pickup = |f: &Figures| format!("{} / {}", ms(f.pickup_p50), ms(f.pickup_p99));
+    let pickup = |f: &Figures| format!("{} / {}", ms(f.percentile(50.0)), ms(f.percentile(99.0)));
     for (i, label) in labels.iter().enumerate() {
         let mut row = vec![label.clone()];
         for (_, result) in columns {
@@ -674,9 +740,10 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
                 Err(reason) => format!("n/a: {reason}"),
                 Ok(c) => {
                     let s = &c.seeded;
-                    let rate = c.full.rate / c.empty.rate;
-                    let cpu = c.full.cpu_us_per_job / c.empty.cpu_us_per_job;
-                    let p99 = c.full.pickup_p99.as_secs_f64() / c.empty.pickup_p99.as_secs_f64();
+                    let (full, empty) = (c.full.drain(), c.empty.drain());
+                    let (rate, cpu) = (full.0 / empty.0, full.1 / empty.1);
+                    let p99 = c.full.percentile(99.0).as_secs_f64()
+                        / c.empty.percentile(99.0).as_secs_f64();
                     match i {
                         0 => dispatch(&c.empty),
                         1 => dispatch(&c.full),
@@ -730,11 +797,15 @@ fn main() {
         println!(
             "History: {} finished jobs as pipelines of {JOBS_PER_PIPELINE} in the measured \
              project, its log archived ({} bytes: a trace artifact row; the object, outside the \
-             database, not written) and a CI-minutes row per job; on PostgreSQL a VACUUM ANALYZE and a CHECKPOINT after writing it (as autovacuum and the checkpointer would have), none on SQLite. Pickup: from \
+             database, not written) and a CI-minutes row per job; on PostgreSQL a VACUUM ANALYZE \
+             and a CHECKPOINT on both databases (as autovacuum and the checkpointer would \
+             have), none on SQLite; then a sync. The empty and the full database measured in \
+             turn, {} rounds: the median drain, the pickups of every round. Pickup: from \
              sending POST /projects/:id/pipeline (one job) to the held poll's response read. \
              One run took {:.0} s.",
             sizes.history_jobs,
             CHUNKS_PER_JOB * CHUNK_BYTES,
+            sizes.rounds,
             started.elapsed().as_secs_f64()
         );
     });
