@@ -28,6 +28,7 @@ mod meta;
 mod metrics;
 mod minutes;
 mod pipelines;
+mod plans;
 mod pool;
 mod python_gitlab;
 mod python_runner;

@@ -1,0 +1,1 @@
+ALTER TABLE jobs ALTER COLUMN pipeline_id RESET (n_distinct);
