@@ -210,7 +210,8 @@ fn history_sql(d: Dialect, template: i64, jobs: usize) -> Vec<String> {
     let finished = format!("({started} - 30 - (i * 37) % 270)");
     // Log text as a job prints it (no quote, so it stands in an SQL string as is).
     vec![
-        // What the first measurement left running, finished as its runners would have.
+        // Anything left unfinished (nothing, with the template canceled), finished as its
+        // runners would have: the history holds finished work only.
         "UPDATE jobs SET status = 'success', finished_at = updated_at \
          WHERE status IN ('created', 'pending', 'running')"
             .into(),
