@@ -7,7 +7,6 @@
 //! check then read the whole table on every finished job (3.9 ms on 10,000 jobs, against
 //! 0.13 ms by index).
 
-use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp};
@@ -20,34 +19,17 @@ const LARGE_PIPELINES: usize = 5;
 async fn a_pipeline_s_jobs_are_read_by_index_when_the_statistics_saw_few_large_pipelines() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let project = app.create_project(json!({ "name": "large" })).await;
+    // Five jobs run 200 times each: 1,000 jobs.
     let large: String = (0..5)
         .map(|i| format!("j{i}:\n  script: [x]\n  parallel: 200\n"))
         .collect();
-    let path = format!("/api/v4/projects/{project}/pipeline");
     for _ in 0..LARGE_PIPELINES {
-        let reply = app
-            .send(
-                app.admin(Method::POST, &path)
-                    .json(&json!({ "ref": "main", "ci_config": large })),
-            )
-            .await;
-        assert_eq!(reply.status, 201, "{}", reply.text);
+        app.pipeline(project, &large).await;
     }
-    let (client, connection) =
-        tokio_postgres::connect(&postgres_url(&app).await, tokio_postgres::NoTls)
-            .await
-            .expect("connecting");
-    tokio::spawn(connection);
+    let client = connect(&app).await;
     client.batch_execute("ANALYZE jobs").await.expect("ANALYZE");
     // A pipeline of one job after the statistics, as the finish check meets it.
-    let reply = app
-        .send(
-            app.admin(Method::POST, &path)
-                .json(&json!({ "ref": "main", "ci_config": "one:\n  script: [x]\n" })),
-        )
-        .await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
-    let pipeline = reply.json()["id"].as_i64().expect("pipeline id");
+    let pipeline = app.pipeline(project, "one:\n  script: [x]\n").await;
 
     client
         .batch_execute(
@@ -65,6 +47,16 @@ async fn a_pipeline_s_jobs_are_read_by_index_when_the_statistics_saw_few_large_p
     ] {
         assert_reads_jobs_by_index(&client, &execute).await;
     }
+}
+
+/// A connection of its own to the test's database, for `PREPARE` and `EXPLAIN`.
+async fn connect(app: &TestApp) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(&postgres_url(app).await, tokio_postgres::NoTls)
+            .await
+            .expect("connecting");
+    tokio::spawn(connection);
+    client
 }
 
 /// `execute` (an `EXECUTE` of a prepared statement) run under `EXPLAIN`: its plan reads
@@ -94,11 +86,7 @@ async fn assert_reads_jobs_by_index(client: &tokio_postgres::Client, execute: &s
 #[tokio::test]
 async fn a_new_instance_s_queue_read_planned_while_empty_uses_an_index() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let (client, connection) =
-        tokio_postgres::connect(&postgres_url(&app).await, tokio_postgres::NoTls)
-            .await
-            .expect("connecting");
-    tokio::spawn(connection);
+    let client = connect(&app).await;
     // Planned, and its generic plan kept, while no job exists.
     client
         .batch_execute(
@@ -111,14 +99,7 @@ async fn a_new_instance_s_queue_read_planned_while_empty_uses_an_index() {
         .await
         .expect("PREPARE");
     let project = app.create_project(json!({ "name": "new" })).await;
-    let path = format!("/api/v4/projects/{project}/pipeline");
-    let yaml = "j:\n  script: [x]\n  parallel: 100\n";
-    let reply = app
-        .send(
-            app.admin(Method::POST, &path)
-                .json(&json!({ "ref": "main", "ci_config": yaml })),
-        )
+    app.pipeline(project, "j:\n  script: [x]\n  parallel: 100\n")
         .await;
-    assert_eq!(reply.status, 201, "{}", reply.text);
     assert_reads_jobs_by_index(&client, "EXECUTE queue(0, 16)").await;
 }
