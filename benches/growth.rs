@@ -512,13 +512,23 @@ fn summary(statement: &str) -> String {
 }
 
 /// Pickup and dispatch on one database, over every round.
-#[derive(Default)]
 struct Figures {
     pickup: load::Latencies,
     /// Each round's drain: jobs/s, and the server's CPU µs per job.
     drains: Vec<(f64, f64)>,
     /// Every job assigned, once.
     once: bool,
+}
+
+impl Default for Figures {
+    /// No round yet: nothing assigned twice or missed.
+    fn default() -> Figures {
+        Figures {
+            pickup: load::Latencies::default(),
+            drains: Vec::new(),
+            once: true,
+        }
+    }
 }
 
 impl Figures {
@@ -627,16 +637,7 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
     let seeded = full.seed(template, sizes.history_jobs).await?;
     println!("  history written in {:.1} s", seeded.time.as_secs_f64());
     flush_to_disk().await;
-    let mut figures = (
-        Figures {
-            once: true,
-            ..Figures::default()
-        },
-        Figures {
-            once: true,
-            ..Figures::default()
-        },
-    );
+    let mut figures = (Figures::default(), Figures::default());
     for round in 1..=sizes.rounds {
         println!("  round {round} of {}: pickup, dispatch ...", sizes.rounds);
         measure(&empty, empty_project, &sizes, &mut figures.0).await;
@@ -650,6 +651,19 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
     })
 }
 
+/// A data folder, and on PostgreSQL a fresh database of `pg`'s.
+async fn store(name: &'static str, pg: Option<&mut Postgres>) -> Result<Store, String> {
+    let postgres = match pg {
+        Some(server) => Some(server.fresh().await?),
+        None => None,
+    };
+    Ok(Store {
+        name,
+        dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+        postgres,
+    })
+}
+
 /// Runs one backend; a panic in it comes back as an error, after its PostgreSQL is
 /// stopped or its databases dropped.
 async fn column(postgres: bool, sizes: Sizes) -> Result<Column, String> {
@@ -658,23 +672,17 @@ async fn column(postgres: bool, sizes: Sizes) -> Result<Column, String> {
     } else {
         None
     };
-    let mut stores = Vec::new();
-    for name in ["empty", "history"] {
-        let postgres = match pg.as_mut() {
-            Some(server) => Some(server.fresh().await),
-            None => None,
-        };
-        stores.push(Store {
-            name,
-            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
-            postgres: postgres.transpose()?,
-        });
-    }
-    let full = stores.pop().expect("two stores");
-    let empty = stores.pop().expect("two stores");
-    let result = tokio::spawn(run(empty, full, sizes))
-        .await
-        .unwrap_or_else(|e| Err(format!("the run failed: {e}")));
+    // A database that cannot be made still ends in `finish`, as a failed run does.
+    let stores = async {
+        let empty = store("empty", pg.as_mut()).await?;
+        Ok::<_, String>((empty, store("history", pg.as_mut()).await?))
+    };
+    let result = match stores.await {
+        Ok((empty, full)) => tokio::spawn(run(empty, full, sizes))
+            .await
+            .unwrap_or_else(|e| Err(format!("the run failed: {e}"))),
+        Err(e) => Err(e),
+    };
     if let Some(pg) = pg {
         pg.finish().await;
     }
