@@ -576,10 +576,9 @@ n: { script: y, when: manual }
     }
 }
 
-/// Two servers on one PostgreSQL database: a poll held by one wakes when the other
-/// creates a job (LISTEN/NOTIFY).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_on_one_postgres_database_wake_each_other() {
+/// Two servers on one PostgreSQL database, the first holding polls; a project and an
+/// instance runner made through the first (their ids: the project's, the runner's token).
+async fn two_instances() -> (TestApp, TestApp, i64, String) {
     let first = TestApp::builder(crate::helpers::Backend::Postgres)
         .long_poll_timeout(30)
         .spawn()
@@ -592,6 +591,14 @@ async fn instances_on_one_postgres_database_wake_each_other() {
     let (_, runner) = first
         .create_runner(json!({ "runner_type": "instance_type" }))
         .await;
+    (first, second, project, runner)
+}
+
+/// Two servers on one PostgreSQL database: a poll held by one wakes when the other
+/// creates a job (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_postgres_database_wake_each_other() {
+    let (first, second, project, runner) = two_instances().await;
     let empty = first.request_job(&runner).await;
     let last_update = empty
         .header("x-gitlab-last-update")
@@ -621,6 +628,60 @@ async fn instances_on_one_postgres_database_wake_each_other() {
         latency < Duration::from_secs(2),
         "woken {latency:?} after the other instance created the job"
     );
+}
+
+/// Two servers on one PostgreSQL database: a job that the other instance makes pending
+/// (its stage's turn) below the jobs this one's polls last met is found once its
+/// notification comes, before newer ones. The first instance's reads start above the
+/// first pending job they met; a bump, here a notification, must move that start back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_another_instance_makes_pending_behind_newer_ones_is_found() {
+    let (first, second, project, runner) = two_instances().await;
+    first.pipeline(project, "workflow: { auto_cancel: { on_new_commit: none } }\nstages: [one, two]\na: { stage: one, script: x }\nb: { stage: two, script: x }\n").await;
+    first
+        .pipeline(project, "c: { script: x }\nd: { script: x }\n")
+        .await;
+    // Let the listener of the first server subscribe before anything is sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = first.take_job(&runner).await;
+    assert_eq!(a["job_info"]["name"], "a");
+    assert_eq!(first.take_job(&runner).await["job_info"]["name"], "c");
+
+    // Held on the first instance: it searches only once the second one's bump arrives.
+    let last_update = first.state.queue.current();
+    let first = std::sync::Arc::new(first);
+    let poller = {
+        let (first, runner) = (first.clone(), runner.clone());
+        tokio::spawn(async move {
+            first
+                .request_job_with(&runner, json!({ "last_update": last_update }))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !poller.is_finished(),
+        "the poll is held while nothing became pending"
+    );
+    assert_eq!(
+        second
+            .update_job(&a, json!({ "state": "success" }))
+            .await
+            .status,
+        200
+    );
+    let woken = tokio::time::timeout(Duration::from_secs(10), poller)
+        .await
+        .expect("the other instance's notification wakes the poll")
+        .expect("poller");
+    assert_eq!(woken.status, 201, "{}", woken.text);
+    assert_eq!(
+        woken.json()["job_info"]["name"],
+        "b",
+        "b (lower id than d) is pending now"
+    );
+    assert_eq!(first.take_job(&runner).await["job_info"]["name"], "d");
+    assert_eq!(first.request_job(&runner).await.status, 204);
 }
 
 /// `runway_job_requests_answered_early_total` now.
