@@ -59,7 +59,7 @@ pub struct Queue {
     /// The candidates' pipelines and projects, kept between polls ([`Seen`]).
     seen: Seen,
     /// Where the queue's reads start ([`Floor`]).
-    floor: std::sync::Mutex<Floor>,
+    floor: Floor,
 }
 
 /// What one instance tells the others sharing its PostgreSQL database ([`listen`]).
@@ -119,49 +119,8 @@ impl Queue {
             held: Default::default(),
             closing: Default::default(),
             seen: Seen::default(),
-            floor: std::sync::Mutex::new(Floor {
-                version: 0,
-                since: Instant::now(),
-                after: 0,
-            }),
+            floor: Default::default(),
         }
-    }
-
-    /// Where a read of the queue may start, as `id > after` ([`Floor`]): 0 unless a read
-    /// made at `version`, the version now, met the first pending job.
-    fn floor(&self, version: u64) -> i64 {
-        match self.floor.lock() {
-            Ok(floor) if floor.version == version && floor.since.elapsed() < FLOOR_FOR => {
-                floor.after
-            }
-            _ => 0,
-        }
-    }
-
-    /// A read made at `version` that started after `began_after` met `first` as its first
-    /// pending job: no pending job comes before it until the version moves.
-    fn raise_floor(&self, version: u64, began_after: i64, first: i64) {
-        let Ok(mut floor) = self.floor.lock() else {
-            return;
-        };
-        // A bump since the read began: a job below `first` may have become pending. Held
-        // under the lock so that the check and the store are one step against other
-        // reads; a bump after it moves the version, which [`Queue::floor`] compares.
-        if self.version.load(Ordering::Acquire) != version {
-            return;
-        }
-        let chained = floor.version == version && floor.since.elapsed() < FLOOR_FOR;
-        if began_after == 0 {
-            // A read from the start of the queue: trusted afresh.
-            if !chained {
-                floor.since = Instant::now();
-                floor.after = 0;
-            }
-        } else if !chained {
-            return; // began from a floor that has expired since
-        }
-        floor.version = version;
-        floor.after = floor.after.max(first - 1);
     }
 
     /// A pipeline just created here: the polls its jobs wake need not read it.
@@ -221,6 +180,15 @@ impl Queue {
         self.send(Broadcast::Bump);
     }
 
+    /// [`Queue::bump`] when no job with an id below `first` became pending: this
+    /// instance's reads need not start from the queue's head again ([`Floor`]). The other
+    /// instances hear a plain bump.
+    pub fn bump_from(&self, first: i64) {
+        self.floor.lower(first - 1);
+        self.wake();
+        self.send(Broadcast::Bump);
+    }
+
     /// Something a runner may take changed (its settings, its projects): every held poll
     /// looks again, here and on the other instances (GitLab ticks the runner's queue).
     pub fn bump_all(&self) {
@@ -230,6 +198,13 @@ impl Queue {
 
     /// [`Queue::bump`] on this instance only (a notification from another instance).
     pub fn bump_local(&self) {
+        self.floor.lower(0);
+        self.wake();
+    }
+
+    /// A new wave: the version moves and the first held polls wake. The floor is lowered
+    /// before, so that a poll that sees the new version reads from where it should.
+    fn wake(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
         let held = self.held().max(0);
         self.wave.store(held, Ordering::Release);
@@ -240,6 +215,7 @@ impl Queue {
 
     /// [`Queue::bump_all`] on this instance only.
     pub fn bump_all_local(&self) {
+        self.floor.lower(0);
         self.version.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
@@ -438,25 +414,81 @@ const KEPT_FOR: Duration = Duration::from_secs(1);
 /// Where the queue's reads start, as `id > after`. On PostgreSQL a claimed job's entry
 /// stays in `index_jobs_queue` until the jobs table is vacuumed, and autovacuum waits for
 /// a fifth of the table to change (200,000 changes with a million jobs). A read from the
-/// start of the queue passes over every such entry: 200,000 of them made one read 0.6–0.9
+/// head of the queue passes over every such entry: 200,000 of them made one read 0.6–0.9
 /// ms and 550 buffers instead of 0.04 ms and 4. So a read notes the first pending job it
-/// met, and the next reads start there until the queue version moves: a job becoming
-/// pending (a later stage's, a delayed one's, one queued again, a pipeline committed
-/// after a later one) may sit below it, and every such change bumps the version, here or
-/// through another instance's notification. A floor is trusted for [`FLOOR_FOR`] from the
-/// read from the start it came from, so a job whose bump is lost (an instance stopping
-/// between its commit and its notification) waits that much more at most. SQLite keeps
-/// no such entries; the floor costs it nothing either.
-struct Floor {
-    /// The queue version the reads that set it were made at.
-    version: u64,
-    /// When the read from the start of the queue that began the chain was made.
-    since: Instant,
-    /// No job with an id up to this one was pending and unassigned at that version.
+/// met, and the next reads start there. A job that becomes pending may sit below it (a
+/// later stage's, a delayed one's, one queued again, a pipeline committed after a later
+/// one), and every such change bumps the queue: a bump that knows the lowest job it may
+/// have made pending lowers the floor to it ([`Queue::bump_from`]), any other (another
+/// instance's notification, a change to runners) takes it back to the head. A read that
+/// a bump came during sets nothing: it may have looked before the job was there. A
+/// floor is trusted for [`FLOOR_FOR`] after the read from the head that began it, so a
+/// job whose bump is lost (an instance stopping between its commit and its notification)
+/// waits that much more at most. SQLite keeps no such entries; the floor costs it nothing
+/// either.
+#[derive(Default)]
+struct Floor(std::sync::Mutex<FloorState>);
+
+#[derive(Default)]
+struct FloorState {
+    /// Bumps so far: a read during which one came sets nothing.
+    bumps: u64,
+    /// When the read from the head of the queue that began the floor was made; none:
+    /// there is no floor.
+    since: Option<Instant>,
+    /// No job with an id up to this one is pending and unassigned.
     after: i64,
 }
 
-/// How long reads start from a floor before one reads the queue from its start again.
+/// Where a read begins ([`Floor::start`]).
+#[derive(Clone, Copy)]
+struct ReadStart {
+    bumps: u64,
+    after: i64,
+}
+
+impl Floor {
+    /// Where a read starts now: above the floor, or at the head of the queue (0) when
+    /// there is none or it is too old.
+    fn start(&self) -> ReadStart {
+        let Ok(floor) = self.0.lock() else {
+            return ReadStart { bumps: 0, after: 0 };
+        };
+        let fresh = floor.since.is_some_and(|at| at.elapsed() < FLOOR_FOR);
+        ReadStart {
+            bumps: floor.bumps,
+            after: if fresh { floor.after } else { 0 },
+        }
+    }
+
+    /// A read that began at `start` met `first` as its first pending job.
+    fn met(&self, start: ReadStart, first: i64) {
+        let Ok(mut floor) = self.0.lock() else {
+            return;
+        };
+        if floor.bumps != start.bumps {
+            return; // a job may have become pending below `first` meanwhile
+        }
+        let fresh = floor.since.is_some_and(|at| at.elapsed() < FLOOR_FOR);
+        if start.after == 0 && !fresh {
+            floor.since = Some(Instant::now());
+            floor.after = 0;
+        } else if !fresh {
+            return; // began above a floor that has expired since
+        }
+        floor.after = floor.after.max(first - 1);
+    }
+
+    /// A bump: no job up to `after` became pending (0: any may have).
+    fn lower(&self, after: i64) {
+        if let Ok(mut floor) = self.0.lock() {
+            floor.bumps += 1;
+            floor.after = floor.after.min(after);
+        }
+    }
+}
+
+/// How long reads start above a floor before one reads the queue from its head again.
 const FLOOR_FOR: Duration = Duration::from_secs(1);
 /// Entries kept of each kind; the map is cleared when it would grow beyond.
 const SEEN_MOST: usize = 4096;
@@ -678,11 +710,10 @@ impl Dispatcher {
             cancel_gracefully: has("cancel_gracefully"),
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
-        // Loaded before the first read, so that a job made pending after it was loaded
-        // moves the version past it ([`Floor`]).
-        let version = self.queue.version.load(Ordering::Acquire);
-        let began_after = self.queue.floor(version);
-        let mut after = began_after;
+        // Taken before the first read: a bump after it keeps the read from raising the
+        // floor ([`Floor`]).
+        let start = self.queue.floor.start();
+        let mut after = start.after;
         let mut first_read = true;
         let claim_list = match self.db.backend() {
             crate::db::Backend::Sqlite => CLAIM_LIST,
@@ -702,8 +733,7 @@ impl Dispatcher {
                 return Ok((None, others_waiting));
             };
             if std::mem::take(&mut first_read) {
-                self.queue
-                    .raise_floor(version, began_after, candidates[0].id);
+                self.queue.floor.met(start, candidates[0].id);
             }
             after = last.id;
             let queue_size = candidates.len() as i64;
@@ -1084,51 +1114,63 @@ pub async fn dependencies_of(
 mod tests {
     use super::*;
 
-    fn version(queue: &Queue) -> u64 {
-        queue.version.load(Ordering::Acquire)
-    }
-
     #[test]
-    fn a_read_from_the_start_sets_the_floor_for_its_version_only() {
+    fn a_read_from_the_head_sets_the_floor_and_a_bump_takes_it_back() {
         let queue = Queue::new(Duration::from_secs(50));
-        let v = version(&queue);
-        assert_eq!(queue.floor(v), 0, "no read yet: from the start");
-        queue.raise_floor(v, 0, 100);
+        let start = queue.floor.start();
+        assert_eq!(start.after, 0, "no read yet: from the head");
+        queue.floor.met(start, 100);
+        let next = queue.floor.start();
         assert_eq!(
-            queue.floor(v),
-            99,
+            next.after, 99,
             "the next read starts at the first pending job met"
         );
         // A later read from the floor meets a later first job: the floor rises.
-        queue.raise_floor(v, 99, 140);
-        assert_eq!(queue.floor(v), 139);
-        // One that began earlier and met an earlier job does not lower it (both held at
-        // this version: nothing below 140 was pending when the later read looked).
-        queue.raise_floor(v, 0, 120);
-        assert_eq!(queue.floor(v), 139);
-        // A job became pending: it may sit below the floor.
+        queue.floor.met(next, 140);
+        assert_eq!(queue.floor.start().after, 139);
+        // One that began earlier and met an earlier job does not lower it: nothing below
+        // 140 was pending when the later read looked, with no bump since.
+        queue.floor.met(start, 120);
+        assert_eq!(queue.floor.start().after, 139);
+        // A job became pending, anywhere: from the head again.
         queue.bump_local();
-        assert_eq!(queue.floor(version(&queue)), 0);
+        assert_eq!(queue.floor.start().after, 0);
+        queue.floor.met(queue.floor.start(), 200);
+        queue.bump_all_local();
+        assert_eq!(queue.floor.start().after, 0);
     }
 
     #[test]
-    fn a_read_begun_before_a_bump_sets_no_floor() {
+    fn a_bump_from_a_job_lowers_the_floor_to_it_only() {
         let queue = Queue::new(Duration::from_secs(50));
-        let before = version(&queue);
-        queue.bump_all_local();
-        queue.raise_floor(before, 0, 100);
-        let now = version(&queue);
-        assert_eq!(queue.floor(now), 0);
-        // Nor one from a floor of an older version.
-        queue.raise_floor(now, 0, 50);
-        queue.bump_local();
-        let later = version(&queue);
-        queue.raise_floor(later, 49, 80);
+        queue.floor.met(queue.floor.start(), 100);
+        let version = queue.current();
+        queue.bump_from(150);
+        assert_ne!(queue.current(), version, "held polls see the bump");
         assert_eq!(
-            queue.floor(later),
-            0,
-            "began from a floor the bump invalidated"
+            queue.floor.start().after,
+            99,
+            "a job from 150 on is above the floor"
         );
+        queue.bump_from(40);
+        assert_eq!(queue.floor.start().after, 39, "job 40 may be pending now");
+    }
+
+    #[test]
+    fn a_read_a_bump_came_during_sets_no_floor() {
+        let queue = Queue::new(Duration::from_secs(50));
+        let start = queue.floor.start();
+        queue.bump_from(500);
+        // The read may have looked before job 500 was committed.
+        queue.floor.met(start, 700);
+        assert_eq!(queue.floor.start().after, 0);
+        // Nor one that began above a floor a bump took back since.
+        queue.floor.met(queue.floor.start(), 50);
+        let above = queue.floor.start();
+        assert_eq!(above.after, 49);
+        queue.bump_local();
+        queue.floor.met(above, 80);
+        assert_eq!(queue.floor.start().after, 0);
     }
 
     #[tokio::test]

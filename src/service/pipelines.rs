@@ -1074,16 +1074,19 @@ impl Pipelines {
     /// for, and wakes held polls when a job became pending.
     fn settle(&self, processed: Processed) -> futures_util::future::BoxFuture<'_, ()> {
         Box::pin(async move {
-            let mut wake = processed.became_pending;
+            // Jobs of other pipelines: a resource group's waiting jobs, assigned.
+            let mut elsewhere = false;
             if !processed.resource_groups.is_empty() {
                 match super::resource_groups::assign(&self.db, &processed.resource_groups).await {
-                    Ok(assigned) => wake |= assigned,
+                    Ok(assigned) => elsewhere = assigned,
                     // The per-second pass assigns it instead.
                     Err(e) => tracing::warn!(error = %e, "assigning a resource group failed"),
                 }
             }
-            if wake {
-                self.queue.bump();
+            match (processed.became_pending, processed.first_job, elsewhere) {
+                (true, Some(first), false) => self.queue.bump_from(first),
+                (false, _, false) => {}
+                _ => self.queue.bump(),
             }
             for bridge in processed.bridges {
                 if let Err(e) = self.trigger_downstream(bridge).await {
@@ -1989,6 +1992,10 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
 pub struct Processed {
     /// A job became pending: held polls are to be woken.
     pub became_pending: bool,
+    /// The lowest id among the processed pipeline's jobs: a job that became pending in it
+    /// has no lower one (the queue's reads need not start below it, [`Queue::bump_from`]).
+    /// None when nothing was processed.
+    pub first_job: Option<i64>,
     /// Resource groups of the pipeline's jobs that may have a resource to assign (a job of
     /// theirs waits, or may have completed): [`super::resource_groups::assign`].
     pub resource_groups: Vec<i64>,
@@ -2213,6 +2220,7 @@ fn processed_after(pipeline: &Pipeline, before: PipelineStatus, moved: Moved<'_>
         .map(|bridge| (bridge, pipeline.status));
     Processed {
         became_pending,
+        first_job: jobs.iter().map(|j| j.id).min(),
         resource_groups,
         bridges,
         finished_child,
