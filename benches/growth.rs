@@ -30,7 +30,12 @@
 //!    2, the same code (`compare/phases.rs`). Taking turns puts the machine's slow swings
 //!    (a quarter of the dispatch rate over minutes here) on both databases alike: measured
 //!    one after the other, the ratio swung between 67 % and 145 %.
-//! 4. A table per backend: pickup p50/p99 over every round, the median drain, their
+//! 4. PostgreSQL: the last `RUNWAY_GROWTH_UNVACUUMED` (50000) jobs of history taken
+//!    through the queue again (pending and unassigned, then finished) with autovacuum
+//!    held off the jobs table, as a busy instance runs between two of autovacuum's runs
+//!    (their entries stay in the queue's partial index until a vacuum); then as many
+//!    rounds again, the empty database and this one in turn.
+//! 5. A table per backend: pickup p50/p99 over every round, the median drain, their
 //!    ratios (target: dispatch ≥ 90 % of the empty rate, pickup p99 ≤ 110 %), the
 //!    database's size before and after the history (SQLite: the file and its `-wal` after
 //!    a checkpoint; PostgreSQL: `pg_database_size`), bytes per job of history, and the
@@ -126,6 +131,9 @@ struct Sizes {
     /// Rounds over both databases: a drain each, the pickup's jobs shared out.
     rounds: usize,
     pickup_jobs: usize,
+    /// PostgreSQL: jobs of history taken through the queue since the last vacuum, for
+    /// a second set of rounds ([`leave_unvacuumed`]); 0: no second set.
+    unvacuumed: usize,
 }
 
 impl Sizes {
@@ -145,6 +153,7 @@ impl Sizes {
             dispatch_jobs: var("RUNWAY_BENCH_DISPATCH_JOBS", 10_000).max(1),
             rounds: var("RUNWAY_GROWTH_ROUNDS", 3).max(1),
             pickup_jobs: var("RUNWAY_BENCH_PICKUP_JOBS", 1000).max(1),
+            unvacuumed: var("RUNWAY_GROWTH_UNVACUUMED", 50_000),
         }
     }
 }
@@ -351,10 +360,7 @@ impl Store {
         let Some(url) = &self.postgres else {
             return Ok(());
         };
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
-        tokio::spawn(connection);
+        let client = connect(url).await?;
         settle_postgres(&client).await
     }
 
@@ -423,10 +429,7 @@ fn seed_sqlite(file: &Path, template: i64, jobs: usize) -> Result<Seeded, String
 }
 
 async fn seed_postgres(url: &str, template: i64, jobs: usize) -> Result<Seeded, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
-    tokio::spawn(connection);
+    let client = connect(url).await?;
     let size = async || -> Result<u64, String> {
         let row = client
             .query_one("SELECT pg_database_size(current_database())", &[])
@@ -446,16 +449,7 @@ async fn seed_postgres(url: &str, template: i64, jobs: usize) -> Result<Seeded, 
         .await
         .map_err(|e| e.to_string())?;
     for statement in history_sql(Dialect::Postgres, template, jobs) {
-        let at = Instant::now();
-        client
-            .batch_execute(&statement)
-            .await
-            .map_err(|e| format!("{e}: {statement}"))?;
-        eprintln!(
-            "  {:.1} s: {}",
-            at.elapsed().as_secs_f64(),
-            summary(&statement)
-        );
+        execute(&client, &statement).await?;
     }
     client
         .batch_execute("COMMIT")
@@ -477,12 +471,61 @@ async fn seed_postgres(url: &str, template: i64, jobs: usize) -> Result<Seeded, 
 /// waiting, as autovacuum and the checkpointer leave a database between bursts.
 async fn settle_postgres(client: &tokio_postgres::Client) -> Result<(), String> {
     for settle in ["VACUUM ANALYZE", "CHECKPOINT"] {
-        let at = Instant::now();
-        client
-            .batch_execute(settle)
-            .await
-            .map_err(|e| format!("{settle}: {e}"))?;
-        eprintln!("  {:.1} s: {settle}", at.elapsed().as_secs_f64());
+        execute(client, settle).await?;
+    }
+    Ok(())
+}
+
+/// A connection to `url`, driven in the background.
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Runs `statement`, with a progress line saying how long it took.
+async fn execute(client: &tokio_postgres::Client, statement: &str) -> Result<(), String> {
+    let at = Instant::now();
+    client
+        .batch_execute(statement)
+        .await
+        .map_err(|e| format!("{e}: {statement}"))?;
+    eprintln!(
+        "  {:.1} s: {}",
+        at.elapsed().as_secs_f64(),
+        summary(statement)
+    );
+    Ok(())
+}
+
+/// PostgreSQL: the last `jobs` jobs of history taken through the queue again (made
+/// pending and unassigned, then finished by their runner), with the jobs table not
+/// vacuumed since, as between two of autovacuum's runs. Each claim leaves its job's entry
+/// in `index_jobs_queue`, pointing at a dead row, until a vacuum removes it: autovacuum
+/// waits for a fifth of the table to change, 200,000 changes with a million jobs, and a
+/// job makes several (created, pending, running, finished), so a busy instance runs with
+/// tens of thousands of them. Autovacuum is held off the jobs table for the rounds that
+/// follow, so that the state stays the same through them.
+async fn leave_unvacuumed(url: &str, jobs: usize) -> Result<(), String> {
+    let client = connect(url).await?;
+    for statement in [
+        "ALTER TABLE jobs SET (autovacuum_enabled = false)".to_string(),
+        format!(
+            "CREATE TEMP TABLE growth_claimed AS SELECT id, runner_id FROM jobs \
+             WHERE status = 'success' AND runner_id IS NOT NULL ORDER BY id DESC LIMIT {jobs}"
+        ),
+        "UPDATE jobs SET status = 'pending', runner_id = NULL \
+         FROM growth_claimed c WHERE jobs.id = c.id"
+            .into(),
+        "UPDATE jobs SET status = 'success', runner_id = c.runner_id \
+         FROM growth_claimed c WHERE jobs.id = c.id"
+            .into(),
+        "DROP TABLE growth_claimed".into(),
+        "CHECKPOINT".into(),
+    ] {
+        execute(&client, &statement).await?;
     }
     Ok(())
 }
@@ -593,6 +636,9 @@ async fn check_history(store: &Store, project: i64, job: i64) {
 struct Column {
     empty: Figures,
     full: Figures,
+    /// PostgreSQL: the empty database and the full one after [`leave_unvacuumed`],
+    /// measured in turn after the rounds above.
+    unvacuumed: Option<(Figures, Figures)>,
     seeded: Seeded,
 }
 
@@ -644,9 +690,31 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
         measure(&full, project, &sizes, &mut figures.1).await;
     }
     check_history(&full, project, seeded.first_job).await;
+    let unvacuumed = match &full.postgres {
+        Some(url) if sizes.unvacuumed > 0 => {
+            println!(
+                "  {} jobs of history claimed since the last vacuum ...",
+                sizes.unvacuumed
+            );
+            leave_unvacuumed(url, sizes.unvacuumed).await?;
+            flush_to_disk().await;
+            let mut late = (Figures::default(), Figures::default());
+            for round in 1..=sizes.rounds {
+                println!(
+                    "  round {round} of {}, unvacuumed: pickup, dispatch ...",
+                    sizes.rounds
+                );
+                measure(&empty, empty_project, &sizes, &mut late.0).await;
+                measure(&full, project, &sizes, &mut late.1).await;
+            }
+            Some(late)
+        }
+        _ => None,
+    };
     Ok(Column {
         empty: figures.0,
         full: figures.1,
+        unvacuumed,
         seeded,
     })
 }
@@ -727,11 +795,22 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
         format!("pickup p50 / p99 ms ({} jobs), empty", sizes.pickup_jobs),
         format!("pickup, {history} jobs of history"),
         format!("pickup p99 {history} / empty"),
+        "dispatch, empty, in the second rounds".into(),
+        format!(
+            "dispatch, {history} jobs of history, {} claimed since the last vacuum",
+            k(sizes.unvacuumed)
+        ),
+        "dispatch unvacuumed / empty (CPU per job)".into(),
+        "pickup, empty, in the second rounds".into(),
+        "pickup, unvacuumed".into(),
+        "pickup p99 unvacuumed / empty".into(),
         "database MiB, before / after the history".into(),
         "history bytes per job".into(),
         "writing the history, s".into(),
     ];
-    let targets = ["", "", ">= 90%", "", "", "<= 110%", "", "", ""];
+    let targets = [
+        "", "", ">= 90%", "", "", "<= 110%", "", "", ">= 90%", "", "", "<= 110%", "", "", "",
+    ];
     let mut rows = vec![std::iter::once("figure".to_string())
         .chain(columns.iter().map(|(name, _)| name.to_string()))
         .chain(std::iter::once("target".to_string()))
@@ -742,6 +821,21 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
         format!("{rate:.0} ({cpu:.0}){once}")
     };
     let pickup = |f: &Figures| format!("{} / {}", ms(f.percentile(50.0)), ms(f.percentile(99.0)));
+    // The full database's figures against the empty one's measured in turn with them.
+    let dispatch_ratio = |full: &Figures, empty: &Figures| {
+        let (full, empty) = (full.drain(), empty.drain());
+        let (rate, cpu) = (full.0 / empty.0, full.1 / empty.1);
+        format!(
+            "{:.0}% ({:.0}%){}",
+            rate * 100.0,
+            cpu * 100.0,
+            verdict(rate >= 0.9)
+        )
+    };
+    let pickup_ratio = |full: &Figures, empty: &Figures| {
+        let p99 = full.percentile(99.0).as_secs_f64() / empty.percentile(99.0).as_secs_f64();
+        format!("{:.0}%{}", p99 * 100.0, verdict(p99 <= 1.1))
+    };
     for (i, label) in labels.iter().enumerate() {
         let mut row = vec![label.clone()];
         for (_, result) in columns {
@@ -749,24 +843,22 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
                 Err(reason) => format!("n/a: {reason}"),
                 Ok(c) => {
                     let s = &c.seeded;
-                    let (full, empty) = (c.full.drain(), c.empty.drain());
-                    let (rate, cpu) = (full.0 / empty.0, full.1 / empty.1);
-                    let p99 = c.full.percentile(99.0).as_secs_f64()
-                        / c.empty.percentile(99.0).as_secs_f64();
-                    match i {
-                        0 => dispatch(&c.empty),
-                        1 => dispatch(&c.full),
-                        2 => format!(
-                            "{:.0}% ({:.0}%){}",
-                            rate * 100.0,
-                            cpu * 100.0,
-                            verdict(rate >= 0.9)
-                        ),
-                        3 => pickup(&c.empty),
-                        4 => pickup(&c.full),
-                        5 => format!("{:.0}%{}", p99 * 100.0, verdict(p99 <= 1.1)),
-                        6 => format!("{} / {}", mib(s.bytes_before), mib(s.bytes_after)),
-                        7 => format!(
+                    match (i, &c.unvacuumed) {
+                        (0, _) => dispatch(&c.empty),
+                        (1, _) => dispatch(&c.full),
+                        (2, _) => dispatch_ratio(&c.full, &c.empty),
+                        (3, _) => pickup(&c.empty),
+                        (4, _) => pickup(&c.full),
+                        (5, _) => pickup_ratio(&c.full, &c.empty),
+                        (6..=11, None) => "- (PostgreSQL only)".into(),
+                        (6, Some((empty, _))) => dispatch(empty),
+                        (7, Some((_, full))) => dispatch(full),
+                        (8, Some((empty, full))) => dispatch_ratio(full, empty),
+                        (9, Some((empty, _))) => pickup(empty),
+                        (10, Some((_, full))) => pickup(full),
+                        (11, Some((empty, full))) => pickup_ratio(full, empty),
+                        (12, _) => format!("{} / {}", mib(s.bytes_before), mib(s.bytes_after)),
+                        (13, _) => format!(
                             "{:.0}",
                             s.bytes_after.saturating_sub(s.bytes_before) as f64
                                 / s.jobs.max(1) as f64
@@ -809,12 +901,14 @@ fn main() {
              database, not written) and a CI-minutes row per job; on PostgreSQL a VACUUM ANALYZE \
              and a CHECKPOINT on both databases (as autovacuum and the checkpointer would \
              have), none on SQLite; then a sync. The empty and the full database measured in \
-             turn, {} rounds: the median drain, the pickups of every round. Pickup: from \
+             turn, {} rounds; on PostgreSQL then as many again with the last {} jobs of \
+             history taken through the queue since the jobs table's last vacuum: the median drain, the pickups of every round. Pickup: from \
              sending POST /projects/:id/pipeline (one job) to the held poll's response read. \
              One run took {:.0} s.",
             sizes.history_jobs,
             CHUNKS_PER_JOB * CHUNK_BYTES,
             sizes.rounds,
+            sizes.unvacuumed,
             started.elapsed().as_secs_f64()
         );
     });
