@@ -1029,20 +1029,40 @@ impl Pipelines {
                 ended += 1;
             }
         }
-        for job in executing {
+        // Why a job ends now, from when it started, its timeout and its last contact.
+        let reason = |started_at: Option<chrono::NaiveDateTime>,
+                      timeout: Option<i32>,
+                      updated_at: chrono::NaiveDateTime| {
+            let timed_out = started_at.is_some_and(|s| {
+                s + chrono::TimeDelta::seconds(i64::from(timeout.unwrap_or(3600))) + GRACE < at
+            });
+            let silent = updated_at + stuck_after < at;
+            match (timed_out, silent) {
+                (true, _) => Some("job_execution_server_timeout"),
+                (false, true) => Some("stuck_or_timeout_failure"),
+                _ => None,
+            }
+        };
+        for running in executing {
+            if reason(running.started_at, running.timeout, running.updated_at).is_none() {
+                continue;
+            }
+            // Read whole only now: few jobs end on a pass, and the others are many. A job
+            // its runner reached meanwhile, or that moved on, stays.
+            let job = {
+                let mut db = self.db.read().await?;
+                Job::find(&mut db.conn(), running.id).await?
+            };
+            let Some(job) = job.filter(|j| j.status == running.status) else {
+                continue;
+            };
+            let Some(reason) = reason(job.started_at, job.timeout, job.updated_at) else {
+                continue;
+            };
             // A bridge runs on Runway, without a runner to hear from: its child decides.
             if job.runner_id.is_none() && job.spec().trigger.is_some() {
                 continue;
             }
-            let timed_out = job.started_at.is_some_and(|s| {
-                s + chrono::TimeDelta::seconds(i64::from(job.timeout.unwrap_or(3600))) + GRACE < at
-            });
-            let silent = job.updated_at + stuck_after < at;
-            let reason = match (timed_out, silent) {
-                (true, _) => "job_execution_server_timeout",
-                (false, true) => "stuck_or_timeout_failure",
-                _ => continue,
-            };
             let status = if job.status == JobStatus::Canceling {
                 JobStatus::Canceled
             } else {

@@ -96,6 +96,12 @@ both_backends! {
         let children = app.api(Method::GET, &format!("/projects/{project}/pipelines?source=parent_pipeline"), None).await.json();
         assert_eq!(children.as_array().map(Vec::len), Some(2));
         assert_eq!(app.pipeline_status(project, parent).await, "running");
+        // The depending bridge has no runner to hear from: the reaper leaves it running
+        // however long ago it started and was last touched.
+        let bridge_id = depend["id"].as_i64().expect("bridge id");
+        app.execute(&format!("UPDATE jobs SET updated_at = '2020-01-01 00:00:00', started_at = '2020-01-01 00:00:00' WHERE id = {bridge_id}")).await;
+        assert_eq!(app.state.pipelines.reap(Duration::from_secs(3600)).await.expect("reap"), 0);
+        assert_eq!(named(&bridges(&app, project, parent).await, "child_depend")["status"], "running");
 
         // The children's jobs see the bridge's variables; the depending one the parent's
         // pipeline variables too (forwarded), the other not.
