@@ -440,6 +440,13 @@ struct FloorState {
     after: i64,
 }
 
+impl FloorState {
+    /// A floor exists and is young enough to start reads above.
+    fn fresh(&self) -> bool {
+        self.since.is_some_and(|at| at.elapsed() < FLOOR_FOR)
+    }
+}
+
 /// Where a read begins ([`Floor::start`]).
 #[derive(Clone, Copy)]
 struct ReadStart {
@@ -454,10 +461,9 @@ impl Floor {
         let Ok(floor) = self.0.lock() else {
             return ReadStart { bumps: 0, after: 0 };
         };
-        let fresh = floor.since.is_some_and(|at| at.elapsed() < FLOOR_FOR);
         ReadStart {
             bumps: floor.bumps,
-            after: if fresh { floor.after } else { 0 },
+            after: if floor.fresh() { floor.after } else { 0 },
         }
     }
 
@@ -469,7 +475,7 @@ impl Floor {
         if floor.bumps != start.bumps {
             return; // a job may have become pending below `first` meanwhile
         }
-        let fresh = floor.since.is_some_and(|at| at.elapsed() < FLOOR_FOR);
+        let fresh = floor.fresh();
         if start.after == 0 && !fresh {
             floor.since = Some(Instant::now());
             floor.after = 0;
