@@ -683,12 +683,8 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
     let seeded = full.seed(template, sizes.history_jobs).await?;
     println!("  history written in {:.1} s", seeded.time.as_secs_f64());
     flush_to_disk().await;
-    let mut figures = (Figures::default(), Figures::default());
-    for round in 1..=sizes.rounds {
-        println!("  round {round} of {}: pickup, dispatch ...", sizes.rounds);
-        measure(&empty, empty_project, &sizes, &mut figures.0).await;
-        measure(&full, project, &sizes, &mut figures.1).await;
-    }
+    let projects = (empty_project, project);
+    let figures = rounds(&empty, &full, projects, &sizes, "").await;
     check_history(&full, project, seeded.first_job).await;
     let unvacuumed = match &full.postgres {
         Some(url) if sizes.unvacuumed > 0 => {
@@ -698,16 +694,7 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
             );
             leave_unvacuumed(url, sizes.unvacuumed).await?;
             flush_to_disk().await;
-            let mut late = (Figures::default(), Figures::default());
-            for round in 1..=sizes.rounds {
-                println!(
-                    "  round {round} of {}, unvacuumed: pickup, dispatch ...",
-                    sizes.rounds
-                );
-                measure(&empty, empty_project, &sizes, &mut late.0).await;
-                measure(&full, project, &sizes, &mut late.1).await;
-            }
-            Some(late)
+            Some(rounds(&empty, &full, projects, &sizes, ", unvacuumed").await)
         }
         _ => None,
     };
@@ -717,6 +704,27 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
         unvacuumed,
         seeded,
     })
+}
+
+/// `sizes.rounds` rounds, each measuring the empty database and then the full one (their
+/// projects: `projects`); `label` says which set of rounds in the progress lines.
+async fn rounds(
+    empty: &Store,
+    full: &Store,
+    projects: (i64, i64),
+    sizes: &Sizes,
+    label: &str,
+) -> (Figures, Figures) {
+    let mut figures = (Figures::default(), Figures::default());
+    for round in 1..=sizes.rounds {
+        println!(
+            "  round {round} of {}{label}: pickup, dispatch ...",
+            sizes.rounds
+        );
+        measure(empty, projects.0, sizes, &mut figures.0).await;
+        measure(full, projects.1, sizes, &mut figures.1).await;
+    }
+    figures
 }
 
 /// A data folder, and on PostgreSQL a fresh database of `pg`'s.
@@ -902,9 +910,10 @@ fn main() {
              and a CHECKPOINT on both databases (as autovacuum and the checkpointer would \
              have), none on SQLite; then a sync. The empty and the full database measured in \
              turn, {} rounds; on PostgreSQL then as many again with the last {} jobs of \
-             history taken through the queue since the jobs table's last vacuum: the median drain, the pickups of every round. Pickup: from \
-             sending POST /projects/:id/pipeline (one job) to the held poll's response read. \
-             One run took {:.0} s.",
+             history taken through the queue since the jobs table's last vacuum: the median \
+             drain, the pickups of every round. Pickup: from sending \
+             POST /projects/:id/pipeline (one job) to the held poll's response read. One run \
+             took {:.0} s.",
             sizes.history_jobs,
             CHUNKS_PER_JOB * CHUNK_BYTES,
             sizes.rounds,
