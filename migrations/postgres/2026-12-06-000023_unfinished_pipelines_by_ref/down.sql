@@ -1,0 +1,1 @@
+DROP INDEX index_pipelines_unfinished_on_project_id_and_ref;
