@@ -164,6 +164,17 @@ impl Queue {
         Ok(variables.unwrap_or_default())
     }
 
+    /// The project `id` as polls read it: kept between reads ([`Kept`]), so that the
+    /// pipelines created for a project and the polls that take their jobs do not each read
+    /// it; `None` when there is no such project.
+    pub async fn project(&self, db: &DbPool, id: i64) -> ApiResult<Option<Arc<Project>>> {
+        let read = crate::db::inline(async {
+            let mut db = db.read().await?;
+            Ok(Project::find(&mut db.conn(), id).await?)
+        });
+        self.seen.projects.get_or_read(id, read).await
+    }
+
     fn send(&self, message: Broadcast) {
         if let Some(tx) = self.broadcast.get() {
             let _ = tx.send(message);
@@ -748,12 +759,7 @@ impl Dispatcher {
                 if let std::collections::hash_map::Entry::Vacant(slot) =
                     projects.entry(job.project_id)
                 {
-                    let read = crate::db::inline(async {
-                        let mut db = self.db.read().await?;
-                        Ok(Project::find(&mut db.conn(), job.project_id).await?)
-                    });
-                    let kept = &self.queue.seen.projects;
-                    slot.insert(kept.get_or_read(job.project_id, read).await?);
+                    slot.insert(self.queue.project(&self.db, job.project_id).await?);
                 }
                 let Some(Some(project)) = projects.get(&job.project_id) else {
                     continue;

@@ -660,3 +660,21 @@ both_backends! {
             .assert(400, json!({ "error": "inputs is invalid" }));
     }
 }
+
+both_backends! {
+    // A pipeline is made from the project as it is now: its read is kept a short while
+    // between pipelines and polls, and a change drops it at once.
+    async fn a_pipeline_is_made_with_the_project_s_settings_just_changed(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "one:\n  script: [x]\n").await;
+        let job = app.take_job(&runner).await;
+        assert_eq!(job["runner_info"]["timeout"], 3600);
+        let reply = app.send(app.admin(Method::PUT, &format!("/api/v4/projects/{project}")).json(&json!({ "build_timeout": 900 }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        app.pipeline(project, "two:\n  script: [x]\n").await;
+        let job = app.take_job(&runner).await;
+        assert_eq!((job["job_info"]["name"].as_str(), job["runner_info"]["timeout"].as_i64()), (Some("two"), Some(900)));
+    }
+}

@@ -727,7 +727,19 @@ pub async fn create_pipeline(
     params: Validated<CreatePipelineParams>,
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
-    let project = find_project(&state, &id).await?;
+    // By id, the project as the polls keep it (a change on this instance or a notified
+    // one is read at once): pushes and scripts create pipelines fast, and the read is a
+    // round trip before the first job can be picked up.
+    let project = match id.parse::<i64>() {
+        Ok(project_id) => state
+            .dispatcher
+            .queue
+            .project(&state.db, project_id)
+            .await?
+            .map(|p| (*p).clone())
+            .ok_or_else(|| ApiError::not_found("Project"))?,
+        Err(_) => find_project(&state, &id).await?,
+    };
     let request = pipeline_request(&state, &project, params.0, "api").await?;
     let pipeline = state.pipelines.create(&project, request).await?;
     let details = json!({ "project_id": project.id, "ref": pipeline.ref_, "sha": pipeline.sha });
