@@ -164,8 +164,8 @@ pub fn queue_yaml(n: usize, per_pipeline: usize) -> Vec<String> {
 }
 
 /// With `RUNWAY_BENCH_PROFILE` set, a line `profile: <phase> <starts|ended> pid <pid>` on
-/// stderr around each dispatch phase, and a second's pause before it, so that a profiler
-/// can be attached to the server for that phase alone.
+/// stderr around each dispatch phase and the pickup phase, and a second's pause before
+/// it, so that a profiler can be attached to the server for that phase alone.
 fn profiling_mark(server: &Server, phase: &str, what: &str) {
     if std::env::var_os("RUNWAY_BENCH_PROFILE").is_some() {
         eprintln!("profile: {phase} {what} pid {}", server.pid());
@@ -245,6 +245,7 @@ pub async fn pickup(admin: &Admin<'_>, project: i64, n: usize) -> Latencies {
     });
     let mut latencies = Latencies::default();
     let mut rounds = Vec::with_capacity(n);
+    profiling_mark(admin.server, "pickup", "starts");
     for _ in 0..n {
         let held_by = Instant::now() + Duration::from_secs(30);
         while admin.held_polls().await < 1 {
@@ -261,6 +262,7 @@ pub async fn pickup(admin: &Admin<'_>, project: i64, n: usize) -> Latencies {
         latencies.0.push(received - created);
         rounds.push((answered - created, received - created));
     }
+    profiling_mark(admin.server, "pickup", "ended");
     runner.await.expect("runner task");
     dump_rounds(&rounds);
     latencies
