@@ -732,13 +732,11 @@ pub async fn create_pipeline(
     // round trip before the first job can be picked up.
     let project = match id.parse::<i64>() {
         Ok(project_id) => state
-            .dispatcher
             .queue
             .project(&state.db, project_id)
             .await?
-            .map(|p| (*p).clone())
             .ok_or_else(|| ApiError::not_found("Project"))?,
-        Err(_) => find_project(&state, &id).await?,
+        Err(_) => std::sync::Arc::new(find_project(&state, &id).await?),
     };
     let request = pipeline_request(&state, &project, params.0, "api").await?;
     let pipeline = state.pipelines.create(&project, request).await?;
