@@ -259,6 +259,7 @@ impl Runway {
         spawn_every_second(state.clone(), |s| Box::pin(pull_mirrors(s)));
         spawn_every_second(state.clone(), |s| Box::pin(run_schedules(s)));
         spawn_every_second(state.clone(), |s| Box::pin(start_waiting_jobs(s)));
+        spawn_every_second(state.clone(), |s| Box::pin(survey_queue(s)));
         if state.db.backend() == db::Backend::Postgres {
             queue::listen::spawn(state.settings.database_url.clone(), state.queue.clone());
         }
@@ -375,8 +376,8 @@ fn spawn_reaper(state: web::Data<AppState>) {
 }
 
 /// Calls `pass` every second, until the server stops: the mirror puller
-/// ([`pull_mirrors`]), the scheduler ([`service::schedules::run_due`]) and delayed jobs
-/// and resource groups ([`start_waiting_jobs`]).
+/// ([`pull_mirrors`]), the scheduler ([`service::schedules::run_due`]), delayed jobs
+/// and resource groups ([`start_waiting_jobs`]) and the queue's survey ([`survey_queue`]).
 fn spawn_every_second<F>(state: web::Data<AppState>, pass: F)
 where
     F: for<'a> Fn(&'a AppState) -> futures_util::future::BoxFuture<'a, ()> + Send + 'static,
@@ -408,6 +409,13 @@ async fn start_waiting_jobs(state: &AppState) {
         Ok(true) => state.queue.bump(),
         Ok(false) => {}
         Err(e) => tracing::error!(error = %e, "assigning resource groups failed"),
+    }
+}
+
+/// Keeps the queue's known jobs fresh while polls are held ([`queue::Dispatcher::survey`]).
+async fn survey_queue(state: &AppState) {
+    if let Err(e) = state.dispatcher.survey().await {
+        tracing::error!(error = %e, "reading the queue failed");
     }
 }
 

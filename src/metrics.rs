@@ -59,6 +59,8 @@ pub struct Snapshot {
     /// (pool, connections open, connections idle, most allowed)
     pub pools: Vec<(&'static str, usize, usize, usize)>,
     pub held_polls: i64,
+    /// Reads of the waiting jobs, and jobs claimed without one (`Queue::reads`).
+    pub queue_reads: (u64, u64),
     /// SQLite's group commit: (groups committed, hot write transactions in them).
     pub write_groups: Option<(u64, u64)>,
     /// SQLite's group commit: hot write transactions waiting for the writer.
@@ -204,6 +206,20 @@ impl Metrics {
             "gauge",
             "Job requests held open waiting for a job.",
             snapshot.held_polls,
+        );
+        scalar(
+            &mut out,
+            "runway_queue_reads_total",
+            "counter",
+            "Reads of the jobs waiting for a runner, by job requests and by the queue's survey.",
+            snapshot.queue_reads.0,
+        );
+        scalar(
+            &mut out,
+            "runway_queue_unread_claims_total",
+            "counter",
+            "Jobs handed to runners from the jobs this instance knew to wait, without reading the queue.",
+            snapshot.queue_reads.1,
         );
         if let Some((groups, writes)) = snapshot.write_groups {
             scalar(

@@ -60,6 +60,10 @@ pub struct Queue {
     seen: Seen,
     /// Where the queue's reads start ([`Floor`]).
     floor: Floor,
+    /// Reads of the waiting jobs (by polls and surveys), and jobs claimed from the jobs
+    /// known to wait without one ([`Known`]): `/-/metrics`.
+    reads: AtomicU64,
+    unread_claims: AtomicU64,
 }
 
 /// What one instance tells the others sharing its PostgreSQL database ([`listen`]).
@@ -120,7 +124,17 @@ impl Queue {
             closing: Default::default(),
             seen: Seen::default(),
             floor: Default::default(),
+            reads: Default::default(),
+            unread_claims: Default::default(),
         }
+    }
+
+    /// Reads of the waiting jobs so far, and jobs claimed without one ([`Known`]).
+    pub fn reads(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.unread_claims.load(Ordering::Relaxed),
+        )
     }
 
     /// A pipeline just created here: the polls its jobs wake need not read it.
@@ -192,10 +206,11 @@ impl Queue {
     }
 
     /// [`Queue::bump`] when no job with an id below `first` became pending: this
-    /// instance's reads need not start from the queue's head again ([`Floor`]). The other
-    /// instances hear a plain bump.
-    pub fn bump_from(&self, first: i64) {
-        self.floor.lower(first - 1);
+    /// instance's reads need not start from the queue's head again ([`Floor`]).
+    /// `pending`: every job that became pending, when known; the polls it wakes try those
+    /// before reading ([`Known`]). The other instances hear a plain bump.
+    pub fn bump_from(&self, first: i64, pending: Option<Vec<Candidate>>) {
+        self.floor.lower(first - 1, pending);
         self.wake();
         self.send(Broadcast::Bump);
     }
@@ -209,7 +224,7 @@ impl Queue {
 
     /// [`Queue::bump`] on this instance only (a notification from another instance).
     pub fn bump_local(&self) {
-        self.floor.lower(0);
+        self.floor.lower(0, None);
         self.wake();
     }
 
@@ -226,7 +241,7 @@ impl Queue {
 
     /// [`Queue::bump_all`] on this instance only.
     pub fn bump_all_local(&self) {
-        self.floor.lower(0);
+        self.floor.lower(0, None);
         self.version.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
     }
@@ -449,7 +464,35 @@ struct FloorState {
     since: Option<Instant>,
     /// No job with an id up to this one is pending and unassigned.
     after: i64,
+    /// Every job waiting for a runner, when this instance knows them all ([`Known`]).
+    known: Option<Known>,
 }
+
+/// The jobs waiting for a runner, as this instance knows them: a read saw the whole queue
+/// ([`Floor::saw`]), and every bump since carried the jobs it made pending
+/// ([`Queue::bump_from`]): a new pipeline's first jobs, the next stage after a job
+/// finished. A woken poll tries to claim these before it reads the queue
+/// ([`Floor::hint`]); a pickup right after a push then costs one round trip fewer on
+/// PostgreSQL (the claim without the candidates' read). Any other bump (another
+/// instance's, a change to the runners, a job queued again) forgets them.
+///
+/// A job taken here leaves the list; one taken on another instance or canceled stays until
+/// a claim misses it. The list only orders the first claim a poll tries: a poll that
+/// claims nothing from it, or finds nothing in it to run, reads the queue as without it.
+/// So a job pending but missing from the list (a claim rolled back, a notification lost
+/// with an instance) waits for the next poll that reads, or at most for [`KNOWN_FOR`],
+/// refreshed every second while polls are held ([`Dispatcher::survey`]).
+struct Known {
+    /// When the read that saw the whole queue was made.
+    since: Instant,
+    /// By id.
+    jobs: Vec<Candidate>,
+}
+
+/// How long the jobs a read saw are trusted as the whole queue (with the bumps since).
+const KNOWN_FOR: Duration = Duration::from_secs(3);
+/// The most jobs known; a longer queue is read.
+const KNOWN_MOST: usize = 1024;
 
 impl FloorState {
     /// A floor exists and is young enough to start reads above.
@@ -496,11 +539,66 @@ impl Floor {
         floor.after = floor.after.max(first - 1);
     }
 
-    /// A bump: no job up to `after` became pending (0: any may have).
-    fn lower(&self, after: i64) {
+    /// A bump: no job up to `after` became pending (0: any may have). `pending`: every
+    /// job it made pending, if known; else the jobs known are forgotten.
+    fn lower(&self, after: i64, pending: Option<Vec<Candidate>>) {
         if let Ok(mut floor) = self.0.lock() {
             floor.bumps += 1;
             floor.after = floor.after.min(after);
+            match (pending, &mut floor.known) {
+                (Some(pending), Some(known)) => {
+                    known.jobs.extend(pending);
+                    known.jobs.sort_unstable_by_key(|j| j.id);
+                    known.jobs.dedup_by_key(|j| j.id);
+                    if known.jobs.len() > KNOWN_MOST {
+                        floor.known = None;
+                    }
+                }
+                _ => floor.known = None,
+            }
+        }
+    }
+
+    /// A read that began at `start` answered `jobs`, by id: the floor rises to the first,
+    /// and when the read was `whole` (fewer than it asked for) they are every job
+    /// waiting, unless a bump came meanwhile.
+    fn saw(&self, start: ReadStart, jobs: &[Candidate], whole: bool) {
+        if let Some(first) = jobs.first() {
+            self.met(start, first.id);
+        }
+        let Ok(mut floor) = self.0.lock() else {
+            return;
+        };
+        if whole && floor.bumps == start.bumps && jobs.len() <= KNOWN_MOST {
+            floor.known = Some(Known {
+                since: Instant::now(),
+                jobs: jobs.to_vec(),
+            });
+        }
+    }
+
+    /// The first `n` jobs known to wait, when the list is whole and fresh, else none.
+    fn hint(&self, n: usize) -> Option<Vec<Candidate>> {
+        let floor = self.0.lock().ok()?;
+        let known = floor.known.as_ref()?;
+        if known.jobs.is_empty() || known.since.elapsed() >= KNOWN_FOR {
+            return None;
+        }
+        Some(known.jobs[..n.min(known.jobs.len())].to_vec())
+    }
+
+    /// Whether the jobs known are whole and young enough to need no survey yet.
+    fn known_since(&self) -> Option<Instant> {
+        let floor = self.0.lock().ok()?;
+        floor.known.as_ref().map(|k| k.since)
+    }
+
+    /// Jobs (`ids`, by id) taken by a runner, or no longer free: out of the list.
+    fn taken(&self, ids: &[i64]) {
+        if let Ok(mut floor) = self.0.lock() {
+            if let Some(known) = &mut floor.known {
+                known.jobs.retain(|j| ids.binary_search(&j.id).is_err());
+            }
         }
     }
 }
@@ -739,20 +837,34 @@ impl Dispatcher {
         let mut batch = 2 * claim_list as i64;
         // Pending jobs met that this runner may not run (not those others took first).
         let mut others_waiting = false;
+        // The jobs this instance knows to be all that wait: tried first, without a read.
+        let mut hinted = self.queue.floor.hint(batch as usize);
         loop {
-            let candidates = crate::db::inline(async {
-                let mut db = self.db.read().await?;
-                Ok::<_, ApiError>(Job::candidates_after(&mut db.conn(), after, batch).await?)
-            })
-            .await?;
-            batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
-            let Some(last) = candidates.last() else {
-                return Ok((None, others_waiting));
+            let unread = hinted.is_some();
+            let candidates = match hinted.take() {
+                Some(jobs) => jobs,
+                None => {
+                    self.queue.reads.fetch_add(1, Ordering::Relaxed);
+                    let limit = batch;
+                    let candidates = crate::db::inline(async {
+                        let mut db = self.db.read().await?;
+                        Ok::<_, ApiError>(
+                            Job::candidates_after(&mut db.conn(), after, limit).await?,
+                        )
+                    })
+                    .await?;
+                    batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
+                    if std::mem::take(&mut first_read) {
+                        let whole = (candidates.len() as i64) < limit;
+                        self.queue.floor.saw(start, &candidates, whole);
+                    }
+                    let Some(last) = candidates.last() else {
+                        return Ok((None, others_waiting));
+                    };
+                    after = last.id;
+                    candidates
+                }
             };
-            if std::mem::take(&mut first_read) {
-                self.queue.floor.met(start, candidates[0].id);
-            }
-            after = last.id;
             let queue_size = candidates.len() as i64;
             let mut runnable = Vec::new();
             for job in candidates {
@@ -830,6 +942,7 @@ impl Dispatcher {
                     }
                 }
                 let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
+                let tried = ids.clone();
                 let theirs: HashMap<i64, Arc<Pipeline>> = chunk
                     .iter()
                     .filter_map(|j| pipelines.get(&j.pipeline_id))
@@ -859,8 +972,13 @@ impl Dispatcher {
                     self.queue.bump();
                 }
                 let Some((job, pipeline, dependencies)) = claimed else {
+                    self.queue.floor.taken(&tried);
                     continue; // all taken by other runners meanwhile
                 };
+                self.queue.floor.taken(&[job.id]);
+                if unread {
+                    self.queue.unread_claims.fetch_add(1, Ordering::Relaxed);
+                }
                 let (Some(Some(project)), Some(variables)) = (
                     projects.get(&job.project_id),
                     variables.get(&job.project_id),
@@ -881,6 +999,32 @@ impl Dispatcher {
                 ));
             }
         }
+    }
+
+    /// While polls are held, reads the queue whole when the jobs known are older than a
+    /// second ([`Known`]): a pipeline pushed to an idle fleet is then claimed without a
+    /// read, and a job missing from the list waits for this at most. Called every second.
+    pub async fn survey(&self) -> ApiResult<()> {
+        let young = self
+            .queue
+            .floor
+            .known_since()
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+        if self.queue.held() == 0 || young {
+            return Ok(());
+        }
+        let start = self.queue.floor.start();
+        let limit = KNOWN_MOST as i64 + 1;
+        self.queue.reads.fetch_add(1, Ordering::Relaxed);
+        let jobs = crate::db::inline(async {
+            let mut db = self.db.read().await?;
+            Ok::<_, ApiError>(Job::candidates_after(&mut db.conn(), start.after, limit).await?)
+        })
+        .await?;
+        self.queue
+            .floor
+            .saw(start, &jobs, (jobs.len() as i64) < limit);
+        Ok(())
     }
 
     /// A job of a project over its CI minutes quota, met by an instance runner: not picked.
@@ -1157,14 +1301,14 @@ mod tests {
         let queue = Queue::new(Duration::from_secs(50));
         queue.floor.met(queue.floor.start(), 100);
         let version = queue.current();
-        queue.bump_from(150);
+        queue.bump_from(150, None);
         assert_ne!(queue.current(), version, "held polls see the bump");
         assert_eq!(
             queue.floor.start().after,
             99,
             "a job from 150 on is above the floor"
         );
-        queue.bump_from(40);
+        queue.bump_from(40, None);
         assert_eq!(queue.floor.start().after, 39, "job 40 may be pending now");
     }
 
@@ -1172,7 +1316,7 @@ mod tests {
     fn a_read_a_bump_came_during_sets_no_floor() {
         let queue = Queue::new(Duration::from_secs(50));
         let start = queue.floor.start();
-        queue.bump_from(500);
+        queue.bump_from(500, None);
         // The read may have looked before job 500 was committed.
         queue.floor.met(start, 700);
         assert_eq!(queue.floor.start().after, 0);
@@ -1183,6 +1327,81 @@ mod tests {
         queue.bump_local();
         queue.floor.met(above, 80);
         assert_eq!(queue.floor.start().after, 0);
+    }
+
+    fn candidate(id: i64) -> Candidate {
+        Candidate {
+            id,
+            pipeline_id: 1,
+            project_id: 1,
+            tag_list: "[]".into(),
+            protected: false,
+            claims_alone: true,
+        }
+    }
+
+    fn hinted(queue: &Queue) -> Option<Vec<i64>> {
+        let jobs = queue.floor.hint(100)?;
+        Some(jobs.iter().map(|j| j.id).collect())
+    }
+
+    #[test]
+    fn a_whole_read_and_the_bumps_carrying_their_jobs_are_the_hint() {
+        let queue = Queue::new(Duration::from_secs(50));
+        assert_eq!(hinted(&queue), None, "nothing read yet");
+        // A read that saw part of the queue tells nothing of the rest.
+        queue.floor.saw(queue.floor.start(), &[candidate(5)], false);
+        assert_eq!(hinted(&queue), None);
+        // One that saw it whole: those are every job waiting.
+        queue.floor.saw(queue.floor.start(), &[candidate(5)], true);
+        assert_eq!(hinted(&queue), Some(vec![5]));
+        // A new pipeline's jobs, carried by its bump, join them in order.
+        queue.bump_from(9, Some(vec![candidate(10), candidate(9)]));
+        assert_eq!(hinted(&queue), Some(vec![5, 9, 10]));
+        assert_eq!(queue.floor.hint(2).map(|j| j.len()), Some(2), "the first n");
+        // Taken here, or missed by a claim: out of the list.
+        queue.floor.taken(&[5, 10]);
+        assert_eq!(hinted(&queue), Some(vec![9]));
+        queue.floor.taken(&[9]);
+        assert_eq!(hinted(&queue), None, "nothing known to wait: polls read");
+        // Still whole: the next pipeline's jobs are the hint.
+        queue.bump_from(20, Some(vec![candidate(20)]));
+        assert_eq!(hinted(&queue), Some(vec![20]));
+    }
+
+    #[test]
+    fn a_bump_without_its_jobs_forgets_the_hint() {
+        for bump in [
+            (|q: &Queue| q.bump_from(30, None)) as fn(&Queue),
+            |q| q.bump_local(),
+            |q| q.bump_all_local(),
+        ] {
+            let queue = Queue::new(Duration::from_secs(50));
+            queue.floor.saw(queue.floor.start(), &[candidate(5)], true);
+            bump(&queue);
+            assert_eq!(hinted(&queue), None);
+            // Nor does a bump carrying its jobs bring it back: a read must see all again.
+            queue.bump_from(40, Some(vec![candidate(40)]));
+            assert_eq!(hinted(&queue), None);
+        }
+    }
+
+    #[test]
+    fn a_read_a_bump_came_during_is_no_hint() {
+        let queue = Queue::new(Duration::from_secs(50));
+        let start = queue.floor.start();
+        queue.bump_from(7, Some(vec![candidate(7)]));
+        // Begun before job 7 was committed, it may not have seen it.
+        queue.floor.saw(start, &[], true);
+        assert_eq!(hinted(&queue), None);
+        // Too many jobs to keep: read instead.
+        let many: Vec<Candidate> = (1..=KNOWN_MOST as i64 + 1).map(candidate).collect();
+        queue.floor.saw(queue.floor.start(), &many, true);
+        assert_eq!(hinted(&queue), None);
+        queue.floor.saw(queue.floor.start(), &many[1..], true);
+        assert_eq!(hinted(&queue).map(|j| j.len()), Some(100));
+        queue.bump_from(5000, Some(vec![candidate(5000), candidate(5001)]));
+        assert_eq!(hinted(&queue), None, "grown beyond what is kept");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use crate::ci::config::{self, JobSpec, RuleScope, Variable, When};
 use crate::ci::progress::{advance, pipeline_status, JobState};
 use crate::db::enums::{JobStatus, PipelineStatus};
 use crate::db::models::resource_group::ResourceGroup;
-use crate::db::models::{now, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
+use crate::db::models::{now, Candidate, Job, JobChanges, NewJob, NewPipeline, Pipeline, Project};
 use crate::db::{Backend, Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
 use crate::queue::Queue;
@@ -1104,7 +1104,7 @@ impl Pipelines {
                 }
             }
             match (processed.became_pending, processed.first_job, elsewhere) {
-                (true, Some(first), false) => self.queue.bump_from(first),
+                (true, Some(first), false) => self.queue.bump_from(first, processed.pending),
                 (false, _, false) => {}
                 _ => self.queue.bump(),
             }
@@ -2016,6 +2016,10 @@ pub struct Processed {
     /// has no lower one (the queue's reads need not start below it, [`Queue::bump_from`]).
     /// None when nothing was processed.
     pub first_job: Option<i64>,
+    /// The processed pipeline's jobs waiting for a runner after it: with those that
+    /// became pending, as the queue reads them ([`crate::queue::Queue::bump_from`]). None
+    /// when nothing was processed.
+    pub pending: Option<Vec<Candidate>>,
     /// Resource groups of the pipeline's jobs that may have a resource to assign (a job of
     /// theirs waits, or may have completed): [`super::resource_groups::assign`].
     pub resource_groups: Vec<i64>,
@@ -2238,9 +2242,19 @@ fn processed_after(pipeline: &Pipeline, before: PipelineStatus, moved: Moved<'_>
         .parent_bridge_id
         .filter(|_| pipeline.status.is_complete() && pipeline.status != before)
         .map(|bridge| (bridge, pipeline.status));
+    // The rows are as read before the statuses changed: the states say which wait now.
+    // `claims_alone` as the rows were written with it ([`crate::queue::claims_alone`]).
+    let pending = jobs
+        .iter()
+        .zip(states)
+        .zip(specs)
+        .filter(|((j, s), _)| s.status == JobStatus::Pending && j.runner_id.is_none())
+        .map(|((j, _), spec)| Candidate::of(j, crate::queue::claims_alone(spec, j.stage_idx)))
+        .collect();
     Processed {
         became_pending,
         first_job: jobs.iter().map(|j| j.id).min(),
+        pending: Some(pending),
         resource_groups,
         bridges,
         finished_child,

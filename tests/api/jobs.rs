@@ -320,6 +320,67 @@ both_backends! {
         assert!(latency < Duration::from_secs(2), "answered {latency:?} after the pipeline was created");
     }
 
+    // The jobs a pipeline makes pending reach polls without a read of the queue: the
+    // server knows every job waiting (a read saw the queue whole, and each bump since
+    // carried its jobs). Such a claim is a read's: oldest first, the payload whole with its
+    // dependencies; a bump without its jobs (a change to a runner) sends polls back to
+    // reading, and a runner that cannot run the jobs known reads past them.
+    async fn polls_claim_the_jobs_known_to_wait_without_reading_the_queue(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, gpu) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": ["gpu"], "run_untagged": false })).await;
+        let unread = || {
+            let app = app.clone();
+            async move { sample(&scrape(&app).await, "runway_queue_unread_claims_total").expect("counted") }
+        };
+        // The queue read whole: empty.
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204);
+        assert_eq!(unread().await, 0.0);
+        let last_update = first.header("x-gitlab-last-update").expect("queue value").to_string();
+        let poller = {
+            let (app, runner) = (app.clone(), runner.clone());
+            tokio::spawn(async move { app.request_job_with(&runner, json!({ "last_update": last_update })).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sample(&scrape(&app).await, "runway_held_long_polls") != Some(1.0) {
+            assert!(Instant::now() < deadline, "the poll is held");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let yaml = "a: { stage: build, script: x }\nb: { stage: build, script: y }\nc: { stage: test, script: z }\n";
+        app.pipeline(project, yaml).await;
+        let reply = poller.await.expect("poller");
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let a = reply.json();
+        assert_eq!(a["job_info"]["name"], "a", "the oldest first");
+        assert!(a["token"].as_str().is_some_and(|t| t.starts_with("glcbt-")), "{a}");
+        assert_eq!(unread().await, 1.0, "the held poll took its job without a read");
+        // A runner that cannot run b reads past it, and b stays for the next.
+        assert_eq!(app.request_job(&gpu).await.status, 204);
+        let b = app.take_job(&runner).await;
+        assert_eq!(b["job_info"]["name"], "b");
+        assert_eq!(unread().await, 2.0);
+        // Nothing known to wait: read, and nothing there.
+        assert_eq!(app.request_job(&runner).await.status, 204);
+        // The finish that makes c pending carries it; its claim reads its dependencies.
+        assert_eq!(app.update_job(&a, json!({ "state": "success" })).await.status, 200);
+        assert_eq!(app.update_job(&b, json!({ "state": "success" })).await.status, 200);
+        let c = app.take_job(&runner).await;
+        assert_eq!(c["job_info"]["name"], "c");
+        let needs: Vec<&str> = c["dependencies"].as_array().expect("dependencies").iter().filter_map(|d| d["name"].as_str()).collect();
+        assert_eq!(needs, ["a", "b"], "{c}");
+        assert_eq!(unread().await, 3.0);
+        // A change to a runner may let it take anything: the next claim reads.
+        let reply = app.send(app.admin(Method::PUT, &format!("/api/v4/runners/{runner_id}")).json(&json!({ "maximum_timeout": 3600 }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        app.pipeline(project, "d: { script: x }\n").await;
+        assert_eq!(app.take_job(&runner).await["job_info"]["name"], "d");
+        assert_eq!(unread().await, 3.0, "read, not taken from the jobs known");
+        assert_eq!(app.request_job(&runner).await.status, 204);
+    }
+
     // A fleet polling at once (a backlog, a restart, holds ending together) on a small
     // pool: the searches are admitted a few at a time, the others wait without a
     // connection, and the machines of one runner write its contact once. No poll is

@@ -103,6 +103,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The candidate `job` is as the queue reads it, with its stored `claims_alone`.
+    pub fn of(job: &Job, claims_alone: bool) -> Candidate {
+        Candidate {
+            id: job.id,
+            pipeline_id: job.pipeline_id,
+            project_id: job.project_id,
+            tag_list: job.tag_list.clone(),
+            protected: job.protected,
+            claims_alone,
+        }
+    }
+
     pub fn tags(&self) -> Vec<String> {
         serde_json::from_str(&self.tag_list).unwrap_or_default()
     }
