@@ -126,6 +126,13 @@ impl Admin<'_> {
 
     /// `GET /-/metrics`: job requests held open now.
     pub async fn held_polls(&self) -> i64 {
+        let held = self.metric("runway_held_long_polls").await;
+        held.expect("runway_held_long_polls in /-/metrics") as i64
+    }
+
+    /// `GET /-/metrics`: the sample of the series `name` (without labels), if there is one
+    /// (an older build measured side by side may not have it).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
         let text = self
             .client
             .get(format!("{}/-/metrics", self.server.base))
@@ -136,9 +143,8 @@ impl Admin<'_> {
             .await
             .expect("metrics text");
         text.lines()
-            .find_map(|l| l.strip_prefix("runway_held_long_polls "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .expect("runway_held_long_polls")
     }
 }
 

@@ -100,7 +100,14 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
         let sizes = (sizes.dispatch_jobs, per_pipeline);
         dispatch(admin, project, tokens, sizes, finish, limit)
     };
+    // The job requests' reads of the queue, per job taken (`runway_queue_reads_total`).
+    let reads = || admin.metric("runway_queue_reads_total");
+    let reads_per_job = |before: Option<f64>, after: Option<f64>, jobs: usize| {
+        Some((after? - before?) / jobs.max(1) as f64)
+    };
+    let before = reads().await;
     let (drained, cpu) = drain(JOBS_PER_PIPELINE, false).await;
+    let dispatch_reads = reads_per_job(before, reads().await, drained.ids.len());
     crate::dispatch_cells(out, &drained, sizes.dispatch_jobs, cpu);
     let (small, small_cpu) = drain(SMALL_PIPELINE, false).await;
     let rate = small.ids.len() as f64 / small.time.as_secs_f64();
@@ -109,7 +116,16 @@ async fn throughput(server: &Server, sizes: &Sizes, out: &mut Results) {
         Row::DispatchSmall,
         Cell::value(format!("{rate:.0} ({per_job:.0})"), None),
     );
+    let before = reads().await;
     let large = drain(JOBS_PER_PIPELINE, true).await;
+    let cycle_reads = reads_per_job(before, reads().await, large.0.ids.len());
+    out.set(
+        Row::DispatchReads,
+        match (dispatch_reads, cycle_reads) {
+            (Some(d), Some(c)) => Cell::value(format!("{d:.2} / {c:.2}"), None),
+            _ => Cell::na("this build does not count its queue reads"),
+        },
+    );
     let small = drain(SMALL_PIPELINE, true).await;
     crate::cycle_cells(
         out,

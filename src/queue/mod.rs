@@ -464,17 +464,22 @@ struct FloorState {
     since: Option<Instant>,
     /// No job with an id up to this one is pending and unassigned.
     after: i64,
-    /// Every job waiting for a runner, when this instance knows them all ([`Known`]).
+    /// The jobs waiting for a runner, as far as this instance knows them ([`Known`]).
     known: Option<Known>,
 }
 
-/// The jobs waiting for a runner, as this instance knows them: a read saw the whole queue
-/// ([`Floor::saw`]), and every bump since carried the jobs it made pending
+/// The jobs waiting for a runner, as this instance knows them: a read saw the head of the
+/// queue ([`Floor::saw`]), and every bump since carried the jobs it made pending
 /// ([`Queue::bump_from`]): a new pipeline's first jobs, the next stage after a job
-/// finished. A woken poll tries to claim these before it reads the queue
-/// ([`Floor::hint`]); a pickup right after a push then costs one round trip fewer on
-/// PostgreSQL (the claim without the candidates' read). Any other bump (another
-/// instance's, a change to the runners, a job queued again) forgets them.
+/// finished. Polls claim from these before they read the queue ([`Floor::hint`]): a
+/// pickup right after a push costs one round trip fewer on PostgreSQL (the claim without
+/// the candidates' read), and a backlog is read once for every batch of claims instead of
+/// once for each. Any other bump (another instance's, a change to the runners, a job
+/// queued again) forgets them.
+///
+/// When the read saw the whole queue, every job waiting is in the list; else every job
+/// waiting up to the last it saw ([`Known::upto`]), and only those are claimed from it:
+/// an older job is never passed over for a newer one the list holds.
 ///
 /// A job taken here leaves the list; one taken on another instance or canceled stays until
 /// a claim misses it. The list only orders the first claim a poll tries: a poll that
@@ -483,15 +488,37 @@ struct FloorState {
 /// with an instance) waits for the next poll that reads, or at most for [`KNOWN_FOR`],
 /// refreshed every second while polls are held ([`Dispatcher::survey`]).
 struct Known {
-    /// When the read that saw the whole queue was made.
+    /// When the read was made.
     since: Instant,
     /// By id.
     jobs: Vec<Candidate>,
+    /// None: every job waiting is in `jobs`. Else every one up to this id is: the read
+    /// stopped there, and the jobs above it in the list came with bumps.
+    upto: Option<i64>,
 }
 
-/// How long the jobs a read saw are trusted as the whole queue (with the bumps since).
+impl Known {
+    /// At most [`KNOWN_MOST`] jobs: a longer list keeps its head, known up to its last.
+    fn bound(&mut self) {
+        if self.jobs.len() > KNOWN_MOST {
+            self.jobs.truncate(KNOWN_MOST);
+            let last = self.jobs.last().map_or(0, |j| j.id);
+            self.upto = Some(self.upto.map_or(last, |upto| upto.min(last)));
+        }
+    }
+
+    /// The jobs that may be claimed from the list: those up to [`Known::upto`].
+    fn claimable(&self) -> &[Candidate] {
+        match self.upto {
+            None => &self.jobs,
+            Some(upto) => &self.jobs[..self.jobs.partition_point(|j| j.id <= upto)],
+        }
+    }
+}
+
+/// How long the jobs a read saw are trusted (with the bumps since).
 const KNOWN_FOR: Duration = Duration::from_secs(3);
-/// The most jobs known; a longer queue is read.
+/// The most jobs known.
 const KNOWN_MOST: usize = 1024;
 
 impl FloorState {
@@ -550,9 +577,7 @@ impl Floor {
                     known.jobs.extend(pending);
                     known.jobs.sort_unstable_by_key(|j| j.id);
                     known.jobs.dedup_by_key(|j| j.id);
-                    if known.jobs.len() > KNOWN_MOST {
-                        floor.known = None;
-                    }
+                    known.bound();
                 }
                 _ => floor.known = None,
             }
@@ -560,8 +585,8 @@ impl Floor {
     }
 
     /// A read that began at `start` answered `jobs`, by id: the floor rises to the first,
-    /// and when the read was `whole` (fewer than it asked for) they are every job
-    /// waiting, unless a bump came meanwhile.
+    /// and, unless a bump came meanwhile, they are every job waiting up to the last
+    /// (every job waiting when the read was `whole`: fewer than it asked for).
     fn saw(&self, start: ReadStart, jobs: &[Candidate], whole: bool) {
         if let Some(first) = jobs.first() {
             self.met(start, first.id);
@@ -569,25 +594,31 @@ impl Floor {
         let Ok(mut floor) = self.0.lock() else {
             return;
         };
-        if whole && floor.bumps == start.bumps && jobs.len() <= KNOWN_MOST {
-            floor.known = Some(Known {
-                since: Instant::now(),
-                jobs: jobs.to_vec(),
-            });
+        if floor.bumps != start.bumps {
+            return;
         }
+        let mut known = Known {
+            since: Instant::now(),
+            jobs: jobs[..jobs.len().min(KNOWN_MOST + 1)].to_vec(),
+            upto: (!whole).then(|| jobs.last().map_or(0, |j| j.id)),
+        };
+        known.bound();
+        floor.known = Some(known);
     }
 
-    /// The first `n` jobs known to wait, when the list is whole and fresh, else none.
+    /// The first `n` jobs known to wait that may be claimed from the list ([`Known`]),
+    /// while it is fresh; none when there are none.
     fn hint(&self, n: usize) -> Option<Vec<Candidate>> {
         let floor = self.0.lock().ok()?;
         let known = floor.known.as_ref()?;
-        if known.jobs.is_empty() || known.since.elapsed() >= KNOWN_FOR {
+        let claimable = known.claimable();
+        if claimable.is_empty() || known.since.elapsed() >= KNOWN_FOR {
             return None;
         }
-        Some(known.jobs[..n.min(known.jobs.len())].to_vec())
+        Some(claimable[..n.min(claimable.len())].to_vec())
     }
 
-    /// Whether the jobs known are whole and young enough to need no survey yet.
+    /// When the read the jobs known come from was made.
     fn known_since(&self) -> Option<Instant> {
         let floor = self.0.lock().ok()?;
         floor.known.as_ref().map(|k| k.since)
@@ -1349,9 +1380,6 @@ mod tests {
     fn a_whole_read_and_the_bumps_carrying_their_jobs_are_the_hint() {
         let queue = Queue::new(Duration::from_secs(50));
         assert_eq!(hinted(&queue), None, "nothing read yet");
-        // A read that saw part of the queue tells nothing of the rest.
-        queue.floor.saw(queue.floor.start(), &[candidate(5)], false);
-        assert_eq!(hinted(&queue), None);
         // One that saw it whole: those are every job waiting.
         queue.floor.saw(queue.floor.start(), &[candidate(5)], true);
         assert_eq!(hinted(&queue), Some(vec![5]));
@@ -1394,14 +1422,55 @@ mod tests {
         // Begun before job 7 was committed, it may not have seen it.
         queue.floor.saw(start, &[], true);
         assert_eq!(hinted(&queue), None);
-        // Too many jobs to keep: read instead.
-        let many: Vec<Candidate> = (1..=KNOWN_MOST as i64 + 1).map(candidate).collect();
+    }
+
+    #[test]
+    fn a_read_of_the_queue_s_head_is_claimed_from_up_to_its_last_job() {
+        let queue = Queue::new(Duration::from_secs(50));
+        // A read that stopped at job 30: every job waiting up to 30 is known.
+        queue
+            .floor
+            .saw(queue.floor.start(), &[candidate(10), candidate(30)], false);
+        assert_eq!(hinted(&queue), Some(vec![10, 30]));
+        // A new pipeline's job 50 is kept, but job 40 may wait unseen: not claimed before.
+        queue.bump_from(50, Some(vec![candidate(50), candidate(20)]));
+        assert_eq!(hinted(&queue), Some(vec![10, 20, 30]));
+        queue.floor.taken(&[10, 20, 30]);
+        assert_eq!(
+            hinted(&queue),
+            None,
+            "the head claimed: the next poll reads"
+        );
+        // A read of the whole queue past it: job 50 is claimed from the list again.
+        queue
+            .floor
+            .saw(queue.floor.start(), &[candidate(40), candidate(50)], true);
+        assert_eq!(hinted(&queue), Some(vec![40, 50]));
+
+        // More jobs than are kept: the list keeps its head, known up to its last.
+        let many: Vec<Candidate> = (1..=KNOWN_MOST as i64 + 5).map(candidate).collect();
         queue.floor.saw(queue.floor.start(), &many, true);
-        assert_eq!(hinted(&queue), None);
-        queue.floor.saw(queue.floor.start(), &many[1..], true);
-        assert_eq!(hinted(&queue).map(|j| j.len()), Some(100));
-        queue.bump_from(5000, Some(vec![candidate(5000), candidate(5001)]));
-        assert_eq!(hinted(&queue), None, "grown beyond what is kept");
+        let first = queue.floor.hint(usize::MAX).expect("the head known");
+        assert_eq!(first.len(), KNOWN_MOST);
+        assert_eq!(first.last().map(|j| j.id), Some(KNOWN_MOST as i64));
+        // Grown by a bump beyond what is kept: the same.
+        queue
+            .floor
+            .saw(queue.floor.start(), &many[..KNOWN_MOST - 1], true);
+        queue.bump_from(5000, Some(vec![candidate(5001), candidate(5000)]));
+        let ids: Vec<i64> = queue
+            .floor
+            .hint(usize::MAX)
+            .expect("known")
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids.len(), KNOWN_MOST);
+        assert_eq!(
+            ids.last(),
+            Some(&5000),
+            "5001 may not be claimed before a job below it"
+        );
     }
 
     #[tokio::test]

@@ -381,6 +381,36 @@ both_backends! {
         assert_eq!(app.request_job(&runner).await.status, 204);
     }
 
+    // A backlog is read once for a batch of claims, not once per job: the polls claim
+    // from the head a read saw. A job arriving meanwhile is known too, but is not claimed
+    // before the older jobs the read did not reach: jobs go out oldest first throughout.
+    async fn a_backlog_is_claimed_oldest_first_from_the_head_a_read_saw(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = TestApp::builder(backend).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let counted = |text: &str, name: &str| sample(text, name).expect("counted");
+        app.pipeline(project, "a: { script: x, parallel: 150 }\n").await;
+        let mut ids = vec![app.take_job(&runner).await["id"].as_i64().expect("id")];
+        app.pipeline(project, "b: { script: x }\n").await;
+        loop {
+            let reply = app.request_job(&runner).await;
+            if reply.status != 201 {
+                assert_eq!(reply.status, 204);
+                break;
+            }
+            ids.push(reply.json()["id"].as_i64().expect("id"));
+        }
+        assert_eq!(ids.len(), 151, "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+        let text = scrape(&app).await;
+        // A poll's first read takes 32 jobs on SQLite, 128 on PostgreSQL: five reads or
+        // two, and the last, empty. Every job not claimed by a read was claimed unread.
+        let reads = counted(&text, "runway_queue_reads_total");
+        assert!(reads <= 6.0, "{reads} reads for 151 jobs");
+        assert_eq!(counted(&text, "runway_queue_unread_claims_total") + reads, 152.0, "{text}");
+    }
+
     // A fleet polling at once (a backlog, a restart, holds ending together) on a small
     // pool: the searches are admitted a few at a time, the others wait without a
     // connection, and the machines of one runner write its contact once. No poll is
