@@ -2032,11 +2032,12 @@ pub struct Processed {
 /// Moves the pipeline's `created` jobs on and records the pipeline's status. Runs inside
 /// the caller's transaction.
 pub async fn process(tx: &mut Conn<'_>, pipeline_id: i64) -> ApiResult<Processed> {
-    let jobs = Job::for_pipeline(tx, pipeline_id).await?;
-    // Processing changes the pipeline's jobs and its status only, so it is read first.
-    let pipeline = Pipeline::find(tx, pipeline_id)
+    // The pipeline first, locked ([`Pipeline::find_locked`]): its jobs are read once any
+    // other transaction processing it is over.
+    let pipeline = Pipeline::find_locked(tx, pipeline_id)
         .await?
         .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+    let jobs = Job::for_pipeline(tx, pipeline_id).await?;
     Ok(process_loaded(tx, pipeline, jobs).await?.1)
 }
 

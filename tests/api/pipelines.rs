@@ -503,6 +503,31 @@ regional:
         let list = app.send(app.admin(Method::GET, "/api/v4/projects")).await.json();
         assert_eq!(list.as_array().map(Vec::len), Some(1));
     }
+
+    // The last two jobs of a stage ending at once: on PostgreSQL their transactions
+    // overlap, and neither may take the other for still running, or the next stage never
+    // starts and the pipeline never ends.
+    async fn the_last_jobs_of_a_stage_ending_at_once_start_the_next(backend) {
+        let app = TestApp::builder(backend).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "a: { stage: build, script: x }\nb: { stage: build, script: y }\nc: { stage: test, script: z }\nd: { stage: test, script: z }\n";
+        for round in 0..30 {
+            let pipeline = app.pipeline(project, yaml).await;
+            for stage in [["a", "b"], ["c", "d"]] {
+                let first = app.request_job(&runner).await;
+                assert_eq!(first.status, 201, "round {round}: stage {stage:?} did not start");
+                let (first, second) = (first.json(), app.take_job(&runner).await);
+                assert_eq!([&first["job_info"]["name"], &second["job_info"]["name"]], stage);
+                let (ended_first, ended_second) = tokio::join!(
+                    app.update_job(&first, json!({ "state": "success" })),
+                    app.update_job(&second, json!({ "state": "success" })),
+                );
+                assert_eq!((ended_first.status, ended_second.status), (200, 200));
+            }
+            assert_eq!(app.pipeline_status(project, pipeline).await, "success", "round {round}");
+        }
+    }
 }
 
 const KEYWORDS: &str = r#"

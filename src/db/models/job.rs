@@ -254,7 +254,36 @@ impl Job {
     /// pipeline of stages only, or none left `created`). One statement; it reads the
     /// pipeline's row and only its pending, running and created jobs, through the
     /// (pipeline, status) index: the cost does not grow with the pipeline.
+    ///
+    /// On PostgreSQL the other job that keeps the stage busy is taken `FOR SHARE SKIP
+    /// LOCKED` until the transaction ends. A job another transaction is ending holds its
+    /// row, so it does not count as busy: the last two jobs of a stage ending at once each
+    /// find no other, and both process the pipeline, one after the other
+    /// ([`crate::db::models::Pipeline::find_locked`]), where under read committed each
+    /// took the other for still running and neither started the next stage. The share
+    /// lock keeps the job found running until this one commits: its own end waits, and
+    /// then sees this one ended.
     pub async fn finish_moves_nothing(conn: &mut Conn<'_>, job: &Job) -> QueryResult<bool> {
+        if let Conn::Postgres(c) = conn {
+            use diesel::sql_types::{BigInt, Bool, Integer, Nullable};
+            #[derive(QueryableByName)]
+            struct Quiet {
+                #[diesel(sql_type = Bool)]
+                settled: bool,
+                #[diesel(sql_type = Nullable<BigInt>)]
+                busy: Option<i64>,
+            }
+            let quiet: Option<Quiet> = Cached(
+                diesel::sql_query(FINISH_MOVES_NOTHING)
+                    .bind::<BigInt, _>(job.pipeline_id)
+                    .bind::<Integer, _>(job.stage_idx)
+                    .bind::<BigInt, _>(job.id),
+            )
+            .get_result(&mut **c)
+            .await
+            .optional()?;
+            return Ok(quiet.is_some_and(|q| q.settled && q.busy.is_some()));
+        }
         use crate::db::enums::PipelineStatus;
         use crate::db::schema::pipelines;
         use diesel::dsl::{exists, select};
@@ -797,6 +826,21 @@ RETURNING *";
 /// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
 /// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
 /// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
+/// [`Job::finish_moves_nothing`] on PostgreSQL: `settled` when the pipeline is running,
+/// no job is canceling and none waits through `needs`; `busy`, another job of the stage
+/// or an earlier one still pending or running, locked.
+const FINISH_MOVES_NOTHING: &str = "\
+SELECT p.status = 'running'
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = $1 AND status = 'canceling')
+        AND (p.stage_scheduled
+            OR NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = $1 AND status = 'created'))
+        AS settled,
+    (SELECT id FROM jobs
+        WHERE pipeline_id = $1 AND status IN ('pending', 'running', 'preparing')
+            AND stage_idx <= $2 AND id <> $3 AND NOT retried
+        LIMIT 1 FOR SHARE SKIP LOCKED) AS busy
+FROM pipelines p WHERE p.id = $1";
+
 const CLAIM_FIRST_OF: &str = "\
 WITH claimed AS (
     UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,

@@ -173,6 +173,27 @@ impl Pipeline {
             .optional())
     }
 
+    /// [`Pipeline::find`], locking the row for the rest of the transaction on PostgreSQL
+    /// (`FOR NO KEY UPDATE`), as processing does: two transactions processing one pipeline
+    /// then run one after the other, the second reading what the first committed. Under
+    /// read committed, without it, the last two jobs of a stage ending at once could each
+    /// read the other as still running, and neither start the next stage nor end the
+    /// pipeline. GitLab processes a pipeline under an exclusive lease for the same reason
+    /// (`Ci::PipelineProcessing::AtomicProcessingService`). SQLite's single writer runs
+    /// them one at a time anyway.
+    pub async fn find_locked(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Pipeline>> {
+        match conn {
+            Conn::Postgres(c) => pipelines::table
+                .find(id)
+                .select(Pipeline::as_select())
+                .for_no_key_update()
+                .first(&mut **c)
+                .await
+                .optional(),
+            Conn::Sqlite(_) => Pipeline::find(conn, id).await,
+        }
+    }
+
     /// A project's pipelines, newest first.
     pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Pipeline>> {
         db_run!(conn, |c| pipelines::table
