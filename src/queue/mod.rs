@@ -875,15 +875,8 @@ impl Dispatcher {
             let candidates = match hinted.take() {
                 Some(jobs) => jobs,
                 None => {
-                    self.queue.reads.fetch_add(1, Ordering::Relaxed);
                     let limit = batch;
-                    let candidates = crate::db::inline(async {
-                        let mut db = self.db.read().await?;
-                        Ok::<_, ApiError>(
-                            Job::candidates_after(&mut db.conn(), after, limit).await?,
-                        )
-                    })
-                    .await?;
+                    let candidates = self.read_queue(after, limit).await?;
                     batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
                     if std::mem::take(&mut first_read) {
                         let whole = (candidates.len() as i64) < limit;
@@ -1032,6 +1025,17 @@ impl Dispatcher {
         }
     }
 
+    /// Up to `limit` jobs waiting for a runner above `after` ([`Job::candidates_after`]),
+    /// counted in [`Queue::reads`].
+    async fn read_queue(&self, after: i64, limit: i64) -> ApiResult<Vec<Candidate>> {
+        self.queue.reads.fetch_add(1, Ordering::Relaxed);
+        crate::db::inline(async {
+            let mut db = self.db.read().await?;
+            Ok(Job::candidates_after(&mut db.conn(), after, limit).await?)
+        })
+        .await
+    }
+
     /// While polls are held, reads the queue whole when the jobs known are older than a
     /// second ([`Known`]): a pipeline pushed to an idle fleet is then claimed without a
     /// read, and a job missing from the list waits for this at most. Called every second.
@@ -1046,12 +1050,7 @@ impl Dispatcher {
         }
         let start = self.queue.floor.start();
         let limit = KNOWN_MOST as i64 + 1;
-        self.queue.reads.fetch_add(1, Ordering::Relaxed);
-        let jobs = crate::db::inline(async {
-            let mut db = self.db.read().await?;
-            Ok::<_, ApiError>(Job::candidates_after(&mut db.conn(), start.after, limit).await?)
-        })
-        .await?;
+        let jobs = self.read_queue(start.after, limit).await?;
         self.queue
             .floor
             .saw(start, &jobs, (jobs.len() as i64) < limit);
