@@ -611,12 +611,14 @@ impl Pipelines {
     /// Applies a runner's final `success`/`failed` to a running or canceling job: from
     /// `canceling` both end in `canceled`; a failure may be retried (`retry:`) or allowed
     /// (`allow_failure:exit_codes`). Answers the job as it is afterwards.
-    pub async fn finish(&self, job_id: i64, outcome: JobOutcome) -> ApiResult<Job> {
+    /// `seen` is the job as the request read it (its guard): the end applies to it if it
+    /// has not changed since, without reading it again.
+    pub async fn finish(&self, seen: Job, outcome: JobOutcome) -> ApiResult<Job> {
         // A hot write, as a claim is: on SQLite its statements run inline on the writer
         // thread, committed with the others queued meanwhile.
         let (job, processed) = self
             .db
-            .write_transaction(move |tx| Box::pin(finish_in(tx, job_id, outcome)))
+            .write_transaction(move |tx| Box::pin(finish_in(tx, seen, outcome)))
             .await?;
         self.settle(processed).await;
         Ok(job)
@@ -1779,90 +1781,140 @@ impl<'a> Moved<'a> {
 }
 
 /// [`Pipelines::finish`]'s transaction; owns what it uses, as a hot write transaction
-/// ([`DbPool::write_transaction`]).
+/// ([`DbPool::write_transaction`]). `seen` is the job as the request's guard read it: the
+/// end applies to it if it is still so; if it changed meanwhile (a cancel, a log
+/// appended), the job is read again, locked, and ended as it is then.
 async fn finish_in(
     tx: &mut Conn<'_>,
-    job_id: i64,
+    seen: Job,
     outcome: JobOutcome,
 ) -> ApiResult<(Job, Processed)> {
-    let job = Job::find(tx, job_id)
-        .await?
-        .ok_or(ApiError::Forbidden(None))?;
-    let at = now();
-    // The token stays: a finished job's PUT must still be recognised, to answer
-    // 403 with its `Job-Status` (the guard refuses every job that is not running).
-    let mut changes = JobChanges {
-        finished_at: Some(Some(at)),
-        updated_at: Some(at),
-        ..Default::default()
-    };
-    if let Some(checksum) = &outcome.checksum {
-        // Verified against the stored log; a mismatch is recorded and logged, and
-        // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
-        let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
-        let ok = *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
-        if !ok {
-            tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
-                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
+    let mut job = seen;
+    for fresh in [false, true] {
+        if !matches!(job.status, JobStatus::Running | JobStatus::Canceling) {
+            break;
         }
-        changes.trace_checksum_ok = Some(Some(ok));
+        let end = Ending::of(tx, &job, &outcome).await?;
+        if let Some((ended, quiet)) =
+            Job::end_as_seen(tx, &job, &end.changes, end.ended_plainly).await?
+        {
+            return after_end(tx, &job, ended, quiet, end).await;
+        }
+        if fresh {
+            break;
+        }
+        job = Job::find_locked(tx, job.id)
+            .await?
+            .ok_or(ApiError::Forbidden(None))?;
     }
-    let mut retry = false;
-    let spec = job.spec();
-    if job.status == JobStatus::Canceling {
-        changes.status = Some(JobStatus::Canceled);
-    } else if outcome.success {
-        changes.status = Some(JobStatus::Success);
-    } else {
-        let reason = outcome
-            .failure_reason
-            .clone()
-            .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
-            .unwrap_or_else(|| "unknown_failure".to_string());
-        let allowed = outcome
-            .exit_code
-            .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
-        retry = retry_allowed(tx, &job, &spec, &reason, outcome.exit_code).await?;
-        changes.status = Some(JobStatus::Failed);
-        changes.failure_reason = Some(Some(reason));
-        changes.exit_code = Some(outcome.exit_code);
-        changes.allow_failure = Some(job.allow_failure || allowed);
-        changes.retried = Some(retry);
+    Err(ApiError::Conflict)
+}
+
+/// How a runner's `success` or `failed` ends a job as read.
+struct Ending {
+    changes: JobChanges,
+    spec: JobSpec,
+    /// `retry:` gives the job another try.
+    retry: bool,
+    /// It ends in `success` or an allowed failure, and nothing else follows from it but
+    /// processing its pipeline: no retry, no environment, no resource group.
+    ended_plainly: bool,
+}
+
+impl Ending {
+    async fn of(tx: &mut Conn<'_>, job: &Job, outcome: &JobOutcome) -> ApiResult<Ending> {
+        let at = now();
+        // The token stays: a finished job's PUT must still be recognised, to answer
+        // 403 with its `Job-Status` (the guard refuses every job that is not running).
+        let mut changes = JobChanges {
+            finished_at: Some(Some(at)),
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        if let Some(checksum) = &outcome.checksum {
+            // Verified against the stored log; a mismatch is recorded and logged, and
+            // the answer stays 200, as GitLab's (the runner cannot repair it anyway).
+            let stored = crate::service::traces::checksum_text(job.trace_crc32 as u32);
+            let ok = *checksum == stored && outcome.bytesize.is_none_or(|b| b == job.trace_size);
+            if !ok {
+                tracing::warn!(job_id = job.id, runner_checksum = %checksum, %stored,
+                        runner_bytesize = ?outcome.bytesize, stored_bytesize = job.trace_size, "job log checksum mismatch");
+            }
+            changes.trace_checksum_ok = Some(Some(ok));
+        }
+        let mut retry = false;
+        let spec = job.spec();
+        if job.status == JobStatus::Canceling {
+            changes.status = Some(JobStatus::Canceled);
+        } else if outcome.success {
+            changes.status = Some(JobStatus::Success);
+        } else {
+            let reason = outcome
+                .failure_reason
+                .clone()
+                .filter(|r| FAILURE_REASONS.contains(&r.as_str()))
+                .unwrap_or_else(|| "unknown_failure".to_string());
+            let allowed = outcome
+                .exit_code
+                .is_some_and(|c| spec.allow_failure_exit_codes.contains(&i64::from(c)));
+            retry = retry_allowed(tx, job, &spec, &reason, outcome.exit_code).await?;
+            changes.status = Some(JobStatus::Failed);
+            changes.failure_reason = Some(Some(reason));
+            changes.exit_code = Some(outcome.exit_code);
+            changes.allow_failure = Some(job.allow_failure || allowed);
+            changes.retried = Some(retry);
+        }
+        // Most jobs end while others of their stage still run: then nothing else moves,
+        // and the pipeline is not read whole (the cost of a finish stays the same in a
+        // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group,
+        // a retried one, or a failure not allowed (which may cancel the rest,
+        // `cancel_on_job_failure`) takes the whole way.
+        let ended_plainly = match changes.status {
+            Some(JobStatus::Success) => true,
+            Some(JobStatus::Failed) => changes.allow_failure == Some(true),
+            _ => false,
+        } && !retry
+            && spec.environment.is_none()
+            && job.resource_group_id.is_none();
+        Ok(Ending {
+            changes,
+            spec,
+            retry,
+            ended_plainly,
+        })
     }
-    let Some(ended) = Job::transition_returning(
-        tx,
-        job.id,
-        &[JobStatus::Running, JobStatus::Canceling],
-        &changes,
-    )
-    .await?
-    else {
-        return Err(ApiError::Conflict);
-    };
+}
+
+/// What follows a job's end in [`finish_in`]: its environment stopped, its retry queued,
+/// its pipeline canceled or processed (unless `quiet`: its end moves nothing else).
+async fn after_end(
+    tx: &mut Conn<'_>,
+    job: &Job,
+    ended: Job,
+    quiet: bool,
+    end: Ending,
+) -> ApiResult<(Job, Processed)> {
+    let Ending {
+        changes,
+        spec,
+        retry,
+        ..
+    } = end;
     if changes.status == Some(JobStatus::Success) {
-        if let Some(env) = &spec.environment {
+        if let (Some(env), Some(Some(at))) = (&spec.environment, changes.finished_at) {
             super::deployments::stop_job_succeeded(tx, job.project_id, env, at).await?;
         }
     }
     let mut requeued = false;
     if retry {
         let status = super::resource_groups::enqueued(job.resource_group_id);
-        clone_job(tx, &job, status).await?;
+        clone_job(tx, job, status).await?;
         requeued = status == JobStatus::Pending;
     }
     let failed = changes.status == Some(JobStatus::Failed);
     if failed && !retry && changes.allow_failure != Some(true) {
         cancel_on_job_failure(tx, job.pipeline_id).await?;
     }
-    // Most jobs end while others of their stage still run: then nothing else moves,
-    // and the pipeline is not read whole (the cost of a finish stays the same in a
-    // pipeline of 10 jobs or of 1,000). A deploying job, a job of a resource group
-    // or a retried one takes the whole way.
-    let ended_plainly = matches!(changes.status, Some(JobStatus::Success | JobStatus::Failed))
-        && !retry
-        && spec.environment.is_none()
-        && job.resource_group_id.is_none();
-    let quiet = ended_plainly && Job::finish_moves_nothing(tx, &job).await?;
     let mut processed = if quiet {
         Processed::default()
     } else {

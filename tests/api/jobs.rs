@@ -974,3 +974,76 @@ both_backends! {
         assert_eq!(rows.last(), Some(&("plain".to_string(), true)), "{rows:?}");
     }
 }
+
+/// `(status, usage rows)` of a job, read from its row and from the CI minutes' table.
+async fn status_and_usage(app: &TestApp, job_id: i64) -> (String, i64) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        status: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        usages: i64,
+    }
+    use diesel_async::RunQueryDsl;
+    let sql = format!(
+        "SELECT status, (SELECT COUNT(*) FROM ci_minutes_usages WHERE job_id = {job_id}) AS usages \
+         FROM jobs WHERE id = {job_id}"
+    );
+    let mut db = app.db.read().await.expect("connection");
+    let row: Row = runway::db_run!(&mut db.conn(), |c| diesel::sql_query(&sql)
+        .get_result(c)
+        .await)
+    .expect("job row");
+    (row.status, row.usages)
+}
+
+fn outcome(success: bool, checksum: Option<String>) -> runway::service::pipelines::JobOutcome {
+    runway::service::pipelines::JobOutcome {
+        success,
+        failure_reason: (!success).then(|| "script_failure".to_string()),
+        exit_code: (!success).then_some(1),
+        bytesize: checksum.as_ref().map(|_| 5),
+        checksum,
+    }
+}
+
+both_backends! {
+    // The runner's final PUT ends its job as the request's guard read it, without reading
+    // it again, unless the job changed in between: then the end applies to the job as it
+    // is. A log appended since is what the checksum is compared with; a cancel since ends
+    // it canceled; a job ended since is not ended twice. Each end counts its minutes once.
+    async fn a_finish_ends_the_job_as_it_is_when_it_changed_after_it_was_read(backend) {
+        use runway::db::enums::JobStatus;
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let pipeline = app.pipeline(project, "a: { script: x }\nb: { script: y }\nc: { stage: deploy, script: z }\n").await;
+        let a = app.take_job(&runner).await;
+        let b = app.take_job(&runner).await;
+        let (a_id, b_id) = (a["id"].as_i64().expect("id"), b["id"].as_i64().expect("id"));
+
+        // As read: ends at once, the log as it was read.
+        let seen = app.runner_job(a_id).await;
+        assert_eq!(app.patch_trace(&a, 0, b"hello").await.status, 202);
+        let checksum = runway::service::traces::checksum_text(crc32fast::hash(b"hello"));
+        let ended = app.state.pipelines.finish(seen, outcome(true, Some(checksum))).await.expect("finish");
+        assert_eq!((ended.status, ended.trace_size, ended.trace_checksum_ok), (JobStatus::Success, 5, Some(true)));
+        assert_eq!(status_and_usage(&app, a_id).await, ("success".to_string(), 1));
+
+        // Canceled after it was read (the runner cancels gracefully): the runner's
+        // `success` ends it canceled.
+        let seen = app.runner_job(b_id).await;
+        let cancel = format!("/api/v4/projects/{project}/jobs/{b_id}/cancel");
+        assert_eq!(app.send(app.admin(Method::POST, &cancel)).await.json()["status"], "canceling");
+        let ended = app.state.pipelines.finish(seen.clone(), outcome(true, None)).await.expect("finish");
+        assert_eq!(ended.status, JobStatus::Canceled);
+        assert_eq!(status_and_usage(&app, b_id).await, ("canceled".to_string(), 1));
+
+        // Ended since: refused, and nothing changes.
+        let again = app.state.pipelines.finish(seen, outcome(false, None)).await;
+        assert!(matches!(again, Err(runway::error::ApiError::Conflict)), "{:?}", again.map(|j| j.status));
+        assert_eq!(status_and_usage(&app, b_id).await, ("canceled".to_string(), 1));
+        assert_eq!(app.job_statuses(project, pipeline).await, statuses(&[("a", "success"), ("b", "canceled"), ("c", "skipped")]));
+        assert_eq!(app.pipeline_status(project, pipeline).await, "canceled");
+    }
+}

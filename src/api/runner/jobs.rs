@@ -336,7 +336,8 @@ pub async fn update_job(
         },
         _ => return Ok(job_response(StatusCode::BAD_REQUEST, job.status, None)),
     };
-    let finished = state.pipelines.finish(job.id, outcome).await?;
+    let job_id = job.id;
+    let finished = state.pipelines.finish(job, outcome).await?;
     // `coverage`: read from the log once the job ended, off the request (GitLab's
     // BuildFinishedWorker does it in the background too).
     if let Some(pattern) = finished.spec().coverage {
@@ -348,7 +349,7 @@ pub async fn update_job(
             }
         });
     }
-    state.traces.forget(job.id);
+    state.traces.forget(job_id);
     Ok(job_response(StatusCode::OK, finished.status, None))
 }
 

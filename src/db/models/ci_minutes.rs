@@ -29,6 +29,33 @@ type JobTimes = (
     Option<NaiveDateTime>,
 );
 
+/// The figures of a job's usage that do not depend on its runner, for each type the
+/// runner may have: [`Usage::types`] in order, the type's cost factor and the minutes it
+/// costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub duration_seconds: f64,
+    pub types: [&'static str; 3],
+    pub factors: [f64; 3],
+    pub minutes: [f64; 3],
+}
+
+impl Usage {
+    /// A job's usage from its start to its end (never negative), counted in milliseconds.
+    pub fn between(started: NaiveDateTime, finished: NaiveDateTime) -> Usage {
+        const TYPES: [RunnerType; 3] =
+            [RunnerType::Instance, RunnerType::Group, RunnerType::Project];
+        let duration_seconds = ((finished - started).num_milliseconds().max(0)) as f64 / 1000.0;
+        let factors = TYPES.map(cost_factor);
+        Usage {
+            duration_seconds,
+            types: TYPES.map(RunnerType::as_str),
+            factors,
+            minutes: factors.map(|factor| duration_seconds / 60.0 * factor),
+        }
+    }
+}
+
 /// One finished job's usage.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = ci_minutes_usages)]
@@ -94,11 +121,15 @@ impl CiMinutesUsage {
     ) -> QueryResult<()> {
         use diesel::dsl::case_when;
         use diesel::sql_types::{BigInt, Double, Timestamp};
-        let duration_seconds = ((finished - started).num_milliseconds().max(0)) as f64 / 1000.0;
+        let Usage {
+            duration_seconds,
+            factors,
+            minutes,
+            ..
+        } = Usage::between(started, finished);
         // The runner's type read by the insert itself (one statement, not a read and then
         // a write: a finish runs on the one writer); nothing is recorded for a runner
         // deleted meanwhile. The cost factor of each type comes from `cost_factor`.
-        let types = [RunnerType::Instance, RunnerType::Group, RunnerType::Project];
         let of_type = |[instance, group, project]: [f64; 3]| {
             case_when(
                 runners::runner_type.eq(RunnerType::Instance),
@@ -110,8 +141,6 @@ impl CiMinutesUsage {
             )
             .otherwise(project.into_sql::<Double>())
         };
-        let factors = types.map(cost_factor);
-        let minutes = factors.map(|factor| duration_seconds / 60.0 * factor);
         let usage = runners::table.filter(runners::id.eq(runner_id)).select((
             job_id.into_sql::<BigInt>(),
             project_id.into_sql::<BigInt>(),

@@ -255,35 +255,8 @@ impl Job {
     /// pipeline's row and only its pending, running and created jobs, through the
     /// (pipeline, status) index: the cost does not grow with the pipeline.
     ///
-    /// On PostgreSQL the other job that keeps the stage busy is taken `FOR SHARE SKIP
-    /// LOCKED` until the transaction ends. A job another transaction is ending holds its
-    /// row, so it does not count as busy: the last two jobs of a stage ending at once each
-    /// find no other, and both process the pipeline, one after the other
-    /// ([`crate::db::models::Pipeline::find_locked`]), where under read committed each
-    /// took the other for still running and neither started the next stage. The share
-    /// lock keeps the job found running until this one commits: its own end waits, and
-    /// then sees this one ended.
-    pub async fn finish_moves_nothing(conn: &mut Conn<'_>, job: &Job) -> QueryResult<bool> {
-        if let Conn::Postgres(c) = conn {
-            use diesel::sql_types::{BigInt, Bool, Integer, Nullable};
-            #[derive(QueryableByName)]
-            struct Quiet {
-                #[diesel(sql_type = Bool)]
-                settled: bool,
-                #[diesel(sql_type = Nullable<BigInt>)]
-                busy: Option<i64>,
-            }
-            let quiet: Option<Quiet> = Cached(
-                diesel::sql_query(FINISH_MOVES_NOTHING)
-                    .bind::<BigInt, _>(job.pipeline_id)
-                    .bind::<Integer, _>(job.stage_idx)
-                    .bind::<BigInt, _>(job.id),
-            )
-            .get_result(&mut **c)
-            .await
-            .optional()?;
-            return Ok(quiet.is_some_and(|q| q.settled && q.busy.is_some()));
-        }
+    /// SQLite's form; PostgreSQL's is part of [`EndAsSeen`], with the locks it takes.
+    async fn finish_moves_nothing(conn: &mut Conn<'_>, job: &Job) -> QueryResult<bool> {
         use crate::db::enums::PipelineStatus;
         use crate::db::schema::pipelines;
         use diesel::dsl::{exists, select};
@@ -663,6 +636,77 @@ impl Job {
         Ok(job)
     }
 
+    /// The job, its row locked until the transaction ends on PostgreSQL (`FOR NO KEY
+    /// UPDATE`, the lock an update of it takes anyway); SQLite's single writer needs none.
+    pub async fn find_locked(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Job>> {
+        match conn {
+            Conn::Postgres(c) => jobs::table
+                .find(id)
+                .select(Job::as_select())
+                .for_no_key_update()
+                .first(&mut **c)
+                .await
+                .optional(),
+            Conn::Sqlite(_) => Job::find(conn, id).await,
+        }
+    }
+
+    /// Ends `seen`, a running or canceling job as read earlier, with `changes` (which set
+    /// `finished_at`), if it is still as it was read: in the same status, with the same log
+    /// (its size and CRC-32, which a checksum was compared with). Records its CI minutes,
+    /// and with `check_quiet` answers [`Job::finish_moves_nothing`] for it too (false
+    /// otherwise). `None` when the job changed since it was read, and nothing is written.
+    ///
+    /// On PostgreSQL it is one statement ([`EndAsSeen`]): the update, the minutes' row
+    /// and the check, where they were a round trip each. The check runs after the update
+    /// took the job's row, as [`Job::finish_moves_nothing`] requires.
+    pub async fn end_as_seen(
+        conn: &mut Conn<'_>,
+        seen: &Job,
+        changes: &JobChanges,
+        check_quiet: bool,
+    ) -> QueryResult<Option<(Job, bool)>> {
+        debug_assert!(matches!(changes.finished_at, Some(Some(_))));
+        if let Conn::Postgres(c) = conn {
+            let usage = match (seen.runner_id, seen.started_at, changes.finished_at) {
+                (Some(_), Some(started), Some(Some(finished))) => {
+                    Some(super::ci_minutes::Usage::between(started, finished))
+                }
+                _ => None,
+            };
+            let statement = EndAsSeen {
+                seen,
+                changes: changes.as_changeset(),
+                usage,
+                check_quiet,
+            };
+            let ended: Option<Ended> = Cached(statement).get_result(&mut **c).await.optional()?;
+            return Ok(ended.map(|e| (e.job, e.quiet)));
+        }
+        let seen_status = seen.status;
+        let (size, crc) = (seen.trace_size, seen.trace_crc32);
+        let ended = db_run!(conn, |c| Cached(
+            diesel::update(
+                jobs::table
+                    .filter(jobs::id.eq(seen.id))
+                    .filter(jobs::status.eq(seen_status))
+                    .filter(jobs::trace_size.eq(size))
+                    .filter(jobs::trace_crc32.eq(crc))
+            )
+            .set(changes)
+            .returning(Job::as_returning())
+        )
+        .get_result(c)
+        .await
+        .optional())?;
+        let Some(ended) = ended else {
+            return Ok(None);
+        };
+        super::CiMinutesUsage::account_job(conn, &ended).await?;
+        let quiet = check_quiet && Job::finish_moves_nothing(conn, &ended).await?;
+        Ok(Some((ended, quiet)))
+    }
+
     pub async fn set_dotenv_variables(conn: &mut Conn<'_>, id: i64, json: &str) -> QueryResult<()> {
         db_run!(conn, |c| diesel::update(jobs::table.find(id))
             .set(jobs::dotenv_variables.eq(json))
@@ -823,24 +867,119 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6:
     $17::timestamp[], $18::timestamp[], $19::boolean[]) AS u
 RETURNING *";
 
+/// A row of [`EndAsSeen`]: the ended job, and whether its end moves nothing else.
+#[derive(QueryableByName)]
+struct Ended {
+    #[diesel(embed)]
+    job: Job,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    quiet: bool,
+}
+
+/// [`Job::end_as_seen`]'s statement on PostgreSQL:
+///
+/// ```sql
+/// WITH ended AS (UPDATE jobs SET … WHERE id = $ AND status = $ AND trace_size = $
+///         AND trace_crc32 = $ RETURNING *),
+///     usage AS (INSERT INTO ci_minutes_usages … SELECT … FROM ended JOIN runners …)
+/// SELECT ended.*, <Job::finish_moves_nothing's check> AS quiet FROM ended
+/// ```
+///
+/// The check's subqueries are evaluated for the row `ended` yields, so after the update
+/// holds the job's row (the busy job's `FOR SHARE SKIP LOCKED` relies on that). They read
+/// the statement's snapshot, where this job is still as it was: the check leaves it out
+/// (`id <>`), and is asked only of a job that was running (not canceling). A job another
+/// transaction ended after the snapshot is re-read by the lock and no longer counts as
+/// busy (read committed re-checks a locked row's newest version).
+///
+/// The other job that keeps the stage busy is taken `FOR SHARE SKIP LOCKED` until the
+/// transaction ends. A job another transaction is ending holds its row, so it does not
+/// count as busy: the last two jobs of a stage ending at once each find no other, and
+/// both process the pipeline, one after the other
+/// ([`crate::db::models::Pipeline::find_locked`]), where under read committed each took
+/// the other for still running and neither started the next stage. The share lock keeps
+/// the job found running until this one commits: its own end waits, and then sees this
+/// one ended.
+struct EndAsSeen<'a, C> {
+    seen: &'a Job,
+    changes: C,
+    usage: Option<super::ci_minutes::Usage>,
+    check_quiet: bool,
+}
+
+impl<C> diesel::query_builder::Query for EndAsSeen<'_, C> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+/// Keyed by its text: the changeset's columns vary ([`Cached`]).
+impl<C> diesel::query_builder::QueryId for EndAsSeen<'_, C> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<C> diesel::query_builder::QueryFragment<diesel::pg::Pg> for EndAsSeen<'_, C>
+where
+    C: diesel::query_builder::QueryFragment<diesel::pg::Pg>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Double, Integer, Text};
+        let seen = self.seen;
+        out.push_sql("WITH ended AS (UPDATE jobs SET ");
+        self.changes.walk_ast(out.reborrow())?;
+        out.push_sql(" WHERE id = ");
+        out.push_bind_param::<BigInt, _>(&seen.id)?;
+        out.push_sql(" AND status = ");
+        out.push_bind_param::<Text, _>(seen.status.as_str())?;
+        out.push_sql(" AND trace_size = ");
+        out.push_bind_param::<BigInt, _>(&seen.trace_size)?;
+        out.push_sql(" AND trace_crc32 = ");
+        out.push_bind_param::<BigInt, _>(&seen.trace_crc32)?;
+        out.push_sql(" RETURNING *)");
+        if let Some(usage) = &self.usage {
+            // The runner's type is read by the insert, as `CiMinutesUsage::record` does.
+            out.push_sql(
+                ", usage AS (INSERT INTO ci_minutes_usages (job_id, project_id, runner_id, \
+                 runner_type, duration_seconds, cost_factor, minutes, finished_at) \
+                 SELECT e.id, e.project_id, r.id, r.runner_type, ",
+            );
+            out.push_bind_param::<Double, _>(&usage.duration_seconds)?;
+            for per_type in [&usage.factors, &usage.minutes] {
+                out.push_sql(", CASE r.runner_type");
+                for (name, value) in usage.types.iter().zip(per_type.iter()) {
+                    out.push_sql(" WHEN ");
+                    out.push_bind_param::<Text, _>(name)?;
+                    out.push_sql(" THEN ");
+                    out.push_bind_param::<Double, _>(value)?;
+                }
+                out.push_sql(" END");
+            }
+            out.push_sql(
+                ", e.finished_at FROM ended e JOIN runners r ON r.id = e.runner_id \
+                 ON CONFLICT DO NOTHING)",
+            );
+        }
+        out.push_sql(" SELECT ended.*, ");
+        if self.check_quiet {
+            // `Job::finish_moves_nothing`'s conditions: the pipeline settled, and a busy job.
+            out.push_sql("COALESCE((SELECT p.status = 'running' AND NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = p.id AND status = 'canceling') AND (p.stage_scheduled OR NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = p.id AND status = 'created')) FROM pipelines p WHERE p.id = ended.pipeline_id), FALSE) AND (SELECT id FROM jobs WHERE pipeline_id = ended.pipeline_id AND status IN ('pending', 'running', 'preparing') AND stage_idx <= ");
+            out.push_bind_param::<Integer, _>(&seen.stage_idx)?;
+            out.push_sql(
+                " AND id <> ended.id AND NOT retried LIMIT 1 FOR SHARE SKIP LOCKED) IS NOT NULL",
+            );
+        } else {
+            out.push_sql("FALSE");
+        }
+        out.push_sql(" AS quiet FROM ended");
+        Ok(())
+    }
+}
+
 /// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
 /// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
 /// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
-/// [`Job::finish_moves_nothing`] on PostgreSQL: `settled` when the pipeline is running,
-/// no job is canceling and none waits through `needs`; `busy`, another job of the stage
-/// or an earlier one still pending or running, locked.
-const FINISH_MOVES_NOTHING: &str = "\
-SELECT p.status = 'running'
-        AND NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = $1 AND status = 'canceling')
-        AND (p.stage_scheduled
-            OR NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = $1 AND status = 'created'))
-        AS settled,
-    (SELECT id FROM jobs
-        WHERE pipeline_id = $1 AND status IN ('pending', 'running', 'preparing')
-            AND stage_idx <= $2 AND id <> $3 AND NOT retried
-        LIMIT 1 FOR SHARE SKIP LOCKED) AS busy
-FROM pipelines p WHERE p.id = $1";
-
 const CLAIM_FIRST_OF: &str = "\
 WITH claimed AS (
     UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,

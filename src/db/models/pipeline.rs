@@ -77,7 +77,7 @@ pub struct NewPipeline<'a> {
     pub parent_bridge_id: Option<i64>,
     /// No job of the pipeline has `needs`: its jobs wait for stages only (GitLab's
     /// scheduling_type `stage`), which lets a finished job skip reading the whole pipeline
-    /// ([`super::Job::finish_moves_nothing`]).
+    /// ([`super::Job::end_as_seen`]).
     pub stage_scheduled: bool,
 }
 
