@@ -194,6 +194,23 @@ fn connection_lost(
     }
 }
 
+impl ApiError {
+    /// A transaction PostgreSQL aborted to break a deadlock (SQLSTATE 40P01, which diesel
+    /// reports with its message only): running it again may succeed.
+    pub fn is_deadlock(&self) -> bool {
+        let ApiError::Internal(cause) = self else {
+            return false;
+        };
+        matches!(
+            cause.downcast_ref::<diesel::result::Error>(),
+            Some(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                info,
+            )) if info.message().starts_with("deadlock detected")
+        )
+    }
+}
+
 impl From<diesel::result::Error> for ApiError {
     fn from(err: diesel::result::Error) -> Self {
         match err {
@@ -248,7 +265,11 @@ mod tests {
             assert!(matches!(ApiError::from(lost), ApiError::Unavailable));
         }
         let wrong = error(DatabaseErrorKind::Unknown, "column \"x\" does not exist");
-        assert!(matches!(ApiError::from(wrong), ApiError::Internal(_)));
+        let wrong = ApiError::from(wrong);
+        assert!(matches!(wrong, ApiError::Internal(_)) && !wrong.is_deadlock());
+        // PostgreSQL's deadlock victim: Internal too, but known as one.
+        let deadlock = error(DatabaseErrorKind::Unknown, "deadlock detected");
+        assert!(ApiError::from(deadlock).is_deadlock());
         let unique = error(DatabaseErrorKind::UniqueViolation, "terminating connection");
         assert!(matches!(ApiError::from(unique), ApiError::Internal(_)));
     }

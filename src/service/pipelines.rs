@@ -149,6 +149,7 @@ pub struct Lint {
 }
 
 /// The final state a runner reports.
+#[derive(Clone)]
 pub struct JobOutcome {
     pub success: bool,
     pub failure_reason: Option<String>,
@@ -614,12 +615,33 @@ impl Pipelines {
     /// `seen` is the job as the request read it (its guard): the end applies to it if it
     /// has not changed since, without reading it again.
     pub async fn finish(&self, seen: Job, outcome: JobOutcome) -> ApiResult<Job> {
-        // A hot write, as a claim is: on SQLite its statements run inline on the writer
-        // thread, committed with the others queued meanwhile.
-        let (job, processed) = self
-            .db
-            .write_transaction(move |tx| Box::pin(finish_in(tx, seen, outcome)))
-            .await?;
+        let seen_id = seen.id;
+        // Two ends in one pipeline at once may deadlock on PostgreSQL, which aborts one
+        // of them: a job failing cancels the rest of its pipeline (`on_job_failure: all`)
+        // and so waits for the rows of jobs ending meanwhile, each of which holds its own
+        // and may wait for the other's, or for the pipeline's, which processing takes.
+        // The one aborted is run again, on the rows as the other left them.
+        let mut tries = 0;
+        let (job, processed) = loop {
+            let (seen, outcome) = (seen.clone(), outcome.clone());
+            // A hot write, as a claim is: on SQLite its statements run inline on the
+            // writer thread, committed with the others queued meanwhile.
+            match self
+                .db
+                .write_transaction(move |tx| Box::pin(finish_in(tx, seen, outcome)))
+                .await
+            {
+                Err(e) if e.is_deadlock() && tries < 3 => {
+                    tries += 1;
+                    tracing::info!(
+                        job_id = seen_id,
+                        tries,
+                        "a job's end deadlocked; tried again"
+                    );
+                }
+                done => break done?,
+            }
+        };
         self.settle(processed).await;
         Ok(job)
     }
@@ -1822,6 +1844,14 @@ struct Ending {
 }
 
 impl Ending {
+    /// A failure neither allowed nor retried: `cancel_on_job_failure` may cancel the rest
+    /// of the pipeline.
+    fn may_cancel_rest(&self) -> bool {
+        self.changes.status == Some(JobStatus::Failed)
+            && !self.retry
+            && self.changes.allow_failure != Some(true)
+    }
+
     async fn of(tx: &mut Conn<'_>, job: &Job, outcome: &JobOutcome) -> ApiResult<Ending> {
         let at = now();
         // The token stays: a finished job's PUT must still be recognised, to answer
@@ -1894,6 +1924,7 @@ async fn after_end(
     quiet: bool,
     end: Ending,
 ) -> ApiResult<(Job, Processed)> {
+    let cancel_rest = end.may_cancel_rest();
     let Ending {
         changes,
         spec,
@@ -1911,8 +1942,7 @@ async fn after_end(
         clone_job(tx, job, status).await?;
         requeued = status == JobStatus::Pending;
     }
-    let failed = changes.status == Some(JobStatus::Failed);
-    if failed && !retry && changes.allow_failure != Some(true) {
+    if cancel_rest {
         cancel_on_job_failure(tx, job.pipeline_id).await?;
     }
     let mut processed = if quiet {

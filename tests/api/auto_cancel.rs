@@ -14,6 +14,39 @@ async fn sorted(app: &TestApp, project: i64, pipeline: i64) -> Vec<(String, Stri
 }
 
 both_backends! {
+    // Two jobs failing at once, each to cancel the rest of the pipeline, or one failing as
+    // the other succeeds: both runners are answered; each job ends as its runner said or,
+    // when the other's cancel reached it first, canceled (its runner cancels gracefully);
+    // the rest is canceled and the pipeline fails. On PostgreSQL the two ends may
+    // deadlock (each holds its own job's row; the failure waits for the other's row to
+    // cancel it, the other for that one's row or for the pipeline's), and one `PUT`
+    // failed with 500; the end PostgreSQL aborts is now run again.
+    async fn two_jobs_ending_at_once_as_one_cancels_the_rest_are_both_answered(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "workflow:\n  auto_cancel:\n    on_job_failure: all\n\
+                    a: { stage: build, script: x }\nb: { stage: build, script: x }\n\
+                    c: { stage: test, script: x }\nd: { stage: test, script: x }\n";
+        for round in 0..20 {
+            let pipeline = app.pipeline(project, yaml).await;
+            let (first, second) = (app.take_job(&runner).await, app.take_job(&runner).await);
+            let failed = json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 });
+            // Every other round the first job succeeds as the second fails.
+            let state = if round % 2 == 0 { failed.clone() } else { json!({ "state": "success" }) };
+            let (one, other) = tokio::join!(app.update_job(&first, state), app.update_job(&second, failed.clone()));
+            assert_eq!((one.status, other.status), (200, 200), "round {round}: {} / {}", one.text, other.text);
+            let ends = [one.header("job-status"), other.header("job-status")];
+            let first_ends = if round % 2 == 0 { Some("failed") } else { Some("success") };
+            assert!(ends[0] == first_ends || ends[0] == Some("canceled"), "round {round}: {ends:?}");
+            assert!(matches!(ends[1], Some("failed" | "canceled")), "round {round}: {ends:?}");
+            assert!(ends.contains(&Some("failed")), "one failure ends its job failed, round {round}: {ends:?}");
+            let jobs = sorted(&app, project, pipeline).await;
+            assert_eq!(jobs[2..], statuses(&[("c", "canceled"), ("d", "canceled")])[..], "round {round}");
+            assert_eq!(app.pipeline_status(project, pipeline).await, "failed", "round {round}");
+        }
+    }
+
     async fn a_failed_job_cancels_the_rest_with_on_job_failure_all(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
