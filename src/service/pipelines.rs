@@ -564,6 +564,7 @@ impl Pipelines {
                 }
             }
             self.in_pipeline(old.id, move |tx, jobs| {
+                let mode = mode.clone();
                 Box::pin(async move {
                     let current: Vec<&Job> = jobs.iter().filter(|j| !j.retried).collect();
                     let started = |j: &&Job| Job::STARTED.contains(&j.status);
@@ -615,33 +616,19 @@ impl Pipelines {
     /// `seen` is the job as the request read it (its guard): the end applies to it if it
     /// has not changed since, without reading it again.
     pub async fn finish(&self, seen: Job, outcome: JobOutcome) -> ApiResult<Job> {
-        let seen_id = seen.id;
         // Two ends in one pipeline at once may deadlock on PostgreSQL, which aborts one
         // of them: a job failing cancels the rest of its pipeline (`on_job_failure: all`)
         // and so waits for the rows of jobs ending meanwhile, each of which holds its own
         // and may wait for the other's, or for the pipeline's, which processing takes.
         // The one aborted is run again, on the rows as the other left them.
-        let mut tries = 0;
-        let (job, processed) = loop {
+        let (job, processed) = retry_deadlocked(|| {
             let (seen, outcome) = (seen.clone(), outcome.clone());
             // A hot write, as a claim is: on SQLite its statements run inline on the
             // writer thread, committed with the others queued meanwhile.
-            match self
-                .db
+            self.db
                 .write_transaction(move |tx| Box::pin(finish_in(tx, seen, outcome)))
-                .await
-            {
-                Err(e) if e.is_deadlock() && tries < 3 => {
-                    tries += 1;
-                    tracing::info!(
-                        job_id = seen_id,
-                        tries,
-                        "a job's end deadlocked; tried again"
-                    );
-                }
-                done => break done?,
-            }
-        };
+        })
+        .await?;
         self.settle(processed).await;
         Ok(job)
     }
@@ -1526,25 +1513,28 @@ impl Pipelines {
     /// Runs `change` on a job in a transaction, re-processes its pipeline, wakes polls.
     async fn in_pipeline_of_job<F>(&self, job_id: i64, change: F) -> ApiResult<Job>
     where
-        F: for<'a, 'b> FnOnce(
+        F: for<'a, 'b> Fn(
                 &'a mut Conn<'b>,
                 Job,
             ) -> futures_util::future::BoxFuture<'a, ApiResult<i64>>
-            + Send,
+            + Send
+            + Sync,
     {
-        let mut db = self.db.write().await?;
-        let result = transaction!(&mut db.conn(), |tx| {
-            let job = Job::find(tx, job_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("Job"))?;
-            let pipeline_id = job.pipeline_id;
-            let result_id = change(tx, job).await?;
-            let processed = process(tx, pipeline_id).await?;
-            let job = Job::find(tx, result_id).await?.ok_or(ApiError::Conflict)?;
-            Ok::<_, ApiError>((job, processed))
-        })?;
-        drop(db);
-        let (result, mut processed) = result;
+        let change = &change;
+        let (result, mut processed) = retry_deadlocked(|| async move {
+            let mut db = self.db.write().await?;
+            transaction!(&mut db.conn(), |tx| {
+                let job = Job::find(tx, job_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("Job"))?;
+                let pipeline_id = job.pipeline_id;
+                let result_id = change(tx, job).await?;
+                let processed = process(tx, pipeline_id).await?;
+                let job = Job::find(tx, result_id).await?.ok_or(ApiError::Conflict)?;
+                Ok::<_, ApiError>((job, processed))
+            })
+        })
+        .await?;
         processed.became_pending = true;
         self.settle(processed).await;
         Ok(result)
@@ -1552,24 +1542,27 @@ impl Pipelines {
 
     async fn in_pipeline<F>(&self, pipeline_id: i64, change: F) -> ApiResult<Pipeline>
     where
-        F: for<'a, 'b> FnOnce(
+        F: for<'a, 'b> Fn(
                 &'a mut Conn<'b>,
                 Vec<Job>,
             ) -> futures_util::future::BoxFuture<'a, ApiResult<()>>
-            + Send,
+            + Send
+            + Sync,
     {
-        let mut db = self.db.write().await?;
-        let pipeline = transaction!(&mut db.conn(), |tx| {
-            let jobs = Job::for_pipeline(tx, pipeline_id).await?;
-            change(tx, jobs).await?;
-            let processed = process(tx, pipeline_id).await?;
-            let pipeline = Pipeline::find(tx, pipeline_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("Pipeline"))?;
-            Ok::<_, ApiError>((pipeline, processed))
-        })?;
-        drop(db);
-        let (pipeline, mut processed) = pipeline;
+        let change = &change;
+        let (pipeline, mut processed) = retry_deadlocked(|| async move {
+            let mut db = self.db.write().await?;
+            transaction!(&mut db.conn(), |tx| {
+                let jobs = Job::for_pipeline(tx, pipeline_id).await?;
+                change(tx, jobs).await?;
+                let processed = process(tx, pipeline_id).await?;
+                let pipeline = Pipeline::find(tx, pipeline_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("Pipeline"))?;
+                Ok::<_, ApiError>((pipeline, processed))
+            })
+        })
+        .await?;
         processed.became_pending = true;
         self.settle(processed).await;
         Ok(pipeline)
@@ -1799,6 +1792,27 @@ impl<'a> Moved<'a> {
             specs,
             became_pending,
         })
+    }
+}
+
+/// Runs `transaction` again when PostgreSQL aborted it to break a deadlock (up to three
+/// times more): writers of one pipeline's jobs lock rows in different orders (an end
+/// holds its own job's row, a cancel of the rest takes the others' in turn, processing
+/// takes the pipeline's), and the one aborted succeeds on the rows as the other left them.
+async fn retry_deadlocked<T, F, Fut>(transaction: F) -> ApiResult<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match transaction().await {
+            Err(e) if e.is_deadlock() && tries < 3 => {
+                tries += 1;
+                tracing::info!(tries, "a transaction deadlocked; run again");
+            }
+            done => return done,
+        }
     }
 }
 

@@ -47,6 +47,30 @@ both_backends! {
         }
     }
 
+    // A pipeline canceled by an admin as one of its jobs fails, which cancels the rest
+    // too: both are answered. On PostgreSQL the cancel takes the jobs' rows in turn and
+    // the failure holds its own and waits for the others', so they may deadlock; the one
+    // PostgreSQL aborts is run again.
+    async fn a_cancel_and_a_failure_canceling_the_rest_at_once_are_both_answered(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let yaml = "workflow:\n  auto_cancel:\n    on_job_failure: all\n\
+                    a: { stage: build, script: x }\nb: { stage: build, script: x }\n\
+                    c: { stage: test, script: x }\n";
+        for round in 0..12 {
+            let pipeline = app.pipeline(project, yaml).await;
+            let (_first, second) = (app.take_job(&runner).await, app.take_job(&runner).await);
+            let failed = json!({ "state": "failed", "failure_reason": "script_failure", "exit_code": 1 });
+            let cancel = app.admin(reqwest::Method::POST, &format!("/api/v4/projects/{project}/pipelines/{pipeline}/cancel"));
+            let (canceled, ended) = tokio::join!(app.send(cancel), app.update_job(&second, failed));
+            assert_eq!((canceled.status, ended.status), (201, 200), "round {round}: {} / {}", canceled.text, ended.text);
+            assert!(matches!(ended.header("job-status"), Some("failed" | "canceled")), "round {round}");
+            let jobs = sorted(&app, project, pipeline).await;
+            assert_eq!(jobs[2], ("c".to_string(), "canceled".to_string()), "round {round}");
+        }
+    }
+
     async fn a_failed_job_cancels_the_rest_with_on_job_failure_all(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
