@@ -607,35 +607,6 @@ impl Job {
         Ok(n == 1)
     }
 
-    /// [`Job::transition`] answering the job as it is afterwards (`None`: it was not in
-    /// one of the `from` statuses), in one statement.
-    pub async fn transition_returning(
-        conn: &mut Conn<'_>,
-        id: i64,
-        from: &[JobStatus],
-        changes: &JobChanges,
-    ) -> QueryResult<Option<Job>> {
-        let from = from.to_vec();
-        let job = db_run!(conn, |c| Cached(
-            diesel::update(
-                jobs::table
-                    .filter(jobs::id.eq(id))
-                    .filter(jobs::status.eq_any(from))
-            )
-            .set(changes)
-            .returning(Job::as_returning())
-        )
-        .get_result(c)
-        .await
-        .optional())?;
-        if let Some(job) = &job {
-            if matches!(changes.finished_at, Some(Some(_))) {
-                super::CiMinutesUsage::account_job(conn, job).await?;
-            }
-        }
-        Ok(job)
-    }
-
     /// The job, its row locked until the transaction ends on PostgreSQL (`FOR NO KEY
     /// UPDATE`, the lock an update of it takes anyway); SQLite's single writer needs none.
     pub async fn find_locked(conn: &mut Conn<'_>, id: i64) -> QueryResult<Option<Job>> {
