@@ -3,6 +3,10 @@
 //! - bare: an actix-web server answering 204 on `POST /api/v4/jobs/request` (the
 //!   framework's ceiling for the empty poll), holding one that carries `last_update` (the
 //!   framework's floor for a held poll's memory);
+//! - bare hyper: the same on hyper's HTTP/1 server, the other stack a held poll could
+//!   live on (its floor for the empty poll and the held poll);
+//! - bare raw: the same on a hand-written HTTP/1.1 loop that keeps nothing of a held
+//!   request but its task and socket (the floor of any server);
 //! - mock: the `gitlab-runner-mock` crate (an in-memory peer of the runner endpoints,
 //!   served by wiremock);
 //! - Runway on SQLite and on PostgreSQL (the release binary, `runway serve`).
@@ -35,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use baselines::{Mock, BARE_MODE, MOCK_MODE};
+use baselines::{Mock, BARE_HYPER_MODE, BARE_MODE, BARE_RAW_MODE, MOCK_MODE};
 use common::{artifact_form, drain, measure, mib, raise_open_files, Postgres, Transfer};
 use load::{drain_queue, poll_load, trace_append, Conn, Drained, TraceLoad};
 
@@ -337,8 +341,10 @@ pub fn artifact_cells(out: &mut Results, upload: &Transfer, download: &Transfer,
     );
 }
 
-async fn bare_column(sizes: &Sizes) -> Results {
-    let server = baselines::start_bare().await;
+/// A bare server's column (`mode`: actix-web or hyper): the empty poll's ceiling and the
+/// held poll's floor.
+async fn bare_column(sizes: &Sizes, mode: &str) -> Results {
+    let server = baselines::start_bare(mode).await;
     let mut out = Results {
         absent: "the bare server only answers polls (empty, or held)".into(),
         ..Default::default()
@@ -531,6 +537,16 @@ fn main() {
             baselines::serve_bare(port).expect("bare server");
             return;
         }
+        Some(BARE_HYPER_MODE) => {
+            let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
+            baselines::serve_bare_hyper(port).expect("bare hyper server");
+            return;
+        }
+        Some(BARE_RAW_MODE) => {
+            let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
+            baselines::serve_bare_raw(port).expect("bare raw server");
+            return;
+        }
         Some(MOCK_MODE) => return baselines::serve_mock(),
         _ => {}
     }
@@ -539,8 +555,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let started = Instant::now();
-        // `RUNWAY_BENCH_COLUMNS` (e.g. `sqlite,postgres`) measures only those columns,
-        // for profiling one server; the others print n/a.
+        // `RUNWAY_BENCH_COLUMNS` (e.g. `sqlite,postgres`; also `bare`, `hyper`, `raw`, `mock`)
+        // measures only those columns, for profiling one server; the others print n/a.
         let wanted = std::env::var("RUNWAY_BENCH_COLUMNS").ok();
         let wanted = |name: &str| {
             wanted
@@ -553,7 +569,19 @@ fn main() {
         };
         println!("bare ...");
         let bare = if wanted("bare") {
-            bare_column(&sizes).await
+            bare_column(&sizes, BARE_MODE).await
+        } else {
+            skipped()
+        };
+        println!("bare hyper ...");
+        let bare_hyper = if wanted("hyper") {
+            bare_column(&sizes, BARE_HYPER_MODE).await
+        } else {
+            skipped()
+        };
+        println!("bare raw ...");
+        let bare_raw = if wanted("raw") {
+            bare_column(&sizes, BARE_RAW_MODE).await
         } else {
             skipped()
         };
@@ -577,12 +605,14 @@ fn main() {
         };
         let mut columns = vec![
             ("bare", bare),
+            ("bare hyper", bare_hyper),
+            ("bare raw", bare_raw),
             ("mock", mock),
             ("Runway SQLite", sqlite),
             ("Runway PostgreSQL", postgres),
         ];
         let bare_rate = columns[0].1.poll_rate;
-        for (name, results) in columns.iter_mut().skip(1) {
+        for (name, results) in columns.iter_mut().skip(3) {
             if let (Some(bare), Some(rate)) = (bare_rate, results.poll_rate) {
                 let ratio = rate / bare;
                 // Issue 25: the empty poll kept at 0.8 × bare or better, on both backends.
