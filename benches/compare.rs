@@ -21,6 +21,8 @@
 //! `RUNWAY_BENCH_PICKUP_JOBS` (1000), `RUNWAY_BENCH_TRACE_PATCHES` (512 per job, 4 jobs),
 //! `RUNWAY_BENCH_ARTIFACT_BYTES` (1 GiB), `RUNWAY_BENCH_HELD_POLLS` (10000).
 //! `RUNWAY_BENCH_PICKUP_ROUNDS=<file>` appends each pickup round's timings to the file.
+//! `RUNWAY_BENCH_HELD_LINGER=<s>` keeps figure 6's polls held that long before its RSS is
+//! read (for a heap profiler or a debugger).
 //!
 //! Run: `cargo bench --bench compare` (Linux).
 

@@ -213,6 +213,12 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
         held = admin.held_polls().await;
     }
+    // `RUNWAY_BENCH_HELD_LINGER=<s>`: the polls stay held that long before the RSS is
+    // read, for a heap profiler or a debugger to look at the server holding them.
+    let linger = std::env::var("RUNWAY_BENCH_HELD_LINGER").ok();
+    if let Some(seconds) = linger.and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
     let rss = admin.server.rss_kib();
     stop.store(true, Ordering::Relaxed);
     tasks.abort_all();
