@@ -303,14 +303,39 @@ impl Job {
 
     /// Whether a job of the pipeline that started (running or ended after running) and
     /// was not retried is not `interruptible`: such a pipeline is not canceled as redundant
-    /// by `workflow:auto_cancel:on_new_commit: conservative`. Read a page at a time in id
-    /// order and stopped at the first such job, usually on the first row, instead of
-    /// loading the whole pipeline for each new one on its ref.
+    /// by `workflow:auto_cancel:on_new_commit: conservative`.
+    ///
+    /// Usually the first started job answers, so a few started jobs are read first, in
+    /// no order: ordered by id, the statement sorts every started job of the pipeline
+    /// before its first row (the (pipeline, status) index holds them by status), which for
+    /// each running pipeline of 1,000 jobs on the ref cost every new pipeline's `POST`
+    /// about 0.7 ms. Only when all of those are interruptible are the rest read, a page at
+    /// a time in id order, instead of loading the whole pipeline.
     pub async fn started_one_not_interruptible(
         conn: &mut Conn<'_>,
         pipeline_id: i64,
     ) -> QueryResult<bool> {
+        const FIRST: i64 = 8;
         const PAGE: i64 = 100;
+        let not_interruptible = |options: &str| {
+            let spec: crate::ci::config::JobSpec =
+                serde_json::from_str(options).unwrap_or_default();
+            !spec.interruptible
+        };
+        let first: Vec<String> = db_run!(conn, |c| jobs::table
+            .filter(jobs::pipeline_id.eq(pipeline_id))
+            .filter(jobs::status.eq_any(Job::STARTED))
+            .filter(jobs::retried.eq(false))
+            .select(jobs::options)
+            .limit(FIRST)
+            .load(c)
+            .await)?;
+        if first.iter().any(|options| not_interruptible(options)) {
+            return Ok(true);
+        }
+        if (first.len() as i64) < FIRST {
+            return Ok(false); // every started job was read, each interruptible
+        }
         let mut after = 0_i64;
         loop {
             let page: Vec<(i64, String)> = db_run!(conn, |c| jobs::table
@@ -323,12 +348,8 @@ impl Job {
                 .limit(PAGE)
                 .load(c)
                 .await)?;
-            for (_, options) in &page {
-                let spec: crate::ci::config::JobSpec =
-                    serde_json::from_str(options).unwrap_or_default();
-                if !spec.interruptible {
-                    return Ok(true);
-                }
+            if page.iter().any(|(_, options)| not_interruptible(options)) {
+                return Ok(true);
             }
             match page.last() {
                 Some((id, _)) if page.len() as i64 == PAGE => after = *id,
