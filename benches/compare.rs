@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use baselines::{Mock, BARE_HYPER_MODE, BARE_MODE, BARE_RAW_MODE, MOCK_MODE};
+use baselines::{Mock, BARE_HYPER_MODE, BARE_MODE, BARE_RAW_MODE, BARE_SERVERS, MOCK_MODE};
 use common::{artifact_form, drain, measure, mib, raise_open_files, Postgres, Transfer};
 use load::{drain_queue, poll_load, trace_append, Conn, Drained, TraceLoad};
 
@@ -534,19 +534,9 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Results)]) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some(BARE_MODE) => {
+        Some(mode @ (BARE_MODE | BARE_HYPER_MODE | BARE_RAW_MODE)) => {
             let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
-            baselines::serve_bare(port).expect("bare server");
-            return;
-        }
-        Some(BARE_HYPER_MODE) => {
-            let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
-            baselines::serve_bare_hyper(port).expect("bare hyper server");
-            return;
-        }
-        Some(BARE_RAW_MODE) => {
-            let port = args.get(2).and_then(|p| p.parse().ok()).expect("a port");
-            baselines::serve_bare_raw(port).expect("bare raw server");
+            baselines::serve_bare_mode(mode, port).expect("bare server");
             return;
         }
         Some(MOCK_MODE) => return baselines::serve_mock(),
@@ -569,24 +559,16 @@ fn main() {
             absent: "not measured in this run (RUNWAY_BENCH_COLUMNS)".into(),
             ..Default::default()
         };
-        println!("bare ...");
-        let bare = if wanted("bare") {
-            bare_column(&sizes, BARE_MODE).await
-        } else {
-            skipped()
-        };
-        println!("bare hyper ...");
-        let bare_hyper = if wanted("hyper") {
-            bare_column(&sizes, BARE_HYPER_MODE).await
-        } else {
-            skipped()
-        };
-        println!("bare raw ...");
-        let bare_raw = if wanted("raw") {
-            bare_column(&sizes, BARE_RAW_MODE).await
-        } else {
-            skipped()
-        };
+        let mut columns = Vec::new();
+        for (column, name, mode) in BARE_SERVERS {
+            println!("{column} ...");
+            let results = if wanted(name) {
+                bare_column(&sizes, mode).await
+            } else {
+                skipped()
+            };
+            columns.push((column, results));
+        }
         println!("mock ...");
         let mock = if wanted("mock") {
             mock_column(&sizes).await
@@ -605,16 +587,14 @@ fn main() {
         } else {
             skipped()
         };
-        let mut columns = vec![
-            ("bare", bare),
-            ("bare hyper", bare_hyper),
-            ("bare raw", bare_raw),
+        columns.extend([
             ("mock", mock),
             ("Runway SQLite", sqlite),
             ("Runway PostgreSQL", postgres),
-        ];
+        ]);
+        // The ratio is to the actix-web server's (Runway's own stack).
         let bare_rate = columns[0].1.poll_rate;
-        for (name, results) in columns.iter_mut().skip(3) {
+        for (name, results) in columns.iter_mut().skip(BARE_SERVERS.len()) {
             if let (Some(bare), Some(rate)) = (bare_rate, results.poll_rate) {
                 let ratio = rate / bare;
                 // Issue 25: the empty poll kept at 0.8 × bare or better, on both backends.

@@ -19,6 +19,24 @@ pub const BARE_HYPER_MODE: &str = "--serve-bare-hyper";
 pub const BARE_RAW_MODE: &str = "--serve-bare-raw";
 pub const MOCK_MODE: &str = "--serve-mock";
 
+/// The bare servers, in their columns' order: the column, its name in
+/// `RUNWAY_BENCH_COLUMNS`, the child mode serving it. The first is actix-web, the stack
+/// Runway runs on.
+pub const BARE_SERVERS: [(&str, &str, &str); 3] = [
+    ("bare", "bare", BARE_MODE),
+    ("bare hyper", "hyper", BARE_HYPER_MODE),
+    ("bare raw", "raw", BARE_RAW_MODE),
+];
+
+/// Child mode `mode`, one of [`BARE_SERVERS`]', on 127.0.0.1:`port`.
+pub fn serve_bare_mode(mode: &str, port: u16) -> std::io::Result<()> {
+    match mode {
+        BARE_HYPER_MODE => serve_bare_hyper(port),
+        BARE_RAW_MODE => serve_bare_raw(port),
+        _ => serve_bare(port),
+    }
+}
+
 /// The mock's runner token and a `system_id` in gitlab-runner's format (the mock checks it).
 pub const MOCK_RUNNER_TOKEN: &str = "fakerunnertoken";
 pub const MOCK_SYSTEM_ID: &str = "s_0123456789ab";
@@ -82,7 +100,7 @@ async fn metrics() -> HttpResponse {
 
 /// Child mode: the bare actix-web server on 127.0.0.1:`port`, with as many workers as
 /// Runway has (one per core).
-pub fn serve_bare(port: u16) -> std::io::Result<()> {
+fn serve_bare(port: u16) -> std::io::Result<()> {
     actix_web::rt::System::new().block_on(
         HttpServer::new(|| {
             App::new()
@@ -98,7 +116,7 @@ pub fn serve_bare(port: u16) -> std::io::Result<()> {
 /// Child mode: the same three routes on bare hyper (HTTP/1.1 with keep-alive, one task per
 /// connection) on a tokio runtime with a worker per core, as actix has: what a held poll
 /// would cost on the other HTTP/1 stack of Rust's ecosystem.
-pub fn serve_bare_hyper(port: u16) -> std::io::Result<()> {
+fn serve_bare_hyper(port: u16) -> std::io::Result<()> {
     use http_body_util::{BodyExt, Full};
     use hyper::{Method, Request, Response, StatusCode};
 
@@ -161,7 +179,7 @@ where
 /// buffer released before a poll is held, so a held poll keeps only its task and socket.
 /// The floor for a held poll on any server; not a server to run (no chunked bodies, no
 /// pipelining, no timeouts).
-pub fn serve_bare_raw(port: u16) -> std::io::Result<()> {
+fn serve_bare_raw(port: u16) -> std::io::Result<()> {
     serve_connections(port, |stream| async move {
         // A connection's error (a client that went away) ends that connection only.
         let _ = raw_connection(stream).await;
