@@ -39,9 +39,11 @@ const CANDIDATE_BATCH_MAX: i64 = 512;
 /// [`WAKE_FIRST`] polls held longest, and each search passes the wake on
 /// ([`Queue::pass_on`]): one that took a job while others waited wakes two more (the
 /// wave grows while the queue has jobs), one that found only jobs it cannot run (tags,
-/// projects) wakes two more, one that found the queue empty wakes none. A wave wakes each
-/// poll held at its start at most once. A change to a runner wakes every poll
-/// ([`Queue::bump_all`]), as do shutdown and a lost listener connection.
+/// projects) wakes two more, one that found the queue empty wakes none. A wave wakes no
+/// more polls than were held at its start. A poll woken that finds nothing is held again
+/// until its hold ends, behind the others (`notify_one` wakes the oldest waiter first). A
+/// change to a runner wakes every poll ([`Queue::bump_all`]), as do shutdown and a lost
+/// listener connection.
 pub struct Queue {
     version: AtomicU64,
     /// Held polls wait here; only they do (background tasks wait on `shutdown`).
@@ -268,15 +270,28 @@ impl Queue {
         let _ = self.broadcast.set(tx);
     }
 
+    /// When a poll arriving now is answered at the latest if nothing changes: a random
+    /// point of the last fifth of the hold, so that a fleet whose polls began together (a
+    /// restart, a backlog drained) spreads out over a few seconds instead of polling again
+    /// all at once at the end of every hold. `None` without long polling.
+    pub fn hold_deadline(&self) -> Option<tokio::time::Instant> {
+        let timeout = self.poll_timeout;
+        if timeout.is_zero() {
+            return None;
+        }
+        let hold = timeout.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0));
+        Some(tokio::time::Instant::now() + hold)
+    }
+
     /// Waits until the version differs from `seen` or this poll is woken (true: search),
-    /// or the hold ends (false): at a random point of the last fifth of `timeout`. A fleet
-    /// whose polls began together (a restart, a backlog drained) so spreads out over a few
-    /// seconds instead of polling again all at once at the end of every hold.
-    pub async fn wait_for_change(&self, seen: &str, timeout: Duration) -> bool {
+    /// or `deadline` passes (false; at once without one: long polling is off).
+    pub async fn wait_for_change(
+        &self,
+        seen: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> bool {
         self.held.fetch_add(1, Ordering::Relaxed);
         let _held = Held(&self.held);
-        let hold = timeout.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..=1.0));
-        let deadline = tokio::time::Instant::now() + hold;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -286,7 +301,10 @@ impl Queue {
             }
             // Not held (long polling off, or the hold is over): answer now. A timer due
             // now would still wait for the timer wheel's next tick, up to a millisecond.
-            if self.closing.load(Ordering::SeqCst) || timeout.is_zero() {
+            let Some(deadline) = deadline else {
+                return false;
+            };
+            if self.closing.load(Ordering::SeqCst) || deadline <= tokio::time::Instant::now() {
                 return false;
             }
             // Woken: one at a time by a bump or a wave passed on, all by a change to the
@@ -298,6 +316,11 @@ impl Queue {
                 return true;
             }
         }
+    }
+
+    /// The server is shutting down: polls are answered, not held.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 }
 
@@ -329,7 +352,12 @@ pub struct Assignment {
 /// The outcome of a poll.
 pub enum Polled {
     Assigned(Box<Assignment>),
-    Empty { last_update: String },
+    /// No job: `last_update` is the version read before the search, if there was one
+    /// (`searched`; not for a paused runner, nor a poll whose turn to search never came).
+    Empty {
+        last_update: String,
+        searched: bool,
+    },
 }
 
 /// Runner features a job may require ‹app/models/ci/build.rb› `RUNNER_FEATURES`: each
@@ -757,31 +785,20 @@ impl Dispatcher {
         self.queue.project_changed(project_id);
     }
 
-    /// `POST /jobs/request` after authentication: hold the poll while nothing changed, then
-    /// find and assign a job.
+    /// `POST /jobs/request` after authentication and the poll's hold (if any): find and
+    /// assign a job. `deadline`: when the poll's hold ends, if it is held.
     pub async fn request(
         &self,
         runner: &Runner,
         manager: &RunnerManager,
         features: &serde_json::Map<String, serde_json::Value>,
-        last_update: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
     ) -> ApiResult<Polled> {
         if runner.paused {
             return Ok(Polled::Empty {
                 last_update: self.queue.current(),
+                searched: false,
             });
-        }
-        let arrived = tokio::time::Instant::now();
-        if let Some(seen) = last_update.filter(|s| *s == self.queue.current()) {
-            if !self
-                .queue
-                .wait_for_change(seen, self.queue.poll_timeout)
-                .await
-            {
-                return Ok(Polled::Empty {
-                    last_update: self.queue.current(),
-                });
-            }
         }
         // Read the version before looking: a job made pending meanwhile bumps it, so the
         // runner's next poll is not held and looks again.
@@ -792,16 +809,17 @@ impl Dispatcher {
         // its timeout. One that cannot search before its hold would have ended is
         // answered as a held one, so that no poll outlasts the hold much (without long
         // polling, each waits its turn).
-        let admitted = match self.queue.poll_timeout {
-            Duration::ZERO => Ok(self.searching.acquire().await),
-            hold => {
-                let until = (arrived + hold).max(tokio::time::Instant::now() + ADMISSION_MIN);
+        let admitted = match deadline {
+            None => Ok(self.searching.acquire().await),
+            Some(deadline) => {
+                let until = deadline.max(tokio::time::Instant::now() + ADMISSION_MIN);
                 tokio::time::timeout_at(until, self.searching.acquire()).await
             }
         };
         let Ok(Ok(_searching)) = admitted else {
             return Ok(Polled::Empty {
                 last_update: version,
+                searched: false,
             });
         };
         // Boxed: the search's state is large and lives only while it runs; inline, every
@@ -821,6 +839,7 @@ impl Dispatcher {
                 }
                 Ok(Polled::Empty {
                     last_update: version,
+                    searched: true,
                 })
             }
         }

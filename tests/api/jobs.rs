@@ -59,6 +59,39 @@ fn redact(mut payload: Value) -> Value {
     payload
 }
 
+/// Waits up to 10 s for `want` job requests to be held (`runway_held_long_polls`);
+/// answers the count seen last.
+async fn held_polls(app: &TestApp, want: f64) -> f64 {
+    use crate::metrics::{sample, scrape};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = sample(&scrape(app).await, "runway_held_long_polls").unwrap_or(-1.0);
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A poll as a long-polling runner sends it: `runner`'s first poll for the queue's
+/// version, then its poll with that version, spawned (held until the queue moves).
+fn held_poll(
+    app: &std::sync::Arc<TestApp>,
+    runner: &str,
+) -> tokio::task::JoinHandle<crate::helpers::Reply> {
+    let (app, runner) = (app.clone(), runner.to_string());
+    tokio::spawn(async move {
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204, "{}", first.text);
+        let version = first
+            .header("x-gitlab-last-update")
+            .expect("queue value")
+            .to_string();
+        app.request_job_with(&runner, json!({ "last_update": version }))
+            .await
+    })
+}
+
 both_backends! {
     async fn two_phase_commit_when_enabled(backend) {
         let app = TestApp::builder(backend).two_phase_commit().spawn().await;
@@ -320,6 +353,62 @@ both_backends! {
         assert!(latency < Duration::from_secs(2), "answered {latency:?} after the pipeline was created");
     }
 
+    // A held poll woken for a job another runner takes first is held again, on the same
+    // request, and takes the next job (GitLab answers it 204, and the runner then waits
+    // for its next `check_interval` tick, 3 s by default, before it polls again).
+    async fn a_held_poll_that_loses_its_job_stays_held_and_takes_the_next(backend) {
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, one) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, two) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let polls = [held_poll(&app, &one), held_poll(&app, &two)];
+        assert_eq!(held_polls(&app, 2.0).await, 2.0, "both polls held");
+        // A bump wakes the first two held polls: both search, one takes the job.
+        app.pipeline(project, "a: { script: x }\n").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !polls.iter().any(|p| p.is_finished()) {
+            assert!(Instant::now() < deadline, "a poll took the job");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let [first, second] = polls;
+        let (taken, other) = if first.is_finished() { (first, second) } else { (second, first) };
+        let taken = taken.await.expect("poll");
+        assert_eq!(taken.status, 201, "{}", taken.text);
+        assert_eq!(taken.json()["job_info"]["name"], "a");
+        // The other searched and found nothing: held again, not answered.
+        assert_eq!(held_polls(&app, 1.0).await, 1.0, "the other poll is held again");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other.is_finished(), "the poll that lost the job is held");
+        assert_eq!(app.state.queue.held(), 1);
+        app.pipeline(project, "b: { script: x }\n").await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), other)
+            .await
+            .expect("the held poll took the next job at once")
+            .expect("poll");
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["job_info"]["name"], "b");
+    }
+
+    // A held poll woken by a change to its runner searches as the runner is now: here it
+    // was given the tag of the job that waits (GitLab's Workhorse hands the poll to Rails,
+    // which authenticates it again).
+    async fn a_held_poll_searches_with_its_runner_as_it_is_when_woken(backend) {
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.pipeline(project, "g: { script: x, tags: [gpu] }\n").await;
+        let poll = held_poll(&app, &runner);
+        assert_eq!(held_polls(&app, 1.0).await, 1.0, "held: the job waiting needs a tag it lacks");
+        let reply = app.api(Method::PUT, &format!("/runners/{runner_id}"), Some(json!({ "tag_list": ["gpu"] }))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let reply = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("the held poll answered at once")
+            .expect("poll");
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["job_info"]["name"], "g");
+    }
+
     // The jobs a pipeline makes pending reach polls without a read of the queue: the
     // server knows every job waiting (a read saw the queue whole, and each bump since
     // carried its jobs). Such a claim is a read's: oldest first, the payload whole with its
@@ -547,10 +636,14 @@ n: { script: y, when: manual }
         };
         let first = app.request_job(&runner).await;
         assert_eq!(first.status, 204);
-        // A bump while the poll is held opens a wave of one; the poll finds nothing.
+        // A bump while the poll is held opens a wave of one; the poll finds nothing and is
+        // held again until its hold ends.
         let waiting = poll(first.header("x-gitlab-last-update").expect("version").to_string());
         held().await;
         app.state.queue.bump_local();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "held again after a search that found nothing");
+        held().await;
         let woken = waiting.await.expect("poll");
         assert_eq!(woken.status, 204);
         let version = woken.header("x-gitlab-last-update").expect("version").to_string();
@@ -579,8 +672,11 @@ n: { script: y, when: manual }
             tokio::spawn(async move { app.request_job_with(&other, json!({ "last_update": seen })).await })
         };
         held().await;
-        // A bump opens a wave of one (one poll held: the other runner's, which finds nothing).
+        // A bump opens a wave of one (one poll held: the other runner's, which finds nothing
+        // and is held again until its hold ends).
         app.state.queue.bump_local();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!other_waiting.is_finished(), "held again after a search that found nothing");
         assert_eq!(other_waiting.await.expect("poll").status, 204);
         let version = app.state.queue.current();
         let timed_out = poll(version.clone()).await.expect("poll");

@@ -30,9 +30,11 @@ pub const JOB_REQUEST_PATH: &str = "/api/v4/jobs/request";
 pub struct PollBody(pub bytes::Bytes);
 
 /// The poll was held by [`answer_known_poll`] and woken: it searches at once, even if the
-/// version it carries is still current (a wave passed on does not move it).
+/// version it carries is still current (a wave passed on does not move it). With when its
+/// hold ends ([`crate::queue::Queue::hold_deadline`]): a search that finds nothing holds
+/// it again until then.
 #[derive(Clone, Copy)]
-pub struct Woken;
+pub struct Woken(Option<tokio::time::Instant>);
 
 /// The route pattern of a request answered before routing (for metrics and logs).
 #[derive(Clone, Copy)]
@@ -83,8 +85,9 @@ pub async fn answer_known_poll(
             if let Err(refused) = checked {
                 return answer(req, actix_web::ResponseError::error_response(&refused));
             }
+            let deadline = queue.hold_deadline();
             let moved = match poll.last_update.as_deref() {
-                Some(seen) if hold => queue.wait_for_change(seen, queue.poll_timeout).await,
+                Some(seen) if hold => queue.wait_for_change(seen, deadline).await,
                 _ => false,
             };
             if !moved {
@@ -94,7 +97,7 @@ pub async fn answer_known_poll(
                     .finish();
                 return answer(req, response);
             }
-            req.extensions_mut().insert(Woken);
+            req.extensions_mut().insert(Woken(deadline));
         }
     }
     req.extensions_mut().insert(PollBody(body.clone()));
@@ -137,7 +140,7 @@ impl FromParams for JobRequestParams {
 }
 
 /// Ask for a job. 201 with the job, or 204 with `X-GitLab-Last-Update`; a poll whose
-/// `last_update` is current is held until a job arrives or the hold ends.
+/// `last_update` is current is held until a job for it arrives or the hold ends.
 #[utoipa::path(
     tag = "jobs",
     operation_id = "request_job",
@@ -161,53 +164,96 @@ pub async fn request_job(
     // (the request's copy of the params and the raw body included).
     req.extensions_mut().remove::<Params>();
     let body = req.extensions_mut().remove::<PollBody>();
-    let woken = req.extensions_mut().remove::<Woken>().is_some();
+    let woken = req.extensions_mut().remove::<Woken>();
     let ip = req.peer_addr().map(|a| a.ip());
     drop(req);
     let manager = auth.manager.as_ref().ok_or(ApiError::Forbidden(None))?;
-    let (info, last_update) = {
-        let params = params.0;
-        if let Some(PollBody(body)) = body {
-            state.runners.remember_poll(
-                &body,
-                ip,
-                &params.token,
-                &auth.runner,
-                manager,
-                params.last_update.as_deref(),
-            );
-        }
-        // Held already and woken: not held again.
-        (params.info, params.last_update.filter(|_| !woken))
-    };
+    let JobRequestParams {
+        token,
+        last_update,
+        info,
+        ..
+    } = params.0;
+    if let Some(PollBody(body)) = body {
+        state.runners.remember_poll(
+            &body,
+            ip,
+            &token,
+            &auth.runner,
+            manager,
+            last_update.as_deref(),
+        );
+    }
     let features = match info.and_then(|mut info| info.remove("features")) {
         Some(Value::Object(features)) => features,
         _ => Map::new(),
     };
-    match state
-        .dispatcher
-        .request(&auth.runner, manager, &features, last_update.as_deref())
-        .await?
-    {
-        Polled::Assigned(assignment) => {
-            if let Some(queued_at) = assignment.job.queued_at {
-                let waited = (crate::db::models::now() - queued_at)
-                    .to_std()
-                    .unwrap_or_default();
-                state.metrics.picked_up(waited);
+    let queue = &state.queue;
+    // When the poll's hold ends: where it was held before routing, if it was.
+    let deadline = match woken {
+        Some(Woken(deadline)) => deadline,
+        None => queue.hold_deadline(),
+    };
+    // Held already and woken: it searches at once, whatever version it carries.
+    let mut held = woken.is_some();
+    let mut seen = last_update.filter(|_| !held);
+    let mut runner = auth.runner;
+    loop {
+        // A poll whose version is current is held until the queue moves or it is woken.
+        if let Some(version) = seen.take().filter(|v| *v == queue.current()) {
+            if runner.paused || !queue.wait_for_change(&version, deadline).await {
+                return Ok(no_job(queue.current()));
             }
-            let ctx = PayloadContext {
-                external_url: &state.settings.external_url,
-                secrets: &state.secrets,
-                id_tokens: &state.id_tokens,
-            };
-            let body = payload::build(&assignment, &auth.runner, &ctx);
-            Ok(HttpResponse::Created().json(body))
+            held = true;
+            // The runner as it is now: it may have been paused, retagged or given other
+            // projects while the poll was held (what woke it, maybe). GitLab's Workhorse
+            // hands a woken poll to Rails, which authenticates it again.
+            runner = state.runners.authenticate(&token).await?;
         }
-        Polled::Empty { last_update } => Ok(HttpResponse::NoContent()
-            .insert_header((LAST_UPDATE_HEADER, last_update))
-            .finish()),
+        match state
+            .dispatcher
+            .request(&runner, manager, &features, deadline)
+            .await?
+        {
+            Polled::Assigned(assignment) => {
+                if let Some(queued_at) = assignment.job.queued_at {
+                    let waited = (crate::db::models::now() - queued_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    state.metrics.picked_up(waited);
+                }
+                let ctx = PayloadContext {
+                    external_url: &state.settings.external_url,
+                    secrets: &state.secrets,
+                    id_tokens: &state.id_tokens,
+                };
+                let body = payload::build(&assignment, &runner, &ctx);
+                return Ok(HttpResponse::Created().json(body));
+            }
+            // Held, woken, and nothing found (another runner took the job first, or only
+            // jobs it cannot run wait): held again on the version read before the search,
+            // until its hold ends. GitLab answers 204 here, after which a runner waits for
+            // its next `check_interval` tick (3 s by default) before it polls again, and a
+            // job arriving meanwhile waits for it.
+            Polled::Empty {
+                last_update,
+                searched,
+            } => {
+                if held && searched && deadline.is_some() && !queue.closing() {
+                    seen = Some(last_update);
+                    continue;
+                }
+                return Ok(no_job(last_update));
+            }
+        }
     }
+}
+
+/// No job for the poll: 204 with the queue's version to send back as `last_update`.
+fn no_job(last_update: String) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((LAST_UPDATE_HEADER, last_update))
+        .finish()
 }
 
 /// Params of `PUT /jobs/:id`.
