@@ -60,9 +60,13 @@ pub fn free_port() -> u16 {
 /// Starts `runway serve` on a free loopback port with `env` (on top of the listen address,
 /// the admin token and `RUST_LOG=warn`) and waits for `/-/readiness`. The server's log
 /// (its stdout) is appended to the file `RUNWAY_BENCH_SERVER_LOG` names, else dropped.
+/// `RUNWAY_BENCH_SERVER_BIN` names another `runway` binary to measure (an earlier build,
+/// to compare two builds with one bench binary); else this build's.
 pub async fn start_runway(env: &[(&str, String)]) -> Server {
     let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_runway"));
+    let binary = std::env::var_os("RUNWAY_BENCH_SERVER_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_runway").into());
+    let mut command = Command::new(binary);
     command
         .arg("serve")
         .env("RUNWAY_LISTEN", format!("127.0.0.1:{port}"))
