@@ -389,6 +389,36 @@ both_backends! {
         assert_eq!(reply.json()["job_info"]["name"], "b");
     }
 
+    // A poll carrying an older version searches at once; finding nothing (another runner
+    // took the job that moved the version), it is held on the version read before its
+    // search, as the runner's next poll would be, and takes the next job.
+    async fn a_poll_with_an_older_version_that_finds_nothing_is_held(backend) {
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, other) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204, "a poll without a version is answered at once");
+        let older = first.header("x-gitlab-last-update").expect("queue value").to_string();
+        app.pipeline(project, "a: { script: x }\n").await;
+        assert_ne!(app.state.queue.current(), older);
+        assert_eq!(app.take_job(&other).await["job_info"]["name"], "a");
+        let poll = {
+            let (app, runner) = (app.clone(), runner.clone());
+            tokio::spawn(async move { app.request_job_with(&runner, json!({ "last_update": older })).await })
+        };
+        assert_eq!(held_polls(&app, 1.0).await, 1.0, "held after a search that found nothing");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!poll.is_finished(), "held, not answered");
+        app.pipeline(project, "b: { script: x }\n").await;
+        let reply = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("the held poll took the next job at once")
+            .expect("poll");
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json()["job_info"]["name"], "b");
+    }
+
     // A held poll woken by a change to its runner searches as the runner is now: here it
     // was given the tag of the job that waits (GitLab's Workhorse hands the poll to Rails,
     // which authenticates it again).

@@ -194,9 +194,11 @@ pub async fn request_job(
         Some(Woken(deadline)) => deadline,
         None => queue.hold_deadline(),
     };
-    // Held already and woken: it searches at once, whatever version it carries.
-    let mut held = woken.is_some();
-    let mut seen = last_update.filter(|_| !held);
+    // A runner that sends the version it saw long-polls: a search that finds nothing holds
+    // its poll (below). Held already and woken: it searches at once, whatever version it
+    // carries.
+    let long_polls = woken.is_some() || last_update.is_some();
+    let mut seen = last_update.filter(|_| woken.is_none());
     let mut runner = auth.runner;
     loop {
         // A poll whose version is current is held until the queue moves or it is woken.
@@ -204,11 +206,11 @@ pub async fn request_job(
             if runner.paused || !queue.wait_for_change(&version, deadline).await {
                 return Ok(no_job(queue.current()));
             }
-            held = true;
             // The runner as it is now: it may have been paused, retagged or given other
             // projects while the poll was held (what woke it, maybe). GitLab's Workhorse
-            // hands a woken poll to Rails, which authenticates it again.
-            runner = state.runners.authenticate(&token).await?;
+            // hands a woken poll to Rails, which authenticates it again. Boxed: inline, every
+            // held poll would carry room for the read through its hold.
+            runner = Box::pin(state.runners.authenticate(&token)).await?;
         }
         match state
             .dispatcher
@@ -230,16 +232,17 @@ pub async fn request_job(
                 let body = payload::build(&assignment, &runner, &ctx);
                 return Ok(HttpResponse::Created().json(body));
             }
-            // Held, woken, and nothing found (another runner took the job first, or only
-            // jobs it cannot run wait): held again on the version read before the search,
-            // until its hold ends. GitLab answers 204 here, after which a runner waits for
-            // its next `check_interval` tick (3 s by default) before it polls again, and a
-            // job arriving meanwhile waits for it.
+            // Nothing found (another runner took the job first, only jobs it cannot run
+            // wait, or none): a long-polling runner's poll is held on the version read
+            // before the search, until its hold ends, as its next poll would be. GitLab
+            // answers 204 here, after which a runner waits for its next `check_interval`
+            // tick (3 s by default) before it polls again, and a job arriving meanwhile
+            // waits for it. A poll without a version (a runner's first) learns it at once.
             Polled::Empty {
                 last_update,
                 searched,
             } => {
-                if held && searched && deadline.is_some() && !queue.closing() {
+                if long_polls && searched && deadline.is_some() && !queue.closing() {
                     seen = Some(last_update);
                     continue;
                 }
