@@ -22,7 +22,8 @@
 //! the end, and the load generator's own CPU. PostgreSQL comes from
 //! `RUNWAY_BENCH_DATABASE_URL`, else `scripts/pg.sh` starts a throwaway one, stopped at the
 //! end. `RUNWAY_FLEET_COLUMNS` (`sqlite,postgres`) picks the backends;
-//! `RUNWAY_BENCH_SERVER_LOG=<file>` keeps the servers' logs.
+//! `RUNWAY_BENCH_SERVER_LOG=<file>` keeps the servers' logs; `RUNWAY_FLEET_PICKUPS=<file>`
+//! appends each job's pickup with when it became pending.
 //!
 //! Run: `cargo bench --bench fleet` (Linux); a quick run:
 //! `RUNWAY_FLEET_RUNNERS=500 RUNWAY_FLEET_SECONDS=10 RUNWAY_FLEET_JOBS_PER_SECOND=20 cargo bench --bench fleet`.
@@ -141,7 +142,8 @@ enum Side {
 #[derive(Default)]
 struct Pickups {
     open: Mutex<HashMap<Became, Side>>,
-    latencies: Mutex<Vec<Duration>>,
+    /// When each job became pending, and its pickup latency.
+    latencies: Mutex<Vec<(Instant, Duration)>>,
     /// Picked before the call making them pending had returned (counted as 0 ms).
     early: AtomicU64,
 }
@@ -158,17 +160,20 @@ impl Pickups {
                 }
             }
         };
-        let latency = match (other, side) {
+        let (pending, latency) = match (other, side) {
             (Side::Pending(pending), Side::Picked(picked))
             | (Side::Picked(picked), Side::Pending(pending)) => {
                 if picked < pending {
                     self.early.fetch_add(1, Ordering::Relaxed);
                 }
-                picked.saturating_duration_since(pending)
+                (pending, picked.saturating_duration_since(pending))
             }
             _ => return,
         };
-        self.latencies.lock().expect("latencies").push(latency);
+        self.latencies
+            .lock()
+            .expect("latencies")
+            .push((pending, latency));
     }
 }
 
@@ -629,6 +634,32 @@ struct Backend {
     postmaster: Option<u32>,
 }
 
+/// With `RUNWAY_FLEET_PICKUPS` set to a file, appends a line per job: the column, the
+/// seconds from the load's start to the job becoming pending, and its pickup in
+/// milliseconds, to tell a tail spread over the run from one stall.
+fn dump_timeline(backend: &Backend, started: Instant, timeline: &[(Instant, Duration)]) {
+    let Ok(path) = std::env::var("RUNWAY_FLEET_PICKUPS") else {
+        return;
+    };
+    let column = match backend.database_url {
+        Some(_) => "postgres",
+        None => "sqlite",
+    };
+    let text: String = timeline
+        .iter()
+        .map(|(pending, latency)| {
+            let at = pending.saturating_duration_since(started).as_secs_f64();
+            format!("{column} {at:.3} {:.3}\n", load::ms(*latency))
+        })
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("RUNWAY_FLEET_PICKUPS {path}: {e}"));
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("pickups written");
+}
+
 async fn run(backend: &Backend, sizes: &Sizes) -> Result<Figures, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let data_dir = dir.path().join("data");
@@ -749,9 +780,9 @@ async fn run(backend: &Backend, sizes: &Sizes) -> Result<Figures, String> {
     }
     drop(server);
 
-    let pickup = Latencies(std::mem::take(
-        &mut *fleet.pickups.latencies.lock().expect("latencies"),
-    ));
+    let timeline = std::mem::take(&mut *fleet.pickups.latencies.lock().expect("latencies"));
+    dump_timeline(backend, started, &timeline);
+    let pickup = Latencies(timeline.into_iter().map(|(_, latency)| latency).collect());
     let unmatched = fleet.pickups.open.lock().expect("pickups").len();
     let first_errors = fleet.errors.first.lock().expect("errors").clone();
     Ok(Figures {
