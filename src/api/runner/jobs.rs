@@ -212,10 +212,13 @@ pub async fn request_job(
             // held poll would carry room for the read through its hold.
             runner = Box::pin(state.runners.authenticate(&token)).await?;
         }
-        match state
-            .dispatcher
-            .request(&runner, manager, &features, deadline)
-            .await?
+        // Boxed, as the read above: the search's state lives only while it runs.
+        match Box::pin(
+            state
+                .dispatcher
+                .request(&runner, manager, &features, deadline),
+        )
+        .await?
         {
             Polled::Assigned(assignment) => {
                 if let Some(queued_at) = assignment.job.queued_at {
