@@ -46,7 +46,8 @@ pub struct SettingsArgs {
     /// Server URL answered by router discovery for runners with the `job_router` flag.
     #[arg(long, env = "RUNWAY_JOB_ROUTER_URL")]
     pub job_router_url: Option<String>,
-    /// Seconds a job request with a current `last_update` is held (0: answer at once).
+    /// Seconds a job request with a current `last_update` is held, and one with an older
+    /// `last_update` that finds no job (0: answer at once).
     #[arg(long, env = "RUNWAY_LONG_POLL_TIMEOUT")]
     pub long_poll_timeout: Option<u64>,
     /// Seconds between trace updates asked of runners (`X-GitLab-Trace-Update-Interval`).
