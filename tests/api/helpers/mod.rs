@@ -255,6 +255,8 @@ pub async fn fresh_postgres_database() -> String {
         .await
         .expect("connect to the test PostgreSQL server");
     tokio::spawn(connection);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| sweep_old_databases(url.clone()));
     let name = format!("runway_test_{}", uuid::Uuid::new_v4().simple());
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -262,6 +264,43 @@ pub async fn fresh_postgres_database() -> String {
         .expect("create test database");
     let (base, _) = url.rsplit_once('/').expect("database URL has a path");
     format!("{base}/{name}")
+}
+
+/// The databases earlier runs left on the test server (each test makes its own and none
+/// drops it: a test may start a second server on it, or restart on it): once a run, in
+/// the background, those no session uses and whose folder has not changed for an hour
+/// are dropped, so that a server kept between runs does not fill its disk. Best effort:
+/// without the right to read the data folder's times, nothing is dropped.
+fn sweep_old_databases(url: String) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async move {
+            let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                return;
+            };
+            tokio::spawn(connection);
+            let old = client
+                .query(
+                    "SELECT d.datname FROM pg_database d \
+                     WHERE d.datname LIKE 'runway\\_test\\_%' \
+                       AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname) \
+                       AND (pg_stat_file('base/' || d.oid)).modification < now() - interval '1 hour'",
+                    &[],
+                )
+                .await
+                .unwrap_or_default();
+            for row in old {
+                let name: String = row.get(0);
+                // A database a session opened meanwhile is not dropped (the statement fails).
+                let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\"")).await;
+            }
+        });
+    });
 }
 
 pub struct TestApp {
