@@ -102,7 +102,7 @@ impl Queue {
             let notified = self.shutdown.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.closing.load(Ordering::SeqCst) {
+            if self.closing() {
                 return;
             }
             notified.await;
@@ -304,7 +304,7 @@ impl Queue {
             let Some(deadline) = deadline else {
                 return false;
             };
-            if self.closing.load(Ordering::SeqCst) || deadline <= tokio::time::Instant::now() {
+            if self.closing() || deadline <= tokio::time::Instant::now() {
                 return false;
             }
             // Woken: one at a time by a bump or a wave passed on, all by a change to the
@@ -312,7 +312,7 @@ impl Queue {
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.current() != seen;
             }
-            if !self.closing.load(Ordering::SeqCst) {
+            if !self.closing() {
                 return true;
             }
         }
