@@ -463,11 +463,7 @@ both_backends! {
             let (app, runner) = (app.clone(), runner.clone());
             tokio::spawn(async move { app.request_job_with(&runner, json!({ "last_update": last_update })).await })
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sample(&scrape(&app).await, "runway_held_long_polls") != Some(1.0) {
-            assert!(Instant::now() < deadline, "the poll is held");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_eq!(held_polls(&app, 1.0).await, 1.0, "the poll is held");
         let yaml = "a: { stage: build, script: x }\nb: { stage: build, script: y }\nc: { stage: test, script: z }\n";
         app.pipeline(project, yaml).await;
         let reply = poller.await.expect("poller");
@@ -572,7 +568,6 @@ both_backends! {
     // for it); the searches pass the wake on, so a job only some runners can run still
     // reaches one of them at once.
     async fn a_new_job_wakes_a_few_held_polls_and_reaches_a_runner_that_can_run_it(backend) {
-        use crate::metrics::{sample, scrape};
         let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(30).spawn().await);
         let project = app.create_project(json!({ "name": "app" })).await;
         let (_, gpu) = app.create_runner(json!({ "runner_type": "instance_type", "tag_list": "gpu", "run_untagged": false })).await;
@@ -580,19 +575,6 @@ both_backends! {
         for _ in 0..12 {
             plain.push(app.create_runner(json!({ "runner_type": "instance_type" })).await.1);
         }
-        let held = |want: f64| {
-            let app = app.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    let now = sample(&scrape(&app).await, "runway_held_long_polls").unwrap_or(-1.0);
-                    if now == want || Instant::now() > deadline {
-                        return now;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        };
         let hold = |token: String, machine: usize| {
             let app = app.clone();
             tokio::spawn(async move {
@@ -604,7 +586,7 @@ both_backends! {
             })
         };
         let polls: Vec<_> = plain.iter().enumerate().map(|(i, t)| hold(t.clone(), i + 1)).collect();
-        assert_eq!(held(12.0).await, 12.0, "twelve polls held");
+        assert_eq!(held_polls(&app, 12.0).await, 12.0, "twelve polls held");
 
         app.pipeline(project, "a: { script: x }\n").await;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -619,11 +601,11 @@ both_backends! {
         }
         assert_eq!(answers.iter().filter(|s| **s == 201).count(), 1, "one poll took the job: {answers:?}");
         assert!(answers.len() <= 3, "a few polls woke, not all twelve: {answers:?}");
-        assert_eq!(held(waiting.len() as f64).await, waiting.len() as f64);
+        assert_eq!(held_polls(&app, waiting.len() as f64).await, waiting.len() as f64);
 
         // A job only the gpu runner can run: the plain runners woken pass the wake on.
         let gpu_poll = hold(gpu.clone(), 100);
-        assert_eq!(held(waiting.len() as f64 + 1.0).await, waiting.len() as f64 + 1.0);
+        assert_eq!(held_polls(&app, waiting.len() as f64 + 1.0).await, waiting.len() as f64 + 1.0);
         let created = Instant::now();
         app.pipeline(project, "b: { script: x, tags: [gpu] }\n").await;
         let status = tokio::time::timeout(Duration::from_secs(5), gpu_poll)
@@ -641,7 +623,6 @@ both_backends! {
     // though the version it carries is still current: held on the whole path, and held
     // before routing (a body the server answered before, after a hold that ended).
     async fn a_poll_woken_by_a_wave_searches_though_the_version_did_not_move(backend) {
-        use crate::metrics::{sample, scrape};
         let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(3).spawn().await);
         let project = app.create_project(json!({ "name": "app" })).await;
         let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
@@ -649,16 +630,7 @@ both_backends! {
         app.pipeline(project, "m: { script: x, when: manual }
 n: { script: y, when: manual }
 ").await;
-        let held = || {
-            let app = app.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while sample(&scrape(&app).await, "runway_held_long_polls") != Some(1.0) {
-                    assert!(Instant::now() < deadline, "the poll is held");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
+        let held = || async { assert_eq!(held_polls(&app, 1.0).await, 1.0, "the poll is held") };
         let poll = |last_update: String| {
             let app = app.clone();
             let runner = runner.clone();
