@@ -638,26 +638,19 @@ struct Backend {
 /// seconds from the load's start to the job becoming pending, and its pickup in
 /// milliseconds, to tell a tail spread over the run from one stall.
 fn dump_timeline(backend: &Backend, started: Instant, timeline: &[(Instant, Duration)]) {
-    let Ok(path) = std::env::var("RUNWAY_FLEET_PICKUPS") else {
-        return;
-    };
     let column = match backend.database_url {
         Some(_) => "postgres",
         None => "sqlite",
     };
-    let text: String = timeline
-        .iter()
-        .map(|(pending, latency)| {
-            let at = pending.saturating_duration_since(started).as_secs_f64();
-            format!("{column} {at:.3} {:.3}\n", load::ms(*latency))
-        })
-        .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("RUNWAY_FLEET_PICKUPS {path}: {e}"));
-    std::io::Write::write_all(&mut file, text.as_bytes()).expect("pickups written");
+    common::append_to_file_named_by("RUNWAY_FLEET_PICKUPS", || {
+        timeline
+            .iter()
+            .map(|(pending, latency)| {
+                let at = pending.saturating_duration_since(started).as_secs_f64();
+                format!("{column} {at:.3} {:.3}\n", load::ms(*latency))
+            })
+            .collect()
+    });
 }
 
 async fn run(backend: &Backend, sizes: &Sizes) -> Result<Figures, String> {

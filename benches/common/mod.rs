@@ -476,6 +476,21 @@ pub fn raise_open_files() {
     }
 }
 
+/// With the environment variable `var` naming a file, appends `lines()` to it (made only
+/// then): the benches' per-round and per-job dumps, for a look at a tail's shape.
+pub fn append_to_file_named_by(var: &str, lines: impl FnOnce() -> String) {
+    let Ok(path) = std::env::var(var) else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("{var} {path}: {e}"));
+    std::io::Write::write_all(&mut file, lines().as_bytes())
+        .unwrap_or_else(|e| panic!("{var} {path}: {e}"));
+}
+
 /// Prints `table` (its first row the header) as a Markdown table, the first column
 /// left-aligned and the others right-aligned.
 pub fn print_table(table: &[Vec<String>]) {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::common::{call, Server, ADMIN_TOKEN};
+use crate::common::{append_to_file_named_by, call, Server, ADMIN_TOKEN};
 use crate::load::{drain_queue, ms, Conn, Drained, Latencies};
 
 pub const REQUEST: &str = "/api/v4/jobs/request";
@@ -279,18 +279,11 @@ pub async fn pickup(admin: &Admin<'_>, project: i64, n: usize) -> Latencies {
 /// runner read the job), to tell a tail that repeats with the rounds from one that does
 /// not.
 fn dump_rounds(rounds: &[(Duration, Duration)]) {
-    let Ok(path) = std::env::var("RUNWAY_BENCH_PICKUP_ROUNDS") else {
-        return;
-    };
-    let text: String = rounds
-        .iter()
-        .enumerate()
-        .map(|(i, (posted, received))| format!("{i} {:.3} {:.3}\n", ms(*posted), ms(*received)))
-        .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("RUNWAY_BENCH_PICKUP_ROUNDS {path}: {e}"));
-    std::io::Write::write_all(&mut file, text.as_bytes()).expect("pickup rounds written");
+    append_to_file_named_by("RUNWAY_BENCH_PICKUP_ROUNDS", || {
+        rounds
+            .iter()
+            .enumerate()
+            .map(|(i, (posted, received))| format!("{i} {:.3} {:.3}\n", ms(*posted), ms(*received)))
+            .collect()
+    });
 }
