@@ -37,7 +37,8 @@ pub struct SettingsArgs {
     /// Lifetime of runner authentication tokens in seconds (unset or 0: tokens never expire).
     #[arg(long, env = "RUNWAY_RUNNER_TOKEN_EXPIRES_IN")]
     pub runner_token_expires_in: Option<u64>,
-    /// Seconds between two heartbeat writes of one runner or runner manager.
+    /// Seconds between two heartbeat writes of one runner or runner manager; a runner
+    /// manager's row is also kept in memory that long.
     #[arg(long, env = "RUNWAY_HEARTBEAT_INTERVAL")]
     pub heartbeat_interval: Option<u64>,
     /// Largest JSON or form body accepted, in bytes (413 beyond).

@@ -138,9 +138,10 @@ const JOB_CONTACTS_KEPT: usize = 4096;
 pub struct Runners {
     db: DbPool,
     cache: DashMap<TokenDigest, Cached>,
-    /// Runner managers as last written or read, by (runner id, system_xid), kept as long
-    /// as authenticated runners are: a heartbeat that would change nothing and is not due
-    /// is answered from here, without the database (the empty-poll hot path).
+    /// Runner managers as last written or read, by (runner id, system_xid), kept for the
+    /// heartbeat interval (see [`Runners::manager_ttl`]): a heartbeat that would change
+    /// nothing and is not due is answered from here, without the database (the empty-poll
+    /// hot path).
     managers: DashMap<(i64, String), (Arc<RunnerManager>, Instant)>,
     /// Job requests answered lately, by their exact body and address (see [`PollMemo`]).
     polls: DashMap<u64, PollMemo>,
@@ -234,11 +235,23 @@ impl Runners {
         self.cache.retain(|_, c| c.runner.id != runner_id);
     }
 
+    /// How long a runner manager is served from memory: the heartbeat interval, at least
+    /// [`AUTH_CACHE_TTL`]. Only the machine itself changes its row, through its heartbeats,
+    /// and each is due at this interval: a fleet's machines coming back from their holds
+    /// together (10,000 of them within seconds) read nothing. What another instance may do
+    /// meanwhile stays bounded: a heartbeat it wrote is written here again when this copy
+    /// says it is due, the info a machine sent it is overwritten by a change sent here
+    /// within the interval, and a manager it deleted is seen by the claim
+    /// ([`Runners::manager_gone`]).
+    fn manager_ttl(&self) -> Duration {
+        self.heartbeat_interval.max(AUTH_CACHE_TTL)
+    }
+
     /// Drops the cached managers and memoized polls too old to be used (each new runner
     /// machine adds one of each); the reaper calls it.
     pub fn prune(&self) {
-        self.managers
-            .retain(|_, entry| entry.1.elapsed() < AUTH_CACHE_TTL);
+        let ttl = self.manager_ttl();
+        self.managers.retain(|_, entry| entry.1.elapsed() < ttl);
         self.drop_stale_polls();
     }
 
@@ -327,7 +340,7 @@ impl Runners {
         }
         let manager = self.managers.get(&memo.manager)?;
         if manager.1 != memo.manager_cached
-            || manager.1.elapsed() >= AUTH_CACHE_TTL
+            || manager.1.elapsed() >= self.manager_ttl()
             || self.due(manager.0.contacted_at, at)
         {
             return None;
@@ -348,6 +361,17 @@ impl Runners {
     /// Drops the cached managers of a runner (deleted runner or manager).
     fn forget_managers(&self, runner_id: i64) {
         self.managers.retain(|(id, _), _| *id != runner_id);
+    }
+
+    /// A claim found `manager`'s row deleted (by another instance, or while its poll was
+    /// held) and left the job without one: its cached copy goes, so that the machine's
+    /// next heartbeat makes its row again, as GitLab makes a deleted manager again on the
+    /// next contact.
+    pub fn manager_gone(&self, manager: &RunnerManager) {
+        self.managers.remove_if(
+            &(manager.runner_id, manager.system_xid.clone()),
+            |_, entry| entry.0.id == manager.id,
+        );
     }
 
     /// Heartbeat of the runner and of its manager `system_xid`, created on first contact.
@@ -377,7 +401,7 @@ impl Runners {
         let cached = self
             .managers
             .get(&key)
-            .filter(|entry| entry.1.elapsed() < AUTH_CACHE_TTL)
+            .filter(|entry| entry.1.elapsed() < self.manager_ttl())
             .map(|entry| entry.0.clone());
         let cached_was_none = cached.is_none();
         let manager = match cached {

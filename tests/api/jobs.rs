@@ -439,6 +439,33 @@ both_backends! {
         assert_eq!(reply.json()["job_info"]["name"], "g");
     }
 
+    // A runner machine deleted by another instance (here, straight in the database) while
+    // this one still has it cached, as it may for the heartbeat interval: its claim records
+    // no manager, as the foreign key's `ON DELETE SET NULL` would have a moment later,
+    // instead of failing on the key; and its next poll makes the row again, as GitLab does.
+    async fn a_claim_by_a_machine_deleted_meanwhile_records_none_and_the_next_poll_makes_it_again(backend) {
+        let app = TestApp::builder(backend).heartbeat_interval(3600).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        assert_eq!(app.request_job(&runner).await.status, 204);
+        let before = app.managers(runner_id).await;
+        assert_eq!(before.len(), 1, "the machine's row");
+        app.execute("DELETE FROM runner_managers").await;
+        app.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        let reply = app.request_job(&runner).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let job = app.runner_job(reply.json()["id"].as_i64().expect("id")).await;
+        assert_eq!((job.runner_id, job.runner_manager_id), (Some(runner_id), None));
+        let reply = app.request_job(&runner).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let after = app.managers(runner_id).await;
+        assert_eq!(after.len(), 1, "the machine's row made again");
+        assert_eq!(after[0].system_xid, before[0].system_xid);
+        assert_ne!(after[0].id, before[0].id);
+        let job = app.runner_job(reply.json()["id"].as_i64().expect("id")).await;
+        assert_eq!(job.runner_manager_id, Some(after[0].id));
+    }
+
     // The jobs a pipeline makes pending reach polls without a read of the queue: the
     // server knows every job waiting (a read saw the queue whole, and each bump since
     // carried its jobs). Such a claim is a read's: oldest first, the payload whole with its

@@ -221,6 +221,9 @@ pub async fn request_job(
         .await?
         {
             Polled::Assigned(assignment) => {
+                if assignment.job.runner_manager_id != Some(manager.id) {
+                    state.runners.manager_gone(manager);
+                }
                 if let Some(queued_at) = assignment.job.queued_at {
                     let waited = (crate::db::models::now() - queued_at)
                         .to_std()

@@ -4,7 +4,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::ci::config::JobSpec;
 use crate::db::enums::JobStatus;
-use crate::db::schema::jobs;
+use crate::db::schema::{jobs, runner_managers};
 use crate::db::{Cached, Conn};
 use crate::db_run;
 
@@ -488,7 +488,7 @@ impl Job {
                 jobs::status.eq(status),
                 jobs::ack_deadline.eq(ack_deadline),
                 jobs::runner_id.eq(runner_id),
-                jobs::runner_manager_id.eq(manager_id),
+                jobs::runner_manager_id.eq(manager_still_there(manager_id)),
                 jobs::token_digest.eq(token_digest),
                 jobs::cancel_gracefully.eq(cancel_gracefully),
                 jobs::started_at.eq(started_at),
@@ -969,12 +969,25 @@ where
     }
 }
 
+/// The manager a claim records: `id` if its row is still there, else none. A poll may carry
+/// a manager deleted meanwhile (through another instance, or while the poll was held):
+/// the claim then leaves the job without one, as the foreign key's `ON DELETE SET NULL`
+/// would have a moment later, instead of failing on the key (see [`Job::claim`]).
+#[diesel::dsl::auto_type]
+fn manager_still_there(id: i64) -> _ {
+    runner_managers::table
+        .filter(runner_managers::id.eq(id))
+        .select(runner_managers::id)
+        .single_value()
+}
+
 /// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
 /// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
 /// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
 const CLAIM_FIRST_OF: &str = "\
 WITH claimed AS (
-    UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3, runner_manager_id = $4,
+    UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3,
+        runner_manager_id = (SELECT id FROM runner_managers WHERE id = $4),
         token_digest = $5, cancel_gracefully = $6, started_at = $7, updated_at = $8
     WHERE id = (
         SELECT id FROM jobs
