@@ -150,6 +150,7 @@ diesel::table! {
         scheduled_at -> Nullable<Timestamp>,
         resource_group_id -> Nullable<BigInt>,
         claims_alone -> Bool,
+        interruptible -> Bool,
     }
 }
 

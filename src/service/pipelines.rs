@@ -539,7 +539,7 @@ impl Pipelines {
     async fn cancel_redundant(&self, new: &Pipeline) -> ApiResult<()> {
         let candidates = {
             let mut db = self.db.read().await?;
-            Pipeline::older_on_ref(
+            Pipeline::redundant_on_ref(
                 &mut db.conn(),
                 new.project_id,
                 &new.ref_,
@@ -549,20 +549,9 @@ impl Pipelines {
             )
             .await?
         };
-        for old in candidates.into_iter().filter(|p| p.sha != new.sha) {
+        // Checked again in the transaction: a job may have started meanwhile.
+        for old in candidates {
             let mode = old.auto_cancel_on_new_commit.clone();
-            if mode == "none" {
-                continue;
-            }
-            // The usual answer, read without a write transaction over the whole pipeline:
-            // a job that is not interruptible has started, so nothing is canceled. Checked
-            // again in the transaction, as a job may start meanwhile.
-            if mode != "interruptible" {
-                let mut db = self.db.read().await?;
-                if Job::started_one_not_interruptible(&mut db.conn(), old.id).await? {
-                    continue;
-                }
-            }
             self.in_pipeline(old.id, move |tx, jobs| {
                 let mode = mode.clone();
                 Box::pin(async move {
@@ -1754,6 +1743,7 @@ fn new_rows<'a>(
                 ),
                 resource_group_id: group_of(j),
                 claims_alone: crate::queue::claims_alone(&j.spec, j.stage_idx),
+                interruptible: j.spec.interruptible,
                 queued_at: times.queued_at,
                 started_at: times.started_at,
                 finished_at: times.finished_at,
@@ -2083,6 +2073,7 @@ async fn clone_job(tx: &mut Conn<'_>, job: &Job, status: JobStatus) -> ApiResult
         timeout: job.timeout,
         resource_group_id: job.resource_group_id,
         claims_alone: crate::queue::claims_alone(&spec, job.stage_idx),
+        interruptible: spec.interruptible,
         queued_at: (status == JobStatus::Pending).then_some(at),
         started_at: None,
         finished_at: None,

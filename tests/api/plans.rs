@@ -110,7 +110,7 @@ async fn a_new_instance_s_queue_read_planned_while_empty_uses_an_index() {
 }
 
 /// Every new pipeline looks for its ref's unfinished pipelines to cancel as redundant
-/// (`Pipeline::older_on_ref`). On a busy ref nearly all of them are finished: the read
+/// (`Pipeline::redundant_on_ref`). On a busy ref nearly all of them are finished: the read
 /// must not pass over those. Before the partial index of unfinished pipelines, a table not
 /// yet analyzed got a plan that sought the (project, ref, status, id) index by `id < $4`
 /// and filtered the statuses, reading every pipeline of the ref for each new one.
@@ -128,7 +128,7 @@ async fn a_ref_s_unfinished_pipelines_are_read_without_its_finished_ones() {
         .batch_execute("UPDATE pipelines SET status = 'success'")
         .await
         .expect("UPDATE");
-    // The statement as `Pipeline::older_on_ref` writes it.
+    // The statement as `Pipeline::redundant_on_ref` writes it.
     client
         .batch_execute(
             "SET plan_cache_mode = force_generic_plan;
@@ -136,6 +136,15 @@ async fn a_ref_s_unfinished_pipelines_are_read_without_its_finished_ones() {
                  SELECT id FROM pipelines
                  WHERE project_id = $1 AND ref = $2 AND sha != $3 AND id < $4
                    AND status IN ('created', 'waiting_for_resource', 'preparing', 'pending', 'running', 'scheduled')
+                   AND CASE auto_cancel_on_new_commit
+                     WHEN 'none' THEN FALSE
+                     WHEN 'interruptible' THEN EXISTS (SELECT 1 FROM jobs
+                       WHERE jobs.pipeline_id = pipelines.id AND NOT jobs.retried AND jobs.interruptible)
+                     ELSE NOT EXISTS (SELECT 1 FROM jobs
+                       WHERE jobs.pipeline_id = pipelines.id
+                         AND jobs.status IN ('running', 'success', 'failed')
+                         AND NOT jobs.retried AND NOT jobs.interruptible)
+                   END
                  LIMIT $5",
         )
         .await

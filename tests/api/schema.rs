@@ -5,7 +5,9 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use runway::db::Conn;
 
-use crate::helpers::{Backend, TestApp};
+use serde_json::json;
+
+use crate::helpers::{both_backends, Backend, TestApp};
 
 #[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Column {
@@ -385,9 +387,7 @@ async fn a_pipelined_new_pipeline_is_written_whole_or_not_at_all() {
     use runway::db::models::{NewJob, NewPipeline, Pipeline};
 
     let app = TestApp::spawn(Backend::Postgres).await;
-    let project = app
-        .create_project(serde_json::json!({ "name": "pipelined" }))
-        .await;
+    let project = app.create_project(json!({ "name": "pipelined" })).await;
     let url = postgres_url(&app).await;
     let at = chrono::Utc::now().naive_utc();
     let pipeline = NewPipeline {
@@ -430,6 +430,7 @@ async fn a_pipelined_new_pipeline_is_written_whole_or_not_at_all() {
         timeout: Some(3600),
         resource_group_id: None,
         claims_alone: false,
+        interruptible: false,
         queued_at: Some(at),
         started_at: None,
         finished_at: None,
@@ -500,4 +501,82 @@ async fn a_pipelined_new_pipeline_is_written_whole_or_not_at_all() {
     }
     assert_eq!(count("SELECT count(*) AS n FROM pipelines").await, 2);
     assert_eq!(count("SELECT count(*) AS n FROM jobs").await, 6);
+}
+
+/// Runs the migration named `name` down and up again on the app's database, as an
+/// instance of the build before it would have left the rows, then this one migrated.
+async fn rerun_migration(app: &TestApp, name: &str) {
+    use diesel::Connection;
+    fn rerun<DB: diesel::backend::Backend>(
+        conn: &mut impl diesel_migrations::MigrationHarness<DB>,
+        source: diesel_migrations::EmbeddedMigrations,
+        name: &str,
+    ) {
+        let all =
+            diesel::migration::MigrationSource::<DB>::migrations(&source).expect("migrations");
+        let one = all
+            .iter()
+            .find(|m| m.name().to_string().ends_with(name))
+            .expect("named migration");
+        conn.revert_migration(one.as_ref()).expect("down");
+        conn.run_migration(one.as_ref()).expect("up again");
+    }
+    let name = name.to_string();
+    let url = match app.backend {
+        Backend::Sqlite => app.database_url.trim_start_matches("sqlite://").to_string(),
+        Backend::Postgres => postgres_url(app).await,
+    };
+    let backend = app.backend;
+    tokio::task::spawn_blocking(move || match backend {
+        Backend::Sqlite => rerun(
+            &mut diesel::SqliteConnection::establish(&url).expect("open"),
+            runway::db::SQLITE_MIGRATIONS,
+            &name,
+        ),
+        Backend::Postgres => {
+            use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+            type Pg = AsyncConnectionWrapper<diesel_async::AsyncPgConnection>;
+            rerun(
+                &mut <Pg as Connection>::establish(&url).expect("connect"),
+                runway::db::POSTGRES_MIGRATIONS,
+                &name,
+            )
+        }
+    })
+    .await
+    .expect("down and up");
+}
+
+#[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Flag {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    interruptible: bool,
+}
+
+both_backends! {
+    // `jobs.interruptible` is written with each job, and the migration that adds it fills
+    // it in for the jobs written before, from their spec: the redundant-pipeline cancel
+    // reads the column alone.
+    async fn jobs_written_before_the_interruptible_column_get_it_from_their_spec(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        app.pipeline(project, "i: { script: [x], interruptible: true }\nn: { script: [x] }\n").await;
+        let flags = || async {
+            let mut db = app.db.read().await.expect("connection");
+            let query = diesel::sql_query("SELECT name, interruptible FROM jobs ORDER BY name");
+            let mut rows: Vec<Flag> = match db.conn() {
+                Conn::Sqlite(c) => query.load(c).await,
+                Conn::Postgres(c) => query.load(c).await,
+            }
+            .expect("flags");
+            rows.sort();
+            rows.into_iter().map(|f| (f.name, f.interruptible)).collect::<Vec<_>>()
+        };
+        let written = vec![("i".to_string(), true), ("n".to_string(), false)];
+        assert_eq!(flags().await, written, "as the jobs were written");
+        rerun_migration(&app, "jobs_interruptible").await;
+        assert_eq!(flags().await, written, "filled in by the migration");
+    }
 }

@@ -76,6 +76,8 @@ pub struct NewJob {
     pub resource_group_id: Option<i64>,
     /// Its claim writes and reads nothing else ([`crate::queue::claims_alone`]).
     pub claims_alone: bool,
+    /// Its spec's `interruptible` (`jobs.interruptible`), for the redundant-pipeline cancel.
+    pub interruptible: bool,
     /// The times of the status it is written with (a new pipeline's first jobs are
     /// decided before they are written): queued when pending, started when running,
     /// finished when skipped, scheduled when delayed.
@@ -227,7 +229,8 @@ impl Job {
                 .bind::<Array<Nullable<Timestamp>>, _>(column(new, |j| j.scheduled_at))
                 .bind::<Array<Timestamp>, _>(column(new, |j| j.created_at))
                 .bind::<Array<Timestamp>, _>(column(new, |j| j.updated_at))
-                .bind::<Array<Bool>, _>(column(new, |j| j.claims_alone)),
+                .bind::<Array<Bool>, _>(column(new, |j| j.claims_alone))
+                .bind::<Array<Bool>, _>(column(new, |j| j.interruptible)),
         );
         let rows = query.load::<Job>(conn);
         async move {
@@ -300,63 +303,6 @@ impl Job {
     /// The statuses of a job that has started, for the redundant-pipeline cancel: running,
     /// or ended after running.
     pub const STARTED: [JobStatus; 3] = [JobStatus::Running, JobStatus::Success, JobStatus::Failed];
-
-    /// Whether a job of the pipeline that started (running or ended after running) and
-    /// was not retried is not `interruptible`: such a pipeline is not canceled as redundant
-    /// by `workflow:auto_cancel:on_new_commit: conservative`.
-    ///
-    /// Usually the first started job answers, so a few started jobs are read first, in
-    /// no order: ordered by id, the statement sorts every started job of the pipeline
-    /// before its first row (the (pipeline, status) index holds them by status), which for
-    /// each running pipeline of 1,000 jobs on the ref cost every new pipeline's `POST`
-    /// about 0.7 ms. Only when all of those are interruptible are the rest read, a page at
-    /// a time in id order, instead of loading the whole pipeline.
-    pub async fn started_one_not_interruptible(
-        conn: &mut Conn<'_>,
-        pipeline_id: i64,
-    ) -> QueryResult<bool> {
-        const FIRST: i64 = 8;
-        const PAGE: i64 = 100;
-        let not_interruptible = |options: &str| {
-            let spec: crate::ci::config::JobSpec =
-                serde_json::from_str(options).unwrap_or_default();
-            !spec.interruptible
-        };
-        let first: Vec<String> = db_run!(conn, |c| jobs::table
-            .filter(jobs::pipeline_id.eq(pipeline_id))
-            .filter(jobs::status.eq_any(Job::STARTED))
-            .filter(jobs::retried.eq(false))
-            .select(jobs::options)
-            .limit(FIRST)
-            .load(c)
-            .await)?;
-        if first.iter().any(|options| not_interruptible(options)) {
-            return Ok(true);
-        }
-        if (first.len() as i64) < FIRST {
-            return Ok(false); // every started job was read, each interruptible
-        }
-        let mut after = 0_i64;
-        loop {
-            let page: Vec<(i64, String)> = db_run!(conn, |c| jobs::table
-                .filter(jobs::pipeline_id.eq(pipeline_id))
-                .filter(jobs::status.eq_any(Job::STARTED))
-                .filter(jobs::retried.eq(false))
-                .filter(jobs::id.gt(after))
-                .order(jobs::id)
-                .select((jobs::id, jobs::options))
-                .limit(PAGE)
-                .load(c)
-                .await)?;
-            if page.iter().any(|(_, options)| not_interruptible(options)) {
-                return Ok(true);
-            }
-            match page.last() {
-                Some((id, _)) if page.len() as i64 == PAGE => after = *id,
-                _ => return Ok(false),
-            }
-        }
-    }
 
     /// The latest tries of a pipeline's jobs in stages before `stage_idx`.
     pub async fn latest_before_stage(
@@ -851,12 +797,12 @@ impl Assignee<'_> {
 const INSERT_INTO_NEW_PIPELINE: &str = "\
 INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_idx, status, when_,
     allow_failure, tag_list, options, protected, timeout, resource_group_id, queued_at,
-    started_at, finished_at, scheduled_at, created_at, updated_at, claims_alone)
+    started_at, finished_at, scheduled_at, created_at, updated_at, claims_alone, interruptible)
 SELECT (SELECT currval('pipelines_id_seq')), u.*
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
     $7::boolean[], $8::text[], $9::text[], $10::boolean[], $11::integer[], $12::bigint[],
     $13::timestamp[], $14::timestamp[], $15::timestamp[], $16::timestamp[],
-    $17::timestamp[], $18::timestamp[], $19::boolean[]) AS u
+    $17::timestamp[], $18::timestamp[], $19::boolean[], $20::boolean[]) AS u
 RETURNING *";
 
 /// A row of [`EndAsSeen`]: the ended job, and whether its end moves nothing else.

@@ -206,9 +206,10 @@ impl Pipeline {
 
     /// The project's pipelines on `ref_` at another commit than `other_than_sha`, older
     /// than `before` (by id), created since `since`, still waiting or running
-    /// ([`Unfinished`]), oldest first: what a new pipeline may cancel as redundant (at most
-    /// GitLab's 3000).
-    pub async fn older_on_ref(
+    /// ([`Unfinished`]), oldest first, that a new pipeline would cancel as redundant
+    /// ([`MayBeRedundant`]; at most GitLab's 3000). One statement whatever their number:
+    /// those their started jobs keep are left out in it, not read one by one.
+    pub async fn redundant_on_ref(
         conn: &mut Conn<'_>,
         project_id: i64,
         ref_: &str,
@@ -230,6 +231,7 @@ impl Pipeline {
             .filter(pipelines::sha.ne(&sha))
             .filter(pipelines::id.lt(before))
             .filter(Unfinished)
+            .filter(MayBeRedundant)
             .limit(3000)
             .select(Pipeline::as_select())
             .load(c)
@@ -516,4 +518,26 @@ literal_condition!(
     /// whatever plan is chosen: the same text must stay in both.
     Unfinished,
     "status IN ('created', 'waiting_for_resource', 'preparing', 'pending', 'running', 'scheduled')"
+);
+
+literal_condition!(
+    /// Whether a newer pipeline on its ref cancels something of this one, as its
+    /// `workflow:auto_cancel:on_new_commit` says (GitLab's
+    /// `Ci::PipelineCreation::CancelRedundantPipelinesService`): `none` nothing;
+    /// `interruptible` its interruptible jobs, if it has any; `conservative` (and the
+    /// default) the whole pipeline, unless a job that started (running, or ended after
+    /// running: GitLab's `STARTED_STATUSES` less `canceled`) and was not retried is not
+    /// interruptible. The job's statuses as literals, as [`Unfinished`], so that the
+    /// (pipeline, status) index is sought on them; each pipeline costs a probe of it,
+    /// which usually meets such a job first. The canceling transaction checks again.
+    MayBeRedundant,
+    "CASE auto_cancel_on_new_commit \
+        WHEN 'none' THEN FALSE \
+        WHEN 'interruptible' THEN EXISTS (SELECT 1 FROM jobs \
+            WHERE jobs.pipeline_id = pipelines.id AND NOT jobs.retried AND jobs.interruptible) \
+        ELSE NOT EXISTS (SELECT 1 FROM jobs \
+            WHERE jobs.pipeline_id = pipelines.id \
+                AND jobs.status IN ('running', 'success', 'failed') \
+                AND NOT jobs.retried AND NOT jobs.interruptible) \
+    END"
 );
