@@ -525,8 +525,8 @@ literal_condition!(
     /// `workflow:auto_cancel:on_new_commit` says (GitLab's
     /// `Ci::PipelineCreation::CancelRedundantPipelinesService`): `none` nothing;
     /// `interruptible` its interruptible jobs, if it has any; `conservative` (and the
-    /// default) the whole pipeline, unless a job that started (running, or ended after
-    /// running: GitLab's `STARTED_STATUSES` less `canceled`) and was not retried is not
+    /// default) the whole pipeline, unless a job that started (GitLab's
+    /// `STARTED_STATUSES`: running, success, failed) and was not retried is not
     /// interruptible. The job's statuses as literals, as [`Unfinished`], so that the
     /// (pipeline, status) index is sought on them; each pipeline costs a probe of it,
     /// which usually meets such a job first. The canceling transaction checks again.
