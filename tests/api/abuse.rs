@@ -258,8 +258,13 @@ both_backends! {
         let project = app.create_project(json!({ "name": "app" })).await;
         app.pipeline(project, "a: { script: x }\n").await;
         let job = app.take_job(&runner).await;
-        let stored = app.data_dir().join("artifacts").join("jobs").join(job["id"].to_string());
-        let files = || std::fs::read_dir(&stored).map(|d| d.count()).unwrap_or(0);
+        // The job's objects: a folder per thousand jobs, each named after its job.
+        let id = job["id"].as_i64().expect("id");
+        let stored = app.data_dir().join("artifacts").join("jobs").join((id / 1000).to_string());
+        let files = || {
+            let named = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().starts_with(&format!("{id}-"));
+            std::fs::read_dir(&stored).map(|d| d.flatten().filter(named).count()).unwrap_or(0)
+        };
         let upload = |query: String, field: Option<&'static str>| {
             let mut form = reqwest::multipart::Form::new()
                 .part("file", reqwest::multipart::Part::bytes(vec![7u8; 64 * 1024]).file_name("a.zip"));

@@ -282,41 +282,73 @@ both_backends! {
     // An upload the process died in leaves `<object>#<n>` in the local store, and one it
     // died after storing leaves an object no row points at: both are swept in the
     // background from the next start once untouched for an hour; fresh ones (another
-    // instance's upload in flight) and recorded objects stay.
+    // instance's upload in flight) and recorded objects stay, in the folder-per-thousand-
+    // jobs layout and in the folder-per-job one rows written before point to.
     async fn unfinished_uploads_and_orphans_are_swept_at_start(backend) {
         let first = TestApp::spawn(backend).await;
         let project = first.create_project(json!({ "name": "app" })).await;
         let (_, runner) = first.create_runner(json!({ "runner_type": "instance_type" })).await;
-        first.pipeline(project, "a: { script: x }\n").await;
-        let job = first.take_job(&runner).await;
+        first.pipeline(project, "a: { script: x }\nb: { script: y }\n").await;
+        let (job, old) = (first.take_job(&runner).await, first.take_job(&runner).await);
         assert_eq!(first.upload(&job, "", "artifacts.zip", bytes(100, 3), false).await.status, 201);
-        let folder = first.data_dir().join("artifacts").join("jobs").join(job["id"].to_string());
-        let recorded = std::fs::read_dir(&folder).expect("folder").next().expect("the upload").expect("entry").path();
-        // The recorded object, aged like the others.
+        assert_eq!(first.upload(&old, "", "artifacts.zip", bytes(100, 4), false).await.status, 201);
+        let (id, old_id) = (job["id"].as_i64().expect("id"), old["id"].as_i64().expect("id"));
+        let jobs = first.data_dir().join("artifacts").join("jobs");
+        // A folder per thousand jobs, each object named after its job.
+        let folder = jobs.join((id / 1000).to_string());
+        let named = |job: i64| {
+            let prefix = format!("{job}-");
+            std::fs::read_dir(&folder).expect("folder").map(|e| e.expect("entry").path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+                .expect("the upload")
+        };
+        let recorded = named(id);
+        // The other job's upload moved to the layout before (a folder per job), with its row.
+        let legacy = jobs.join(old_id.to_string()).join("0123456789abcdef0123456789abcdef");
+        std::fs::create_dir_all(legacy.parent().expect("folder")).expect("folder");
+        std::fs::rename(named(old_id), &legacy).expect("moved");
+        first.execute(&format!("UPDATE job_artifacts SET store_path = 'jobs/{old_id}/0123456789abcdef0123456789abcdef' WHERE job_id = {old_id}")).await;
+        // The recorded objects, aged like the others.
         let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
-        std::fs::File::options().write(true).open(&recorded).expect("open").set_modified(two_hours_ago).expect("mtime");
+        for file in [&recorded, &legacy] {
+            std::fs::File::options().write(true).open(file).expect("open").set_modified(two_hours_ago).expect("mtime");
+        }
         for (name, hours_ago) in [("artifacts.zip#1", 2), ("artifacts.zip#2", 0), ("orphan", 2), ("fresh-orphan", 0)] {
             crate::helpers::write_file_aged(&folder.join(name), hours_ago);
         }
-        // Another job's folder: objects of jobs that have no rows at all.
-        let gone = first.data_dir().join("artifacts").join("jobs").join("999999");
+        let orphan = folder.join(format!("{id}-00000000000000000000000000000000"));
+        crate::helpers::write_file_aged(&orphan, 2);
+        // Objects of jobs that have no rows at all, in either layout.
+        let gone = jobs.join("999999");
         std::fs::create_dir_all(&gone).expect("folder");
         crate::helpers::write_file_aged(&gone.join("left"), 3);
+        let gone_too = jobs.join("999").join("999999-00000000000000000000000000000000");
+        std::fs::create_dir_all(gone_too.parent().expect("folder")).expect("folder");
+        crate::helpers::write_file_aged(&gone_too, 3);
         first.stop().await;
         let second = TestApp::builder(backend).same_database_as(&first).data_dir_of(&first).spawn().await;
         let swept = std::time::Instant::now();
-        let pending = || ["artifacts.zip#1", "orphan"].iter().any(|n| folder.join(n).exists()) || gone.join("left").exists();
+        let pending = || {
+            ["artifacts.zip#1", "orphan"].iter().any(|n| folder.join(n).exists())
+                || [&orphan, &gone.join("left"), &gone_too].iter().any(|p| p.exists())
+        };
         while pending() && swept.elapsed().as_secs() < 10 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(!folder.join("artifacts.zip#1").exists(), "an old unfinished upload is swept");
         assert!(!folder.join("orphan").exists(), "an old object without a row is swept");
-        assert!(!gone.join("left").exists(), "so is one of a job without rows");
+        assert!(!orphan.exists(), "so is one named after a job that has other rows");
+        assert!(!gone.join("left").exists(), "and those of jobs without rows, in the layout before");
+        assert!(!gone_too.exists(), "and in this one");
         assert!(folder.join("artifacts.zip#2").exists(), "a fresh upload is kept");
         assert!(folder.join("fresh-orphan").exists(), "a fresh object is kept (its row may come)");
-        assert!(recorded.exists(), "recorded objects are kept");
-        let admin = second.admin(Method::GET, &format!("/api/v4/projects/{project}/jobs/{}/artifacts", job["id"])).send().await.expect("download");
-        assert_eq!(admin.status(), 200);
+        assert!(recorded.exists() && legacy.exists(), "recorded objects are kept, in both layouts");
+        for (job, content) in [(&job, bytes(100, 3)), (&old, bytes(100, 4))] {
+            let path = format!("/api/v4/projects/{project}/jobs/{}/artifacts", job["id"]);
+            let admin = second.admin(Method::GET, &path).send().await.expect("download");
+            assert_eq!(admin.status(), 200);
+            assert_eq!(admin.bytes().await.expect("body").to_vec(), content);
+        }
     }
 }
 

@@ -261,8 +261,8 @@ fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Files under `dir` that an artifact of `job_id` could be read from (finished uploads;
-/// the object store's staging files carry a `#`).
+/// Files under `dir` that an artifact of `job_id` could be read from (finished uploads,
+/// named after their job under `jobs/`; the object store's staging files carry a `#`).
 fn stored_files(dir: &std::path::Path, job_id: i64) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -271,10 +271,11 @@ fn stored_files(dir: &std::path::Path, job_id: i64) -> Vec<std::path::PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.to_string_lossy().contains(&format!("jobs/{job_id}/"))
-                && !path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().contains('#'))
+            } else if path.to_string_lossy().contains("/jobs/")
+                && path.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(&format!("{job_id}-")) && !n.contains('#')
+                })
             {
                 found.push(path);
             }
