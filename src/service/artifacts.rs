@@ -334,9 +334,9 @@ impl Artifacts {
     }
 
     /// Removes stored objects no row points at (uploads under `jobs/`, archived logs under
-    /// `traces/`; [`object_path`], [`job_of_object`]) once untouched for [`STAGING_QUIET`]: what a process killed between
-    /// storing an upload and writing its row left behind ([`StoredFile`] covers every
-    /// other case). Works on the local store and on S3 alike; answers how many went.
+    /// `traces/`; [`object_path`], [`job_of_object`]) once untouched for [`STAGING_QUIET`]:
+    /// what a process killed between storing an upload and writing its row left behind
+    /// ([`StoredFile`] covers every other case). Works on the local store and on S3 alike; answers how many went.
     pub async fn sweep_orphans(&self) -> ApiResult<usize> {
         use std::collections::{HashMap, HashSet};
         const BATCH: usize = 200;
