@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ci::duration::parse_seconds;
 use crate::db::models::{now, Job, JobArtifact, NewJobArtifact, TraceChunk};
-use crate::db::DbPool;
+use crate::db::{Backend, DbPool};
 use crate::error::{ApiError, ApiResult};
 use crate::service::traces::{read_page, LogFiles};
 use crate::transaction;
@@ -72,6 +72,59 @@ impl Drop for StoredFile {
                 tracing::warn!(path = %self.path, "an unrecorded upload is left for the sweep")
             }
         }
+    }
+}
+
+/// An object being written to the store, its bytes hashed and counted as they go; memory
+/// stays bounded by the multipart writer's buffers whatever the size.
+struct ObjectWriter {
+    store: Arc<dyn ObjectStore>,
+    path: String,
+    writer: WriteMultipart,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ObjectWriter {
+    async fn start(store: &Arc<dyn ObjectStore>, path: String) -> ApiResult<ObjectWriter> {
+        let upload = store
+            .put_multipart(&StorePath::from(path.as_str()))
+            .await
+            .map_err(storage_error)?;
+        Ok(ObjectWriter {
+            store: store.clone(),
+            path,
+            writer: WriteMultipart::new(upload),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    async fn write(&mut self, data: &[u8]) -> ApiResult<()> {
+        self.size += data.len() as u64;
+        self.hasher.update(data);
+        self.writer
+            .wait_for_capacity(2)
+            .await
+            .map_err(storage_error)?;
+        self.writer.write(data);
+        Ok(())
+    }
+
+    /// Drops what was written (nothing is left in the store).
+    async fn abort(self) {
+        let _ = self.writer.abort().await;
+    }
+
+    /// The object, complete in the store and owned by the [`StoredFile`] answered.
+    async fn finish(self) -> ApiResult<StoredFile> {
+        self.writer.finish().await.map_err(storage_error)?;
+        Ok(StoredFile {
+            path: self.path,
+            size: self.size as i64,
+            sha256: hex::encode(self.hasher.finalize()),
+            owner: Some(self.store),
+        })
     }
 }
 
@@ -404,41 +457,25 @@ impl Artifacts {
         S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
     {
         let path = object_path("jobs", job_id, "");
-        let upload = self
-            .store
-            .put_multipart(&StorePath::from(path.as_str()))
-            .await
-            .map_err(storage_error)?;
-        let mut writer = WriteMultipart::new(upload);
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
+        let mut writer = ObjectWriter::start(&self.store, path).await?;
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(_) => {
-                    let _ = writer.abort().await;
+                    writer.abort().await;
                     return Err(ApiError::bad_request("the upload was interrupted"));
                 }
             };
-            size += chunk.len() as u64;
-            if size > self.max_size {
-                let _ = writer.abort().await;
+            if writer.size + chunk.len() as u64 > self.max_size {
+                writer.abort().await;
                 return Err(ApiError::Render(
                     actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                     "file size has reached maximum size limit".into(),
                 ));
             }
-            hasher.update(&chunk);
-            writer.wait_for_capacity(2).await.map_err(storage_error)?;
-            writer.write(&chunk);
+            writer.write(&chunk).await?;
         }
-        writer.finish().await.map_err(storage_error)?;
-        Ok(StoredFile {
-            path,
-            size: size as i64,
-            sha256: hex::encode(hasher.finalize()),
-            owner: Some(self.store.clone()),
-        })
+        writer.finish().await
     }
 
     /// Records an upload for `job` (GitLab's rules: the type's fixed format; the same type
@@ -763,10 +800,11 @@ impl Artifacts {
         .boxed()
     }
 
-    /// Streams one finished job's log from the database into object storage a few chunks
-    /// at a time (memory stays bounded whatever the log's size, and no write connection is
-    /// held meanwhile), then records it and drops the chunks in one transaction. If
-    /// another instance archived it first, our copy is deleted.
+    /// Stores one finished job's log as an object — its file linked there
+    /// ([`Artifacts::link_log`]), or streamed a few chunks at a time (memory stays bounded
+    /// whatever the log's size, and no write connection is held meanwhile) — then records
+    /// it and drops the chunks in one transaction. If another instance archived it first,
+    /// our copy is deleted.
     async fn archive_trace(&self, job_id: i64) -> ApiResult<()> {
         let job = {
             let mut db = self.db.read().await?;
@@ -775,35 +813,13 @@ impl Artifacts {
                 .ok_or(ApiError::Conflict)?
         };
         let path = object_path("traces", job.id, ".log");
-        let store_path = StorePath::from(path.as_str());
-        let upload = self
-            .store
-            .put_multipart(&store_path)
-            .await
-            .map_err(storage_error)?;
-        let mut writer = WriteMultipart::new(upload);
-        let mut hasher = Sha256::new();
-        let mut size: i64 = 0;
-        let mut chunks = self.log_chunks(job.id);
-        while let Some(data) = chunks.next().await {
-            let data = data?;
-            size += data.len() as i64;
-            hasher.update(&data);
-            writer.wait_for_capacity(2).await.map_err(storage_error)?;
-            writer.write(&data);
-        }
-        writer.finish().await.map_err(storage_error)?;
-        let sha256 = hex::encode(hasher.finalize());
         // Removed again unless recorded below (an error, or another instance first).
-        let archive = StoredFile {
-            path: path.clone(),
-            size,
-            sha256: sha256.clone(),
-            owner: Some(self.store.clone()),
+        let archive = match self.link_log(&job, &path).await? {
+            Some(linked) => linked,
+            None => self.copy_log(&job, path).await?,
         };
-
         let mut db = self.db.write().await?;
-        let (sha256, record_path) = (&sha256, &path);
+        let (size, sha256, record_path) = (archive.size, &archive.sha256, &archive.path);
         let recorded = transaction!(&mut db.conn(), |tx| {
             if JobArtifact::find(tx, job.id, "trace").await?.is_some() {
                 TraceChunk::delete_for_job(tx, job.id).await?;
@@ -831,6 +847,52 @@ impl Artifacts {
             archive.keep();
         }
         Ok(())
+    }
+
+    /// The log of a finished job stored as its archive `path` by giving its file that
+    /// second name ([`LogFiles::link`]): on SQLite, with the local store, when every chunk
+    /// is in the file. SQLite's appends check that the job runs before they write (on its
+    /// one writer), so nothing writes to a finished job's file; on PostgreSQL an append
+    /// writes before its statement finds the job finished, so there the log is copied.
+    /// Saves the fleet a file created, written and removed for each job.
+    async fn link_log(&self, job: &Job, path: &str) -> ApiResult<Option<StoredFile>> {
+        let Some(root) = &self.local_root else {
+            return Ok(None);
+        };
+        if self.db.backend() != Backend::Sqlite {
+            return Ok(None);
+        }
+        let in_file = {
+            let mut db = self.db.read().await?;
+            TraceChunk::all_in_file(&mut db.conn(), job.id).await?
+        };
+        if !in_file {
+            return Ok(None);
+        }
+        let (files, to, job_id, size) = (
+            self.log_files.clone(),
+            root.join(path),
+            job.id,
+            job.trace_size,
+        );
+        let link = move || files.link(job_id, size, &to);
+        let sha256 = crate::service::blocking_io("linking a log to its archive", link).await?;
+        Ok(sha256.map(|sha256| StoredFile {
+            path: path.to_string(),
+            size,
+            sha256,
+            owner: Some(self.store.clone()),
+        }))
+    }
+
+    /// The log of a finished job copied into the store as `path`, a few chunks at a time.
+    async fn copy_log(&self, job: &Job, path: String) -> ApiResult<StoredFile> {
+        let mut writer = ObjectWriter::start(&self.store, path).await?;
+        let mut chunks = self.log_chunks(job.id);
+        while let Some(data) = chunks.next().await {
+            writer.write(&data?).await?;
+        }
+        writer.finish().await
     }
 
     /// Applies the job's `coverage` pattern to its log and records what it finds

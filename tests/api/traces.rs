@@ -258,6 +258,28 @@ pub fn log_dir(app: &TestApp) -> std::path::PathBuf {
     }
 }
 
+/// The job's archived log: its row, its object's file in the local store, and that file's
+/// inode.
+pub async fn archived_log(
+    app: &TestApp,
+    job_id: i64,
+) -> (runway::db::models::JobArtifact, Vec<u8>, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut db = app.db.read().await.expect("connection");
+    let row = runway::db::models::JobArtifact::find(&mut db.conn(), job_id, "trace")
+        .await
+        .expect("query")
+        .expect("archived");
+    let file = app.data_dir().join("artifacts").join(&row.store_path);
+    let inode = std::fs::metadata(&file).expect("archive's file").ino();
+    (row, std::fs::read(&file).expect("archive's file"), inode)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 /// The job's chunks as stored: `Some(length)` for bytes in the row, `None` for bytes in
 /// the log file.
 pub async fn stored_chunks(app: &TestApp, job_id: i64) -> Vec<Option<usize>> {
@@ -287,6 +309,7 @@ both_backends! {
         }
         let file = log_dir(&app).join(format!("{id}.log"));
         assert!(std::fs::read(&file).expect("log file") == log);
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&file).expect("log file"));
         assert_eq!(stored_chunks(&app, id).await, [None; 5], "no bytes in the rows");
         assert!(app.trace(project, &job).await == log, "read back from the file");
         // A page from inside the log: two chunks after the one at 1000, each at its offset.
@@ -300,6 +323,12 @@ both_backends! {
         assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
         assert!(!file.exists(), "the file goes with the chunks once archived");
         assert!(app.trace(project, &job).await == log, "read from the archive");
+        let (row, archived, archive_inode) = archived_log(&app, id).await;
+        assert!(archived == log);
+        assert_eq!((row.size, row.sha256), (log.len() as i64, sha256_hex(&log)));
+        // On SQLite nothing writes to a finished job's file: it becomes the archive (a
+        // second name, no copy). On PostgreSQL a late append may still write to it: copied.
+        assert_eq!(archive_inode == inode, backend == crate::helpers::Backend::Sqlite);
     }
 
     // Bytes written to the file by an append that never committed (the process died between
@@ -322,6 +351,13 @@ both_backends! {
         let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"first\nsecond\n"), "bytesize": 13 } })).await;
         assert_eq!(reply.status, 200);
         assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
+        // The file is longer than the log (the torn bytes past it): the log is copied into
+        // its archive, the torn bytes left out, on either backend.
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
+        let (row, archived, _) = archived_log(&app, id).await;
+        assert_eq!(archived, b"first\nsecond\n");
+        assert_eq!((row.size, row.sha256), (13, sha256_hex(b"first\nsecond\n")));
+        assert_eq!(app.trace(project, &job).await, b"first\nsecond\n");
     }
 
     // A log begun in the rows (by a version that kept the bytes there) goes on in the file,
@@ -358,6 +394,13 @@ both_backends! {
         let reply = app.patch_trace(&job, 8, b"after restart\n").await;
         assert_eq!(reply.status, 202, "{}", reply.text);
         assert_eq!(app.trace(project, &job).await, b"old\nnew\nafter restart\n");
+        // A chunk's bytes in its row: the log is copied into its archive, rows and file.
+        app.update_job(&job, json!({ "state": "success" })).await;
+        assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
+        let (row, archived, _) = archived_log(&app, id).await;
+        assert_eq!(archived, b"old\nnew\nafter restart\n");
+        assert_eq!(row.size, 22);
+        assert!(!dir.join(format!("{id}.log")).exists());
     }
 }
 

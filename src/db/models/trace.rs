@@ -157,6 +157,18 @@ impl TraceChunk {
             .await)
     }
 
+    /// Whether every chunk of the job's log has its bytes in the log file (none in its row).
+    pub async fn all_in_file(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<bool> {
+        let in_rows = trace_chunks::table
+            .filter(trace_chunks::job_id.eq(job_id))
+            .filter(trace_chunks::data.ne(Vec::<u8>::new()));
+        db_run!(conn, |c| diesel::select(diesel::dsl::not(
+            diesel::dsl::exists(in_rows)
+        ))
+        .get_result(c)
+        .await)
+    }
+
     /// Drops a job's chunks (once the log is archived elsewhere).
     pub async fn delete_for_job(conn: &mut Conn<'_>, job_id: i64) -> QueryResult<()> {
         db_run!(conn, |c| diesel::delete(
