@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::ci::duration::parse_seconds;
 use crate::db::models::{now, Job, JobArtifact, NewJobArtifact, TraceChunk};
-use crate::db::{Backend, DbPool};
+use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
-use crate::service::traces::{read_page, LogFiles};
+use crate::service::traces::{read_page, LinkedLog, LogFiles};
 use crate::transaction;
 
 /// The format each artifact type must have ‹app/models/concerns/enums/ci/job_artifact.rb›.
@@ -814,9 +814,9 @@ impl Artifacts {
         };
         let path = object_path("traces", job.id, ".log");
         // Removed again unless recorded below (an error, or another instance first).
-        let archive = match self.link_log(&job, &path).await? {
-            Some(linked) => linked,
-            None => self.copy_log(&job, path).await?,
+        let (archive, linked) = match self.link_log(&job, &path).await? {
+            Some((archive, linked)) => (archive, Some(linked)),
+            None => (self.copy_log(&job, path).await?, None),
         };
         let mut db = self.db.write().await?;
         let (size, sha256, record_path) = (archive.size, &archive.sha256, &archive.path);
@@ -842,7 +842,10 @@ impl Artifacts {
             Ok(true)
         })?;
         drop(db);
-        self.log_files.remove(job.id);
+        match linked {
+            Some(linked) => linked.remove(),
+            None => self.log_files.remove(job.id),
+        }
         if recorded {
             archive.keep();
         }
@@ -850,18 +853,13 @@ impl Artifacts {
     }
 
     /// The log of a finished job stored as its archive `path` by giving its file that
-    /// second name ([`LogFiles::link`]): on SQLite, with the local store, when every chunk
-    /// is in the file. SQLite's appends check that the job runs before they write (on its
-    /// one writer), so nothing writes to a finished job's file; on PostgreSQL an append
-    /// writes before its statement finds the job finished, so there the log is copied.
-    /// Saves the fleet a file created, written and removed for each job.
-    async fn link_log(&self, job: &Job, path: &str) -> ApiResult<Option<StoredFile>> {
+    /// second name ([`LogFiles::link`]): with the local store, when every chunk is in the
+    /// file. Saves a file created, written and removed for each job. Answers the object
+    /// and the log's file, still locked, to remove once the archive is recorded.
+    async fn link_log(&self, job: &Job, path: &str) -> ApiResult<Option<(StoredFile, LinkedLog)>> {
         let Some(root) = &self.local_root else {
             return Ok(None);
         };
-        if self.db.backend() != Backend::Sqlite {
-            return Ok(None);
-        }
         let in_file = {
             let mut db = self.db.read().await?;
             TraceChunk::all_in_file(&mut db.conn(), job.id).await?
@@ -876,12 +874,15 @@ impl Artifacts {
             job.trace_size,
         );
         let link = move || files.link(job_id, size, &to);
-        let sha256 = crate::service::blocking_io("linking a log to its archive", link).await?;
-        Ok(sha256.map(|sha256| StoredFile {
-            path: path.to_string(),
-            size,
-            sha256,
-            owner: Some(self.store.clone()),
+        let linked = crate::service::blocking_io("linking a log to its archive", link).await?;
+        Ok(linked.map(|linked| {
+            let stored = StoredFile {
+                path: path.to_string(),
+                size,
+                sha256: linked.sha256.clone(),
+                owner: Some(self.store.clone()),
+            };
+            (stored, linked)
         }))
     }
 

@@ -59,27 +59,39 @@ impl LogFiles {
         self.dir.join(format!("{job_id}.log"))
     }
 
-    /// Gives the job's log file, if it is exactly `size` bytes long, the second name `to`
-    /// (a hard link: no bytes copied, no new file) and answers the log's SHA-256; `None`
-    /// when it is not that long or cannot be linked there (another filesystem, say), and
-    /// the caller copies the log instead. Only for a log nothing appends to any more: the
-    /// two names are one file until the log's own is removed.
-    pub fn link(&self, job_id: i64, size: i64, to: &Path) -> io::Result<Option<String>> {
+    /// Gives the finished job's log file the second name `to` (a hard link: no bytes
+    /// copied, no new file), under the file's lock and cut to the log's `size` first (bytes
+    /// past it were never stored: an append that failed, or a crash before its commit). It
+    /// answers the log's SHA-256 and holds the lock until [`LinkedLog::remove`] drops the
+    /// log's own name. `None` when the file is shorter than the log or cannot be linked
+    /// there (another filesystem, say): the caller copies the log instead.
+    ///
+    /// Only for a job that has finished, so that no append will store anything more.
+    /// An append that waited for the lock meanwhile finds its handle is no longer the
+    /// file at the log's path ([`LogFiles::lock`]) and writes nothing to the archive.
+    pub fn link(&self, job_id: i64, size: i64, to: &Path) -> io::Result<Option<LinkedLog>> {
         use sha2::{Digest, Sha256};
         use std::io::Read;
-        let from = self.path(job_id);
-        let mut file = std::fs::File::open(&from)?;
-        if file.metadata()?.len() != size as u64 {
+        let Some(log) = self.lock_existing(job_id)? else {
             return Ok(None);
+        };
+        let len = log.len()?;
+        if len < size as u64 {
+            return Ok(None);
+        }
+        if len > size as u64 {
+            log.file.set_len(size as u64)?;
         }
         let mut hasher = Sha256::new();
         let mut buf = vec![0; 64 * 1024];
+        let mut file = &log.file;
         loop {
             match file.read(&mut buf)? {
                 0 => break,
                 n => hasher.update(&buf[..n]),
             }
         }
+        let from = self.path(job_id);
         let linked = std::fs::hard_link(&from, to).or_else(|e| match to.parent() {
             Some(folder) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(folder)?;
@@ -88,7 +100,12 @@ impl LogFiles {
             _ => Err(e),
         });
         match linked {
-            Ok(()) => Ok(Some(hex::encode(hasher.finalize()))),
+            Ok(()) => Ok(Some(LinkedLog {
+                sha256: hex::encode(hasher.finalize()),
+                files: self.clone(),
+                job_id,
+                _log: log,
+            })),
             Err(e) => {
                 tracing::debug!(error = %e, job_id, "linking a log to its archive failed; copying it");
                 Ok(None)
@@ -111,11 +128,39 @@ impl LogFiles {
     }
 
     /// The job's file, opened for writing and locked (`flock`, exclusive) until the
-    /// handle is dropped. Blocks while another holds it.
+    /// handle is dropped. Blocks while another holds it. The file locked is the one at the
+    /// log's path once the lock is held: an archive may have taken the file away while
+    /// this waited ([`LogFiles::link`]), and the handle then opened belongs to the archive.
     fn lock(&self, job_id: i64) -> io::Result<LockedLog> {
-        let file = self.open_for_write(job_id)?;
-        file.lock()?;
-        Ok(LockedLog { file })
+        for _ in 0..LOCK_ATTEMPTS {
+            let log = LockedLog {
+                file: self.open_for_write(job_id)?,
+            };
+            log.file.lock()?;
+            if log.is_at(&self.path(job_id))? {
+                return Ok(log);
+            }
+        }
+        Err(io::Error::other(
+            "the log file was replaced while waiting for its lock",
+        ))
+    }
+
+    /// As [`LogFiles::lock`], for a file that exists (`None` if there is none).
+    fn lock_existing(&self, job_id: i64) -> io::Result<Option<LockedLog>> {
+        let path = self.path(job_id);
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let log = LockedLog { file };
+        log.file.lock()?;
+        Ok(log.is_at(&path)?.then_some(log))
     }
 
     /// The bytes `offset..offset + len` of the job's log.
@@ -164,8 +209,41 @@ impl LockedLog {
         Ok(self.file.metadata()?.len())
     }
 
+    /// Whether this is the file at `path` (which may have gone, or be another file now).
+    fn is_at(&self, path: &Path) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let there = match std::fs::metadata(path) {
+            Ok(there) => there,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let this = self.file.metadata()?;
+        Ok((this.dev(), this.ino()) == (there.dev(), there.ino()))
+    }
+
     fn write_at(&self, offset: i64, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, offset as u64)
+    }
+}
+
+/// How many times an append opens its log file again when an archive took the file away
+/// while it waited for its lock (the next file is new: nothing archives it while it runs).
+const LOCK_ATTEMPTS: usize = 3;
+
+/// A finished job's log file given its archive's name ([`LogFiles::link`]), its lock
+/// held until the log's own name is removed.
+pub struct LinkedLog {
+    pub sha256: String,
+    files: LogFiles,
+    job_id: i64,
+    _log: LockedLog,
+}
+
+impl LinkedLog {
+    /// Drops the log's own name (its chunks are gone), then the lock: the file is the
+    /// archive's alone.
+    pub fn remove(self) {
+        self.files.remove(self.job_id);
     }
 }
 
@@ -498,4 +576,44 @@ const SWEEP_QUIET: Duration = Duration::from_secs(600);
 /// `crc32:%08x` as the runner writes it.
 pub fn checksum_text(crc: u32) -> String {
     format!("crc32:{crc:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An append that opened a finished job's log and waits for its lock while the archive
+    // links the file and drops the log's name: once it has the lock, it opens the log's
+    // path again, so what it writes never reaches the archive.
+    #[test]
+    fn an_append_waiting_while_its_log_is_archived_leaves_the_archive_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = LogFiles::open(dir.path().join("logs")).expect("folder");
+        files.write_at(7, 0, b"the log\ntorn").expect("write");
+        let archive = dir.path().join("traces/0/7-a.log");
+        let linked = files.link(7, 8, &archive).expect("link").expect("linked");
+        let linked_sha256 = linked.sha256.clone();
+        let appending = {
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let log = files.lock(7).expect("lock");
+                log.write_at(8, b"late\n").expect("write");
+            })
+        };
+        // The append has opened the file by now and waits for the archive's lock.
+        std::thread::sleep(Duration::from_millis(300));
+        linked.remove();
+        appending.join().expect("append");
+        assert_eq!(std::fs::read(&archive).expect("archive"), b"the log\n");
+        use sha2::Digest;
+        assert_eq!(
+            linked_sha256,
+            hex::encode(sha2::Sha256::digest(b"the log\n"))
+        );
+        // The log's path holds what the append wrote, alone; nothing stores it.
+        assert_eq!(
+            std::fs::read(files.path(7)).expect("new file"),
+            b"\0\0\0\0\0\0\0\0late\n"
+        );
+    }
 }

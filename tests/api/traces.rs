@@ -326,9 +326,12 @@ both_backends! {
         let (row, archived, archive_inode) = archived_log(&app, id).await;
         assert!(archived == log);
         assert_eq!((row.size, row.sha256), (log.len() as i64, sha256_hex(&log)));
-        // On SQLite nothing writes to a finished job's file: it becomes the archive (a
-        // second name, no copy). On PostgreSQL a late append may still write to it: copied.
-        assert_eq!(archive_inode == inode, backend == crate::helpers::Backend::Sqlite);
+        // The file itself becomes the archive: a second name, no copy.
+        assert_eq!(archive_inode, inode);
+        // A late append is refused and changes nothing.
+        let reply = app.patch_trace(&job, log.len(), b"late\n").await;
+        assert_eq!(reply.status, 403, "{}", reply.text);
+        assert!(archived_log(&app, id).await.1 == log);
     }
 
     // Bytes written to the file by an append that never committed (the process died between
@@ -351,8 +354,8 @@ both_backends! {
         let reply = app.update_job(&job, json!({ "state": "success", "output": { "checksum": crc(b"first\nsecond\n"), "bytesize": 13 } })).await;
         assert_eq!(reply.status, 200);
         assert_eq!(app.runner_job(id).await.trace_checksum_ok, Some(true));
-        // The file is longer than the log (the torn bytes past it): the log is copied into
-        // its archive, the torn bytes left out, on either backend.
+        // The file is longer than the log (the torn bytes past it): it is cut to the log
+        // before it becomes the archive.
         assert_eq!(app.state.artifacts.archive_traces().await.expect("archive"), 1);
         let (row, archived, _) = archived_log(&app, id).await;
         assert_eq!(archived, b"first\nsecond\n");
