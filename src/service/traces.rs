@@ -71,7 +71,6 @@ impl LogFiles {
     /// file at the log's path ([`LogFiles::lock`]) and writes nothing to the archive.
     pub fn link(&self, job_id: i64, size: i64, to: &Path) -> io::Result<Option<LinkedLog>> {
         use sha2::{Digest, Sha256};
-        use std::io::Read;
         let Some(log) = self.lock_existing(job_id)? else {
             return Ok(None);
         };
@@ -83,14 +82,7 @@ impl LogFiles {
             log.file.set_len(size as u64)?;
         }
         let mut hasher = Sha256::new();
-        let mut buf = vec![0; 64 * 1024];
-        let mut file = &log.file;
-        loop {
-            match file.read(&mut buf)? {
-                0 => break,
-                n => hasher.update(&buf[..n]),
-            }
-        }
+        io::copy(&mut &log.file, &mut hasher)?;
         let from = self.path(job_id);
         let linked = std::fs::hard_link(&from, to).or_else(|e| match to.parent() {
             Some(folder) if e.kind() == io::ErrorKind::NotFound => {
@@ -133,11 +125,8 @@ impl LogFiles {
     /// this waited ([`LogFiles::link`]), and the handle then opened belongs to the archive.
     fn lock(&self, job_id: i64) -> io::Result<LockedLog> {
         for _ in 0..LOCK_ATTEMPTS {
-            let log = LockedLog {
-                file: self.open_for_write(job_id)?,
-            };
-            log.file.lock()?;
-            if log.is_at(&self.path(job_id))? {
+            let file = self.open_for_write(job_id)?;
+            if let Some(log) = LockedLog::take(file, &self.path(job_id), true)? {
                 return Ok(log);
             }
         }
@@ -149,14 +138,8 @@ impl LogFiles {
     /// As [`LogFiles::lock`] without waiting: `None` if another holds the lock (or an
     /// archive took the file away meanwhile).
     fn try_lock(&self, job_id: i64) -> io::Result<Option<LockedLog>> {
-        let log = LockedLog {
-            file: self.open_for_write(job_id)?,
-        };
-        match log.file.try_lock() {
-            Ok(()) => Ok(log.is_at(&self.path(job_id))?.then_some(log)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
+        let file = self.open_for_write(job_id)?;
+        LockedLog::take(file, &self.path(job_id), false)
     }
 
     /// As [`LogFiles::lock`], for a file that exists (`None` if there is none).
@@ -171,9 +154,7 @@ impl LogFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let log = LockedLog { file };
-        log.file.lock()?;
-        Ok(log.is_at(&path)?.then_some(log))
+        LockedLog::take(file, &path, true)
     }
 
     /// The bytes `offset..offset + len` of the job's log.
@@ -218,6 +199,23 @@ struct LockedLog {
 }
 
 impl LockedLog {
+    /// `file`, opened from `path`, once its lock is taken (waiting for it if `wait`) and
+    /// if it is still the file at `path`; `None` if not, or if the lock is taken and this
+    /// does not wait. Dropped, the handle releases the lock.
+    fn take(file: std::fs::File, path: &Path, wait: bool) -> io::Result<Option<LockedLog>> {
+        if wait {
+            file.lock()?;
+        } else {
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+        }
+        let log = LockedLog { file };
+        Ok(log.is_at(path)?.then_some(log))
+    }
+
     fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
