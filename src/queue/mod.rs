@@ -2,7 +2,7 @@
 //! assignment (exactly one runner per job, on both backends), and the queue version behind
 //! `X-GitLab-Last-Update` and long polling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -266,6 +266,14 @@ impl Queue {
         }
     }
 
+    /// Wakes one held poll, outside any wave: a claim given up, whose jobs others passed
+    /// over ([`Lease`]).
+    fn pass_on_one(&self) {
+        if self.held() > 0 {
+            self.changed.notify_one();
+        }
+    }
+
     fn set_broadcast(&self, tx: mpsc::UnboundedSender<Broadcast>) {
         let _ = self.broadcast.set(tx);
     }
@@ -494,6 +502,8 @@ struct FloorState {
     after: i64,
     /// The jobs waiting for a runner, as far as this instance knows them ([`Known`]).
     known: Option<Known>,
+    /// Jobs a poll of this instance is claiming right now ([`Lease`]).
+    leased: HashSet<i64>,
 }
 
 /// The jobs waiting for a runner, as this instance knows them: a read saw the head of the
@@ -510,11 +520,14 @@ struct FloorState {
 /// an older job is never passed over for a newer one the list holds.
 ///
 /// A job taken here leaves the list; one taken on another instance or canceled stays until
-/// a claim misses it. The list only orders the first claim a poll tries: a poll that
-/// claims nothing from it, or finds nothing in it to run, reads the queue as without it.
-/// So a job pending but missing from the list (a claim rolled back, a notification lost
-/// with an instance) waits for the next poll that reads, or at most for [`KNOWN_FOR`],
-/// refreshed every second while polls are held ([`Dispatcher::survey`]).
+/// a claim misses it. A poll that misses a job of the list reads the queue as without it
+/// (the list was behind). When the list holds every job waiting, a poll that finds
+/// nothing in it to run, or only jobs other polls here are claiming ([`Lease`]), answers
+/// without a read: the polls coming back after each job and each hold would otherwise read
+/// the queue about six times a job in a fleet, to find what the list says. A job pending
+/// but missing from the list (a notification lost with an instance) waits for the next
+/// read, at most for [`KNOWN_FOR`], refreshed every second while polls are held
+/// ([`Dispatcher::survey`]); a claim that fails and rolls back leaves its jobs in the list.
 struct Known {
     /// When the read was made.
     since: Instant,
@@ -634,16 +647,55 @@ impl Floor {
         floor.known = Some(known);
     }
 
-    /// The first `n` jobs known to wait that may be claimed from the list ([`Known`]),
-    /// while it is fresh; none when there are none.
-    fn hint(&self, n: usize) -> Option<Vec<Candidate>> {
+    /// The first `n` jobs known to wait that may be claimed from the list ([`Known`]) and
+    /// that no poll of this instance is claiming, while the list is fresh. None when there
+    /// is no fresh list, or when it holds nothing to try and does not hold every job
+    /// waiting (a read must look).
+    fn hint(&self, n: usize) -> Option<Hint> {
         let floor = self.0.lock().ok()?;
         let known = floor.known.as_ref()?;
-        let claimable = known.claimable();
-        if claimable.is_empty() || known.since.elapsed() >= KNOWN_FOR {
+        if known.since.elapsed() >= KNOWN_FOR {
             return None;
         }
-        Some(claimable[..n.min(claimable.len())].to_vec())
+        let mut free = known
+            .claimable()
+            .iter()
+            .filter(|j| !floor.leased.contains(&j.id));
+        let jobs: Vec<Candidate> = free.by_ref().take(n).cloned().collect();
+        let whole = known.upto.is_none() && free.next().is_none();
+        if jobs.is_empty() && !whole {
+            return None;
+        }
+        Some(Hint { jobs, whole })
+    }
+
+    /// The claim list a poll sends for `ids` (by id): those no other poll of this instance
+    /// is claiming, the first of them marked as the caller's until the [`Lease`] answered
+    /// is dropped. None when every one is being claimed. The rest stay free to others: a
+    /// claim takes the first of its list still free, so polls searching together each take
+    /// a different job, and one whose job went elsewhere (another instance) takes the next.
+    fn lease<'a>(&self, queue: &'a Queue, ids: &[i64]) -> Option<(Lease<'a>, Vec<i64>)> {
+        let Ok(mut floor) = self.0.lock() else {
+            let lease = Lease {
+                queue,
+                id: None,
+                settled: false,
+            };
+            return Some((lease, ids.to_vec())).filter(|_| !ids.is_empty());
+        };
+        let free: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !floor.leased.contains(id))
+            .collect();
+        let first = *free.first()?;
+        floor.leased.insert(first);
+        let lease = Lease {
+            queue,
+            id: Some(first),
+            settled: false,
+        };
+        Some((lease, free))
     }
 
     /// When the read the jobs known come from was made.
@@ -658,6 +710,43 @@ impl Floor {
             if let Some(known) = &mut floor.known {
                 known.jobs.retain(|j| ids.binary_search(&j.id).is_err());
             }
+        }
+    }
+}
+
+/// What [`Floor::hint`] offers a poll: jobs to try first, and whether they are every job
+/// waiting that no other poll of this instance is claiming (then a poll that takes none
+/// of them has nothing to read).
+struct Hint {
+    jobs: Vec<Candidate>,
+    whole: bool,
+}
+
+/// The job one poll is claiming, first in its claim list: the other polls of this
+/// instance leave it alone meanwhile ([`Floor::hint`] offers it to none, [`Floor::lease`]
+/// puts it in no other list), instead of each sending a claim that can only miss. The
+/// polls a new job wakes, and those coming back with an older version, all meet the same
+/// first job: without it, a fleet sent about four claims for each job it took. A claim
+/// that did not settle (an error, a request gone mid-claim) wakes one held poll on release,
+/// since polls may have passed over the job meanwhile.
+struct Lease<'a> {
+    queue: &'a Queue,
+    /// None: the list's lock was poisoned, nothing was marked.
+    id: Option<i64>,
+    /// The claim answered (whether it took a job or found its list taken).
+    settled: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id else {
+            return;
+        };
+        if let Ok(mut floor) = self.queue.floor.0.lock() {
+            floor.leased.remove(&id);
+        }
+        if !self.settled {
+            self.queue.pass_on_one();
         }
     }
 }
@@ -889,10 +978,17 @@ impl Dispatcher {
         let mut others_waiting = false;
         // The jobs this instance knows to be all that wait: tried first, without a read.
         let mut hinted = self.queue.floor.hint(batch as usize);
+        // The list offered every job waiting that no other poll here is claiming: unless
+        // a claim finds one of them gone (taken elsewhere, canceled: the list is behind),
+        // a poll that takes none of them has nothing to read.
+        let mut trusted = false;
         loop {
             let unread = hinted.is_some();
             let candidates = match hinted.take() {
-                Some(jobs) => jobs,
+                Some(hint) => {
+                    trusted = hint.whole;
+                    hint.jobs
+                }
                 None => {
                     let limit = batch;
                     let candidates = self.read_queue(after, limit).await?;
@@ -946,6 +1042,11 @@ impl Dispatcher {
             // is still free, so a runner that loses one race takes the next in the same
             // transaction instead of spending one per job tried.
             for chunk in runnable.chunks(claim_list) {
+                let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
+                let Some((mut lease, ids)) = self.queue.floor.lease(&self.queue, &ids) else {
+                    continue; // all being claimed by other polls here
+                };
+                let chunk: Vec<&Candidate> = chunk.iter().filter(|j| ids.contains(&j.id)).collect();
                 // Their pipelines are read before, outside the one writer: what the payload
                 // takes from a pipeline does not change while its jobs are pending.
                 let mut unknown: Vec<i64> = chunk
@@ -977,14 +1078,13 @@ impl Dispatcher {
                 // And their projects' CI/CD variables, so that the answer needs nothing of
                 // the database once the claim commits (on PostgreSQL a round trip fewer in
                 // the claim, and none when they are kept).
-                for job in chunk {
+                for job in &chunk {
                     if let std::collections::hash_map::Entry::Vacant(slot) =
                         variables.entry(job.project_id)
                     {
                         slot.insert(self.queue.ci_variables(&self.db, job.project_id).await?);
                     }
                 }
-                let ids: Vec<i64> = chunk.iter().map(|j| j.id).collect();
                 let tried = ids.clone();
                 let theirs: HashMap<i64, Arc<Pipeline>> = chunk
                     .iter()
@@ -1011,14 +1111,17 @@ impl Dispatcher {
                         })
                         .await?
                 };
+                lease.settled = true;
                 if became_pending {
                     self.queue.bump();
                 }
                 let Some((job, pipeline, dependencies)) = claimed else {
                     self.queue.floor.taken(&tried);
+                    trusted = false;
                     continue; // all taken by other runners meanwhile
                 };
                 self.queue.floor.taken(&[job.id]);
+                drop(lease);
                 if unread {
                     self.queue.unread_claims.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1040,6 +1143,9 @@ impl Dispatcher {
                     }),
                     true,
                 ));
+            }
+            if trusted {
+                return Ok((None, others_waiting));
             }
         }
     }
@@ -1389,9 +1495,10 @@ mod tests {
         }
     }
 
+    /// The ids a poll would try first; `Some([])`: the list says nothing waits (no read).
     fn hinted(queue: &Queue) -> Option<Vec<i64>> {
-        let jobs = queue.floor.hint(100)?;
-        Some(jobs.iter().map(|j| j.id).collect())
+        let hint = queue.floor.hint(100)?;
+        Some(hint.jobs.iter().map(|j| j.id).collect())
     }
 
     #[test]
@@ -1404,12 +1511,21 @@ mod tests {
         // A new pipeline's jobs, carried by its bump, join them in order.
         queue.bump_from(9, Some(vec![candidate(10), candidate(9)]));
         assert_eq!(hinted(&queue), Some(vec![5, 9, 10]));
-        assert_eq!(queue.floor.hint(2).map(|j| j.len()), Some(2), "the first n");
+        let first_two = queue.floor.hint(2).expect("known");
+        assert_eq!(
+            (first_two.jobs.len(), first_two.whole),
+            (2, false),
+            "the first n"
+        );
         // Taken here, or missed by a claim: out of the list.
         queue.floor.taken(&[5, 10]);
         assert_eq!(hinted(&queue), Some(vec![9]));
         queue.floor.taken(&[9]);
-        assert_eq!(hinted(&queue), None, "nothing known to wait: polls read");
+        assert_eq!(
+            hinted(&queue),
+            Some(vec![]),
+            "every job known taken: nothing waits, and a poll reads nothing"
+        );
         // Still whole: the next pipeline's jobs are the hint.
         queue.bump_from(20, Some(vec![candidate(20)]));
         assert_eq!(hinted(&queue), Some(vec![20]));
@@ -1469,8 +1585,9 @@ mod tests {
         let many: Vec<Candidate> = (1..=KNOWN_MOST as i64 + 5).map(candidate).collect();
         queue.floor.saw(queue.floor.start(), &many, true);
         let first = queue.floor.hint(usize::MAX).expect("the head known");
-        assert_eq!(first.len(), KNOWN_MOST);
-        assert_eq!(first.last().map(|j| j.id), Some(KNOWN_MOST as i64));
+        assert!(!first.whole, "jobs past the list may wait");
+        assert_eq!(first.jobs.len(), KNOWN_MOST);
+        assert_eq!(first.jobs.last().map(|j| j.id), Some(KNOWN_MOST as i64));
         // Grown by a bump beyond what is kept: the same.
         queue
             .floor
@@ -1480,6 +1597,7 @@ mod tests {
             .floor
             .hint(usize::MAX)
             .expect("known")
+            .jobs
             .iter()
             .map(|j| j.id)
             .collect();
@@ -1489,6 +1607,60 @@ mod tests {
             Some(&5000),
             "5001 may not be claimed before a job below it"
         );
+    }
+
+    #[test]
+    fn a_job_being_claimed_is_offered_to_no_other_poll() {
+        let queue = Queue::new(Duration::from_secs(50));
+        queue
+            .floor
+            .saw(queue.floor.start(), &[candidate(5), candidate(6)], true);
+        let (mut first, list) = queue.floor.lease(&queue, &[5, 6]).expect("free");
+        assert_eq!(list, [5, 6], "job 5 its own, job 6 if 5 went elsewhere");
+        // A second poll meanwhile is offered job 6 only, as all that is left to try.
+        let hint = queue.floor.hint(100).expect("known");
+        assert_eq!(hint.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [6]);
+        assert!(hint.whole);
+        // One that read the queue and met both claims job 6 only.
+        let (second, list) = queue.floor.lease(&queue, &[5, 6]).expect("6 is free");
+        assert_eq!(list, [6]);
+        // A third is offered nothing, and the list still holds every job waiting: it
+        // answers without reading the queue.
+        let hint = queue.floor.hint(100).expect("known");
+        assert!(hint.jobs.is_empty() && hint.whole);
+        assert!(queue.floor.lease(&queue, &[5, 6]).is_none());
+        // A claim answered: its job is offered again unless taken.
+        first.settled = true;
+        queue.floor.taken(&[5]);
+        drop(first);
+        drop(second);
+        assert_eq!(hinted(&queue), Some(vec![6]));
+    }
+
+    #[tokio::test]
+    async fn a_claim_given_up_wakes_a_held_poll() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(50)));
+        queue.floor.saw(queue.floor.start(), &[candidate(5)], true);
+        let held = tokio::spawn({
+            let queue = queue.clone();
+            let seen = queue.current();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(50);
+                queue.wait_for_change(&seen, Some(deadline)).await
+            }
+        });
+        while queue.held() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // A poll passed over job 5 while it was leased; the claim never answered (its
+        // request went away): a held poll looks for it.
+        drop(queue.floor.lease(&queue, &[5]));
+        let woken = tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .expect("the held poll is woken")
+            .expect("join");
+        assert!(woken, "woken to search");
+        assert_eq!(hinted(&queue), Some(vec![5]), "offered again");
     }
 
     #[tokio::test]
