@@ -59,6 +59,8 @@ pub struct Snapshot {
     /// (pool, connections open, connections idle, most allowed)
     pub pools: Vec<(&'static str, usize, usize, usize)>,
     pub held_polls: i64,
+    /// Job requests searching for a job now, waiting for their turn, searches so far.
+    pub searches: crate::queue::Searches,
     /// Reads of the waiting jobs, and jobs claimed without one (`Queue::reads`).
     pub queue_reads: (u64, u64),
     /// SQLite's group commit: (groups committed, hot write transactions in them).
@@ -206,6 +208,27 @@ impl Metrics {
             "gauge",
             "Job requests held open waiting for a job.",
             snapshot.held_polls,
+        );
+        scalar(
+            &mut out,
+            "runway_job_searches",
+            "gauge",
+            "Job requests searching the queue for a job now (a few at a time).",
+            snapshot.searches.running,
+        );
+        scalar(
+            &mut out,
+            "runway_job_searches_waiting",
+            "gauge",
+            "Job requests waiting for their turn to search the queue.",
+            snapshot.searches.waiting,
+        );
+        scalar(
+            &mut out,
+            "runway_job_searches_total",
+            "counter",
+            "Searches of the queue for a job by job requests (a held poll that is woken searches again).",
+            snapshot.searches.total,
         );
         scalar(
             &mut out,

@@ -63,6 +63,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .collect(),
         pools: state.db.pools(),
         held_polls: state.queue.held(),
+        searches: state.dispatcher.searches(),
         queue_reads: state.queue.reads(),
         write_groups: state.db.write_groups(),
         write_queue: state.db.write_queue(),

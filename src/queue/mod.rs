@@ -449,8 +449,59 @@ pub struct Dispatcher {
     db: DbPool,
     pub queue: Arc<Queue>,
     two_phase_commit: bool,
-    /// Searches that may run at once ([`Dispatcher::request`]).
-    searching: Semaphore,
+    /// Searches that may run at once, and polls waiting for their turn
+    /// ([`Dispatcher::request`]).
+    admission: Admission,
+}
+
+/// The search's admission ([`Dispatcher::request`]): a few polls search at a time.
+struct Admission {
+    turns: Semaphore,
+    /// How many turns there are.
+    size: usize,
+    /// Polls waiting for a turn now.
+    waiting: std::sync::atomic::AtomicI64,
+    /// Turns given so far.
+    given: AtomicU64,
+}
+
+/// The search's admission as `/-/metrics` shows it ([`Dispatcher::searches`]).
+pub struct Searches {
+    /// Polls searching now.
+    pub running: usize,
+    /// Polls waiting for their turn now.
+    pub waiting: i64,
+    /// Searches so far.
+    pub total: u64,
+}
+
+/// Counts one poll waiting for its turn while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Admission {
+    /// A turn to search, waiting at most until `until` (forever: `None`).
+    async fn turn(
+        &self,
+        until: Option<tokio::time::Instant>,
+    ) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        let turn = match until {
+            None => self.turns.acquire().await.ok(),
+            Some(until) => tokio::time::timeout_at(until, self.turns.acquire())
+                .await
+                .ok()?
+                .ok(),
+        };
+        self.given.fetch_add(1, Ordering::Relaxed);
+        turn
+    }
 }
 
 /// What polls read of the candidates' pipelines, projects and CI/CD variables, kept
@@ -860,13 +911,39 @@ impl Dispatcher {
     pub fn new(db: DbPool, queue: Arc<Queue>, two_phase_commit: bool) -> Dispatcher {
         // Half the connections for reads: the other half stays for log PATCHes, uploads
         // and the rest while thousands of polls are woken at once.
-        let searching = Semaphore::new((db.read_capacity() / 2).max(1));
+        let size = (db.read_capacity() / 2).max(1);
         Dispatcher {
             db,
             queue,
             two_phase_commit,
-            searching,
+            admission: Admission {
+                turns: Semaphore::new(size),
+                size,
+                waiting: Default::default(),
+                given: Default::default(),
+            },
         }
+    }
+
+    /// Polls searching now, polls waiting for their turn, searches so far (`/-/metrics`).
+    pub fn searches(&self) -> Searches {
+        let admission = &self.admission;
+        Searches {
+            running: admission.size - admission.turns.available_permits().min(admission.size),
+            waiting: admission.waiting.load(Ordering::Relaxed),
+            total: admission.given.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes every turn to search: until the permit answered is dropped, polls that need
+    /// a search wait for their turn as they do when the instance is busy (tests of what
+    /// a poll does while it waits).
+    pub async fn take_every_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.admission
+            .turns
+            .acquire_many(self.admission.size as u32)
+            .await
+            .expect("the admission is never closed")
     }
 
     /// A project changed on this instance: polls read it again at once.
@@ -889,28 +966,30 @@ impl Dispatcher {
                 searched: false,
             });
         }
-        // Read the version before looking: a job made pending meanwhile bumps it, so the
-        // runner's next poll is not held and looks again.
-        let version = self.queue.current();
         // Admission: when a fleet's polls are woken together (a backlog, a restart, their
         // holds ending at once), a few search at a time and the rest wait here, holding
         // no connection, instead of all queueing for the pool and failing with 503 after
         // its timeout. One that cannot search before its hold would have ended is
         // answered as a held one, so that no poll outlasts the hold much (without long
-        // polling, each waits its turn).
-        let admitted = match deadline {
-            None => Ok(self.searching.acquire().await),
-            Some(deadline) => {
-                let until = deadline.max(tokio::time::Instant::now() + ADMISSION_MIN);
-                tokio::time::timeout_at(until, self.searching.acquire()).await
-            }
-        };
-        let Ok(Ok(_searching)) = admitted else {
+        // polling, each waits its turn). It answers the version of its arrival.
+        let arrived = self.queue.current();
+        let until =
+            deadline.map(|deadline| deadline.max(tokio::time::Instant::now() + ADMISSION_MIN));
+        let Some(_turn) = self.admission.turn(until).await else {
             return Ok(Polled::Empty {
-                last_update: version,
+                last_update: arrived,
                 searched: false,
             });
         };
+        // The version is read once the turn came, before looking: a job made pending
+        // meanwhile bumps it, so the runner's next poll is not held and looks again. Read
+        // before the wait instead, every bump during the wait would send the poll to
+        // search again: when the wait grows longer than the time between new jobs (10 ms
+        // at 100 jobs a second), every poll that finds nothing queues again instead of
+        // being held, the held polls drain into the queue, and a poll woken for a new
+        // job waits behind all of them (the PostgreSQL fleet bench's backlogs of
+        // seconds, until the jobs stopped coming).
+        let version = self.queue.current();
         // Boxed: the search's state is large and lives only while it runs; inline, every
         // held poll's future would carry room for it through the whole hold.
         match Box::pin(self.pick(runner, manager, features)).await? {

@@ -742,6 +742,49 @@ n: { script: y, when: manual }
         assert_eq!(taken.json()["job_info"]["name"], "n");
     }
 
+    async fn a_poll_that_waited_for_its_turn_to_search_is_held_on_the_version_its_search_saw(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(6).spawn().await);
+        let gauge = |series: &'static str| {
+            let app = app.clone();
+            async move { sample(&scrape(&app).await, series).expect(series) }
+        };
+        let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let first = app.request_job(&runner).await;
+        assert_eq!(first.status, 204);
+        let seen = first.header("x-gitlab-last-update").expect("version").to_string();
+        // The instance busy: every turn to search is taken. A job came since the runner's
+        // last look, so its poll must search, and waits for a turn.
+        let turns = app.state.dispatcher.take_every_turn().await;
+        app.state.queue.bump_local();
+        let searches = gauge("runway_job_searches_total").await;
+        let waiting = {
+            let (app, runner) = (app.clone(), runner.clone());
+            tokio::spawn(async move { app.request_job_with(&runner, json!({ "last_update": seen })).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gauge("runway_job_searches_waiting").await != 1.0 {
+            assert!(Instant::now() < deadline, "the poll waits for its turn");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gauge("runway_job_searches").await >= 1.0, "every turn taken: counted as searching");
+        // More jobs come (and go to other runners) while it waits.
+        app.state.queue.bump_local();
+        app.state.queue.bump_local();
+        let version = app.state.queue.current();
+        drop(turns);
+        // Its search, once its turn came, saw everything up to `version` and found nothing:
+        // the poll is held on it. Held on the version of its arrival, it would search
+        // again at once, and in a busy fleet queue again behind every other poll.
+        assert_eq!(held_polls(&app, 1.0).await, 1.0, "held after its search");
+        assert_eq!(gauge("runway_job_searches_total").await, searches + 1.0, "one search");
+        assert_eq!(gauge("runway_job_searches_waiting").await, 0.0);
+        let answered = waiting.await.expect("poll");
+        assert_eq!(answered.status, 204);
+        assert_eq!(answered.header("x-gitlab-last-update"), Some(version.as_str()));
+        assert_eq!(gauge("runway_job_searches_total").await, searches + 1.0, "no other search");
+    }
+
     async fn the_job_token_guard(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
