@@ -163,6 +163,25 @@ pub struct Runners {
     queue: Arc<crate::queue::Queue>,
 }
 
+/// How old a contact stored at `contacted` must be to be written again: a point between
+/// 40/55 of the heartbeat interval and all of it, as GitLab persists a runner's or a
+/// machine's contact once it is older than a random age of 40–55 minutes
+/// (`UPDATE_CONTACT_COLUMN_EVERY`, ‹app/models/ci/runner.rb›, ‹runner_manager.rb›). Machines
+/// that wrote together (a fleet registering, a restart, holds ending at once) then write
+/// again spread over a quarter of the interval, not all in one second. The point is drawn
+/// from the stored time, not anew at each check as GitLab does, so that every path (a poll
+/// answered before routing, the heartbeat) decides alike.
+fn contact_age(interval: Duration, contacted: NaiveDateTime) -> Duration {
+    // splitmix64 of the stored time's microseconds: uniform enough from adjacent times.
+    let mut x = contacted.and_utc().timestamp_micros() as u64;
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+    interval.mul_f64((40.0 + 15.0 * unit) / 55.0)
+}
+
 impl Runners {
     pub fn new(
         db: DbPool,
@@ -353,9 +372,12 @@ impl Runners {
         })
     }
 
-    /// Whether a contact stored at `contacted` is old enough to be written again.
+    /// Whether a contact stored at `contacted` is old enough to be written again
+    /// ([`contact_age`]).
     fn due(&self, contacted: Option<NaiveDateTime>, at: NaiveDateTime) -> bool {
-        contacted.is_none_or(|c| (at - c).to_std().unwrap_or_default() >= self.heartbeat_interval)
+        contacted.is_none_or(|c| {
+            (at - c).to_std().unwrap_or_default() >= contact_age(self.heartbeat_interval, c)
+        })
     }
 
     /// Drops the cached managers of a runner (deleted runner or manager).
@@ -747,6 +769,35 @@ mod tests {
         );
         let odd = manager_heartbeat(json!({"executor":"rocket"}).as_object(), None);
         assert_eq!(odd.executor_type.as_deref(), Some("unknown"));
+    }
+
+    #[test]
+    fn contacts_written_together_come_due_spread_over_the_last_quarter_of_the_interval() {
+        let interval = Duration::from_secs(60);
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 12, 7)
+            .and_then(|d| d.and_hms_micro_opt(12, 0, 0, 0))
+            .expect("a time");
+        // 10,000 machines writing their contacts within one second.
+        let ages: Vec<Duration> = (0..10_000)
+            .map(|i| contact_age(interval, start + chrono::TimeDelta::microseconds(i * 97)))
+            .collect();
+        let (low, high) = (interval.mul_f64(40.0 / 55.0), interval);
+        assert!(
+            ages.iter().all(|a| (low..=high).contains(a)),
+            "within 40..=55 of 55"
+        );
+        // Spread over the whole window: each of its 15 seconds' share near a fifteenth.
+        let mut seconds = [0usize; 16];
+        for age in &ages {
+            seconds[((age.as_secs_f64() - low.as_secs_f64()) / (high - low).as_secs_f64() * 15.0)
+                as usize] += 1;
+        }
+        assert!(
+            seconds[..15].iter().all(|&n| (500..=850).contains(&n)),
+            "{seconds:?}"
+        );
+        // The same stored time, the same age: every path decides alike.
+        assert_eq!(contact_age(interval, start), contact_age(interval, start));
     }
 
     #[test]
