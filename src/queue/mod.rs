@@ -1043,11 +1043,9 @@ impl Dispatcher {
             cancel_gracefully: has("cancel_gracefully"),
             two_phase: self.two_phase_commit && has("two_phase_job_commit"),
         });
-        // Taken before the first read: a bump after it keeps the read from raising the
-        // floor ([`Floor`]).
-        let start = self.queue.floor.start();
-        let mut after = start.after;
-        let mut first_read = true;
+        // Where the next read starts: from the floor for the first ([`Dispatcher::read_queue`]),
+        // then above the last job read.
+        let mut after = None;
         let claim_list = match self.db.backend() {
             crate::db::Backend::Sqlite => CLAIM_LIST,
             crate::db::Backend::Postgres => CLAIM_LIST_CONCURRENT,
@@ -1070,16 +1068,16 @@ impl Dispatcher {
                 }
                 None => {
                     let limit = batch;
-                    let candidates = self.read_queue(after, limit).await?;
+                    let (candidates, start) = self.read_queue(after, limit).await?;
                     batch = (batch * 2).min(CANDIDATE_BATCH_MAX);
-                    if std::mem::take(&mut first_read) {
+                    if after.is_none() {
                         let whole = (candidates.len() as i64) < limit;
                         self.queue.floor.saw(start, &candidates, whole);
                     }
                     let Some(last) = candidates.last() else {
                         return Ok((None, others_waiting));
                     };
-                    after = last.id;
+                    after = Some(last.id);
                     candidates
                 }
             };
@@ -1230,12 +1228,28 @@ impl Dispatcher {
     }
 
     /// Up to `limit` jobs waiting for a runner above `after` ([`Job::candidates_after`]),
-    /// counted in [`Queue::reads`].
-    async fn read_queue(&self, after: i64, limit: i64) -> ApiResult<Vec<Candidate>> {
+    /// or above the floor (`None`), with where the read started ([`Floor::saw`]); counted
+    /// in [`Queue::reads`].
+    ///
+    /// Where a read from the floor starts, with the bumps so far, is taken once the
+    /// connection is in hand: only a bump during the statement's round trip keeps the read
+    /// from setting the floor and the jobs known, not one while it waited for a
+    /// connection. Taken before the wait, a fleet whose pool was busy waited longer than
+    /// the time between new jobs (10 ms at 100 jobs a second): no read was kept, every
+    /// search read the queue again, and the searches, slower still, fell behind the polls
+    /// (the PostgreSQL fleet's backlogs, measured with a count of connection holders).
+    async fn read_queue(
+        &self,
+        after: Option<i64>,
+        limit: i64,
+    ) -> ApiResult<(Vec<Candidate>, ReadStart)> {
         self.queue.reads.fetch_add(1, Ordering::Relaxed);
         crate::db::inline(async {
             let mut db = self.db.read().await?;
-            Ok(Job::candidates_after(&mut db.conn(), after, limit).await?)
+            let start = self.queue.floor.start();
+            let after = after.unwrap_or(start.after);
+            let jobs = Job::candidates_after(&mut db.conn(), after, limit).await?;
+            Ok((jobs, start))
         })
         .await
     }
@@ -1252,9 +1266,8 @@ impl Dispatcher {
         if self.queue.held() == 0 || young {
             return Ok(());
         }
-        let start = self.queue.floor.start();
         let limit = KNOWN_MOST as i64 + 1;
-        let jobs = self.read_queue(start.after, limit).await?;
+        let (jobs, start) = self.read_queue(None, limit).await?;
         self.queue
             .floor
             .saw(start, &jobs, (jobs.len() as i64) < limit);

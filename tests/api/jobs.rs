@@ -785,6 +785,49 @@ n: { script: y, when: manual }
         assert_eq!(gauge("runway_job_searches_total").await, searches + 1.0, "no other search");
     }
 
+    async fn a_read_of_the_queue_that_waited_for_a_connection_is_kept(backend) {
+        use crate::metrics::{sample, scrape};
+        let app = std::sync::Arc::new(TestApp::builder(backend).pool(2, 10).spawn().await);
+        let reads = || {
+            let app = app.clone();
+            async move { sample(&scrape(&app).await, "runway_queue_reads_total").expect("counted") }
+        };
+        let project = app.create_project(json!({ "name": "app" })).await;
+        let (_, first) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        let (_, second) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        // Known to the server (their next polls read nothing to authenticate).
+        assert_eq!(app.request_job(&first).await.status, 204);
+        assert_eq!(app.request_job(&second).await.status, 204);
+        app.pipeline(project, "a: { script: x }\n").await;
+        // The jobs known forgotten (as after another instance's bump): a search reads.
+        app.state.queue.bump_local();
+        let before = reads().await;
+        // The first runner's poll waits for its turn to search, then, every connection
+        // for reads taken, for one to read the queue; a job becomes pending meanwhile.
+        let turns = app.state.dispatcher.take_every_turn().await;
+        let polling = {
+            let (app, first) = (app.clone(), first.clone());
+            tokio::spawn(async move { app.request_job(&first).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sample(&scrape(&app).await, "runway_job_searches_waiting") != Some(1.0) {
+            assert!(Instant::now() < deadline, "the poll waits for its turn");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let connections = [app.state.db.read().await.expect("a connection"), app.state.db.read().await.expect("a connection")];
+        drop(turns);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.state.queue.bump_local();
+        drop(connections);
+        let taken = polling.await.expect("poll");
+        assert_eq!(taken.status, 201, "{}", taken.text);
+        // Its read began after the bump, once it had a connection: kept as every job
+        // waiting, so the second runner learns there is none without reading the queue.
+        let answered = app.request_job(&second).await;
+        assert_eq!(answered.status, 204);
+        assert_eq!(reads().await, before + 1.0, "one read, kept");
+    }
+
     async fn the_job_token_guard(backend) {
         let app = TestApp::spawn(backend).await;
         let project = app.create_project(json!({ "name": "app" })).await;
