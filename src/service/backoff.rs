@@ -21,6 +21,8 @@ const CACHE_FOR: Duration = Duration::from_secs(1);
 pub struct Backoff {
     db: DbPool,
     cached: Mutex<Option<(Instant, bool)>>,
+    /// Held by the one request reading the answer again.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl Backoff {
@@ -28,13 +30,33 @@ impl Backoff {
         Backoff {
             db,
             cached: Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
         }
+    }
+
+    fn cached(&self) -> Option<(Instant, bool)> {
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether runner routes should answer 429 now. A database that cannot be read does
     /// not put runners into backoff: the routes then answer for themselves (503).
+    ///
+    /// Once a second one request reads the answer again, and the others meanwhile take
+    /// the last one; only with none (at start, or forgotten) do they wait for that read.
+    /// Each reading it, a fleet's requests of that moment (a hundred and more in the
+    /// PostgreSQL fleet bench) all queued for a connection every second, when the pool
+    /// was busiest.
     pub async fn active(&self) -> bool {
-        if let Some((at, active)) = *self.cached.lock().unwrap_or_else(|e| e.into_inner()) {
+        let _reading = match self.cached() {
+            Some((at, active)) if at.elapsed() < CACHE_FOR => return active,
+            Some((_, active)) => match self.reading.try_lock() {
+                Ok(reading) => reading,
+                Err(_) => return active,
+            },
+            None => self.reading.lock().await,
+        };
+        // Read by the request that held the lock before, maybe.
+        if let Some((at, active)) = self.cached() {
             if at.elapsed() < CACHE_FOR {
                 return active;
             }
@@ -78,4 +100,40 @@ pub fn is_runner_route(path: &str) -> bool {
                 | "/api/v4/runners/reset_authentication_token"
                 | "/api/v4/runners/router/discovery"
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_request_reads_a_stale_answer_again_while_the_others_take_it() {
+        let dir = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite://{}", dir.path().join("runway.db").display());
+        let db = DbPool::connect(&url, 1).await.expect("the database");
+        let backoff = std::sync::Arc::new(Backoff::new(db.clone()));
+        assert!(!backoff.active().await, "read: no flag, no migration");
+        // The one connection for reads taken, and the answer stale: the first request
+        // waits to read it again, the next answers at once with the last one.
+        let taken = db.read().await.expect("a connection");
+        tokio::time::sleep(CACHE_FOR + Duration::from_millis(50)).await;
+        let reading = tokio::spawn({
+            let backoff = backoff.clone();
+            async move { backoff.active().await }
+        });
+        while backoff.reading.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        let answer = tokio::time::timeout(Duration::from_millis(500), backoff.active()).await;
+        assert_eq!(
+            answer,
+            Ok(false),
+            "the last answer, without waiting for a connection"
+        );
+        drop(taken);
+        assert!(!reading.await.expect("the read"));
+        assert!(backoff
+            .cached()
+            .is_some_and(|(at, _)| at.elapsed() < CACHE_FOR));
+    }
 }
