@@ -79,10 +79,11 @@ pub enum Broadcast {
     Forget,
 }
 
-/// Counts one held request while it lives.
-struct Held<'a>(&'a std::sync::atomic::AtomicI64);
+/// Counts one while it lives: a held request ([`Queue::held`]), a poll waiting for its
+/// turn to search ([`Admission`]).
+struct Counting<'a>(&'a std::sync::atomic::AtomicI64);
 
-impl Drop for Held<'_> {
+impl Drop for Counting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -299,7 +300,7 @@ impl Queue {
         deadline: Option<tokio::time::Instant>,
     ) -> bool {
         self.held.fetch_add(1, Ordering::Relaxed);
-        let _held = Held(&self.held);
+        let _held = Counting(&self.held);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -475,15 +476,6 @@ pub struct Searches {
     pub total: u64,
 }
 
-/// Counts one poll waiting for its turn while it lives.
-struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Admission {
     /// A turn to search, waiting at most until `until` (forever: `None`).
     async fn turn(
@@ -491,16 +483,16 @@ impl Admission {
         until: Option<tokio::time::Instant>,
     ) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(&self.waiting);
+        let _waiting = Counting(&self.waiting);
         let turn = match until {
             None => self.turns.acquire().await.ok(),
             Some(until) => tokio::time::timeout_at(until, self.turns.acquire())
                 .await
                 .ok()?
                 .ok(),
-        };
+        }?;
         self.given.fetch_add(1, Ordering::Relaxed);
-        turn
+        Some(turn)
     }
 }
 
