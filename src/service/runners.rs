@@ -171,7 +171,7 @@ pub struct Runners {
 /// again spread over a quarter of the interval, not all in one second. The point is drawn
 /// from the stored time, not anew at each check as GitLab does, so that every path (a poll
 /// answered before routing, the heartbeat) decides alike.
-fn contact_age(interval: Duration, contacted: NaiveDateTime) -> Duration {
+pub fn contact_age(interval: Duration, contacted: NaiveDateTime) -> Duration {
     // splitmix64 of the stored time's microseconds: uniform enough from adjacent times.
     let mut x = contacted.and_utc().timestamp_micros() as u64;
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -375,9 +375,18 @@ impl Runners {
     /// Whether a contact stored at `contacted` is old enough to be written again
     /// ([`contact_age`]).
     fn due(&self, contacted: Option<NaiveDateTime>, at: NaiveDateTime) -> bool {
-        contacted.is_none_or(|c| {
-            (at - c).to_std().unwrap_or_default() >= contact_age(self.heartbeat_interval, c)
-        })
+        contacted.is_none_or(|c| at >= self.next_due(c))
+    }
+
+    /// When a contact stored at `contacted` is next to be written: once it is
+    /// [`contact_age`] old. Polls ([`Self::due`]) and job routes
+    /// ([`Self::heartbeat_job`]) both decide by it.
+    fn next_due(&self, contacted: NaiveDateTime) -> NaiveDateTime {
+        let age = contact_age(self.heartbeat_interval, contacted);
+        later(
+            contacted,
+            chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX),
+        )
     }
 
     /// Drops the cached managers of a runner (deleted runner or manager).
@@ -486,8 +495,6 @@ impl Runners {
         if known && !job_due {
             return Ok(());
         }
-        let interval =
-            chrono::Duration::from_std(self.heartbeat_interval).unwrap_or(chrono::Duration::MAX);
         // Decide through a reader; the writer (SQLite's only one) is taken only when a
         // contact is due, so a runner streaming its log does not write on every PATCH.
         let (runner_next, manager_next) = {
@@ -496,14 +503,19 @@ impl Runners {
             let runner_next = match job.runner_id {
                 Some(runner_id) => Runner::find(&mut conn, runner_id).await?.map(|r| {
                     r.contacted_at
-                        .map_or(NaiveDateTime::MIN, |c| later(c, interval))
+                        .map_or(NaiveDateTime::MIN, |c| self.next_due(c))
                 }),
                 None => None,
             };
+            // A machine's contact from another address is written at once, as GitLab
+            // records the new IP.
             let manager_next = match job.runner_manager_id {
-                Some(id) => {
-                    RunnerManager::next_contact(&mut conn, id, ip.as_deref(), interval).await?
-                }
+                Some(id) => RunnerManager::stored_contact(&mut conn, id).await?.map(
+                    |(contacted, stored_ip)| match contacted {
+                        Some(c) if stored_ip == ip => self.next_due(c),
+                        _ => NaiveDateTime::MIN,
+                    },
+                ),
                 None => None,
             };
             (runner_next, manager_next)
@@ -525,7 +537,7 @@ impl Runners {
             }
         }
         // Written now, or due when read: either way not due again before then.
-        let next = |due: bool, next: NaiveDateTime| if due { later(at, interval) } else { next };
+        let next = |due: bool, next: NaiveDateTime| if due { self.next_due(at) } else { next };
         let due = [
             runner_next.map(|n| next(runner_due, n)),
             manager_next.map(|n| next(manager_due, n)),
@@ -533,7 +545,7 @@ impl Runners {
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(later(at, interval));
+        .unwrap_or_else(|| self.next_due(at));
         if self.job_contacts.len() >= JOB_CONTACTS_KEPT {
             self.job_contacts.retain(|_, due| at < *due);
         }

@@ -439,6 +439,42 @@ both_backends! {
         assert_eq!(app.patch_trace(&job, 3, b"d").await.status, 202);
         assert_eq!(contacts(&app, runner_id).await, beat, "written once per interval");
     }
+
+    // A log PATCH writes a contact once it is as old as a poll would find it due (GitLab's
+    // 40–55 of 55 of the interval, drawn from the stored time), not only after the whole
+    // interval: both paths decide alike.
+    async fn log_patches_write_a_contact_when_a_poll_would(backend) {
+        let interval = std::time::Duration::from_secs(2);
+        let app = TestApp::builder(backend).heartbeat_interval(2).spawn().await;
+        let project = app.create_project(json!({ "name": "app" })).await;
+        // A contact whose age is well short of the interval, so that the two rules differ
+        // (about three in four are).
+        let mut found = None;
+        for _ in 0..12 {
+            let (runner_id, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+            app.pipeline(project, "a: { script: x }\n").await;
+            let job = app.take_job(&runner).await;
+            let polled = contacts(&app, runner_id).await;
+            assert_eq!(polled.0, polled.1, "a poll writes both at one time");
+            let age = runway::service::runners::contact_age(interval, polled.0);
+            if age < interval.mul_f64(0.85) {
+                found = Some((runner_id, job, polled, age));
+                break;
+            }
+        }
+        let (runner_id, job, polled, age) = found.expect("a contact due before the interval");
+        let until = |offset: chrono::TimeDelta| {
+            let at = polled.0 + chrono::TimeDelta::from_std(age).expect("age") + offset;
+            (at - chrono::Utc::now().naive_utc()).to_std().unwrap_or_default()
+        };
+        tokio::time::sleep(until(chrono::TimeDelta::milliseconds(-150))).await;
+        assert_eq!(app.patch_trace(&job, 0, b"a").await.status, 202);
+        assert_eq!(contacts(&app, runner_id).await, polled, "not due yet: nothing written");
+        tokio::time::sleep(until(chrono::TimeDelta::milliseconds(100))).await;
+        assert_eq!(app.patch_trace(&job, 1, b"b").await.status, 202);
+        let beat = contacts(&app, runner_id).await;
+        assert!(beat.0 > polled.0 && beat.1 > polled.1, "due at {age:?}: {polled:?} -> {beat:?}");
+    }
 }
 
 // Two instances on one PostgreSQL database and one data dir take appends to one job's log

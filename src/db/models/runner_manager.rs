@@ -120,29 +120,22 @@ impl RunnerManager {
         .await)
     }
 
-    /// When a contact of manager `id` from `ip` is next to be written: `interval` after
-    /// the stored time, or at once if there is none or the address changed; `None` when
-    /// the manager no longer exists.
-    pub async fn next_contact(
+    /// The stored contact of manager `id`: when it was last written and from which IP;
+    /// `None` when the manager no longer exists. The service decides from it whether a
+    /// contact is due.
+    pub async fn stored_contact(
         conn: &mut Conn<'_>,
         id: i64,
-        ip: Option<&str>,
-        interval: chrono::Duration,
-    ) -> QueryResult<Option<NaiveDateTime>> {
-        let current: Option<(Option<NaiveDateTime>, Option<String>)> =
-            db_run!(conn, |c| runner_managers::table
-                .find(id)
-                .select((runner_managers::contacted_at, runner_managers::ip_address))
-                .first(c)
-                .await
-                .optional())?;
-        Ok(current.map(|(contacted_at, stored_ip)| match contacted_at {
-            Some(at) if stored_ip.as_deref() == ip => super::later(at, interval),
-            _ => NaiveDateTime::MIN,
-        }))
+    ) -> QueryResult<Option<(Option<NaiveDateTime>, Option<String>)>> {
+        db_run!(conn, |c| runner_managers::table
+            .find(id)
+            .select((runner_managers::contacted_at, runner_managers::ip_address))
+            .first(c)
+            .await
+            .optional())
     }
 
-    /// Records a contact and the IP (once [`Self::next_contact`] said it is due).
+    /// Records a contact and the IP (once the stored one is due).
     pub async fn record_contact(
         conn: &mut Conn<'_>,
         id: i64,
