@@ -200,6 +200,16 @@ impl DbPool {
         }
     }
 
+    /// This pool, for the job queue's reads and claims: on PostgreSQL these may take the
+    /// connections kept for them ([`affine::PgPool::for_queue`]); on SQLite the same pool
+    /// (its reads have their own connections, its writes the one writer in turns).
+    pub fn for_queue(&self) -> DbPool {
+        match self {
+            DbPool::Postgres(pool) => DbPool::Postgres(pool.for_queue()),
+            sqlite => sqlite.clone(),
+        }
+    }
+
     /// How many connections reads may use at once.
     pub fn read_capacity(&self) -> usize {
         match self {

@@ -905,7 +905,9 @@ impl Dispatcher {
         // and the rest while thousands of polls are woken at once.
         let size = (db.read_capacity() / 2).max(1);
         Dispatcher {
-            db,
+            // Its reads of the queue and claims take the connections kept for them first
+            // (PostgreSQL): a search does not queue behind every other request for one.
+            db: db.for_queue(),
             queue,
             two_phase_commit,
             admission: Admission {
