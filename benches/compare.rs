@@ -277,7 +277,12 @@ pub fn cycle_cells(
     let text = if once(drained) {
         format!("{:.0}", rate(drained))
     } else {
-        format!("{:.0} (NOT ONCE EACH)", rate(drained))
+        format!(
+            "{:.0} (NOT ONCE EACH: {} distinct of {} taken, {queued} queued)",
+            rate(drained),
+            drained.distinct(),
+            drained.ids.len()
+        )
     };
     out.set(
         Row::Cycle,

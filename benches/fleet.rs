@@ -177,6 +177,18 @@ impl Pickups {
     }
 }
 
+/// An error with its causes, each after a colon (reqwest's own says only "error sending
+/// request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 #[derive(Default)]
 struct Errors {
     count: AtomicU64,
@@ -464,8 +476,12 @@ async fn run_job(
 
 /// Creates the pipelines at their pace; returns when every creation has answered.
 async fn produce(fleet: Arc<Fleet>, server: &Server, project: i64, sizes: &Sizes) {
+    // A connection idle for the server's keep-alive (actix's 5 s) is closed by it; one
+    // idle nearly that long is not reused, so that a POST is not sent on a connection
+    // the server is closing at that moment (a POST is not sent again).
     let client = reqwest::Client::builder()
         .timeout(CALL_TIMEOUT)
+        .pool_idle_timeout(Duration::from_secs(3))
         .build()
         .expect("client");
     let url = server.api(&format!("/projects/{project}/pipeline"));
@@ -487,7 +503,7 @@ async fn produce(fleet: Arc<Fleet>, server: &Server, project: i64, sizes: &Sizes
                 .await;
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => return fleet.errors.note(format!("pipeline POST: {e}")),
+                Err(e) => return fleet.errors.note(format!("pipeline POST: {}", causes(&e))),
             };
             let status = response.status().as_u16();
             let text = response.text().await.unwrap_or_default();
