@@ -16,8 +16,8 @@ use crate::ci::config::JobSpec;
 use crate::db::enums::{AccessLevel, JobStatus, RunnerType};
 use crate::db::models::ci_minutes::quota_exceeded;
 use crate::db::models::{
-    now, Assignee, Candidate, CiMinutesUsage, CiVariable, Job, JobArtifact, JobChanges, Pipeline,
-    Project, Runner, RunnerManager,
+    now, Assignee, Candidate, CiMinutesUsage, CiVariable, Job, JobArtifact, JobChanges, Locked,
+    Pipeline, Project, Runner, RunnerManager,
 };
 use crate::db::{Conn, DbPool};
 use crate::error::{ApiError, ApiResult};
@@ -1157,11 +1157,14 @@ impl Dispatcher {
                     }
                 }
                 let tried = ids.clone();
-                let theirs: HashMap<i64, Arc<Pipeline>> = chunk
-                    .iter()
-                    .filter_map(|j| pipelines.get(&j.pipeline_id))
-                    .map(|p| (p.id, p.clone()))
-                    .collect();
+                let theirs_of = || -> HashMap<i64, Arc<Pipeline>> {
+                    chunk
+                        .iter()
+                        .filter_map(|j| pipelines.get(&j.pipeline_id))
+                        .map(|p| (p.id, p.clone()))
+                        .collect()
+                };
+                let theirs = theirs_of();
                 let token = NewToken::generate(JOB_TOKEN_PREFIX);
                 let digest = token.digest.as_bytes().to_vec();
                 let terms = terms.clone();
@@ -1171,17 +1174,44 @@ impl Dispatcher {
                     && chunk
                         .iter()
                         .all(|j| j.claims_alone && theirs.contains_key(&j.pipeline_id));
-                let (claimed, became_pending) = if alone {
+                let (mut claimed, mut became_pending) = if alone {
+                    let terms = terms.clone();
                     self.db
                         .on_postgres(move |c| Box::pin(claim_alone(c, ids, theirs, terms, digest)))
                         .await?
                 } else {
+                    let terms = terms.clone();
                     self.db
                         .write_transaction(move |tx| {
-                            Box::pin(claim(tx, ids, theirs, terms, digest))
+                            Box::pin(claim(tx, ids, theirs, terms, digest, Locked::Skip))
                         })
                         .await?
                 };
+                if claimed.is_none() && self.db.backend() == crate::db::Backend::Postgres {
+                    // The claim passed over rows other transactions hold. Those of its jobs
+                    // still free were held by something other than a claim: a job's end
+                    // holds a busy job of its stage (`FOR SHARE`) until it commits. Taken
+                    // for gone, such a job was left out of the jobs known, every poll
+                    // answered 204 and was held, and nothing woke them: the job waited
+                    // until some other job became pending (the cycle bench's drains ended
+                    // one job short). The claim waits for those rows instead; the
+                    // transactions holding them are short.
+                    let still = {
+                        let mut db = self.db.read().await?;
+                        Job::still_waiting(&mut db.conn(), &tried).await?
+                    };
+                    if !still.is_empty() {
+                        let (theirs, digest) = (theirs_of(), token.digest.as_bytes().to_vec());
+                        let waited;
+                        (claimed, waited) = self
+                            .db
+                            .write_transaction(move |tx| {
+                                Box::pin(claim(tx, still, theirs, terms, digest, Locked::Wait))
+                            })
+                            .await?;
+                        became_pending |= waited;
+                    }
+                }
                 lease.settled = true;
                 if became_pending {
                     self.queue.bump();
@@ -1317,6 +1347,7 @@ async fn claim(
     pipelines: HashMap<i64, Arc<Pipeline>>,
     terms: Arc<ClaimTerms>,
     digest: Vec<u8>,
+    locked: Locked,
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
     let to = terms.assignee(&digest, at);
@@ -1327,7 +1358,7 @@ async fn claim(
         // same transaction); SQLite reads the first free job and takes it once checked.
         let (job_id, pipeline_id, spec, taken) = match tx {
             Conn::Postgres(c) => {
-                let Some(job) = Job::claim_first_of(c, &ids, &to).await? else {
+                let Some(job) = Job::claim_first_of(c, &ids, &to, locked).await? else {
                     return Ok((None, became_pending));
                 };
                 (job.id, job.pipeline_id, job.spec(), Some(job))
@@ -1394,7 +1425,7 @@ async fn claim_alone(
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
     let to = terms.assignee(&digest, at);
-    let Some(job) = Job::claim_first_of(conn, &ids, &to).await? else {
+    let Some(job) = Job::claim_first_of(conn, &ids, &to, Locked::Skip).await? else {
         return Ok((None, false));
     };
     let pipeline = pipelines

@@ -379,6 +379,24 @@ impl Job {
             .await)
     }
 
+    /// Those of `ids` (ascending) still pending and unassigned, read without a lock: after
+    /// a claim that skipped rows other transactions hold, which of its jobs it skipped
+    /// rather than found taken.
+    pub async fn still_waiting(conn: &mut Conn<'_>, ids: &[i64]) -> QueryResult<Vec<i64>> {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Ok(Vec::new());
+        };
+        let ids = ids.to_vec();
+        db_run!(conn, |c| jobs::table
+            .filter(WaitingForRunner)
+            .filter(jobs::id.between(first, last))
+            .filter(jobs::id.eq_any(ids))
+            .order(jobs::id)
+            .select(jobs::id)
+            .load(c)
+            .await)
+    }
+
     /// Jobs assigned under two-phase commit whose runner did not acknowledge in time.
     pub async fn unacknowledged(
         conn: &mut Conn<'_>,
@@ -450,19 +468,25 @@ impl Job {
     /// PostgreSQL: [`Job::first_pending_of`], [`Job::claim`] and, when the job starts
     /// running, [`Pipeline::start`](crate::db::models::Pipeline::start) in one statement,
     /// one round trip where they took three. The row is taken `FOR UPDATE SKIP LOCKED`, as
-    /// in `first_pending_of`. The job's spec is checked after: the caller undoes a claim
+    /// in `first_pending_of`, or waiting for the transactions that hold it
+    /// ([`Locked::Wait`]). The job's spec is checked after: the caller undoes a claim
     /// the runner cannot run, in the same transaction, with [`Job::drop_unassigned`].
     pub async fn claim_first_of(
         conn: &mut diesel_async::AsyncPgConnection,
         ids: &[i64],
         to: &Assignee<'_>,
+        locked: Locked,
     ) -> QueryResult<Option<Job>> {
         use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, Text, Timestamp};
         let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             return Ok(None);
         };
+        let statement = match locked {
+            Locked::Skip => CLAIM_FIRST_OF,
+            Locked::Wait => CLAIM_FIRST_OF_WAITING,
+        };
         Cached(
-            diesel::sql_query(CLAIM_FIRST_OF)
+            diesel::sql_query(statement)
                 .bind::<Text, _>(to.status())
                 .bind::<Nullable<Timestamp>, _>(to.ack_deadline)
                 .bind::<BigInt, _>(to.runner_id)
@@ -765,6 +789,17 @@ impl JobCoverage {
     }
 }
 
+/// What a PostgreSQL claim does with a listed job's row that another transaction holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locked {
+    /// Passes over it (`SKIP LOCKED`): claims running side by side take different jobs.
+    Skip,
+    /// Waits until that transaction ends, then takes the job if it is still free. For a
+    /// claim that skipped jobs still free: they were held by something other than a claim
+    /// (a job's end holds a busy job of its stage `FOR SHARE` until it commits).
+    Wait,
+}
+
 /// Who a claim assigns a job to, and how.
 pub struct Assignee<'a> {
     pub runner_id: i64,
@@ -927,10 +962,14 @@ fn manager_still_there(id: i64) -> _ {
         .single_value()
 }
 
-/// [`Job::claim_first_of`]'s statement. `$1` is the status the job takes: `running`
-/// starts its pipeline as [`Pipeline::start`](crate::db::models::Pipeline::start) does
-/// (nothing if it runs with a start time already); `pending` (two-phase commit) does not.
-const CLAIM_FIRST_OF: &str = "\
+/// [`Job::claim_first_of`]'s statement, with the row lock it takes (`$lock`). `$1` is the
+/// status the job takes: `running` starts its pipeline as
+/// [`Pipeline::start`](crate::db::models::Pipeline::start) does (nothing if it runs with a
+/// start time already); `pending` (two-phase commit) does not.
+macro_rules! claim_first_of {
+    ($lock:literal) => {
+        concat!(
+            "\
 WITH claimed AS (
     UPDATE jobs SET status = $1, ack_deadline = $2, runner_id = $3,
         runner_manager_id = (SELECT id FROM runner_managers WHERE id = $4),
@@ -940,7 +979,9 @@ WITH claimed AS (
         WHERE status = 'pending' AND runner_id IS NULL
             AND id BETWEEN $9 AND $10 AND id = ANY($11)
         ORDER BY id LIMIT 1
-        FOR UPDATE SKIP LOCKED)
+        ",
+            $lock,
+            ")
     RETURNING *
 ), started AS (
     UPDATE pipelines SET status = 'running', started_at = COALESCE(started_at, $8),
@@ -948,7 +989,15 @@ WITH claimed AS (
     WHERE id = (SELECT pipeline_id FROM claimed) AND $1 = 'running'
         AND (status <> 'running' OR started_at IS NULL)
 )
-SELECT * FROM claimed";
+SELECT * FROM claimed"
+        )
+    };
+}
+
+/// Skips the rows other transactions hold: concurrent claims spread over the list.
+const CLAIM_FIRST_OF: &str = claim_first_of!("FOR UPDATE SKIP LOCKED");
+/// Waits for them ([`Locked::Wait`]).
+const CLAIM_FIRST_OF_WAITING: &str = claim_first_of!("FOR UPDATE");
 
 #[cfg(test)]
 mod tests {

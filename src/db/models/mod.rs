@@ -58,7 +58,7 @@ pub use artifact::{job_by_token_digest, AuditEvent, JobArtifact, NewJobArtifact,
 pub use ci_minutes::CiMinutesUsage;
 pub use ci_variable::{CiVariable, CiVariableFields};
 pub use feature_flag::FeatureFlag;
-pub use job::{Assignee, Candidate, Executing, Job, JobChanges, JobCoverage, NewJob};
+pub use job::{Assignee, Candidate, Executing, Job, JobChanges, JobCoverage, Locked, NewJob};
 pub use mirror_head::MirrorHead;
 pub use pipeline::{NewPipeline, Pipeline};
 pub use project::{NewProject, Project};
