@@ -63,6 +63,8 @@ pub struct Snapshot {
     pub searches: crate::queue::Searches,
     /// Reads of the waiting jobs, and jobs claimed without one (`Queue::reads`).
     pub queue_reads: (u64, u64),
+    /// [`crate::queue::Queue::waited_claims`].
+    pub waited_claims: u64,
     /// SQLite's group commit: (groups committed, hot write transactions in them).
     pub write_groups: Option<(u64, u64)>,
     /// SQLite's group commit: hot write transactions waiting for the writer.
@@ -243,6 +245,13 @@ impl Metrics {
             "counter",
             "Jobs handed to runners from the jobs this instance knew to wait, without reading the queue.",
             snapshot.queue_reads.1,
+        );
+        scalar(
+            &mut out,
+            "runway_queue_waited_claims_total",
+            "counter",
+            "PostgreSQL claims that found their jobs' rows held by other transactions (a job's end) and waited for them.",
+            snapshot.waited_claims,
         );
         if let Some((groups, writes)) = snapshot.write_groups {
             scalar(

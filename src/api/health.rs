@@ -65,6 +65,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         held_polls: state.queue.held(),
         searches: state.dispatcher.searches(),
         queue_reads: state.queue.reads(),
+        waited_claims: state.queue.waited_claims(),
         write_groups: state.db.write_groups(),
         write_queue: state.db.write_queue(),
         checkpoints: state.db.checkpoints(),

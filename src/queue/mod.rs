@@ -66,6 +66,8 @@ pub struct Queue {
     /// known to wait without one ([`Known`]): `/-/metrics`.
     reads: AtomicU64,
     unread_claims: AtomicU64,
+    /// Claims that waited for rows other transactions held ([`Locked::Wait`]).
+    waited_claims: AtomicU64,
 }
 
 /// What one instance tells the others sharing its PostgreSQL database ([`listen`]).
@@ -129,6 +131,7 @@ impl Queue {
             floor: Default::default(),
             reads: Default::default(),
             unread_claims: Default::default(),
+            waited_claims: Default::default(),
         }
     }
 
@@ -138,6 +141,11 @@ impl Queue {
             self.reads.load(Ordering::Relaxed),
             self.unread_claims.load(Ordering::Relaxed),
         )
+    }
+
+    /// Claims so far that waited for rows other transactions held ([`Locked::Wait`]).
+    pub fn waited_claims(&self) -> u64 {
+        self.waited_claims.load(Ordering::Relaxed)
     }
 
     /// A pipeline just created here: the polls its jobs wake need not read it.
@@ -1201,6 +1209,7 @@ impl Dispatcher {
                         Job::still_waiting(&mut db.conn(), &tried).await?
                     };
                     if !still.is_empty() {
+                        self.queue.waited_claims.fetch_add(1, Ordering::Relaxed);
                         let (theirs, digest) = (theirs_of(), token.digest.as_bytes().to_vec());
                         let waited;
                         (claimed, waited) = self
@@ -1347,7 +1356,7 @@ async fn claim(
     pipelines: HashMap<i64, Arc<Pipeline>>,
     terms: Arc<ClaimTerms>,
     digest: Vec<u8>,
-    locked: Locked,
+    mut locked: Locked,
 ) -> ApiResult<(Option<Claimed>, bool)> {
     let at = now();
     let to = terms.assignee(&digest, at);
@@ -1380,6 +1389,10 @@ async fn claim(
             became_pending |= crate::service::pipelines::process(tx, pipeline_id)
                 .await?
                 .became_pending;
+            // Holding the pipeline's row now, this transaction waits for no other's row
+            // (a job's end may be waiting for that pipeline): the rest of the list is
+            // claimed skipping the rows held.
+            locked = Locked::Skip;
             continue;
         }
         let job = match taken {

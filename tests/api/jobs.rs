@@ -1290,17 +1290,23 @@ async fn postgres_a_poll_takes_a_job_whose_row_a_job_s_end_holds() {
     use diesel_async::RunQueryDsl;
     let app = std::sync::Arc::new(TestApp::spawn(crate::helpers::Backend::Postgres).await);
     let project = app.create_project(json!({ "name": "app" })).await;
-    let (_, runner) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+    let (_, runner) = app
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
     let pipeline = app.pipeline(project, "a: { script: x }\n").await;
     // The transaction of another job's end, holding this one as its stage's busy job.
     let mut end = app.state.db.read().await.expect("a connection");
     {
-        let runway::db::Conn::Postgres(c) = end.conn() else { panic!("not PostgreSQL") };
+        let runway::db::Conn::Postgres(c) = end.conn() else {
+            panic!("not PostgreSQL")
+        };
         diesel::sql_query("BEGIN").execute(c).await.expect("begin");
-        let held = diesel::sql_query(format!("SELECT id FROM jobs WHERE pipeline_id = {pipeline} FOR SHARE"))
-            .execute(c)
-            .await
-            .expect("share lock");
+        let held = diesel::sql_query(format!(
+            "SELECT id FROM jobs WHERE pipeline_id = {pipeline} FOR SHARE"
+        ))
+        .execute(c)
+        .await
+        .expect("share lock");
         assert_eq!(held, 1);
     }
     let polling = {
@@ -1308,13 +1314,29 @@ async fn postgres_a_poll_takes_a_job_whose_row_a_job_s_end_holds() {
         tokio::spawn(async move { app.request_job(&runner).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!polling.is_finished(), "the claim waits for the end's transaction");
+    assert!(
+        !polling.is_finished(),
+        "the claim waits for the end's transaction"
+    );
     {
-        let runway::db::Conn::Postgres(c) = end.conn() else { panic!("not PostgreSQL") };
-        diesel::sql_query("COMMIT").execute(c).await.expect("commit");
+        let runway::db::Conn::Postgres(c) = end.conn() else {
+            panic!("not PostgreSQL")
+        };
+        diesel::sql_query("COMMIT")
+            .execute(c)
+            .await
+            .expect("commit");
     }
     drop(end);
     let taken = polling.await.expect("poll");
     assert_eq!(taken.status, 201, "{}", taken.text);
-    assert_eq!(taken.json()["job_info"]["pipeline_id"].as_i64(), Some(pipeline));
+    assert_eq!(
+        taken.json()["job_info"]["pipeline_id"].as_i64(),
+        Some(pipeline)
+    );
+    let metrics = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "runway_queue_waited_claims_total"),
+        Some(1.0)
+    );
 }
