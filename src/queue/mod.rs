@@ -1197,13 +1197,14 @@ impl Dispatcher {
                 };
                 if claimed.is_none() && self.db.backend() == crate::db::Backend::Postgres {
                     // The claim passed over rows other transactions hold. Those of its jobs
-                    // still free were held by something other than a claim: a job's end
-                    // holds a busy job of its stage (`FOR SHARE`) until it commits. Taken
-                    // for gone, such a job was left out of the jobs known, every poll
-                    // answered 204 and was held, and nothing woke them: the job waited
-                    // until some other job became pending (the cycle bench's drains ended
-                    // one job short). The claim waits for those rows instead; the
-                    // transactions holding them are short.
+                    // still free were held by another claim not yet committed (waited for,
+                    // they are then found taken) or by something else: a job's end holds a
+                    // busy job of its stage (`FOR SHARE`) until it commits. Taken for gone,
+                    // such a job was left out of the jobs known, every poll answered 204
+                    // and was held, and nothing woke them: the job waited until some other
+                    // job became pending (the cycle bench's drains ended one job short).
+                    // The claim waits for those rows instead; the transactions holding
+                    // them are short.
                     let still = {
                         let mut db = self.db.read().await?;
                         Job::still_waiting(&mut db.conn(), &tried).await?

@@ -795,8 +795,9 @@ pub enum Locked {
     /// Passes over it (`SKIP LOCKED`): claims running side by side take different jobs.
     Skip,
     /// Waits until that transaction ends, then takes the job if it is still free. For a
-    /// claim that skipped jobs still free: they were held by something other than a claim
-    /// (a job's end holds a busy job of its stage `FOR SHARE` until it commits).
+    /// claim that skipped jobs still free: another claim not yet committed held them, or
+    /// something else (a job's end holds a busy job of its stage `FOR SHARE` until it
+    /// commits).
     Wait,
 }
 
