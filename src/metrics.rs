@@ -250,7 +250,7 @@ impl Metrics {
             &mut out,
             "runway_queue_waited_claims_total",
             "counter",
-            "PostgreSQL claims that found their jobs' rows held by other transactions (a job's end) and waited for them.",
+            "PostgreSQL claims that found their jobs' rows held by other transactions (another claim not yet committed, a job's end) and waited for them.",
             snapshot.waited_claims,
         );
         if let Some((groups, writes)) = snapshot.write_groups {

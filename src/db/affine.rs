@@ -143,21 +143,19 @@ impl PgPool {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.wait;
         let permit = |semaphore: &Arc<Semaphore>| {
-            tokio::time::timeout_at(deadline, semaphore.clone().acquire_owned())
+            let acquire = semaphore.clone().acquire_owned();
+            async move {
+                tokio::time::timeout_at(deadline, acquire)
+                    .await
+                    .map_err(|_| PoolError::Timeout)?
+                    .map_err(|e| PoolError::Other(e.into()))
+            }
         };
         let shared = match self.queue {
             true => None,
-            false => Some(
-                permit(&inner.shared)
-                    .await
-                    .map_err(|_| PoolError::Timeout)?
-                    .map_err(|e| PoolError::Other(e.into()))?,
-            ),
+            false => Some(permit(&inner.shared).await?),
         };
-        let out = permit(&inner.out)
-            .await
-            .map_err(|_| PoolError::Timeout)?
-            .map_err(|e| PoolError::Other(e.into()))?;
+        let out = permit(&inner.out).await?;
         loop {
             let own = self.own();
             let left = deadline.saturating_duration_since(Instant::now());
