@@ -1340,3 +1340,109 @@ async fn postgres_a_poll_takes_a_job_whose_row_a_job_s_end_holds() {
         Some(1.0)
     );
 }
+
+/// PostgreSQL: a job's end asks whether another job keeps its stage busy, in its own
+/// pipeline. With the statistics of a jobs table analysed when nothing ran (as a large
+/// table's are: most jobs finished), the planner took `index_jobs_on_status` for that
+/// question and walked every running job of every pipeline, filtering on the pipeline:
+/// a job's end cost a read of each running job. Here 2,000 jobs of another pipeline run,
+/// unknown to the statistics; the end of the last job of a pipeline reads a few entries
+/// of that index, not 2,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_job_s_end_looks_for_a_busy_job_in_its_own_pipeline_only() {
+    use diesel_async::AsyncConnection;
+    let app = TestApp::spawn(crate::helpers::Backend::Postgres).await;
+    let project = app.create_project(json!({ "name": "app" })).await;
+    let (_, runner) = app
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
+    let other = app.pipeline(project, "b: { script: x }\n").await;
+    let mut observer = diesel_async::AsyncPgConnection::establish(&app.state.settings.database_url)
+        .await
+        .expect("a connection of its own");
+    // 20,000 finished copies of `b` in its pipeline and `b` itself finished, analysed:
+    // every job finished, as a large table's statistics say. Then 2,000 of them running,
+    // which the statistics do not know (autovacuum kept off this table).
+    for sql in [
+        "ALTER TABLE jobs SET (autovacuum_enabled = false)".to_string(),
+        format!(
+            "DO $$ DECLARE cols text; BEGIN \
+             SELECT string_agg(quote_ident(column_name), ', ') INTO cols \
+             FROM information_schema.columns WHERE table_schema = 'public' \
+             AND table_name = 'jobs' AND column_name NOT IN ('id', 'status'); \
+             EXECUTE format('INSERT INTO jobs (status, %s) SELECT ''success'', %s \
+             FROM jobs, generate_series(1, 20000) WHERE pipeline_id = {other}', cols, cols); \
+             END $$"
+        ),
+        format!("UPDATE jobs SET status = 'success' WHERE pipeline_id = {other}"),
+        "ANALYZE jobs".to_string(),
+        format!(
+            "UPDATE jobs SET status = 'running' WHERE id IN (SELECT id FROM jobs \
+             WHERE pipeline_id = {other} AND status = 'success' ORDER BY id LIMIT 2000)"
+        ),
+    ] {
+        pg_execute(&mut observer, &sql).await;
+    }
+    let ending = app.pipeline(project, "a: { script: x }\n").await;
+    let job = app.take_job(&runner).await;
+    let before = index_reads(&mut observer, "index_jobs_on_status").await;
+
+    let reply = app.update_job(&job, json!({ "state": "success" })).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(app.pipeline_status(project, ending).await, "success");
+
+    end_server_connections(&mut observer).await;
+    let read = index_reads(&mut observer, "index_jobs_on_status").await - before;
+    assert!(
+        read < 200,
+        "the end read {read} entries of index_jobs_on_status (2,000 jobs of another pipeline run)"
+    );
+}
+
+async fn pg_execute(conn: &mut diesel_async::AsyncPgConnection, sql: &str) {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query(sql).execute(conn).await.expect(sql);
+}
+
+/// How many entries of `index` PostgreSQL's scans have read, as its statistics count them:
+/// this connection's own counts are flushed first; a server's connections flush theirs
+/// when they end ([`end_server_connections`]).
+async fn index_reads(conn: &mut diesel_async::AsyncPgConnection, index: &str) -> i64 {
+    pg_execute(conn, "SELECT pg_stat_force_next_flush()").await;
+    // The next statement flushes them, then the snapshot is read again.
+    pg_execute(conn, "SELECT pg_stat_clear_snapshot()").await;
+    pg_count(
+        conn,
+        &format!(
+            "SELECT idx_tup_read AS n FROM pg_stat_user_indexes WHERE indexrelname = '{index}'"
+        ),
+    )
+    .await
+}
+
+/// Ends every other connection to the database (the server's), and waits until they are
+/// gone: each flushes its statistics as it ends.
+async fn end_server_connections(conn: &mut diesel_async::AsyncPgConnection) {
+    let others = "FROM pg_stat_activity WHERE datname = current_database() \
+                  AND pid <> pg_backend_pid()";
+    pg_execute(conn, &format!("SELECT pg_terminate_backend(pid) {others}")).await;
+    for _ in 0..100 {
+        if pg_count(conn, &format!("SELECT count(*) AS n {others}")).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server's connections did not end");
+}
+
+/// The number a statement answers as `n`.
+async fn pg_count(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> i64 {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(sql).get_result(conn).await.expect(sql);
+    count.n
+}
