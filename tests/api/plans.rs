@@ -140,10 +140,11 @@ async fn a_ref_s_unfinished_pipelines_are_read_without_its_finished_ones() {
                      WHEN 'none' THEN FALSE
                      WHEN 'interruptible' THEN EXISTS (SELECT 1 FROM jobs
                        WHERE jobs.pipeline_id = pipelines.id AND NOT jobs.retried AND jobs.interruptible)
-                     ELSE NOT EXISTS (SELECT 1 FROM jobs
-                       WHERE jobs.pipeline_id = pipelines.id
-                         AND jobs.status IN ('running', 'success', 'failed')
-                         AND NOT jobs.retried AND NOT jobs.interruptible)
+                     ELSE NOT EXISTS (SELECT 1
+                       FROM unnest(ARRAY['running', 'success', 'failed']) AS started(status)
+                       CROSS JOIN LATERAL (SELECT 1 FROM jobs
+                         WHERE jobs.pipeline_id = pipelines.id AND jobs.status = started.status
+                           AND NOT jobs.retried AND NOT jobs.interruptible LIMIT 1) AS one)
                    END
                  LIMIT $5",
         )
@@ -169,4 +170,162 @@ async fn a_ref_s_unfinished_pipelines_are_read_without_its_finished_ones() {
             "{mode}: the read passed over the ref's finished pipelines:\n{plan}"
         );
     }
+}
+
+/// Jobs of another pipeline, `statuses` in turn (`copies` each), which the statistics do
+/// not know: `pipeline`'s own jobs and 20,000 copies of them, all `analysed_as`, are
+/// analysed first (autovacuum kept off the table), as a large table's statistics show
+/// one status where another matters.
+async fn jobs_the_statistics_do_not_know(
+    client: &tokio_postgres::Client,
+    pipeline: i64,
+    analysed_as: &str,
+    statuses: &[(&str, usize)],
+) {
+    let mut setup = format!(
+        "ALTER TABLE jobs SET (autovacuum_enabled = false);
+         DO $$ DECLARE cols text; BEGIN
+           SELECT string_agg(quote_ident(column_name), ', ') INTO cols
+           FROM information_schema.columns WHERE table_schema = 'public'
+             AND table_name = 'jobs' AND column_name <> 'id';
+           EXECUTE format('INSERT INTO jobs (%s) SELECT %s FROM jobs,
+             generate_series(1, 20000) WHERE pipeline_id = {pipeline}', cols, cols);
+         END $$;
+         UPDATE jobs SET status = '{analysed_as}' WHERE pipeline_id = {pipeline};
+         ANALYZE jobs;"
+    );
+    let mut from = 0;
+    for (status, copies) in statuses {
+        setup.push_str(&format!(
+            "UPDATE jobs SET status = '{status}' WHERE id IN (SELECT id FROM jobs
+               WHERE pipeline_id = {pipeline} ORDER BY id OFFSET {from} LIMIT {copies});"
+        ));
+        from += copies;
+    }
+    client.batch_execute(&setup).await.expect("setup");
+}
+
+/// How many entries of `index` PostgreSQL's scans have read, as its statistics count them:
+/// this connection's own counts are flushed first; the server's connections flush theirs
+/// when they end ([`end_server_connections`]).
+async fn index_reads(client: &tokio_postgres::Client, index: &str) -> i64 {
+    // Flushed once the statement ends, before the next reads the statistics again.
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await
+        .expect("flush");
+    client
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await
+        .expect("snapshot");
+    client
+        .query_one(
+            "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1",
+            &[&index],
+        )
+        .await
+        .expect("counts")
+        .get(0)
+}
+
+/// How many entries of `index` the server's statements read since [`index_reads`] gave
+/// `before`: its connections are ended so that they count them.
+async fn index_reads_since(client: &tokio_postgres::Client, index: &str, before: i64) -> i64 {
+    end_server_connections(client).await;
+    index_reads(client, index).await - before
+}
+
+/// Ends every other connection to the database (the server's) and waits until they are
+/// gone: each flushes its statistics as it ends.
+async fn end_server_connections(client: &tokio_postgres::Client) {
+    let others = "FROM pg_stat_activity WHERE datname = current_database() \
+                  AND pid <> pg_backend_pid()";
+    client
+        .batch_execute(&format!("SELECT pg_terminate_backend(pid) {others}"))
+        .await
+        .expect("terminate");
+    for _ in 0..100 {
+        let left: i64 = client
+            .query_one(&format!("SELECT count(*) {others}"), &[])
+            .await
+            .expect("connections")
+            .get(0);
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the server's connections did not end");
+}
+
+/// A job's end asks whether another job keeps its stage busy, in its own pipeline. With
+/// the statistics of a table analysed when every job had finished (as a large table's
+/// nearly are), the planner took `index_jobs_on_status` for that question and walked
+/// every running job of every pipeline, filtering on the pipeline. Here 2,000 jobs of
+/// another pipeline run; the end of the last job of a pipeline reads a few entries of
+/// that index, not 2,000.
+#[tokio::test]
+async fn a_job_s_end_looks_for_a_busy_job_in_its_own_pipeline_only() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let project = app.create_project(json!({ "name": "app" })).await;
+    let (_, runner) = app
+        .create_runner(json!({ "runner_type": "instance_type" }))
+        .await;
+    let other = app.pipeline(project, "b: { script: x }\n").await;
+    let client = connect(&app).await;
+    jobs_the_statistics_do_not_know(&client, other, "success", &[("running", 2000)]).await;
+    let ending = app.pipeline(project, "a: { script: x }\n").await;
+    let job = app.take_job(&runner).await;
+    let before = index_reads(&client, "index_jobs_on_status").await;
+
+    let reply = app.update_job(&job, json!({ "state": "success" })).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(app.pipeline_status(project, ending).await, "success");
+
+    let read = index_reads_since(&client, "index_jobs_on_status", before).await;
+    assert!(
+        read < 200,
+        "the end read {read} entries of index_jobs_on_status (2,000 jobs of another pipeline run)"
+    );
+}
+
+/// A new pipeline asks of each unfinished pipeline of its ref whether a started job keeps
+/// it (`Pipeline::redundant_on_ref`). With the statistics of a young instance, analysed
+/// while its jobs waited, the planner read every started job of every pipeline through
+/// `index_jobs_on_status` (and hashed them) for that question. Here 2,000 jobs of an
+/// unfinished pipeline of the ref run and 2,000 succeeded; the new pipeline reads a few
+/// entries of that index, not 4,000. The older pipeline has started jobs that are not
+/// interruptible: it stays.
+#[tokio::test]
+async fn a_new_pipeline_looks_for_started_jobs_in_each_older_pipeline_only() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let project = app.create_project(json!({ "name": "app" })).await;
+    let older = app.pipeline(project, "b: { script: x }\n").await;
+    let client = connect(&app).await;
+    jobs_the_statistics_do_not_know(
+        &client,
+        older,
+        "pending",
+        &[("running", 2000), ("success", 2000)],
+    )
+    .await;
+    client
+        .batch_execute(&format!(
+            "UPDATE pipelines SET status = 'running', sha = 'older' WHERE id = {older}"
+        ))
+        .await
+        .expect("an older commit");
+    let before = index_reads(&client, "index_jobs_on_status").await;
+
+    let newer = app
+        .create_pipeline(project, "main", "a: { script: x }\n")
+        .await;
+    assert_eq!(newer.status, 201, "{}", newer.text);
+    assert_eq!(app.pipeline_status(project, older).await, "running");
+
+    let read = index_reads_since(&client, "index_jobs_on_status", before).await;
+    assert!(
+        read < 200,
+        "the new pipeline read {read} entries of index_jobs_on_status (4,000 started jobs of an older pipeline)"
+    );
 }

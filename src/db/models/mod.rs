@@ -7,7 +7,7 @@
 /// static query id, so the statement stays in the connection's prepared-statement cache:
 /// each condition is its own type, never one type for several texts.
 macro_rules! literal_condition {
-    ($(#[$doc:meta])* $name:ident, $sql:literal) => {
+    (@condition $(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
         pub(crate) struct $name;
@@ -21,6 +21,20 @@ macro_rules! literal_condition {
         impl diesel::expression::ValidGrouping<()> for $name {
             type IsAggregate = diesel::expression::is_aggregate::Never;
         }
+    };
+    (@fragment $name:ident, $db:ty, $sql:literal) => {
+        impl diesel::query_builder::QueryFragment<$db> for $name {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, $db>,
+            ) -> diesel::QueryResult<()> {
+                out.push_sql($sql);
+                Ok(())
+            }
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, $sql:literal) => {
+        literal_condition!(@condition $(#[$doc])* $name);
 
         impl<DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for $name {
             fn walk_ast<'b>(
@@ -31,6 +45,12 @@ macro_rules! literal_condition {
                 Ok(())
             }
         }
+    };
+    // One text for each backend, where their planners need different forms.
+    ($(#[$doc:meta])* $name:ident, postgres: $pg:literal, sqlite: $sqlite:literal) => {
+        literal_condition!(@condition $(#[$doc])* $name);
+        literal_condition!(@fragment $name, diesel::pg::Pg, $pg);
+        literal_condition!(@fragment $name, diesel::sqlite::Sqlite, $sqlite);
     };
 }
 
