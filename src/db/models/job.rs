@@ -943,7 +943,7 @@ where
             // large jobs table say that hardly any job is pending or running (most are
             // finished when it analyses), and with the statuses as literals it walked
             // `index_jobs_on_status` through every busy job of every pipeline, filtering
-            // on the pipeline (5,700 buffers, 3–5 ms a job's end with 10,000 running
+            // on the pipeline (5,700 buffers and about 3 ms a job's end with 10,000 running
             // jobs). An unknown status makes that index look unselective, and each probe
             // seeks (pipeline, status, stage) in `index_jobs_on_pipeline_id_and_status`.
             out.push_sql("COALESCE((SELECT p.status = 'running' AND NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = p.id AND status = 'canceling') AND (p.stage_scheduled OR NOT EXISTS (SELECT 1 FROM jobs WHERE pipeline_id = p.id AND status = 'created')) FROM pipelines p WHERE p.id = ended.pipeline_id), FALSE) AND (SELECT busy.id FROM unnest(ARRAY['pending', 'running', 'preparing']) AS active(status) CROSS JOIN LATERAL (SELECT id FROM jobs WHERE pipeline_id = ended.pipeline_id AND status = active.status AND stage_idx <= ");
