@@ -653,17 +653,25 @@ both_backends! {
     // The jobs here become pending behind the server's back, so the jobs it knows to wait
     // are behind until the once-a-second survey of the queue reads them (a poll answers
     // from that list when it holds every job waiting).
+    // Polls are held 8–10 s: long enough for two of the survey's passes after a change.
     async fn a_poll_woken_by_a_wave_searches_though_the_version_did_not_move(backend) {
         use crate::metrics::{sample, scrape};
-        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(6).spawn().await);
+        let app = std::sync::Arc::new(TestApp::builder(backend).long_poll_timeout(10).spawn().await);
         let reads = || {
             let app = app.clone();
             async move { sample(&scrape(&app).await, "runway_queue_reads_total").expect("counted") }
         };
-        let surveyed = |since: f64| {
+        // The survey of the queue has read the jobs made pending before this is called,
+        // and kept what it read. The count of reads moves when a read starts: the first
+        // read counted from here started after the change, and the one after it starts
+        // once the first has set the jobs known (the survey's passes follow each other).
+        // Waiting for the first alone let a woken poll answer from the list before it
+        // was set, under a loaded machine.
+        let surveyed = || {
             async move {
-                let deadline = Instant::now() + Duration::from_secs(4);
-                while reads().await <= since {
+                let since = reads().await;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while reads().await < since + 2.0 {
                     assert!(Instant::now() < deadline, "the queue is surveyed while polls are held");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -702,9 +710,8 @@ n: { script: y, when: manual }
         // Held on the whole path, woken by the wave: it takes the job at once.
         let waiting = poll(version.clone());
         held().await;
-        let before = reads().await;
         app.execute(&make_pending("m")).await;
-        surveyed(before).await;
+        surveyed().await;
         app.state.queue.pass_on(1);
         assert_eq!(app.state.queue.current(), version, "a wave passed on keeps the version");
         let taken = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered at once").expect("poll");
@@ -732,9 +739,8 @@ n: { script: y, when: manual }
         assert_eq!((timed_out.status, timed_out.header("x-gitlab-last-update")), (204, Some(version.as_str())));
         let waiting = poll(version.clone());
         held().await;
-        let before = reads().await;
         app.execute(&make_pending("n")).await;
-        surveyed(before).await;
+        surveyed().await;
         app.state.queue.pass_on(1);
         assert_eq!(app.state.queue.current(), version);
         let taken = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("answered at once").expect("poll");
