@@ -29,7 +29,8 @@
 //!    runners (jobs/s, and the server's CPU µs per job). These are compare's figures 3 and
 //!    2, the same code (`compare/phases.rs`). Taking turns puts the machine's slow swings
 //!    (a quarter of the dispatch rate over minutes here) on both databases alike: measured
-//!    one after the other, the ratio swung between 67 % and 145 %.
+//!    one after the other, the ratio swung between 67 % and 145 %. The drain's pipelines
+//!    are canceled after it ([`cancel_unfinished`]), so every round starts alike.
 //! 4. PostgreSQL: the last `RUNWAY_GROWTH_UNVACUUMED` (50000) jobs of history taken
 //!    through the queue again (pending and unassigned, then finished) with autovacuum
 //!    held off the jobs table, as a busy instance runs between two of autovacuum's runs
@@ -608,6 +609,40 @@ async fn measure(store: &Store, project: i64, sizes: &Sizes, figures: &mut Figur
     figures
         .drains
         .push((rate, cpu.as_secs_f64() * 1e6 / n.max(1) as f64));
+    cancel_unfinished(&admin, project).await;
+}
+
+/// Cancels the project's unfinished pipelines through the API: the drain's, whose jobs it
+/// leaves running. Left running, they piled up on `main` round after round, and every
+/// later pickup's `POST` checked each of them for redundancy (a running pipeline of
+/// another commit on the same ref): the empty database's pickup p50 went 1.27 → 2.01 ms
+/// over six rounds, so a round measured the rounds before it as much as the history,
+/// and the second set of rounds (the unvacuumed one's) started from a slower base. Each
+/// round now starts from the same state: the history, and no unfinished pipeline.
+async fn cancel_unfinished(admin: &Admin<'_>, project: i64) {
+    let (status, pipelines) = common::call(
+        admin
+            .client
+            .get(
+                admin
+                    .server
+                    .api(&format!("/projects/{project}/pipelines?per_page=100")),
+            )
+            .header("PRIVATE-TOKEN", common::ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "the project's pipelines: {pipelines}");
+    let pipelines = pipelines.as_array().expect("a list of pipelines");
+    for pipeline in pipelines {
+        if matches!(
+            pipeline["status"].as_str(),
+            Some("created" | "pending" | "running")
+        ) {
+            let path = format!("/projects/{project}/pipelines/{}/cancel", pipeline["id"]);
+            let canceled = admin.post(&path, serde_json::json!({})).await;
+            assert_eq!(canceled["status"], "canceled", "{path}: {canceled}");
+        }
+    }
 }
 
 /// The server reads a job of history as any other: the job, and its archived log listed
