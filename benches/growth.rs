@@ -40,7 +40,9 @@
 //!    ratios (target: dispatch ≥ 90 % of the empty rate, pickup p99 ≤ 110 %), the
 //!    database's size before and after the history (SQLite: the file and its `-wal` after
 //!    a checkpoint; PostgreSQL: `pg_database_size`), bytes per job of history, and the
-//!    seeding time.
+//!    seeding time; and, read after the first set of rounds, a page of 100 of the
+//!    history's jobs (the first and a deep one) and of its pipelines through the admin
+//!    API, with the server's RSS growth over them ([`check_history`]).
 //!
 //! PostgreSQL comes from `RUNWAY_BENCH_DATABASE_URL`, else `scripts/pg.sh` starts a
 //! throwaway one, stopped at the end. `RUNWAY_GROWTH_COLUMNS` (`sqlite,postgres`) picks the
@@ -646,8 +648,10 @@ async fn cancel_unfinished(admin: &Admin<'_>, project: i64) {
 }
 
 /// The server reads a job of history as any other: the job, and its archived log listed
-/// (the log's object itself is not written).
-async fn check_history(store: &Store, project: i64, job: i64) {
+/// (the log's object itself is not written). Then the admin API's lists of the history:
+/// how long a page of the project's jobs and pipelines takes, and how much the server's
+/// RSS grew over them (a list once read the whole history to show a page of it).
+async fn check_history(store: &Store, project: i64, job: i64, jobs: usize) -> Lists {
     let server = start_runway(&store.env(0)).await;
     let admin = Admin::new(&server);
     let get = |path: String| {
@@ -666,6 +670,55 @@ async fn check_history(store: &Store, project: i64, job: i64) {
         trace["file_type"] == "trace" && trace["size"] == CHUNKS_PER_JOB * CHUNK_BYTES,
         "its archived log: {reply}"
     );
+    let rss = common::PeakRss::start(server.pid());
+    let idle = server.rss_kib();
+    let mut lists = Lists::default();
+    for (what, path) in [
+        ("jobs", format!("/projects/{project}/jobs?per_page=100")),
+        (
+            "jobs",
+            format!(
+                "/projects/{project}/jobs?per_page=100&page={}",
+                deep_page(jobs)
+            ),
+        ),
+        (
+            "pipelines",
+            format!("/projects/{project}/pipelines?per_page=100"),
+        ),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..LIST_READS {
+            let at = Instant::now();
+            let (status, reply) = get(path.clone()).await;
+            times.push(at.elapsed());
+            assert_eq!(status, 200, "{path}: {reply}");
+            let shown = reply.as_array().map_or(0, Vec::len);
+            assert_eq!(shown, 100, "{path}: a page of the history's {what}");
+        }
+        times.sort();
+        lists.pages.push(times[times.len() / 2]);
+    }
+    lists.rss_growth_kib = rss.stop().saturating_sub(idle);
+    lists
+}
+
+/// The page of 100 of `jobs` jobs of history read as a deep one: the 1,000th, or the
+/// last full one of a smaller history.
+fn deep_page(jobs: usize) -> usize {
+    (jobs / 100).clamp(1, 1000)
+}
+
+/// Each list's page is read this many times; the median is kept.
+const LIST_READS: usize = 5;
+
+/// [`check_history`]'s figures: the median time of a page of the project's jobs (the
+/// first, a deep one) and of its pipelines (the first), and the server's peak RSS
+/// over them above its RSS before.
+#[derive(Default)]
+struct Lists {
+    pages: Vec<Duration>,
+    rss_growth_kib: u64,
 }
 
 struct Column {
@@ -675,6 +728,7 @@ struct Column {
     /// measured in turn after the rounds above.
     unvacuumed: Option<(Figures, Figures)>,
     seeded: Seeded,
+    lists: Lists,
 }
 
 /// A store's first server: the migrations, the project, the runners and the template
@@ -720,7 +774,7 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
     flush_to_disk().await;
     let projects = (empty_project, project);
     let figures = rounds(&empty, &full, projects, &sizes, "").await;
-    check_history(&full, project, seeded.first_job).await;
+    let lists = check_history(&full, project, seeded.first_job, sizes.history_jobs).await;
     let unvacuumed = match &full.postgres {
         Some(url) if sizes.unvacuumed > 0 => {
             println!(
@@ -738,6 +792,7 @@ async fn run(empty: Store, full: Store, sizes: Sizes) -> Result<Column, String> 
         full: figures.1,
         unvacuumed,
         seeded,
+        lists,
     })
 }
 
@@ -850,9 +905,16 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
         "database MiB, before / after the history".into(),
         "history bytes per job".into(),
         "writing the history, s".into(),
+        format!(
+            "a page of 100 of the history's jobs: the 1st / the {}th, ms (median of {LIST_READS})",
+            deep_page(sizes.history_jobs)
+        ),
+        "a page of 100 of the history's pipelines, ms".into(),
+        "server RSS growth over those pages, MiB".into(),
     ];
     let targets = [
-        "", "", ">= 90%", "", "", "<= 110%", "", "", ">= 90%", "", "", "<= 110%", "", "", "",
+        "", "", ">= 90%", "", "", "<= 110%", "", "", ">= 90%", "", "", "<= 110%", "", "", "", "",
+        "", "",
     ];
     let mut rows = vec![std::iter::once("figure".to_string())
         .chain(columns.iter().map(|(name, _)| name.to_string()))
@@ -906,7 +968,10 @@ fn print_table(sizes: &Sizes, columns: &[(&str, Result<Column, String>)]) {
                             s.bytes_after.saturating_sub(s.bytes_before) as f64
                                 / s.jobs.max(1) as f64
                         ),
-                        _ => format!("{:.1}", s.time.as_secs_f64()),
+                        (14, _) => format!("{:.1}", s.time.as_secs_f64()),
+                        (15, _) => format!("{} / {}", ms(c.lists.pages[0]), ms(c.lists.pages[1])),
+                        (16, _) => ms(c.lists.pages[2]),
+                        _ => format!("{:.1}", c.lists.rss_growth_kib as f64 / 1024.0),
                     }
                 }
             });

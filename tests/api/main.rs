@@ -24,6 +24,7 @@ mod id_tokens;
 mod job_keywords;
 mod jobs;
 mod limits;
+mod long_lists;
 mod meta;
 mod metrics;
 mod minutes;

@@ -59,12 +59,16 @@ pub async fn list_audit_events(
     state: web::Data<AppState>,
 ) -> ApiResult<HttpResponse> {
     let page = page_of(&params_of(&req)?)?;
-    let events = {
+    let (events, counted) = {
         let mut db = state.db.read().await?;
-        AuditEvent::all(&mut db.conn()).await?
+        let events = AuditEvent::listed(&mut db.conn(), page.offset(), page.fetch()).await?;
+        (
+            events,
+            AuditEvent::count(&mut db.conn(), super::COUNT_LIMIT + 1).await?,
+        )
     };
     let events: Vec<ApiAuditEvent> = events.into_iter().map(Into::into).collect();
-    Ok(page.respond(&req, events))
+    Ok(page.respond_rows(&req, counted, events))
 }
 
 /// Records an admin action (a failure to record is logged, not answered).

@@ -22,6 +22,11 @@ use serde::Serialize;
 use crate::api::params::{Check, Params};
 use crate::error::ApiResult;
 
+/// How far GitLab counts a list for its pagination headers: a longer one is not counted
+/// (`api_kaminari_count_with_limit`, GitLab 11.8), so that a page of a long history does
+/// not cost a count of all of it.
+pub const COUNT_LIMIT: i64 = 10_000;
+
 /// GitLab's `page`/`per_page` (default 20, at most 100).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -64,6 +69,58 @@ impl Page {
     ) -> HttpResponse {
         let total_pages = total.div_ceil(self.per_page).max(1);
         let next = (self.page < total_pages).then(|| self.page + 1);
+        self.respond_with(req, Some(total), next, slice)
+    }
+
+    /// Where a statement reads this page from (its `OFFSET`).
+    pub fn offset(self) -> i64 {
+        let offset = (self.page - 1).saturating_mul(self.per_page);
+        i64::try_from(offset).unwrap_or(i64::MAX)
+    }
+
+    /// How many rows a statement reads for this page (its `LIMIT`): one more than the
+    /// page shows, which tells whether a next page exists.
+    pub fn fetch(self) -> i64 {
+        self.per_page as i64 + 1
+    }
+
+    /// A page read by a statement (`rows`: up to [`Self::fetch`] from [`Self::offset`]) of
+    /// a list `counted` up to [`COUNT_LIMIT`] + 1. Above GitLab's limit the list's length
+    /// is not told: no `X-Total`, `X-Total-Pages` or `last` link (GitLab's
+    /// `api_kaminari_count_with_limit`); `X-Next-Page` comes from the extra row.
+    pub fn respond_rows<T: Serialize>(
+        self,
+        req: &HttpRequest,
+        counted: usize,
+        mut rows: Vec<T>,
+    ) -> HttpResponse {
+        let more = rows.len() > self.per_page;
+        rows.truncate(self.per_page);
+        self.respond_listed(req, counted, more, rows)
+    }
+
+    /// [`Self::respond_rows`] for a page whose rows were shown already: `more`, whether
+    /// the statement read a row past the page.
+    pub fn respond_listed<T: Serialize>(
+        self,
+        req: &HttpRequest,
+        counted: usize,
+        more: bool,
+        shown: Vec<T>,
+    ) -> HttpResponse {
+        let next = more.then(|| self.page + 1);
+        let total = (counted <= COUNT_LIMIT as usize).then_some(counted);
+        self.respond_with(req, total, next, shown)
+    }
+
+    /// `slice` with the pagination headers: the list's length when it is told.
+    fn respond_with<T: Serialize>(
+        self,
+        req: &HttpRequest,
+        total: Option<usize>,
+        next: Option<usize>,
+        slice: Vec<T>,
+    ) -> HttpResponse {
         let prev = (self.page > 1).then(|| self.page - 1);
         let link = |page: usize, rel: &str| {
             let base = req.full_url();
@@ -88,11 +145,16 @@ impl Page {
             links.push(link(n, "next"));
         }
         links.push(link(1, "first"));
-        links.push(link(total_pages, "last"));
+        let mut response = HttpResponse::Ok();
+        if let Some(total) = total {
+            let total_pages = total.div_ceil(self.per_page).max(1);
+            links.push(link(total_pages, "last"));
+            response
+                .insert_header(("X-Total", total.to_string()))
+                .insert_header(("X-Total-Pages", total_pages.to_string()));
+        }
         let opt = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
-        HttpResponse::Ok()
-            .insert_header(("X-Total", total.to_string()))
-            .insert_header(("X-Total-Pages", total_pages.to_string()))
+        response
             .insert_header(("X-Per-Page", self.per_page.to_string()))
             .insert_header(("X-Page", self.page.to_string()))
             .insert_header(("X-Next-Page", opt(next)))

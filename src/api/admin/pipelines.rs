@@ -122,18 +122,23 @@ pub async fn list_pipelines(
     let mut c = crate::api::params::Check::new(&params);
     let source = c.str("source");
     c.finish()?;
-    let mut db = state.db.read().await?;
-    let pipelines = Pipeline::for_project(&mut db.conn(), project.id).await?;
     // `PipelinesFinder`: child pipelines only when their source is asked for.
+    let source = source.as_deref();
+    let (pipelines, counted) = {
+        let mut db = state.db.read().await?;
+        let (offset, fetch) = (page.offset(), page.fetch());
+        let pipelines =
+            Pipeline::listed_for_project(&mut db.conn(), project.id, source, offset, fetch).await?;
+        let most = super::COUNT_LIMIT + 1;
+        let counted =
+            Pipeline::count_listed_for_project(&mut db.conn(), project.id, source, most).await?;
+        (pipelines, counted)
+    };
     let items: Vec<Value> = pipelines
         .iter()
-        .filter(|p| match &source {
-            Some(source) => p.source == *source,
-            None => p.source != "parent_pipeline",
-        })
         .map(|p| pipeline_json(p, &project, &state.settings.external_url))
         .collect();
-    Ok(page.respond(&req, items))
+    Ok(page.respond_rows(&req, counted, items))
 }
 
 /// The jobs a runner ran (`status` to filter; `sort` `asc` or `desc` by id), each with
@@ -159,16 +164,17 @@ pub async fn list_runner_jobs(
         _ => None,
     });
     c.finish()?;
-    let (jobs, projects) = {
+    let (jobs, counted, projects) = {
         let mut db = state.db.read().await?;
         if Runner::find(&mut db.conn(), runner_id).await?.is_none() {
             return Err(ApiError::not_found("Runner"));
         }
-        let mut jobs = Job::for_runner(&mut db.conn(), runner_id).await?;
-        jobs.retain(|j| status.is_none_or(|s| j.status == s));
-        if ascending == Some(true) {
-            jobs.reverse();
-        }
+        let ascending = ascending == Some(true);
+        let window = (page.offset(), page.fetch());
+        let jobs =
+            Job::listed_for_runner(&mut db.conn(), runner_id, status, ascending, window).await?;
+        let most = super::COUNT_LIMIT + 1;
+        let counted = Job::count_listed_for_runner(&mut db.conn(), runner_id, status, most).await?;
         let mut projects: HashMap<i64, Project> = HashMap::new();
         for job in &jobs {
             if !projects.contains_key(&job.project_id) {
@@ -177,12 +183,11 @@ pub async fn list_runner_jobs(
                 }
             }
         }
-        (jobs, projects)
+        (jobs, counted, projects)
     };
-    // Only this page's jobs are rendered.
-    let window = page.window(jobs.len());
-    let mut items = Vec::with_capacity(window.len());
-    for job in &jobs[window] {
+    let more = jobs.len() > page.per_page;
+    let mut items = Vec::with_capacity(page.per_page);
+    for job in jobs.iter().take(page.per_page) {
         let Some(project) = projects.get(&job.project_id) else {
             continue;
         };
@@ -198,7 +203,7 @@ pub async fn list_runner_jobs(
             items.push(shown);
         }
     }
-    Ok(page.respond_slice(&req, jobs.len(), items))
+    Ok(page.respond_listed(&req, counted, more, items))
 }
 
 /// One suite of a pipeline's test report: GitLab names a suite after its jobs.
@@ -544,11 +549,20 @@ pub async fn list_jobs(
 ) -> ApiResult<HttpResponse> {
     let project = find_project(&state, &id).await?;
     let page = page_of(&params_of(&req)?)?;
-    let jobs = {
+    let (mut jobs, counted) = {
         let mut db = state.db.read().await?;
-        Job::for_project(&mut db.conn(), project.id).await?
+        let (offset, fetch) = (page.offset(), page.fetch());
+        let jobs = Job::listed_for_project(&mut db.conn(), project.id, offset, fetch).await?;
+        let most = super::COUNT_LIMIT + 1;
+        (
+            jobs,
+            Job::count_for_project(&mut db.conn(), project.id, most).await?,
+        )
     };
-    Ok(page.respond(&req, jobs_json(&state, &project, &jobs).await?))
+    let more = jobs.len() > page.per_page;
+    jobs.truncate(page.per_page);
+    let shown = jobs_json(&state, &project, &jobs).await?;
+    Ok(page.respond_listed(&req, counted, more, shown))
 }
 
 /// One job.

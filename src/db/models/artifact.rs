@@ -127,12 +127,30 @@ impl AuditEvent {
         Ok(())
     }
 
-    pub async fn all(conn: &mut Conn<'_>) -> QueryResult<Vec<AuditEvent>> {
+    /// The events oldest first: `limit` from the `offset`th (every admin action and
+    /// pipeline adds one, so the table grows for as long as the instance runs).
+    pub async fn listed(
+        conn: &mut Conn<'_>,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<AuditEvent>> {
         db_run!(conn, |c| audit_events::table
             .order(audit_events::id)
+            .offset(offset)
+            .limit(limit)
             .select(AuditEvent::as_select())
             .load(c)
             .await)
+    }
+
+    /// How many events there are, counted up to `most`.
+    pub async fn count(conn: &mut Conn<'_>, most: i64) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| audit_events::table
+            .limit(most)
+            .select(audit_events::id)
+            .load(c)
+            .await)?;
+        Ok(ids.len())
     }
 }
 

@@ -340,24 +340,87 @@ impl Job {
             .await)
     }
 
-    /// The jobs a runner took, newest first.
-    pub async fn for_runner(conn: &mut Conn<'_>, runner_id: i64) -> QueryResult<Vec<Job>> {
+    /// The jobs a runner took (of `status`, when given), newest first (`ascending`:
+    /// oldest first): `limit` from the `offset`th. Read as a page: a runner takes jobs
+    /// for years.
+    pub async fn listed_for_runner(
+        conn: &mut Conn<'_>,
+        runner_id: i64,
+        status: Option<JobStatus>,
+        ascending: bool,
+        (offset, limit): (i64, i64),
+    ) -> QueryResult<Vec<Job>> {
+        db_run!(conn, |c| {
+            let mut query = jobs::table
+                .filter(jobs::runner_id.eq(runner_id))
+                .offset(offset)
+                .limit(limit)
+                .select(Job::as_select())
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(jobs::status.eq(status));
+            }
+            query = if ascending {
+                query.order(jobs::id.asc())
+            } else {
+                query.order(jobs::id.desc())
+            };
+            query.load(c).await
+        })
+    }
+
+    /// How many jobs [`Job::listed_for_runner`] lists, counted up to `most`.
+    pub async fn count_listed_for_runner(
+        conn: &mut Conn<'_>,
+        runner_id: i64,
+        status: Option<JobStatus>,
+        most: i64,
+    ) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| {
+            let mut query = jobs::table
+                .filter(jobs::runner_id.eq(runner_id))
+                .limit(most)
+                .select(jobs::id)
+                .into_boxed();
+            if let Some(status) = status {
+                query = query.filter(jobs::status.eq(status));
+            }
+            query.load(c).await
+        })?;
+        Ok(ids.len())
+    }
+
+    /// A project's jobs, newest first: `limit` from the `offset`th. Read as a page: a
+    /// project keeps years of jobs.
+    pub async fn listed_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Job>> {
         db_run!(conn, |c| jobs::table
-            .filter(jobs::runner_id.eq(runner_id))
+            .filter(jobs::project_id.eq(project_id))
             .order(jobs::id.desc())
+            .offset(offset)
+            .limit(limit)
             .select(Job::as_select())
             .load(c)
             .await)
     }
 
-    /// A project's jobs, newest first.
-    pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Job>> {
-        db_run!(conn, |c| jobs::table
+    /// How many jobs the project has, counted up to `most`.
+    pub async fn count_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        most: i64,
+    ) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| jobs::table
             .filter(jobs::project_id.eq(project_id))
-            .order(jobs::id.desc())
-            .select(Job::as_select())
+            .limit(most)
+            .select(jobs::id)
             .load(c)
-            .await)
+            .await)?;
+        Ok(ids.len())
     }
 
     /// Up to `limit` pending, unassigned jobs with ids above `after`, oldest first, read

@@ -195,13 +195,52 @@ impl Pipeline {
     }
 
     /// A project's pipelines, newest first.
-    pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Pipeline>> {
-        db_run!(conn, |c| pipelines::table
-            .filter(pipelines::project_id.eq(project_id))
-            .order(pipelines::id.desc())
-            .select(Pipeline::as_select())
-            .load(c)
-            .await)
+    /// The project's pipelines of `source` (`None`: all but child pipelines, as GitLab's
+    /// `PipelinesFinder` lists them), newest first: `limit` from the `offset`th. A page
+    /// read as a page: a project keeps years of pipelines.
+    pub async fn listed_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        source: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Pipeline>> {
+        db_run!(conn, |c| {
+            let mut query = pipelines::table
+                .filter(pipelines::project_id.eq(project_id))
+                .order(pipelines::id.desc())
+                .offset(offset)
+                .limit(limit)
+                .select(Pipeline::as_select())
+                .into_boxed();
+            query = match source {
+                Some(source) => query.filter(pipelines::source.eq(source)),
+                None => query.filter(pipelines::source.ne("parent_pipeline")),
+            };
+            query.load(c).await
+        })
+    }
+
+    /// How many pipelines [`Pipeline::listed_for_project`] lists, counted up to `most`.
+    pub async fn count_listed_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        source: Option<&str>,
+        most: i64,
+    ) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| {
+            let mut query = pipelines::table
+                .filter(pipelines::project_id.eq(project_id))
+                .limit(most)
+                .select(pipelines::id)
+                .into_boxed();
+            query = match source {
+                Some(source) => query.filter(pipelines::source.eq(source)),
+                None => query.filter(pipelines::source.ne("parent_pipeline")),
+            };
+            query.load(c).await
+        })?;
+        Ok(ids.len())
     }
 
     /// The project's pipelines on `ref_` at another commit than `other_than_sha`, older
