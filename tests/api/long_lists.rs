@@ -1,5 +1,5 @@
-//! The admin API's lists over a long history (a project's pipelines and jobs, a runner's
-//! jobs, the audit events): each request reads its page, not the history, and past
+//! The admin API's lists over a long history (a project's pipelines and jobs, a
+//! schedule's pipelines, a runner's jobs, the audit events): each request reads its page, not the history, and past
 //! GitLab's count limit (10,000) the list is not counted, as GitLab's
 //! `api_kaminari_count_with_limit` leaves it: no `X-Total`, no `X-Total-Pages`, no `last`
 //! link, while `X-Next-Page` still says whether a page follows.
@@ -129,6 +129,19 @@ both_backends! {
         // A filter is applied by the statement, and counts what it keeps.
         let children = get(&app, &format!("/projects/{project}/pipelines?source=parent_pipeline")).await;
         assert_eq!((children.json(), counted(&children)), (json!([]), (Some("0"), Some("1"))));
+
+        // A schedule's pipelines, oldest first.
+        let schedules = format!("/projects/{project}/pipeline_schedules");
+        let body = json!({ "description": "every minute", "ref": "main", "cron": "* * * * *", "active": false });
+        let schedule = app.api(Method::POST, &schedules, Some(body)).await;
+        assert_eq!(schedule.status, 201, "{}", schedule.text);
+        let schedule = schedule.json()["id"].as_i64().expect("id");
+        app.execute(&format!("UPDATE pipelines SET schedule_id = {schedule} WHERE project_id = {project}")).await;
+        let started = get(&app, &format!("{schedules}/{schedule}/pipelines?per_page=100&page=2")).await;
+        let listed = ids(&started);
+        assert_eq!(listed.len(), 100);
+        assert!(listed.windows(2).all(|w| w[1] == w[0] + 1), "oldest first: {listed:?}");
+        assert_not_counted(&started, 2);
 
         let taken = get(&app, &format!("/runners/{runner_id}/jobs?per_page=20&page=2&sort=asc")).await;
         let oldest: Vec<i64> = ids(&get(&app, &format!("/runners/{runner_id}/jobs?per_page=40&sort=asc")).await);

@@ -203,16 +203,23 @@ pub async fn schedule_pipelines(
     let project = find_project(&state, &id).await?;
     let schedule = find_schedule(&state, &project, &schedule_id).await?;
     let page = page_of(&params_of(&req)?)?;
-    let pipelines = {
+    let (pipelines, counted) = {
         let mut db = state.db.read().await?;
-        Pipeline::for_schedule(&mut db.conn(), schedule.id).await?
+        let (offset, fetch) = (page.offset(), page.fetch());
+        let pipelines =
+            Pipeline::listed_for_schedule(&mut db.conn(), schedule.id, offset, fetch).await?;
+        let most = super::COUNT_LIMIT + 1;
+        (
+            pipelines,
+            Pipeline::count_for_schedule(&mut db.conn(), schedule.id, most).await?,
+        )
     };
     let base = &state.settings.external_url;
     let items: Vec<Value> = pipelines
         .iter()
         .map(|p| pipeline_json(p, &project, base))
         .collect();
-    Ok(page.respond(&req, items))
+    Ok(page.respond_rows(&req, counted, items))
 }
 
 /// Make a schedule.

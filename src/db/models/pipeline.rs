@@ -356,14 +356,36 @@ impl Pipeline {
         })
     }
 
-    /// The pipelines a schedule started, oldest first.
-    pub async fn for_schedule(conn: &mut Conn<'_>, schedule_id: i64) -> QueryResult<Vec<Pipeline>> {
+    /// The pipelines a schedule started, oldest first: `limit` from the `offset`th.
+    pub async fn listed_for_schedule(
+        conn: &mut Conn<'_>,
+        schedule_id: i64,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Pipeline>> {
         db_run!(conn, |c| pipelines::table
             .filter(pipelines::schedule_id.eq(schedule_id))
             .order(pipelines::id)
+            .offset(offset)
+            .limit(limit)
             .select(Pipeline::as_select())
             .load(c)
             .await)
+    }
+
+    /// How many pipelines the schedule started, counted up to `most`.
+    pub async fn count_for_schedule(
+        conn: &mut Conn<'_>,
+        schedule_id: i64,
+        most: i64,
+    ) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| pipelines::table
+            .filter(pipelines::schedule_id.eq(schedule_id))
+            .limit(most)
+            .select(pipelines::id)
+            .load(c)
+            .await)?;
+        Ok(ids.len())
     }
 
     /// The projects where a pipeline finished at `since` or later.

@@ -1,0 +1,1 @@
+DROP INDEX index_pipelines_on_schedule_id_and_id;
