@@ -1,5 +1,5 @@
-//! The admin API's lists over a long history (a project's pipelines and jobs, a
-//! schedule's pipelines, a runner's jobs, the audit events): each request reads its page, not the history, and past
+//! The admin API's lists over a long history (a project's pipelines, jobs and
+//! deployments, a schedule's pipelines, a runner's jobs, the audit events): each request reads its page, not the history, and past
 //! GitLab's count limit (10,000) the list is not counted, as GitLab's
 //! `api_kaminari_count_with_limit` leaves it: no `X-Total`, no `X-Total-Pages`, no `last`
 //! link, while `X-Next-Page` still says whether a page follows.
@@ -150,6 +150,35 @@ both_backends! {
         assert_not_counted(&taken, 2);
         let succeeded = get(&app, &format!("/runners/{runner_id}/jobs?status=success")).await;
         assert_eq!((succeeded.json(), counted(&succeeded)), (json!([]), (Some("0"), Some("1"))));
+    }
+
+    async fn a_project_s_deployments_are_listed_a_page_at_a_time(backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.create_project(json!({ "name": "deployed" })).await;
+        app.pipeline(project, "deploy: { script: x, environment: production }\n").await;
+        let (_, token) = app.create_runner(json!({ "runner_type": "instance_type" })).await;
+        app.take_job(&token).await;
+        let one: Value = get(&app, &format!("/projects/{project}/deployments")).await.json();
+        let first = one[0]["id"].as_i64().expect("the running job's deployment");
+        copy_rows(&app, "deployments", &format!("project_id = {project}"), 10_000).await;
+
+        // Oldest first by default.
+        let page = get(&app, &format!("/projects/{project}/deployments?per_page=100&page=2")).await;
+        let listed = ids(&page);
+        assert_eq!(listed.len(), 100);
+        assert!(listed.windows(2).all(|w| w[1] > w[0]), "oldest first: {listed:?}");
+        assert!(listed[0] > first);
+        assert_eq!(page.json()[0]["environment"]["name"], "production");
+        assert_eq!(page.json()[0]["status"], "running");
+        assert_not_counted(&page, 2);
+        // None finished: ordered by `finished_at`, the ids decide, newest first here.
+        let newest = get(&app, &format!("/projects/{project}/deployments?order_by=finished_at&sort=desc&per_page=3")).await;
+        let newest = ids(&newest);
+        assert!(newest.windows(2).all(|w| w[0] > w[1]) && newest[0] > listed[99], "{newest:?}");
+        for (filter, what) in [("environment=staging", "an environment the project lacks"), ("status=success", "no deployment succeeded")] {
+            let none = get(&app, &format!("/projects/{project}/deployments?{filter}")).await;
+            assert_eq!((none.json(), counted(&none)), (json!([]), (Some("0"), Some("1"))), "{what}");
+        }
     }
 
     async fn the_audit_events_are_counted_up_to_gitlab_s_limit(backend) {

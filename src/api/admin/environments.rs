@@ -13,7 +13,7 @@ use crate::api::admin::projects::find_project;
 use crate::api::params::{params_of, Check, FromParams, Params, Validated};
 use crate::api::{format_time, path_id};
 use crate::auth::AdminAuth;
-use crate::db::models::environment::{Deployment, Environment, EnvironmentChanges};
+use crate::db::models::environment::{Deployment, DeploymentList, Environment, EnvironmentChanges};
 use crate::db::models::{now, Job, Project};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -439,41 +439,41 @@ pub async fn list_deployments(
     let params = params_of(&req)?;
     let page = page_of(&params)?;
     let filter = ListDeployments::from_params(&params)?;
-    let (deployments, environments) = {
+    let (deployments, counted, environments) = {
         let mut db = state.db.read().await?;
-        (
-            Deployment::for_project(&mut db.conn(), project.id).await?,
-            Environment::for_project(&mut db.conn(), project.id).await?,
-        )
+        let environments = Environment::for_project(&mut db.conn(), project.id).await?;
+        // An environment the project does not have: nothing is listed.
+        let environment_id = match &filter.environment {
+            Some(name) => match environments.iter().find(|e| e.name == *name) {
+                Some(e) => Some(e.id),
+                None => return Ok(page.respond_rows(&req, 0, Vec::<Value>::new())),
+            },
+            None => None,
+        };
+        let list = DeploymentList {
+            environment_id,
+            status: filter.status.as_deref(),
+            order_by: &filter.order_by,
+            descending: filter.sort == "desc",
+        };
+        let (offset, fetch) = (page.offset(), page.fetch());
+        let deployments =
+            Deployment::listed_for_project(&mut db.conn(), project.id, &list, offset, fetch)
+                .await?;
+        let most = super::COUNT_LIMIT + 1;
+        let counted =
+            Deployment::count_listed_for_project(&mut db.conn(), project.id, &list, most).await?;
+        (deployments, counted, environments)
     };
-    let mut chosen: Vec<(&Deployment, &Environment)> = deployments
-        .iter()
-        .filter_map(|d| {
-            let e = environments.iter().find(|e| e.id == d.environment_id)?;
-            Some((d, e))
-        })
-        .filter(|(d, e)| {
-            filter.environment.as_ref().is_none_or(|n| *n == e.name)
-                && filter.status.as_ref().is_none_or(|s| *s == d.status)
-        })
-        .collect();
-    chosen.sort_by(|(a, _), (b, _)| match filter.order_by.as_str() {
-        "created_at" => a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)),
-        "updated_at" => a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)),
-        "finished_at" => a.finished_at.cmp(&b.finished_at).then(a.id.cmp(&b.id)),
-        "ref" => a.ref_.cmp(&b.ref_).then(a.id.cmp(&b.id)),
-        _ => a.id.cmp(&b.id),
-    });
-    if filter.sort == "desc" {
-        chosen.reverse();
+    // Only the page asked for is rendered (each with its job).
+    let more = deployments.len() > page.per_page;
+    let mut shown = Vec::with_capacity(page.per_page);
+    for d in deployments.iter().take(page.per_page) {
+        if let Some(e) = environments.iter().find(|e| e.id == d.environment_id) {
+            shown.push(deployment_json(&state, &project, d, e).await?);
+        }
     }
-    // Only the page asked for is rendered in full (each with its job).
-    let window = page.window(chosen.len());
-    let mut shown = Vec::with_capacity(window.len());
-    for (d, e) in &chosen[window] {
-        shown.push(deployment_json(&state, &project, d, e).await?);
-    }
-    Ok(page.respond_slice(&req, chosen.len(), shown))
+    Ok(page.respond_listed(&req, counted, more, shown))
 }
 
 /// One deployment.

@@ -203,6 +203,16 @@ impl Environment {
     }
 }
 
+/// Which of a project's deployments a list keeps, and its order (GitLab's
+/// `DeploymentsFinder`: `environment`, `status`, `order_by`, `sort`).
+pub struct DeploymentList<'a> {
+    pub environment_id: Option<i64>,
+    pub status: Option<&'a str>,
+    /// `id` (also for `iid`), `created_at`, `updated_at`, `finished_at` or `ref`.
+    pub order_by: &'a str,
+    pub descending: bool,
+}
+
 impl Deployment {
     #[allow(clippy::too_many_arguments)]
     pub async fn create(
@@ -255,13 +265,74 @@ impl Deployment {
             .await)
     }
 
-    pub async fn for_project(conn: &mut Conn<'_>, project_id: i64) -> QueryResult<Vec<Deployment>> {
-        db_run!(conn, |c| deployments::table
-            .filter(deployments::project_id.eq(project_id))
-            .order(deployments::id)
-            .select(Deployment::as_select())
-            .load(c)
-            .await)
+    /// A page of the project's deployments as `list` picks and orders them: `limit`
+    /// from the `offset`th. Read as a page: every deploying job adds one.
+    pub async fn listed_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        list: &DeploymentList<'_>,
+        offset: i64,
+        limit: i64,
+    ) -> QueryResult<Vec<Deployment>> {
+        use deployments::{created_at, finished_at, id, ref_, updated_at};
+        db_run!(conn, |c| {
+            let mut query = deployments::table
+                .filter(deployments::project_id.eq(project_id))
+                .offset(offset)
+                .limit(limit)
+                .select(Deployment::as_select())
+                .into_boxed();
+            if let Some(environment) = list.environment_id {
+                query = query.filter(deployments::environment_id.eq(environment));
+            }
+            if let Some(status) = list.status {
+                query = query.filter(deployments::status.eq(status));
+            }
+            // Ties by id, in the same direction; a deployment not finished has no
+            // `finished_at` and comes first in ascending order, last in descending
+            // (each backend's own NULL order differs, so it is spelled out).
+            query = match (list.order_by, list.descending) {
+                ("created_at", false) => query.order((created_at.asc(), id.asc())),
+                ("created_at", true) => query.order((created_at.desc(), id.desc())),
+                ("updated_at", false) => query.order((updated_at.asc(), id.asc())),
+                ("updated_at", true) => query.order((updated_at.desc(), id.desc())),
+                ("finished_at", false) => {
+                    query.order((finished_at.is_null().desc(), finished_at.asc(), id.asc()))
+                }
+                ("finished_at", true) => {
+                    query.order((finished_at.is_null().asc(), finished_at.desc(), id.desc()))
+                }
+                ("ref", false) => query.order((ref_.asc(), id.asc())),
+                ("ref", true) => query.order((ref_.desc(), id.desc())),
+                (_, false) => query.order(id.asc()),
+                (_, true) => query.order(id.desc()),
+            };
+            query.load(c).await
+        })
+    }
+
+    /// How many deployments [`Deployment::listed_for_project`] lists, counted up to `most`.
+    pub async fn count_listed_for_project(
+        conn: &mut Conn<'_>,
+        project_id: i64,
+        list: &DeploymentList<'_>,
+        most: i64,
+    ) -> QueryResult<usize> {
+        let ids: Vec<i64> = db_run!(conn, |c| {
+            let mut query = deployments::table
+                .filter(deployments::project_id.eq(project_id))
+                .limit(most)
+                .select(deployments::id)
+                .into_boxed();
+            if let Some(environment) = list.environment_id {
+                query = query.filter(deployments::environment_id.eq(environment));
+            }
+            if let Some(status) = list.status {
+                query = query.filter(deployments::status.eq(status));
+            }
+            query.load(c).await
+        })?;
+        Ok(ids.len())
     }
 
     pub async fn find(

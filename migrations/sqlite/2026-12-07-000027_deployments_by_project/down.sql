@@ -1,0 +1,1 @@
+DROP INDEX index_deployments_on_project_id_and_id;
