@@ -64,7 +64,7 @@ pub async fn list_audit_events(
         let events = AuditEvent::listed(&mut db.conn(), page.offset(), page.fetch()).await?;
         (
             events,
-            AuditEvent::count(&mut db.conn(), super::COUNT_LIMIT + 1).await?,
+            AuditEvent::count(&mut db.conn(), super::COUNT_UP_TO).await?,
         )
     };
     let events: Vec<ApiAuditEvent> = events.into_iter().map(Into::into).collect();

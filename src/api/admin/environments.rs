@@ -439,7 +439,7 @@ pub async fn list_deployments(
     let params = params_of(&req)?;
     let page = page_of(&params)?;
     let filter = ListDeployments::from_params(&params)?;
-    let (deployments, counted, environments) = {
+    let (mut deployments, counted, environments) = {
         let mut db = state.db.read().await?;
         let environments = Environment::for_project(&mut db.conn(), project.id).await?;
         // An environment the project does not have: nothing is listed.
@@ -460,15 +460,15 @@ pub async fn list_deployments(
         let deployments =
             Deployment::listed_for_project(&mut db.conn(), project.id, &list, offset, fetch)
                 .await?;
-        let most = super::COUNT_LIMIT + 1;
+        let most = super::COUNT_UP_TO;
         let counted =
             Deployment::count_listed_for_project(&mut db.conn(), project.id, &list, most).await?;
         (deployments, counted, environments)
     };
     // Only the page asked for is rendered (each with its job).
-    let more = deployments.len() > page.per_page;
-    let mut shown = Vec::with_capacity(page.per_page);
-    for d in deployments.iter().take(page.per_page) {
+    let more = page.cut(&mut deployments);
+    let mut shown = Vec::with_capacity(deployments.len());
+    for d in &deployments {
         if let Some(e) = environments.iter().find(|e| e.id == d.environment_id) {
             shown.push(deployment_json(&state, &project, d, e).await?);
         }

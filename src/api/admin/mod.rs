@@ -27,6 +27,9 @@ use crate::error::ApiResult;
 /// not cost a count of all of it.
 pub const COUNT_LIMIT: i64 = 10_000;
 
+/// How many rows a list's count reads: one past [`COUNT_LIMIT`], which tells a longer list.
+pub const COUNT_UP_TO: i64 = COUNT_LIMIT + 1;
+
 /// GitLab's `page`/`per_page` (default 20, at most 100).
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -85,7 +88,7 @@ impl Page {
     }
 
     /// A page read by a statement (`rows`: up to [`Self::fetch`] from [`Self::offset`]) of
-    /// a list `counted` up to [`COUNT_LIMIT`] + 1. Above GitLab's limit the list's length
+    /// a list `counted` up to [`COUNT_UP_TO`]. Above GitLab's limit the list's length
     /// is not told: no `X-Total`, `X-Total-Pages` or `last` link (GitLab's
     /// `api_kaminari_count_with_limit`); `X-Next-Page` comes from the extra row.
     pub fn respond_rows<T: Serialize>(
@@ -94,9 +97,16 @@ impl Page {
         counted: usize,
         mut rows: Vec<T>,
     ) -> HttpResponse {
+        let more = self.cut(&mut rows);
+        self.respond_listed(req, counted, more, rows)
+    }
+
+    /// Cuts rows read for this page (up to [`Self::fetch`]) to the page; whether a row
+    /// past it was read, that is, whether a next page exists.
+    pub fn cut<T>(self, rows: &mut Vec<T>) -> bool {
         let more = rows.len() > self.per_page;
         rows.truncate(self.per_page);
-        self.respond_listed(req, counted, more, rows)
+        more
     }
 
     /// [`Self::respond_rows`] for a page whose rows were shown already: `more`, whether

@@ -129,7 +129,7 @@ pub async fn list_pipelines(
         let (offset, fetch) = (page.offset(), page.fetch());
         let pipelines =
             Pipeline::listed_for_project(&mut db.conn(), project.id, source, offset, fetch).await?;
-        let most = super::COUNT_LIMIT + 1;
+        let most = super::COUNT_UP_TO;
         let counted =
             Pipeline::count_listed_for_project(&mut db.conn(), project.id, source, most).await?;
         (pipelines, counted)
@@ -164,7 +164,7 @@ pub async fn list_runner_jobs(
         _ => None,
     });
     c.finish()?;
-    let (jobs, counted, projects) = {
+    let (mut jobs, counted, projects) = {
         let mut db = state.db.read().await?;
         if Runner::find(&mut db.conn(), runner_id).await?.is_none() {
             return Err(ApiError::not_found("Runner"));
@@ -173,7 +173,7 @@ pub async fn list_runner_jobs(
         let window = (page.offset(), page.fetch());
         let jobs =
             Job::listed_for_runner(&mut db.conn(), runner_id, status, ascending, window).await?;
-        let most = super::COUNT_LIMIT + 1;
+        let most = super::COUNT_UP_TO;
         let counted = Job::count_listed_for_runner(&mut db.conn(), runner_id, status, most).await?;
         let mut projects: HashMap<i64, Project> = HashMap::new();
         for job in &jobs {
@@ -185,9 +185,9 @@ pub async fn list_runner_jobs(
         }
         (jobs, counted, projects)
     };
-    let more = jobs.len() > page.per_page;
-    let mut items = Vec::with_capacity(page.per_page);
-    for job in jobs.iter().take(page.per_page) {
+    let more = page.cut(&mut jobs);
+    let mut items = Vec::with_capacity(jobs.len());
+    for job in &jobs {
         let Some(project) = projects.get(&job.project_id) else {
             continue;
         };
@@ -553,14 +553,12 @@ pub async fn list_jobs(
         let mut db = state.db.read().await?;
         let (offset, fetch) = (page.offset(), page.fetch());
         let jobs = Job::listed_for_project(&mut db.conn(), project.id, offset, fetch).await?;
-        let most = super::COUNT_LIMIT + 1;
         (
             jobs,
-            Job::count_for_project(&mut db.conn(), project.id, most).await?,
+            Job::count_for_project(&mut db.conn(), project.id, super::COUNT_UP_TO).await?,
         )
     };
-    let more = jobs.len() > page.per_page;
-    jobs.truncate(page.per_page);
+    let more = page.cut(&mut jobs);
     let shown = jobs_json(&state, &project, &jobs).await?;
     Ok(page.respond_listed(&req, counted, more, shown))
 }

@@ -208,10 +208,9 @@ pub async fn schedule_pipelines(
         let (offset, fetch) = (page.offset(), page.fetch());
         let pipelines =
             Pipeline::listed_for_schedule(&mut db.conn(), schedule.id, offset, fetch).await?;
-        let most = super::COUNT_LIMIT + 1;
         (
             pipelines,
-            Pipeline::count_for_schedule(&mut db.conn(), schedule.id, most).await?,
+            Pipeline::count_for_schedule(&mut db.conn(), schedule.id, super::COUNT_UP_TO).await?,
         )
     };
     let base = &state.settings.external_url;

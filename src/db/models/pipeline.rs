@@ -194,7 +194,6 @@ impl Pipeline {
         }
     }
 
-    /// A project's pipelines, newest first.
     /// The project's pipelines of `source` (`None`: all but child pipelines, as GitLab's
     /// `PipelinesFinder` lists them), newest first: `limit` from the `offset`th. A page
     /// read as a page: a project keeps years of pipelines.
